@@ -1,0 +1,42 @@
+"""Shared pytest fixtures: an isolated CHATCLI_HOME per test and a session-wide tiny model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# `from tests.tiny import ...` works however pytest was started (plain `pytest` too).
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from tests.tiny import make_tiny_checkpoint  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _chatcli_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty CHATCLI_HOME, so nothing touches the real user dirs."""
+    home = tmp_path_factory.mktemp("chatcli_home")
+    monkeypatch.setenv("CHATCLI_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random llama (SmolLM2-like, tied embeddings) HF directory, built once per session."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny_llama"), family="llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_family_dirs(tmp_path_factory):
+    """A callable ``family -> dir`` that builds each family's tiny checkpoint once per session."""
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = make_tiny_checkpoint(tmp_path_factory.mktemp(f"tiny_{family}"), family=family, seed=0)
+        return built[family]
+
+    return get
