@@ -1,0 +1,75 @@
+"""Rotary position embeddings, as Hugging Face llama computes them.
+
+``inv_freq(config)`` gives the per-pair frequencies (with ``linear`` or Llama-3
+band scaling); ``RotaryEmbedding(positions)`` turns positions into ``cos``/``sin``
+tables computed in float32 (the angles of late positions lose precision in
+bf16) and cast to the activations' dtype; ``apply_rotary`` rotates q and k with
+HF's rotate-half convention (the first and second halves of the head dim form
+the pairs, not interleaved neighbours).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from chatcli.engine.config import ModelConfig
+
+
+def inv_freq(config: ModelConfig, device: torch.device | str | None = None) -> torch.Tensor:
+    """Inverse frequencies [head_dim // 2], float32."""
+    dim = config.head_dim
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64, device=device).float() / dim
+    freq = 1.0 / (config.rope_theta**exponents)  # [Dh/2]
+    scaling = config.rope_scaling
+    if scaling is None:
+        return freq
+    if scaling.rope_type == "linear":
+        return freq / scaling.factor
+    # llama3: keep high frequencies, divide low ones by `factor`, blend the band between.
+    old_len = scaling.original_max_position_embeddings
+    low_freq_wavelen = old_len / scaling.low_freq_factor
+    high_freq_wavelen = old_len / scaling.high_freq_factor
+    wavelen = 2 * math.pi / freq
+    scaled = torch.where(wavelen > low_freq_wavelen, freq / scaling.factor, freq)
+    smooth = (old_len / wavelen - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
+
+
+class RotaryEmbedding(nn.Module):
+    """positions [B, S] -> (cos, sin) [B, S, head_dim] in ``dtype``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        # Not persistent: derived from the config, never in a checkpoint.
+        self.register_buffer("inv_freq", inv_freq(config), persistent=False)
+
+    def reset_buffers(self, device: torch.device | str) -> None:
+        """Recompute ``inv_freq`` on ``device`` (after building the model on the meta device)."""
+        self.inv_freq = inv_freq(self.config, device=device)
+
+    @torch.no_grad()
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # positions: [B, S] int64
+        angles = positions[..., None].float() * self.inv_freq.float()  # [B, S, Dh/2]
+        emb = torch.cat((angles, angles), dim=-1)  # [B, S, Dh]
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rotary(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate q [B, H, S, Dh] and k [B, KV, S, Dh] by cos/sin [B, S, Dh]."""
+    cos = cos.unsqueeze(1)  # [B, 1, S, Dh]
+    sin = sin.unsqueeze(1)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
