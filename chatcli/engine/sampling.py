@@ -1,0 +1,150 @@
+"""Sampling: pure functions from logits to the distribution a token is drawn from.
+
+Everything works on float32 logits shaped ``[V]`` or ``[B, V]`` and follows the
+conventions of transformers' logits processors, applied in transformers' order:
+repetition penalty, temperature, top-k, top-p, min-p. :func:`sampling_distribution`
+returns the probabilities that :func:`sample` then draws from, so the UI can show
+exactly what was used. Temperature 0 is greedy: a one-hot vector on the argmax
+(after the repetition penalty). Randomness only comes from an explicit
+``torch.Generator``: the same seed gives the same tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from chatcli.engine.params import SamplingParams
+from chatcli.errors import GenerationError
+
+_NEG_INF = float("-inf")
+
+
+def check_finite(logits: torch.Tensor) -> None:
+    """Raise :class:`GenerationError` if the model produced NaN or infinite logits."""
+    if not bool(torch.isfinite(logits).all()):
+        nan = int(torch.isnan(logits).sum())
+        inf = int(torch.isinf(logits).sum())
+        raise GenerationError(
+            f"the model produced invalid logits ({nan} NaN, {inf} infinite); "
+            "the weights may be broken or the dtype too narrow (try --dtype float32)"
+        )
+
+
+def raw_distribution(logits: torch.Tensor) -> torch.Tensor:
+    """The model's own distribution: softmax at temperature 1. [..., V] -> [..., V]"""
+    return torch.softmax(logits.float(), dim=-1)
+
+
+def entropy_bits(probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in bits over the last dimension (0 * log 0 counts as 0). [..., V] -> [...]"""
+    logp = torch.log2(probs.clamp_min(1e-45))
+    return -(torch.where(probs > 0, probs * logp, torch.zeros_like(probs))).sum(dim=-1)
+
+
+def apply_repetition_penalty(
+    logits: torch.Tensor, prev_ids: torch.Tensor | Sequence[int] | Sequence[Sequence[int]], penalty: float
+) -> torch.Tensor:
+    """transformers' convention: for every token already seen, divide a positive logit by
+    ``penalty`` and multiply a negative one (each token penalised once).
+
+    logits: [V] or [B, V]; prev_ids: [S] or [B, S] (ids seen so far, prompt included).
+    """
+    if penalty == 1.0:
+        return logits
+    ids = torch.as_tensor(prev_ids, dtype=torch.long, device=logits.device)
+    if ids.numel() == 0:
+        return logits
+    squeeze = logits.dim() == 1
+    x = logits.unsqueeze(0) if squeeze else logits  # [B, V]
+    ids = ids.view(1, -1).expand(x.shape[0], -1) if ids.dim() == 1 else ids  # [B, S]
+    seen = torch.gather(x, 1, ids)  # [B, S]
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    out = x.scatter(1, ids, seen)
+    return out.squeeze(0) if squeeze else out
+
+
+def _top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    # Keep every token whose logit reaches the k-th largest (ties at the boundary survive).
+    k = min(k, logits.shape[-1])
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # [B, 1]
+    return logits.masked_fill(logits < kth, _NEG_INF)
+
+
+def _top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    # Drop the least probable tokens whose cumulative mass stays within 1 - p; keep at least one.
+    sorted_logits, sorted_idx = torch.sort(logits, descending=False, dim=-1)
+    cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cum <= (1 - p)
+    remove_sorted[..., -1:] = False
+    remove = remove_sorted.scatter(-1, sorted_idx, remove_sorted)
+    return logits.masked_fill(remove, _NEG_INF)
+
+
+def _min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    # Drop tokens less likely than min_p times the most likely one; the top token always stays.
+    probs = torch.softmax(logits, dim=-1)
+    remove = probs < min_p * probs.amax(dim=-1, keepdim=True)
+    remove.scatter_(-1, probs.argmax(dim=-1, keepdim=True), False)
+    return logits.masked_fill(remove, _NEG_INF)
+
+
+def processed_logits(
+    logits: torch.Tensor, params: SamplingParams, prev_ids: torch.Tensor | Sequence | None = None
+) -> torch.Tensor:
+    """Apply repetition penalty, temperature, top-k, top-p and min-p (not for greedy). [..., V] -> [..., V]"""
+    x = logits.float()
+    if prev_ids is not None:
+        x = apply_repetition_penalty(x, prev_ids, params.repetition_penalty)
+    if params.greedy:
+        return x
+    squeeze = x.dim() == 1
+    x = x.unsqueeze(0) if squeeze else x  # [B, V]
+    if params.temperature != 1.0:
+        x = x / params.temperature
+    if params.top_k > 0:
+        x = _top_k(x, params.top_k)
+    if params.top_p < 1.0:
+        x = _top_p(x, params.top_p)
+    if params.min_p > 0.0:
+        x = _min_p(x, params.min_p)
+    return x.squeeze(0) if squeeze else x
+
+
+def sampling_distribution(
+    logits: torch.Tensor, params: SamplingParams, prev_ids: torch.Tensor | Sequence | None = None
+) -> torch.Tensor:
+    """The distribution the next token is drawn from. [..., V] -> [..., V] probabilities.
+
+    Greedy (temperature 0): one-hot on the argmax of the penalised logits.
+    """
+    check_finite(logits)
+    x = processed_logits(logits, params, prev_ids)
+    if params.greedy:
+        return torch.nn.functional.one_hot(x.argmax(dim=-1), x.shape[-1]).to(torch.float32)
+    return torch.softmax(x, dim=-1)
+
+
+def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one id per row. probs [V] -> [] ; [B, V] -> [B]. A one-hot row returns its index exactly."""
+    squeeze = probs.dim() == 1
+    p = probs.unsqueeze(0) if squeeze else probs  # [B, V]
+    ids = torch.multinomial(p, 1, generator=generator).squeeze(-1)  # [B]
+    return ids[0] if squeeze else ids
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+def top_tokens(raw: torch.Tensor, used: torch.Tensor, n: int) -> list[tuple[int, float, float]]:
+    """The ``n`` most probable ids of the raw distribution: (id, prob in ``used``, raw prob). raw, used: [V]"""
+    if n <= 0:
+        return []
+    vals, idx = torch.topk(raw, min(n, raw.shape[-1]))
+    used_vals = used[idx]
+    return [(int(i), float(u), float(v)) for i, u, v in zip(idx.tolist(), used_vals.tolist(), vals.tolist())]
+
