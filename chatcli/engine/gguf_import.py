@@ -1,0 +1,451 @@
+"""GGUF file -> Hugging Face-style model directory that chatcli (and transformers) can load.
+
+``import_gguf(gguf_path, out_dir)`` reads the file with ``gguf.GGUFReader``
+(memory-mapped), dequantizes each tensor with ``gguf.quants.dequantize``, renames
+it to the HF name (a table below), undoes the q/k row permutation llama.cpp's
+converter applies, and streams it into ``model.safetensors`` one tensor at a
+time (peak memory: one tensor). It writes config.json, generation_config.json,
+tokenizer.json + tokenizer_config.json (rebuilt by :mod:`gguf_tokenizer`, chat
+template carried over) and the manifest ``chatcli.json``.
+
+Everything is written into a temporary sibling of ``out_dir``, fsynced, then
+renamed into place, so an interrupted import leaves no directory that loads.
+Disk and memory needs are checked first and refused with numbers.
+
+Scope: the ``llama`` architecture (Llama 1/2, SmolLM, TinyLlama, Mistral-style
+GQA); tensor types F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants
+Q2_K..Q6_K. Other architectures and types are refused by name.
+
+Shapes: GGUF lists dimensions fastest-first (``[in, out]`` for a weight); numpy
+order is the reverse, so a tensor's numpy shape is ``reversed(tensor.shape)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chatcli.engine.gguf_tokenizer import tokenizer_config_from_gguf, tokenizer_from_gguf
+from chatcli.engine.manifest import sha256_file, write_json, write_manifest
+from chatcli.engine.safetensors_io import SafetensorsStreamWriter
+from chatcli.errors import ModelError
+
+CONVERTER = "chatcli.gguf_import"
+CONVERTER_VERSION = "1"  # bump when the output for the same input changes
+WEIGHTS_FILE = "model.safetensors"
+
+Progress = Callable[[str, int, "int | None"], None]
+
+SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+SUPPORTED_ARCHS = ("llama",)
+# output dtype name -> (safetensors dtype, bytes per element)
+DTYPES = {"float32": ("F32", 4), "bfloat16": ("BF16", 2), "float16": ("F16", 2)}
+
+_GLOBAL_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_BLOCK_NAMES = {
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+}
+_BLOCK_RE = re.compile(r"blk\.(\d+)\.(.+)")
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    """The architecture numbers read from GGUF metadata."""
+
+    n_layer: int
+    hidden: int
+    ffn: int
+    n_head: int
+    n_kv: int
+    head_dim: int
+    vocab: int
+    context: int
+    rope_theta: float
+    rms_eps: float
+    rope_scaling: dict | None
+    tied: bool
+
+    def expected(self, hf_name: str) -> tuple[int, ...]:
+        """The numpy shape the HF tensor ``hf_name`` must have."""
+        h, q, kv = self.hidden, self.n_head * self.head_dim, self.n_kv * self.head_dim
+        table = {
+            "model.embed_tokens.weight": (self.vocab, h), "lm_head.weight": (self.vocab, h), "model.norm.weight": (h,),
+            "self_attn.q_proj.weight": (q, h), "self_attn.k_proj.weight": (kv, h), "self_attn.v_proj.weight": (kv, h),
+            "self_attn.o_proj.weight": (h, q), "mlp.gate_proj.weight": (self.ffn, h),
+            "mlp.up_proj.weight": (self.ffn, h), "mlp.down_proj.weight": (h, self.ffn),
+            "input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,),
+        }
+        return table[hf_name.split(".", 3)[-1] if hf_name.startswith("model.layers.") else hf_name]
+
+
+@dataclass(frozen=True)
+class _Item:
+    tensor: Any  # gguf ReaderTensor
+    hf_name: str
+    shape: tuple[int, ...]  # numpy order
+    heads: int | None  # undo llama.cpp's rotary permutation with this many heads
+
+
+def read_metadata(reader) -> dict[str, Any]:
+    """All key/value fields of a GGUF file as Python values."""
+    meta: dict[str, Any] = {}
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        try:
+            meta[key] = field.contents()
+        except Exception:  # an exotic field type we do not need; keep going
+            continue
+    return meta
+
+
+def open_gguf(path: Path):
+    import gguf
+
+    try:
+        return gguf.GGUFReader(str(path))
+    except FileNotFoundError:
+        raise ModelError(f"GGUF file not found: {path}") from None
+    except Exception as e:  # the reader raises ValueError/struct errors on foreign or truncated files
+        raise ModelError(f"{path} is not a readable GGUF file ({e.__class__.__name__}: {e}); re-download it") from None
+
+
+def import_gguf(
+    gguf_path: Path | str,
+    out_dir: Path | str,
+    *,
+    dtype: str = "float32",
+    progress: Progress | None = None,
+    source: dict | None = None,
+    check_resources: bool = True,
+) -> Path:
+    """Convert ``gguf_path`` into the HF-style directory ``out_dir`` (replaced atomically); return it."""
+    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    if dtype not in DTYPES:
+        raise ModelError(f"cannot import to dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    report = progress or (lambda stage, done, total: None)
+    reader = open_gguf(gguf_path)
+    meta = read_metadata(reader)
+    arch = meta.get("general.architecture")
+    if arch not in SUPPORTED_ARCHS:
+        raise ModelError(
+            f"GGUF architecture {arch!r} is not supported yet (supported: {', '.join(SUPPORTED_ARCHS)}); "
+            "use the model's Hugging Face checkpoint instead"
+        )
+    shape = llama_shape(meta, reader.tensors)
+    plan = plan_tensors(reader.tensors, shape)
+    n_params = sum(int(np.prod(item.shape)) for item in plan)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if check_resources:
+        check_resources_for(n_params, dtype, out_dir.parent)
+    tokenizer = tokenizer_from_gguf(meta)  # fails fast, before the long part
+    if tokenizer.get_vocab_size(with_added_tokens=True) > shape.vocab:
+        raise ModelError(
+            f"GGUF tokenizer has {tokenizer.get_vocab_size()} tokens but the embedding only {shape.vocab} rows: "
+            "the file is inconsistent"
+        )
+
+    src = {"kind": "gguf", "file": gguf_path.name, "name": meta.get("general.name"), **(source or {})}
+    if "sha256" not in src:
+        report("hashing GGUF", 0, 1)
+        src["sha256"] = sha256_file(gguf_path)
+        report("hashing GGUF", 1, 1)
+    src.setdefault("size", gguf_path.stat().st_size)
+    src["tensor_types"] = sorted({t.tensor_type.name for t in reader.tensors})
+
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        files = {}
+        files["config.json"] = write_json(tmp / "config.json", hf_config(shape, meta, dtype))
+        files["generation_config.json"] = write_json(tmp / "generation_config.json", generation_config(meta))
+        tokenizer.save(str(tmp / "tokenizer.json"))
+        _fsync_file(tmp / "tokenizer.json")
+        files["tokenizer.json"] = (tmp / "tokenizer.json").stat().st_size
+        tok_config = tokenizer_config_from_gguf(meta, tokenizer, shape.context)
+        files["tokenizer_config.json"] = write_json(tmp / "tokenizer_config.json", tok_config)
+        written = _convert_weights(plan, tmp / WEIGHTS_FILE, dtype, report)
+        write_manifest(tmp, {
+            "converter": CONVERTER,
+            "converter_version": CONVERTER_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "source": src,
+            "architecture": arch,
+            "dtype": dtype,
+            "parameters": n_params,
+            "weights": {"file": WEIGHTS_FILE, "size": written.size, "sha256": written.sha256,
+                        "header_sha256": written.header_sha256},
+            "files": files,
+        })
+        _fsync_dir(tmp)
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def llama_shape(meta: dict[str, Any], tensors) -> LlamaShape:
+    """Validated architecture numbers; refuse what the llama decoder here cannot express."""
+    p = "llama."
+
+    def need(key: str):
+        if p + key not in meta:
+            raise ModelError(f"GGUF metadata lacks {p + key}: the file is incomplete or not a llama model")
+        value = meta[p + key]
+        if isinstance(value, list):
+            raise ModelError(f"GGUF {p + key} varies per layer, which is not supported")
+        return value
+
+    if meta.get(p + "expert_count", 0):
+        raise ModelError("mixture-of-experts llama GGUF files are not supported; use a dense model")
+    names = {t.name for t in tensors}
+    if "rope_freqs.weight" in names:
+        raise ModelError(
+            "this GGUF uses Llama-3.1-style RoPE frequency scaling (rope_freqs), which the importer cannot "
+            "recover; use the model's Hugging Face checkpoint instead"
+        )
+    hidden, n_head = int(need("embedding_length")), int(need("attention.head_count"))
+    n_kv = int(meta.get(p + "attention.head_count_kv", n_head))
+    head_dim = int(meta.get(p + "attention.key_length", hidden // max(n_head, 1)))
+    if int(meta.get(p + "attention.value_length", head_dim)) != head_dim:
+        raise ModelError("GGUF key and value head sizes differ, which the llama decoder does not support")
+    if int(meta.get(p + "rope.dimension_count", head_dim)) != head_dim:
+        raise ModelError("GGUF applies RoPE to part of each head only (partial rotary), which is not supported")
+    if n_head % max(n_kv, 1) or head_dim % 2:
+        raise ModelError(f"GGUF head counts are inconsistent ({n_head} heads, {n_kv} kv heads, head size {head_dim})")
+    scaling = None
+    kind = meta.get(p + "rope.scaling.type", "none")
+    if kind == "linear":
+        scaling = {"rope_type": "linear", "factor": float(meta[p + "rope.scaling.factor"])}
+    elif kind not in ("none", None):
+        raise ModelError(f"GGUF RoPE scaling {kind!r} is not supported (supported: none, linear)")
+    embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
+    if embd is None:
+        raise ModelError("GGUF file has no token_embd.weight tensor: it is not a complete model")
+    return LlamaShape(
+        n_layer=int(need("block_count")), hidden=hidden, ffn=int(need("feed_forward_length")),
+        n_head=n_head, n_kv=n_kv, head_dim=head_dim, vocab=int(embd.shape[-1]),
+        context=int(meta.get(p + "context_length", 2048)), rope_theta=_f32(meta.get(p + "rope.freq_base", 10000.0)),
+        rms_eps=_f32(need("attention.layer_norm_rms_epsilon")), rope_scaling=scaling,
+        tied="output.weight" not in names,
+    )
+
+
+def plan_tensors(tensors, shape: LlamaShape) -> list[_Item]:
+    """Map every GGUF tensor to its HF name and shape; one error listing every problem."""
+    import gguf
+
+    problems: list[str] = []
+    items: list[_Item] = []
+    for t in tensors:
+        hf, layer = _hf_name(t.name)
+        if hf is None:
+            problems.append(f"unknown tensor {t.name}")
+            continue
+        if layer is not None and layer >= shape.n_layer:
+            problems.append(f"tensor {t.name} is beyond block_count {shape.n_layer}")
+            continue
+        qtype = gguf.GGMLQuantizationType(t.tensor_type).name
+        if qtype not in SUPPORTED_TYPES:
+            problems.append(f"{t.name} has type {qtype}")
+        np_shape = tuple(int(d) for d in reversed([int(x) for x in t.shape]))
+        if np_shape != shape.expected(hf):
+            problems.append(f"{t.name} has shape {np_shape}, expected {shape.expected(hf)}")
+        heads = shape.n_head if t.name.endswith("attn_q.weight") else shape.n_kv if t.name.endswith("attn_k.weight") else None
+        items.append(_Item(t, hf, np_shape, heads))
+    have = {i.hf_name for i in items}
+    want = {"model.embed_tokens.weight", "model.norm.weight"} | {
+        f"model.layers.{n}.{v}" for n in range(shape.n_layer) for v in _BLOCK_NAMES.values()
+    }
+    problems += [f"missing tensor {name}" for name in sorted(want - have)]
+    if problems:
+        types = [p for p in problems if " has type " in p]
+        hint = f" (supported types: {', '.join(SUPPORTED_TYPES)})" if types else ""
+        raise ModelError(f"cannot import this GGUF: {'; '.join(problems[:6])}"
+                         f"{f' and {len(problems) - 6} more' if len(problems) > 6 else ''}{hint}")
+    return sorted(items, key=lambda i: _order(i.hf_name))
+
+
+def _hf_name(gguf_name: str) -> tuple[str | None, int | None]:
+    if gguf_name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[gguf_name], None
+    m = _BLOCK_RE.fullmatch(gguf_name)
+    if m and m.group(2) in _BLOCK_NAMES:
+        return f"model.layers.{m.group(1)}.{_BLOCK_NAMES[m.group(2)]}", int(m.group(1))
+    return None, None
+
+
+def _order(hf_name: str) -> tuple[int, int, str]:
+    """embed first, then layers in order, then the final norm and head."""
+    if hf_name.startswith("model.layers."):
+        return (1, int(hf_name.split(".")[2]), hf_name)
+    return (0 if "embed" in hf_name else 2, 0, hf_name)
+
+
+def unpermute_rotary(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Invert llama.cpp's ``permute``: GGUF stores q/k rows per head as interleaved (re, im)
+    pairs for its rotary kernel; HF keeps the two halves of each head apart (rotate_half).
+
+    llama.cpp: ``w.reshape(n_head, 2, d // n_head // 2, *rest).swapaxes(1, 2).reshape(w.shape)``.
+    """
+    # w: [n_head * head_dim, ...]
+    half = w.shape[0] // n_head // 2
+    return w.reshape(n_head, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _convert_weights(plan: list[_Item], path: Path, dtype: str, report: Progress):
+    import gguf
+
+    st_dtype, _ = DTYPES[dtype]
+    entries = [(i.hf_name, st_dtype, i.shape) for i in plan]
+    writer = SafetensorsStreamWriter(path, entries, metadata={"format": "pt", "converted_by": CONVERTER})
+    try:
+        for n, item in enumerate(plan):
+            arr = gguf.quants.dequantize(item.tensor.data, item.tensor.tensor_type)
+            arr = np.asarray(arr, dtype=np.float32).reshape(item.shape)
+            if item.heads is not None:
+                arr = unpermute_rotary(arr, item.heads)
+            writer.write(item.hf_name, _cast(arr, dtype, item.hf_name))
+            report("converting tensors", n + 1, len(plan))
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _cast(arr: np.ndarray, dtype: str, name: str) -> np.ndarray:
+    if dtype == "float32":
+        return arr
+    if dtype == "float16":
+        out = arr.astype(np.float16)
+        if not np.isfinite(out).all() and np.isfinite(arr).all():
+            raise ModelError(f"{name} overflows float16; import with dtype bfloat16 or float32")
+        return out
+    import torch
+
+    # numpy has no bfloat16: round with torch (nearest-even) and keep the raw 16-bit pattern.
+    return torch.from_numpy(np.ascontiguousarray(arr)).to(torch.bfloat16).view(torch.int16).numpy()
+
+
+def hf_config(shape: LlamaShape, meta: dict[str, Any], dtype: str) -> dict:
+    tok = "tokenizer.ggml."
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": shape.vocab,
+        "hidden_size": shape.hidden,
+        "intermediate_size": shape.ffn,
+        "num_hidden_layers": shape.n_layer,
+        "num_attention_heads": shape.n_head,
+        "num_key_value_heads": shape.n_kv,
+        "head_dim": shape.head_dim,
+        "max_position_embeddings": shape.context,
+        "rms_norm_eps": shape.rms_eps,
+        "rope_theta": shape.rope_theta,
+        "rope_scaling": shape.rope_scaling,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": shape.tied,
+        "bos_token_id": meta.get(tok + "bos_token_id"),
+        "eos_token_id": meta.get(tok + "eos_token_id"),
+        "pad_token_id": meta.get(tok + "padding_token_id"),
+        "torch_dtype": dtype,
+        "use_cache": True,
+    }
+
+
+def generation_config(meta: dict[str, Any]) -> dict:
+    """bos/eos ids; an end-of-turn token distinct from EOS also stops generation."""
+    tok = "tokenizer.ggml."
+    eos = meta.get(tok + "eos_token_id")
+    stops = [i for i in (eos, meta.get(tok + "eot_token_id"), meta.get(tok + "eom_token_id")) if i is not None]
+    stops = list(dict.fromkeys(stops))
+    out: dict[str, Any] = {
+        "bos_token_id": meta.get(tok + "bos_token_id"),
+        "eos_token_id": stops[0] if len(stops) == 1 else stops or None,
+    }
+    if meta.get(tok + "padding_token_id") is not None:
+        out["pad_token_id"] = meta[tok + "padding_token_id"]
+    return out
+
+
+def check_resources_for(n_params: int, dtype: str, target: Path) -> None:
+    """Refuse, with numbers, a conversion whose result would not fit on disk or in memory."""
+    _, size = DTYPES[dtype]
+    need = n_params * size
+    free = shutil.disk_usage(target).free
+    margin = 64 << 20
+    smaller = "" if dtype != "float32" else f", or import with dtype bfloat16 ({_gb(n_params * 2)})"
+    if need + margin > free:
+        raise ModelError(f"the {dtype} model needs {_gb(need)} of disk but {target} has {_gb(free)} free; "
+                         f"free some space{smaller}")
+    ram = _physical_memory()
+    if ram and need > 0.9 * ram:
+        raise ModelError(f"the {dtype} model needs {_gb(need)} of memory but this machine has {_gb(ram)}"
+                         f"{smaller or '; use a smaller model'}")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _f32(x) -> float:
+    """A float32 metadata value as the short decimal it was written from (9.99999974738e-06 -> 1e-05)."""
+    return float(str(np.float32(x)))
+
+
+def replace_dir(new: Path, dest: Path) -> None:
+    """Move the finished directory ``new`` to ``dest``; an existing ``dest`` is swapped out, then removed."""
+    old = None
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(dest, old)
+    os.rename(new, dest)
+    _fsync_dir(dest.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,156 @@
+"""Streamed safetensors writing and cheap header checks.
+
+:class:`SafetensorsStreamWriter` writes a ``.safetensors`` file one tensor at a
+time: the header (names, dtypes, shapes, offsets) is known before any data, so a
+converter never holds more than one dequantized tensor in memory. It hashes what
+it writes (sha256 of the whole file and of the header alone) and fsyncs on close.
+
+:func:`read_header` / :func:`check_file` read only the header and the file size,
+which is enough to catch a truncated or foreign file without reading the data.
+
+Format (https://github.com/huggingface/safetensors): u64 little-endian header
+length N, N bytes of JSON (padded with spaces to a multiple of 8), then the
+tensors' bytes, contiguous, in offset order, covering the rest of the file exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+# safetensors dtype name -> bytes per element
+DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2}
+
+_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    size: int
+    sha256: str
+    header_sha256: str
+
+
+def build_header(entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None) -> bytes:
+    """The padded JSON header for ``entries`` (name, dtype, shape), data in the given order."""
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for name, dtype, shape in entries:
+        n = DTYPE_SIZES[dtype] * int(np.prod(shape, dtype=np.int64))
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # 8-byte alignment of the data that follows
+    return raw
+
+
+class SafetensorsStreamWriter:
+    """Write tensors in the order declared up front; ``close()`` checks all were written."""
+
+    def __init__(
+        self,
+        path: Path,
+        entries: list[tuple[str, str, tuple[int, ...]]],
+        metadata: dict[str, str] | None = None,
+    ):
+        self.path = Path(path)
+        self._entries = list(entries)
+        self._next = 0
+        header = build_header(self._entries, metadata)
+        self._header_sha = hashlib.sha256(header).hexdigest()
+        self._sha = hashlib.sha256()
+        self._f: BinaryIO = open(self.path, "wb")
+        self._size = 0
+        self._write(struct.pack("<Q", len(header)))
+        self._write(header)
+
+    def _write(self, data) -> None:
+        view = memoryview(data).cast("B")
+        self._f.write(view)
+        self._sha.update(view)
+        self._size += view.nbytes
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        """Write the next tensor; its name, shape and byte size must match the declaration."""
+        if self._next >= len(self._entries):
+            raise ValueError(f"unexpected tensor {name!r}: all declared tensors were written")
+        want_name, dtype, shape = self._entries[self._next]
+        if name != want_name or tuple(array.shape) != tuple(shape):
+            raise ValueError(f"tensor {name!r} {tuple(array.shape)} written where {want_name!r} {shape} was declared")
+        if array.dtype.itemsize != DTYPE_SIZES[dtype]:
+            raise ValueError(f"tensor {name!r}: {array.dtype} does not match declared {dtype}")
+        if array.dtype.byteorder == ">":  # safetensors is little-endian
+            array = array.astype(array.dtype.newbyteorder("<"))
+        self._write(np.ascontiguousarray(array))
+        self._next += 1
+
+    def close(self) -> WrittenFile:
+        if self._next != len(self._entries):
+            missing = [e[0] for e in self._entries[self._next:]]
+            self.abort()
+            raise ValueError(f"{len(missing)} declared tensors not written, first {missing[0]!r}")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        return WrittenFile(self._size, self._sha.hexdigest(), self._header_sha)
+
+    def abort(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+def read_header(path: Path) -> tuple[dict, bytes, int]:
+    """(parsed header, raw header bytes, data start offset); ValueError if it is not safetensors."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError("file shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > _MAX_HEADER:
+            raise ValueError(f"header length {n} is implausible")
+        raw = f.read(n)
+    if len(raw) < n:
+        raise ValueError("file ends inside the safetensors header")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"safetensors header is not valid JSON ({e.__class__.__name__})") from None
+    if not isinstance(header, dict):
+        raise ValueError("safetensors header is not a JSON object")
+    return header, raw, 8 + n
+
+
+def check_file(path: Path) -> str | None:
+    """A one-phrase problem with this safetensors file (truncated, bad header), or None if sound.
+
+    Checks the header and that the declared data ends exactly at the end of the file,
+    which is what a partial copy or an interrupted write breaks. Does not read the data.
+    """
+    try:
+        header, _, start = read_header(path)
+    except OSError as e:
+        return f"cannot read {Path(path).name} ({e.strerror})"
+    except ValueError as e:
+        return f"{Path(path).name}: {e}"
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, int(info["data_offsets"][1]))
+        except (KeyError, TypeError, IndexError, ValueError):
+            return f"{Path(path).name}: bad entry for tensor {name!r}"
+    size = Path(path).stat().st_size
+    if start + end != size:
+        return f"{Path(path).name} is {size} bytes, its header declares {start + end}"
+    return None
