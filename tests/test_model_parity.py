@@ -170,3 +170,16 @@ def test_greedy_loop_is_fast(tiny_model_dir, prompt_ids):
     print(f"20-token greedy loop: {elapsed * 1000:.1f} ms")
     assert len(out) == 20
     assert elapsed < 1.0
+
+
+@torch.no_grad()
+def test_repeated_kv_heads_fallback_matches(pair, monkeypatch):
+    """Where SDPA lacks enable_gqa (old torch, MPS) kv heads are repeated: same logits."""
+    import chatcli.engine.model as model_module
+
+    _, ours, hf = pair
+    ids = _ids((2, 20), seed=6)
+    monkeypatch.setattr(model_module, "_HAS_GQA", False)
+    cache = KVCache(ours.config, 2, torch.float32, "cpu")
+    out = torch.cat([ours(ids[:, :15], cache), ours(ids[:, 15:16], cache), ours(ids[:, 16:], cache)], dim=1)
+    assert (out - hf(ids).logits).abs().max().item() <= TOL
