@@ -119,3 +119,16 @@ def test_cache_rows_must_match_the_batch(model):
     cache = KVCache(model.config, 2, torch.float32, "cpu")
     with pytest.raises(ValueError, match="2 rows"):
         model(_ids((1, 3)), cache)
+
+
+def test_cache_filled_under_inference_mode_continues_under_no_grad(model):
+    ids = _ids((1, 12), seed=11)
+    cache = KVCache(model.config, 1, torch.float32, "cpu", chunk=8)
+    with torch.inference_mode():
+        model(ids[:, :9], cache)  # storage grows here
+        batch = cache.expand(2)
+    with torch.no_grad():
+        got = model(ids[:, 9:], cache)
+        model(ids[:, 9:].expand(2, -1), batch)
+        want = model(ids)[:, 9:]
+    assert (got - want).abs().max().item() <= TOL

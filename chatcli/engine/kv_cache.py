@@ -129,14 +129,18 @@ class KVCache:
         shape = (self.batch_size, c.num_key_value_heads, capacity, c.head_dim)
         n = self.length
         new_keys, new_values = [], []
-        for i in range(c.num_hidden_layers):
-            k = torch.empty(shape, dtype=self.dtype, device=self.device)
-            v = torch.empty(shape, dtype=self.dtype, device=self.device)
-            if n and self.keys:
-                k[:, :, :n] = self.keys[i][:, :, :n]
-                v[:, :, :n] = self.values[i][:, :, :n]
-            new_keys.append(k)
-            new_values.append(v)
+        # Normal (not inference-mode) tensors even when growth happens inside
+        # torch.inference_mode(): those may be written in place in any mode, so a cache
+        # filled under inference_mode can be continued under no_grad and vice versa.
+        with torch.inference_mode(False):
+            for i in range(c.num_hidden_layers):
+                k = torch.empty(shape, dtype=self.dtype, device=self.device)
+                v = torch.empty(shape, dtype=self.dtype, device=self.device)
+                if n and self.keys:
+                    k[:, :, :n] = self.keys[i][:, :, :n]
+                    v[:, :, :n] = self.values[i][:, :, :n]
+                new_keys.append(k)
+                new_values.append(v)
         self.keys, self.values = new_keys, new_values
         self._capacity = capacity
 
