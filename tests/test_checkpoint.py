@@ -193,11 +193,14 @@ def test_missing_directory_and_gguf_file(tmp_path):
         load_checkpoint(gguf)
 
 
-def test_resolve_dtype_and_device():
+def test_resolve_dtype_and_device(tiny_model_dir):
     assert resolve_dtype("float32") is torch.float32
     assert resolve_dtype("BF16") is torch.bfloat16
     assert resolve_dtype("torch.float16") is torch.float16
     assert resolve_dtype("auto", "cpu") is torch.float32
+    if not torch.cuda.is_available():
+        model = load_checkpoint(tiny_model_dir, dtype="auto", device="auto")
+        assert model.dtype == torch.float32
     with pytest.raises(UsageError, match="unknown dtype 'int4'"):
         resolve_dtype("int4")
     assert resolve_device("cpu") == torch.device("cpu")
@@ -209,3 +212,17 @@ def test_resolve_dtype_and_device():
             resolve_device("cuda")
     with pytest.raises(UsageError, match="unknown device 'tpu9'"):
         resolve_device("tpu9")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@torch.no_grad()
+def test_cuda_loading_matches_cpu(tiny_model_dir):
+    ids = _ids((2, 24))
+    ref = load_checkpoint(tiny_model_dir)(ids)
+    gpu = load_checkpoint(tiny_model_dir, device="cuda")
+    assert gpu.device.type == "cuda" and gpu.model.rotary_emb.inv_freq.device.type == "cuda"
+    assert (gpu(ids.cuda()).cpu() - ref).abs().max().item() <= 1e-3
+    bf16 = load_checkpoint(tiny_model_dir, dtype="auto", device="cuda")
+    assert bf16.dtype in (torch.bfloat16, torch.float16)
+    agree = (bf16(ids.cuda()).float().cpu().argmax(-1) == ref.argmax(-1)).float().mean().item()
+    assert agree > 0.9

@@ -140,8 +140,8 @@ def load_checkpoint(
     progress: Progress | None = None,
 ) -> DecoderLM:
     """Load a Hugging Face model directory as a :class:`DecoderLM` in eval mode."""
-    dtype = resolve_dtype(dtype, device) if isinstance(dtype, str) else resolve_dtype(dtype)
     device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     config = read_model_config(path)
     files = weight_files(path)
 
