@@ -61,8 +61,13 @@ def write_tiny_gguf(
     extra_tensors: dict[str, np.ndarray] | None = None,
     drop_tensors: tuple[str, ...] = (),
     tokenizer_meta: dict | None = None,
+    raw_tensors: dict[str, tuple[np.ndarray, str]] | None = None,
 ) -> Path:
-    """Write ``path`` from the HF checkpoint ``hf_dir``; matrices in ``qtype``, embedding in ``embed_qtype``."""
+    """Write ``path`` from the HF checkpoint ``hf_dir``; matrices in ``qtype``, embedding in ``embed_qtype``.
+
+    ``raw_tensors`` maps a GGUF tensor name to (uint8 blocks, type name) written as they are,
+    in place of the HF tensor (for types gguf-py cannot quantize, such as the K-quants).
+    """
     import gguf
 
     cfg = json.loads((Path(hf_dir) / "config.json").read_text())
@@ -85,6 +90,10 @@ def write_tiny_gguf(
     for hf_name, arr in state.items():
         name = gguf_name(hf_name)
         if name in drop_tensors:
+            continue
+        if raw_tensors and name in raw_tensors:
+            blocks, t = raw_tensors[name]
+            w.add_tensor(name, blocks, raw_dtype=gguf.GGMLQuantizationType[t])
             continue
         arr = arr.astype(np.float32)
         if name.endswith("attn_q.weight"):

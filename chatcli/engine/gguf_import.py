@@ -36,6 +36,7 @@ import numpy as np
 
 from chatcli.engine.gguf_tokenizer import tokenizer_config_from_gguf, tokenizer_from_gguf
 from chatcli.engine.manifest import sha256_file, write_json, write_manifest
+from chatcli.engine.paths import fsync_dir, fsync_file, replace_dir
 from chatcli.engine.safetensors_io import SafetensorsStreamWriter
 from chatcli.errors import ModelError
 
@@ -181,7 +182,7 @@ def import_gguf(
         files["config.json"] = write_json(tmp / "config.json", hf_config(shape, meta, dtype))
         files["generation_config.json"] = write_json(tmp / "generation_config.json", generation_config(meta))
         tokenizer.save(str(tmp / "tokenizer.json"))
-        _fsync_file(tmp / "tokenizer.json")
+        fsync_file(tmp / "tokenizer.json")
         files["tokenizer.json"] = (tmp / "tokenizer.json").stat().st_size
         tok_config = tokenizer_config_from_gguf(meta, tokenizer, shape.context)
         files["tokenizer_config.json"] = write_json(tmp / "tokenizer_config.json", tok_config)
@@ -198,7 +199,7 @@ def import_gguf(
                         "header_sha256": written.header_sha256},
             "files": files,
         })
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -346,7 +347,8 @@ def _cast(arr: np.ndarray, dtype: str, name: str) -> np.ndarray:
     import torch
 
     # numpy has no bfloat16: round with torch (nearest-even) and keep the raw 16-bit pattern.
-    return torch.from_numpy(np.ascontiguousarray(arr)).to(torch.bfloat16).view(torch.int16).numpy()
+    arr = np.require(arr, requirements=["C", "W"])  # torch wants writable memory; copies only a read-only map
+    return torch.from_numpy(arr).to(torch.bfloat16).view(torch.int16).numpy()
 
 
 def hf_config(shape: LlamaShape, meta: dict[str, Any], dtype: str) -> dict:
@@ -422,30 +424,3 @@ def _gb(n: int) -> str:
 def _f32(x) -> float:
     """A float32 metadata value as the short decimal it was written from (9.99999974738e-06 -> 1e-05)."""
     return float(str(np.float32(x)))
-
-
-def replace_dir(new: Path, dest: Path) -> None:
-    """Move the finished directory ``new`` to ``dest``; an existing ``dest`` is swapped out, then removed."""
-    old = None
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(dest, old)
-    os.rename(new, dest)
-    _fsync_dir(dest.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

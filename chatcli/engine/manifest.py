@@ -73,7 +73,8 @@ def verify_model_dir(model_dir: Path, *, full: bool = False) -> list[str]:
         return [f"{MANIFEST_NAME} has format {manifest.get('format')!r}, expected {MANIFEST_FORMAT}"]
     weights = manifest.get("weights")
     files = manifest.get("files")
-    if not isinstance(weights, dict) or not isinstance(files, dict):
+    records = weights if isinstance(weights, list) else [weights]
+    if not records or not all(isinstance(r, dict) for r in records) or not isinstance(files, dict):
         return [f"{MANIFEST_NAME} lacks its 'weights' or 'files' record"]
 
     problems: list[str] = []
@@ -83,21 +84,34 @@ def verify_model_dir(model_dir: Path, *, full: bool = False) -> list[str]:
             problems.append(f"{name} is missing")
         elif path.stat().st_size != size:
             problems.append(f"{name} is {path.stat().st_size} bytes, expected {size}")
+    for record in records:
+        problem = _verify_weights(model_dir, record, full)
+        if problem:
+            problems.append(problem)
+    return problems
 
-    wpath = model_dir / str(weights.get("file", ""))
-    if not wpath.is_file():
-        problems.append(f"weights file {weights.get('file')!r} is missing")
-        return problems
-    if wpath.stat().st_size != weights.get("size"):
-        problems.append(f"{wpath.name} is {wpath.stat().st_size} bytes, expected {weights.get('size')}")
-        return problems
+
+def _verify_weights(model_dir: Path, record: dict, full: bool) -> str | None:
+    """The problem with one safetensors file listed in the manifest, or None."""
+    wpath = model_dir / str(record.get("file", ""))
+    if not record.get("file") or not wpath.is_file():
+        return f"weights file {record.get('file')!r} is missing"
+    if wpath.stat().st_size != record.get("size"):
+        return f"{wpath.name} is {wpath.stat().st_size} bytes, expected {record.get('size')}"
     problem = check_file(wpath)
     if problem:
-        problems.append(problem)
-        return problems
+        return problem
     _, raw, _ = read_header(wpath)
-    if hashlib.sha256(raw).hexdigest() != weights.get("header_sha256"):
-        problems.append(f"{wpath.name} header differs from the one written")
-    elif full and sha256_file(wpath) != weights.get("sha256"):
-        problems.append(f"{wpath.name} content differs from the one written (sha256 mismatch)")
-    return problems
+    if hashlib.sha256(raw).hexdigest() != record.get("header_sha256"):
+        return f"{wpath.name} header differs from the one written"
+    if full and sha256_file(wpath) != record.get("sha256"):
+        return f"{wpath.name} content differs from the one written (sha256 mismatch)"
+    return None
+
+
+def weights_record(path: Path, name: str | None = None) -> dict:
+    """The manifest record of an existing safetensors file (hashes it whole)."""
+    path = Path(path)
+    _, raw, _ = read_header(path)
+    return {"file": name or path.name, "size": path.stat().st_size, "sha256": sha256_file(path),
+            "header_sha256": hashlib.sha256(raw).hexdigest()}

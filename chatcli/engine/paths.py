@@ -4,11 +4,15 @@
 ``/data``, ``/config``), so tests and portable installs use one folder; without it
 the platform's usual places are used (platformdirs). Directories are created on
 first use. Converted models live under ``models_dir()``.
+
+``replace_dir`` and the fsync helpers make cache entries appear whole or not at all.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 APP_NAME = "chatcli"
@@ -58,3 +62,35 @@ def config_dir() -> Path:
 def models_dir() -> Path:
     """One sub-directory per model, each a complete HF-style directory."""
     return _ensure(cache_dir() / "models")
+
+
+def replace_dir(new: Path, dest: Path) -> None:
+    """Move the finished directory ``new`` to ``dest``; an existing ``dest`` is swapped out, then removed.
+
+    Both renames stay inside one parent directory, so each is atomic: a reader sees the
+    old entry, no entry, or the new one, never a half-written one.
+    """
+    old = None
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(dest, old)
+    os.rename(new, dest)
+    fsync_dir(dest.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (POSIX; a no-op elsewhere)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
