@@ -44,6 +44,11 @@ class IncrementalDetokenizer:
         """Everything emitted so far."""
         return "".join(self._emitted)
 
+    @property
+    def pending(self) -> bool:
+        """Whether ids were pushed whose text is not out yet (bytes of an unfinished character)."""
+        return self._read < len(self.ids)
+
     def _decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=self._skip)
 
@@ -72,6 +77,24 @@ class IncrementalDetokenizer:
         return piece
 
 
+def find_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Index where the earliest stop string in ``text`` starts, or None."""
+    hits = [i for s in stops if s and (i := text.find(s)) >= 0]
+    return min(hits) if hits else None
+
+
+def partial_stop_len(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of some stop string
+    (text that must be held back because the next token may complete a stop string)."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
+
+
 class StopStringHolder:
     """Hold back text that may begin a stop string; find the first stop string that completes."""
 
@@ -92,31 +115,17 @@ class StopStringHolder:
         """
         if self.stopped:
             return "", True
-        if not self.stops:
-            return text, False
         buf = self._held + text
-        # The earliest completed stop string wins (ties: the longest, i.e. the one listed that starts there).
-        hits = [(i, s) for s in self.stops if (i := buf.find(s)) >= 0]
-        if hits:
-            start = min(i for i, _ in hits)
+        start = find_stop(buf, self.stops)
+        if start is not None:
             self._held = ""
             self.stopped = True
             return buf[:start], True
-        keep = self._partial_suffix(buf)
-        self._held = buf[len(buf) - keep :] if keep else ""
+        keep = partial_stop_len(buf, self.stops)
+        self._held = buf[len(buf) - keep :]
         return buf[: len(buf) - keep], False
 
     def flush(self) -> str:
         """Release held text at the end of generation (no stop string completed)."""
         out, self._held = self._held, ""
         return "" if self.stopped else out
-
-    def _partial_suffix(self, buf: str) -> int:
-        """Length of the longest suffix of ``buf`` that is a proper prefix of some stop string."""
-        best = 0
-        for s in self.stops:
-            for n in range(min(len(s) - 1, len(buf)), best, -1):
-                if buf.endswith(s[:n]):
-                    best = n
-                    break
-        return best

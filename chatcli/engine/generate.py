@@ -1,0 +1,394 @@
+"""The step loop: prompt ids in, a stream of Step events and one Done out.
+
+:class:`Generator` holds one model, its tokenizer and one :class:`KVCache` with the
+ids whose keys and values it holds (``cached_ids``). Layers, as in mlx-lm:
+
+* :meth:`Generator.stream` — one answer: reuse the longest cached prefix of the
+  prompt, prefill the rest (in chunks, cancellable), then decode one token at a
+  time, yielding :class:`Step` events and a final :class:`Done`;
+* :meth:`Generator.stream_batch` — N answers to one prompt: one prefill, the cache
+  copied to N rows, all rows decoded together with their own seeds;
+* :meth:`Generator.generate` — the answer as a string.
+
+Per step the raw distribution (softmax at T=1) and the sampling distribution
+(:mod:`chatcli.engine.sampling`) are both reported, with the top tokens of the raw
+one. Text, stop strings and end-of-sequence ids are handled by
+:class:`~chatcli.engine.answer.AnswerBuilder`.
+
+Finish reasons: ``stop`` (an end-of-sequence id or a stop string), ``length``
+(``max_tokens``, or prompt + answer reached the context), ``cancelled`` (the
+``cancel`` event, checked before every forward), ``error`` (NaN/Inf logits;
+``Done.error`` says why). Whatever the reason, ``cached_ids`` always describes the
+cache exactly (prompt + every token fed back), so the next turn reuses it. After the
+model's weights change (a LoRA switched on or off) call :meth:`reset`.
+
+One stream at a time per Generator: a second concurrent call raises GenerationError.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from chatcli.engine.answer import AnswerBuilder
+from chatcli.engine.events import Done, Step, TopToken
+from chatcli.engine.kv_cache import KVCache
+from chatcli.engine.params import SamplingParams
+from chatcli.engine.sampling import (
+    check_finite,
+    entropy_bits,
+    make_generator,
+    raw_distribution,
+    sample,
+    sampling_distribution,
+    top_tokens,
+)
+from chatcli.errors import GenerationError
+
+PREFILL_CHUNK = 512  # prompt tokens per forward: bounds activation memory, lets cancel act mid-prompt
+
+
+@dataclass
+class _Sampled:
+    """One row's outcome for one step."""
+
+    id: int
+    prob: float
+    model_prob: float
+    entropy: float
+    top: tuple[TopToken, ...]
+
+
+@dataclass
+class _Clock:
+    start: float = field(default_factory=time.perf_counter)
+    first: float | None = None
+    last: float | None = None
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        self.last = now
+
+    def ttft(self) -> float | None:
+        return None if self.first is None else self.first - self.start
+
+    def rate(self, n: int) -> float | None:
+        # Decode speed after the first token: n - 1 tokens over the time since it.
+        if n < 2 or self.first is None or self.last is None or self.last <= self.first:
+            return None
+        return (n - 1) / (self.last - self.first)
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Generator:
+    """Generates answers from one model, keeping its KV cache across turns."""
+
+    def __init__(self, model, tokenizer, *, device: torch.device | str | None = None, prefill_chunk: int = PREFILL_CHUNK):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = model.config
+        self.device = torch.device(device) if device is not None else model.device
+        self.prefill_chunk = prefill_chunk
+        self.cache: KVCache | None = None
+        self.cached_ids: list[int] = []
+        self.forwarded_tokens = 0  # every position ever run through the model (tests read it)
+        self.last_seed: int | None = None
+        self.last_seeds: list[int] = []
+        self._lock = threading.Lock()
+
+    # ---- cache ---------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget the cached prefix (call after the weights change, e.g. a LoRA toggled)."""
+        self.cached_ids = []
+        if self.cache is not None:
+            self.cache.reset()
+
+    def _prefix_cache(self) -> KVCache:
+        if self.cache is None:
+            self.cache = KVCache(self.config, 1, self.model.dtype, self.device)
+        if self.cache.length != len(self.cached_ids):  # an interrupted forward: trust nothing
+            self.reset()
+        return self.cache
+
+    @torch.inference_mode()
+    def _forward(self, ids: Sequence[int] | torch.Tensor, cache: KVCache, need_logits: bool = True) -> torch.Tensor | None:
+        """Run new tokens through the model; return the last position's logits [B, V] (float32)."""
+        x = torch.as_tensor(ids, dtype=torch.long, device=self.device)
+        x = x.view(1, -1) if x.dim() == 1 else x  # [B, S]
+        self.forwarded_tokens += x.numel()
+        if not need_logits:
+            self.model.hidden_states(x, cache)
+            return None
+        return self.model(x, cache, last_only=True)[:, -1].float()  # [B, V]
+
+    def _prefill(self, prompt: list[int], cancel: threading.Event | None) -> tuple[torch.Tensor | None, int]:
+        """Bring the prefix cache to ``prompt``; return (last logits [1, V] or None if cancelled, tokens forwarded)."""
+        cache = self._prefix_cache()
+        keep = min(common_prefix_len(self.cached_ids, prompt), len(prompt) - 1)  # re-run >= 1 for its logits
+        cache.truncate(keep)
+        del self.cached_ids[keep:]
+        rest = prompt[keep:]
+        logits = None
+        for i in range(0, len(rest), self.prefill_chunk):
+            if cancel is not None and cancel.is_set():
+                return None, i
+            chunk = rest[i : i + self.prefill_chunk]
+            last = i + self.prefill_chunk >= len(rest)
+            logits = self._forward(chunk, cache, need_logits=last)
+            self.cached_ids.extend(chunk)
+        return logits, len(rest)
+
+    # ---- validation ----------------------------------------------------------------------
+
+    def _context(self, context_length: int | None) -> int:
+        limit = self.config.context_length
+        return limit if context_length is None else min(context_length, limit)
+
+    def _check_prompt(self, prompt: list[int], ctx: int) -> None:
+        if not prompt:
+            raise GenerationError("the prompt is empty: give the model some text to continue")
+        bad = [i for i in prompt if not 0 <= i < self.config.vocab_size]
+        if bad:
+            raise GenerationError(
+                f"prompt token id {bad[0]} is outside the model's vocabulary of {self.config.vocab_size}: "
+                "the tokenizer does not match the model"
+            )
+        if len(prompt) >= ctx:
+            raise GenerationError(
+                f"the prompt has {len(prompt)} tokens but the context holds {ctx}: "
+                "shorten the conversation or start a new one"
+            )
+
+    def _acquire(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            raise GenerationError("this model is already generating: wait for that answer or cancel it")
+
+    # ---- one step ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _sample_rows(
+        self,
+        logits: torch.Tensor,
+        params: SamplingParams,
+        history: torch.Tensor | None,
+        generators: Sequence[torch.Generator],
+        rows: Sequence[int],
+    ) -> dict[int, _Sampled | str]:
+        """Sample each row in ``rows`` of logits [B, V]; a row with invalid logits maps to its error."""
+        out: dict[int, _Sampled | str] = {}
+        for r in rows:
+            try:
+                check_finite(logits[r])
+            except GenerationError as e:
+                out[r] = e.message
+        good = [r for r in rows if r not in out]
+        if not good:
+            return out
+        x = logits[good]  # [G, V]
+        raw = raw_distribution(x)
+        used = sampling_distribution(x, params, history[good] if history is not None else None)
+        ent = entropy_bits(raw)
+        for j, r in enumerate(good):
+            tid = int(used[j].argmax()) if params.greedy else int(sample(used[j], generators[r]))
+            top = tuple(
+                TopToken(i, self.tokenizer.token_text(i), u, m) for i, u, m in top_tokens(raw[j], used[j], params.top_n)
+            )
+            out[r] = _Sampled(tid, float(used[j, tid]), float(raw[j, tid]), float(ent[j]), top)
+        return out
+
+    # ---- one answer ------------------------------------------------------------------------
+
+    def stream(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        cancel: threading.Event | None = None,
+        eos_ids: Sequence[int] | None = None,
+        context_length: int | None = None,
+        answer_prefix: Sequence[int] = (),
+    ) -> Iterator[Step | Done]:
+        """Answer ``prompt_ids``. ``answer_prefix``: answer tokens already decided (shown
+        earlier); they are fed with the prompt and the new steps continue after them."""
+        prompt = [int(i) for i in prompt_ids] + [int(i) for i in answer_prefix]
+        ctx = self._context(context_length)
+        self._check_prompt(prompt, ctx)
+        self._acquire()
+        try:
+            yield from self._stream(prompt, params, cancel, eos_ids, ctx, list(answer_prefix))
+        finally:
+            self._lock.release()
+
+    def _stream(self, prompt, params, cancel, eos_ids, ctx, prefix) -> Iterator[Step | Done]:
+        clock = _Clock()
+        seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**31)
+        self.last_seed = seed
+        gen = make_generator(seed, self.device)
+        eos = self.tokenizer.eos_ids if eos_ids is None else eos_ids
+        answer = AnswerBuilder(self.tokenizer, params.stop, eos, prime_ids=prefix)
+        self._prefix_cache().ensure(min(len(prompt) + params.max_tokens, ctx))
+
+        def done(reason: str, error: str | None = None) -> Done:
+            return Done(
+                finish_reason=reason,
+                prompt_tokens=len(prompt),
+                completion_tokens=answer.count,
+                ttft_s=clock.ttft(),
+                tokens_per_s=clock.rate(answer.count),
+                text=answer.text,
+                error=error,
+                prefilled_tokens=prefilled,
+            )
+
+        logits, prefilled = self._prefill(prompt, cancel)
+        history = torch.tensor([prompt], dtype=torch.long) if params.repetition_penalty != 1.0 else None
+        sampled_count = 0
+        while True:
+            if logits is None or (cancel is not None and cancel.is_set()):
+                yield from self._emit(answer.finish(), clock)
+                yield done("cancelled")
+                return
+            got = self._sample_rows(logits, params, history, [gen], [0])[0]
+            if isinstance(got, str):
+                yield from self._emit(answer.finish(), clock)
+                yield done("error", got)
+                return
+            sampled_count += 1
+            steps, ended = answer.add(got.id, got.prob, got.model_prob, got.entropy, got.top)
+            yield from self._emit(steps, clock)
+            if ended:
+                yield done("stop")
+                return
+            if sampled_count >= params.max_tokens or len(prompt) + sampled_count >= ctx:
+                yield from self._emit(answer.finish(), clock)
+                yield done("length")
+                return
+            if history is not None:
+                history = torch.cat([history, torch.tensor([[got.id]])], dim=1)
+            # Fed before the cancel check above, so a cancelled answer leaves the cache
+            # holding exactly prompt + every emitted token.
+            logits = self._forward([got.id], self.cache)
+            self.cached_ids.append(got.id)
+
+    @staticmethod
+    def _emit(steps: list[Step], clock: _Clock) -> Iterator[Step]:
+        for s in steps:
+            clock.tick()
+            yield s
+
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, **kwargs) -> str:
+        """The whole answer as a string (raises GenerationError if generation failed)."""
+        done = None
+        for ev in self.stream(prompt_ids, params, **kwargs):
+            if isinstance(ev, Done):
+                done = ev
+        assert done is not None
+        if done.finish_reason == "error":
+            raise GenerationError(done.error or "generation failed")
+        return done.text
+
+    # ---- N answers in one batch --------------------------------------------------------------
+
+    def stream_batch(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        n: int,
+        seeds: Sequence[int] | None = None,
+        cancel: threading.Event | None = None,
+        eos_ids: Sequence[int] | None = None,
+        context_length: int | None = None,
+    ) -> Iterator[Step | Done]:
+        """N answers to one prompt, decoded together. Events carry ``seq`` (0..n-1); each
+        row ends with its own Done. Row i samples with ``seeds[i]`` (default: seed + i).
+
+        The prompt is prefilled once in the prefix cache (reusing what it holds, and leaving
+        it holding the prompt, which the next turn starts with), then copied to N rows.
+        """
+        if not isinstance(n, int) or n < 1:
+            raise GenerationError(f"cannot generate {n!r} answers: ask for at least 1")
+        if seeds is not None and len(seeds) != n:
+            raise GenerationError(f"got {len(seeds)} seeds for {n} answers: give one seed per answer")
+        prompt = [int(i) for i in prompt_ids]
+        ctx = self._context(context_length)
+        self._check_prompt(prompt, ctx)
+        self._acquire()
+        try:
+            yield from self._stream_batch(prompt, params, n, seeds, cancel, eos_ids, ctx)
+        finally:
+            self._lock.release()
+
+    def _stream_batch(self, prompt, params, n, seeds, cancel, eos_ids, ctx) -> Iterator[Step | Done]:
+        start = time.perf_counter()
+        if seeds is None:
+            base = params.seed if params.seed is not None else random.SystemRandom().randrange(2**31)
+            seeds = [base + i for i in range(n)]
+        self.last_seeds = list(seeds)
+        gens = [make_generator(s, self.device) for s in seeds]
+        eos = self.tokenizer.eos_ids if eos_ids is None else eos_ids
+        pad = next(iter(eos), 0)  # fed to finished rows; their outputs are ignored
+        answers = [AnswerBuilder(self.tokenizer, params.stop, eos, seq=i) for i in range(n)]
+        clocks = [_Clock(start) for _ in range(n)]
+        active = list(range(n))
+
+        def done(i: int, reason: str, error: str | None = None) -> Done:
+            a = answers[i]
+            return Done(reason, len(prompt), a.count, clocks[i].ttft(), clocks[i].rate(a.count), a.text, error,
+                        prefilled, seq=i)  # fmt: skip
+
+        self._prefix_cache().ensure(min(len(prompt) + 1, ctx))
+        first, prefilled = self._prefill(prompt, cancel)
+        if first is None:
+            for i in active:
+                yield done(i, "cancelled")
+            return
+        batch = self.cache.expand(n)  # a copy: the prefix cache keeps holding the prompt
+        batch.ensure(min(len(prompt) + params.max_tokens, ctx))
+        logits = first.expand(n, -1)  # [n, V]
+        history = torch.tensor([prompt] * n, dtype=torch.long) if params.repetition_penalty != 1.0 else None
+        sampled = 0
+        while active:
+            if cancel is not None and cancel.is_set():
+                for i in active:
+                    yield from self._emit(answers[i].finish(), clocks[i])
+                    yield done(i, "cancelled")
+                return
+            got = self._sample_rows(logits, params, history, gens, active)
+            sampled += 1
+            next_ids = [pad] * n
+            for i in list(active):
+                g = got[i]
+                if isinstance(g, str):
+                    yield from self._emit(answers[i].finish(), clocks[i])
+                    yield done(i, "error", g)
+                    active.remove(i)
+                    continue
+                next_ids[i] = g.id
+                steps, ended = answers[i].add(g.id, g.prob, g.model_prob, g.entropy, g.top)
+                yield from self._emit(steps, clocks[i])
+                if ended:
+                    yield done(i, "stop")
+                    active.remove(i)
+                elif sampled >= params.max_tokens or len(prompt) + sampled >= ctx:
+                    yield from self._emit(answers[i].finish(), clocks[i])
+                    yield done(i, "length")
+                    active.remove(i)
+            if not active:
+                return
+            if history is not None:
+                history = torch.cat([history, torch.tensor(next_ids).view(n, 1)], dim=1)
+            logits = self._forward(torch.tensor(next_ids).view(n, 1), batch)  # [n, V]
