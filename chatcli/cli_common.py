@@ -1,0 +1,82 @@
+"""Options and helpers shared by the commands that load a model (generate, chat, score, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from chatcli.errors import UsageError
+from chatcli.engine.params import SamplingParams
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+ModelOpt = typer.Option(
+    DEFAULT_MODEL, "--model", "-m", help="Model name, local directory, .gguf file, or hf:ORG/NAME."
+)
+DtypeOpt = typer.Option("float32", "--dtype", help="float32 (reference), bfloat16 or float16.")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
+ThreadsOpt = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice).")
+ChatTemplateOpt = typer.Option(
+    None, "--chat-template", help="A Jinja chat template file that replaces the model's own."
+)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"invalid --threads {threads}: use an integer >= 1")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in ("float32", "bfloat16", "float16", "auto"):
+        raise UsageError(f"invalid --dtype {dtype!r}: use float32, bfloat16 or float16")
+    return dtype
+
+
+def sampling_params(
+    *,
+    temperature: float | None,
+    top_k: int | None,
+    top_p: float | None,
+    min_p: float | None,
+    repetition_penalty: float | None,
+    max_tokens: int | None,
+    seed: int | None,
+    stop: list[str] | None,
+    top_n: int | None,
+) -> SamplingParams:
+    """Build validated params from CLI flags; flags left out keep chatcli's defaults."""
+    given = {
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "min_p": min_p,
+        "repetition_penalty": repetition_penalty,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "top_n": top_n,
+    }
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    if stop:
+        kwargs["stop"] = tuple(stop)
+    return SamplingParams(**kwargs)
+
+
+def read_text_arg(value: str, what: str = "prompt") -> str:
+    """``-`` reads stdin; ``@FILE`` reads a file; anything else is the text itself."""
+    import sys
+
+    if value == "-":
+        return sys.stdin.read()
+    if value.startswith("@") and len(value) > 1:
+        path = Path(value[1:])
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"cannot read {what} file {path}: {e.strerror}") from None
+    return value

@@ -1,0 +1,184 @@
+"""Load a model by name or path into a :class:`LoadedModel`, the engine the front ends use.
+
+:func:`load_engine` resolves the spec (a known name pulled on first use, a local
+directory, a ``.gguf`` file, ``hf:ORG/NAME``), loads weights and tokenizer, and
+wraps them with a :class:`~chatcli.engine.generate.Generator` that keeps the KV
+cache of the conversation between turns. :func:`load_prompt_renderer` loads only
+the tokenizer and template (``--print-prompt`` needs no weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from chatcli.engine.engine import Message, ModelIdentity
+from chatcli.engine.events import Event, Notice
+from chatcli.engine.manifest import read_manifest
+from chatcli.engine.params import SamplingParams
+from chatcli.engine.tokenizer import ChatTokenizer
+from chatcli.errors import GenerationError, UsageError
+from chatcli.progress import ProgressFn
+
+
+class PromptRenderer:
+    """Tokenizer + chat template of a model, without its weights."""
+
+    def __init__(self, tokenizer: ChatTokenizer):
+        self.tokenizer = tokenizer
+
+    def render_prompt(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.render_chat(list(messages), add_generation_prompt=add_generation_prompt)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text))
+
+    def require_chat_template(self) -> None:
+        """Fail early, before any generation, when chat mode is impossible."""
+        if not self.tokenizer.has_chat_template:
+            self.render_prompt([])  # raises the tokenizer's one-line ModelError
+
+
+class LoadedModel(PromptRenderer):
+    """A model ready to answer: implements :class:`chatcli.engine.engine.ChatEngine`."""
+
+    def __init__(self, model, tokenizer: ChatTokenizer, identity: ModelIdentity):
+        from chatcli.engine.generate import Generator
+
+        super().__init__(tokenizer)
+        self.model = model
+        self.identity = identity
+        self.generator = Generator(model, tokenizer)
+        self._lock = threading.Lock()  # one stream at a time; a second caller gets a clear error
+
+    @property
+    def context_length(self) -> int:
+        return self.identity.context_length
+
+    def chat(
+        self,
+        messages: Sequence[Message],
+        params: SamplingParams,
+        cancel: threading.Event | None = None,
+        answer_prefix_ids: Sequence[int] = (),
+    ) -> Iterator[Event]:
+        from chatcli.engine.context import fit_messages
+
+        self.require_chat_template()
+        reserve = min(params.max_tokens, self.context_length // 2) + len(answer_prefix_ids)
+        kept, dropped = fit_messages(list(messages), self.tokenizer, self.context_length, reserve)
+        if dropped:
+            yield Notice(
+                f"dropped the {dropped} oldest message(s) to fit the context of {self.context_length} tokens",
+                kind="context",
+                data={"dropped_messages": dropped},
+            )
+        prompt_ids = self.tokenizer.encode_chat(kept) + list(answer_prefix_ids)
+        yield from self._stream(prompt_ids, params, cancel)
+
+    def complete(
+        self, text: str, params: SamplingParams, cancel: threading.Event | None = None
+    ) -> Iterator[Event]:
+        ids = self.tokenizer.encode(text)
+        if self.tokenizer.bos_id is not None and self._adds_bos():
+            ids = [self.tokenizer.bos_id] + ids
+        yield from self._stream(ids, params, cancel)
+
+    def chat_batch(
+        self,
+        messages: Sequence[Message],
+        params: SamplingParams,
+        n: int,
+        seeds: Sequence[int] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Event]:
+        self.require_chat_template()
+        prompt_ids = self.tokenizer.encode_chat(list(messages))
+        with self._exclusive():
+            yield from self.generator.stream_batch(prompt_ids, params, n, seeds=seeds, cancel=cancel)
+
+    def _stream(self, prompt_ids: list[int], params: SamplingParams, cancel) -> Iterator[Event]:
+        with self._exclusive():
+            yield from self.generator.stream(
+                prompt_ids, params, cancel=cancel, context_length=self.context_length
+            )
+
+    def _adds_bos(self) -> bool:
+        """Raw continuation starts with BOS when the model's tokenizer config asks for it."""
+        return bool(getattr(self.tokenizer, "add_bos_token", False))
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        if not self._lock.acquire(blocking=False):
+            raise GenerationError("the model is busy with another answer; wait for it or stop it")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+
+def load_prompt_renderer(
+    spec: str, chat_template: str | None = None, progress: ProgressFn | None = None
+) -> PromptRenderer:
+    from chatcli.engine.hub import resolve_model
+
+    path = resolve_model(spec, progress=progress)
+    return PromptRenderer(_tokenizer(path, chat_template))
+
+
+def load_engine(
+    spec: str,
+    dtype: str = "float32",
+    device: str = "auto",
+    chat_template: str | None = None,
+    progress: ProgressFn | None = None,
+) -> LoadedModel:
+    from chatcli.engine.checkpoint import load_checkpoint, resolve_device, resolve_dtype
+    from chatcli.engine.hub import resolve_model
+
+    path = resolve_model(spec, progress=progress)
+    tokenizer = _tokenizer(path, chat_template)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    model = load_checkpoint(path, dtype=dt, device=dev, progress=progress)
+    identity = ModelIdentity(
+        name=spec,
+        path=str(path),
+        model_type=model.config.model_type,
+        sha256=weights_sha256(path),
+        dtype=str(dt).removeprefix("torch."),
+        device=str(dev),
+        context_length=model.config.max_position_embeddings,
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
+    return LoadedModel(model, tokenizer, identity)
+
+
+def _tokenizer(path: Path, chat_template: str | None) -> ChatTokenizer:
+    override = None
+    if chat_template is not None:
+        override = Path(chat_template)
+        if not override.is_file():
+            raise UsageError(f"chat template file not found: {override}")
+    return ChatTokenizer.from_dir(path, chat_template_override=override)
+
+
+def weights_sha256(path: Path) -> str:
+    """The weights' sha256: from the manifest of a converted model, else hashed now.
+
+    A sharded checkpoint hashes its shards in name order into one digest.
+    """
+    from chatcli.engine.checkpoint import weight_files
+
+    recorded = (read_manifest(path) or {}).get("weights") or {}
+    if isinstance(recorded, dict) and isinstance(recorded.get("sha256"), str):
+        return recorded["sha256"]
+    h = hashlib.sha256()
+    for file in sorted(weight_files(path)):
+        with open(file, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()

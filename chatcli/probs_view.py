@@ -1,0 +1,66 @@
+"""A compact, printable view of an answer's steps (``generate --show-probs``, the plain REPL).
+
+Colours follow the certainty of the raw model distribution (``model_prob``), so
+uncertain steps stand out even under greedy decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from chatcli.engine.events import Step
+
+
+def certainty_style(p: float) -> str:
+    """Green for near-certain steps, through yellow, to red for wide-open ones."""
+    if p >= 0.9:
+        return "green"
+    if p >= 0.6:
+        return "chartreuse3"
+    if p >= 0.3:
+        return "yellow"
+    if p >= 0.1:
+        return "dark_orange"
+    return "red"
+
+
+def show_token(token: str) -> str:
+    """Make whitespace and control characters visible, keep the rest as it is."""
+    return repr(token)[1:-1] if token.strip() != token or not token.isprintable() else token
+
+
+def tinted_answer(steps: Sequence[Step]) -> Text:
+    text = Text()
+    for s in steps:
+        text.append(s.text, style=certainty_style(s.model_prob))
+    return text
+
+
+def steps_table(steps: Sequence[Step], alternatives: int = 4) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name, justify in (("#", "right"), ("token", "left"), ("prob", "right"),
+                          ("model", "right"), ("H bits", "right"), ("alternatives (model prob)", "left")):
+        table.add_column(name, justify=justify)
+    for s in steps:
+        alts = Text()
+        for t in [t for t in s.top if t.id != s.id][:alternatives]:
+            alts.append(f"{show_token(t.token)} ", style="bold")
+            alts.append(f"{t.model_prob:.1%}  ", style="dim")
+        table.add_row(
+            str(s.index),
+            Text(show_token(s.token), style=certainty_style(s.model_prob)),
+            f"{s.prob:.1%}",
+            f"{s.model_prob:.1%}",
+            f"{s.entropy:.2f}",
+            alts,
+        )
+    return table
+
+
+def print_steps(steps: Sequence[Step], console: Console | None = None) -> None:
+    console = console or Console(highlight=False)
+    console.print(steps_table(steps))
