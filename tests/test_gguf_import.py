@@ -16,7 +16,8 @@ import torch
 from safetensors.numpy import load_file
 
 from chatcli.engine import gguf_import
-from chatcli.engine.gguf_import import import_gguf, open_gguf, read_metadata, unpermute_rotary
+from chatcli.engine.gguf_import import import_gguf, open_gguf, read_metadata
+from chatcli.engine.gguf_llama import unpermute_rotary
 from chatcli.engine.gguf_tokenizer import tokenizer_from_gguf
 from chatcli.engine.manifest import read_manifest, verify_model_dir
 from chatcli.errors import ModelError
@@ -262,6 +263,12 @@ def test_refusals_name_the_problem(gguf_dir, tiny_model_dir, tmp_path):
     refused("output_norm.weight has type F64.*supported types: F32",
             drop_tensors=("output_norm.weight",), extra_tensors={"output_norm.weight": np.ones(64, np.float64)})
     refused("rope_freqs", extra_tensors={"rope_freqs.weight": np.ones(8, np.float32)})
+    foreign = tmp_path / "my-documents"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(ModelError, match="not made by chatcli"):
+        import_gguf(_gguf(gguf_dir, tiny_model_dir, "F32"), foreign)
+    assert (foreign / "notes.txt").read_text() == "keep me"
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"not a gguf at all" * 10)
     with pytest.raises(ModelError, match="not a readable GGUF"):

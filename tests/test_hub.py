@@ -325,3 +325,13 @@ def test_list_info_and_remove(registry, tiny_model_dir):
     with pytest.raises(ModelError, match="unknown model"):
         model_info("nosuch")
     assert os.listdir(paths.models_dir()) == [f".{NAME}.lock"]
+
+
+def test_gguf_import_variants_by_dtype(fake_wheel):
+    gguf = fake_wheel[0].parent / "tiny.gguf"
+    bf16 = hub.import_gguf_cached(gguf, dtype="bfloat16")
+    assert bf16.name.endswith("-bfloat16") and model_info(bf16.name).dtype == "bfloat16"
+    assert resolve_model(str(gguf)) == bf16  # a sound variant is reused rather than converting again
+    f32 = hub.import_gguf_cached(gguf, dtype="float32")
+    assert f32.name == bf16.name.removesuffix("-bfloat16")
+    assert resolve_model(str(gguf)) == f32  # float32 preferred once it exists

@@ -139,19 +139,30 @@ def _resolve_hf(spec: str, progress: Progress | None, auto_pull: bool) -> Path:
         return hf_fetch.fetch(spec, dest, progress)
 
 
-def import_gguf_cached(path: Path, progress: Progress | None = None, force: bool = False) -> Path:
-    """Convert a local ``.gguf`` once; later calls with the same content reuse the result."""
-    path = path.resolve()
+def import_gguf_cached(
+    path: Path, progress: Progress | None = None, force: bool = False, dtype: str | None = None
+) -> Path:
+    """Convert a local ``.gguf`` once; later calls with the same content reuse the result.
+
+    The entry is ``gguf-<sha256[:16]>`` (float32) or ``gguf-<sha256[:16]>-<dtype>``. With
+    ``dtype=None`` any sound existing variant is reused (float32 preferred), else float32 is made.
+    """
+    path = Path(path).resolve()
     digest = _gguf_digest(path, progress)
-    dest = models_dir() / f"gguf-{digest[:16]}"
-    if not force and not verify_model_dir(dest):
-        return dest
+    base = f"gguf-{digest[:16]}"
+    if dtype is None and not force:
+        for variant in ("float32", "bfloat16", "float16"):
+            dest = models_dir() / (base if variant == "float32" else f"{base}-{variant}")
+            if not verify_model_dir(dest):
+                return dest
+    dtype = dtype or "float32"
+    dest = models_dir() / (base if dtype == "float32" else f"{base}-{dtype}")
     with _lock(dest):
         if not force and not verify_model_dir(dest):
             return dest
         _clean_stale(dest)
         source = {"kind": "gguf-file", "path": str(path), "sha256": digest}
-        return import_gguf(path, dest, progress=progress, source=source)
+        return import_gguf(path, dest, dtype=dtype, progress=progress, source=source)
 
 
 def _gguf_digest(path: Path, progress: Progress | None) -> str:
@@ -241,10 +252,13 @@ def _lock(dest: Path) -> Iterator[None]:
 
 
 def _clean_stale(dest: Path) -> None:
-    """Remove temporaries an interrupted build of ``dest`` left (called with the lock held)."""
+    """Before rebuilding ``dest`` (lock held): remove temporaries an interrupted build left, and
+    an entry without a readable manifest, which cannot be verified (the importer would not replace it)."""
     for p in dest.parent.glob(f".{dest.name}.*-*"):
         if p.is_dir() and (".tmp-" in p.name or ".old-" in p.name):
             shutil.rmtree(p, ignore_errors=True)
+    if dest.is_dir() and read_manifest(dest) is None:
+        shutil.rmtree(dest, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- listing
