@@ -58,9 +58,10 @@ def _root(
 
 
 def _register_commands() -> None:
-    from chatcli import cli_generate, cli_models
+    from chatcli import cli_generate, cli_inspect, cli_models
 
     cli_generate.register(app)
+    cli_inspect.register(app)
     cli_models.register(app)
     try:  # the chat front end lands in its own module
         from chatcli import cli_chat

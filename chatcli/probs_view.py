@@ -28,9 +28,13 @@ def certainty_style(p: float) -> str:
     return "red"
 
 
+_VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
+
+
 def show_token(token: str) -> str:
-    """Make whitespace and control characters visible, keep the rest as it is."""
-    return repr(token)[1:-1] if token.strip() != token or not token.isprintable() else token
+    """Make a token's whitespace visible (a leading space is part of most English tokens)."""
+    shown = token.translate(_VISIBLE)
+    return shown if shown.isprintable() else repr(shown)[1:-1]
 
 
 def tinted_answer(steps: Sequence[Step]) -> Text:

@@ -168,6 +168,11 @@ class ChatTokenizer:
         """Text -> ids. Special tokens written in the text are recognised, as in transformers."""
         return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
+    def encode_offsets(self, text: str) -> list[tuple[int, int, int]]:
+        """Text -> ``(id, start, end)`` with the character span of ``text`` each token covers."""
+        enc = self._tok.encode(text, add_special_tokens=False)
+        return [(i, s, e) for i, (s, e) in zip(enc.ids, enc.offsets)]
+
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
