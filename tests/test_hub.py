@@ -265,7 +265,7 @@ def test_hf_offline_and_unreachable_fail_fast(monkeypatch):
     start = time.monotonic()
     reason = hf_fetch.probe_hub("http://127.0.0.1:9", timeout=2)
     assert reason and "127.0.0.1:9 unreachable" in reason and time.monotonic() - start < 5
-    monkeypatch.setattr(hf_fetch, "probe_hub", lambda: "huggingface.co:443 unreachable (timed out)")
+    monkeypatch.setattr(hf_fetch, "probe_hub", lambda: "huggingface.co:443 unreachable: timed out")
     with pytest.raises(ModelError, match="cannot reach the Hugging Face Hub to download hf:someorg/somemodel"):
         resolve_model("hf:someorg/somemodel")
     with pytest.raises(ModelError, match="invalid Hub model"):

@@ -62,7 +62,7 @@ def probe_hub(endpoint: str | None = None, timeout: float = PROBE_TIMEOUT_S) -> 
         with socket.create_connection((host, port), timeout=timeout):
             return None
     except OSError as e:
-        return f"{host}:{port} unreachable ({e.strerror or e.__class__.__name__})"
+        return f"{host}:{port} unreachable: {e.strerror or e.__class__.__name__}"
 
 
 def fetch(spec: str, dest: Path, progress: Progress | None = None) -> Path:
