@@ -1,7 +1,8 @@
 """Where e2e tests find the real default model (SmolLM2-135M-Instruct), or skip.
 
-``CHATCLI_TEST_MODEL_DIR`` points at any local HF-style copy; otherwise the hub
-resolves (and on first use pulls) the default model into the user cache.
+``CHATCLI_TEST_MODEL_DIR`` points at any local HF-style copy. Otherwise the hub
+resolves the default model under ``CHATCLI_TEST_CACHE`` (kept between runs, as in
+``test_e2e_default_model.py``) or a temporary home, pulling it on first use.
 """
 
 from __future__ import annotations
@@ -14,15 +15,23 @@ import pytest
 from chatcli.errors import ChatcliError
 
 
-def default_model_dir() -> Path:
+_resolved: list[Path] = []  # one pull per test session, shared by every module that asks
+
+
+def default_model_dir(tmp_path_factory) -> Path:
     env = os.environ.get("CHATCLI_TEST_MODEL_DIR")
     if env:
         return Path(env)
-    try:
-        from chatcli.engine.hub import resolve_model
-    except ImportError as e:
-        pytest.skip(f"no hub module to provide the default model: {e}")
-    try:
-        return Path(resolve_model("smollm2-135m-instruct"))
-    except ChatcliError as e:
-        pytest.skip(f"default model not available: {e.message}")
+    if _resolved:
+        return _resolved[0]
+    from chatcli.engine import hub
+
+    shared = os.environ.get("CHATCLI_TEST_CACHE")
+    home = Path(shared) if shared else tmp_path_factory.mktemp("e2e_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHATCLI_HOME", str(home))
+        try:
+            _resolved.append(hub.resolve_model(hub.DEFAULT_MODEL))
+        except ChatcliError as e:
+            pytest.skip(f"default model not available: {e.message}")
+    return _resolved[0]

@@ -330,3 +330,48 @@ def test_bad_prompts_are_refused(gen):
         next(gen.stream([], GREEDY))
     with pytest.raises(GenerationError, match="vocabulary"):
         next(gen.stream([1, 10**6], GREEDY))
+
+
+# ---- the real default model ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    from tests.e2e_model import default_model_dir
+
+    path = default_model_dir(tmp_path_factory)
+    return path, load_checkpoint(path), ChatTokenizer.from_dir(path)
+
+
+@pytest.mark.e2e
+def test_smollm2_greedy_matches_transformers_and_knows_paris(smollm2):
+    path, model, tok = smollm2
+    gen = Generator(model, tok)
+    ids = tok.encode_chat([{"role": "user", "content": "What is the capital of France?"}])
+    steps, done = run(gen, ids, SamplingParams(temperature=0, max_tokens=32))
+    print(f"smollm2 greedy: ttft {done.ttft_s:.3f} s, {done.tokens_per_s or 0:.1f} tok/s, {done.text!r}")
+    assert "Paris" in done.text and done.finish_reason == "stop"
+    oracle = load_hf_oracle(path)
+    assert [s.id for s in steps] == hf_greedy(oracle, ids, 32, eos=list(tok.eos_ids))[: len(steps)]
+
+
+@pytest.mark.e2e
+def test_smollm2_streams_chinese_and_emoji_whole(smollm2):
+    _, model, tok = smollm2
+    gen = Generator(model, tok)
+    ids = tok.encode("小模型一次生成一个词元，每一步都有一个概率分布。🙂 我们")
+    steps, done = run(gen, ids, SamplingParams(temperature=0, max_tokens=24), eos_ids=())
+    assert done.text == tok.decode([s.id for s in steps]) == "".join(s.text for s in steps)
+    assert all("\ufffd" not in s.text for s in steps)
+
+
+@pytest.mark.e2e
+def test_smollm2_greedy_batch_equals_sequential(smollm2):
+    _, model, tok = smollm2
+    gen = Generator(model, tok)
+    ids = tok.encode_chat([{"role": "user", "content": "Name three colours."}])
+    params = SamplingParams(temperature=0, max_tokens=12)
+    seq, _ = run(gen, ids, params)
+    events = list(gen.stream_batch(ids, params, 2))
+    for r in range(2):
+        assert [e.id for e in events if isinstance(e, Step) and e.seq == r] == [s.id for s in seq]

@@ -148,3 +148,11 @@ def test_top_tokens_report_raw_and_used_probabilities():
     assert [t[0] for t in top] == [1, 3, 2]
     assert top[2][1] == 0.0 and top[2][2] > 0  # filtered from sampling, still shown with its model prob
     assert math.isclose(sum(t[1] for t in top), 1.0, rel_tol=1e-6)
+
+
+def test_sample_never_draws_zero_probability_ids_at_the_edges():
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.5, 0.0])
+    draws = sample(probs.expand(5000, -1), make_generator(1))
+    assert set(draws.tolist()) == {1, 3}
+    assert int(sample(torch.tensor([1.0, 0.0, 0.0]), make_generator(2))) == 0
+    assert int(sample(torch.tensor([0.0, 0.0, 1.0]), make_generator(3))) == 2

@@ -128,6 +128,18 @@ def test_token_text_marks_partial_characters(tok):
     assert tok.token_bytes(10**6) == b"" and tok.token_text(-1) == ""
 
 
+def test_add_bos_token_follows_the_post_processor(tok, tmp_path):
+    from tokenizers import processors
+
+    assert tok.add_bos_token is False  # the tiny (SmolLM2-like) tokenizer adds nothing
+    d = _llama_style_dir(tmp_path / "bos")
+    raw = Tokenizer.from_file(str(d / "tokenizer.json"))
+    raw.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    raw.save(str(d / "tokenizer.json"))
+    t = ChatTokenizer.from_dir(d)
+    assert t.add_bos_token is True and t.encode("hello", add_special_tokens=True)[0] == t.bos_id == 1
+
+
 def test_llama_style_token_bytes_and_text(tmp_path):
     t = ChatTokenizer.from_dir(_llama_style_dir(tmp_path / "llama"))
     text = "hello world 小🙂!"
@@ -233,8 +245,8 @@ def test_stop_holder_flush_releases_held_text():
 
 
 @pytest.fixture(scope="module")
-def smollm2_dir() -> Path:
-    return default_model_dir()
+def smollm2_dir(tmp_path_factory) -> Path:
+    return default_model_dir(tmp_path_factory)
 
 
 @pytest.mark.e2e

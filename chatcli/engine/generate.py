@@ -41,9 +41,8 @@ from chatcli.engine.kv_cache import KVCache
 from chatcli.engine.params import SamplingParams
 from chatcli.engine.sampling import (
     check_finite,
-    entropy_bits,
     make_generator,
-    raw_distribution,
+    raw_with_entropy,
     sample,
     sampling_distribution,
     top_tokens,
@@ -200,9 +199,8 @@ class Generator:
         if not good:
             return out
         x = logits[good]  # [G, V]
-        raw = raw_distribution(x)
+        raw, ent = raw_with_entropy(x)  # [G, V], [G]
         used = sampling_distribution(x, params, history[good] if history is not None else None)
-        ent = entropy_bits(raw)
         for j, r in enumerate(good):
             tid = int(used[j].argmax()) if params.greedy else int(sample(used[j], generators[r]))
             top = tuple(

@@ -176,6 +176,15 @@ class ChatTokenizer:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
+    @cached_property
+    def add_bos_token(self) -> bool:
+        """Whether plain text starts with BOS: the tokenizer's post-processor adds it (as in
+        transformers 5, which reads this from tokenizer.json, not tokenizer_config.json)."""
+        if self.bos_id is None:
+            return False
+        ids = self._tok.encode("a", add_special_tokens=True).ids
+        return bool(ids) and ids[0] == self.bos_id
+
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
 
