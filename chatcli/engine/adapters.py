@@ -1,0 +1,477 @@
+"""The adapters of one loaded model: load, unload, scale, switch, merge, list.
+
+``AdapterManager.of(model)`` returns the model's manager (created on first use,
+before any layer is wrapped: it records the original modules then). Loading reads
+and checks the adapter completely (:mod:`lora_io`, :mod:`lora_validate`) before
+wrapping any layer, so a bad adapter leaves the model exactly as it was; a good one
+wraps the targeted layers in :class:`~chatcli.engine.lora.LoRALinear` in
+milliseconds, without touching the base weights. Unloading an adapter that was
+never merged restores the base model bit-exactly; the last adapter leaving a layer
+puts the original module object back.
+
+State changes go through ``guard`` (e.g. the engine's "no answer is streaming"
+lock, so a load during an answer is refused with a message) and are announced to
+``on_change`` callbacks (e.g. the generator's KV-cache reset: cached keys and
+values were computed with the old weights).
+
+:meth:`AdapterManager.override` / :meth:`disabled` switch adapters temporarily
+(the base model for a comparison) and restore every switch, scale and merged
+weight in ``finally``; merged weights are restored from a copy, bit-exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ContextManager
+
+import torch
+from torch import nn
+
+from chatcli.engine.lora import LoRALinear, LoRAPair, Replacement, ReplacedModule
+from chatcli.engine.lora_io import LoRAAdapter, read_adapter, write_adapter
+from chatcli.engine.lora_validate import AdapterError, ModuleShapes, check_against_model, max_rank_limit
+from chatcli.errors import UsageError
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+# Display order of target short names (the order of a transformer block).
+_TARGET_ORDER = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head", "embed_tokens")
+REPLACEABLE = ("lm_head", "model.embed_tokens")
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """One row of ``/lora``."""
+
+    name: str
+    source: str | None
+    rank: int  # the largest rank (ranks lists all when they differ)
+    ranks: tuple[int, ...]
+    alpha: float
+    rslora: bool
+    targets: tuple[str, ...]  # short module names: q_proj, v_proj, ...
+    layers: int  # how many transformer layers it touches
+    modules: int  # how many linear layers it wraps
+    replaces: tuple[str, ...]  # modules_to_save
+    params: int
+    percent: float  # of the base model's parameters
+    scale: float
+    enabled: bool
+    merged: bool
+    base_model: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class _Loaded:
+    adapter: LoRAAdapter
+    scale: float
+    enabled: bool = True
+    merged: bool = False
+
+
+def adapter_name(text: str) -> str:
+    """A valid adapter name from a folder or file stem (other characters become '_')."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", text.strip())[:64].strip("_")
+    return name or "adapter"
+
+
+def check_scale(scale: float) -> float:
+    try:
+        s = float(scale)
+    except (TypeError, ValueError):
+        raise UsageError(f"adapter scale must be a number, not {scale!r}") from None
+    if not math.isfinite(s):
+        raise UsageError(f"adapter scale must be finite, not {scale!r}")
+    return s
+
+
+class AdapterManager:
+    """Named LoRA adapters on one :class:`~chatcli.engine.model.DecoderLM`."""
+
+    _ATTR = "_chatcli_adapter_manager"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        max_rank: int | None = None,
+        guard: Callable[[], ContextManager[Any]] | None = None,
+        on_change: Iterable[Callable[[], None]] = (),
+    ):
+        if any(isinstance(m, (LoRALinear, ReplacedModule)) for m in model.modules()):
+            raise ValueError("the model already has adapter layers: use AdapterManager.of(model)")
+        self.model = model
+        self.max_rank = max_rank_limit() if max_rank is None else max_rank
+        self.guard = guard or nullcontext
+        self.on_change: list[Callable[[], None]] = list(on_change)
+        self._adapters: dict[str, _Loaded] = {}
+        # The original modules, by name, with where they hang (parent, attribute).
+        self._slots: dict[str, tuple[nn.Module, str, nn.Module]] = {}
+        for name, module in model.named_modules():
+            for attr, child in module.named_children():
+                full = f"{name}.{attr}" if name else attr
+                if isinstance(child, nn.Linear) or full in REPLACEABLE:
+                    self._slots[full] = (module, attr, child)
+        # Every parameter of the base model, by checkpoint key, via its owning module (for export).
+        self._params: dict[str, tuple[nn.Module, str]] = {
+            f"{mname}.{pname}" if mname else pname: (m, pname)
+            for mname, m in model.named_modules()
+            for pname, _ in m.named_parameters(recurse=False)
+        }
+        seen: set[int] = set()
+        self.base_params = 0
+        for p in model.parameters():
+            if id(p) not in seen:  # tied weights once
+                seen.add(id(p))
+                self.base_params += p.numel()
+        self.shapes = ModuleShapes(
+            linears={n: (c.out_features, c.in_features) for n, (_, _, c) in self._slots.items() if isinstance(c, nn.Linear)},
+            replaceable={n: tuple(self._slots[n][2].weight.shape) for n in REPLACEABLE if n in self._slots},
+        )
+        setattr(model, self._ATTR, self)
+
+    @classmethod
+    def of(cls, model: nn.Module, **kwargs) -> "AdapterManager":
+        """The manager bound to ``model`` (created with ``kwargs`` on first use)."""
+        existing = getattr(model, cls._ATTR, None)
+        return existing if existing is not None else cls(model, **kwargs)
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._adapters
+
+    def __len__(self) -> int:
+        return len(self._adapters)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._adapters)
+
+    def active_names(self) -> list[str]:
+        return [n for n, a in self._adapters.items() if a.enabled and a.scale != 0.0]
+
+    def adapter(self, name: str) -> LoRAAdapter:
+        return self._get(name).adapter
+
+    def info(self, name: str) -> AdapterInfo:
+        st = self._get(name)
+        a = st.adapter
+        ranks = sorted({m.r for m in a.modules.values()})
+        alphas = [m.alpha for m in a.modules.values()]
+        short = {m.rsplit(".", 1)[-1] for m in a.modules}
+        layers = {int(x.group(1)) for m in a.modules if (x := _LAYER.search(m))}
+        params = a.num_params()
+        return AdapterInfo(
+            name=name,
+            source=a.source,
+            rank=max(ranks) if ranks else 0,
+            ranks=tuple(ranks),
+            alpha=max(set(alphas), key=alphas.count) if alphas else 0.0,
+            rslora=a.use_rslora,
+            targets=tuple(sorted(short, key=lambda s: (_TARGET_ORDER.index(s) if s in _TARGET_ORDER else 99, s))),
+            layers=len(layers),
+            modules=len(a.modules),
+            replaces=tuple(sorted(a.saved)),
+            params=params,
+            percent=100.0 * params / max(self.base_params, 1),
+            scale=st.scale,
+            enabled=st.enabled,
+            merged=st.merged,
+            base_model=a.base_model,
+        )
+
+    def list(self) -> list[AdapterInfo]:
+        return [self.info(n) for n in self._adapters]
+
+    # --- loading -------------------------------------------------------------------------------
+
+    def load(self, path: str | Path, name: str | None = None, scale: float = 1.0) -> AdapterInfo:
+        """Read, check and attach the adapter at ``path`` (PEFT folder or .safetensors file)."""
+        p = Path(path).expanduser()
+        name = self._new_name(name, p.stem if p.suffix == ".safetensors" else p.name)
+        scale = check_scale(scale)
+        with self.guard():
+            dtype, device = self._dtype_device()
+            adapter = read_adapter(p, self.shapes, max_rank=self.max_rank, dtype=dtype, device=device)
+            self._check_base_copies(adapter)
+            self._attach(name, adapter, scale)
+        self._changed()
+        return self.info(name)
+
+    def add(self, adapter: LoRAAdapter, name: str, scale: float = 1.0) -> AdapterInfo:
+        """Attach an in-memory adapter (fine-tuning, tests); checked like a file."""
+        name = self._new_name(name, name)
+        scale = check_scale(scale)
+        source = adapter.source or f"adapter {name}"
+        shapes = {m: (tuple(t.A.shape), tuple(t.B.shape), t.r) for m, t in adapter.modules.items()}
+        saved = {m: (tuple(p["weight"].shape), m) for m, p in adapter.saved.items()}
+        check_against_model(shapes, saved, self.shapes, source, self.max_rank)
+        self._check_base_copies(adapter)
+        with self.guard():
+            self._attach(name, adapter, scale)
+        self._changed()
+        return self.info(name)
+
+    def _check_base_copies(self, adapter: LoRAAdapter) -> None:
+        for module, saved in adapter.expected_base.items():
+            own = self._slots[module][2].weight
+            if not torch.equal(saved.to(device=own.device, dtype=own.dtype), own.detach()):
+                raise AdapterError(
+                    f"{adapter.source}: its copy of {module} differs from this model's (a resized vocabulary or "
+                    "another base model); chatcli only loads adapters for the unchanged base"
+                )
+
+    def _new_name(self, name: str | None, fallback: str) -> str:
+        if name is None:
+            name = adapter_name(fallback)
+        elif not _NAME.match(name):
+            raise UsageError(f"invalid adapter name {name!r}: use letters, digits, '_' and '-' (at most 64)")
+        if name in self._adapters:
+            raise UsageError(f"an adapter named {name!r} is already loaded: unload it or choose another --name")
+        return name
+
+    def _attach(self, name: str, adapter: LoRAAdapter, scale: float) -> None:
+        done: list[str] = []
+        try:
+            for module, m in adapter.modules.items():
+                wrapper = self._wrapper(module, LoRALinear)
+                wrapper.add(name, LoRAPair(m.A, m.B, m.alpha, rslora=adapter.use_rslora, scale=scale))
+                done.append(module)
+            for module, parts in adapter.saved.items():
+                wrapper = self._wrapper(module, ReplacedModule)
+                wrapper.add(name, Replacement(parts["weight"], parts.get("bias"), scale=scale))
+                done.append(module)
+        except Exception:
+            for module in done:  # leave the model as it was
+                self._detach(module, name)
+            raise
+        # Share the tensors the layers hold, so a saved adapter is what the model runs.
+        for module, m in adapter.modules.items():
+            pair = self._current(module).lora[name]
+            m.A, m.B = pair.A.data, pair.B.data
+        self._adapters[name] = _Loaded(adapter, scale)
+
+    def unload(self, name: str) -> None:
+        """Remove adapter ``name``; an unmerged one leaves the base weights bit-exact."""
+        st = self._get(name)
+        with self.guard():
+            for module in [*st.adapter.modules, *st.adapter.saved]:
+                self._detach(module, name)
+            del self._adapters[name]
+        self._changed()
+
+    def unload_all(self) -> None:
+        for name in list(self._adapters):
+            self.unload(name)
+
+    # --- switches ------------------------------------------------------------------------------
+
+    def set_scale(self, name: str, scale: float) -> None:
+        st = self._get(name)
+        scale = check_scale(scale)
+        with self.guard():
+            self._apply(name, scale=scale)
+        self._changed()
+
+    def enable(self, name: str) -> None:
+        self._get(name)
+        with self.guard():
+            self._apply(name, enabled=True)
+        self._changed()
+
+    def disable(self, name: str) -> None:
+        """Switch ``name`` off (a merged adapter is unmerged first)."""
+        self._get(name)
+        with self.guard():
+            self._apply(name, enabled=False)
+        self._changed()
+
+    def merge(self, name: str) -> None:
+        """Fold ``name`` into the base weights (it stays listed; unmerge to separate it again)."""
+        st = self._get(name)
+        tied = [m for m in st.adapter.modules if self._shared_weight(m)]
+        if tied:
+            raise AdapterError(
+                f"cannot merge {name}: {tied[0]} shares its weight with another module (tied embeddings); "
+                "it stays unmerged (or export a merged copy with 'chatcli lora merge')"
+            )
+        with self.guard():
+            self._apply(name, enabled=True, merged=True)
+        self._changed()
+
+    def unmerge(self, name: str) -> None:
+        self._get(name)
+        with self.guard():
+            self._apply(name, merged=False)
+        self._changed()
+
+    def _apply(self, name: str, *, scale: float | None = None, enabled: bool | None = None, merged: bool | None = None) -> None:
+        """Bring adapter ``name`` to the requested state in every layer it touches."""
+        st = self._adapters[name]
+        new_scale = st.scale if scale is None else scale
+        new_enabled = st.enabled if enabled is None else enabled
+        new_merged = (st.merged if merged is None else merged) and new_enabled
+        for module in st.adapter.modules:
+            wrapper = self._current(module)
+            pair = wrapper.lora[name]
+            if pair.merged and (not new_merged or new_scale != pair.merged_scale):
+                wrapper.unmerge(name)
+            pair.scale, pair.enabled = new_scale, new_enabled
+            if new_merged and not pair.merged:
+                wrapper.merge(name)
+            wrapper.invalidate()
+        for module in st.adapter.saved:
+            rep = self._current(module).replacements[name]
+            rep.scale, rep.enabled = new_scale, new_enabled
+        st.scale, st.enabled, st.merged = new_scale, new_enabled, new_merged
+
+    @contextmanager
+    def override(self, on: Iterable[str] = (), off: Iterable[str] = ()) -> Iterator[None]:
+        """Temporarily switch adapters on/off; every switch, scale and weight is restored after."""
+        on, off = list(on), list(off)
+        for n in [*on, *off]:
+            self._get(n)
+        saved_states = {n: (a.scale, a.enabled, a.merged) for n, a in self._adapters.items()}
+        # Merged weights come back from a copy, not by re-adding deltas (no rounding drift).
+        weights: dict[str, torch.Tensor] = {}
+        for n in off:
+            if self._adapters[n].merged:
+                for module in self._adapters[n].adapter.modules:
+                    if module not in weights:
+                        weights[module] = self._current(module).base.weight.detach().clone()
+        try:
+            for n in off:
+                self._apply(n, enabled=False)
+            for n in on:
+                if n not in off:
+                    self._apply(n, enabled=True)
+            yield
+        finally:
+            with torch.no_grad():
+                for module, w in weights.items():
+                    self._current(module).base.weight.copy_(w)
+            for n, (scale, enabled, merged) in saved_states.items():
+                st = self._adapters[n]
+                for module in st.adapter.modules:
+                    wrapper = self._current(module)
+                    pair = wrapper.lora[n]
+                    pair.scale, pair.enabled = scale, enabled
+                    if module in weights:  # the weight copy already holds this merge
+                        pair.merged_scale = scale if merged else None
+                    elif merged and not pair.merged:
+                        wrapper.merge(n)
+                    elif not merged and pair.merged:
+                        wrapper.unmerge(n)
+                    wrapper.invalidate()
+                for module in st.adapter.saved:
+                    rep = self._current(module).replacements[n]
+                    rep.scale, rep.enabled = scale, enabled
+                st.scale, st.enabled, st.merged = scale, enabled, merged
+
+    def disabled(self, names: Iterable[str] | None = None) -> ContextManager[None]:
+        """Run the base model (or the model without ``names``) inside the block."""
+        return self.override(off=list(self._adapters) if names is None else list(names))
+
+    @contextmanager
+    def guarded(self) -> Iterator[None]:
+        """Hold the guard (no answer streams meanwhile) for work that reads the model."""
+        with self.guard():
+            yield
+
+    # --- saving and export ---------------------------------------------------------------------
+
+    def save(self, name: str, out_dir: str | Path) -> Path:
+        """Write adapter ``name`` in PEFT's format."""
+        return write_adapter(self._get(name).adapter, out_dir)
+
+    def merged_state_dict(self) -> tuple[dict[str, torch.Tensor], bool]:
+        """The base weights with every active adapter applied, by checkpoint key, and whether the
+        LM head no longer equals the embeddings (then it is included and must be saved untied)."""
+        state: dict[str, torch.Tensor] = {}
+        for key, (owner, attr) in self._params.items():
+            state[key] = getattr(owner, attr).detach()
+        for name, st in self._adapters.items():
+            if not (st.enabled and st.scale != 0.0):
+                continue
+            for module in st.adapter.modules:
+                pair = self._current(module).lora[name]
+                if pair.merged:
+                    continue  # already inside the base weight
+                key = f"{module}.weight"
+                w = state[key]
+                state[key] = (w.float() + pair.delta().to(w.device)).to(w.dtype)
+        for module in REPLACEABLE:
+            wrapper = self._slots_current(module)
+            if isinstance(wrapper, ReplacedModule) and (rep := wrapper.current()) is not None:
+                key = f"{module}.weight"
+                base = state[key]
+                state[key] = rep.weight if rep.scale == 1.0 else base + rep.scale * (rep.weight - base)
+        tied = getattr(getattr(self.model, "config", None), "tie_word_embeddings", False)
+        untied = bool(tied) and not torch.equal(state["lm_head.weight"], state["model.embed_tokens.weight"])
+        if tied and not untied:
+            state.pop("lm_head.weight", None)
+        return state, untied
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _get(self, name: str) -> _Loaded:
+        st = self._adapters.get(name)
+        if st is None:
+            loaded = ", ".join(self._adapters) or "none"
+            raise UsageError(f"no adapter named {name!r} is loaded (loaded: {loaded})")
+        return st
+
+    def _dtype_device(self) -> tuple[torch.dtype, torch.device]:
+        w = self._slots[next(iter(self.shapes.linears))][2].weight
+        return w.dtype, w.device
+
+    def _slots_current(self, module: str) -> nn.Module:
+        parent, attr, _ = self._slots[module]
+        return getattr(parent, attr)
+
+    def _current(self, module: str):
+        return self._slots_current(module)
+
+    def _wrapper(self, module: str, kind: type) -> Any:
+        parent, attr, original = self._slots[module]
+        current = getattr(parent, attr)
+        if isinstance(current, kind):
+            return current
+        if current is not original:
+            raise AssertionError(f"{module} was replaced outside the adapter manager")
+        wrapper = kind(original)
+        wrapper.train(original.training)
+        setattr(parent, attr, wrapper)
+        return wrapper
+
+    def _detach(self, module: str, name: str) -> None:
+        parent, attr, original = self._slots[module]
+        wrapper = getattr(parent, attr)
+        if isinstance(wrapper, LoRALinear):
+            if name in wrapper.lora:
+                wrapper.remove(name)
+            empty = len(wrapper.lora) == 0
+        elif isinstance(wrapper, ReplacedModule):
+            wrapper.replacements.pop(name, None)
+            empty = not wrapper.replacements
+        else:
+            return
+        if empty:
+            setattr(parent, attr, original)  # the very module object the model was built with
+
+    def _shared_weight(self, module: str) -> bool:
+        w = self._slots[module][2].weight
+        return any(other != module and getattr(self._slots[other][2], "weight", None) is w for other in self._slots)
+
+    def _changed(self) -> None:
+        for callback in self.on_change:
+            callback()

@@ -1,0 +1,266 @@
+"""LoRA layers that wrap the model's own modules: hot-swappable, stackable, mergeable.
+
+:class:`LoRALinear` wraps a frozen ``nn.Linear`` (kept as ``.base``, the very same
+module object, its weight never replaced) and holds any number of named adapters::
+
+    y = W0·x + b + Σ_i  on_i · s_i · c_i · B_i · A_i · x
+
+    A_i: [r_i, in]   B_i: [out, r_i]   c_i = alpha_i / r_i   (rsLoRA: alpha_i / sqrt(r_i))
+    s_i: the user's live scale (any finite number; 0 = this adapter does nothing)
+    on_i: the on/off switch
+
+Inference folds every active adapter into one pair ``A_cat = [A_1; A_2; ...]``
+([R, in], R = Σ r_i) and ``B_cat = [s_1·c_1·B_1, s_2·c_2·B_2, ...]`` ([out, R]), so
+any number of stacked adapters costs two thin matmuls per layer; the fused pair is
+rebuilt lazily after any change. With no active adapter the forward is exactly
+``base(x)`` (bit-for-bit the base model). While gradients flow through adapter
+parameters (training) each adapter runs on its own so autograd sees A and B.
+
+Merging adds ``s·c·B·A`` into ``W0`` in place (the adapter then costs nothing per
+token); unmerging subtracts the same product, which restores W0 within float
+rounding. An adapter that was never merged leaves W0 untouched, so unloading it
+restores the base model bit-exactly.
+
+:class:`ReplacedModule` is PEFT's ``modules_to_save`` for ``lm_head`` and
+``embed_tokens``: an adapter may bring a full replacement weight, used instead of
+the base weight while the adapter is on. Its scale interpolates the outputs,
+``base + s·(replaced − base)``: 1 is exactly the replacement, 0 exactly the base.
+When several active adapters replace the same module, the last one loaded wins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def lora_scaling(r: int, alpha: float, rslora: bool = False) -> float:
+    """c = alpha / r, or alpha / sqrt(r) for rank-stabilised LoRA (PEFT's ``use_rslora``)."""
+    return alpha / math.sqrt(r) if rslora else alpha / r
+
+
+class LoRAPair(nn.Module):
+    """One adapter's A [r, in] and B [out, r] for one linear layer, with its switches."""
+
+    def __init__(self, A: torch.Tensor, B: torch.Tensor, alpha: float, rslora: bool = False, scale: float = 1.0):
+        super().__init__()
+        if A.dim() != 2 or B.dim() != 2 or A.shape[0] != B.shape[1]:
+            raise ValueError(f"LoRA A {tuple(A.shape)} and B {tuple(B.shape)} do not form B·A")
+        self.A = nn.Parameter(A, requires_grad=False)
+        self.B = nn.Parameter(B, requires_grad=False)
+        self.r = int(A.shape[0])
+        self.alpha = float(alpha)
+        self.rslora = rslora
+        self.scaling = lora_scaling(self.r, self.alpha, rslora)  # c
+        self.scale = float(scale)  # s, the live user scale
+        self.enabled = True
+        self.merged_scale: float | None = None  # s at merge time; None = not merged
+
+    @property
+    def merged(self) -> bool:
+        return self.merged_scale is not None
+
+    @property
+    def active(self) -> bool:
+        """Contributes through the side path (on, not merged, non-zero scale)."""
+        return self.enabled and not self.merged and self.scale != 0.0
+
+    def delta(self, scale: float | None = None) -> torch.Tensor:
+        """s·c·B·A [out, in] in float32 (the weight change this adapter stands for)."""
+        s = self.scale if scale is None else scale
+        return (self.B.detach().float() @ self.A.detach().float()) * (s * self.scaling)
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, alpha={self.alpha:g}, scale={self.scale:g}, on={self.enabled}, merged={self.merged}"
+
+
+class LoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` plus named LoRA adapters (see the module docstring for the maths)."""
+
+    def __init__(self, base: nn.Linear):
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"LoRALinear wraps nn.Linear, got {type(base).__name__}")
+        self.base = base
+        self.lora = nn.ModuleDict()  # name -> LoRAPair, in load order
+        self._fused: tuple[torch.Tensor, torch.Tensor] | None = None  # (A_cat [R, in], B_cat [out, R])
+        self._fused_valid = False
+
+    # The wrapper answers for the layer it wraps (shape queries, DecoderLM.dtype, ...).
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    # --- adapters ------------------------------------------------------------
+
+    def add(self, name: str, pair: LoRAPair) -> None:
+        if name in self.lora:
+            raise ValueError(f"adapter {name!r} already on this layer")
+        if pair.A.shape[1] != self.in_features or pair.B.shape[0] != self.out_features:
+            raise ValueError(
+                f"adapter {name!r} shapes A {tuple(pair.A.shape)} B {tuple(pair.B.shape)} do not fit "
+                f"Linear({self.in_features} -> {self.out_features})"
+            )
+        self.lora[name] = pair.to(device=self.weight.device, dtype=self.weight.dtype)
+        self.invalidate()
+
+    def remove(self, name: str) -> LoRAPair:
+        """Detach adapter ``name`` (unmerged first if it was merged)."""
+        if self.lora[name].merged:
+            self.unmerge(name)
+        pair = self.lora[name]
+        del self.lora[name]
+        self.invalidate()
+        return pair
+
+    def invalidate(self) -> None:
+        """Call after changing any adapter's scale, switch or tensors."""
+        self._fused = None
+        self._fused_valid = False
+
+    def merge(self, name: str) -> None:
+        """W0 += s·c·B·A (in place, in the weight's own storage)."""
+        pair = self.lora[name]
+        if pair.merged:
+            return
+        with torch.no_grad():
+            w = self.base.weight
+            w.copy_((w.float() + pair.delta().to(w.device)).to(w.dtype))
+        pair.merged_scale = pair.scale
+        self.invalidate()
+
+    def unmerge(self, name: str) -> None:
+        """W0 -= the product added by :meth:`merge` (exact up to float rounding)."""
+        pair = self.lora[name]
+        if not pair.merged:
+            return
+        with torch.no_grad():
+            w = self.base.weight
+            w.copy_((w.float() - pair.delta(pair.merged_scale).to(w.device)).to(w.dtype))
+        pair.merged_scale = None
+        self.invalidate()
+
+    # --- forward -------------------------------------------------------------
+
+    def _fused_pair(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if not self._fused_valid:
+            active = [p for p in self.lora.values() if p.active]
+            if active:
+                with torch.no_grad():
+                    a = torch.cat([p.A for p in active], dim=0)  # [R, in]
+                    b = torch.cat([p.B * (p.scale * p.scaling) for p in active], dim=1)  # [out, R]
+                self._fused = (a.contiguous(), b.contiguous())
+            else:
+                self._fused = None
+            self._fused_valid = True
+        fused = self._fused
+        if fused is not None and fused[0].device != self.weight.device:  # model moved: rebuild once
+            self.invalidate()
+            return self._fused_pair()
+        return fused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)  # [..., out]
+        if not self.lora:
+            return y
+        if torch.is_grad_enabled() and any(p.A.requires_grad or p.B.requires_grad for p in self.lora.values()):
+            # Training: keep each adapter separate so gradients reach its A and B.
+            for p in self.lora.values():
+                if p.active:
+                    y = y + F.linear(F.linear(x, p.A), p.B) * (p.scale * p.scaling)
+            return y
+        fused = self._fused_pair()
+        if fused is None:
+            return y  # nothing active: exactly the base layer
+        a, b = fused
+        h = F.linear(x.to(a.dtype), a)  # [..., R]
+        # y += h @ b.T without another [.., out] temporary (y is ours: fresh from base).
+        y2 = y.view(-1, y.shape[-1])
+        y2.addmm_(h.view(-1, h.shape[-1]), b.t())
+        return y
+
+    def extra_repr(self) -> str:
+        return f"adapters={list(self.lora.keys())}"
+
+
+@dataclass
+class Replacement:
+    """A full replacement weight brought by one adapter (PEFT ``modules_to_save``)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+    scale: float = 1.0
+    enabled: bool = True
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.scale != 0.0
+
+
+class ReplacedModule(nn.Module):
+    """``lm_head`` (Linear) or ``embed_tokens`` (Embedding) with per-adapter replacement weights."""
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        if not isinstance(base, (nn.Linear, nn.Embedding)):
+            raise TypeError(f"ReplacedModule wraps nn.Linear or nn.Embedding, got {type(base).__name__}")
+        self.base = base
+        self.replacements: dict[str, Replacement] = {}  # load order; the last active one wins
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def add(self, name: str, rep: Replacement) -> None:
+        if tuple(rep.weight.shape) != tuple(self.base.weight.shape):
+            raise ValueError(
+                f"replacement {tuple(rep.weight.shape)} does not match {tuple(self.base.weight.shape)}"
+            )
+        w = self.base.weight
+        rep.weight = rep.weight.detach().to(device=w.device, dtype=w.dtype)
+        if rep.bias is not None:
+            rep.bias = rep.bias.detach().to(device=w.device, dtype=w.dtype)
+        self.replacements[name] = rep
+
+    def remove(self, name: str) -> Replacement:
+        return self.replacements.pop(name)
+
+    def current(self) -> Replacement | None:
+        active = [r for r in self.replacements.values() if r.active]
+        return active[-1] if active else None
+
+    def _apply(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if isinstance(self.base, nn.Embedding):
+            b = self.base
+            return F.embedding(x, weight, b.padding_idx, b.max_norm, b.norm_type, b.scale_grad_by_freq, b.sparse)
+        return F.linear(x, weight, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rep = self.current()
+        if rep is None:
+            return self.base(x)
+        bias = rep.bias if rep.bias is not None else getattr(self.base, "bias", None)
+        new = self._apply(x, rep.weight, bias)
+        if rep.scale == 1.0:
+            return new
+        base = self.base(x)
+        return base + rep.scale * (new - base)
+
+    def extra_repr(self) -> str:
+        return f"replacements={list(self.replacements)}"

@@ -1,0 +1,481 @@
+"""PEFT's LoRA format, read and written: ``adapter_config.json`` + ``adapter_model.safetensors``.
+
+An adapter is a directory holding both files, or a ``.safetensors`` file with its
+config beside it (``adapter_config.json`` in the same folder, or ``<stem>.json``).
+
+Config (:class:`AdapterConfig`) honours what changes the maths: ``r``,
+``lora_alpha``, ``use_rslora``, ``rank_pattern`` / ``alpha_pattern`` (regexes
+matched against the end of a module name, as PEFT does), ``target_modules`` (list
+of name suffixes, a regex matched against the whole name, or ``all-linear``),
+``exclude_modules``, ``layers_to_transform`` / ``layers_pattern``, and
+``modules_to_save`` for ``lm_head`` / ``embed_tokens``. Options that change the
+forward in ways chatcli does not implement (DoRA, non-LoRA PEFT types, LoRA bias,
+layer replication, ...) are refused by name; training-only options are ignored.
+Module selection mirrors ``peft.tuners.tuners_utils.check_target_module_exists``.
+
+Tensor keys map through one table (``PEFT_PREFIX`` + module + suffix)::
+
+    base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight  <->  (model.layers.3.self_attn.q_proj, A)
+    base_model.model.lm_head.weight                                  <->  (lm_head, replacement weight)
+
+Module names are the model's own (they mirror Hugging Face's), so the table only
+adds PEFT's prefix and part suffixes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from chatcli.engine.lora_validate import (
+    DEFAULT_MAX_RANK,
+    PICKLE_SUFFIXES,
+    AdapterError,
+    ModuleShapes,
+    check_against_model,
+    check_dtypes,
+    check_finite,
+    check_safetensors,
+    refuse_pickles,
+)
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+
+# --- the key table ----------------------------------------------------------------------------
+
+# Tensor-name suffix -> (kind, part). "lora" parts belong to a LoRA-wrapped linear layer,
+# "saved" parts to a modules_to_save replacement; "refuse" names what chatcli does not run.
+KEY_SUFFIXES: dict[str, tuple[str, str]] = {
+    ".lora_A.weight": ("lora", "A"),
+    ".lora_B.weight": ("lora", "B"),
+    ".lora_A.bias": ("refuse", "LoRA bias (lora_bias)"),
+    ".lora_B.bias": ("refuse", "LoRA bias (lora_bias)"),
+    ".lora_magnitude_vector": ("refuse", "DoRA (use_dora)"),
+    ".lora_magnitude_vector.weight": ("refuse", "DoRA (use_dora)"),
+    ".lora_embedding_A": ("refuse", "LoRA on embeddings (lora_embedding_A/B); use modules_to_save"),
+    ".lora_embedding_B": ("refuse", "LoRA on embeddings (lora_embedding_A/B); use modules_to_save"),
+    ".base_layer.weight": ("base", "weight"),
+    ".weight": ("saved", "weight"),
+    ".bias": ("saved", "bias"),
+}
+_SUFFIX_ORDER = sorted(KEY_SUFFIXES, key=len, reverse=True)  # longest first: ".lora_A.weight" before ".weight"
+
+# modules_to_save entry (as PEFT configs spell it) -> the model's module name.
+SAVED_MODULES: dict[str, str] = {
+    "lm_head": "lm_head",
+    "embed_tokens": "model.embed_tokens",
+    "model.embed_tokens": "model.embed_tokens",
+}
+
+# PEFT's default targets when target_modules is null (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
+DEFAULT_TARGETS = ["q_proj", "v_proj"]
+
+
+def peft_key(module: str, part: str) -> str:
+    """Our (module, part) -> PEFT key; part is "A", "B", "weight" or "bias"."""
+    suffix = {"A": ".lora_A.weight", "B": ".lora_B.weight", "weight": ".weight", "bias": ".bias"}[part]
+    return PEFT_PREFIX + module + suffix
+
+
+def parse_key(key: str, source: str) -> tuple[str, str, str]:
+    """PEFT key -> (kind "lora" | "saved" | "base", module, part). Raises for keys chatcli cannot use.
+
+    "base" is a copy of the base model's own lm_head / embed_tokens that PEFT saves
+    beside an adapter targeting them (``save_embedding_layers``)."""
+    if not key.startswith(PEFT_PREFIX):
+        raise AdapterError(f"{source}: tensor {key!r} is not a PEFT adapter key (they start with {PEFT_PREFIX!r})")
+    rest = key[len(PEFT_PREFIX):]
+    for suffix in _SUFFIX_ORDER:
+        if rest.endswith(suffix) and len(rest) > len(suffix):
+            kind, part = KEY_SUFFIXES[suffix]
+            module = rest[: -len(suffix)]
+            if kind == "refuse":
+                raise AdapterError(f"{source}: tensor {key!r} is {part}, which chatcli does not support")
+            if kind in ("saved", "base") and module not in SAVED_MODULES.values():
+                break  # a plain weight of some other module: reported below
+            return kind, module, part
+    raise AdapterError(f"{source}: tensor {key!r} is not a LoRA tensor of any module chatcli knows")
+
+
+# --- config -----------------------------------------------------------------------------------
+
+# Set to anything but these defaults, each of these changes the forward in a way chatcli does
+# not implement: refuse by name rather than silently compute something else.
+_REFUSED: dict[str, tuple[Any, str]] = {
+    "use_dora": (False, "DoRA (use_dora)"),
+    "lora_bias": (False, "LoRA bias (lora_bias)"),
+    "bias": ("none", "trained base biases (bias)"),
+    "layer_replication": (None, "layer replication (layer_replication)"),
+    "target_parameters": (None, "LoRA on parameters (target_parameters)"),
+    "trainable_token_indices": (None, "trainable tokens (trainable_token_indices)"),
+    "alora_invocation_tokens": (None, "activated LoRA (alora_invocation_tokens)"),
+    "use_qalora": (False, "QA-LoRA (use_qalora)"),
+    "use_bdlora": (None, "block-diagonal LoRA (use_bdlora)"),
+    "arrow_config": (None, "Arrow routing (arrow_config)"),
+    "kasa_config": (None, "KaSA (kasa_config)"),
+    "velora_config": (None, "VeLoRA (velora_config)"),
+    "monteclora_config": (None, "MonteCLoRA (monteclora_config)"),
+}
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    r: int = 8
+    lora_alpha: float = 8
+    use_rslora: bool = False
+    target_modules: list[str] | str | None = None
+    exclude_modules: list[str] | str | None = None
+    layers_to_transform: list[int] | int | None = None
+    layers_pattern: list[str] | str | None = None
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    alpha_pattern: dict[str, float] = field(default_factory=dict)
+    modules_to_save: list[str] = field(default_factory=list)
+    base_model_name_or_path: str | None = None
+    task_type: str | None = "CAUSAL_LM"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "adapter_config.json") -> "AdapterConfig":
+        """Parse a PEFT config dict; unknown keys are ignored, unsupported features refused."""
+        peft_type = str(d.get("peft_type") or "LORA").upper()
+        if peft_type != "LORA":
+            raise AdapterError(f"{source}: this is a PEFT {peft_type} adapter; chatcli loads LoRA adapters only")
+        for key, (default, label) in _REFUSED.items():
+            value = d.get(key, default)
+            if value not in (default, None, False, [], {}):
+                raise AdapterError(f"{source}: {label} is not supported by chatcli; use a plain LoRA adapter")
+        saved = d.get("modules_to_save") or []
+        if isinstance(saved, str):
+            saved = [saved]
+        unsupported = [m for m in saved if m not in SAVED_MODULES]
+        if unsupported:
+            raise AdapterError(
+                f"{source}: modules_to_save {unsupported[0]!r} is not supported (only lm_head and embed_tokens); "
+                "a classification or reward head needs its own loader"
+            )
+        try:
+            r = int(d.get("r", 8))
+            alpha = float(d.get("lora_alpha", 8))
+            rank_pattern = {str(k): int(v) for k, v in (d.get("rank_pattern") or {}).items()}
+            alpha_pattern = {str(k): float(v) for k, v in (d.get("alpha_pattern") or {}).items()}
+            layers = d.get("layers_to_transform")
+            if layers is not None:
+                layers = int(layers) if isinstance(layers, (int, float)) else [int(i) for i in layers]
+        except (TypeError, ValueError) as e:
+            raise AdapterError(f"{source}: a malformed number in r, lora_alpha, patterns or layers ({e})") from None
+        if r < 1 or any(v < 1 for v in rank_pattern.values()):
+            raise AdapterError(f"{source}: r must be a positive integer")
+        if not all(math.isfinite(a) for a in [alpha, *alpha_pattern.values()]):
+            raise AdapterError(f"{source}: lora_alpha must be finite")
+        for pattern in [*rank_pattern, *alpha_pattern]:
+            _check_regex(pattern, source)
+        targets = d.get("target_modules")
+        if isinstance(targets, str):
+            if targets.lower() != "all-linear":
+                _check_regex(targets, source)
+        elif targets is not None:
+            targets = [str(t) for t in targets]
+        exclude = d.get("exclude_modules")
+        if isinstance(exclude, str):
+            _check_regex(exclude, source)
+        elif exclude is not None:
+            exclude = [str(t) for t in exclude]
+        lp = d.get("layers_pattern")
+        return cls(
+            r=r,
+            lora_alpha=alpha,
+            use_rslora=bool(d.get("use_rslora", False)),
+            target_modules=targets,
+            exclude_modules=exclude,
+            layers_to_transform=layers,
+            layers_pattern=[lp] if isinstance(lp, str) and lp else (list(lp) if lp else None),
+            rank_pattern=rank_pattern,
+            alpha_pattern=alpha_pattern,
+            modules_to_save=list(saved),
+            base_model_name_or_path=d.get("base_model_name_or_path"),
+            task_type=d.get("task_type"),
+        )
+
+    def with_linear_names(self, linear_names: Iterable[str]) -> "AdapterConfig":
+        """Resolve ``all-linear`` (every linear layer but the output head) and a null target list."""
+        t = self.target_modules
+        if isinstance(t, str) and t.lower() == "all-linear":
+            return replace(self, target_modules=sorted(n for n in linear_names if n != "lm_head"))
+        if t is None:
+            return replace(self, target_modules=list(DEFAULT_TARGETS))
+        return self
+
+    def targets(self, key: str) -> bool:
+        """Does the config select module ``key``? (PEFT's check_target_module_exists.)"""
+        ex = self.exclude_modules
+        if ex:
+            if isinstance(ex, str):
+                if re.fullmatch(ex, key):
+                    return False
+            elif key in ex or any(key.endswith(f".{e}") for e in ex):
+                return False
+        if any(re.match(rf"(^|.*\.){m}($|\..*)", key) for m in self.modules_to_save):
+            return False
+        t = self.target_modules
+        if t is None:
+            return False
+        if isinstance(t, str):
+            return re.fullmatch(t, key) is not None
+        if key in t:
+            return True  # an exact name is taken as is (layers_to_transform does not apply, as in PEFT)
+        if not any(key.endswith(f".{name}") for name in t):
+            return False
+        layers = self.layers_to_transform
+        if layers is None or layers == []:
+            return True
+        match = None
+        if not self.layers_pattern:
+            match = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", key)
+        else:
+            for pattern in self.layers_pattern:
+                match = re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", key)
+                if match is not None:
+                    break
+        if match is None:
+            return False
+        idx = int(match.group("idx"))
+        return idx == layers if isinstance(layers, int) else idx in layers
+
+    def rank_alpha(self, key: str) -> tuple[int, float]:
+        """(r, alpha) of module ``key``: the first matching rank/alpha pattern, else the defaults."""
+        r = next((v for k, v in self.rank_pattern.items() if re.match(rf"(.*\.)?({k})$", key)), self.r)
+        alpha = next((v for k, v in self.alpha_pattern.items() if re.match(rf"(.*\.)?({k})$", key)), self.lora_alpha)
+        return r, alpha
+
+    def to_dict(self) -> dict[str, Any]:
+        """A PEFT ``adapter_config.json`` (PEFT fills the training-only fields with its defaults)."""
+        alpha = self.lora_alpha
+        return {
+            "peft_type": "LORA",
+            "task_type": self.task_type,
+            "base_model_name_or_path": self.base_model_name_or_path,
+            "r": self.r,
+            "lora_alpha": int(alpha) if float(alpha).is_integer() else alpha,
+            "use_rslora": self.use_rslora,
+            "target_modules": self.target_modules,
+            "exclude_modules": self.exclude_modules,
+            "layers_to_transform": self.layers_to_transform,
+            "layers_pattern": self.layers_pattern,
+            "rank_pattern": dict(self.rank_pattern),
+            "alpha_pattern": {k: int(v) if float(v).is_integer() else v for k, v in self.alpha_pattern.items()},
+            "modules_to_save": list(self.modules_to_save) or None,
+            "lora_dropout": 0.0,
+            "bias": "none",
+            "use_dora": False,
+            "fan_in_fan_out": False,
+            "init_lora_weights": True,
+            "inference_mode": True,
+        }
+
+
+def _check_regex(pattern: str, source: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise AdapterError(f"{source}: {pattern!r} is not a valid regular expression ({e})") from None
+
+
+# --- adapters in memory -----------------------------------------------------------------------
+
+
+@dataclass
+class ModuleLoRA:
+    A: torch.Tensor  # [r, in]
+    B: torch.Tensor  # [out, r]
+    alpha: float
+
+    @property
+    def r(self) -> int:
+        return int(self.A.shape[0])
+
+
+@dataclass
+class LoRAAdapter:
+    """One adapter's tensors and settings, independent of any model."""
+
+    modules: dict[str, ModuleLoRA]  # module name -> A, B, alpha
+    use_rslora: bool = False
+    saved: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # "lm_head" -> {"weight": ...}
+    # Copies of base weights saved with the adapter (PEFT's save_embedding_layers): they must equal
+    # the model's own, otherwise the adapter was trained on a changed (e.g. resized) model.
+    expected_base: dict[str, torch.Tensor] = field(default_factory=dict)
+    base_model: str | None = None
+    source: str | None = None
+
+    def num_params(self) -> int:
+        n = sum(m.A.numel() + m.B.numel() for m in self.modules.values())
+        return n + sum(t.numel() for parts in self.saved.values() for t in parts.values())
+
+    def config(self) -> AdapterConfig:
+        """The PEFT config that reproduces these modules: exact names, patterns for exceptions."""
+        ranks = [m.r for m in self.modules.values()] or [8]
+        alphas = [m.alpha for m in self.modules.values()] or [8.0]
+        r = max(set(ranks), key=ranks.count)
+        alpha = max(set(alphas), key=alphas.count)
+        names = sorted(self.modules)
+        return AdapterConfig(
+            r=r,
+            lora_alpha=alpha,
+            use_rslora=self.use_rslora,
+            target_modules=names,
+            rank_pattern={re.escape(n): self.modules[n].r for n in names if self.modules[n].r != r},
+            alpha_pattern={re.escape(n): self.modules[n].alpha for n in names if self.modules[n].alpha != alpha},
+            modules_to_save=[{"model.embed_tokens": "embed_tokens"}.get(m, m) for m in sorted(self.saved)],
+            base_model_name_or_path=self.base_model,
+        )
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def adapter_files(path: str | Path) -> tuple[Path, Path]:
+    """(config file, weights file) of an adapter directory or ``.safetensors`` file."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise AdapterError(f"adapter {p} does not exist: check the path (or the name, see 'chatcli lora info')")
+    if p.is_dir():
+        weights = p / WEIGHTS_NAME
+        if not weights.is_file():
+            others = sorted(x.name for x in p.glob("*.safetensors"))
+            if len(others) == 1:
+                weights = p / others[0]
+            else:
+                refuse_pickles(p)
+                raise AdapterError(f"no {WEIGHTS_NAME} in {p}: an adapter folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+        config = p / CONFIG_NAME
+        if not config.is_file():
+            raise AdapterError(f"no {CONFIG_NAME} in {p}: the adapter needs PEFT's config (r, lora_alpha, target_modules)")
+        return config, weights
+    if p.suffix in PICKLE_SUFFIXES:
+        raise AdapterError(
+            f"{p.name} is a pickle file: it is never unpickled (that can run arbitrary code); "
+            "save the adapter as safetensors"
+        )
+    if p.suffix != ".safetensors":
+        raise AdapterError(f"{p} is not an adapter: point at a folder with {CONFIG_NAME} or a .safetensors file")
+    for config in (p.parent / CONFIG_NAME, p.with_suffix(".json")):
+        if config.is_file():
+            return config, p
+    raise AdapterError(f"no {CONFIG_NAME} beside {p.name}: put PEFT's config next to the weights")
+
+
+def read_config(path: Path) -> AdapterConfig:
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AdapterError(f"cannot read {path}: {e}; the adapter config is broken") from None
+    if not isinstance(d, dict):
+        raise AdapterError(f"{path} is not a JSON object: the adapter config is broken")
+    return AdapterConfig.from_dict(d, source=str(path))
+
+
+def read_adapter(
+    path: str | Path,
+    model: ModuleShapes,
+    *,
+    max_rank: int = DEFAULT_MAX_RANK,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> LoRAAdapter:
+    """Read and check an adapter against ``model``'s shapes; nothing of the model is touched."""
+    from safetensors import safe_open
+
+    config_path, weights = adapter_files(path)
+    source = str(weights)
+    config = read_config(config_path).with_linear_names(model.linears)
+    entries = check_safetensors(weights)
+    check_dtypes(entries, source)
+
+    lora_keys: dict[str, dict[str, str]] = {}  # module -> part -> key
+    saved_keys: dict[str, dict[str, str]] = {}
+    base_keys: dict[str, str] = {}
+    listed = {SAVED_MODULES[m] for m in config.modules_to_save}
+    for key in entries:
+        kind, module, part = parse_key(key, source)
+        if kind == "base" or (kind == "saved" and module not in listed and part == "weight"):
+            base_keys[module] = key  # a copy of the base weight, not a replacement
+        else:
+            (lora_keys if kind == "lora" else saved_keys).setdefault(module, {})[part] = key
+    if not lora_keys and not saved_keys:
+        raise AdapterError(f"{source} holds no LoRA tensors: it is not an adapter")
+    for module, parts in lora_keys.items():
+        if set(parts) != {"A", "B"}:
+            missing = "lora_B" if "A" in parts else "lora_A"
+            raise AdapterError(f"{source}: {module} has no {missing}.weight; the adapter is incomplete")
+
+    shapes = {
+        m: (entries[p["A"]].shape, entries[p["B"]].shape, config.rank_alpha(m)[0]) for m, p in lora_keys.items()
+    }
+    saved_shapes = {m: (entries[p["weight"]].shape, p["weight"]) for m, p in saved_keys.items() if "weight" in p}
+    for m, key in base_keys.items():
+        saved_shapes.setdefault(m, (entries[key].shape, key))
+    for m, p in saved_keys.items():
+        if "weight" not in p:
+            raise AdapterError(f"{source}: {p['bias']} has no matching weight")
+    check_against_model(shapes, saved_shapes, model, source, max_rank)
+
+    untargeted = [m for m in lora_keys if not config.targets(m)]
+    if untargeted:
+        raise AdapterError(
+            f"{source}: has tensors for {untargeted[0]}, which adapter_config.json does not target "
+            "(check target_modules, layers_to_transform, exclude_modules)"
+        )
+    if set(saved_keys) - listed:
+        extra = sorted(set(saved_keys) - listed)[0]
+        raise AdapterError(f"{source}: replaces {extra} but adapter_config.json does not list it in modules_to_save")
+    if listed - set(saved_keys):
+        missing = sorted(listed - set(saved_keys))[0]
+        raise AdapterError(f"{source}: modules_to_save lists {missing} but the file has no {peft_key(missing, 'weight')}")
+
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(str(weights), framework="pt", device="cpu") as f:
+        for key in entries:
+            tensors[key] = f.get_tensor(key)
+    check_finite(tensors, source)
+
+    def load(key: str) -> torch.Tensor:
+        return tensors[key].to(device=device, dtype=dtype)
+
+    modules = {
+        m: ModuleLoRA(A=load(p["A"]), B=load(p["B"]), alpha=config.rank_alpha(m)[1]) for m, p in lora_keys.items()
+    }
+    saved = {m: {part: load(k) for part, k in p.items()} for m, p in saved_keys.items()}
+    return LoRAAdapter(
+        modules=modules,
+        use_rslora=config.use_rslora,
+        saved=saved,
+        expected_base={m: load(k) for m, k in base_keys.items()},
+        base_model=config.base_model_name_or_path,
+        source=str(Path(path).expanduser()),
+    )
+
+
+def write_adapter(adapter: LoRAAdapter, out_dir: str | Path) -> Path:
+    """Write ``adapter`` in PEFT's format to ``out_dir`` (created); returns the folder."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for module, m in sorted(adapter.modules.items()):
+        tensors[peft_key(module, "A")] = m.A.detach().to("cpu").contiguous()
+        tensors[peft_key(module, "B")] = m.B.detach().to("cpu").contiguous()
+    for module, parts in sorted(adapter.saved.items()):
+        for part, t in parts.items():
+            tensors[peft_key(module, part)] = t.detach().to("cpu").contiguous()
+    save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    (out / CONFIG_NAME).write_text(json.dumps(adapter.config().to_dict(), indent=2) + "\n", encoding="utf-8")
+    return out
