@@ -10,9 +10,8 @@ ids whose keys and values it holds (``cached_ids``). Layers, as in mlx-lm:
   copied to N rows, all rows decoded together with their own seeds;
 * :meth:`Generator.generate` — the answer as a string.
 
-Per step the raw distribution (softmax at T=1) and the sampling distribution
-(:mod:`chatcli.engine.sampling`) are both reported, with the top tokens of the raw
-one. Text, stop strings and end-of-sequence ids are handled by
+Per step the raw distribution (softmax at T=1) and the sampling distribution are
+both reported, with the top tokens of the raw one (:mod:`chatcli.engine.step_stats`). Text, stop strings and end-of-sequence ids are handled by
 :class:`~chatcli.engine.answer.AnswerBuilder`.
 
 Finish reasons: ``stop`` (an end-of-sequence id or a stop string), ``length``
@@ -36,31 +35,14 @@ from dataclasses import dataclass, field
 import torch
 
 from chatcli.engine.answer import AnswerBuilder
-from chatcli.engine.events import Done, Step, TopToken
+from chatcli.engine.events import Done, Step
 from chatcli.engine.kv_cache import KVCache
 from chatcli.engine.params import SamplingParams
-from chatcli.engine.sampling import (
-    check_finite,
-    make_generator,
-    raw_with_entropy,
-    sample,
-    sampling_distribution,
-    top_tokens,
-)
+from chatcli.engine.sampling import make_generator
+from chatcli.engine.step_stats import sample_rows
 from chatcli.errors import GenerationError
 
 PREFILL_CHUNK = 512  # prompt tokens per forward: bounds activation memory, lets cancel act mid-prompt
-
-
-@dataclass
-class _Sampled:
-    """One row's outcome for one step."""
-
-    id: int
-    prob: float
-    model_prob: float
-    entropy: float
-    top: tuple[TopToken, ...]
 
 
 @dataclass
@@ -108,6 +90,7 @@ class Generator:
         self.last_seed: int | None = None
         self.last_seeds: list[int] = []
         self._lock = threading.Lock()
+        tokenizer.token_text(0)  # build the token-text table now, not during the first answer
 
     # ---- cache ---------------------------------------------------------------------------
 
@@ -177,38 +160,6 @@ class Generator:
         if not self._lock.acquire(blocking=False):
             raise GenerationError("this model is already generating: wait for that answer or cancel it")
 
-    # ---- one step ------------------------------------------------------------------------
-
-    @torch.inference_mode()
-    def _sample_rows(
-        self,
-        logits: torch.Tensor,
-        params: SamplingParams,
-        history: torch.Tensor | None,
-        generators: Sequence[torch.Generator],
-        rows: Sequence[int],
-    ) -> dict[int, _Sampled | str]:
-        """Sample each row in ``rows`` of logits [B, V]; a row with invalid logits maps to its error."""
-        out: dict[int, _Sampled | str] = {}
-        for r in rows:
-            try:
-                check_finite(logits[r])
-            except GenerationError as e:
-                out[r] = e.message
-        good = [r for r in rows if r not in out]
-        if not good:
-            return out
-        x = logits[good]  # [G, V]
-        raw, ent = raw_with_entropy(x)  # [G, V], [G]
-        used = sampling_distribution(x, params, history[good] if history is not None else None)
-        for j, r in enumerate(good):
-            tid = int(used[j].argmax()) if params.greedy else int(sample(used[j], generators[r]))
-            top = tuple(
-                TopToken(i, self.tokenizer.token_text(i), u, m) for i, u, m in top_tokens(raw[j], used[j], params.top_n)
-            )
-            out[r] = _Sampled(tid, float(used[j, tid]), float(raw[j, tid]), float(ent[j]), top)
-        return out
-
     # ---- one answer ------------------------------------------------------------------------
 
     def stream(
@@ -260,7 +211,7 @@ class Generator:
                 yield from self._emit(answer.finish(), clock)
                 yield done("cancelled")
                 return
-            got = self._sample_rows(logits, params, history, [gen], [0])[0]
+            got = sample_rows(logits, params, history, [gen], [0], self.tokenizer.token_text)[0]
             if isinstance(got, str):
                 yield from self._emit(answer.finish(), clock)
                 yield done("error", got)
@@ -365,7 +316,7 @@ class Generator:
                     yield from self._emit(answers[i].finish(), clocks[i])
                     yield done(i, "cancelled")
                 return
-            got = self._sample_rows(logits, params, history, gens, active)
+            got = sample_rows(logits, params, history, gens, active, self.tokenizer.token_text)
             sampled += 1
             next_ids = [pad] * n
             for i in list(active):
