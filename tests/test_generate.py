@@ -273,6 +273,17 @@ def test_sampled_batch_rows_have_their_own_seeds(gen, tok):
     assert b[0] == a[3] and b[3] == a[0]
 
 
+def test_sampled_batch_row_equals_the_single_answer_with_its_seed(gen, tok, model):
+    """Each row draws from its own generator exactly as a single answer does, so /rank's
+    candidate i can be reproduced alone with seed i."""
+    ids = tok.encode_chat(CHAT)
+    params = SamplingParams(temperature=1.0, top_p=0.95, max_tokens=12, seed=21)
+    evs = list(gen.stream_batch(ids, params, 3, eos_ids=()))
+    for r in range(3):
+        single, _ = run(Generator(model, tok), ids, params.with_(seed=21 + r), eos_ids=())
+        assert [e.id for e in evs if isinstance(e, Step) and e.seq == r] == [s.id for s in single]
+
+
 def test_batch_rows_stop_independently(gen, tok):
     ids = tok.encode_chat(CHAT)
     params = SamplingParams(temperature=1.0, max_tokens=30, seed=3)

@@ -134,9 +134,10 @@ def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> tor
     binary search; ~20x faster than ``torch.multinomial`` over a 50k vocabulary.
     """
     squeeze = probs.dim() == 1
-    p = (probs.unsqueeze(0) if squeeze else probs).double()  # [B, V]
+    wide = torch.float32 if probs.device.type == "mps" else torch.float64  # MPS has no float64
+    p = (probs.unsqueeze(0) if squeeze else probs).to(wide)  # [B, V]
     cdf = p.cumsum(dim=-1)  # [B, V]
-    u = torch.rand(p.shape[0], 1, generator=generator, dtype=torch.float64, device=p.device) * cdf[:, -1:]
+    u = torch.rand(p.shape[0], 1, generator=generator, dtype=wide, device=p.device) * cdf[:, -1:]
     ids = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # first index whose cdf exceeds u
     if bool((ids >= p.shape[-1]).any()):  # u rounded up to the total: take the last possible id
         last = p.shape[-1] - 1 - (p > 0).flip(-1).int().argmax(dim=-1)
