@@ -22,24 +22,34 @@ def pull(
     from chatcli.progress import stderr_progress
 
     with stderr_progress() as progress:
-        if name in hub.KNOWN_MODELS:
-            path = hub.pull(name, progress=progress, force=force)
-        else:
-            path = hub.resolve_model(name, progress=progress)
+        path = hub.pull(name, progress=progress, force=force)
     print(path)
 
 
 @models_app.command("import")
 def import_(
     path: str = typer.Argument(..., help="A local Hugging Face model directory or a .gguf file."),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="For a .gguf: float32 (default), bfloat16 or float16 (half the disk and memory)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Convert a .gguf again even if cached."),
 ) -> None:
     """Check a local model directory, or convert a .gguf file into the cache, and print its path."""
+    from pathlib import Path
+
     from chatcli.engine import hub
     from chatcli.engine.checkpoint import read_model_config, weight_files
+    from chatcli.errors import UsageError
     from chatcli.progress import stderr_progress
 
+    if dtype not in (None, "float32", "bfloat16", "float16"):
+        raise UsageError(f"invalid --dtype {dtype!r}: use float32, bfloat16 or float16")
+    source = Path(path).expanduser()
     with stderr_progress() as progress:
-        resolved = hub.resolve_model(path, progress=progress)
+        if source.is_file() and source.suffix.lower() == ".gguf":
+            resolved = hub.import_gguf_cached(source, progress=progress, force=force, dtype=dtype)
+        else:
+            resolved = hub.resolve_model(path, progress=progress)
     read_model_config(resolved)  # a directory we cannot run is refused now, not at chat time
     weight_files(resolved)
     print(resolved)
@@ -60,7 +70,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="One JSON object pe
 
     table = Table(box=None, header_style="bold")
     for col in ("name", "status", "architecture", "parameters", "dtype", "size", "context"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("name", "architecture"))
     for i in infos:
         table.add_row(
             i.name, i.status, i.architecture or "", _count(i.parameters), i.dtype or "",
@@ -90,6 +100,19 @@ def info(
     for key, value in rows:
         if value not in (None, ""):
             sys.stdout.write(f"{key:15} {value}\n")
+
+
+@models_app.command("verify")
+def verify(name: str = typer.Argument(DEFAULT_MODEL, help="A cache entry name.")) -> None:
+    """Re-hash a cached model's files against its manifest (catches silent corruption)."""
+    from chatcli.engine.manifest import verify_model_dir
+    from chatcli.engine.paths import models_dir
+    from chatcli.errors import ModelError
+
+    problems = verify_model_dir(models_dir() / name, full=True)
+    if problems:
+        raise ModelError(f"{name} is damaged: {problems[0]} (run `chatcli models pull {name} --force`)")
+    print(f"{name}: ok")
 
 
 @models_app.command("rm")
