@@ -16,6 +16,15 @@ from chatcli.errors import ChatcliError
 
 
 _resolved: list[Path] = []  # one pull per test session, shared by every module that asks
+_homes: list[Path] = []
+
+
+def e2e_home(tmp_path_factory) -> Path:
+    """One CHATCLI_HOME for every e2e test of the session (``CHATCLI_TEST_CACHE`` keeps it across runs)."""
+    if not _homes:
+        shared = os.environ.get("CHATCLI_TEST_CACHE")
+        _homes.append(Path(shared) if shared else tmp_path_factory.mktemp("e2e_home"))
+    return _homes[0]
 
 
 def default_model_dir(tmp_path_factory) -> Path:
@@ -26,8 +35,7 @@ def default_model_dir(tmp_path_factory) -> Path:
         return _resolved[0]
     from chatcli.engine import hub
 
-    shared = os.environ.get("CHATCLI_TEST_CACHE")
-    home = Path(shared) if shared else tmp_path_factory.mktemp("e2e_home")
+    home = e2e_home(tmp_path_factory)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CHATCLI_HOME", str(home))
         try:

@@ -16,6 +16,7 @@ import torch
 
 from chatcli.engine import hub, pypi_fetch
 from chatcli.engine.manifest import read_manifest, verify_model_dir
+from tests.e2e_model import e2e_home
 
 pytestmark = pytest.mark.e2e
 
@@ -31,8 +32,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
-    shared = os.environ.get("CHATCLI_TEST_CACHE")
-    return Path(shared) if shared else tmp_path_factory.mktemp("e2e_home")
+    return e2e_home(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +103,17 @@ def test_logits_match_transformers_loading_the_same_gguf(pulled, gguf_file):
             nxt = ours(out)[:, -1].argmax(-1, keepdim=True)
             out = torch.cat([out, nxt], dim=1)
     assert "Paris" in tok.decode(out[0, ids.shape[1]:].tolist())
+
+
+def test_generate_command_answers_paris(pulled, home):
+    """The README's promise, through the real CLI: greedy SmolLM2 knows the capital of France."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CHATCLI_HOME": str(home)}
+    r = subprocess.run(
+        [sys.executable, "-m", "chatcli", "generate", "What is the capital of France?", "--temperature", "0"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout
