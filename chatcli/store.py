@@ -247,6 +247,18 @@ class Store:
             rows = self._conn.execute(sql, args).fetchall()
         return [ConversationSummary(int(r[0]), r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
 
+    def recent_inputs(self, limit: int = 200) -> list[str]:
+        """The person's most recent messages across conversations, oldest first (prompt history)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT content FROM messages WHERE role='user' ORDER BY created DESC LIMIT ?", (int(limit),)
+            ).fetchall()
+        out: list[str] = []
+        for (text,) in reversed(rows):
+            if not out or out[-1] != text:
+                out.append(text)
+        return out
+
     def latest_id(self) -> int | None:
         items = self.list(limit=1)
         return items[0].id if items else None

@@ -45,15 +45,19 @@ class FakeEngine:
         name: str = "fake-tiny",
         fail_after: int | None = None,
         drop_notice_after_turns: int | None = None,
+        report_speed: float | None = None,
     ) -> None:
         self.length = length  # tokens before the fake emits EOS
         self.delay = delay  # seconds per step
         self.fail_after = fail_after
         self.drop_notice_after_turns = drop_notice_after_turns
+        self.report_speed = report_speed  # a fixed tokens/s in Done (for snapshots)
         self.identity = ModelIdentity(
             name=name, path="/fake/" + name, model_type="fake", sha256=None, dtype="float32", device="cpu",
             context_length=context_length, parameters=1_234_567,
         )
+        self.hold_at: int | None = None  # stop after this many new steps until `release` is set
+        self.release = threading.Event()
         self.calls: list[dict] = []
         self.started = threading.Event()  # set when a stream produced its first step
 
@@ -110,6 +114,10 @@ class FakeEngine:
                 return (yield self._done("cancelled", prompt_tokens, n_new, t0, first, texts))
             if n_new >= params.max_tokens:
                 return (yield self._done("length", prompt_tokens, n_new, t0, first, texts))
+            if self.hold_at is not None and n_new == self.hold_at and not self.release.is_set():
+                while not self.release.is_set() and not (cancel is not None and cancel.is_set()):
+                    time.sleep(0.005)
+                continue
             if self.fail_after is not None and n_new >= self.fail_after:
                 return (yield Done("error", prompt_tokens, n_new, None, None, error="fake failure: the model produced NaN logits"))
             raw = self._raw_distribution(key, ids)
@@ -152,6 +160,8 @@ class FakeEngine:
     def _done(self, reason, prompt_tokens, n, t0, first, texts) -> Done:
         now = time.perf_counter()
         tps = (n - 1) / (now - first) if first is not None and n > 1 and now > first else None
+        if self.report_speed is not None:
+            tps = self.report_speed
         return Done(reason, prompt_tokens, n, (first - t0) if first else None, tps, text="".join(texts))
 
 

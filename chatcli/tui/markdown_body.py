@@ -1,0 +1,93 @@
+"""Markdown for answers: a few Static widgets, one per segment, each rendering Rich Markdown.
+
+Why not Textual's Markdown widget: it mounts a widget per block (and per list
+item, table cell...), and Textual re-arranges every widget of the screen
+whenever an answer grows; a long conversation then costs hundreds of
+milliseconds per update. Here an answer is split at blank lines (outside code
+fences) into segments of at least ``min_chars``; while it streams only the last
+segment re-renders, and a finished answer is a handful of widgets whatever its length.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.markdown import Heading, Markdown as RichMarkdown
+from textual.containers import Vertical
+from textual.widgets import Static
+
+
+class _LeftHeading(Heading):
+    LEVEL_ALIGN: ClassVar[dict] = {f"h{i}": "left" for i in range(1, 7)}
+
+
+class AnswerMarkdown(RichMarkdown):
+    """Rich Markdown with every heading left-aligned (a chat answer is not a document title page)."""
+
+    elements: ClassVar[dict] = {**RichMarkdown.elements, "heading_open": _LeftHeading}
+
+
+def segment_bounds(text: str, min_chars: int = 1200) -> list[int]:
+    """Offsets where segments start: after a blank line outside code fences, once a segment has ``min_chars``.
+
+    Stable while text is appended: a boundary only follows complete lines and
+    needs the next character known (not indentation, which would turn a list's
+    continuation into a code block), so earlier boundaries never move.
+    """
+    bounds = [0]
+    fence: str | None = None
+    pos = 0
+    n = len(text)
+    for line in text.splitlines(keepends=True):
+        end = pos + len(line)
+        stripped = line.strip()
+        if stripped.startswith(("```", "~~~")):
+            if fence is None:
+                fence = stripped[:3]
+            elif stripped.startswith(fence) and line.endswith("\n"):
+                fence = None
+        elif (
+            not stripped and fence is None and line.endswith("\n") and end < n
+            and text[end] not in " \t\n" and end - bounds[-1] >= min_chars
+        ):
+            bounds.append(end)
+        pos = end
+    return bounds
+
+
+class MarkdownSegment(Static):
+    def __init__(self, text: str) -> None:
+        super().__init__(AnswerMarkdown(text), classes="md-seg")
+        self.text = text
+
+    def set_text(self, text: str) -> None:
+        if text != self.text:
+            self.text = text
+            self.update(AnswerMarkdown(text))
+
+
+class MarkdownBody(Vertical):
+    """The answer text as Markdown, updated incrementally by :meth:`set_text`."""
+
+    def __init__(self, text: str = "", *, classes: str = "", min_chars: int = 1200) -> None:
+        super().__init__(classes=classes)
+        self.min_chars = min_chars
+        self.source = ""
+        self._initial = text
+
+    def on_mount(self) -> None:
+        if self._initial:
+            self.set_text(self._initial)
+
+    def set_text(self, text: str) -> None:
+        """Show ``text``; only segments whose text changed re-render."""
+        self.source = text
+        bounds = segment_bounds(text, self.min_chars)
+        pieces = [text[a:b].strip("\n") for a, b in zip(bounds, [*bounds[1:], len(text)])]
+        segments = list(self.query_children(MarkdownSegment))
+        for seg, piece in zip(segments, pieces):
+            seg.set_text(piece)
+        if len(pieces) > len(segments):
+            self.mount_all([MarkdownSegment(p) for p in pieces[len(segments):]])
+        for seg in segments[len(pieces):]:
+            seg.remove()

@@ -1,0 +1,90 @@
+"""The status bar: model, dtype/device, adapters, sampling parameters, context used, speed, history id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.containers import Horizontal
+from textual.content import Content
+from textual.widgets import Static
+
+from chatcli.engine.engine import ModelIdentity
+from chatcli.engine.params import SamplingParams
+from chatcli.tui.tokens import bar
+
+STATE_STYLE = {"ready": "$success", "writing": "$accent", "stopping": "$warning", "loading": "$warning", "no model": "$error"}
+
+
+@dataclass
+class StatusInfo:
+    state: str = "loading"  # "loading" | "ready" | "writing" | "stopping" | "no model"
+    model: str = ""
+    identity: ModelIdentity | None = None
+    params: SamplingParams | None = None
+    context: tuple[int, int] | None = None  # (used, length)
+    tokens_per_s: float | None = None
+    live_tokens: int = 0
+    conv_id: int | None = None
+    saving: bool = True
+    tint: str = "off"
+
+
+def _fmt_k(n: int) -> str:
+    return f"{n / 1000:.1f}k" if n >= 10_000 else f"{n:,}"
+
+
+def left_content(info: StatusInfo) -> Content:
+    state = info.state + (f" {info.live_tokens}" if info.state == "writing" and info.live_tokens else "")
+    parts: list = [("● ", STATE_STYLE.get(info.state, "")), (state, "bold " + STATE_STYLE.get(info.state, "")), "  "]
+    ident = info.identity
+    parts += [(ident.name if ident else info.model or "…", "bold")]
+    if ident is not None:
+        parts += [(f"  {ident.dtype}/{ident.device}", "$text-muted")]
+    parts += [("  adapters ", "$text-muted"), ("none", "")]
+    p = info.params
+    if p is not None:
+        parts.append(("  │ ", "$text-muted"))
+        items = [
+            ("T", "greedy" if p.greedy else f"{p.temperature:g}"),
+            ("top-k", str(p.top_k) if p.top_k else "off"),
+            ("top-p", f"{p.top_p:g}" if p.top_p < 1 else "off"),
+            ("min-p", f"{p.min_p:g}" if p.min_p > 0 else "off"),
+            ("rep", f"{p.repetition_penalty:g}" if p.repetition_penalty != 1 else "off"),
+            ("max", str(p.max_tokens)),
+            ("seed", "—" if p.seed is None else str(p.seed)),
+        ]
+        for k, v in items:
+            parts += [(f" {k} ", "$text-muted"), (v, "")]
+    return Content.assemble(*parts)
+
+
+def right_content(info: StatusInfo) -> Content:
+    parts: list = []
+    if info.context is not None:
+        used, total = info.context
+        frac = used / total if total else 0
+        style = "$error" if frac > 0.9 else "$warning" if frac > 0.7 else "$primary"
+        parts += [("ctx ", "$text-muted"), (f"{_fmt_k(used)}/{_fmt_k(total)} ", ""), (bar(frac, 6), style), "  "]
+    if info.tokens_per_s:
+        parts += [(f"{info.tokens_per_s:.1f}", "bold"), (" tok/s  ", "$text-muted")]
+    if not info.saving:
+        parts += [("not saved", "$warning")]
+    elif info.conv_id is not None:
+        parts += [("#", "$text-muted"), (str(info.conv_id), "")]
+    return Content.assemble(*parts)
+
+
+class StatusBar(Horizontal):
+    def __init__(self) -> None:
+        super().__init__(id="status")
+        self.info = StatusInfo()
+
+    def compose(self):
+        yield Static("", id="status-left")
+        yield Static("", id="status-right")
+
+    def update_info(self, **changes) -> None:
+        for k, v in changes.items():
+            setattr(self.info, k, v)
+        self.query_one("#status-left", Static).update(left_content(self.info))
+        self.query_one("#status-right", Static).update(right_content(self.info))

@@ -1,0 +1,152 @@
+"""Pure helpers for showing tokens: certainty tints, visible token text, and answer-text Content.
+
+Tinting uses the raw model probability (``model_prob``) or the entropy of the raw
+distribution, so it stays informative under greedy decoding, where the sampled
+probability is always 1. Nothing here touches widgets; the answer view and the
+probability panel call these and tests check them directly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from textual.color import Color
+from textual.content import Content, Span
+from textual.style import Style
+
+from chatcli.engine.events import Step
+
+TINTS = ("off", "model_prob", "entropy")
+ENTROPY_FULL_BITS = 4.0  # entropy at which the tint is at its strongest (16 equally likely tokens)
+UNCERTAIN = 0.5  # model_prob under which `]` / `[` stop on a step
+
+_AMBER = (255, 196, 0)
+_RED = (255, 70, 70)
+NEWLINE_MARK = "↵"
+
+
+def uncertainty(step: Step, mode: str) -> float:
+    """0 (certain) .. 1 (wide open) for the tint ``mode``."""
+    if mode == "entropy":
+        return max(0.0, min(1.0, step.entropy / ENTROPY_FULL_BITS))
+    return max(0.0, min(1.0, 1.0 - step.model_prob))
+
+
+def tint_color(u: float) -> Color | None:
+    """Background for an uncertainty ``u``: none when near-certain, amber to red, stronger as it grows."""
+    if u < 0.1:
+        return None
+    t = (u - 0.1) / 0.9
+    r, g, b = (round(a + (b_ - a) * t) for a, b_ in zip(_AMBER, _RED))
+    return Color(r, g, b, a=0.18 + 0.5 * t)
+
+
+def tint_style(step: Step, mode: str) -> Style | None:
+    if mode == "off":
+        return None
+    color = tint_color(uncertainty(step, mode))
+    return Style(background=color) if color is not None else None
+
+
+def visible(token: str) -> str:
+    """A token as the panel shows it: spaces as ␣ at the edges, newlines and tabs as symbols."""
+    if token == "":
+        return "∅"
+    s = token.replace("\n", NEWLINE_MARK).replace("\t", "⇥").replace("\r", "␍")
+    core = s.strip(" ")
+    lead = len(s) - len(s.lstrip(" "))
+    trail = len(s) - len(s.rstrip(" ")) if core else 0
+    if not core:
+        return "␣" * len(s)
+    return "␣" * lead + core + "␣" * trail
+
+
+def step_display_text(step: Step) -> str:
+    """The answer text of a step in the token view: newlines get a visible mark before them."""
+    if "\n" in step.text:
+        head, _, tail = step.text.partition("\n")
+        return head + NEWLINE_MARK + "\n" + tail
+    return step.text
+
+
+CURSOR_STYLE = Style(reverse=True, bold=True)
+FORCED_STYLE = Style(underline=True, bold=True)
+
+
+def token_content(
+    steps: Sequence[Step],
+    start: int,
+    *,
+    tint: str,
+    cursor: int | None = None,
+    forced_at: int | None = None,
+    strip_final_newline: bool = False,
+    click: bool = True,
+) -> Content:
+    """Content for ``steps`` (answer positions ``start..``): one span per token.
+
+    Each span carries its tint, ``{"token": index}`` meta for mouse clicks, the
+    cursor's reverse video and the forced token's underline.
+    """
+    parts: list[str] = []
+    spans: list[Span] = []
+    pos = 0
+    for offset, step in enumerate(steps):
+        i = start + offset
+        text = step_display_text(step)
+        if i == cursor and not text.strip("\n"):
+            text = (text.rstrip("\n") or "▏") + text[len(text.rstrip("\n")):]
+        parts.append(text)
+        end = pos + len(text)
+        style = tint_style(step, tint) or Style()
+        if click:
+            style = style + Style.from_meta({"token": i})  # read by the view's click handler
+        if i == forced_at:
+            style = style + FORCED_STYLE
+        if i == cursor:
+            style = style + CURSOR_STYLE
+        if end > pos:
+            spans.append(Span(pos, end, style))
+        pos = end
+    text = "".join(parts)
+    if strip_final_newline and text.endswith("\n"):
+        text = text[:-1]
+        spans = [Span(s.start, min(s.end, len(text)), s.style) for s in spans if s.start < len(text)]
+    return Content(text, spans)
+
+
+def chunk_bounds(steps: Sequence[Step], min_size: int = 128) -> list[int]:
+    """Indices where a new token chunk starts: after a step ending in a newline, once a chunk holds ``min_size`` steps.
+
+    Chunks are rendered as separate widgets so a long streaming answer only
+    re-renders its last chunk; splitting only after a newline keeps line wrapping intact.
+    """
+    bounds = [0]
+    for i, step in enumerate(steps):
+        if i + 1 - bounds[-1] >= min_size and step.text.endswith("\n") and i + 1 < len(steps):
+            bounds.append(i + 1)
+    return bounds
+
+
+def entropy_bits(probs: Sequence[float]) -> float:
+    return -sum(p * math.log2(p) for p in probs if p > 0)
+
+
+def bar(fraction: float, width: int) -> str:
+    """A horizontal bar with eighth-block resolution."""
+    fraction = max(0.0, min(1.0, fraction))
+    eighths = round(fraction * width * 8)
+    full, rest = divmod(eighths, 8)
+    partial = " ▏▎▍▌▋▊▉"[rest] if rest else ""
+    return ("█" * full + partial).ljust(width)
+
+
+def percent(p: float) -> str:
+    if p >= 0.9995:
+        return "100%"
+    if p >= 0.0995:
+        return f"{p * 100:.1f}%"
+    if p >= 0.0001:
+        return f"{p * 100:.2f}%"
+    return "<0.01%" if p > 0 else "0%"
