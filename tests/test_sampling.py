@@ -156,3 +156,15 @@ def test_sample_never_draws_zero_probability_ids_at_the_edges():
     assert set(draws.tolist()) == {1, 3}
     assert int(sample(torch.tensor([1.0, 0.0, 0.0]), make_generator(2))) == 0
     assert int(sample(torch.tensor([0.0, 0.0, 1.0]), make_generator(3))) == 2
+
+
+@pytest.mark.parametrize("top_p", [0.3, 0.9, 0.999])
+def test_top_p_on_a_large_vocabulary_matches_transformers(top_p):
+    """Large vocabularies take the top-k shortcut; it keeps exactly the tokens transformers keeps."""
+    for seed in range(2):
+        for scale in (1.0, 4.0):
+            logits = _logits(b=2, v=49152, seed=seed, scale=scale)
+            params = SamplingParams(temperature=1.0, top_p=top_p)
+            expected = lp.TopPLogitsWarper(top_p)(None, logits.clone())
+            got = processed_logits(logits, params)
+            assert torch.equal(torch.isinf(got), torch.isinf(expected))
