@@ -105,6 +105,22 @@ def test_same_seed_same_answer_and_seed_is_reported(gen, tok, model):
     assert any(s.prob < 1.0 for s in a) and all(0 < s.prob <= 1 for s in a)
 
 
+def test_parameters_changed_during_an_answer_act_on_the_next_token(gen, tok):
+    ids = tok.encode_chat(CHAT)
+    greedy, _ = run(gen, ids, eos_ids=())
+    calls = []
+
+    def live() -> SamplingParams:  # what a /set during the answer does
+        calls.append(1)
+        return GREEDY if len(calls) <= 4 else GREEDY.with_(temperature=1.5, seed=99)
+
+    steps, _ = run(gen, ids, live, eos_ids=())
+    assert [s.id for s in steps[:3]] == [s.id for s in greedy[:3]]
+    assert all(s.prob == 1.0 for s in steps[:3])  # greedy: one-hot
+    assert all(s.prob < 1.0 for s in steps[3:])  # sampled at T=1.5 from then on
+    assert len(steps) == GREEDY.max_tokens  # max_tokens fixed at the start
+
+
 def test_eos_ends_the_answer_and_is_not_a_step(gen, tok, oracle):
     ids = tok.encode_chat(CHAT)
     free, _ = run(gen, ids, eos_ids=())

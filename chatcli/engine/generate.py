@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -165,14 +165,20 @@ class Generator:
     def stream(
         self,
         prompt_ids: Sequence[int],
-        params: SamplingParams,
+        params: SamplingParams | Callable[[], SamplingParams],
         cancel: threading.Event | None = None,
         eos_ids: Sequence[int] | None = None,
         context_length: int | None = None,
         answer_prefix: Sequence[int] = (),
     ) -> Iterator[Step | Done]:
-        """Answer ``prompt_ids``. ``answer_prefix``: answer tokens already decided (shown
-        earlier); they are fed with the prompt and the new steps continue after them."""
+        """Answer ``prompt_ids``.
+
+        ``params`` may be a callable returning the current parameters: temperature, top-k,
+        top-p, min-p, repetition penalty and top_n are read again before every token (a
+        ``/set`` during an answer acts on the next token); seed, stop strings and max_tokens
+        are fixed at the start. ``answer_prefix``: answer tokens already decided (shown
+        earlier); they are fed with the prompt and the new steps continue after them.
+        ``eos_ids`` defaults to the tokenizer's; ``()`` disables end-of-sequence."""
         prompt = [int(i) for i in prompt_ids] + [int(i) for i in answer_prefix]
         ctx = self._context(context_length)
         self._check_prompt(prompt, ctx)
@@ -182,7 +188,9 @@ class Generator:
         finally:
             self._lock.release()
 
-    def _stream(self, prompt, params, cancel, eos_ids, ctx, prefix) -> Iterator[Step | Done]:
+    def _stream(self, prompt, params_in, cancel, eos_ids, ctx, prefix) -> Iterator[Step | Done]:
+        current = params_in if callable(params_in) else (lambda: params_in)
+        params = current()
         clock = _Clock()
         seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**31)
         self.last_seed = seed
@@ -204,14 +212,16 @@ class Generator:
             )
 
         logits, prefilled = self._prefill(prompt, cancel)
-        history = torch.tensor([prompt], dtype=torch.long) if params.repetition_penalty != 1.0 else None
+        seen = list(prompt)  # for the repetition penalty (transformers counts the prompt too)
         sampled_count = 0
         while True:
             if logits is None or (cancel is not None and cancel.is_set()):
                 yield from self._emit(answer.finish(), clock)
                 yield done("cancelled")
                 return
-            got = sample_rows(logits, params, history, [gen], [0], self.tokenizer.token_text)[0]
+            now = current() if callable(params_in) else params
+            history = torch.tensor([seen], dtype=torch.long) if now.repetition_penalty != 1.0 else None
+            got = sample_rows(logits, now, history, [gen], [0], self.tokenizer.token_text)[0]
             if isinstance(got, str):
                 yield from self._emit(answer.finish(), clock)
                 yield done("error", got)
@@ -226,8 +236,7 @@ class Generator:
                 yield from self._emit(answer.finish(), clock)
                 yield done("length")
                 return
-            if history is not None:
-                history = torch.cat([history, torch.tensor([[got.id]])], dim=1)
+            seen.append(got.id)
             # Fed before the cancel check above, so a cancelled answer leaves the cache
             # holding exactly prompt + every emitted token.
             logits = self._forward([got.id], self.cache)
