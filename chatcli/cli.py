@@ -58,11 +58,12 @@ def _root(
 
 
 def _register_commands() -> None:
-    from chatcli import cli_generate, cli_inspect, cli_models
+    from chatcli import cli_generate, cli_inspect, cli_models, cli_plugins
 
     cli_generate.register(app)
     cli_inspect.register(app)
     cli_models.register(app)
+    cli_plugins.register(app)
     try:  # the chat front end lands in its own module
         from chatcli import cli_chat
     except ImportError:
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     _register_commands()
     command = typer.main.get_command(app)
     try:
+        from chatcli import cli_plugins
+
+        cli_plugins.attach(command, args)  # plugin sub-commands, by name; none for core commands
         rc = command.main(args=args, prog_name="chatcli", standalone_mode=False)
     except _NoArgsHelp:  # `chatcli models` alone: typer has printed its help already
         sys.exit(0)

@@ -1,0 +1,48 @@
+"""The ``rank`` plugin: rank several answers to one question and keep the result as preference data.
+
+Adds the ``/rank [N] [--temperature T] [--lora-mix]`` slash command, the
+``chatcli rank`` CLI group (generate, annotate, export, stats) and the ranking
+screen. This module only registers them; everything heavy (torch, textual,
+SQLite) is imported when a command runs.
+"""
+
+from __future__ import annotations
+
+from chatcli.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+
+def _rank_command(ctx, args: str | None = None) -> None:
+    from plugins.rank.command import rank_command
+
+    rank_command(ctx, args or "")
+
+
+@hookimpl
+def register_commands(register):
+    from chatcli.commands import Arg
+
+    register(
+        "rank",
+        _rank_command,
+        "answer the last message N times (default 4) and rank the answers: /rank [N] [--temperature T] [--lora-mix]",
+        args=(Arg("args", "text", optional=True, help="N, --temperature T, --lora-mix"),),
+        idle_only=True,
+    )
+
+
+@hookimpl
+def register_cli(register):
+    register("rank", "plugins.rank.cli:rank_app", "Rank answers as preference data: generate, annotate, export, stats.")
+
+
+def _screen_factory(app):
+    from plugins.rank.command import build_screen
+
+    return build_screen(app)
+
+
+@hookimpl
+def register_tui(register):
+    register("rank", _screen_factory, kind="screen", title="Rank candidate answers")

@@ -1,0 +1,168 @@
+"""``chatcli rank``: generate, annotate, export, stats (the CLI group of the rank plugin).
+
+Imported only when ``chatcli rank ...`` runs (the plugin registers it by name).
+Bad input lines are reported as ``FILE:LINE: what is wrong`` on stderr and
+skipped; ``--strict`` refuses the file before anything is loaded or written.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import typer
+
+from chatcli.cli_common import ChatTemplateOpt, DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, set_threads
+from chatcli.errors import UsageError
+from plugins.rank.candidates import DEFAULT_N, check_n
+from plugins.rank.jsonl import LineError
+
+rank_app = typer.Typer(
+    help="Rank answers as preference data: generate, annotate, export, stats.", no_args_is_help=True, add_completion=False
+)
+
+StoreOpt = typer.Option(None, "--store", help="The ranking database (default: rankings.sqlite3 in the data dir).")
+
+
+def _report_bad_lines(errors: list[LineError], strict: bool, path: Path) -> None:
+    for e in errors:
+        sys.stderr.write(f"chatcli: {'error' if strict else 'warning'}: {e}{'' if strict else '; skipped'}\n")
+    if errors and strict:
+        raise UsageError(f"{len(errors)} bad line(s) in {path}; fix them, or run without --strict to skip them")
+
+
+def _open_store(path: Path | None):
+    from plugins.rank.store import RankStore
+
+    return RankStore.open(path)
+
+
+@rank_app.command("generate")
+def generate(
+    prompts: Path = typer.Argument(..., help='JSONL: {"prompt": TEXT} or {"messages": [...]} per line.'),
+    n: int = typer.Option(DEFAULT_N, "-n", "--n", help="Candidates per prompt (2 to 10)."),
+    out: Path = typer.Option(..., "-o", "--output", help="Where to write CANDIDATES.jsonl."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse the file if any line is bad (default: skip bad lines)."),
+    temperature: str = typer.Option("0.8", "--temperature", "-t", help="Ranking temperature; a comma list spreads the candidates over several."),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Longest candidate, in tokens."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1 = off)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the first candidate of the first prompt (default: random)."),
+    model: str = ModelOpt,
+    dtype: str = DtypeOpt,
+    device: str = DeviceOpt,
+    threads: int | None = ThreadsOpt,
+    chat_template: str | None = ChatTemplateOpt,
+) -> None:
+    """Generate N candidate answers per prompt (batched), for `chatcli rank annotate`."""
+    from chatcli.engine.params import SamplingParams
+    from plugins.rank.command import identity_json, parse_temperatures
+    from plugins.rank.export import write_jsonl
+    from plugins.rank.jsonl import read_prompts
+
+    check_n(n)
+    temps = parse_temperatures(temperature)
+    params = SamplingParams(temperature=temps[0], max_tokens=max_tokens, top_p=top_p, seed=seed)
+    check_dtype(dtype)
+    set_threads(threads)
+    items, errors = read_prompts(prompts)
+    _report_bad_lines(errors, strict, prompts)
+    if not items:
+        raise UsageError(f"no usable prompts in {prompts}")
+
+    from chatcli.engine.loader import load_engine
+    from chatcli.progress import stderr_progress
+    from plugins.rank.candidates import generate_candidates
+
+    with stderr_progress() as progress:
+        engine = load_engine(model, dtype=dtype, device=device, chat_template=chat_template, progress=progress)
+    engine.require_chat_template()
+    ident = identity_json(engine)
+    first_seed = seed if seed is not None else random.randrange(2**30)
+
+    def rows():
+        with stderr_progress() as progress:
+            progress("generating candidates", 0, len(items))
+            for k, item in enumerate(items):
+                cands = generate_candidates(engine, item.messages, params, n, temperatures=temps, base_seed=first_seed + k * n)
+                row = {"messages": item.messages, "candidates": [c.to_json() for c in cands], "model": ident}
+                if item.id is not None:
+                    row = {"id": item.id, **row}
+                yield row
+                progress("generating candidates", k + 1, len(items))
+
+    count = write_jsonl(out, rows())
+    sys.stderr.write(f"chatcli: wrote {count} prompt(s) x {n} candidates to {out}\n")
+
+
+@rank_app.command("annotate")
+def annotate(
+    candidates: Path = typer.Argument(..., help="CANDIDATES.jsonl from `chatcli rank generate`."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse the file if any line is bad (default: skip bad lines)."),
+    store_path: Path | None = StoreOpt,
+) -> None:
+    """Rank the candidates one prompt after another; stopping and running again resumes."""
+    from plugins.rank.annotate import AnnotateApp, pending_items
+    from plugins.rank.jsonl import read_candidates
+
+    items, errors = read_candidates(candidates)
+    _report_bad_lines(errors, strict, candidates)
+    if not items:
+        raise UsageError(f"no usable items in {candidates}")
+    store = _open_store(store_path)
+    todo = pending_items(store, items)
+    if not todo:
+        print(f"all {len(items)} item(s) of {candidates} are ranked already; `chatcli rank export` writes them out")
+        return
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        raise UsageError("annotating needs a terminal (the ranking screen is interactive)")
+    tally = AnnotateApp(store, todo, source=str(candidates), total=len(items)).run()
+    left = len(pending_items(store, items))
+    if tally is not None:
+        print(f"ranked {tally.ranked}, all bad {tally.all_bad}, skipped {tally.skipped}; {left} item(s) left"
+              + ("; run the same command again to continue" if left else ""))  # fmt: skip
+
+
+@rank_app.command("export")
+def export(
+    fmt: str = typer.Option(..., "--format", "-f", help="dpo, reward, kto, sft or oasst."),
+    out: Path = typer.Option(..., "-o", "--output", help="The JSONL file to write ('-' for stdout)."),
+    pairs: str = typer.Option("all", "--pairs", help="all, adjacent or best-vs-rest (dpo and reward)."),
+    store_path: Path | None = StoreOpt,
+) -> None:
+    """Write the stored rankings as training data (TRL conversational formats, or OASST trees)."""
+    from plugins.rank.export import FORMATS, PAIRS, records, write_jsonl
+
+    fmt, pairs = fmt.lower(), pairs.lower()
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown --format {fmt!r}: use {', '.join(FORMATS)}")
+    if pairs not in PAIRS:
+        raise UsageError(f"unknown --pairs {pairs!r}: use {', '.join(PAIRS)}")
+    store = _open_store(store_path)
+    items = store.items()
+    if str(out) == "-":
+        count = 0
+        for row in records(items, fmt, pairs):
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    else:
+        count = write_jsonl(out, records(items, fmt, pairs))
+    where = "stdout" if str(out) == "-" else str(out)
+    sys.stderr.write(f"chatcli: wrote {count} {fmt} record(s) from {len(items)} ranking(s) to {where}\n")
+
+
+@rank_app.command("stats")
+def stats(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+    store_path: Path | None = StoreOpt,
+) -> None:
+    """Prompts, rankings, pairs, ties and per-model counts in the ranking store."""
+    from plugins.rank.stats import compute_stats, render_stats
+
+    data = compute_stats(_open_store(store_path))
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        render_stats(data)
+

@@ -1,0 +1,200 @@
+"""``/rank [N] [--temperature T[,T...]] [--lora-mix]`` in the chat.
+
+Flow: check the arguments and that there is a user message to answer (one-line
+errors, nothing changes), open the ranking store, push a :class:`RankScreen`
+that generates N candidates in one batch (stored as soon as they exist, so a
+crash during ranking loses no generated text), and on submit store the ranking
+and make the best answer the assistant's reply: a new child of the last user
+message (a sibling of any answer already there), with its steps, so the
+probability view works on it and the chat goes on from it. An "all bad"
+ranking is stored and leaves the conversation as it was.
+
+Front ends that can show a Textual screen (``ctx.push_screen``) get the screen;
+others get a one-line error pointing at ``chatcli rank``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from chatcli.errors import ChatcliError, UsageError
+from plugins.rank.candidates import DEFAULT_N, DEFAULT_TEMPERATURE, Candidate, check_n, generate_candidates, plan
+
+USAGE = "/rank [N] [--temperature T[,T...]] [--lora-mix]"
+
+
+@dataclass(frozen=True)
+class RankArgs:
+    n: int = DEFAULT_N
+    temperatures: tuple[float, ...] = (DEFAULT_TEMPERATURE,)
+    lora_mix: bool = False
+
+
+def parse_rank_args(text: str) -> RankArgs:
+    """Parse the words after ``/rank``; raises UsageError with the usage line."""
+    try:
+        words = shlex.split(text or "")
+    except ValueError as e:
+        raise UsageError(f"/rank: {e}; usage: {USAGE}") from None
+    n: int | None = None
+    temps: tuple[float, ...] | None = None
+    lora_mix = False
+    k = 0
+    while k < len(words):
+        w = words[k]
+        if w in ("--lora-mix", "--lora_mix"):
+            lora_mix = True
+        elif w in ("--temperature", "-t", "--temp") or w.startswith(("--temperature=", "--temp=")):
+            if "=" in w:
+                value = w.split("=", 1)[1]
+            else:
+                k += 1
+                if k >= len(words):
+                    raise UsageError(f"/rank: {w} needs a value; usage: {USAGE}")
+                value = words[k]
+            temps = parse_temperatures(value)
+        elif w.startswith("-") and not w.lstrip("-").isdigit():
+            raise UsageError(f"/rank: unknown option {w}; usage: {USAGE}")
+        elif n is None:
+            try:
+                n = int(w)
+            except ValueError:
+                raise UsageError(f"/rank: N must be a whole number from 2 to 10, not {w!r}; usage: {USAGE}") from None
+        else:
+            raise UsageError(f"/rank: too many arguments ({w!r}); usage: {USAGE}")
+        k += 1
+    return RankArgs(check_n(DEFAULT_N if n is None else n), temps or (DEFAULT_TEMPERATURE,), lora_mix)
+
+
+def parse_temperatures(value: str) -> tuple[float, ...]:
+    out = []
+    for part in value.split(","):
+        try:
+            t = float(part)
+        except ValueError:
+            raise UsageError(f"/rank: temperature must be a number, not {part!r}") from None
+        if not (0 < t <= 5):
+            raise UsageError(f"/rank: temperature {t:g} is out of range: use a number above 0 (0 would give identical answers) up to 5")
+        out.append(t)
+    return tuple(out)
+
+
+def rank_prompt(conv) -> tuple[list[dict], int]:
+    """The conversation up to the last user message, and that message's id."""
+    path = conv.path()
+    last = max((k for k, node in enumerate(path) if node.role == "user"), default=None)
+    if last is None:
+        raise UsageError("/rank needs a question to answer: send a message first, then /rank")
+    messages = [{"role": "system", "content": conv.system}] if conv.system else []
+    messages += [{"role": node.role, "content": node.content} for node in path[: last + 1]]
+    return messages, path[last].id
+
+
+def identity_json(engine: Any) -> dict:
+    ident = getattr(engine, "identity", None)
+    try:
+        return asdict(ident) if ident is not None else {}
+    except TypeError:
+        return {"name": getattr(ident, "name", str(ident))}
+
+
+class ChatRanking:
+    """One ``/rank`` run: generates and stores candidates, then stores the ranking and adopts the best."""
+
+    def __init__(self, ctx: Any, args: RankArgs, store) -> None:
+        self.ctx = ctx
+        self.core = ctx.core
+        self.engine = self.core.engine
+        self.args = args
+        self.store = store
+        self.messages, self.parent_id = rank_prompt(self.core.conv)
+        self.set_id: int | None = None
+
+    def generate(self, progress, cancel) -> list[Candidate]:
+        """Runs in the screen's worker thread."""
+        cands = generate_candidates(
+            self.engine, self.messages, self.core.conv.params, self.args.n,
+            temperatures=self.args.temperatures, lora_mix=self.args.lora_mix, progress=progress, cancel=cancel,
+        )
+        if not cancel.is_set():
+            conv_id = self.core.conv.id
+            self.set_id = self.store.add_set(
+                self.messages, cands, model=identity_json(self.engine), source="chat",
+                source_ref=f"conversation {conv_id}" if conv_id is not None else None,
+            )
+        return cands
+
+    def done(self, outcome) -> None:
+        """Runs on the UI thread when the screen closes."""
+        from chatcli import plugins
+
+        ranking = outcome.ranking
+        if ranking is None or self.set_id is None:
+            self.ctx.say("ranking left without a judgement; the conversation is unchanged", "info")
+            return
+        rid = self.store.add_ranking(self.set_id, ranking)
+        if ranking.status == "skipped":
+            self.ctx.say(f"ranking {rid} stored as skipped; the conversation is unchanged", "info")
+            return
+        if ranking.status == "all_bad":
+            self.ctx.say(f"ranking {rid} stored: all answers bad; the conversation is unchanged (/retry or rephrase)", "info")
+            return
+        best = outcome.candidates[ranking.best[0]]
+        try:
+            node = self.adopt(best, rid)
+        except ChatcliError as e:
+            self.ctx.say(f"ranking {rid} stored, but {e.message}", "warning")
+            return
+        plugins.notify("message_added", message=node, conversation=self.core.conv)
+        self.ctx.conversation_changed()
+        message = f"ranking {rid} stored; answer {best.index + 1} is now the reply"
+        later = getattr(self.ctx, "call_later", None)  # after the redraw, which clears notes
+        later(self.ctx.say, message, "info") if later is not None else self.ctx.say(message, "info")
+
+    def adopt(self, cand: Candidate, ranking_id: int):
+        """Add the candidate as the assistant's reply to the ranked message (and save it)."""
+        conv = self.core.conv
+        if self.parent_id not in conv.nodes:
+            raise ChatcliError("the conversation changed while ranking, so the reply is not added")
+        status = cand.finish_reason if cand.finish_reason in ("stop", "length", "cancelled") else "stop"
+        node = conv.add("assistant", cand.text, parent=self.parent_id, status=status)
+        node.steps = [replace(s, index=k, seq=0) for k, s in enumerate(cand.steps)]
+        if not node.content.startswith(node.step_text):  # keep the session invariant
+            node.content = node.step_text
+        node.meta.update(
+            params=cand.params, model=self.engine.identity.name, completion_tokens=len(node.steps),
+            ranked={"ranking_id": ranking_id, "set_id": self.set_id, "candidate": cand.index, "of": self.args.n},
+        )
+        persist = getattr(self.core, "_persist", None)
+        if persist is not None:
+            persist(lambda s: (s.save_node(conv, node, with_steps=True), s.save_conversation(conv)))
+        return node
+
+
+def rank_command(ctx: Any, text: str) -> None:
+    args = parse_rank_args(text)
+    screen = build_screen(ctx, args)
+    push = getattr(ctx, "push_screen", None)
+    if push is None:
+        raise UsageError("/rank needs the full-screen chat; in a script use `chatcli rank generate` and `chatcli rank annotate`")
+    push(screen)
+
+
+def build_screen(ctx: Any, args: RankArgs | None = None):
+    """The ranking screen for the chat's current conversation (also the register_tui factory)."""
+    from plugins.rank.screen import RankScreen
+    from plugins.rank.store import shared_store
+
+    args = args or RankArgs()
+    if getattr(ctx.core, "engine", None) is None:
+        raise ChatcliError("the model is still loading; try /rank again in a moment")
+    rank_prompt(ctx.core.conv)  # fail before opening anything
+    plan(args.n, args.temperatures, args.lora_mix, ctx.core.engine)  # e.g. --lora-mix without adapters
+    store = shared_store()
+    run = ChatRanking(ctx, args, store)
+    mix = " with adapters mixed" if args.lora_mix else ""
+    temps = ", ".join(f"{t:g}" for t in args.temperatures)
+    title = f"Rank {args.n} answers (temperature {temps}{mix}) — 1-9 pick best first · Enter submits · Esc leaves"
+    return RankScreen(run.messages, generate=run.generate, title=title, n=args.n, on_done=run.done)

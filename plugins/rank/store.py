@@ -1,0 +1,337 @@
+"""The ranking store: SQLite in the user data dir (``rankings.sqlite3``), durable at every submit.
+
+Contract:
+- WAL with ``synchronous=FULL``: a ranking is on disk (the WAL fsynced) when
+  :meth:`RankStore.add_ranking` returns, so a ``kill -9`` (or a power cut) at any
+  moment loses no submitted ranking, and SQLite's recovery makes the file open
+  afterwards. Every write is one ``BEGIN IMMEDIATE`` transaction.
+- The schema carries ``PRAGMA user_version`` and migrates forward only.
+- Opening fails with :class:`RankStoreError`, one line saying where and what to do.
+
+Tables: ``prompts`` (the conversation up to the last user turn, deduplicated by
+hash), ``candidate_sets`` (one generation of N answers: model identity, where it
+came from, and for queue items a ``key`` that makes annotation resumable),
+``candidates`` (text, seed, sampling parameters, adapters and scales, finish
+reason, mean probabilities) and ``rankings`` (tiers best first, status, note,
+timestamps; the latest ranking of a set is the one that counts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from chatcli.errors import ChatcliError
+from plugins.rank.candidates import Candidate
+from plugins.rank.ranking import Ranking
+
+DB_NAME = "rankings.sqlite3"
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE prompts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        hash TEXT NOT NULL UNIQUE,
+        messages TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE candidate_sets (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+        key TEXT UNIQUE,
+        source TEXT NOT NULL,
+        source_ref TEXT,
+        model TEXT NOT NULL DEFAULT '{}',
+        created REAL NOT NULL
+    );
+    CREATE TABLE candidates (
+        set_id INTEGER NOT NULL REFERENCES candidate_sets(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        seed INTEGER,
+        params TEXT NOT NULL DEFAULT '{}',
+        adapters TEXT NOT NULL DEFAULT '[]',
+        finish_reason TEXT,
+        tokens INTEGER,
+        mean_prob REAL,
+        mean_model_prob REAL,
+        PRIMARY KEY (set_id, idx)
+    );
+    CREATE TABLE rankings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        set_id INTEGER NOT NULL REFERENCES candidate_sets(id) ON DELETE CASCADE,
+        status TEXT NOT NULL,
+        tiers TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT '',
+        duration_s REAL,
+        created REAL NOT NULL
+    );
+    CREATE INDEX rankings_set ON rankings(set_id);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class RankStoreError(ChatcliError):
+    """The ranking store cannot be opened or used."""
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    """A candidate set with its latest ranking: what exports are made of."""
+
+    set_id: int
+    messages: list[dict]
+    candidates: list[Candidate]
+    ranking: Ranking
+    model: dict
+    source: str
+    created: float  # when the ranking was submitted
+
+
+def default_path() -> Path:
+    from chatcli.engine.paths import data_dir
+
+    return data_dir() / DB_NAME
+
+
+def messages_hash(messages: Sequence[dict]) -> str:
+    text = json.dumps(list(messages), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class RankStore:
+    """A handle on the ranking database; thread-safe (one connection, one lock)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, path: Path | str | None = None, *, timeout: float = 5.0) -> "RankStore":
+        path = Path(path) if path is not None else default_path()
+        what = f"ranking store {path}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RankStoreError(f"cannot create {path.parent} ({e.strerror or e}); set CHATCLI_HOME to a writable folder") from None
+        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise RankStoreError(f"{what} is read-only; fix its permissions or set CHATCLI_HOME")
+        try:
+            conn = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as e:
+            raise RankStoreError(f"cannot open {what} ({e})") from None
+        try:
+            conn.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":  # no shared memory on this filesystem: rollback journal
+                conn.execute("PRAGMA journal_mode = DELETE")
+            conn.execute("PRAGMA synchronous = FULL")  # fsync at every commit: submitted means on disk
+            conn.execute("PRAGMA foreign_keys = ON")
+            _migrate(conn, path)
+        except RankStoreError:
+            conn.close()
+            raise
+        except sqlite3.OperationalError as e:
+            conn.close()
+            hint = "another program holds it locked; close it and retry" if "locked" in str(e) else str(e)
+            raise RankStoreError(f"cannot use {what} ({hint})") from None
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise RankStoreError(f"{what} is damaged ({e}); move it away to start a new one") from None
+        return cls(conn, path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> "RankStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def add_set(
+        self,
+        messages: Sequence[dict],
+        candidates: Sequence[Candidate],
+        *,
+        model: dict | None = None,
+        source: str = "chat",
+        source_ref: str | None = None,
+        key: str | None = None,
+    ) -> int:
+        """Store a generation of candidates (one transaction); returns its id.
+
+        With ``key``, a set already stored under that key is returned instead (resuming).
+        """
+        now = time.time()
+        with self._lock, _Tx(self._conn) as c:
+            if key is not None:
+                row = c.execute("SELECT id FROM candidate_sets WHERE key=?", (key,)).fetchone()
+                if row is not None:
+                    return int(row[0])
+            h = messages_hash(messages)
+            c.execute("INSERT OR IGNORE INTO prompts(hash, messages, created) VALUES (?,?,?)", (h, _dumps(list(messages)), now))
+            prompt_id = int(c.execute("SELECT id FROM prompts WHERE hash=?", (h,)).fetchone()[0])
+            cur = c.execute(
+                "INSERT INTO candidate_sets(prompt_id, key, source, source_ref, model, created) VALUES (?,?,?,?,?,?)",
+                (prompt_id, key, source, source_ref, _dumps(model or {}), now),
+            )
+            set_id = int(cur.lastrowid)
+            c.executemany(
+                "INSERT INTO candidates(set_id, idx, text, seed, params, adapters, finish_reason, tokens, mean_prob, mean_model_prob)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(set_id, i, k.text, k.seed, _dumps(k.params), _dumps(k.adapters), k.finish_reason, k.tokens,
+                  k.mean_prob, k.mean_model_prob) for i, k in enumerate(candidates)],  # fmt: skip
+            )
+            return set_id
+
+    def add_ranking(self, set_id: int, ranking: Ranking) -> int:
+        """Store a ranking of set ``set_id``; durable when this returns."""
+        n = self.candidate_count(set_id)
+        if n == 0:
+            raise RankStoreError(f"no candidate set {set_id} in {self.path}")
+        order = ranking.order
+        if ranking.status != "skipped" and sorted(order) != list(range(n)):
+            raise ValueError(f"ranking tiers {ranking.tiers} do not cover the {n} candidates exactly once")
+        with self._lock, _Tx(self._conn) as c:
+            cur = c.execute(
+                "INSERT INTO rankings(set_id, status, tiers, note, duration_s, created) VALUES (?,?,?,?,?,?)",
+                (set_id, ranking.status, _dumps([list(t) for t in ranking.tiers]), ranking.note, ranking.duration_s, time.time()),
+            )
+            return int(cur.lastrowid)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def set_for_key(self, key: str) -> int | None:
+        with self._lock:
+            row = self._conn.execute("SELECT id FROM candidate_sets WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else None
+
+    def candidate_count(self, set_id: int) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM candidates WHERE set_id=?", (set_id,)).fetchone()[0])
+
+    def latest_ranking(self, set_id: int) -> Ranking | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT tiers, status, note, duration_s FROM rankings WHERE set_id=? ORDER BY id DESC LIMIT 1", (set_id,)
+            ).fetchone()
+        return _ranking(row) if row else None
+
+    def ranking_count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM rankings").fetchone()[0])
+
+    def items(self, *, include_skipped: bool = False) -> list[RankedItem]:
+        """Every candidate set whose latest ranking is not skipped (oldest first)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT s.id, p.messages, s.model, s.source, r.tiers, r.status, r.note, r.duration_s, r.created"
+                " FROM candidate_sets s JOIN prompts p ON p.id = s.prompt_id"
+                " JOIN rankings r ON r.id = (SELECT MAX(id) FROM rankings WHERE set_id = s.id)"
+                " ORDER BY r.created, s.id"
+            ).fetchall()
+            out = []
+            for sid, messages, model, source, tiers, status, note, duration, created in rows:
+                if status == "skipped" and not include_skipped:
+                    continue
+                out.append(RankedItem(
+                    int(sid), json.loads(messages), self._candidates(int(sid)),
+                    _ranking((tiers, status, note, duration)), json.loads(model or "{}"), source, float(created),
+                ))
+        return out
+
+    def _candidates(self, set_id: int) -> list[Candidate]:
+        rows = self._conn.execute(
+            "SELECT idx, text, seed, params, adapters, finish_reason, tokens, mean_prob, mean_model_prob"
+            " FROM candidates WHERE set_id=? ORDER BY idx", (set_id,),
+        ).fetchall()
+        return [
+            Candidate(int(i), text, int(seed or 0), json.loads(params or "{}"), json.loads(adapters or "[]"),
+                      finish or "stop", int(tokens or 0), mp, mmp)  # fmt: skip
+            for i, text, seed, params, adapters, finish, tokens, mp, mmp in rows
+        ]
+
+    def counts(self) -> dict:
+        """Raw counts: prompts, candidate sets, candidates, rankings by status (all submissions)."""
+        with self._lock:
+            q = lambda sql: int(self._conn.execute(sql).fetchone()[0])  # noqa: E731
+            by_status = dict(self._conn.execute("SELECT status, COUNT(*) FROM rankings GROUP BY status").fetchall())
+            return {
+                "prompts": q("SELECT COUNT(*) FROM prompts"),
+                "candidate_sets": q("SELECT COUNT(*) FROM candidate_sets"),
+                "candidates": q("SELECT COUNT(*) FROM candidates"),
+                "submissions": q("SELECT COUNT(*) FROM rankings"),
+                "submissions_by_status": {s: int(by_status.get(s, 0)) for s in ("ranked", "all_bad", "skipped")},
+            }
+
+    def integrity_ok(self) -> bool:
+        with self._lock:
+            return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+_shared: dict[Path, RankStore] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_store(path: Path | str | None = None) -> RankStore:
+    """One open store per database file for this process (the chat opens it on its first /rank)."""
+    p = Path(path) if path is not None else default_path()
+    with _shared_lock:
+        store = _shared.get(p)
+        if store is None:
+            store = _shared[p] = RankStore.open(p)
+        return store
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on an autocommit connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        return False
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise RankStoreError(f"ranking store {path} has schema version {found}, newer than this chatcli ({SCHEMA_VERSION}); upgrade chatcli")
+    for version in range(found, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in (s.strip() for s in MIGRATIONS[version].split(";")):
+                if statement:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _ranking(row) -> Ranking:
+    tiers, status, note, duration = row
+    return Ranking(tuple(tuple(int(i) for i in t) for t in json.loads(tiers)), status, note or "", duration)
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
