@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from chatcli import plugins  # event hooks: a no-op unless a front end loaded plugins
 from chatcli.engine.engine import ChatEngine, ModelIdentity
 from chatcli.engine.events import Done, Event, Notice, Step
 from chatcli.engine.params import SamplingParams
@@ -117,6 +118,7 @@ class ChatCore:
         user = self.conv.add("user", text, parent=leaf.id if leaf else None)
         answer = self.conv.add("assistant", "", parent=user.id, status="streaming")
         self._persist(lambda s: (s.save_conversation(self.conv), s.save_node(self.conv, user), s.save_node(self.conv, answer)))
+        plugins.notify("message_added", message=user, conversation=self.conv)
         return self._job("send", answer, [])
 
     def retry(self) -> Job:
@@ -198,10 +200,12 @@ class ChatCore:
                     if len(node.steps) - saved >= self.save_every_steps or now - last_save >= self.save_every_s:
                         self._persist(lambda s, a=saved, b=len(node.steps): s.append_steps(self.conv, node, a, node.steps[a:b]))
                         saved, last_save = len(node.steps), now
+                    plugins.notify("step_generated", step=step, message=node, conversation=self.conv)
                     yield step
                 elif isinstance(event, Done):
                     done = event
                     self._finish(node, event, start_steps)
+                    plugins.notify("answer_finished", message=node, done=event, conversation=self.conv)
                     yield event
                 elif isinstance(event, Notice):
                     yield event

@@ -36,16 +36,19 @@ def list_(as_json: bool = typer.Option(False, "--json", help="One JSON array of 
         print("no plugins installed (see 'Writing a plugin' in the README)")
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
-    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
-    for col in ("name", "version", "source", "adds", "status"):
-        table.add_column(col)
+    # A block per plugin rather than a table: paths and errors stay whole on narrow terminals and in logs.
+    console = Console(soft_wrap=True)
     for i in infos:
-        adds = ", ".join([*i.commands, *(f"chatcli {c}" for c in i.cli), *(f"tui {t}" for t in i.tui)]) or "-"
-        status = i.status if i.error is None else f"[red]{i.status}[/red]: {i.error}"
-        table.add_row(i.name, i.version or "-", i.source, adds, status)
-    Console().print(table)
+        status = {"loaded": "[green]loaded[/green]", "disabled": "[dim]disabled[/dim]"}.get(i.status, f"[red]{i.status}[/red]")
+        if i.error:
+            status += f": {escape(i.error)}"
+        console.print(f"[bold]{escape(i.name)}[/bold] {escape(i.version or '-')}  {status}")
+        console.print(f"  source: {escape(i.source)}")
+        adds = [*i.commands, *(f"chatcli {c}" for c in i.cli), *(f"tui {t}" for t in i.tui)]
+        if adds:
+            console.print(f"  adds:   {escape(', '.join(adds))}")
 
 
 class LazyCommand(TyperCommand):

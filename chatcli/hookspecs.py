@@ -54,7 +54,8 @@ def step_generated(step, message, conversation):
 
 @hookspec
 def message_added(message, conversation):
-    """A message (user or assistant, a session Node) was added to ``conversation``."""
+    """A message (a session Node) was added: a user message when sent, or an answer that did
+    not stream (the one ``/rank`` chose); streamed answers arrive through ``answer_finished``."""
 
 
 @hookspec
