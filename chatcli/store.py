@@ -88,15 +88,15 @@ class ConversationSummary:
 
 def data_dir() -> Path:
     """The user data dir: ``$CHATCLI_HOME/data`` when set, else the platform's."""
-    try:  # the engine's hub owns user dirs once it exists
-        from chatcli.engine.hub import data_dir as hub_data_dir  # type: ignore[attr-defined]
+    try:  # the engine's paths module owns the user dirs (and creates them)
+        from chatcli.engine.paths import data_dir as engine_data_dir
 
-        return Path(hub_data_dir())
-    except (ImportError, AttributeError):
-        pass
+        return engine_data_dir()
+    except (ImportError, OSError):
+        pass  # not creatable: compute the path anyway, Store.open reports the problem
     home = os.environ.get("CHATCLI_HOME")
     if home:
-        return Path(home) / "data"
+        return Path(home).expanduser() / "data"
     import platformdirs
 
     return Path(platformdirs.user_data_dir("chatcli", appauthor=False))

@@ -133,9 +133,10 @@ class ProbabilityPanel(Vertical):
         return rows
 
     def _legend(self) -> None:
-        text = "Enter/click an alternative to branch · F4 " + ("hide" if self.compare else "show") + " sampled"
         if self.compare:
-            text = "bars: model (T=1) | sampled (after T, top-k/p) · " + text
+            text = "left: model (T=1) · right: sampled from\nEnter/click an alternative: branch · F4 hide"
+        else:
+            text = "Enter/click an alternative: branch\nF4: also show the sampled distribution"
         self.query_one("#probs-legend", Static).update(Content.styled(text, "$text-muted"))
 
     # --- choosing --------------------------------------------------------------------------

@@ -35,26 +35,29 @@ def _fmt_k(n: int) -> str:
 
 def left_content(info: StatusInfo) -> Content:
     state = info.state + (f" {info.live_tokens}" if info.state == "writing" and info.live_tokens else "")
-    parts: list = [("● ", STATE_STYLE.get(info.state, "")), (state, "bold " + STATE_STYLE.get(info.state, "")), "  "]
+    style = STATE_STYLE.get(info.state, "")
+    parts: list = [("● ", style), (state, f"bold {style}"), "  "]
     ident = info.identity
     parts += [(ident.name if ident else info.model or "…", "bold")]
     if ident is not None:
-        parts += [(f"  {ident.dtype}/{ident.device}", "$text-muted")]
-    parts += [("  adapters ", "$text-muted"), ("none", "")]
+        parts += [(f" {ident.dtype}/{ident.device}", "$text-muted")]
     p = info.params
     if p is not None:
-        parts.append(("  │ ", "$text-muted"))
-        items = [
-            ("T", "greedy" if p.greedy else f"{p.temperature:g}"),
-            ("top-k", str(p.top_k) if p.top_k else "off"),
-            ("top-p", f"{p.top_p:g}" if p.top_p < 1 else "off"),
-            ("min-p", f"{p.min_p:g}" if p.min_p > 0 else "off"),
-            ("rep", f"{p.repetition_penalty:g}" if p.repetition_penalty != 1 else "off"),
-            ("max", str(p.max_tokens)),
-            ("seed", "—" if p.seed is None else str(p.seed)),
-        ]
+        # Temperature, length and seed always; the filters only while they are on.
+        items = [("T", "greedy" if p.greedy else f"{p.temperature:g}")]
+        if p.top_k:
+            items.append(("top-k", str(p.top_k)))
+        if p.top_p < 1:
+            items.append(("top-p", f"{p.top_p:g}"))
+        if p.min_p > 0:
+            items.append(("min-p", f"{p.min_p:g}"))
+        if p.repetition_penalty != 1:
+            items.append(("rep", f"{p.repetition_penalty:g}"))
+        items += [("max", str(p.max_tokens)), ("seed", "random" if p.seed is None else str(p.seed))]
+        parts.append(("  │", "$text-muted"))
         for k, v in items:
             parts += [(f" {k} ", "$text-muted"), (v, "")]
+    parts += [("  │ adapters ", "$text-muted"), ("none", "")]
     return Content.assemble(*parts)
 
 
