@@ -87,18 +87,26 @@ def generate(
     events = engine.complete(text, params) if raw else engine.chat(messages, params)
     steps: list[Step] = []
     done: Done | None = None
-    for event in events:
-        if isinstance(event, Step):
-            steps.append(event)
-            if as_json:
-                _emit(event.to_json())
-            elif event.text:
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-        elif isinstance(event, Notice):
-            sys.stderr.write(f"chatcli: {event.message}\n")
-        elif isinstance(event, Done):
-            done = event
+    try:
+        for event in events:
+            if isinstance(event, Step):
+                steps.append(event)
+                if as_json:
+                    _emit(event.to_json())
+                elif event.text:
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+            elif isinstance(event, Notice):
+                sys.stderr.write(f"chatcli: {event.message}\n")
+            elif isinstance(event, Done):
+                done = event
+    except KeyboardInterrupt:
+        # Ctrl+C: end the partial answer's line, say so, exit 130 (typer turns Exit into the code).
+        if steps and not as_json:
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+        sys.stderr.write("chatcli: interrupted\n")
+        raise typer.Exit(130) from None
     assert done is not None, "engine streams always end with Done"
     if done.finish_reason == "error":
         if as_json:

@@ -119,3 +119,20 @@ def test_show_probs_prints_a_row_per_token(capsys, tiny_model_dir):
 def test_python_dash_m_and_version():
     r = subprocess.run([sys.executable, "-m", "chatcli", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("chatcli ")
+
+
+def test_ctrl_c_ends_the_line_and_exits_130(capsys, tiny_model_dir, monkeypatch):
+    from chatcli.engine.loader import LoadedModel
+
+    real_chat = LoadedModel.chat
+
+    def interrupted(self, *args, **kwargs):
+        for i, event in enumerate(real_chat(self, *args, **kwargs)):
+            yield event
+            if i == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(LoadedModel, "chat", interrupted)
+    code, out, err = run(capsys, "generate", "hi", "--model", str(tiny_model_dir), "--temperature", "0")
+    assert code == 130
+    assert out.endswith("\n") and err.strip().endswith("chatcli: interrupted")
