@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from contextlib import contextmanager
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from chatcli.engine.events import Event, Notice
 from chatcli.engine.manifest import read_manifest
 from chatcli.engine.params import SamplingParams
 from chatcli.engine.tokenizer import ChatTokenizer
-from chatcli.errors import GenerationError, UsageError
+from chatcli.errors import UsageError
 from chatcli.progress import ProgressFn
 
 
@@ -52,7 +51,6 @@ class LoadedModel(PromptRenderer):
         self.model = model
         self.identity = identity
         self.generator = Generator(model, tokenizer)
-        self._lock = threading.Lock()  # one stream at a time; a second caller gets a clear error
 
     @property
     def context_length(self) -> int:
@@ -68,7 +66,8 @@ class LoadedModel(PromptRenderer):
         from chatcli.engine.context import fit_messages
 
         self.require_chat_template()
-        reserve = min(params.max_tokens, self.context_length // 2) + len(answer_prefix_ids)
+        current = params() if callable(params) else params  # the TUI passes a live getter
+        reserve = min(current.max_tokens, self.context_length // 2) + len(answer_prefix_ids)
         kept, dropped = fit_messages(list(messages), self.tokenizer, self.context_length, reserve)
         if dropped:
             yield Notice(
@@ -76,8 +75,10 @@ class LoadedModel(PromptRenderer):
                 kind="context",
                 data={"dropped_messages": dropped},
             )
-        prompt_ids = self.tokenizer.encode_chat(kept) + list(answer_prefix_ids)
-        yield from self._stream(prompt_ids, params, cancel)
+        yield from self.generator.stream(
+            self.tokenizer.encode_chat(kept), params, cancel=cancel,
+            context_length=self.context_length, answer_prefix=answer_prefix_ids,
+        )
 
     def complete(
         self, text: str, params: SamplingParams, cancel: threading.Event | None = None
@@ -85,7 +86,7 @@ class LoadedModel(PromptRenderer):
         ids = self.tokenizer.encode(text)
         if self.tokenizer.bos_id is not None and self._adds_bos():
             ids = [self.tokenizer.bos_id] + ids
-        yield from self._stream(ids, params, cancel)
+        yield from self.generator.stream(ids, params, cancel=cancel, context_length=self.context_length)
 
     def chat_batch(
         self,
@@ -97,27 +98,13 @@ class LoadedModel(PromptRenderer):
     ) -> Iterator[Event]:
         self.require_chat_template()
         prompt_ids = self.tokenizer.encode_chat(list(messages))
-        with self._exclusive():
-            yield from self.generator.stream_batch(prompt_ids, params, n, seeds=seeds, cancel=cancel)
-
-    def _stream(self, prompt_ids: list[int], params: SamplingParams, cancel) -> Iterator[Event]:
-        with self._exclusive():
-            yield from self.generator.stream(
-                prompt_ids, params, cancel=cancel, context_length=self.context_length
-            )
+        yield from self.generator.stream_batch(
+            prompt_ids, params, n, seeds=seeds, cancel=cancel, context_length=self.context_length
+        )
 
     def _adds_bos(self) -> bool:
         """Raw continuation starts with BOS when the model's tokenizer config asks for it."""
-        return bool(getattr(self.tokenizer, "add_bos_token", False))
-
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        if not self._lock.acquire(blocking=False):
-            raise GenerationError("the model is busy with another answer; wait for it or stop it")
-        try:
-            yield
-        finally:
-            self._lock.release()
+        return self.tokenizer.add_bos_token
 
 
 def load_prompt_renderer(
