@@ -23,7 +23,6 @@ order is the reverse, so a tensor's numpy shape is ``reversed(tensor.shape)``.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import uuid
@@ -43,6 +42,7 @@ from chatcli.engine.gguf_llama import (
     unpermute_rotary,
 )
 from chatcli.engine.gguf_tokenizer import tokenizer_config_from_gguf, tokenizer_from_gguf
+from chatcli.engine.resources import fmt_bytes, physical_memory
 from chatcli.engine.manifest import read_manifest, sha256_file, write_json, write_manifest
 from chatcli.engine.paths import fsync_dir, fsync_file, replace_dir
 from chatcli.engine.safetensors_io import SafetensorsStreamWriter
@@ -204,22 +204,13 @@ def check_resources_for(n_params: int, dtype: str, target: Path) -> None:
     need = n_params * size
     free = shutil.disk_usage(target).free
     margin = 64 << 20
-    smaller = "" if dtype != "float32" else f", or import with dtype bfloat16 ({_gb(n_params * 2)})"
+    smaller = "" if dtype != "float32" else f", or import with dtype bfloat16 ({fmt_bytes(n_params * 2)})"
     if need + margin > free:
-        raise ModelError(f"the {dtype} model needs {_gb(need)} of disk but {target} has {_gb(free)} free; "
+        raise ModelError(f"the {dtype} model needs {fmt_bytes(need)} of disk but {target} has {fmt_bytes(free)} free; "
                          f"free some space{smaller}")
-    ram = _physical_memory()
+    ram = physical_memory()
     if ram and need > 0.9 * ram:
-        raise ModelError(f"the {dtype} model needs {_gb(need)} of memory but this machine has {_gb(ram)}"
+        raise ModelError(f"the {dtype} model needs {fmt_bytes(need)} of memory but this machine has {fmt_bytes(ram)}"
                          f"{smaller or '; use a smaller model'}")
 
 
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

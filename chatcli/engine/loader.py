@@ -125,11 +125,13 @@ def load_engine(
 ) -> LoadedModel:
     from chatcli.engine.checkpoint import load_checkpoint, resolve_device, resolve_dtype
     from chatcli.engine.hub import resolve_model
+    from chatcli.engine.resources import check_load_fits
 
     path = resolve_model(spec, progress=progress)
     tokenizer = _tokenizer(path, chat_template)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    check_load_fits(path, str(dt).removeprefix("torch."), str(dev))
     model = load_checkpoint(path, dtype=dt, device=dev, progress=progress)
     identity = ModelIdentity(
         name=spec,
