@@ -311,7 +311,7 @@ def test_not_enough_disk_or_memory_is_refused_with_numbers(gguf_dir, tiny_model_
     with pytest.raises(ModelError, match=r"needs .* MB of disk .* 0\.0 MB free.*bfloat16"):
         import_gguf(src, tmp_path / "model")
     monkeypatch.undo()
-    monkeypatch.setattr(gguf_import, "_physical_memory", lambda: 10_000)
+    monkeypatch.setattr(gguf_import, "physical_memory", lambda: 10_000)
     with pytest.raises(ModelError, match=r"needs .* of memory .*bfloat16"):
         import_gguf(src, tmp_path / "model")
     assert not (tmp_path / "model").exists()
