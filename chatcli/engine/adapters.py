@@ -113,6 +113,7 @@ class AdapterManager:
         self.guard = guard or nullcontext
         self.on_change: list[Callable[[], None]] = list(on_change)
         self._adapters: dict[str, _Loaded] = {}
+        self._spare: dict[str, nn.Module] = {}  # empty wrappers kept for the next load
         # The original modules, by name, with where they hang (parent, attribute).
         self._slots: dict[str, tuple[nn.Module, str, nn.Module]] = {}
         for name, module in model.named_modules():
@@ -448,8 +449,10 @@ class AdapterManager:
             return current
         if current is not original:
             raise AssertionError(f"{module} was replaced outside the adapter manager")
-        wrapper = kind(original)
-        wrapper.train(original.training)
+        wrapper = self._spare.pop(module, None)  # reuse a wrapper from an earlier load: no module creation
+        if not isinstance(wrapper, kind):
+            wrapper = kind(original)
+        wrapper.training = original.training
         setattr(parent, attr, wrapper)
         return wrapper
 
@@ -467,6 +470,7 @@ class AdapterManager:
             return
         if empty:
             setattr(parent, attr, original)  # the very module object the model was built with
+            self._spare[module] = wrapper
 
     def _shared_weight(self, module: str) -> bool:
         w = self._slots[module][2].weight

@@ -43,11 +43,14 @@ def lora_scaling(r: int, alpha: float, rslora: bool = False) -> float:
     return alpha / math.sqrt(r) if rslora else alpha / r
 
 
-class LoRAPair(nn.Module):
-    """One adapter's A [r, in] and B [out, r] for one linear layer, with its switches."""
+class LoRAPair:
+    """One adapter's A [r, in] and B [out, r] for one linear layer, with its switches.
+
+    A plain object, not a module: the layer that holds it registers A and B as its
+    parameters (``lora_A__<name>``), so there is one module per wrapped layer (module
+    creation dominates load time on a model with hundreds of linear layers)."""
 
     def __init__(self, A: torch.Tensor, B: torch.Tensor, alpha: float, rslora: bool = False, scale: float = 1.0):
-        super().__init__()
         if A.dim() != 2 or B.dim() != 2 or A.shape[0] != B.shape[1]:
             raise ValueError(f"LoRA A {tuple(A.shape)} and B {tuple(B.shape)} do not form B·A")
         self.A = nn.Parameter(A, requires_grad=False)
@@ -59,6 +62,7 @@ class LoRAPair(nn.Module):
         self.scale = float(scale)  # s, the live user scale
         self.enabled = True
         self.merged_scale: float | None = None  # s at merge time; None = not merged
+        self.dropout = 0.0  # LoRA dropout on x, applied only while training (fine-tuning sets it)
 
     @property
     def merged(self) -> bool:
@@ -74,8 +78,8 @@ class LoRAPair(nn.Module):
         s = self.scale if scale is None else scale
         return (self.B.detach().float() @ self.A.detach().float()) * (s * self.scaling)
 
-    def extra_repr(self) -> str:
-        return f"r={self.r}, alpha={self.alpha:g}, scale={self.scale:g}, on={self.enabled}, merged={self.merged}"
+    def __repr__(self) -> str:
+        return f"LoRAPair(r={self.r}, alpha={self.alpha:g}, scale={self.scale:g}, on={self.enabled}, merged={self.merged})"
 
 
 class LoRALinear(nn.Module):
@@ -86,7 +90,7 @@ class LoRALinear(nn.Module):
         if not isinstance(base, nn.Linear):
             raise TypeError(f"LoRALinear wraps nn.Linear, got {type(base).__name__}")
         self.base = base
-        self.lora = nn.ModuleDict()  # name -> LoRAPair, in load order
+        self.lora: dict[str, LoRAPair] = {}  # name -> pair, in load order
         self._fused: tuple[torch.Tensor, torch.Tensor] | None = None  # (A_cat [R, in], B_cat [out, R])
         self._fused_valid = False
 
@@ -117,15 +121,22 @@ class LoRALinear(nn.Module):
                 f"adapter {name!r} shapes A {tuple(pair.A.shape)} B {tuple(pair.B.shape)} do not fit "
                 f"Linear({self.in_features} -> {self.out_features})"
             )
-        self.lora[name] = pair.to(device=self.weight.device, dtype=self.weight.dtype)
+        w = self.weight
+        for t in (pair.A, pair.B):
+            if t.device != w.device or t.dtype != w.dtype:
+                t.data = t.data.to(device=w.device, dtype=w.dtype)
+        self.register_parameter(f"lora_A__{name}", pair.A)
+        self.register_parameter(f"lora_B__{name}", pair.B)
+        self.lora[name] = pair
         self.invalidate()
 
     def remove(self, name: str) -> LoRAPair:
         """Detach adapter ``name`` (unmerged first if it was merged)."""
         if self.lora[name].merged:
             self.unmerge(name)
-        pair = self.lora[name]
-        del self.lora[name]
+        pair = self.lora.pop(name)
+        delattr(self, f"lora_A__{name}")
+        delattr(self, f"lora_B__{name}")
         self.invalidate()
         return pair
 
@@ -159,40 +170,43 @@ class LoRALinear(nn.Module):
     # --- forward -------------------------------------------------------------
 
     def _fused_pair(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(A_cat [R, in], (B_cat)^T [R, out]) of the active adapters, built once per change."""
         if not self._fused_valid:
             active = [p for p in self.lora.values() if p.active]
+            self._fused = None
             if active:
                 with torch.no_grad():
                     a = torch.cat([p.A for p in active], dim=0)  # [R, in]
-                    b = torch.cat([p.B * (p.scale * p.scaling) for p in active], dim=1)  # [out, R]
-                self._fused = (a.contiguous(), b.contiguous())
-            else:
-                self._fused = None
+                    bt = torch.cat([(p.B * (p.scale * p.scaling)).t() for p in active], dim=0)  # [R, out]
+                self._fused = (a.contiguous(), bt.contiguous())
             self._fused_valid = True
-        fused = self._fused
-        if fused is not None and fused[0].device != self.weight.device:  # model moved: rebuild once
-            self.invalidate()
-            return self._fused_pair()
-        return fused
+        return self._fused
+
+    def _apply(self, fn, recurse: bool = True):
+        self.invalidate()  # .to(device/dtype): the fused copies must follow
+        return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)  # [..., out]
-        if not self.lora:
-            return y
+        # x: [..., in] -> y: [..., out]. F.linear is exactly nn.Linear.forward, minus a module call
+        # (per-token overhead matters: a small model has hundreds of wrapped layers).
+        base = self.base
+        y = F.linear(x, base.weight, base.bias)
+        if self._fused_valid and self._fused is None:
+            return y  # nothing active: exactly the base layer
         if torch.is_grad_enabled() and any(p.A.requires_grad or p.B.requires_grad for p in self.lora.values()):
             # Training: keep each adapter separate so gradients reach its A and B.
             for p in self.lora.values():
                 if p.active:
-                    y = y + F.linear(F.linear(x, p.A), p.B) * (p.scale * p.scaling)
+                    xd = F.dropout(x, p.dropout, self.training) if p.dropout else x
+                    y = y + F.linear(F.linear(xd, p.A), p.B) * (p.scale * p.scaling)
             return y
         fused = self._fused_pair()
         if fused is None:
-            return y  # nothing active: exactly the base layer
-        a, b = fused
-        h = F.linear(x.to(a.dtype), a)  # [..., R]
-        # y += h @ b.T without another [.., out] temporary (y is ours: fresh from base).
-        y2 = y.view(-1, y.shape[-1])
-        y2.addmm_(h.view(-1, h.shape[-1]), b.t())
+            return y
+        a, bt = fused
+        x2 = x.reshape(-1, x.shape[-1])  # [N, in]
+        # y += (x A^T) (B_cat^T) in place, no [N, out] temporary (y is fresh from F.linear).
+        y.view(-1, y.shape[-1]).addmm_(x2 @ a.t(), bt)
         return y
 
     def extra_repr(self) -> str:

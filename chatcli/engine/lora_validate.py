@@ -251,6 +251,12 @@ def check_against_model(
 
 
 def check_finite(tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    # Fast screen: a NaN or Inf anywhere makes that tensor's float32 sum non-finite (a finite
+    # tensor's sum could only overflow above 3e38, and that false alarm is cleared below).
+    # Hundreds of isfinite() calls cost ~10x more on a model with hundreds of layers.
+    sums = torch.stack([t.sum(dtype=torch.float32) for t in tensors.values()]) if tensors else None
+    if sums is None or bool(torch.isfinite(sums).all()):
+        return
     for key, t in tensors.items():
         if not bool(torch.isfinite(t).all()):
             n = int((~torch.isfinite(t)).sum())
