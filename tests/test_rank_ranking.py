@@ -111,3 +111,20 @@ def test_lora_mix_samples_with_and_without_the_adapter_and_restores_it(tiny_mode
         assert c.text == single(c.seed, adapter_on=bool(c.adapters))
     assert manager.active_names() == ["a1"]  # the mix switched it back on
     assert single(11, True) == before  # and no stale cache leaked into later answers
+
+    # the same through `chatcli rank generate --lora PATH:SCALE --lora-mix`
+    import json
+
+    from chatcli.cli import main
+
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "c.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Tell me something."}) + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exc:
+        main(["rank", "generate", str(prompts), "-n", "3", "-o", str(out), "-m", str(tiny_model_dir), "--max-tokens", "4",
+              "--seed", "5", "--lora", f"{adapter_dir}:0.5", "--lora-mix"])  # fmt: skip
+    assert exc.value.code == 0
+    row = json.loads(out.read_text())
+    assert [c["adapters"] for c in row["candidates"]] == [[], [{"name": "a1", "scale": 0.5}], []]
+    with pytest.raises(SystemExit) as exc:
+        main(["rank", "generate", str(prompts), "-o", str(out), "-m", str(tiny_model_dir), "--lora-mix"])
+    assert exc.value.code == 2

@@ -49,6 +49,8 @@ def generate(
     max_tokens: int = typer.Option(256, "--max-tokens", help="Longest candidate, in tokens."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1 = off)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the first candidate of the first prompt (default: random)."),
+    lora: list[str] | None = typer.Option(None, "--lora", help="Load a LoRA adapter, PATH_OR_NAME[:SCALE] (repeatable)."),
+    lora_mix: bool = typer.Option(False, "--lora-mix", help="Spread the candidates over the base model and each adapter."),
     model: str = ModelOpt,
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
@@ -70,6 +72,13 @@ def generate(
     _report_bad_lines(errors, strict, prompts)
     if not items:
         raise UsageError(f"no usable prompts in {prompts}")
+    if lora_mix and not lora:
+        raise UsageError("--lora-mix needs adapters: add --lora PATH (one or more)")
+    specs = []
+    if lora:
+        from chatcli.engine.adapter_spec import resolve_adapter
+
+        specs = [resolve_adapter(text) for text in lora]  # a missing adapter fails before the model loads
 
     from chatcli.engine.loader import load_engine
     from chatcli.progress import stderr_progress
@@ -78,6 +87,12 @@ def generate(
     with stderr_progress() as progress:
         engine = load_engine(model, dtype=dtype, device=device, chat_template=chat_template, progress=progress)
     engine.require_chat_template()
+    if specs:
+        from chatcli.engine.adapters import AdapterManager
+
+        manager = AdapterManager.of(engine.model)
+        for spec in specs:
+            manager.load(spec.path, name=spec.name, scale=spec.scale)
     ident = identity_json(engine)
     first_seed = seed if seed is not None else random.randrange(2**30)
 
@@ -85,7 +100,8 @@ def generate(
         with stderr_progress() as progress:
             progress("generating candidates", 0, len(items))
             for k, item in enumerate(items):
-                cands = generate_candidates(engine, item.messages, params, n, temperatures=temps, base_seed=first_seed + k * n)
+                cands = generate_candidates(engine, item.messages, params, n, temperatures=temps, lora_mix=lora_mix,
+                                            base_seed=first_seed + k * n)  # fmt: skip
                 row = {"messages": item.messages, "candidates": [c.to_json() for c in cands], "model": ident}
                 if item.id is not None:
                     row = {"id": item.id, **row}
