@@ -254,6 +254,8 @@ class PluginManager:
         """
         added = []
         for plugin, cmd in self._collect()["commands"]:
+            if registry.get(cmd.name) is cmd:  # installed by an earlier call
+                continue
             try:
                 registry.add(cmd)
             except ValueError as e:

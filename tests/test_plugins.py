@@ -79,6 +79,7 @@ def test_readme_single_file_plugin_adds_a_command_and_sees_answers():
     assert info.source.startswith("user file ") and info.source.endswith("shout.py")
     reg = Registry()
     assert m.install_commands(reg) == ["shout"]
+    assert m.install_commands(reg) == [] and not m.problems  # a second front end start installs nothing twice
     ctx = Ctx(reg)
     assert execute(ctx, "/shout hello there")
     assert ctx.said == [("HELLO THERE!", "result")]

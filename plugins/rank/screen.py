@@ -154,20 +154,27 @@ class RankScreen(Screen[RankOutcome]):
     @work(thread=True, exclusive=True, exit_on_error=False)
     def _run_generate(self) -> None:
         def progress(tokens: list[int], finished: list[bool]) -> None:
-            self.app.call_from_thread(self._progress, tokens, finished)
+            self._post(self._progress, tokens, finished)
 
         try:
             cands = self._generate_fn(progress, self._cancel)
         except ChatcliError as e:
-            self.app.call_from_thread(self._failed, e.message)
+            self._post(self._failed, e.message)
             return
         except Exception as e:  # an engine bug: report it, keep the app alive
-            self.app.call_from_thread(self._failed, f"{type(e).__name__}: {e}")
+            self._post(self._failed, f"{type(e).__name__}: {e}")
             return
         if self._cancel.is_set():
-            self.app.call_from_thread(self.finish, RankOutcome(None, cands))
+            self._post(self.finish, RankOutcome(None, cands))
             return
-        self.app.call_from_thread(self._show_candidates, cands)
+        self._post(self._show_candidates, cands)
+
+    def _post(self, fn, *args) -> None:
+        """Run ``fn`` on the UI thread, unless the app is already gone (quit while generating)."""
+        try:
+            self.app.call_from_thread(fn, *args)
+        except RuntimeError:
+            pass
 
     def _progress(self, tokens: list[int], finished: list[bool]) -> None:
         if not self.is_attached:
