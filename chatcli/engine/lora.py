@@ -93,6 +93,7 @@ class LoRALinear(nn.Module):
         self.lora: dict[str, LoRAPair] = {}  # name -> pair, in load order
         self._fused: tuple[torch.Tensor, torch.Tensor] | None = None  # (A_cat [R, in], B_cat [out, R])
         self._fused_valid = False
+        self._versions: tuple[int, ...] = ()
 
     # The wrapper answers for the layer it wraps (shape queries, DecoderLM.dtype, ...).
     @property
@@ -171,9 +172,12 @@ class LoRALinear(nn.Module):
 
     def _fused_pair(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(A_cat [R, in], (B_cat)^T [R, out]) of the active adapters, built once per change."""
+        if self._fused_valid and self._fused is not None and self._versions != self._tensor_versions():
+            self._fused_valid = False  # A or B changed in place (an optimizer step): rebuild
         if not self._fused_valid:
             active = [p for p in self.lora.values() if p.active]
             self._fused = None
+            self._versions = self._tensor_versions()
             if active:
                 with torch.no_grad():
                     a = torch.cat([p.A for p in active], dim=0)  # [R, in]
@@ -181,6 +185,10 @@ class LoRALinear(nn.Module):
                 self._fused = (a.contiguous(), bt.contiguous())
             self._fused_valid = True
         return self._fused
+
+    def _tensor_versions(self) -> tuple[int, ...]:
+        # Autograd's in-place counters: any in-place write to A or B bumps them.
+        return tuple(v for p in self.lora.values() for v in (p.A._version, p.B._version))
 
     def _apply(self, fn, recurse: bool = True):
         self.invalidate()  # .to(device/dtype): the fused copies must follow

@@ -8,7 +8,8 @@ Config (:class:`AdapterConfig`) honours what changes the maths: ``r``,
 matched against the end of a module name, as PEFT does), ``target_modules`` (list
 of name suffixes, a regex matched against the whole name, or ``all-linear``),
 ``exclude_modules``, ``layers_to_transform`` / ``layers_pattern``, and
-``modules_to_save`` for ``lm_head`` / ``embed_tokens``. Options that change the
+``modules_to_save`` for ``lm_head`` / ``embed_tokens`` (and, for a ``SEQ_CLS``
+reward model, its scalar ``score`` head, read into ``LoRAAdapter.heads``). Options that change the
 forward in ways chatcli does not implement (DoRA, non-LoRA PEFT types, LoRA bias,
 layer replication, ...) are refused by name; training-only options are ignored.
 Module selection mirrors ``peft.tuners.tuners_utils.check_target_module_exists``.
@@ -76,6 +77,11 @@ SAVED_MODULES: dict[str, str] = {
     "model.embed_tokens": "model.embed_tokens",
 }
 
+# Sequence-classification heads (PEFT task_type SEQ_CLS, listed in modules_to_save): a reward
+# model's scalar ``score`` head. Not part of the LM forward: kept in ``LoRAAdapter.heads`` for scoring.
+HEAD_MODULES = ("score",)
+SEQ_CLS = "SEQ_CLS"
+
 # PEFT's default targets when target_modules is null (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
 DEFAULT_TARGETS = ["q_proj", "v_proj"]
 
@@ -100,6 +106,8 @@ def parse_key(key: str, source: str) -> tuple[str, str, str]:
             module = rest[: -len(suffix)]
             if kind == "refuse":
                 raise AdapterError(f"{source}: tensor {key!r} is {part}, which chatcli does not support")
+            if kind == "saved" and module in HEAD_MODULES:
+                return "head", module, part
             if kind in ("saved", "base") and module not in SAVED_MODULES.values():
                 break  # a plain weight of some other module: reported below
             return kind, module, part
@@ -141,6 +149,7 @@ class AdapterConfig:
     modules_to_save: list[str] = field(default_factory=list)
     base_model_name_or_path: str | None = None
     task_type: str | None = "CAUSAL_LM"
+    heads: list[str] = field(default_factory=list)  # SEQ_CLS heads (``score``) among modules_to_save
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "adapter_config.json") -> "AdapterConfig":
@@ -155,6 +164,8 @@ class AdapterConfig:
         saved = d.get("modules_to_save") or []
         if isinstance(saved, str):
             saved = [saved]
+        heads = [m for m in saved if m in HEAD_MODULES] if str(d.get("task_type") or "").upper() == SEQ_CLS else []
+        saved = [m for m in saved if m not in heads]
         unsupported = [m for m in saved if m not in SAVED_MODULES]
         if unsupported:
             raise AdapterError(
@@ -202,6 +213,7 @@ class AdapterConfig:
             modules_to_save=list(saved),
             base_model_name_or_path=d.get("base_model_name_or_path"),
             task_type=d.get("task_type"),
+            heads=heads,
         )
 
     def with_linear_names(self, linear_names: Iterable[str]) -> "AdapterConfig":
@@ -271,7 +283,7 @@ class AdapterConfig:
             "layers_pattern": self.layers_pattern,
             "rank_pattern": dict(self.rank_pattern),
             "alpha_pattern": {k: int(v) if float(v).is_integer() else v for k, v in self.alpha_pattern.items()},
-            "modules_to_save": list(self.modules_to_save) or None,
+            "modules_to_save": [*self.modules_to_save, *self.heads] or None,
             "lora_dropout": 0.0,
             "bias": "none",
             "use_dora": False,
@@ -314,6 +326,8 @@ class LoRAAdapter:
     expected_base: dict[str, torch.Tensor] = field(default_factory=dict)
     base_model: str | None = None
     source: str | None = None
+    # SEQ_CLS heads by name ("score" -> weight [num_labels, hidden]); a reward model's scalar head.
+    heads: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def num_params(self) -> int:
         n = sum(m.A.numel() + m.B.numel() for m in self.modules.values())
@@ -335,6 +349,8 @@ class LoRAAdapter:
             alpha_pattern={re.escape(n): self.modules[n].alpha for n in names if self.modules[n].alpha != alpha},
             modules_to_save=[{"model.embed_tokens": "embed_tokens"}.get(m, m) for m in sorted(self.saved)],
             base_model_name_or_path=self.base_model,
+            task_type=SEQ_CLS if self.heads else "CAUSAL_LM",
+            heads=sorted(self.heads),
         )
 
 
@@ -402,10 +418,18 @@ def read_adapter(
     lora_keys: dict[str, dict[str, str]] = {}  # module -> part -> key
     saved_keys: dict[str, dict[str, str]] = {}
     base_keys: dict[str, str] = {}
+    head_keys: dict[str, str] = {}
     listed = {SAVED_MODULES[m] for m in config.modules_to_save}
     for key in entries:
         kind, module, part = parse_key(key, source)
-        if kind == "base" or (kind == "saved" and module not in listed and part == "weight"):
+        if kind == "head":
+            if module not in config.heads or part != "weight":
+                raise AdapterError(
+                    f"{source}: tensor {key!r} is a classification head, but adapter_config.json is not a SEQ_CLS "
+                    "adapter listing it in modules_to_save"
+                )
+            head_keys[module] = key
+        elif kind == "base" or (kind == "saved" and module not in listed and part == "weight"):
             base_keys[module] = key  # a copy of the base weight, not a replacement
         else:
             (lora_keys if kind == "lora" else saved_keys).setdefault(module, {})[part] = key
@@ -436,6 +460,14 @@ def read_adapter(
     if set(saved_keys) - listed:
         extra = sorted(set(saved_keys) - listed)[0]
         raise AdapterError(f"{source}: replaces {extra} but adapter_config.json does not list it in modules_to_save")
+    missing_heads = sorted(set(config.heads) - set(head_keys))
+    if missing_heads:
+        raise AdapterError(f"{source}: modules_to_save lists {missing_heads[0]} but the file has no {peft_key(missing_heads[0], 'weight')}")
+    for m, key in head_keys.items():
+        shape = entries[key].shape
+        hidden = model.linears["model.layers.0.self_attn.q_proj"][1] if "model.layers.0.self_attn.q_proj" in model.linears else None
+        if len(shape) != 2 or (hidden is not None and shape[1] != hidden):
+            raise AdapterError(f"{source}: head {m} has shape {tuple(shape)}; expected [labels, {hidden}] for this model")
     if listed - set(saved_keys):
         missing = sorted(listed - set(saved_keys))[0]
         raise AdapterError(f"{source}: modules_to_save lists {missing} but the file has no {peft_key(missing, 'weight')}")
@@ -458,6 +490,7 @@ def read_adapter(
         use_rslora=config.use_rslora,
         saved=saved,
         expected_base={m: load(k) for m, k in base_keys.items()},
+        heads={m: tensors[k].to(device=device, dtype=torch.float32) for m, k in head_keys.items()},
         base_model=config.base_model_name_or_path,
         source=str(Path(path).expanduser()),
     )
@@ -476,6 +509,8 @@ def write_adapter(adapter: LoRAAdapter, out_dir: str | Path) -> Path:
     for module, parts in sorted(adapter.saved.items()):
         for part, t in parts.items():
             tensors[peft_key(module, part)] = t.detach().to("cpu").contiguous()
+    for module, t in sorted(adapter.heads.items()):
+        tensors[peft_key(module, "weight")] = t.detach().to("cpu").contiguous()
     save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
     (out / CONFIG_NAME).write_text(json.dumps(adapter.config().to_dict(), indent=2) + "\n", encoding="utf-8")
     return out

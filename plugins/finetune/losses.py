@@ -1,0 +1,112 @@
+"""The three objectives, as sums over a micro-batch (the trainer divides by the global count).
+
+Returning sums, not means, is what makes gradient accumulation and data-parallel
+training exact: the trainer divides every micro-batch's sum by the number of
+targets (tokens or pairs) in the whole global batch, so the accumulated gradient
+equals the gradient of the global mean, however the batch is split.
+
+* SFT: Σ −log p(token) over target tokens.
+* DPO (Rafailov et al. 2023): Σ −log σ(β·[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))]),
+  sequence log-probs summed over completion tokens; π_ref is the same model with the
+  adapter switched off (computed without gradients).
+* Reward (Bradley–Terry): Σ −log σ(r(c) − r(r)), r = the score head on the last real
+  token's final hidden state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Sums:
+    """A micro-batch's loss sum (with grad) and its detached statistics (sums, for all-reduce)."""
+
+    loss: torch.Tensor
+    count: int  # targets in this micro-batch (tokens for SFT, pairs otherwise)
+    stats: dict[str, float]
+
+
+def token_logprobs(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """log p(ids[:, t] | ids[:, :t]) for t >= 1: [B, S-1] in float32."""
+    logits = model(ids, attention_mask=attn)  # [B, S, V]
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [B, S-1, V]
+    return logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # [B, S-1]
+
+
+def sft_sums(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor, target: torch.Tensor) -> Sums:
+    # target [B, S]: whether ids[:, t] is trained; position t is predicted from t-1.
+    lp = token_logprobs(model, ids, attn)  # [B, S-1]
+    t = target[:, 1:] & attn[:, 1:].bool()
+    loss = -(lp * t).sum()
+    n = int(t.sum())
+    return Sums(loss, n, {"loss": float(loss.detach()), "tokens": float(attn.sum())})
+
+
+def sequence_logps(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Σ log p over each row's target tokens: [B]."""
+    lp = token_logprobs(model, ids, attn)
+    return (lp * (target[:, 1:] & attn[:, 1:].bool())).sum(-1)
+
+
+def dpo_sums(
+    model: nn.Module,
+    ids: torch.Tensor,
+    attn: torch.Tensor,
+    target: torch.Tensor,
+    beta: float,
+    reference: Callable[[], AbstractContextManager],
+) -> Sums:
+    """Rows [0, P) are chosen, [P, 2P) the matching rejected answers."""
+    P = ids.shape[0] // 2
+    with torch.no_grad(), reference():
+        ref = sequence_logps(model, ids, attn, target)  # [2P]
+    pol = sequence_logps(model, ids, attn, target)  # [2P]
+    chosen = pol[:P] - ref[:P]  # implicit rewards / beta
+    rejected = pol[P:] - ref[P:]
+    logits = beta * (chosen - rejected)  # [P]
+    loss = -F.logsigmoid(logits).sum()
+    margin = (beta * (chosen - rejected)).detach()
+    stats = {
+        "loss": float(loss.detach()),
+        "margin": float(margin.sum()),
+        "accuracy": float((margin > 0).float().sum()),
+        "chosen_reward": float((beta * chosen).detach().sum()),
+        "rejected_reward": float((beta * rejected).detach().sum()),
+        "tokens": float(attn.sum()),
+    }
+    return Sums(loss, P, stats)
+
+
+def last_token_hidden(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """The final hidden state of each row's last real token: [B, D] (right padding)."""
+    h = model.hidden_states(ids, attention_mask=attn)  # [B, S, D]
+    last = attn.sum(-1) - 1  # [B]
+    return h[torch.arange(ids.shape[0], device=ids.device), last]
+
+
+def rewards(model: nn.Module, head: nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """Scalar rewards [B]."""
+    h = last_token_hidden(model, ids, attn).float()
+    return head(h).squeeze(-1)
+
+
+def reward_sums(model: nn.Module, head: nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> Sums:
+    P = ids.shape[0] // 2
+    r = rewards(model, head, ids, attn)  # [2P]
+    diff = r[:P] - r[P:]
+    loss = -F.logsigmoid(diff).sum()
+    d = diff.detach()
+    stats = {
+        "loss": float(loss.detach()),
+        "margin": float(d.sum()),
+        "accuracy": float((d > 0).float().sum()),
+        "tokens": float(attn.sum()),
+    }
+    return Sums(loss, P, stats)
