@@ -106,3 +106,41 @@ def resolve_adapter(text: str, *, cwd: Path | None = None, dirs: list[Path] | No
 
 def _name_of(path: Path) -> str:
     return adapter_name(path.stem if path.suffix == ".safetensors" else path.name)
+
+
+def preflight(texts: list[str], cwd: Path | None = None) -> list[AdapterSpec]:
+    """Resolve ``--lora`` arguments and check their files, config and safetensors header,
+    before a model is loaded (a typo should not cost a model load). Names must be distinct."""
+    from chatcli.engine.lora_io import read_config
+    from chatcli.engine.lora_validate import check_dtypes, check_safetensors
+
+    specs = [resolve_adapter(t, cwd=cwd) for t in texts]
+    names = [s.name for s in specs]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise UsageError(f"two adapters would both be named {dup!r}: give them different folder names")
+    for spec in specs:
+        config, weights = adapter_files(spec.path)
+        read_config(config)
+        check_dtypes(check_safetensors(weights), str(weights))
+    return specs
+
+
+def load_adapter_specs(manager, texts: list[str] | list[AdapterSpec], cwd: Path | None = None) -> list:
+    """Resolve (unless already resolved) and load each ``--lora`` argument; returns their AdapterInfo.
+
+    A failure unloads the adapters this call loaded, so a bad second adapter leaves the
+    model as it was.
+    """
+    specs = [t if isinstance(t, AdapterSpec) else None for t in texts]
+    if any(s is None for s in specs):
+        specs = preflight([str(t) for t in texts], cwd=cwd)
+    loaded: list = []
+    try:
+        for spec in specs:
+            loaded.append(manager.load(spec.path, name=spec.name, scale=spec.scale))
+    except BaseException:
+        for info in loaded:
+            manager.unload(info.name)
+        raise
+    return loaded

@@ -77,6 +77,11 @@ class _Loaded:
     merged: bool = False
 
 
+def sort_targets(names: Iterable[str]) -> tuple[str, ...]:
+    """Short module names in a transformer block's order (q, k, v, o, gate, up, down, ...)."""
+    return tuple(sorted(set(names), key=lambda s: (_TARGET_ORDER.index(s) if s in _TARGET_ORDER else 99, s)))
+
+
 def adapter_name(text: str) -> str:
     """A valid adapter name from a folder or file stem (other characters become '_')."""
     name = re.sub(r"[^A-Za-z0-9_-]", "_", text.strip())[:64].strip("_")
@@ -178,7 +183,7 @@ class AdapterManager:
             ranks=tuple(ranks),
             alpha=max(set(alphas), key=alphas.count) if alphas else 0.0,
             rslora=a.use_rslora,
-            targets=tuple(sorted(short, key=lambda s: (_TARGET_ORDER.index(s) if s in _TARGET_ORDER else 99, s))),
+            targets=sort_targets(short),
             layers=len(layers),
             modules=len(a.modules),
             replaces=tuple(sorted(a.saved)),
@@ -479,3 +484,25 @@ class AdapterManager:
     def _changed(self) -> None:
         for callback in self.on_change:
             callback()
+
+
+def engine_adapters(engine) -> AdapterManager:
+    """The adapter manager of a loaded engine (:class:`chatcli.engine.loader.LoadedModel`).
+
+    Uses ``engine.adapters`` when the engine provides one; otherwise binds a manager to
+    ``engine.model`` whose changes wait for no stream (the engine's lock) and reset the
+    generator's KV cache (its keys and values were computed with the old weights).
+    """
+    own = getattr(engine, "adapters", None)
+    if isinstance(own, AdapterManager):
+        return own
+    existing = getattr(engine.model, AdapterManager._ATTR, None)
+    if existing is not None:
+        return existing
+    generator = getattr(engine, "generator", None)
+    return AdapterManager(
+        engine.model,
+        guard=getattr(engine, "_exclusive", None),
+        on_change=[generator.reset] if generator is not None else [],
+    )
+
