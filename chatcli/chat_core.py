@@ -295,15 +295,22 @@ class ChatCore:
         return self._engine().render_prompt(self.conv.messages(), add_generation_prompt=True)
 
     def context_usage(self) -> tuple[int, int] | None:
-        """(tokens used by the conversation so far, context length), or None before the model loads."""
+        """(tokens the conversation fills, context length), or None before the model loads.
+
+        Counted from the rendered prompt (the template's special tokens included) plus
+        the last answer's tokens; called at the start and end of answers, not per token.
+        """
         if self.engine is None:
             return None
+        engine = self.engine
         leaf = self.conv.leaf
-        if leaf is not None and leaf.role == "assistant" and "prompt_tokens" in leaf.meta and leaf.meta["prompt_tokens"]:
-            used = int(leaf.meta["prompt_tokens"]) + len(leaf.steps)
+        if leaf is None:
+            used = 0
+        elif leaf.role == "assistant":
+            used = engine.count_tokens(engine.render_prompt(self.conv.messages(before=leaf))) + len(leaf.steps)
         else:
-            used = self.engine.count_tokens(self.engine.render_prompt(self.conv.messages(), add_generation_prompt=False)) if not self.conv.is_empty() else 0
-        return used, self.engine.identity.context_length
+            used = engine.count_tokens(engine.render_prompt(self.conv.messages()))
+        return used, engine.identity.context_length
 
     def export(self, path: str | None = None) -> tuple[Path, Path]:
         """Write the conversation as Markdown and JSON; returns both paths."""

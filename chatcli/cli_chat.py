@@ -35,6 +35,7 @@ def engine_factory(model: str, dtype: str, device: str, chat_template: str | Non
 
 
 def chat(
+    conv_id: int | None = typer.Argument(None, metavar="[ID]", help="With --resume: the conversation to reopen."),
     model: str = ModelOpt,
     system: str | None = typer.Option(None, "--system", "-s", help="System prompt (default: the chat template decides)."),
     temperature: float | None = typer.Option(None, "--temperature", "-t", help="0 = greedy. [default: 0.7]"),
@@ -45,9 +46,8 @@ def chat(
     max_tokens: int | None = typer.Option(None, "--max-tokens", "-n", help="Longest answer in tokens. [default: 512]"),
     seed: int | None = typer.Option(None, "--seed", help="Sampling seed (default: a new one per answer)."),
     top: int | None = typer.Option(None, "--top", help="Alternatives shown per step. [default: 5]"),
-    resume: str | None = typer.Option(
-        None, "--resume", "-r", is_flag=False, flag_value="latest", metavar="[ID]",
-        help="Reopen a saved conversation: ID, or the latest one when no ID is given.",
+    resume: bool = typer.Option(
+        False, "--resume", "-r", help="Reopen a saved conversation: `chat --resume ID`, or the latest without ID.",
     ),
     no_save: bool = typer.Option(False, "--no-save", help="Keep this chat out of the history."),
     plain: bool = typer.Option(False, "--plain", help="Line-based chat (also used when stdin or stdout is not a terminal)."),
@@ -66,15 +66,16 @@ def chat(
     set_threads(threads)
     if tint is not None and tint not in TINTS:
         raise UsageError(f"invalid --tint {tint!r}: use off, model_prob or entropy")
-    if resume is not None and resume not in ("latest", "last") and not resume.isdigit():
-        raise UsageError(f"invalid --resume {resume!r}: use a conversation id (chatcli history list) or no value for the latest")
-    if resume is not None and no_save:
+    if conv_id is not None and not resume:
+        raise UsageError(f"to reopen conversation {conv_id}, use `chatcli chat --resume {conv_id}`")
+    resume_id: int | str | None = (conv_id if conv_id is not None else "latest") if resume else None
+    if resume_id is not None and no_save:
         raise UsageError("--resume needs the history; drop --no-save")
 
     from chatcli.store import open_store
 
     store, warning = (None, None) if no_save else open_store()
-    if resume is not None and store is None and warning:
+    if resume_id is not None and store is None and warning:
         raise UsageError(f"cannot resume: {warning}")
     factory = engine_factory(model, dtype, device, chat_template)
     use_plain = plain or not sys.stdin.isatty() or not sys.stdout.isatty()
@@ -82,7 +83,7 @@ def chat(
         from chatcli.repl import run_repl
 
         rc = run_repl(
-            factory, store=store, store_warning=warning, params=params, system=system, resume=resume,
+            factory, store=store, store_warning=warning, params=params, system=system, resume=resume_id,
             tint=tint or "model_prob",
         )
         raise typer.Exit(rc)
@@ -91,7 +92,7 @@ def chat(
 
     app = make_app(
         factory, model_name=model, params=params, system=system, store=store, store_warning=warning,
-        resume=resume, tint=tint or "off",
+        resume=resume_id, tint=tint or "off",
     )
     app.run()
     conv = app.core.conv

@@ -71,7 +71,8 @@ def test_chat_usage_errors(tiny_model_dir):
     for args, expect in [
         (["--resume", "5", "--no-save"], "--resume needs the history"),
         (["--tint", "loud"], "invalid --tint"),
-        (["--resume", "abc"], "invalid --resume"),
+        (["--resume", "abc"], "Invalid value for '[ID]'"),
+        (["7"], "chatcli chat --resume 7"),
         (["--temperature", "-1"], "invalid temperature"),
     ]:
         r = chatcli("chat", "--model", str(tiny_model_dir), *args)

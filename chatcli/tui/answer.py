@@ -245,7 +245,7 @@ class AnswerView(Vertical, can_focus=True):
         if status == "cancelled":
             text = "⏹ stopped — /continue resumes it, /retry starts over"
         elif status == "length":
-            text = "✂ cut at max_tokens — /continue goes on (/set max_tokens N for longer answers)"
+            text = "✂ cut at max_tokens — /continue goes on"
         elif status == "error":
             text = f"✖ {self.node.meta.get('error', 'generation failed')}"
         footer.update(text)

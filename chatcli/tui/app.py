@@ -329,7 +329,7 @@ class ChatApp(App):
         self.post_message(StreamDone(job.node.id, done or Done("cancelled", 0, len(job.node.steps), None, None)))
 
     async def on_stream_tick(self, message: StreamTick) -> None:
-        await self._flush()
+        await self._flush_stream()
         # At most one UI update per interval; steps that arrive meanwhile go with the next one.
         self.set_timer(self._next_interval(), self._tick_done)
 
@@ -358,7 +358,7 @@ class ChatApp(App):
             self._tick_pending = True
             self.post_message(StreamTick(view.node.id))
 
-    async def _flush(self) -> None:
+    async def _flush_stream(self) -> None:
         view = self._stream_view
         if view is None:
             return

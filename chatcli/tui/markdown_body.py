@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.console import Console, ConsoleOptions
 from rich.markdown import Heading, Markdown as RichMarkdown
+from rich.segment import Segment
 from textual.containers import Vertical
 from textual.widgets import Static
 
@@ -22,9 +24,21 @@ class _LeftHeading(Heading):
 
 
 class AnswerMarkdown(RichMarkdown):
-    """Rich Markdown with every heading left-aligned (a chat answer is not a document title page)."""
+    """Rich Markdown for chat answers: headings left-aligned, and single newlines kept.
+
+    Models write poems, addresses and step lists with single newlines; Markdown
+    would join those lines into one paragraph, so soft breaks become hard breaks
+    (as most chat front ends do).
+    """
 
     elements: ClassVar[dict] = {**RichMarkdown.elements, "heading_open": _LeftHeading}
+
+    def __init__(self, markup: str, **kwargs) -> None:
+        super().__init__(markup, **kwargs)
+        for token in self.parsed:
+            for child in token.children or ():
+                if child.type == "softbreak":
+                    child.type = "hardbreak"
 
 
 def segment_bounds(text: str, min_chars: int = 1200) -> list[int]:
@@ -55,15 +69,32 @@ def segment_bounds(text: str, min_chars: int = 1200) -> list[int]:
     return bounds
 
 
+class TrimmedMarkdown:
+    """Answer Markdown without the blank lines Rich puts around a leading or trailing list."""
+
+    def __init__(self, text: str) -> None:
+        self.markdown = AnswerMarkdown(text)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions):
+        lines = console.render_lines(self.markdown, options, pad=False)
+        blank = [all(not seg.text.strip() and not (seg.style and seg.style.bgcolor) for seg in line) for line in lines]
+        start = next((i for i, b in enumerate(blank) if not b), len(lines))
+        end = len(lines) - next((i for i, b in enumerate(reversed(blank)) if not b), len(lines))
+        new_line = Segment.line()
+        for line in lines[start:end]:
+            yield from line
+            yield new_line
+
+
 class MarkdownSegment(Static):
     def __init__(self, text: str) -> None:
-        super().__init__(AnswerMarkdown(text), classes="md-seg")
+        super().__init__(TrimmedMarkdown(text), classes="md-seg")
         self.text = text
 
     def set_text(self, text: str) -> None:
         if text != self.text:
             self.text = text
-            self.update(AnswerMarkdown(text))
+            self.update(TrimmedMarkdown(text))
 
 
 class MarkdownBody(Vertical):
