@@ -79,6 +79,7 @@ def chat(
         raise UsageError(f"cannot resume: {warning}")
     factory = engine_factory(model, dtype, device, chat_template)
     use_plain = plain or not sys.stdin.isatty() or not sys.stdout.isatty()
+    problems = install_plugin_commands(report_to_stderr=use_plain)
     if use_plain:
         from chatcli.repl import run_repl
 
@@ -92,12 +93,26 @@ def chat(
 
     app = make_app(
         factory, model_name=model, params=params, system=system, store=store, store_warning=warning,
-        resume=resume_id, tint=tint or "off",
+        resume=resume_id, tint=tint or "off", notes=problems,
     )
     app.run()
     conv = app.core.conv
     if store is not None and conv.id is not None:
         sys.stderr.write(f"chatcli: conversation saved as #{conv.id} (chatcli chat --resume {conv.id})\n")
+
+
+def install_plugin_commands(report_to_stderr: bool) -> list[str]:
+    """Add the plugins' slash commands to the shared registry; returns the problems to show in the TUI."""
+    from chatcli import plugins
+    from chatcli.commands import REGISTRY
+
+    problems: list[str] = []
+    report = plugins.stderr_report if report_to_stderr else problems.append
+    try:
+        plugins.install_commands(REGISTRY, report=report)
+    except Exception as e:  # the plugin system itself failing must not stop a chat
+        report(f"plugins not loaded ({type(e).__name__}: {e})")
+    return problems
 
 
 history_app = typer.Typer(help="Saved conversations: list, show, export, remove.", no_args_is_help=True)

@@ -153,3 +153,33 @@ def test_commands_refused_while_streaming_and_typing_from_an_answer():
             assert app.focused is app.prompt and app.prompt.text.startswith("w")
 
     run(go())
+
+
+def test_plugin_screens_in_the_palette_and_startup_notes(monkeypatch):
+    from textual.screen import Screen
+    from textual.widgets import Static
+
+    from chatcli import plugins
+    from chatcli.plugins import TuiExtension
+
+    class Hello(Screen):
+        def compose(self):
+            yield Static("hello from a plugin")
+
+    class Manager:
+        def tui_extensions(self, kind=None):
+            return [TuiExtension("hello", lambda app: Hello(), "screen", "Open the hello screen", "demo")]
+
+    monkeypatch.setattr(plugins, "loaded_manager", lambda: Manager())
+
+    async def go():
+        app = build_app(FakeEngine(length=3), notes=["plugin 'broken' failed to load (ImportError: x); skipped"])
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            assert any("plugin 'broken'" in n.plain and n.kind == "warning" for n in app.query(Note))
+            entry = next(c for c in app.get_system_commands(app.screen) if c.title == "Open the hello screen")
+            entry.callback()
+            await pilot.pause()
+            assert isinstance(app.screen, Hello)
+
+    run(go())

@@ -81,6 +81,7 @@ class ChatApp(App):
         tint: str = "off",
         flush_interval: float = 0.05,
         registry: Registry = REGISTRY,
+        notes: Iterable[str] = (),
     ) -> None:
         super().__init__()
         self.engine_factory = engine_factory
@@ -90,7 +91,7 @@ class ChatApp(App):
         self.resume_id = resume
         self.tint = tint if tint in TINTS else "off"
         self.flush_interval = flush_interval
-        self._notices: list[tuple[str, str]] = []
+        self._notices: list[tuple[str, str]] = [(n, "warning") for n in notes]
         self.core = ChatCore(None, store=store, params=params, system=system, on_notice=self._notice_from_core)
         self._cancel: threading.Event | None = None
         self._gen_worker = None
@@ -559,6 +560,20 @@ class ChatApp(App):
         yield SystemCommand("Tint tokens by certainty", "cycle off / model_prob / entropy (F2)", self.action_cycle_tint)
         yield SystemCommand("Toggle the probability panel", "show or hide the next-token distribution (F3)", self.action_toggle_panel)
         yield SystemCommand("Show the sampled distribution", "raw model vs what was sampled from (F4)", self.action_toggle_compare)
+        from chatcli import plugins
+
+        manager = plugins.loaded_manager()
+        for ext in manager.tui_extensions("screen") if manager is not None else ():
+            yield SystemCommand(ext.title, f"from the {ext.plugin} plugin", self._plugin_screen_callback(ext))
+
+    def _plugin_screen_callback(self, ext):
+        def run() -> None:
+            try:
+                self.push_screen(ext.factory(self))
+            except ChatcliError as e:
+                self.say(e.message, "error")
+
+        return run
 
     def _palette_callback(self, name: str, has_args: bool):
         def run() -> None:
@@ -621,7 +636,8 @@ def make_app(engine_factory: EngineFactory, **options) -> ChatApp:
     Options: ``model_name``, ``params`` (SamplingParams), ``system``, ``store`` (a
     :class:`~chatcli.store.Store` or None for no history), ``store_warning``,
     ``resume`` (an id, or "latest"), ``tint`` ("off" | "model_prob" | "entropy"),
-    ``flush_interval`` (seconds between UI updates while streaming).
+    ``flush_interval`` (seconds between UI updates while streaming), ``registry`` (slash
+    commands, plugins' included), ``notes`` (warnings to show at start, e.g. plugin problems).
     """
     return ChatApp(engine_factory, **options)
 
