@@ -282,7 +282,7 @@ class AdapterManager:
     # --- switches ------------------------------------------------------------------------------
 
     def set_scale(self, name: str, scale: float) -> None:
-        st = self._get(name)
+        self._get(name)
         scale = check_scale(scale)
         with self.guard():
             self._apply(name, scale=scale)
