@@ -1,0 +1,106 @@
+"""``chatcli finetune sft|dpo|reward DATA.jsonl --out DIR [flags]`` (the CLI group of the plugin).
+
+Imported only when ``chatcli finetune ...`` runs. The three commands share their
+flags (``--beta`` is DPO's); every run works the same under
+``torchrun --nproc-per-node N -m chatcli finetune ...`` (data-parallel).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from chatcli.cli_common import DEFAULT_MODEL
+
+finetune_app = typer.Typer(
+    help="Train LoRA adapters (PEFT format): sft, dpo, reward.", no_args_is_help=True, add_completion=False
+)
+
+_O = typer.Option
+DataArg = typer.Argument(..., help="JSONL data (TRL formats; what 'chatcli rank export' writes).")
+OutOpt = _O(..., "--out", "-o", help="Output directory (the PEFT adapter, metrics, loss plot, checkpoints).")
+ModelOpt = _O(DEFAULT_MODEL, "--model", "-m", help="Base model: name, local directory, .gguf or hf:ORG/NAME.")
+RankOpt = _O(8, "--rank", help="LoRA rank r.")
+AlphaOpt = _O(16.0, "--alpha", help="LoRA alpha (scaling alpha/r).")
+RsloraOpt = _O(False, "--rslora", help="Rank-stabilised scaling alpha/sqrt(r).")
+TargetsOpt = _O("all-linear", "--targets", help="all-linear or a comma list: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj.")
+LayersOpt = _O(None, "--layers", help="Layers to adapt: e.g. 0-5,9 or last:4 (default: all).")
+DropoutOpt = _O(0.05, "--dropout", help="LoRA dropout.")
+EpochsOpt = _O(3.0, "--epochs", help="Passes over the training data (ignored with --max-steps).")
+MaxStepsOpt = _O(None, "--max-steps", help="Optimizer steps to run (overrides --epochs).")
+LrOpt = _O(None, "--lr", help="Peak learning rate (default: sft 2e-4, dpo 5e-5, reward 1e-4).")
+ScheduleOpt = _O("cosine", "--schedule", help="constant, linear or cosine.")
+WarmupOpt = _O(0.0, "--warmup", help="Warmup: steps (>= 1) or a fraction of all steps (< 1).")
+BatchOpt = _O(4, "--batch-size", help="Examples per micro-batch (per process).")
+AccumOpt = _O(1, "--grad-accum", help="Micro-batches per optimizer step.")
+MaxLenOpt = _O(512, "--max-len", help="Longest example in tokens (longer ones are skipped, with a warning).")
+ValOpt = _O(0.1, "--val-split", help="Held-out fraction for validation loss / accuracy.")
+SeedOpt = _O(0, "--seed", help="Seed (data order, adapter init, dropout).")
+DtypeOpt = _O("float32", "--dtype", help="float32 or bfloat16 (the base model's weights and compute).")
+DeviceOpt = _O("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
+CkptOpt = _O(False, "--grad-checkpointing", help="Recompute activations in backward (less memory, slower).")
+ResumeOpt = _O(False, "--resume", help="Continue the run in --out from its last checkpoint.")
+OverwriteOpt = _O(False, "--overwrite", help="Replace an existing --out directory.")
+JsonOpt = _O(False, "--json", help="One metrics object per line on stdout instead of the progress bar.")
+StrictOpt = _O(False, "--strict", help="Refuse the data file if any line is bad (default: skip bad lines).")
+SaveEveryOpt = _O(50, "--save-every", help="Write a checkpoint every N steps.")
+EvalEveryOpt = _O(0, "--eval-every", help="Validate every N steps (0: at the end of each epoch).")
+BetaOpt = _O(0.1, "--beta", help="DPO beta (strength of the pull away from the reference).")
+ThreadsOpt = _O(None, "--threads", help="CPU threads for torch.")
+
+
+def _run(kind: str, **kw) -> None:
+    from chatcli.cli_common import set_threads
+    from plugins.finetune.args import TrainArgs
+    from plugins.finetune.report import JsonReporter, RichReporter
+    from plugins.finetune.run import run_training
+
+    set_threads(kw.pop("threads"))
+    resume, overwrite, as_json = kw.pop("resume"), kw.pop("overwrite"), kw.pop("json")
+    kw["data"], kw["out"] = str(kw["data"]), str(kw["out"])
+    args = TrainArgs(kind=kind, **kw)
+    reporter = JsonReporter() if as_json else RichReporter()
+    result = run_training(args, reporter, resume=resume, overwrite=overwrite)
+    if result["summary"]["status"] != "finished":
+        raise typer.Exit(130)
+
+
+@finetune_app.command("sft")
+def sft(data: Path = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int = RankOpt, alpha: float = AlphaOpt,
+        rslora: bool = RsloraOpt, targets: str = TargetsOpt, layers: str | None = LayersOpt, dropout: float = DropoutOpt,
+        epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt, lr: float | None = LrOpt,
+        schedule: str = ScheduleOpt, warmup: float = WarmupOpt, batch_size: int = BatchOpt, grad_accum: int = AccumOpt,
+        max_len: int = MaxLenOpt, val_split: float = ValOpt, seed: int = SeedOpt, dtype: str = DtypeOpt,
+        device: str = DeviceOpt, grad_checkpointing: bool = CkptOpt, resume: bool = ResumeOpt,
+        overwrite: bool = OverwriteOpt, json: bool = JsonOpt, strict: bool = StrictOpt, save_every: int = SaveEveryOpt,
+        eval_every: int = EvalEveryOpt, threads: int | None = ThreadsOpt) -> None:  # fmt: skip
+    """Supervised fine-tuning: loss on assistant turns (messages) or completions (prompt/completion)."""
+    _run("sft", **locals())
+
+
+@finetune_app.command("dpo")
+def dpo(data: Path = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int = RankOpt, alpha: float = AlphaOpt,
+        rslora: bool = RsloraOpt, targets: str = TargetsOpt, layers: str | None = LayersOpt, dropout: float = DropoutOpt,
+        epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt, lr: float | None = LrOpt,
+        schedule: str = ScheduleOpt, warmup: float = WarmupOpt, batch_size: int = BatchOpt, grad_accum: int = AccumOpt,
+        max_len: int = MaxLenOpt, val_split: float = ValOpt, seed: int = SeedOpt, dtype: str = DtypeOpt,
+        device: str = DeviceOpt, grad_checkpointing: bool = CkptOpt, resume: bool = ResumeOpt,
+        overwrite: bool = OverwriteOpt, json: bool = JsonOpt, strict: bool = StrictOpt, save_every: int = SaveEveryOpt,
+        eval_every: int = EvalEveryOpt, beta: float = BetaOpt, threads: int | None = ThreadsOpt) -> None:  # fmt: skip
+    """DPO on chosen/rejected pairs; the reference is the base model (the adapter switched off)."""
+    _run("dpo", **locals())
+
+
+@finetune_app.command("reward")
+def reward(data: Path = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int = RankOpt,
+           alpha: float = AlphaOpt, rslora: bool = RsloraOpt, targets: str = TargetsOpt, layers: str | None = LayersOpt,
+           dropout: float = DropoutOpt, epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt,
+           lr: float | None = LrOpt, schedule: str = ScheduleOpt, warmup: float = WarmupOpt, batch_size: int = BatchOpt,
+           grad_accum: int = AccumOpt, max_len: int = MaxLenOpt, val_split: float = ValOpt, seed: int = SeedOpt,
+           dtype: str = DtypeOpt, device: str = DeviceOpt, grad_checkpointing: bool = CkptOpt,
+           resume: bool = ResumeOpt, overwrite: bool = OverwriteOpt, json: bool = JsonOpt, strict: bool = StrictOpt,
+           save_every: int = SaveEveryOpt, eval_every: int = EvalEveryOpt,
+           threads: int | None = ThreadsOpt) -> None:  # fmt: skip
+    """A reward model: LoRA + a scalar score head, pairwise (Bradley-Terry) loss; saved as PEFT SEQ_CLS."""
+    _run("reward", **locals())
