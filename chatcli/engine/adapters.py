@@ -119,6 +119,9 @@ class AdapterManager:
         self.on_change: list[Callable[[], None]] = list(on_change)
         self._adapters: dict[str, _Loaded] = {}
         self._spare: dict[str, nn.Module] = {}  # empty wrappers kept for the next load
+        # Bumped on every change of what the model computes: a KV cache made at another
+        # version holds keys/values of other weights (see on_change).
+        self.version = 0
         # The original modules, by name, with where they hang (parent, attribute).
         self._slots: dict[str, tuple[nn.Module, str, nn.Module]] = {}
         for name, module in model.named_modules():
@@ -482,6 +485,7 @@ class AdapterManager:
         return any(other != module and getattr(self._slots[other][2], "weight", None) is w for other in self._slots)
 
     def _changed(self) -> None:
+        self.version += 1
         for callback in self.on_change:
             callback()
 
@@ -489,20 +493,19 @@ class AdapterManager:
 def engine_adapters(engine) -> AdapterManager:
     """The adapter manager of a loaded engine (:class:`chatcli.engine.loader.LoadedModel`).
 
-    Uses ``engine.adapters`` when the engine provides one; otherwise binds a manager to
-    ``engine.model`` whose changes wait for no stream (the engine's lock) and reset the
-    generator's KV cache (its keys and values were computed with the old weights).
+    Uses ``engine.adapters`` when the engine provides one; otherwise the model's manager
+    (created if needed), made to wait for no stream (the engine's lock) and to reset the
+    generator's KV cache on every change (its keys and values came from the old weights),
+    also when someone created it earlier without those hooks.
     """
     own = getattr(engine, "adapters", None)
     if isinstance(own, AdapterManager):
         return own
-    existing = getattr(engine.model, AdapterManager._ATTR, None)
-    if existing is not None:
-        return existing
+    mgr = AdapterManager.of(engine.model)
+    exclusive = getattr(engine, "_exclusive", None)
+    if mgr.guard is nullcontext and exclusive is not None:
+        mgr.guard = exclusive
     generator = getattr(engine, "generator", None)
-    return AdapterManager(
-        engine.model,
-        guard=getattr(engine, "_exclusive", None),
-        on_change=[generator.reset] if generator is not None else [],
-    )
-
+    if generator is not None and generator.reset not in mgr.on_change:
+        mgr.on_change.append(generator.reset)
+    return mgr
