@@ -15,6 +15,7 @@ the command palette and the plain REPL run the same command functions.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -94,6 +95,7 @@ class ChatApp(App):
         self._notices: list[tuple[str, str]] = [(n, "warning") for n in notes]
         self.core = ChatCore(None, store=store, params=params, system=system, on_notice=self._notice_from_core)
         self._cancel: threading.Event | None = None
+        self._gen_finished = threading.Event()
         self._gen_worker = None
         self._stream_view: AnswerView | None = None
         self._stream_job: Job | None = None
@@ -305,6 +307,7 @@ class ChatApp(App):
         self._tick_pending = False
         self._interval = self.flush_interval
         self._ui_clock = (time.thread_time(), time.monotonic())
+        self._gen_finished.clear()
         self._gen_worker = self._generate(job, self._cancel)
 
     def _model_label(self) -> str:
@@ -327,6 +330,8 @@ class ChatApp(App):
             job.node.status = "error"
             job.node.meta["error"] = f"{type(e).__name__}: {e}"
             done = Done("error", 0, len(job.node.steps), None, None, error=job.node.meta["error"])
+        finally:
+            self._gen_finished.set()  # the answer is saved (ChatCore.run persists on the way out)
         self.post_message(StreamDone(job.node.id, done or Done("cancelled", 0, len(job.node.steps), None, None)))
 
     async def on_stream_tick(self, message: StreamTick) -> None:
@@ -609,14 +614,17 @@ class ChatApp(App):
         )
 
     def _install_sighup(self) -> None:
-        # A closing terminal sends SIGHUP: stop the answer so its tail is saved, then leave.
+        # A closing terminal sends SIGHUP. There is no screen left to shut down gracefully
+        # (Textual's writer can block on the dead terminal), so: stop the answer, let the
+        # worker save its tail, and leave. Everything else is already in the store.
         if self.is_headless or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
             return
 
         def on_hup(signum, frame) -> None:
             if self._cancel is not None:
                 self._cancel.set()
-            self.call_later(self.action_quit)
+                self._gen_finished.wait(3.0)
+            os._exit(128 + signum)
 
         try:
             self._old_sighup = signal.signal(signal.SIGHUP, on_hup)
