@@ -273,3 +273,64 @@ def test_steps_are_the_engines_steps():
     engine, leaf = run(go())
     replay = [e for e in FakeEngine(length=12).chat(engine.calls[0]["messages"], SamplingParams(temperature=0.8, seed=1)) if isinstance(e, Step)]
     assert [s.id for s in replay] == leaf.ids
+
+
+def test_engine_error_is_shown_and_the_chat_goes_on():
+    async def go():
+        engine = FakeEngine(length=20, fail_after=4)
+        app = build_app(engine)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await send(pilot, "break")
+            await until_idle(pilot)
+            view = app.transcript.answers()[0]
+            assert view.node.status == "error" and len(view.node.steps) == 4
+            assert "NaN logits" in str(view.query_one(".answer-footer").render())
+            assert any(n.kind == "error" and "NaN" in n.plain for n in app.query(Note))
+            engine.fail_after = None
+            await send(pilot, "/retry")
+            await until_idle(pilot)
+            assert app.core.conv.leaf.status == "stop" and view.sibling_pos == (1, 2)
+
+    run(go())
+
+
+def test_prompt_history_comes_from_saved_conversations(tmp_path):
+    from chatcli.chat_core import ChatCore
+
+    store = Store.open(tmp_path / "h.db")
+    core = ChatCore(FakeEngine(length=2), store=store)
+    for text in ("an older question", "the last question"):
+        list(core.run(core.send(text)))
+
+    async def go():
+        app = build_app(FakeEngine(length=2), store=Store.open(tmp_path / "h.db"))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await pilot.press("up")
+            assert app.prompt.text == "the last question"
+            await pilot.press("up")
+            assert app.prompt.text == "an older question"
+
+    run(go())
+
+
+def test_sibling_arrows_in_the_header_are_clickable():
+    async def go():
+        app = build_app(FakeEngine(length=6))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await send(pilot, "q")
+            await until_idle(pilot)
+            await send(pilot, "/retry")
+            await until_idle(pilot)
+            view = app.transcript.answers()[0]
+            first, second = app.core.conv.siblings(view.node.id)[0]
+            assert view.node is second
+            header = view.query_one(".answer-header")
+            left_arrow = len("◆ fake-tiny  ")
+            await pilot.click(header, offset=(left_arrow, 0))
+            await pilot.pause()
+            assert view.node is first and app.core.conv.leaf is first
+
+    run(go())

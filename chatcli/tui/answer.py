@@ -54,7 +54,9 @@ class TokenChunk(Static):
                 content = content + Content(tail)
         return content
 
-    def on_click(self, event: events.Click) -> None:
+    def on_mouse_down(self, event: events.MouseDown) -> None:
+        # On mouse down, not click: focusing the answer can re-layout the transcript
+        # before the button comes up, and the click would land elsewhere.
         index = event.style.meta.get("token")
         if index is not None:
             event.stop()
@@ -217,9 +219,9 @@ class AnswerView(Vertical, can_focus=True):
         if count > 1:
             parts += [
                 "  ",
-                ("‹", Style.from_meta({"@click": "sibling(-1)"})),
+                ("‹", Style.from_meta({"@mouse.down": "sibling(-1)"})),
                 Content.styled(f" {pos + 1}/{count} ", "bold $secondary"),
-                ("›", Style.from_meta({"@click": "sibling(1)"})),
+                ("›", Style.from_meta({"@mouse.down": "sibling(1)"})),
             ]
         stats = []
         if n.steps:
@@ -265,9 +267,9 @@ class AnswerView(Vertical, can_focus=True):
     def on_focus(self) -> None:
         self.app.set_inspected(self)  # type: ignore[attr-defined]
         if self.cursor is None and self.node.steps:
-            self.move_to(len(self.node.steps) - 1)
+            self.move_to(len(self.node.steps) - 1, scroll=False)
 
-    def move_to(self, index: int) -> None:
+    def move_to(self, index: int, *, scroll: bool = True) -> None:
         if not self.node.steps:
             return
         index = max(0, min(len(self.node.steps) - 1, index))
@@ -280,7 +282,7 @@ class AnswerView(Vertical, can_focus=True):
             if chunk is not None:
                 chunk.refresh()
         chunk = self._chunk_for(index)
-        if chunk is not None:
+        if chunk is not None and scroll:
             self.call_after_refresh(chunk.scroll_visible, animate=False)
         self.post_message(TokenSelected(self.node.id, index))
 

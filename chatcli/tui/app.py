@@ -512,6 +512,8 @@ class ChatApp(App):
             idx = answers.index(self.focused)
             target = answers[max(0, idx - 1)]
         target.focus()
+        if target.node.steps:
+            target.move_to(target.cursor if target.cursor is not None else len(target.node.steps) - 1)
 
     def action_focus_answer(self, delta: int) -> None:
         answers = self.transcript.answers()
