@@ -1,6 +1,7 @@
 """The ``finetune`` plugin: LoRA SFT, DPO and reward models from chats and rankings.
 
-Adds the ``chatcli finetune sft|dpo|reward`` CLI group. This module only registers
+Adds the ``chatcli finetune sft|dpo|reward`` CLI group and the ``/finetune`` chat command
+(background runs, status, stop, hot-load). This module only registers
 it; torch and the training code are imported when a command runs.
 """
 
@@ -14,3 +15,21 @@ __version__ = "0.1.0"
 @hookimpl
 def register_cli(register):
     register("finetune", "plugins.finetune.cli:finetune_app", "Train LoRA adapters: sft, dpo, reward (PEFT format).")
+
+
+def _finetune_command(ctx, args: str | None = None) -> None:
+    from plugins.finetune.command import finetune_command
+
+    finetune_command(ctx, args or "")
+
+
+@hookimpl
+def register_commands(register):
+    from chatcli.commands import Arg
+
+    register(
+        "finetune",
+        _finetune_command,
+        "train a LoRA adapter in the background: /finetune sft|dpo|reward [FILE] [--load] [flags] | status | stop | load",
+        args=(Arg("args", "text", optional=True, help="sft|dpo|reward [FILE] [--load] [flags], status, stop, load"),),
+    )

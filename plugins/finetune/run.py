@@ -2,8 +2,11 @@
 
 :func:`run_training` is what ``chatcli finetune sft|dpo|reward`` calls (and the
 tests, with a tiny model directory as ``args.model``). Under ``torchrun`` every
-process runs it; process 0 alone writes files and reports. Returns the summary
-dict (also the last ``--json`` line).
+process runs it; process 0 alone writes files and reports. Returns a dict with the
+``summary`` (also the last ``--json`` line and ``OUT/summary.json``) and, for callers
+that keep going in-process, the trained ``model`` (adapter attached as
+``finetune``), ``tokenizer``, adapter ``manager``, reward ``head`` and the
+``train`` / ``val`` items.
 """
 
 from __future__ import annotations

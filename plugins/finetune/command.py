@@ -1,0 +1,134 @@
+"""``/finetune`` in the chat: start a background run, show its status, stop it, hot-load the result.
+
+Forms::
+
+    /finetune sft|dpo|reward [FILE] [--load] [any `chatcli finetune` flag ...]
+    /finetune status | stop | load
+
+Without FILE, ``sft`` trains on the current conversation and ``dpo`` / ``reward``
+on the saved rankings (what ``chatcli rank export`` would write). ``--load`` loads
+the adapter as soon as the run finishes; otherwise ``/finetune load`` does. One run
+at a time per chat session.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+
+from chatcli.errors import UsageError
+from plugins.finetune.background import BackgroundRun
+
+_RUN: dict[str, BackgroundRun | None] = {"current": None}
+KINDS = ("sft", "dpo", "reward")
+
+
+def current_run() -> BackgroundRun | None:
+    return _RUN["current"]
+
+
+def _data_dir() -> Path:
+    from chatcli.engine.paths import data_dir
+
+    return data_dir() / "finetune"
+
+
+def _conversation_data(ctx, path: Path) -> Path:
+    messages = ctx.core.conv.messages()
+    if not any(m["role"] == "assistant" for m in messages):
+        raise UsageError("this conversation has no answer to learn from: chat first, or give a data FILE")
+    path.write_text(json.dumps({"messages": messages}) + "\n", encoding="utf-8")
+    return path
+
+
+def _rankings_data(kind: str, path: Path) -> Path:
+    from plugins.rank.export import records
+    from plugins.rank.store import RankStore
+
+    with RankStore.open() as store:
+        rows = list(records(store.items(), kind))
+    if not rows:
+        raise UsageError("no ranked pairs saved yet: rank some answers with /rank, or give a data FILE")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _load(ctx, run: BackgroundRun) -> str:
+    from chatcli.engine.adapters import AdapterManager, adapter_name
+
+    engine = ctx.core.engine
+    if engine is None:
+        raise UsageError("no model is loaded")
+    manager = AdapterManager.of(engine.model)
+    reset = engine.generator.reset
+    if reset not in manager.on_change:
+        manager.on_change.append(reset)  # cached keys/values were computed without the adapter
+    name = adapter_name(run.out.name)
+    if name in manager:
+        manager.unload(name)
+    info = manager.load(run.out, name=name)
+    return f"loaded adapter {info.name} ({info.params:,} parameters) from {run.out}"
+
+
+def finetune_command(ctx, args: str) -> None:
+    words = shlex.split(args or "")
+    if not words or words[0] == "status":
+        run = current_run()
+        ctx.say(run.status_line() if run else "no fine-tuning run in this session: /finetune sft|dpo|reward [FILE]", "result")
+        return
+    action = words[0]
+    if action == "stop":
+        run = current_run()
+        if run is None or not run.running:
+            raise UsageError("no fine-tuning run is running")
+        run.stop()
+        ctx.say("stopping after the current step (a checkpoint is kept; resume with the same command and --resume)")
+        return
+    if action == "load":
+        run = current_run()
+        if run is None or not run.finished:
+            raise UsageError("no finished fine-tuning run to load: see /finetune status")
+        ctx.say(_load(ctx, run), "result")
+        return
+    if action not in KINDS:
+        raise UsageError(f"unknown /finetune {action!r}: use sft, dpo, reward, status, stop or load")
+    if current_run() is not None and current_run().running:
+        raise UsageError("a fine-tuning run is already going: /finetune status, or /finetune stop")
+    rest = words[1:]
+    auto_load = "--load" in rest
+    rest = [w for w in rest if w != "--load"]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = _data_dir() / f"{action}-{stamp}"
+    if "--out" in rest:
+        i = rest.index("--out")
+        out = Path(rest[i + 1]).expanduser()
+        del rest[i : i + 2]
+    if rest and not rest[0].startswith("-"):
+        data = Path(rest.pop(0)).expanduser()
+        if not data.is_file():
+            raise UsageError(f"data file not found: {data}")
+    else:
+        _data_dir().mkdir(parents=True, exist_ok=True)
+        target = _data_dir() / f"{action}-{stamp}.jsonl"
+        data = _conversation_data(ctx, target) if action == "sft" else _rankings_data(action, target)
+    if "--from-rankings" in rest:
+        rest.remove("--from-rankings")
+        if action == "sft":
+            data = _rankings_data("sft", _data_dir() / f"{action}-{stamp}.jsonl")
+    model = ctx.core.engine.identity.name if getattr(ctx.core, "engine", None) is not None else None
+    pending: dict[str, bool] = {"load": auto_load}
+
+    def on_end(run: BackgroundRun) -> None:
+        # Runs on the watcher thread; loading waits for the model's guard (no answer streaming).
+        if pending["load"] and run.finished:
+            try:
+                ctx.say(_load(ctx, run), "result")
+            except Exception as e:  # reported, never raised into a thread
+                ctx.say(f"could not load the new adapter: {e}", "error")
+
+    run = BackgroundRun(action, data, out, rest, model=model, on_end=on_end).start()
+    _RUN["current"] = run
+    ctx.say(f"fine-tuning ({action}) started in the background -> {out}; /finetune status, /finetune stop"
+            + (" (loads when done)" if auto_load else ""))  # fmt: skip
