@@ -102,10 +102,14 @@ def chat(
 
 
 def install_plugin_commands(report_to_stderr: bool) -> list[str]:
-    """Add the plugins' slash commands to the shared registry; returns the problems to show in the TUI."""
-    from chatcli import plugins
+    """Add the adapter commands and the plugins' slash commands to the shared registry.
+
+    Returns the problems to show in the TUI (plain mode reports them on stderr).
+    """
+    from chatcli import lora_commands, plugins
     from chatcli.commands import REGISTRY
 
+    lora_commands.install(REGISTRY)
     problems: list[str] = []
     report = plugins.stderr_report if report_to_stderr else problems.append
     try:

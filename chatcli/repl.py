@@ -97,6 +97,12 @@ class Repl:
     def quit(self) -> None:
         self.done = True
 
+    def adapters_changed(self) -> None:
+        from chatcli.lora_commands import status_text
+
+        text = status_text(self.core.engine) if self.core.engine is not None else ""
+        self.say(text or "no adapters active", "info")
+
     # --- streaming -------------------------------------------------------------------------
 
     def stream(self, job: Job) -> Done:

@@ -183,3 +183,41 @@ def test_plugin_screens_in_the_palette_and_startup_notes(monkeypatch):
             assert isinstance(app.screen, Hello)
 
     run(go())
+
+
+def test_adapter_commands_update_the_status_bar(tiny_model_dir, tmp_path):
+    import torch
+
+    from chatcli.commands import Registry
+    from chatcli.engine.loader import load_engine
+    from chatcli.engine.lora_io import LoRAAdapter, ModuleLoRA, write_adapter
+    from chatcli.engine.params import SamplingParams
+    from chatcli.lora_commands import install
+    from chatcli.tui.app import make_app
+
+    gen = torch.Generator().manual_seed(0)
+    mods = {
+        f"model.layers.{i}.self_attn.q_proj": ModuleLoRA(torch.randn(4, 64, generator=gen), torch.randn(64, 4, generator=gen), 8.0)
+        for i in (0, 1)
+    }
+    adapter = write_adapter(LoRAAdapter(modules=mods), tmp_path / "sft")
+    registry = Registry()
+    for c in REGISTRY.commands():
+        registry.add(c)
+    install(registry)
+    engine = load_engine(str(tiny_model_dir), device="cpu")
+
+    async def go():
+        app = make_app(lambda progress: engine, registry=registry, params=SamplingParams(temperature=0, max_tokens=6))
+        async with app.run_test(size=(140, 30)) as pilot:
+            await ready(pilot)
+            assert "adapters none" in str(app.status.query_one("#status-left").render())
+            await send(pilot, f"/load-lora {adapter} --name sft --scale 0.5")
+            assert "lora: sft×0.5" in str(app.status.query_one("#status-left").render())
+            await send(pilot, "hello")
+            await until_idle(pilot)
+            assert app.core.conv.leaf.steps  # the tiny model answers with the adapter on
+            await send(pilot, "/lora-off sft")
+            assert "adapters none" in str(app.status.query_one("#status-left").render())
+
+    run(go())

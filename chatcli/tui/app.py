@@ -243,6 +243,10 @@ class ChatApp(App):
     def quit(self) -> None:
         self.call_later(self.action_quit)
 
+    def adapters_changed(self) -> None:
+        """Called by the adapter commands: the status bar shows the active adapters."""
+        self._refresh_status()
+
     def _notice_from_core(self, message: str, kind: str) -> None:
         # May run in the generation worker thread; post_message is the thread-safe way in.
         self.post_message(EngineNotice(message, kind))
@@ -612,8 +616,19 @@ class ChatApp(App):
             usage = None
         self.status.update_info(
             identity=self.core.identity, model=self.model_name or "", params=self.core.conv.params, context=usage,
-            conv_id=self.core.conv.id, saving=self.core.store is not None, tint=self.tint, **changes,
+            conv_id=self.core.conv.id, saving=self.core.store is not None, tint=self.tint,
+            adapters=self._adapters_text(), **changes,
         )
+
+    def _adapters_text(self) -> str:
+        if self.core.engine is None:
+            return ""
+        try:
+            from chatcli.lora_commands import status_text
+
+            return status_text(self.core.engine)
+        except Exception:  # a fake or remote engine without adapters
+            return ""
 
     def _install_sighup(self) -> None:
         # A closing terminal sends SIGHUP. There is no screen left to shut down gracefully

@@ -27,6 +27,7 @@ class StatusInfo:
     conv_id: int | None = None
     saving: bool = True
     tint: str = "off"
+    adapters: str = ""  # "lora: sft×0.5, dpo (merged)", or "" for none
 
 
 def _fmt_k(n: int) -> str:
@@ -57,7 +58,10 @@ def left_content(info: StatusInfo) -> Content:
         parts.append(("  │", "$text-muted"))
         for k, v in items:
             parts += [(f" {k} ", "$text-muted"), (v, "")]
-    parts += [("  │ adapters ", "$text-muted"), ("none", "")]
+    if info.adapters:
+        parts += [("  │ ", "$text-muted"), (info.adapters, "bold $secondary")]
+    else:
+        parts += [("  │ adapters ", "$text-muted"), ("none", "")]
     return Content.assemble(*parts)
 
 
