@@ -6,8 +6,10 @@ and checks the adapter completely (:mod:`lora_io`, :mod:`lora_validate`) before
 wrapping any layer, so a bad adapter leaves the model exactly as it was; a good one
 wraps the targeted layers in :class:`~chatcli.engine.lora.LoRALinear` in
 milliseconds, without touching the base weights. Unloading an adapter that was
-never merged restores the base model bit-exactly; the last adapter leaving a layer
-puts the original module object back.
+never merged restores the base model bit-exactly. A layer holds its wrapper only
+while the wrapper has work (an adapter on, unmerged, with a non-zero scale);
+otherwise the original module object is back in place, so adapters that are off
+or merged cost nothing per token.
 
 State changes go through ``guard`` (e.g. the engine's "no answer is streaming"
 lock, so a load during an answer is refused with a message) and are announced to
@@ -118,7 +120,7 @@ class AdapterManager:
         self.guard = guard or nullcontext
         self.on_change: list[Callable[[], None]] = list(on_change)
         self._adapters: dict[str, _Loaded] = {}
-        self._spare: dict[str, nn.Module] = {}  # empty wrappers kept for the next load
+        self._wrappers: dict[str, nn.Module] = {}  # module name -> its LoRALinear / ReplacedModule
         # Bumped on every change of what the model computes: a KV cache made at another
         # version holds keys/values of other weights (see on_change).
         self.version = 0
@@ -268,6 +270,7 @@ class AdapterManager:
             pair = self._current(module).lora[name]
             m.A, m.B = pair.A.data, pair.B.data
         self._adapters[name] = _Loaded(adapter, scale)
+        self._place(done)
 
     def unload(self, name: str) -> None:
         """Remove adapter ``name``; an unmerged one leaves the base weights bit-exact."""
@@ -342,6 +345,7 @@ class AdapterManager:
             rep = self._current(module).replacements[name]
             rep.scale, rep.enabled = new_scale, new_enabled
         st.scale, st.enabled, st.merged = new_scale, new_enabled, new_merged
+        self._place([*st.adapter.modules, *st.adapter.saved])
 
     @contextmanager
     def override(self, on: Iterable[str] = (), off: Iterable[str] = ()) -> Iterator[None]:
@@ -385,6 +389,7 @@ class AdapterManager:
                     rep = self._current(module).replacements[n]
                     rep.scale, rep.enabled = scale, enabled
                 st.scale, st.enabled, st.merged = scale, enabled, merged
+                self._place([*st.adapter.modules, *st.adapter.saved])
 
     def disabled(self, names: Iterable[str] | None = None) -> ContextManager[None]:
         """Run the base model (or the model without ``names``) inside the block."""
@@ -419,7 +424,7 @@ class AdapterManager:
                 w = state[key]
                 state[key] = (w.float() + pair.delta().to(w.device)).to(w.dtype)
         for module in REPLACEABLE:
-            wrapper = self._slots_current(module)
+            wrapper = self._wrappers.get(module)
             if isinstance(wrapper, ReplacedModule) and (rep := wrapper.current()) is not None:
                 key = f"{module}.weight"
                 base = state[key]
@@ -443,42 +448,47 @@ class AdapterManager:
         w = self._slots[next(iter(self.shapes.linears))][2].weight
         return w.dtype, w.device
 
-    def _slots_current(self, module: str) -> nn.Module:
-        parent, attr, _ = self._slots[module]
-        return getattr(parent, attr)
-
-    def _current(self, module: str):
-        return self._slots_current(module)
+    def _current(self, module: str) -> Any:
+        """The wrapper of ``module`` (in the model or parked beside it)."""
+        return self._wrappers[module]
 
     def _wrapper(self, module: str, kind: type) -> Any:
-        parent, attr, original = self._slots[module]
-        current = getattr(parent, attr)
-        if isinstance(current, kind):
-            return current
-        if current is not original:
-            raise AssertionError(f"{module} was replaced outside the adapter manager")
-        wrapper = self._spare.pop(module, None)  # reuse a wrapper from an earlier load: no module creation
+        wrapper = self._wrappers.get(module)
         if not isinstance(wrapper, kind):
-            wrapper = kind(original)
-        wrapper.training = original.training
-        setattr(parent, attr, wrapper)
+            # Created once per module and kept: a reload costs no module creation.
+            wrapper = kind(self._slots[module][2])
+            self._wrappers[module] = wrapper
         return wrapper
 
+    def _place(self, modules) -> None:
+        """Put each wrapper in the model only while it has work (an active side path or
+        replacement); otherwise the original module object. So an adapter that is off or
+        merged costs nothing per token, and the model is structurally the base model."""
+        for module in modules:
+            parent, attr, original = self._slots[module]
+            current = getattr(parent, attr)
+            wrapper = self._wrappers.get(module)
+            if current is not original and current is not wrapper:
+                raise AssertionError(f"{module} was replaced outside the adapter manager")
+            busy = wrapper is not None and (
+                any(p.active for p in wrapper.lora.values())
+                if isinstance(wrapper, LoRALinear)
+                else wrapper.current() is not None
+            )
+            want = wrapper if busy else original
+            if current is not want:
+                if busy:
+                    wrapper.training = original.training
+                setattr(parent, attr, want)
+
     def _detach(self, module: str, name: str) -> None:
-        parent, attr, original = self._slots[module]
-        wrapper = getattr(parent, attr)
+        wrapper = self._wrappers.get(module)
         if isinstance(wrapper, LoRALinear):
             if name in wrapper.lora:
                 wrapper.remove(name)
-            empty = len(wrapper.lora) == 0
         elif isinstance(wrapper, ReplacedModule):
             wrapper.replacements.pop(name, None)
-            empty = not wrapper.replacements
-        else:
-            return
-        if empty:
-            setattr(parent, attr, original)  # the very module object the model was built with
-            self._spare[module] = wrapper
+        self._place([module])
 
     def _shared_weight(self, module: str) -> bool:
         w = self._slots[module][2].weight

@@ -171,7 +171,7 @@ class LoRALinear(nn.Module):
     # --- forward -------------------------------------------------------------
 
     def _fused_pair(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(A_cat [R, in], (B_cat)^T [R, out]) of the active adapters, built once per change."""
+        """(A_cat^T [in, R], B_cat^T [R, out]) of the active adapters, built once per change."""
         if self._fused_valid and self._fused is not None and self._versions != self._tensor_versions():
             self._fused_valid = False  # A or B changed in place (an optimizer step): rebuild
         if not self._fused_valid:
@@ -180,9 +180,9 @@ class LoRALinear(nn.Module):
             self._versions = self._tensor_versions()
             if active:
                 with torch.no_grad():
-                    a = torch.cat([p.A for p in active], dim=0)  # [R, in]
+                    at = torch.cat([p.A for p in active], dim=0).t()  # [in, R]
                     bt = torch.cat([(p.B * (p.scale * p.scaling)).t() for p in active], dim=0)  # [R, out]
-                self._fused = (a.contiguous(), bt.contiguous())
+                self._fused = (at.contiguous(), bt.contiguous())
             self._fused_valid = True
         return self._fused
 
@@ -211,10 +211,9 @@ class LoRALinear(nn.Module):
         fused = self._fused_pair()
         if fused is None:
             return y
-        a, bt = fused
-        x2 = x.reshape(-1, x.shape[-1])  # [N, in]
-        # y += (x A^T) (B_cat^T) in place, no [N, out] temporary (y is fresh from F.linear).
-        y.view(-1, y.shape[-1]).addmm_(x2 @ a.t(), bt)
+        at, bt = fused
+        # y += (x A_cat^T) B_cat^T in place, no [N, out] temporary (y is fresh from F.linear).
+        y.view(-1, y.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]) @ at, bt)
         return y
 
     def extra_repr(self) -> str:
