@@ -23,8 +23,6 @@ weight in ``finally``; merged weights are restored from a copy, bit-exactly.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -34,41 +32,20 @@ from typing import Any, ContextManager
 import torch
 from torch import nn
 
+from chatcli.engine.adapter_info import (  # noqa: F401  (re-exported)
+    _NAME,
+    AdapterInfo,
+    adapter_name,
+    check_scale,
+    describe,
+    sort_targets,
+)
 from chatcli.engine.lora import LoRALinear, LoRAPair, Replacement, ReplacedModule
 from chatcli.engine.lora_io import LoRAAdapter, read_adapter, write_adapter
 from chatcli.engine.lora_validate import AdapterError, ModuleShapes, check_against_model, max_rank_limit
 from chatcli.errors import UsageError
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-# Display order of target short names (the order of a transformer block).
-_TARGET_ORDER = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head", "embed_tokens")
 REPLACEABLE = ("lm_head", "model.embed_tokens")
-
-
-@dataclass(frozen=True)
-class AdapterInfo:
-    """One row of ``/lora``."""
-
-    name: str
-    source: str | None
-    rank: int  # the largest rank (ranks lists all when they differ)
-    ranks: tuple[int, ...]
-    alpha: float
-    rslora: bool
-    targets: tuple[str, ...]  # short module names: q_proj, v_proj, ...
-    layers: int  # how many transformer layers it touches
-    modules: int  # how many linear layers it wraps
-    replaces: tuple[str, ...]  # modules_to_save
-    params: int
-    percent: float  # of the base model's parameters
-    scale: float
-    enabled: bool
-    merged: bool
-    base_model: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -77,27 +54,6 @@ class _Loaded:
     scale: float
     enabled: bool = True
     merged: bool = False
-
-
-def sort_targets(names: Iterable[str]) -> tuple[str, ...]:
-    """Short module names in a transformer block's order (q, k, v, o, gate, up, down, ...)."""
-    return tuple(sorted(set(names), key=lambda s: (_TARGET_ORDER.index(s) if s in _TARGET_ORDER else 99, s)))
-
-
-def adapter_name(text: str) -> str:
-    """A valid adapter name from a folder or file stem (other characters become '_')."""
-    name = re.sub(r"[^A-Za-z0-9_-]", "_", text.strip())[:64].strip("_")
-    return name or "adapter"
-
-
-def check_scale(scale: float) -> float:
-    try:
-        s = float(scale)
-    except (TypeError, ValueError):
-        raise UsageError(f"adapter scale must be a number, not {scale!r}") from None
-    if not math.isfinite(s):
-        raise UsageError(f"adapter scale must be finite, not {scale!r}")
-    return s
 
 
 class AdapterManager:
@@ -175,30 +131,7 @@ class AdapterManager:
 
     def info(self, name: str) -> AdapterInfo:
         st = self._get(name)
-        a = st.adapter
-        ranks = sorted({m.r for m in a.modules.values()})
-        alphas = [m.alpha for m in a.modules.values()]
-        short = {m.rsplit(".", 1)[-1] for m in a.modules}
-        layers = {int(x.group(1)) for m in a.modules if (x := _LAYER.search(m))}
-        params = a.num_params()
-        return AdapterInfo(
-            name=name,
-            source=a.source,
-            rank=max(ranks) if ranks else 0,
-            ranks=tuple(ranks),
-            alpha=max(set(alphas), key=alphas.count) if alphas else 0.0,
-            rslora=a.use_rslora,
-            targets=sort_targets(short),
-            layers=len(layers),
-            modules=len(a.modules),
-            replaces=tuple(sorted(a.saved)),
-            params=params,
-            percent=100.0 * params / max(self.base_params, 1),
-            scale=st.scale,
-            enabled=st.enabled,
-            merged=st.merged,
-            base_model=a.base_model,
-        )
+        return describe(name, st.adapter, st.scale, st.enabled, st.merged, self.base_params)
 
     def list(self) -> list[AdapterInfo]:
         return [self.info(n) for n in self._adapters]
@@ -407,33 +340,15 @@ class AdapterManager:
         """Write adapter ``name`` in PEFT's format."""
         return write_adapter(self._get(name).adapter, out_dir)
 
+    def base_parameters(self) -> dict[str, torch.Tensor]:
+        """Every base-model parameter by checkpoint key (merged adapters included), wrappers or not."""
+        return {key: getattr(owner, attr).detach() for key, (owner, attr) in self._params.items()}
+
     def merged_state_dict(self) -> tuple[dict[str, torch.Tensor], bool]:
-        """The base weights with every active adapter applied, by checkpoint key, and whether the
-        LM head no longer equals the embeddings (then it is included and must be saved untied)."""
-        state: dict[str, torch.Tensor] = {}
-        for key, (owner, attr) in self._params.items():
-            state[key] = getattr(owner, attr).detach()
-        for name, st in self._adapters.items():
-            if not (st.enabled and st.scale != 0.0):
-                continue
-            for module in st.adapter.modules:
-                pair = self._current(module).lora[name]
-                if pair.merged:
-                    continue  # already inside the base weight
-                key = f"{module}.weight"
-                w = state[key]
-                state[key] = (w.float() + pair.delta().to(w.device)).to(w.dtype)
-        for module in REPLACEABLE:
-            wrapper = self._wrappers.get(module)
-            if isinstance(wrapper, ReplacedModule) and (rep := wrapper.current()) is not None:
-                key = f"{module}.weight"
-                base = state[key]
-                state[key] = rep.weight if rep.scale == 1.0 else base + rep.scale * (rep.weight - base)
-        tied = getattr(getattr(self.model, "config", None), "tie_word_embeddings", False)
-        untied = bool(tied) and not torch.equal(state["lm_head.weight"], state["model.embed_tokens.weight"])
-        if tied and not untied:
-            state.pop("lm_head.weight", None)
-        return state, untied
+        """See :func:`chatcli.engine.lora_merge.merged_state_dict`."""
+        from chatcli.engine.lora_merge import merged_state_dict
+
+        return merged_state_dict(self)
 
     # --- internals -----------------------------------------------------------------------------
 
