@@ -57,12 +57,20 @@ def _root(
     _debug = debug or _debug
 
 
+_registered = False
+
+
 def _register_commands() -> None:
-    from chatcli import cli_generate, cli_inspect, cli_models, cli_plugins
+    global _registered
+    if _registered:  # main() may run many times in one process (tests, embedding)
+        return
+    _registered = True
+    from chatcli import cli_generate, cli_inspect, cli_lora, cli_models, cli_plugins
 
     cli_generate.register(app)
     cli_inspect.register(app)
     cli_models.register(app)
+    cli_lora.register(app)
     cli_plugins.register(app)
     try:  # the chat front end lands in its own module
         from chatcli import cli_chat

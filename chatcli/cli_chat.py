@@ -13,19 +13,21 @@ import sys
 
 import typer
 
-from chatcli.cli_common import ChatTemplateOpt, DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, sampling_params, set_threads
+from chatcli.cli_common import ChatTemplateOpt, DeviceOpt, LoraOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, sampling_params, set_threads
 from chatcli.errors import UsageError
 
 TINTS = ("off", "model_prob", "entropy")
 
 
-def engine_factory(model: str, dtype: str, device: str, chat_template: str | None):
+def engine_factory(model: str, dtype: str, device: str, chat_template: str | None, lora=()):
     """A factory ``progress -> engine`` for the front ends (loads torch only when called)."""
 
     def factory(progress):
         from chatcli.engine.loader import load_engine
 
-        engine = load_engine(model, dtype=dtype, device=device, chat_template=chat_template, progress=progress)
+        engine = load_engine(
+            model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora
+        )
         require = getattr(engine, "require_chat_template", None)
         if require is not None:
             require()  # chatting needs the model's chat template; the error says what to do
@@ -56,6 +58,7 @@ def chat(
     device: str = DeviceOpt,
     threads: int | None = ThreadsOpt,
     chat_template: str | None = ChatTemplateOpt,
+    lora: list[str] | None = LoraOpt,
 ) -> None:
     """Chat with a local model and see how every token was chosen."""
     params = sampling_params(
@@ -77,7 +80,11 @@ def chat(
     store, warning = (None, None) if no_save else open_store()
     if resume_id is not None and store is None and warning:
         raise UsageError(f"cannot resume: {warning}")
-    factory = engine_factory(model, dtype, device, chat_template)
+    if lora:
+        from chatcli.engine.adapter_spec import preflight
+
+        preflight(list(lora))  # a wrong adapter path fails now, not inside the app
+    factory = engine_factory(model, dtype, device, chat_template, tuple(lora or ()))
     use_plain = plain or not sys.stdin.isatty() or not sys.stdout.isatty()
     problems = install_plugin_commands(report_to_stderr=use_plain)
     if use_plain:

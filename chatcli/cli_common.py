@@ -17,6 +17,11 @@ ModelOpt = typer.Option(
 DtypeOpt = typer.Option("float32", "--dtype", help="float32 (reference), bfloat16 or float16.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice).")
+LoraOpt = typer.Option(
+    None, "--lora",
+    help="LoRA adapter PATH[:SCALE] (repeatable): a PEFT folder or .safetensors, or a name from ./adapters, "
+    "the demo adapters or the user adapter folder.",
+)
 ChatTemplateOpt = typer.Option(
     None, "--chat-template", help="A Jinja chat template file that replaces the model's own."
 )

@@ -11,6 +11,7 @@ import typer
 from chatcli import __version__
 from chatcli.cli_common import (
     ChatTemplateOpt,
+    LoraOpt,
     DeviceOpt,
     DtypeOpt,
     ModelOpt,
@@ -43,6 +44,7 @@ def generate(
     device: str = DeviceOpt,
     threads: int | None = ThreadsOpt,
     chat_template: str | None = ChatTemplateOpt,
+    lora: list[str] | None = LoraOpt,
     top: int = typer.Option(5, "--top", help="Alternatives shown per step."),
     as_json: bool = typer.Option(False, "--json", help="JSONL on stdout: meta, one step per token, done."),
     show_probs: bool = typer.Option(False, "--show-probs", help="After the answer, each token with its probability and alternatives."),
@@ -71,7 +73,9 @@ def generate(
         return
 
     with stderr_progress() as progress:
-        engine = load_engine(model, dtype=dtype, device=device, chat_template=chat_template, progress=progress)
+        engine = load_engine(
+            model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora or ()
+        )
     if not raw:
         engine.require_chat_template()
     if params.seed is None:
@@ -82,6 +86,7 @@ def generate(
             "type": "meta", "model": engine.identity.name, "model_sha256": engine.identity.sha256,
             "dtype": engine.identity.dtype, "device": engine.identity.device,
             "params": params.to_json(), "seed": params.seed, "raw": raw,
+            "adapters": [{"name": a.name, "scale": a.scale} for a in engine.adapters.list()] if lora else [],
             "chatcli_version": __version__,
         })
     events = engine.complete(text, params) if raw else engine.chat(messages, params)

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chatcli.cli_common import (
-    ChatTemplateOpt, DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, read_text_arg, set_threads,
+    ChatTemplateOpt, DeviceOpt, LoraOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, read_text_arg, set_threads,
 )
 from chatcli.probs_view import certainty_style, show_token
 
@@ -73,6 +73,7 @@ def score(
     device: str = DeviceOpt,
     threads: int | None = ThreadsOpt,
     chat_template: str | None = ChatTemplateOpt,
+    lora: list[str] | None = LoraOpt,
     top: int = typer.Option(3, "--top", help="Most probable alternatives shown per token."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per token, then a summary."),
 ) -> None:
@@ -89,7 +90,9 @@ def score(
         raise UsageError(f"invalid --top {top}: use an integer >= 0")
     text = read_text_arg(text, "text")
     with stderr_progress() as progress:
-        engine = load_engine(model, dtype=dtype, device=device, chat_template=chat_template, progress=progress)
+        engine = load_engine(
+            model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora or ()
+        )
     result = api.score(engine, text, prompt=prompt, system=system, top_n=top)
     if as_json:
         for t in result.tokens:

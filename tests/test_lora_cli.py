@@ -141,3 +141,23 @@ def test_diff_text_and_bad_adapter(run, tiny_model_dir, adapter_dir, tmp_path):
     (bad / "adapter_model.bin").write_bytes(b"\x80\x04")
     code, out, err = run("lora", "diff", "-l", str(bad), "Hi", "-m", str(tiny_model_dir))
     assert code == 1 and err.count("\n") == 1 and "never unpickled" in err and out == ""
+
+
+def test_generate_with_lora_flag(run, tiny_model_dir, adapter_dir):
+    base = ("generate", "Paris is", "--model", str(tiny_model_dir), "--json", "-n", "8", "--temperature", "0")
+    ids = lambda out: [json.loads(x)["id"] for x in out.splitlines() if json.loads(x)["type"] == "step"]  # noqa: E731
+    code, plain, _ = run(*base)
+    assert code == 0
+    code, adapted, _ = run(*base, "--lora", str(adapter_dir))
+    assert code == 0 and ids(adapted) != ids(plain)
+    assert json.loads(adapted.splitlines()[0])["adapters"] == [{"name": "sft", "scale": 1.0}]
+    code, zero, _ = run(*base, "--lora", f"{adapter_dir}:0")
+    assert code == 0 and ids(zero) == ids(plain)
+
+
+def test_missing_lora_fails_before_loading_the_model(run, tiny_model_dir, tmp_path, monkeypatch):
+    import chatcli.engine.checkpoint as checkpoint
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda *a, **k: pytest.fail("model loaded"))
+    code, out, err = run("generate", "hi", "--model", str(tiny_model_dir), "--lora", str(tmp_path / "nope"))
+    assert code == 1 and out == "" and err.count("\n") == 1 and "nope" in err

@@ -411,6 +411,7 @@ class AdapterManager:
 
     def _changed(self) -> None:
         self.version += 1
+        self.model.weights_version = getattr(self.model, "weights_version", 0) + 1
         for callback in self.on_change:
             callback()
 

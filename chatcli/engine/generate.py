@@ -30,6 +30,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -86,6 +87,7 @@ class Generator:
         self.prefill_chunk = prefill_chunk
         self.cache: KVCache | None = None
         self.cached_ids: list[int] = []
+        self._cache_weights = getattr(model, "weights_version", 0)  # the weights cached_ids were run under
         self.forwarded_tokens = 0  # every position ever run through the model (tests read it)
         self.last_seed: int | None = None
         self.last_seeds: list[int] = []
@@ -103,8 +105,11 @@ class Generator:
     def _prefix_cache(self) -> KVCache:
         if self.cache is None:
             self.cache = KVCache(self.config, 1, self.model.dtype, self.device)
-        if self.cache.length != len(self.cached_ids):  # an interrupted forward: trust nothing
+        weights = getattr(self.model, "weights_version", 0)
+        if self.cache.length != len(self.cached_ids) or weights != self._cache_weights:
+            # An interrupted forward, or an adapter changed the weights: trust nothing.
             self.reset()
+            self._cache_weights = weights
         return self.cache
 
     @torch.inference_mode()
@@ -155,6 +160,17 @@ class Generator:
                 f"the prompt has {len(prompt)} tokens but the context holds {ctx}: "
                 "shorten the conversation or start a new one"
             )
+
+    @contextmanager
+    def idle(self) -> Iterator[None]:
+        """Hold the model while no answer runs (weight changes wait for no stream; one that
+        is running makes this raise, so a load during an answer is refused, not interleaved)."""
+        if not self._lock.acquire(blocking=False):
+            raise GenerationError("an answer is being generated: wait for it to finish or stop it (Esc)")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def _acquire(self) -> None:
         if not self._lock.acquire(blocking=False):

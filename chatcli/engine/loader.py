@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from functools import cached_property
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -51,6 +52,16 @@ class LoadedModel(PromptRenderer):
         self.model = model
         self.identity = identity
         self.generator = Generator(model, tokenizer)
+
+    @cached_property
+    def adapters(self):
+        """The model's LoRA adapters; changes wait for no answer to be running (see Generator.idle),
+        and the generator notices the new weights through ``model.weights_version``."""
+        from chatcli.engine.adapters import AdapterManager
+
+        manager = AdapterManager.of(self.model)
+        manager.guard = self.generator.idle
+        return manager
 
     @property
     def context_length(self) -> int:
@@ -122,11 +133,21 @@ def load_engine(
     device: str = "auto",
     chat_template: str | None = None,
     progress: ProgressFn | None = None,
+    lora: Sequence[str] = (),
 ) -> LoadedModel:
+    """Load a model, and the ``--lora PATH[:SCALE]`` adapters given (all or nothing).
+
+    Adapter files are checked before the weights are read, so a typo costs no model load.
+    """
     from chatcli.engine.checkpoint import load_checkpoint, resolve_device, resolve_dtype
     from chatcli.engine.hub import resolve_model
     from chatcli.engine.resources import check_load_fits
 
+    adapter_specs = []
+    if lora:
+        from chatcli.engine.adapter_spec import preflight
+
+        adapter_specs = preflight(list(lora))
     path = resolve_model(spec, progress=progress)
     tokenizer = _tokenizer(path, chat_template)
     dev = resolve_device(device)
@@ -143,7 +164,12 @@ def load_engine(
         context_length=model.config.max_position_embeddings,
         parameters=sum(p.numel() for p in model.parameters()),
     )
-    return LoadedModel(model, tokenizer, identity)
+    engine = LoadedModel(model, tokenizer, identity)
+    if adapter_specs:
+        from chatcli.engine.adapter_spec import load_adapter_specs
+
+        load_adapter_specs(engine.adapters, adapter_specs)
+    return engine
 
 
 def _tokenizer(path: Path, chat_template: str | None) -> ChatTokenizer:

@@ -126,6 +126,9 @@ class DecoderLM(nn.Module):
         self.model = DecoderBody(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.gradient_checkpointing = False
+        # Bumped by whoever changes the effective weights (adapters loaded, scaled, merged):
+        # KV caches filled under another version hold keys/values of other weights.
+        self.weights_version = 0
         if config.tie_word_embeddings:
             self.tie_weights()
 
