@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import nn
 
 from plugins.finetune.args import TrainArgs, lr_at
-from plugins.finetune.data import Example, Pair, collate
+from plugins.finetune.data import Example, collate
 from plugins.finetune.losses import Sums, dpo_sums, reward_sums, sft_sums
 
 
