@@ -17,7 +17,7 @@ from chatcli.commands import Registry, execute
 from chatcli.engine.paths import config_dir
 from chatcli.plugins import PluginManager
 
-README = Path(__file__).resolve().parent.parent / "plugins" / "README_PLUGIN_SECTION.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -34,6 +34,14 @@ def _clean_plugins(monkeypatch):
             del sys.modules[name]
 
 
+def _plugin_section() -> str:
+    """The README's "Writing a plugin" section: its examples are what these tests install."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("## Writing a plugin")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
 def user_plugin(name: str, code: str) -> Path:
     folder = config_dir() / "plugins"
     folder.mkdir(parents=True, exist_ok=True)
@@ -43,7 +51,7 @@ def user_plugin(name: str, code: str) -> Path:
 
 
 def readme_blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    return re.findall(rf"```{lang}\n(.*?)```", _plugin_section(), flags=re.S)
 
 
 class Ctx:
@@ -265,35 +273,35 @@ def _statuses(**kw) -> dict[str, str]:
 def test_chatcli_plugins_env_selects_and_none_imports_nothing(tmp_path, monkeypatch):
     a, b = _marked_plugin(tmp_path, "alpha"), _marked_plugin(tmp_path, "beta")
     monkeypatch.setenv("CHATCLI_PLUGINS", "none")
-    assert _statuses() == {"rank": "disabled", "alpha": "disabled", "beta": "disabled"}
+    assert _statuses() == {"finetune": "disabled", "rank": "disabled", "alpha": "disabled", "beta": "disabled"}
     assert not a.exists() and not b.exists()  # disabled plugins are never imported
     monkeypatch.setenv("CHATCLI_PLUGINS", "alpha")
-    assert _statuses() == {"rank": "disabled", "alpha": "loaded", "beta": "disabled"}
+    assert _statuses() == {"finetune": "disabled", "rank": "disabled", "alpha": "loaded", "beta": "disabled"}
     assert a.exists() and not b.exists()
     problems: list[str] = []
     monkeypatch.setenv("CHATCLI_PLUGINS", "alpha,nosuch")
     PluginManager(report=problems.append).load()
-    assert problems == ["plugin 'nosuch' is selected but not installed (known: alpha, beta, rank)"]
+    assert problems == ["plugin 'nosuch' is selected but not installed (known: alpha, beta, finetune, rank)"]
 
 
 def test_config_file_selects_and_the_env_var_wins(tmp_path, monkeypatch):
     _marked_plugin(tmp_path, "alpha")
     (config_dir() / "config.toml").write_text('plugins = ["alpha"]\n', encoding="utf-8")
-    assert _statuses() == {"rank": "disabled", "alpha": "loaded"}
+    assert _statuses() == {"finetune": "disabled", "rank": "disabled", "alpha": "loaded"}
     monkeypatch.setenv("CHATCLI_PLUGINS", "all")
-    assert _statuses() == {"rank": "loaded", "alpha": "loaded"}
+    assert _statuses() == {"finetune": "loaded", "rank": "loaded", "alpha": "loaded"}
     monkeypatch.delenv("CHATCLI_PLUGINS")
     (config_dir() / "config.toml").unlink()
     (config_dir() / "config.json").write_text('{"plugins": "none"}', encoding="utf-8")
-    assert _statuses() == {"rank": "disabled", "alpha": "disabled"}
+    assert _statuses() == {"finetune": "disabled", "rank": "disabled", "alpha": "disabled"}
     (config_dir() / "config.json").write_text('{"plugins": 5}', encoding="utf-8")
     problems: list[str] = []
-    assert _statuses(report=problems.append) == {"rank": "loaded", "alpha": "loaded"}
+    assert _statuses(report=problems.append) == {"finetune": "loaded", "rank": "loaded", "alpha": "loaded"}
     assert problems and "must be" in problems[0] and "config.json" in problems[0]
     (config_dir() / "config.json").unlink()
     (config_dir() / "config.toml").write_text("plugins = [\n", encoding="utf-8")
     problems.clear()
-    assert _statuses(report=problems.append) == {"rank": "loaded", "alpha": "loaded"}
+    assert _statuses(report=problems.append) == {"finetune": "loaded", "rank": "loaded", "alpha": "loaded"}
     assert problems[0].startswith(f"cannot read {config_dir() / 'config.toml'}")
 
 
