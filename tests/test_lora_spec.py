@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from chatcli.engine.adapter_spec import adapter_dirs, resolve_adapter, split_scale, user_adapters_dir
+from chatcli.engine.adapter_spec import PACKAGE_ADAPTERS, adapter_dirs, resolve_adapter, split_scale, user_adapters_dir
 from chatcli.engine.lora_io import LoRAAdapter, ModuleLoRA, write_adapter
 from chatcli.engine.lora_validate import AdapterError, max_rank_limit
 from chatcli.errors import UsageError
@@ -66,7 +66,7 @@ def test_search_order_and_user_dir(tmp_path):
     assert resolve_adapter("mine", cwd=tmp_path).path == tmp_path / "adapters" / "mine"
     dirs = adapter_dirs(tmp_path)
     assert dirs[0] == tmp_path / "adapters" and dirs[-1] == user_adapters_dir()
-    assert dirs[1].name == "adapters" and dirs[1].parent.name == "chatcli"
+    assert dirs[1] == PACKAGE_ADAPTERS and (PACKAGE_ADAPTERS / "pirate").is_dir()  # the shipped demos
 
 
 def test_names_may_not_escape_their_folder(tmp_path):

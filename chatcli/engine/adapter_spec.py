@@ -27,7 +27,17 @@ from chatcli.engine.lora_io import adapter_files
 from chatcli.engine.lora_validate import AdapterError, check_contained
 from chatcli.errors import UsageError
 
-PACKAGE_ADAPTERS = Path(__file__).resolve().parent.parent / "adapters"
+def _package_adapters() -> Path:
+    """The demo adapters installed with chatcli (the repository's adapters/ folder)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("chatcli.demo_adapters")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parents[2] / "adapters"  # a source checkout not installed
+
+
+PACKAGE_ADAPTERS = _package_adapters()
 
 
 @dataclass(frozen=True)

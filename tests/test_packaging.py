@@ -1,0 +1,30 @@
+"""What a wheel installs: every package folder, the TUI styles and the demo adapters."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_package_folder_is_listed_in_pyproject():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    mapped = {pkg: ROOT / folder for pkg, folder in config["package-dir"].items()}
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("chatcli", "plugins")
+        for p in (ROOT / top).rglob("__init__.py")
+    }
+    assert found | set(mapped) == listed
+    assert all((folder / "__init__.py").is_file() for folder in mapped.values())
+
+
+def test_demo_adapters_resolve_by_name():
+    from chatcli.engine.adapter_spec import PACKAGE_ADAPTERS, resolve_adapter
+
+    for name in ("pirate", "concise"):
+        assert (PACKAGE_ADAPTERS / name / "adapter_model.safetensors").is_file()
+        spec = resolve_adapter(name, cwd=ROOT / "tests")  # not via ./adapters: the installed copy
+        assert spec.name == name and spec.path.resolve() == (PACKAGE_ADAPTERS / name).resolve()
