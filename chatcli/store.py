@@ -19,7 +19,6 @@ per generated token, the distribution as compact JSON).
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -31,6 +30,7 @@ from chatcli.engine.events import Step
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError, UsageError
 from chatcli.session import Conversation, Node, dumps, step_from_row, step_to_row
+from chatcli.sqlite_util import Transaction, data_file, open_db
 
 DB_NAME = "history.sqlite3"
 
@@ -70,6 +70,7 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+_TAIL = " — chatting without saving"  # what every open error adds: the chat goes on in memory
 
 
 class StoreUnavailable(ChatcliError):
@@ -86,24 +87,9 @@ class ConversationSummary:
     messages: int
 
 
-def data_dir() -> Path:
-    """The user data dir: ``$CHATCLI_HOME/data`` when set, else the platform's."""
-    try:  # the engine's paths module owns the user dirs (and creates them)
-        from chatcli.engine.paths import data_dir as engine_data_dir
-
-        return engine_data_dir()
-    except (ImportError, OSError):
-        pass  # not creatable: compute the path anyway, Store.open reports the problem
-    home = os.environ.get("CHATCLI_HOME")
-    if home:
-        return Path(home).expanduser() / "data"
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("chatcli", appauthor=False))
-
-
 def default_db_path() -> Path:
-    return data_dir() / DB_NAME
+    """``history.sqlite3`` in the user data dir (``$CHATCLI_HOME/data`` when set)."""
+    return data_file(DB_NAME, StoreUnavailable, _TAIL)
 
 
 class Store:
@@ -119,42 +105,10 @@ class Store:
     @classmethod
     def open(cls, path: Path | str | None = None, *, timeout: float = 2.0) -> "Store":
         path = Path(path) if path is not None else default_db_path()
-        what = f"history database {path}"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreUnavailable(
-                f"cannot create {path.parent} ({e.strerror or e}); chatting without saving "
-                "(set CHATCLI_HOME to a writable folder)"
-            ) from None
-        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise StoreUnavailable(
-                f"{what} is read-only; chatting without saving (fix its permissions or set CHATCLI_HOME)"
-            )
-        try:
-            conn = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False, isolation_level=None)
-        except sqlite3.Error as e:
-            raise StoreUnavailable(f"cannot open {what} ({e}); chatting without saving") from None
-        try:
-            conn.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":  # e.g. a filesystem without shared memory
-                conn.execute("PRAGMA journal_mode = DELETE")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            migrate(conn, path)
-        except StoreUnavailable:
-            conn.close()
-            raise
-        except sqlite3.OperationalError as e:
-            conn.close()
-            hint = "another program holds it locked" if "locked" in str(e) else str(e)
-            raise StoreUnavailable(f"cannot use {what} ({hint}); chatting without saving") from None
-        except sqlite3.DatabaseError as e:
-            conn.close()
-            raise StoreUnavailable(
-                f"{what} is damaged ({e}); move it away to start a new history — chatting without saving"
-            ) from None
+        conn = open_db(
+            path, what=f"history database {path}", error=StoreUnavailable, migrations=MIGRATIONS,
+            synchronous="NORMAL", timeout=timeout, tail=_TAIL,
+        )
         return cls(conn, path)
 
     def close(self) -> None:
@@ -229,7 +183,7 @@ class Store:
         )
 
     def _tx(self):
-        return _Transaction(self._conn)
+        return Transaction(self._conn)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -297,50 +251,6 @@ class Store:
                 node.content = node.step_text  # a crash between a step batch and its content update
         conv.active = {(None if k == "None" else int(k)): int(v) for k, v in json.loads(head[7] or "{}").items()}
         return conv
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on an autocommit connection."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self):
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")
-        return False
-
-
-def migrate(conn: sqlite3.Connection, path: Path) -> int:
-    """Bring the schema to :data:`SCHEMA_VERSION`; returns the version found."""
-    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if found > SCHEMA_VERSION:
-        raise StoreUnavailable(
-            f"history database {path} has schema version {found}, newer than this chatcli ({SCHEMA_VERSION}); "
-            "upgrade chatcli — chatting without saving"
-        )
-    for version in range(found, SCHEMA_VERSION):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _split_sql(MIGRATIONS[version]):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    return found
-
-
-def _split_sql(script: str) -> list[str]:
-    # executescript() would COMMIT the surrounding transaction; run statements one by one instead.
-    return [s.strip() for s in script.split(";") if s.strip()]
 
 
 def _params_from_json(text: str | None) -> SamplingParams:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from chatcli import sqlite_util
 from chatcli import store as store_mod
 from chatcli.chat_core import ChatCore
 from chatcli.engine.params import SamplingParams
@@ -128,7 +129,7 @@ def test_unusable_data_dir_is_reported_even_as_root(tmp_path, monkeypatch):
     blocker.write_text("a file where the data dir should be")
     store, message = open_store(blocker / "data" / "h.db")
     assert store is None and "cannot create" in message and "CHATCLI_HOME" in message
-    monkeypatch.setattr(store_mod.os, "access", lambda path, mode: False)  # what a read-only dir reports
+    monkeypatch.setattr(sqlite_util.os, "access", lambda path, mode: False)  # what a read-only dir reports
     store, message = open_store(tmp_path / "h.db")
     assert store is None and "read-only" in message
 

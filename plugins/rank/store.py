@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatcli.errors import ChatcliError
+from chatcli.sqlite_util import Transaction, data_file, open_db
 from plugins.rank.candidates import Candidate
 from plugins.rank.ranking import Ranking
 
@@ -97,9 +97,8 @@ class RankedItem:
 
 
 def default_path() -> Path:
-    from chatcli.engine.paths import data_dir
-
-    return data_dir() / DB_NAME
+    """``rankings.sqlite3`` in the user data dir (``$CHATCLI_HOME/data`` when set)."""
+    return data_file(DB_NAME, RankStoreError)
 
 
 def messages_hash(messages: Sequence[dict]) -> str:
@@ -118,35 +117,11 @@ class RankStore:
     @classmethod
     def open(cls, path: Path | str | None = None, *, timeout: float = 5.0) -> "RankStore":
         path = Path(path) if path is not None else default_path()
-        what = f"ranking store {path}"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise RankStoreError(f"cannot create {path.parent} ({e.strerror or e}); set CHATCLI_HOME to a writable folder") from None
-        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise RankStoreError(f"{what} is read-only; fix its permissions or set CHATCLI_HOME")
-        try:
-            conn = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False, isolation_level=None)
-        except sqlite3.Error as e:
-            raise RankStoreError(f"cannot open {what} ({e})") from None
-        try:
-            conn.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":  # no shared memory on this filesystem: rollback journal
-                conn.execute("PRAGMA journal_mode = DELETE")
-            conn.execute("PRAGMA synchronous = FULL")  # fsync at every commit: submitted means on disk
-            conn.execute("PRAGMA foreign_keys = ON")
-            _migrate(conn, path)
-        except RankStoreError:
-            conn.close()
-            raise
-        except sqlite3.OperationalError as e:
-            conn.close()
-            hint = "another program holds it locked; close it and retry" if "locked" in str(e) else str(e)
-            raise RankStoreError(f"cannot use {what} ({hint})") from None
-        except sqlite3.DatabaseError as e:
-            conn.close()
-            raise RankStoreError(f"{what} is damaged ({e}); move it away to start a new one") from None
+        # synchronous=FULL: fsync at every commit, so submitted means on disk.
+        conn = open_db(
+            path, what=f"ranking store {path}", error=RankStoreError, migrations=MIGRATIONS,
+            synchronous="FULL", timeout=timeout,
+        )
         return cls(conn, path)
 
     def close(self) -> None:
@@ -176,7 +151,7 @@ class RankStore:
         With ``key``, a set already stored under that key is returned instead (resuming).
         """
         now = time.time()
-        with self._lock, _Tx(self._conn) as c:
+        with self._lock, Transaction(self._conn) as c:
             if key is not None:
                 row = c.execute("SELECT id FROM candidate_sets WHERE key=?", (key,)).fetchone()
                 if row is not None:
@@ -205,7 +180,7 @@ class RankStore:
         order = ranking.order
         if ranking.status != "skipped" and sorted(order) != list(range(n)):
             raise ValueError(f"ranking tiers {ranking.tiers} do not cover the {n} candidates exactly once")
-        with self._lock, _Tx(self._conn) as c:
+        with self._lock, Transaction(self._conn) as c:
             cur = c.execute(
                 "INSERT INTO rankings(set_id, status, tiers, note, duration_s, created) VALUES (?,?,?,?,?,?)",
                 (set_id, ranking.status, _dumps([list(t) for t in ranking.tiers]), ranking.note, ranking.duration_s, time.time()),
@@ -294,38 +269,6 @@ def shared_store(path: Path | str | None = None) -> RankStore:
         if store is None:
             store = _shared[p] = RankStore.open(p)
         return store
-
-
-class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on an autocommit connection."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        return False
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if found > SCHEMA_VERSION:
-        raise RankStoreError(f"ranking store {path} has schema version {found}, newer than this chatcli ({SCHEMA_VERSION}); upgrade chatcli")
-    for version in range(found, SCHEMA_VERSION):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in (s.strip() for s in MIGRATIONS[version].split(";")):
-                if statement:
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
 
 def _ranking(row) -> Ranking:
