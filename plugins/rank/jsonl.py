@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from chatcli.errors import UsageError
 from plugins.rank.candidates import MAX_N, MIN_N, Candidate
 
 ROLES = ("system", "user", "assistant")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -95,16 +98,27 @@ def _lines(path: Path):
             raise UsageError(f"{path} is not UTF-8 text ({e.reason}); save it as UTF-8") from None
 
 
-def _object(path: Path, n: int, raw: str, errors: list[LineError]) -> dict | None:
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as e:
-        errors.append(LineError(str(path), n, f"not valid JSON ({e.msg} at column {e.colno})"))
-        return None
-    if not isinstance(obj, dict):
-        errors.append(LineError(str(path), n, "not a JSON object"))
-        return None
-    return obj
+def _read(path: Path | str, parse: Callable[[int, dict], T]) -> tuple[list[T], list[LineError]]:
+    """Parse each non-blank line's JSON object with ``parse(line_no, obj)``; a ValueError names the line."""
+    path = Path(path)
+    items: list[T] = []
+    errors: list[LineError] = []
+    for n, raw in _lines(path):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            errors.append(LineError(str(path), n, f"not valid JSON ({e.msg} at column {e.colno})"))
+            continue
+        if not isinstance(obj, dict):
+            errors.append(LineError(str(path), n, "not a JSON object"))
+            continue
+        try:
+            items.append(parse(n, obj))
+        except ValueError as e:
+            errors.append(LineError(str(path), n, str(e)))
+    return items, errors
 
 
 def _id(obj: dict) -> str | None:
@@ -113,55 +127,35 @@ def _id(obj: dict) -> str | None:
 
 
 def read_prompts(path: Path | str) -> tuple[list[PromptItem], list[LineError]]:
-    path = Path(path)
-    items: list[PromptItem] = []
-    errors: list[LineError] = []
-    for n, raw in _lines(path):
-        if not raw.strip():
-            continue
-        obj = _object(path, n, raw, errors)
-        if obj is None:
-            continue
-        try:
-            if "messages" in obj:
-                messages = normalize_messages(obj["messages"])
-            elif isinstance(obj.get("prompt"), str) and obj["prompt"].strip():
-                system = obj.get("system")
-                if system is not None and not isinstance(system, str):
-                    raise ValueError('"system" must be a string')
-                messages = ([{"role": "system", "content": system}] if system is not None else []) + [
-                    {"role": "user", "content": obj["prompt"]}
-                ]
-            else:
-                raise ValueError('needs "prompt" (a non-empty string) or "messages" (a list)')
-        except ValueError as e:
-            errors.append(LineError(str(path), n, str(e)))
-            continue
-        items.append(PromptItem(n, messages, _id(obj)))
-    return items, errors
+    return _read(path, _prompt_item)
 
 
 def read_candidates(path: Path | str) -> tuple[list[QueueItem], list[LineError]]:
-    path = Path(path)
-    items: list[QueueItem] = []
-    errors: list[LineError] = []
-    for n, raw in _lines(path):
-        if not raw.strip():
-            continue
-        obj = _object(path, n, raw, errors)
-        if obj is None:
-            continue
-        try:
-            messages = normalize_messages(obj.get("messages"))
-            cands = obj.get("candidates")
-            if not isinstance(cands, list) or not MIN_N <= len(cands) <= MAX_N:
-                raise ValueError(f'"candidates" must be a list of {MIN_N} to {MAX_N} answers')
-            candidates = [Candidate.from_json(i, c) for i, c in enumerate(cands)]
-            model = obj.get("model") or {}
-            if not isinstance(model, dict):
-                raise ValueError('"model" must be an object')
-        except ValueError as e:
-            errors.append(LineError(str(path), n, str(e)))
-            continue
-        items.append(QueueItem(n, messages, candidates, model, _id(obj)))
-    return items, errors
+    return _read(path, _queue_item)
+
+
+def _prompt_item(n: int, obj: dict) -> PromptItem:
+    if "messages" in obj:
+        messages = normalize_messages(obj["messages"])
+    elif isinstance(obj.get("prompt"), str) and obj["prompt"].strip():
+        system = obj.get("system")
+        if system is not None and not isinstance(system, str):
+            raise ValueError('"system" must be a string')
+        messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+            {"role": "user", "content": obj["prompt"]}
+        ]
+    else:
+        raise ValueError('needs "prompt" (a non-empty string) or "messages" (a list)')
+    return PromptItem(n, messages, _id(obj))
+
+
+def _queue_item(n: int, obj: dict) -> QueueItem:
+    messages = normalize_messages(obj.get("messages"))
+    cands = obj.get("candidates")
+    if not isinstance(cands, list) or not MIN_N <= len(cands) <= MAX_N:
+        raise ValueError(f'"candidates" must be a list of {MIN_N} to {MAX_N} answers')
+    candidates = [Candidate.from_json(i, c) for i, c in enumerate(cands)]
+    model = obj.get("model") or {}
+    if not isinstance(model, dict):
+        raise ValueError('"model" must be an object')
+    return QueueItem(n, messages, candidates, model, _id(obj))
