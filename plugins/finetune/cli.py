@@ -12,13 +12,15 @@ from pathlib import Path
 import typer
 
 from chatcli.cli_common import DEFAULT_MODEL
+from chatcli.errors import UsageError
 
 finetune_app = typer.Typer(
     help="Train LoRA adapters (PEFT format): sft, dpo, reward.", no_args_is_help=True, add_completion=False
 )
 
 _O = typer.Option
-DataArg = typer.Argument(..., help="JSONL data (TRL formats; what 'chatcli rank export' writes).")
+DataArg = typer.Argument(None, help="JSONL data (TRL formats; what 'chatcli rank export' writes); "
+                         "with --from-history: conversation ids (3,5,9) or all.", show_default=False)
 OutOpt = _O(..., "--out", "-o", help="Output directory (the PEFT adapter, metrics, loss plot, checkpoints).")
 ModelOpt = _O(DEFAULT_MODEL, "--model", "-m", help="Base model: name, local directory, .gguf or hf:ORG/NAME.")
 RankOpt = _O(8, "--rank", help="LoRA rank r.")
@@ -48,6 +50,9 @@ SaveEveryOpt = _O(50, "--save-every", help="Write a checkpoint every N steps.")
 EvalEveryOpt = _O(0, "--eval-every", help="Validate every N steps (0: at the end of each epoch).")
 BetaOpt = _O(0.1, "--beta", help="DPO beta (strength of the pull away from the reference).")
 ThreadsOpt = _O(None, "--threads", help="CPU threads for torch.")
+HistoryOpt = _O(False, "--from-history", help="SFT on saved conversations (active branch; assistant turns are targets): "
+                "all, or the ids given as DATA (e.g. --from-history 3,5).")
+RankingsOpt = _O(False, "--from-rankings", help="Use the ranking store: best answers (sft) or all pairs (dpo, reward).")
 
 
 def _run(kind: str, **kw) -> None:
@@ -58,42 +63,55 @@ def _run(kind: str, **kw) -> None:
 
     set_threads(kw.pop("threads"))
     resume, overwrite, as_json = kw.pop("resume"), kw.pop("overwrite"), kw.pop("json")
+    from_history, from_rankings = kw.pop("from_history"), kw.pop("from_rankings")
+    reporter = JsonReporter() if as_json else RichReporter()
+    if from_history or from_rankings:
+        from plugins.finetune.sources import build_data
+
+        # With --from-history, DATA (if any) names the conversations: "3,5" or "all".
+        ids = (str(kw["data"]) if kw["data"] is not None else "all") if from_history else None
+        if from_rankings and kw["data"] is not None:
+            raise UsageError("--from-rankings reads the ranking store: give no DATA file")
+        kw["data"] = build_data(kind, from_history=ids, from_rankings=from_rankings, warn=reporter.message)
+    elif kw["data"] is None:
+        raise UsageError("give a DATA file, or --from-history [IDS|all] / --from-rankings")
     kw["data"], kw["out"] = str(kw["data"]), str(kw["out"])
     args = TrainArgs(kind=kind, **kw)
-    reporter = JsonReporter() if as_json else RichReporter()
     result = run_training(args, reporter, resume=resume, overwrite=overwrite)
     if result["summary"]["status"] != "finished":
         raise typer.Exit(130)
 
 
 @finetune_app.command("sft")
-def sft(data: Path = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int = RankOpt, alpha: float = AlphaOpt,
+def sft(data: Path | None = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int = RankOpt, alpha: float = AlphaOpt,
         rslora: bool = RsloraOpt, targets: str = TargetsOpt, layers: str | None = LayersOpt, dropout: float = DropoutOpt,
         epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt, lr: float | None = LrOpt,
         schedule: str = ScheduleOpt, warmup: float = WarmupOpt, batch_size: int = BatchOpt, grad_accum: int = AccumOpt,
         max_len: int = MaxLenOpt, val_split: float = ValOpt, seed: int = SeedOpt, dtype: str = DtypeOpt,
         device: str = DeviceOpt, grad_checkpointing: bool = CkptOpt, resume: bool = ResumeOpt,
         overwrite: bool = OverwriteOpt, json: bool = JsonOpt, strict: bool = StrictOpt, save_every: int = SaveEveryOpt,
-        eval_every: int = EvalEveryOpt, threads: int | None = ThreadsOpt) -> None:  # fmt: skip
+        eval_every: int = EvalEveryOpt, threads: int | None = ThreadsOpt, from_history: bool = HistoryOpt,
+        from_rankings: bool = RankingsOpt) -> None:  # fmt: skip
     """Supervised fine-tuning: loss on assistant turns (messages) or completions (prompt/completion)."""
     _run("sft", **locals())
 
 
 @finetune_app.command("dpo")
-def dpo(data: Path = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int = RankOpt, alpha: float = AlphaOpt,
+def dpo(data: Path | None = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int = RankOpt, alpha: float = AlphaOpt,
         rslora: bool = RsloraOpt, targets: str = TargetsOpt, layers: str | None = LayersOpt, dropout: float = DropoutOpt,
         epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt, lr: float | None = LrOpt,
         schedule: str = ScheduleOpt, warmup: float = WarmupOpt, batch_size: int = BatchOpt, grad_accum: int = AccumOpt,
         max_len: int = MaxLenOpt, val_split: float = ValOpt, seed: int = SeedOpt, dtype: str = DtypeOpt,
         device: str = DeviceOpt, grad_checkpointing: bool = CkptOpt, resume: bool = ResumeOpt,
         overwrite: bool = OverwriteOpt, json: bool = JsonOpt, strict: bool = StrictOpt, save_every: int = SaveEveryOpt,
-        eval_every: int = EvalEveryOpt, beta: float = BetaOpt, threads: int | None = ThreadsOpt) -> None:  # fmt: skip
+        eval_every: int = EvalEveryOpt, beta: float = BetaOpt, threads: int | None = ThreadsOpt,
+        from_rankings: bool = RankingsOpt) -> None:  # fmt: skip
     """DPO on chosen/rejected pairs; the reference is the base model (the adapter switched off)."""
-    _run("dpo", **locals())
+    _run("dpo", from_history=False, **locals())
 
 
 @finetune_app.command("reward")
-def reward(data: Path = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int = RankOpt,
+def reward(data: Path | None = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int = RankOpt,
            alpha: float = AlphaOpt, rslora: bool = RsloraOpt, targets: str = TargetsOpt, layers: str | None = LayersOpt,
            dropout: float = DropoutOpt, epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt,
            lr: float | None = LrOpt, schedule: str = ScheduleOpt, warmup: float = WarmupOpt, batch_size: int = BatchOpt,
@@ -101,6 +119,6 @@ def reward(data: Path = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank
            dtype: str = DtypeOpt, device: str = DeviceOpt, grad_checkpointing: bool = CkptOpt,
            resume: bool = ResumeOpt, overwrite: bool = OverwriteOpt, json: bool = JsonOpt, strict: bool = StrictOpt,
            save_every: int = SaveEveryOpt, eval_every: int = EvalEveryOpt,
-           threads: int | None = ThreadsOpt) -> None:  # fmt: skip
+           threads: int | None = ThreadsOpt, from_rankings: bool = RankingsOpt) -> None:  # fmt: skip
     """A reward model: LoRA + a scalar score head, pairwise (Bradley-Terry) loss; saved as PEFT SEQ_CLS."""
-    _run("reward", **locals())
+    _run("reward", from_history=False, **locals())

@@ -2,11 +2,12 @@
 
 Forms::
 
-    /finetune sft|dpo|reward [FILE] [--load] [any `chatcli finetune` flag ...]
+    /finetune sft|dpo|reward [FILE | --from-history [IDS] | --from-rankings] [--load] [any `chatcli finetune` flag ...]
     /finetune status | stop | load
 
-Without FILE, ``sft`` trains on the current conversation and ``dpo`` / ``reward``
-on the saved rankings (what ``chatcli rank export`` would write). ``--load`` loads
+Without FILE, ``sft`` trains on the current conversation (``--from-history``: on
+saved conversations; ``--from-rankings``: on the best ranked answers) and ``dpo`` /
+``reward`` on the saved rankings (what ``chatcli rank export --pairs all`` would write). ``--load`` loads
 the adapter as soon as the run finishes; otherwise ``/finetune load`` does. One run
 at a time per chat session.
 """
@@ -40,18 +41,6 @@ def _conversation_data(ctx, path: Path) -> Path:
     if not any(m["role"] == "assistant" for m in messages):
         raise UsageError("this conversation has no answer to learn from: chat first, or give a data FILE")
     path.write_text(json.dumps({"messages": messages}) + "\n", encoding="utf-8")
-    return path
-
-
-def _rankings_data(kind: str, path: Path) -> Path:
-    from plugins.rank.export import records
-    from plugins.rank.store import RankStore
-
-    with RankStore.open() as store:
-        rows = list(records(store.items(), kind))
-    if not rows:
-        raise UsageError("no ranked pairs saved yet: rank some answers with /rank, or give a data FILE")
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
@@ -105,18 +94,30 @@ def finetune_command(ctx, args: str) -> None:
         i = rest.index("--out")
         out = Path(rest[i + 1]).expanduser()
         del rest[i : i + 2]
+    from_rankings = "--from-rankings" in rest
+    rest = [w for w in rest if w != "--from-rankings"]
+    from_history = None
+    if "--from-history" in rest:
+        i = rest.index("--from-history")
+        # An optional value: ids (3,5) or "all"; anything else is the next flag or a FILE.
+        has_ids = i + 1 < len(rest) and (rest[i + 1] == "all" or rest[i + 1].replace(",", "").isdigit())
+        from_history = rest[i + 1] if has_ids else "all"
+        del rest[i : i + (2 if has_ids else 1)]
     if rest and not rest[0].startswith("-"):
+        if from_history is not None or from_rankings:
+            raise UsageError("give either a data FILE or --from-history / --from-rankings, not both")
         data = Path(rest.pop(0)).expanduser()
         if not data.is_file():
             raise UsageError(f"data file not found: {data}")
-    else:
+    elif action == "sft" and from_history is None and not from_rankings:
         _data_dir().mkdir(parents=True, exist_ok=True)
-        target = _data_dir() / f"{action}-{stamp}.jsonl"
-        data = _conversation_data(ctx, target) if action == "sft" else _rankings_data(action, target)
-    if "--from-rankings" in rest:
-        rest.remove("--from-rankings")
-        if action == "sft":
-            data = _rankings_data("sft", _data_dir() / f"{action}-{stamp}.jsonl")
+        data = _conversation_data(ctx, _data_dir() / f"{action}-{stamp}.jsonl")
+    else:
+        from plugins.finetune.sources import build_data
+
+        # dpo and reward learn from the saved rankings unless told otherwise.
+        data = build_data(action, from_history=from_history, from_rankings=from_rankings or from_history is None,
+                          warn=lambda m: ctx.say(m, "warning"))  # fmt: skip
     model = ctx.core.engine.identity.name if getattr(ctx.core, "engine", None) is not None else None
     pending: dict[str, bool] = {"load": auto_load}
 
