@@ -269,10 +269,22 @@ class ChatCore:
         if self.engine is not None:
             self.conv.model = self.engine.identity.name
 
-    def resume(self, conv_id: int | None = None) -> Conversation:
-        """Load a saved conversation (the latest when ``conv_id`` is None) and make it current."""
+    def resume(self, conv_id: int | str | None = None) -> Conversation:
+        """Load a saved conversation and make it current.
+
+        ``conv_id``: an id (int or digits, as ``--resume`` gives it), or None / "latest" /
+        "last" / "" for the latest; anything else is a :class:`UsageError`.
+        """
         if self.store is None:
             raise UsageError("history is not available in this session (--no-save or no data dir)")
+        if isinstance(conv_id, str):
+            spec = conv_id.strip()
+            if spec in ("latest", "last", ""):
+                conv_id = None
+            elif spec.isdigit():
+                conv_id = int(spec)
+            else:
+                raise UsageError(f"bad conversation id {conv_id!r}; give a number or 'latest'")
         if conv_id is None:
             conv_id = self.store.latest_id()
             if conv_id is None:

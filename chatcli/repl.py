@@ -270,9 +270,9 @@ def run_repl(
     core.attach_engine(engine)
     if resume is not None:
         try:
-            core.resume(None if resume in ("latest", "last", "") else int(resume))
-        except (ChatcliError, ValueError) as e:
-            repl.say(e.message if isinstance(e, ChatcliError) else f"bad conversation id {resume!r}", "error")
+            core.resume(resume)
+        except ChatcliError as e:
+            repl.say(e.message, "error")
             return 2
         repl.conversation_changed()
     if interactive:

@@ -188,5 +188,9 @@ def test_new_clear_and_resume(tmp_path):
     assert core.resume(None).id == first_id  # the latest
     with pytest.raises(UsageError, match="no conversation"):
         core.resume(999)
+    # --resume gives a string: digits, or "latest"/"last"/"" for the latest
+    assert core.resume(str(first_id)).id == first_id and core.resume("latest").id == first_id
+    with pytest.raises(UsageError, match="bad conversation id 'x1'"):
+        core.resume("x1")
     with pytest.raises(UsageError, match="not available"):
         ChatCore(FakeEngine()).resume(1)

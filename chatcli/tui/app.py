@@ -153,10 +153,9 @@ class ChatApp(App):
         self.query_one(CommandHints).display = False
         if self.resume_id is not None:
             try:
-                self.core.resume(None if self.resume_id in ("latest", "last", "") else int(self.resume_id))
-            except (ChatcliError, ValueError) as e:
-                msg = e.message if isinstance(e, ChatcliError) else f"bad conversation id {self.resume_id!r}"
-                self._notices.append((msg, "error"))
+                self.core.resume(self.resume_id)
+            except ChatcliError as e:
+                self._notices.append((e.message, "error"))
         await self._redraw()
         if self.store_warning:
             self.say(self.store_warning, "warning")
