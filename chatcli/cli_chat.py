@@ -13,7 +13,10 @@ import sys
 
 import typer
 
-from chatcli.cli_common import ChatTemplateOpt, DeviceOpt, LoraOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, sampling_params, set_threads
+from chatcli.cli_common import (
+    ChatTemplateOpt, DeviceOpt, DtypeOpt, LoraOpt, MinPOpt, ModelOpt, RepetitionPenaltyOpt, TemperatureOpt, ThreadsOpt,
+    TopKOpt, TopPOpt, check_dtype, sampling_params, set_threads,
+)
 from chatcli.errors import UsageError
 
 TINTS = ("off", "model_prob", "entropy")
@@ -40,11 +43,11 @@ def chat(
     conv_id: int | None = typer.Argument(None, metavar="[ID]", help="With --resume: the conversation to reopen."),
     model: str = ModelOpt,
     system: str | None = typer.Option(None, "--system", "-s", help="System prompt (default: the chat template decides)."),
-    temperature: float | None = typer.Option(None, "--temperature", "-t", help="0 = greedy. [default: 0.7]"),
-    top_k: int | None = typer.Option(None, "--top-k", help="Keep the k most probable tokens (0 = off)."),
-    top_p: float | None = typer.Option(None, "--top-p", help="Nucleus sampling mass in (0, 1] (1 = off)."),
-    min_p: float | None = typer.Option(None, "--min-p", help="Drop tokens below min_p x the top probability."),
-    repetition_penalty: float | None = typer.Option(None, "--repetition-penalty", help="1 = off."),
+    temperature: float | None = TemperatureOpt,
+    top_k: int | None = TopKOpt,
+    top_p: float | None = TopPOpt,
+    min_p: float | None = MinPOpt,
+    repetition_penalty: float | None = RepetitionPenaltyOpt,
     max_tokens: int | None = typer.Option(None, "--max-tokens", "-n", help="Longest answer in tokens. [default: 512]"),
     seed: int | None = typer.Option(None, "--seed", help="Sampling seed (default: a new one per answer)."),
     top: int | None = typer.Option(None, "--top", help="Alternatives shown per step. [default: 5]"),

@@ -26,6 +26,13 @@ ChatTemplateOpt = typer.Option(
     None, "--chat-template", help="A Jinja chat template file that replaces the model's own."
 )
 
+# Sampling options of the commands that generate (None: the SamplingParams default).
+TemperatureOpt = typer.Option(None, "--temperature", "-t", help="0 = greedy. [default: 0.7]")
+TopKOpt = typer.Option(None, "--top-k", help="Keep the k most probable tokens (0 = off).")
+TopPOpt = typer.Option(None, "--top-p", help="Nucleus sampling mass in (0, 1] (1 = off).")
+MinPOpt = typer.Option(None, "--min-p", help="Drop tokens below min_p x the top probability.")
+RepetitionPenaltyOpt = typer.Option(None, "--repetition-penalty", help="1 = off.")
+
 
 def set_threads(threads: int | None) -> None:
     if threads is None:
