@@ -222,23 +222,16 @@ class AdapterManager:
 
     def set_scale(self, name: str, scale: float) -> None:
         self._get(name)
-        scale = check_scale(scale)
-        with self.guard():
-            self._apply(name, scale=scale)
-        self._changed()
+        self._switch(name, scale=check_scale(scale))
 
     def enable(self, name: str) -> None:
         self._get(name)
-        with self.guard():
-            self._apply(name, enabled=True)
-        self._changed()
+        self._switch(name, enabled=True)
 
     def disable(self, name: str) -> None:
         """Switch ``name`` off (a merged adapter is unmerged first)."""
         self._get(name)
-        with self.guard():
-            self._apply(name, enabled=False)
-        self._changed()
+        self._switch(name, enabled=False)
 
     def merge(self, name: str) -> None:
         """Fold ``name`` into the base weights (it stays listed; unmerge to separate it again)."""
@@ -249,14 +242,16 @@ class AdapterManager:
                 f"cannot merge {name}: {tied[0]} shares its weight with another module (tied embeddings); "
                 "it stays unmerged (or export a merged copy with 'chatcli lora merge')"
             )
-        with self.guard():
-            self._apply(name, enabled=True, merged=True)
-        self._changed()
+        self._switch(name, enabled=True, merged=True)
 
     def unmerge(self, name: str) -> None:
         self._get(name)
+        self._switch(name, merged=False)
+
+    def _switch(self, name: str, **state) -> None:
+        """:meth:`_apply` while no answer runs (the guard), then tell the listeners."""
         with self.guard():
-            self._apply(name, merged=False)
+            self._apply(name, **state)
         self._changed()
 
     def _apply(self, name: str, *, scale: float | None = None, enabled: bool | None = None, merged: bool | None = None) -> None:
