@@ -1,7 +1,8 @@
 """The ``finetune`` plugin: LoRA SFT, DPO and reward models from chats and rankings.
 
 Adds the ``chatcli finetune sft|dpo|reward`` CLI group and the ``/finetune`` chat command
-(background runs, status, stop, hot-load). This module only registers
+(background runs, status, stop, hot-load) and ``/score`` (rewards of the conversation's
+answers by a loaded reward model). This module only registers
 it; torch and the training code are imported when a command runs.
 """
 
@@ -23,6 +24,12 @@ def _finetune_command(ctx, args: str | None = None) -> None:
     finetune_command(ctx, args or "")
 
 
+def _score_command(ctx, args: str | None = None) -> None:
+    from plugins.finetune.score_command import score_command
+
+    score_command(ctx, args or "")
+
+
 @hookimpl
 def register_commands(register):
     from chatcli.commands import Arg
@@ -32,4 +39,11 @@ def register_commands(register):
         _finetune_command,
         "train a LoRA adapter in the background: /finetune sft|dpo|reward [FILE] [--load] [flags] | status | stop | load",
         args=(Arg("args", "text", optional=True, help="sft|dpo|reward [FILE] [--load] [flags], status, stop, load"),),
+    )
+    register(
+        "score",
+        _score_command,
+        "rewards of this conversation's answers by a loaded reward model: /score [NAME] | /score load DIR",
+        args=(Arg("args", "text", optional=True, help="NAME of a loaded reward model, or load DIR [NAME]"),),
+        idle_only=True,
     )

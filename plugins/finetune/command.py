@@ -45,20 +45,28 @@ def _conversation_data(ctx, path: Path) -> Path:
 
 
 def _load(ctx, run: BackgroundRun) -> str:
-    from chatcli.engine.adapters import AdapterManager, adapter_name
+    from chatcli.engine.adapters import adapter_name, engine_adapters
 
     engine = ctx.core.engine
     if engine is None:
         raise UsageError("no model is loaded")
-    manager = AdapterManager.of(engine.model)
-    reset = engine.generator.reset
-    if reset not in manager.on_change:
-        manager.on_change.append(reset)  # cached keys/values were computed without the adapter
+    # The engine's manager: loads wait for no answer, and the KV cache follows the new weights.
+    manager = engine_adapters(engine)
     name = adapter_name(run.out.name)
     if name in manager:
         manager.unload(name)
-    info = manager.load(run.out, name=name)
-    return f"loaded adapter {info.name} ({info.params:,} parameters) from {run.out}"
+    if run.kind == "reward":
+        from plugins.finetune.reward import load_reward
+
+        info = load_reward(engine, run.out, name=name)
+        text = f"loaded reward model {info.name} ({info.params:,} parameters), off for answers: /score, /rank use it"
+    else:
+        info = manager.load(run.out, name=name)
+        text = f"loaded adapter {info.name} ({info.params:,} parameters) from {run.out}"
+    changed = getattr(ctx, "adapters_changed", None)
+    if changed is not None:
+        changed()
+    return text
 
 
 def finetune_command(ctx, args: str) -> None:
@@ -122,12 +130,22 @@ def finetune_command(ctx, args: str) -> None:
     pending: dict[str, bool] = {"load": auto_load}
 
     def on_end(run: BackgroundRun) -> None:
-        # Runs on the watcher thread; loading waits for the model's guard (no answer streaming).
-        if pending["load"] and run.finished:
+        # Runs on the watcher thread: the loading and the note happen on the UI thread when the
+        # front end has one (Textual's call_from_thread); widgets are not thread-safe.
+        if not (pending["load"] and run.finished):
+            return
+
+        def load_now() -> None:
             try:
                 ctx.say(_load(ctx, run), "result")
-            except Exception as e:  # reported, never raised into a thread
-                ctx.say(f"could not load the new adapter: {e}", "error")
+            except Exception as e:  # e.g. an answer is streaming: reported, never raised into a thread
+                ctx.say(f"could not load the new adapter ({e}); /finetune load tries again", "error")
+
+        hop = getattr(ctx, "call_from_thread", None)
+        try:
+            hop(load_now) if hop is not None else load_now()
+        except RuntimeError:  # the app has closed meanwhile
+            pass
 
     run = BackgroundRun(action, data, out, rest, model=model, on_end=on_end).start()
     _RUN["current"] = run

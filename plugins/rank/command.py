@@ -7,7 +7,8 @@ crash during ranking loses no generated text), and on submit store the ranking
 and make the best answer the assistant's reply: a new child of the last user
 message (a sibling of any answer already there), with its steps, so the
 probability view works on it and the chat goes on from it. An "all bad"
-ranking is stored and leaves the conversation as it was.
+ranking is stored and leaves the conversation as it was. With a reward model
+loaded (``/score load``), the candidates are shown best first by its reward.
 
 Front ends that can show a Textual screen (``ctx.push_screen``) get the screen;
 others get a one-line error pointing at ``chatcli rank``.
@@ -119,6 +120,7 @@ class ChatRanking:
             temperatures=self.args.temperatures, lora_mix=self.args.lora_mix, progress=progress, cancel=cancel,
         )
         if not cancel.is_set():
+            cands = presort_by_reward(self.engine, self.messages, cands)
             conv_id = self.core.conv.id
             self.set_id = self.store.add_set(
                 self.messages, cands, model=identity_json(self.engine), source="chat",
@@ -173,6 +175,34 @@ class ChatRanking:
         return node
 
 
+def presort_by_reward(engine: Any, messages: list[dict], cands: list[Candidate]) -> list[Candidate]:
+    """Best-of-N: with a reward model loaded (the finetune plugin's ``/score load``), the
+    candidates come best first (renumbered in that order, as they are stored and shown)."""
+    try:
+        from plugins.finetune.reward import best_first
+    except ImportError:  # the finetune plugin is not installed
+        return cands
+    try:
+        ranked = best_first(engine, messages, [c.text for c in cands])
+    except ChatcliError:
+        return cands  # scoring is a convenience: never lose generated candidates over it
+    if ranked is None:
+        return cands
+    order = ranked[0]
+    return [replace(cands[i], index=k) for k, i in enumerate(order)]
+
+
+def reward_model_name(engine: Any) -> str | None:
+    try:
+        from chatcli.engine.adapters import engine_adapters
+        from plugins.finetune.reward import reward_names
+
+        names = reward_names(engine_adapters(engine))
+    except Exception:  # no finetune plugin, or an engine without adapters
+        return None
+    return names[-1] if names else None
+
+
 def rank_command(ctx: Any, text: str) -> None:
     args = parse_rank_args(text)
     screen = build_screen(ctx, args)
@@ -196,5 +226,7 @@ def build_screen(ctx: Any, args: RankArgs | None = None):
     run = ChatRanking(ctx, args, store)
     mix = " with adapters mixed" if args.lora_mix else ""
     temps = ", ".join(f"{t:g}" for t in args.temperatures)
-    title = f"Rank {args.n} answers (temperature {temps}{mix}) — 1-9 pick best first · Enter submits · Esc leaves"
+    reward = reward_model_name(ctx.core.engine)
+    sort = f", best first by reward model {reward}" if reward else ""
+    title = f"Rank {args.n} answers (temperature {temps}{mix}{sort}) — 1-9 pick best first · Enter submits · Esc leaves"
     return RankScreen(run.messages, generate=run.generate, title=title, n=args.n, on_done=run.done)
