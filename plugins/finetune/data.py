@@ -20,25 +20,15 @@ caller skips or refuses them (``--strict``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from chatcli.errors import UsageError
+from chatcli.jsonl import LineError, read_objects
 
 ROLES = ("system", "user", "assistant", "tool")
-
-
-@dataclass(frozen=True)
-class LineError:
-    path: Path
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -73,22 +63,7 @@ def read_jsonl(path: Path) -> tuple[list[tuple[int, dict]], list[LineError]]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"data file not found: {path}")
-    rows: list[tuple[int, dict]] = []
-    errors: list[LineError] = []
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                errors.append(LineError(path, n, f"not valid JSON ({e.msg} at column {e.colno})"))
-                continue
-            if not isinstance(obj, dict):
-                errors.append(LineError(path, n, "not a JSON object"))
-                continue
-            rows.append((n, obj))
-    return rows, errors
+    return read_objects(path, decode_errors="replace")
 
 
 def _messages(value: Any, field: str) -> list[dict]:

@@ -22,21 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from chatcli.errors import UsageError
+from chatcli.jsonl import LineError, read_objects
 from plugins.rank.candidates import MAX_N, MIN_N, Candidate
 
 ROLES = ("system", "user", "assistant")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class LineError:
-    path: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}"
 
 
 @dataclass
@@ -85,39 +75,16 @@ def normalize_messages(value) -> list[dict]:
     return out
 
 
-def _lines(path: Path):
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"cannot read {path} ({e.strerror or e})") from None
-    with f:
-        try:
-            for n, raw in enumerate(f, 1):
-                yield n, raw
-        except UnicodeDecodeError as e:
-            raise UsageError(f"{path} is not UTF-8 text ({e.reason}); save it as UTF-8") from None
-
-
 def _read(path: Path | str, parse: Callable[[int, dict], T]) -> tuple[list[T], list[LineError]]:
-    """Parse each non-blank line's JSON object with ``parse(line_no, obj)``; a ValueError names the line."""
-    path = Path(path)
+    """Parse each line's JSON object with ``parse(line_no, obj)``; a ValueError names the line."""
+    rows, errors = read_objects(path)
     items: list[T] = []
-    errors: list[LineError] = []
-    for n, raw in _lines(path):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            errors.append(LineError(str(path), n, f"not valid JSON ({e.msg} at column {e.colno})"))
-            continue
-        if not isinstance(obj, dict):
-            errors.append(LineError(str(path), n, "not a JSON object"))
-            continue
+    for n, obj in rows:
         try:
             items.append(parse(n, obj))
         except ValueError as e:
             errors.append(LineError(str(path), n, str(e)))
+    errors.sort(key=lambda e: e.line)
     return items, errors
 
 
