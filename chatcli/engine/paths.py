@@ -29,34 +29,29 @@ def _ensure(path: Path) -> Path:
     return path
 
 
-def cache_dir() -> Path:
-    """Re-creatable files: converted models, downloads in progress."""
+def _user_dir(kind: str) -> Path:
+    """``$CHATCLI_HOME/<kind>`` when set, else platformdirs' ``user_<kind>_dir``; created."""
     root = _root()
     if root is not None:
-        return _ensure(root / "cache")
+        return _ensure(root / kind)
     import platformdirs
 
-    return _ensure(Path(platformdirs.user_cache_dir(APP_NAME)))
+    return _ensure(Path(getattr(platformdirs, f"user_{kind}_dir")(APP_NAME)))
+
+
+def cache_dir() -> Path:
+    """Re-creatable files: converted models, downloads in progress."""
+    return _user_dir("cache")
 
 
 def data_dir() -> Path:
     """Files a person would miss: sessions, rankings, adapters."""
-    root = _root()
-    if root is not None:
-        return _ensure(root / "data")
-    import platformdirs
-
-    return _ensure(Path(platformdirs.user_data_dir(APP_NAME)))
+    return _user_dir("data")
 
 
 def config_dir() -> Path:
     """Settings and user plugins."""
-    root = _root()
-    if root is not None:
-        return _ensure(root / "config")
-    import platformdirs
-
-    return _ensure(Path(platformdirs.user_config_dir(APP_NAME)))
+    return _user_dir("config")
 
 
 def models_dir() -> Path:
