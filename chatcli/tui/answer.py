@@ -15,6 +15,7 @@ picks an alternative in the panel, , / . switch between sibling answers,
 from __future__ import annotations
 
 import bisect
+from typing import TYPE_CHECKING
 
 from textual import events
 from textual.binding import Binding
@@ -28,6 +29,9 @@ from chatcli.session import Node, status_label
 from chatcli.tui.markdown_body import MarkdownBody
 from chatcli.tui.messages import BranchRequested, SiblingRequested, TokenSelected
 from chatcli.tui.tokens import UNCERTAIN, chunk_bounds, token_content
+
+if TYPE_CHECKING:  # the comparison module pulls in torch; the view only reads its dataclasses
+    from chatcli.engine.compare import Comparison
 
 
 class TokenChunk(Static):
@@ -45,7 +49,7 @@ class TokenChunk(Static):
         steps = a.node.steps[self.start : self.end]
         content = token_content(
             steps, self.start, tint=a.token_tint, cursor=a.cursor, forced_at=a.node.meta.get("forced_at"),
-            strip_final_newline=not self.last,
+            strip_final_newline=not self.last, kl=a.kl_bits,
         )
         if self.last and not a.streaming:  # text the engine flushed without a step (held-back bytes)
             step_text = a.node.step_text
@@ -98,6 +102,8 @@ class AnswerView(Vertical, can_focus=True):
         self.model = model
         self.tint = tint  # the app's tint: "off" shows Markdown unless inspecting
         self.inspecting = False
+        self.comparison: Comparison | None = None  # set by /compare: tint by KL(adapter || base)
+        self.kl_bits: list[float] | None = None
         self.cursor: int | None = None
         self._md_fed = 0  # characters of node.content the Markdown shows
         self._chunks: list[TokenChunk] = []
@@ -119,11 +125,22 @@ class AnswerView(Vertical, can_focus=True):
 
     @property
     def showing_tokens(self) -> bool:
-        return self.tint != "off" or self.inspecting
+        return self.tint != "off" or self.inspecting or self.comparison is not None
 
     @property
     def token_tint(self) -> str:
+        if self.comparison is not None:
+            return "kl"
         return self.tint if self.tint != "off" else "model_prob"
+
+    def set_comparison(self, comparison: Comparison | None) -> None:
+        """Tint this answer by the per-token KL of ``comparison`` (None: back to the app's tint)."""
+        if comparison is not None and len(comparison.steps) != len(self.node.steps):
+            raise ValueError(f"comparison of {len(comparison.steps)} steps for an answer of {len(self.node.steps)}")
+        self.comparison = comparison
+        self.kl_bits = [s.kl_bits for s in comparison.steps] if comparison is not None else None
+        self.set_class(comparison is not None, "-compared")
+        self._apply_mode()
 
     @property
     def streaming(self) -> bool:
@@ -178,6 +195,8 @@ class AnswerView(Vertical, can_focus=True):
         self.node = node
         self.sibling_pos = sibling_pos
         self.cursor = None
+        self.comparison = self.kl_bits = None  # it described the node shown before
+        self.set_class(False, "-compared")
         for chunk in self._chunks:
             chunk.remove()
         self._chunks = []

@@ -38,6 +38,7 @@ from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError
 from chatcli.store import Store
 from chatcli.tui.answer import AnswerView
+from chatcli.tui.compare_view import comparison_note
 from chatcli.tui.messages import (
     BranchRequested, EngineFailed, EngineLoaded, EngineNotice, LoadProgress, SiblingRequested, StreamDone, StreamTick,
     TokenSelected,
@@ -103,6 +104,7 @@ class ChatApp(App):
         self._after_stream: list = []
         self._queued: str | None = None
         self._inspected: AnswerView | None = None
+        self._compared: AnswerView | None = None  # the answer /compare tints by KL
         self._load_started = 0.0
         self._tick_pending = False  # a StreamTick is posted and not yet handled (set by both threads)
         self._flushed = 0  # steps of the streaming answer already rendered
@@ -233,6 +235,7 @@ class ChatApp(App):
         self.call_later(self._redraw)
 
     def set_tint(self, mode: str) -> None:
+        self.end_comparison()
         self.tint = mode
         for view in self.transcript.answers():
             view.set_tint(mode)
@@ -241,6 +244,41 @@ class ChatApp(App):
 
     def quit(self) -> None:
         self.call_later(self.action_quit)
+
+    def show_comparison(self, node, comparison) -> None:
+        """Called by /compare: tint the answer by per-token KL; its tokens show base vs adapter in the panel.
+
+        The same comparison again (nothing changed since) switches it off, like Esc or F2.
+        """
+        view = self.transcript.view_for(node.id)
+        shown = self._compared
+        previous = shown.comparison if shown is not None else None
+        self.end_comparison()
+        if view is None:  # not on screen (another branch is shown): the transcript gets the printed copy
+            from chatcli.lora_commands import comparison_view
+
+            self.say(comparison_view(comparison), "result")
+            return
+        if shown is view and previous == comparison:
+            self.notify("comparison off: normal tinting", timeout=2)
+            return
+        view.set_comparison(comparison)
+        self._compared = view
+        self.say(comparison_note(comparison), "result")
+        if comparison.steps:
+            view.focus()
+            view.move_to(comparison.max_step.index)
+
+    def end_comparison(self) -> bool:
+        """Back to normal tinting (Esc, F2, /tint, a new answer); False when no comparison was shown."""
+        view, self._compared = self._compared, None
+        if view is None:
+            return False
+        if view.is_attached:
+            view.set_comparison(None)
+            if self.panel.node_id == view.node.id and view.cursor is not None:
+                self._show_step(view.node.id, view.cursor, following=False)
+        return True
 
     def adapters_changed(self) -> None:
         """Called by the adapter commands: the status bar shows the active adapters."""
@@ -299,6 +337,7 @@ class ChatApp(App):
         else:
             view.reset(node, view.sibling_pos)
         view._update_header()
+        self.end_comparison()
         self._stream_view = view
         self._stream_job = job
         self._following = True
@@ -408,6 +447,11 @@ class ChatApp(App):
         node = self.core.conv.nodes.get(node_id)
         if node is None or not 0 <= index < len(node.steps):
             return
+        compared = self._compared
+        if compared is not None and compared.node is node and compared.comparison is not None:
+            c = compared.comparison
+            self.panel.show_shift(node.steps[index], c.steps[index], adapters=c.adapters, node_id=node_id, index=index, total=len(node.steps))
+            return
         self.panel.show(node.steps[index], node_id=node_id, index=index, total=len(node.steps), following=following)
 
     def on_token_selected(self, message: TokenSelected) -> None:
@@ -484,6 +528,10 @@ class ChatApp(App):
             raise SkipAction()  # a modal (the command palette) closes itself
         if self._cancel is not None and not self._cancel.is_set():
             self.action_stop()
+        elif isinstance(self.focused, ChatInput) and self.query_one(CommandHints).display:
+            self.query_one(CommandHints).display = False
+        elif self.end_comparison():
+            pass
         elif not isinstance(self.focused, ChatInput):
             self.prompt.focus()
         elif self.query_one(CommandHints).display:
@@ -530,6 +578,9 @@ class ChatApp(App):
             answers[idx].scroll_visible(animate=False)
 
     def action_cycle_tint(self) -> None:
+        if self.end_comparison():  # F2 first returns a compared answer to the normal tint
+            self._refresh_status()
+            return
         self.set_tint(TINTS[(TINTS.index(self.tint) + 1) % len(TINTS)])
 
     def action_toggle_panel(self) -> None:
@@ -604,6 +655,7 @@ class ChatApp(App):
             self.core.conv, model=self._model_label(), tint=self.tint,
             welcome=welcome_content(self.core.identity.name if self.core.identity else self.model_name),
         )
+        self._compared = None  # its view is gone
         self.panel.clear()
         self._inspected = None
         self._refresh_status()

@@ -5,11 +5,15 @@ the most probable tokens of the raw model distribution with bars, the chosen
 token's probability (raw and as sampled) and rank, and the entropy in bits.
 With ``compare`` on, each row also shows the probability in the distribution
 actually sampled from (after temperature, top-k, top-p, min-p), so the effect of
-those settings is visible. Choosing a row (Enter, click, or 1-9 on the answer)
+those settings is visible. For a token of a ``/compare``d answer,
+:meth:`ProbabilityPanel.show_shift` shows the base and adapter distributions side
+by side instead (see :mod:`chatcli.tui.compare_view`). Choosing a row (Enter, click, or 1-9 on the answer)
 asks the app to branch the answer there with that token.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -19,8 +23,12 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from chatcli.engine.events import Step
+from chatcli.tui.compare_view import kl_legend, shift_rows, shift_summary
 from chatcli.tui.messages import BranchRequested
 from chatcli.tui.tokens import ENTROPY_FULL_BITS, bar, percent, tint_color, uncertainty, visible
+
+if TYPE_CHECKING:
+    from chatcli.engine.compare import TokenShift
 
 EMPTY_HELP = (
     "The next-token distribution appears here while the model writes.\n\n"
@@ -44,6 +52,7 @@ class ProbabilityPanel(Vertical):
         self.node_id: int | None = None
         self.index: int | None = None
         self.step: Step | None = None
+        self.shift: TokenShift | None = None  # set while showing a /compare'd token
 
     def compose(self):
         yield Static(Content(EMPTY_HELP), id="probs-summary")
@@ -57,13 +66,22 @@ class ProbabilityPanel(Vertical):
     def set_compare(self, on: bool) -> None:
         self.compare = on
         self._legend()
-        if self.step is not None:
+        if self.step is not None and self.shift is None:
             self.show(self.step, node_id=self.node_id, index=self.index or 0, total=self._total, following=self._following)
 
     def clear(self) -> None:
         self.step = self.node_id = self.index = None
+        self._set_shift(None)
         self.query_one("#probs-summary", Static).update(Content(EMPTY_HELP))
         self.query_one(AltList).display = False
+
+    def _set_shift(self, shift: TokenShift | None) -> None:
+        if (shift is None) != (self.shift is None):
+            self.border_title = "next-token distribution" if shift is None else "base vs adapter"
+            self.set_class(shift is not None, "-compared")
+            self.shift = shift
+            self._legend()
+        self.shift = shift
 
     _total = 0
     _following = False
@@ -71,12 +89,26 @@ class ProbabilityPanel(Vertical):
     def show(self, step: Step, *, node_id: int | None, index: int, total: int, following: bool) -> None:
         self.step, self.node_id, self.index = step, node_id, index
         self._total, self._following = total, following
+        self._set_shift(None)
         self.query_one("#probs-summary", Static).update(self._summary(step, index, total, following))
+        self._set_rows(self._rows(step))
+
+    def show_shift(
+        self, step: Step, shift: TokenShift, *, adapters: tuple[str, ...], node_id: int, index: int, total: int
+    ) -> None:
+        """Step ``index`` of a compared answer: both distributions, the chosen token's shift, KL."""
+        self.step, self.node_id, self.index = step, node_id, index
+        self._total, self._following = total, False
+        self._set_shift(shift)
+        self.query_one("#probs-summary", Static).update(shift_summary(shift, index=index, total=total, adapters=adapters))
+        self._set_rows(shift_rows(shift, (self.size.width or 40) - 4))
+
+    def _set_rows(self, rows: list[Option]) -> None:
         alts = self.query_one(AltList)
         alts.display = True
         highlighted = alts.highlighted
         alts.clear_options()
-        alts.add_options(self._rows(step))
+        alts.add_options(rows)
         if highlighted is not None and alts.option_count:
             alts.highlighted = min(highlighted, alts.option_count - 1)
 
@@ -133,6 +165,9 @@ class ProbabilityPanel(Vertical):
         return rows
 
     def _legend(self) -> None:
+        if self.shift is not None:
+            self.query_one("#probs-legend", Static).update(kl_legend())
+            return
         if self.compare:
             text = "left: model (T=1) · right: sampled from\nEnter/click an alternative: branch · F4 hide"
         else:
@@ -145,9 +180,17 @@ class ProbabilityPanel(Vertical):
         event.stop()
         if self.step is None or self.node_id is None or self.index is None or event.option_id is None:
             return
-        if not event.option_id.startswith("alt-") or event.option_id == "alt-chosen":
+        if self.shift is not None and event.option_id.startswith("pair-") and event.option_id != "pair-chosen":
+            alt = self.shift.top[int(event.option_id[5:])]
+            if alt.id != self.step.id and all(t.id != alt.id for t in self.step.top):
+                # a branch starts from the distribution recorded while the answer was written
+                self.notify(f"{visible(alt.token)!r} is not among this step's recorded alternatives; pick another",
+                            severity="warning", timeout=3)  # fmt: skip
+                return
+        elif event.option_id.startswith("alt-") and event.option_id != "alt-chosen" and self.shift is None:
+            alt = self.step.top[int(event.option_id[4:])]
+        else:
             return
-        alt = self.step.top[int(event.option_id[4:])]
         if alt.id == self.step.id:
             self.notify("that is the token already chosen here; pick another one", severity="warning", timeout=2)
             return

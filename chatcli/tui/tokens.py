@@ -17,7 +17,9 @@ from textual.style import Style
 
 from chatcli.engine.events import Step
 
-TINTS = ("off", "model_prob", "entropy")
+TINTS = ("off", "model_prob", "entropy")  # what F2 cycles through; "kl" is set per answer by /compare
+KL_MIN_BITS = 0.01  # KL(adapter || base) below which a token gets no tint
+KL_FULL_BITS = 2.0  # KL at which the KL tint is at its strongest
 ENTROPY_FULL_BITS = 4.0  # entropy at which the tint is at its strongest (16 equally likely tokens)
 UNCERTAIN = 0.5  # model_prob under which `]` / `[` stop on a step
 
@@ -40,6 +42,29 @@ def tint_color(u: float) -> Color | None:
     t = (u - 0.1) / 0.9
     r, g, b = (round(a + (b_ - a) * t) for a, b_ in zip(_AMBER, _RED))
     return Color(r, g, b, a=0.18 + 0.5 * t)
+
+
+def kl_fraction(kl_bits: float) -> float:
+    """0 .. 1 on a log scale from KL_MIN_BITS to KL_FULL_BITS (KL spans orders of magnitude)."""
+    if not kl_bits > KL_MIN_BITS:  # also NaN
+        return 0.0
+    return min(1.0, math.log(kl_bits / KL_MIN_BITS) / math.log(KL_FULL_BITS / KL_MIN_BITS))
+
+
+_BLUE = (90, 150, 255)
+_VIOLET = (215, 80, 255)
+
+
+def kl_color(kl_bits: float) -> Color | None:
+    """Background for a token by how much an adapter moved its distribution: none, then blue to violet.
+
+    A different hue from the certainty tints, so a compared answer is not read as uncertain.
+    """
+    if not kl_bits >= KL_MIN_BITS:
+        return None
+    t = kl_fraction(kl_bits)
+    r, g, b = (round(a + (b_ - a) * t) for a, b_ in zip(_BLUE, _VIOLET))
+    return Color(r, g, b, a=0.2 + 0.5 * t)
 
 
 def tint_style(step: Step, mode: str) -> Style | None:
@@ -83,10 +108,13 @@ def token_content(
     forced_at: int | None = None,
     strip_final_newline: bool = False,
     click: bool = True,
+    kl: Sequence[float] | None = None,
 ) -> Content:
     """Content for ``steps`` (answer positions ``start..``): one span per token.
 
-    Each span carries its tint, ``{"token": index}`` meta for mouse clicks, the
+    With ``tint="kl"``, ``kl[i]`` (bits, indexed by answer position) picks the
+    background of step ``i`` (see :func:`kl_color`). Each span carries its tint,
+    ``{"token": index}`` meta for mouse clicks, the
     cursor's reverse video and the forced token's underline.
     """
     parts: list[str] = []
@@ -99,7 +127,11 @@ def token_content(
             text = (text.rstrip("\n") or "▏") + text[len(text.rstrip("\n")):]
         parts.append(text)
         end = pos + len(text)
-        style = tint_style(step, tint) or Style()
+        if tint == "kl":
+            color = kl_color(kl[i]) if kl is not None and i < len(kl) else None
+            style = Style(background=color) if color is not None else Style()
+        else:
+            style = tint_style(step, tint) or Style()
         if click:
             style = style + Style.from_meta({"token": i})  # read by the view's click handler
         if i == forced_at:
