@@ -19,6 +19,11 @@ without importing chatcli internals:
   the chat app (a CommandContext) and returns a Textual ``Screen`` to push (or a
   ``Widget`` for a panel); it may raise ``chatcli.errors.ChatcliError``.
 
+``status_item()`` is polled (about once a second, on the UI thread, so it must be
+quick) for a short live status in the chat's status bar: ``None``, a text, or
+``(text, command)`` where ``command`` is a slash command the person can run with one
+key (F8), e.g. a finished fine-tuning run offering ``"/finetune load"``.
+
 Event hooks are called with keyword arguments as things happen; they must be
 quick (``step_generated`` runs for every token) and must not change what they
 are given. A hook that raises is reported once and its plugin is switched off.
@@ -66,3 +71,8 @@ def answer_finished(message, done, conversation):
 @hookspec
 def adapter_loaded(name, info):
     """A LoRA adapter was loaded (``info``: chatcli.engine.adapters.AdapterInfo)."""
+
+
+@hookspec
+def status_item():
+    """A live status for the status bar: None, ``text``, or ``(text, "/command")`` (F8 runs it)."""

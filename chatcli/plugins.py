@@ -282,6 +282,20 @@ class PluginManager:
         for impl in self._impls(hook):
             self._call_impl(impl, hook, kwargs)
 
+    def status_items(self) -> list[tuple[str, str | None]]:
+        """Each plugin's ``status_item()`` as ``(text, command or None)``; empty ones left out."""
+        out: list[tuple[str, str | None]] = []
+        for impl in self._impls("status_item"):
+            try:
+                item = impl.function()
+            except Exception as e:
+                self._fail(impl.plugin_name, f"raised in status_item ({_describe(e)})")
+                continue
+            text, command = item if isinstance(item, tuple) else (item, None)
+            if text:
+                out.append((str(text), str(command) if command else None))
+        return out
+
     def _impls(self, hook: str) -> list:
         caller = getattr(self.pm.hook, hook, None)
         if caller is None:
@@ -393,6 +407,12 @@ def notify(hook: str, **kwargs: Any) -> None:
     m = _manager
     if m is not None:
         m.notify(hook, **kwargs)
+
+
+def status_items() -> list[tuple[str, str | None]]:
+    """The loaded plugins' live status items (none when no plugins were loaded)."""
+    m = _manager
+    return m.status_items() if m is not None else []
 
 
 def reset() -> None:

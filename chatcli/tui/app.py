@@ -67,6 +67,8 @@ class ChatApp(App):
         Binding("f2", "cycle_tint", "Tint", id="tint"),
         Binding("f3", "toggle_panel", "Panel", id="panel"),
         Binding("f4", "toggle_compare", "Sampled", id="compare"),
+        # F8 runs what a plugin's status item offers (/finetune load); F6/F7 select text in the input.
+        Binding("f8", "status_action", "Offer", show=False, id="status_action"),
         Binding("ctrl+q", "quit", "Quit", priority=True, id="quit"),
     ]
 
@@ -590,6 +592,16 @@ class ChatApp(App):
         self.panel.set_compare(not self.panel.compare)
         if not self.panel.display:
             self.panel.display = True
+
+    def action_status_action(self) -> None:
+        """F8: run the slash command a plugin's status item offers (e.g. /finetune load)."""
+        action = self.status.info.action
+        if not action:
+            self.notify("nothing to run: F8 runs what the status bar offers (e.g. /finetune load when a run is done)", timeout=3)
+            return
+        execute(self, action)
+        self._refresh_status()
+        self.status.poll_plugins()
 
     async def action_quit(self) -> None:
         if self._cancel is not None:

@@ -1,4 +1,10 @@
-"""The status bar: model, dtype/device, adapters, sampling parameters, context used, speed, history id."""
+"""The status bar: model, dtype/device, adapters, sampling parameters, context used, speed, history id,
+and the plugins' live status items (e.g. a fine-tuning run's progress), polled every second.
+
+A plugin item may offer a slash command (``(text, "/finetune load")``): the bar shows
+"F8", the app's F8 binding runs it (:attr:`StatusInfo.action`), and a notification
+announces it once when it first appears.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ class StatusInfo:
     saving: bool = True
     tint: str = "off"
     adapters: str = ""  # "lora: sft×0.5, dpo (merged)", or "" for none
+    plugin: str = ""  # the plugins' live status items, joined
+    action: str | None = None  # the slash command F8 runs (offered by a plugin item), if any
 
 
 def _fmt_k(n: int) -> str:
@@ -65,6 +73,15 @@ def left_content(info: StatusInfo) -> Content:
     return Content.assemble(*parts)
 
 
+def plugin_content(info: StatusInfo) -> Content:
+    if not info.plugin:
+        return Content("")
+    parts: list = [(info.plugin, "$warning")]
+    if info.action:
+        parts += [("  F8", "bold $accent"), (f" {info.action}", "$text-muted")]
+    return Content.assemble(*parts)
+
+
 def right_content(info: StatusInfo) -> Content:
     parts: list = []
     if info.context is not None:
@@ -88,10 +105,30 @@ class StatusBar(Horizontal):
 
     def compose(self):
         yield Static("", id="status-left")
+        yield Static("", id="status-plugin")
         yield Static("", id="status-right")
+
+    def on_mount(self) -> None:
+        self.query_one("#status-plugin", Static).display = False
+        self.set_interval(1.0, self.poll_plugins)
+
+    def poll_plugins(self) -> None:
+        """Ask the plugins for their live status (a fine-tuning run's step, loss, ETA...)."""
+        from chatcli import plugins
+
+        items = plugins.status_items()
+        text = "  ·  ".join(t for t, _ in items)
+        action = next((c for _, c in reversed(items) if c), None)
+        if action and action != self.info.action:
+            self.app.notify(f"{text}\nF8 runs {action}", title="ready", timeout=15)
+        if (text, action) != (self.info.plugin, self.info.action):
+            self.update_info(plugin=text, action=action)
 
     def update_info(self, **changes) -> None:
         for k, v in changes.items():
             setattr(self.info, k, v)
         self.query_one("#status-left", Static).update(left_content(self.info))
+        plugin = self.query_one("#status-plugin", Static)
+        plugin.display = bool(self.info.plugin)
+        plugin.update(plugin_content(self.info))
         self.query_one("#status-right", Static).update(right_content(self.info))

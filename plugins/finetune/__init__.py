@@ -47,3 +47,10 @@ def register_commands(register):
         args=(Arg("args", "text", optional=True, help="NAME of a loaded reward model, or load DIR [NAME]"),),
         idle_only=True,
     )
+
+
+@hookimpl
+def status_item():
+    from plugins.finetune.command import status_item as item
+
+    return item()

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -33,6 +34,8 @@ class BackgroundRun:
         self.summary: dict = {}
         self.errors: list[str] = []
         self.proc: subprocess.Popen | None = None
+        self.ended_at: float | None = None  # time.monotonic() when the process ended
+        self.loaded = False  # the result was hot-loaded into the chat's model
         self._threads: list[threading.Thread] = []
 
     def start(self) -> "BackgroundRun":
@@ -62,6 +65,7 @@ class BackgroundRun:
             elif event == "summary":
                 self.summary = obj
         self.proc.wait()
+        self.ended_at = time.monotonic()
         if self.on_end is not None:
             self.on_end(self)
 

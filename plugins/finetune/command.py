@@ -63,10 +63,27 @@ def _load(ctx, run: BackgroundRun) -> str:
     else:
         info = manager.load(run.out, name=name)
         text = f"loaded adapter {info.name} ({info.params:,} parameters) from {run.out}"
+    run.loaded = True
     changed = getattr(ctx, "adapters_changed", None)
     if changed is not None:
         changed()
     return text
+
+
+def status_item() -> str | tuple[str, str] | None:
+    """The status bar's view of this session's run: progress while it runs; when it has
+    finished and is not loaded yet, the one-key offer to load it; a failure or a stop
+    for a minute."""
+    run = current_run()
+    if run is None or run.proc is None:
+        return None
+    if run.running:
+        return run.status_line()
+    if run.finished:
+        return None if run.loaded else (run.status_line().replace(" (/finetune load)", ""), "/finetune load")
+    if run.ended_at is not None and time.monotonic() - run.ended_at < 60:
+        return run.status_line()
+    return None
 
 
 def finetune_command(ctx, args: str) -> None:
