@@ -10,7 +10,9 @@ They act on the engine's :class:`~chatcli.engine.adapters.AdapterManager`
 (``idle_only``, and the engine's own lock) and reset the KV cache. ``/compare``
 re-scores the last answer with the adapters off and on; a front end that
 implements ``show_comparison(node, comparison)`` tints its transcript with it,
-others get a tinted copy of the answer and the steps that moved most.
+others get a tinted copy of the answer and the steps that moved most. ``/load-lora``
+with no argument calls the front end's ``pick_adapter()`` when it has one (the
+TUI's picker), and is a usage error otherwise.
 
 :func:`status_text` is the short active-adapter summary for a status bar.
 """
@@ -87,6 +89,10 @@ def load_lora(ctx: CommandContext, path: str | None = None) -> None:
         else:
             raise UsageError(f"/load-lora: one adapter at a time; {usage}")
     if path is None:
+        pick = getattr(ctx, "pick_adapter", None)
+        if callable(pick) and not words:  # a front end with a file picker offers the known adapters
+            pick()
+            return
         raise UsageError(f"/load-lora needs PATH; {usage}")
     spec = resolve_adapter(path)
     mgr = _manager(ctx)

@@ -179,3 +179,4 @@ def test_a_changed_adapter_replaces_the_comparison_and_a_row_branches(tiny_model
             assert view.comparison is None and app.panel.shift is None  # the new answer ends the comparison
 
     run(go())
+

@@ -16,6 +16,7 @@ the command palette and the plain REPL run the same command functions.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import threading
 import time
@@ -270,6 +271,29 @@ class ChatApp(App):
         if comparison.steps:
             view.focus()
             view.move_to(comparison.max_step.index)
+
+    def pick_adapter(self) -> None:
+        """Called by /load-lora with no argument: choose from the adapters found by name."""
+        from chatcli.tui.adapter_picker import AdapterPicker, find_adapters
+
+        entries = find_adapters()
+        if not entries:
+            self.say("no adapters in ./adapters, the demo adapters or the user adapter dir: /load-lora PATH loads one", "info")
+            return
+        engine = self.core.engine
+        mgr = getattr(engine, "adapters", None)
+        if mgr is None and getattr(engine, "model", None) is not None:
+            from chatcli.engine.adapters import AdapterManager
+
+            mgr = getattr(engine.model, AdapterManager._ATTR, None)
+        loaded = list(mgr.names) if mgr is not None else []
+
+        def chosen(path) -> None:
+            if path is not None:  # /load-lora splits its argument like a shell (not on Windows)
+                execute(self, "/load-lora " + (shlex.quote(str(path)) if os.name != "nt" else f'"{path}"'))
+                self._refresh_status()
+
+        self.push_screen(AdapterPicker(entries, loaded), chosen)
 
     def end_comparison(self) -> bool:
         """Back to normal tinting (Esc, F2, /tint, a new answer); False when no comparison was shown."""

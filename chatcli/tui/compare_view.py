@@ -89,10 +89,10 @@ def shift_rows(shift: TokenShift, width: int) -> list[Option]:
 def kl_legend() -> Content:
     """The KL tint scale and what the two bars are, for the panel's legend."""
     marks = [KL_MIN_BITS, 0.1, 0.5, KL_FULL_BITS]
-    parts: list = [("tint: KL(adapter‖base) ", "$text-muted")]
+    parts: list = [("tint: KL(adapter‖base) in bits\n", "$text-muted")]
     for k in marks:
         parts += [_kl_swatch(k, f" {k:g}{'+' if k == KL_FULL_BITS else ''} "), " "]
-    parts += [("bits\nbars: base (left) · adapter (right)\nEsc or F2: normal tint · Enter: branch", "$text-muted")]
+    parts += [("\nbars: base (left) · adapter (right)\nEsc or F2: normal tint · Enter: branch", "$text-muted")]
     return Content.assemble(*parts)
 
 
