@@ -109,7 +109,7 @@ def test_finetune_status_item_follows_the_run(tmp_path):
     done.proc.wait()
     command._RUN["current"] = done
     text, offer = command.status_item()
-    assert offer == "/finetune load" and text.startswith("finetune sft: done, loss 0.500") and "/finetune load" not in text
+    assert (text, offer) == ("finetune sft: done, loss 0.500 -> out", "/finetune load")
     done.loaded = True
     assert command.status_item() is None  # loaded: nothing left to offer
     failed = _run_in_state(tmp_path, [sys.executable, "-c", "raise SystemExit(3)"], errors=["chatcli: error: bad data"])
@@ -153,3 +153,42 @@ def test_status_bar_shows_plugin_progress_and_f8_runs_the_offer(tmp_path):
 
     run(go())
     assert not problems
+
+
+def test_a_real_background_run_in_the_chat_ends_with_f8_loading_the_adapter(tiny_model_dir, tmp_path):
+    from chatcli.engine.loader import load_engine
+    from chatcli.engine.params import SamplingParams
+    from chatcli.lora_commands import install
+    from chatcli.tui.app import make_app
+    from tests.tui_support import send, until_idle
+
+    reg = Registry()
+    for cmd in REGISTRY.commands():
+        reg.add(cmd)
+    install(reg)
+    m = PluginManager(selection={"finetune"}).load()  # the first-party plugin, by its entry point
+    m.install_commands(reg)
+    plugins._manager = m
+    engine = load_engine(str(tiny_model_dir), device="cpu")
+    out = tmp_path / "run"
+
+    async def go():
+        app = make_app(lambda progress: engine, registry=reg, params=SamplingParams(temperature=0, max_tokens=8))
+        async with app.run_test(size=(180, 30)) as pilot:
+            await ready(pilot)
+            await send(pilot, "Where is the fox?")
+            await until_idle(pilot)
+            await send(pilot, f"/finetune sft --out {out} --max-steps 4 --rank 2 --val-split 0 --save-every 100")
+            await wait_for(pilot, lambda: app.status.info.plugin.startswith("finetune sft"), timeout=10, what="the run in the bar")
+            await wait_for(pilot, lambda: app.status.info.action == "/finetune load", timeout=120, what="the run to finish")
+            await pilot.pause()
+            assert "finetune sft: done, loss" in screen_text(app) and "-> run  F8 /finetune load" in screen_text(app)
+            assert "adapters none" in str(app.status.query_one("#status-left").render())
+            await pilot.press("f8")
+            await wait_for(pilot, lambda: "lora: run" in str(app.status.query_one("#status-left").render()), timeout=10,
+                           what="the adapter in the bar")  # fmt: skip
+            await wait_for(pilot, lambda: not app.status.info.plugin, timeout=5, what="the offer to go")
+            assert engine.adapters.names == ["run"]
+
+    run(go())
+    assert (out / "adapter_model.safetensors").is_file()

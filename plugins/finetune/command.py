@@ -80,7 +80,10 @@ def status_item() -> str | tuple[str, str] | None:
     if run.running:
         return run.status_line()
     if run.finished:
-        return None if run.loaded else (run.status_line().replace(" (/finetune load)", ""), "/finetune load")
+        if run.loaded:
+            return None
+        # Short (the bar is one line): the folder's name, not its path.
+        return f"finetune {run.kind}: done, loss {run.summary.get('final_loss') or 0:.3f} -> {run.out.name}", "/finetune load"
     if run.ended_at is not None and time.monotonic() - run.ended_at < 60:
         return run.status_line()
     return None
