@@ -149,3 +149,15 @@ def test_rank_candidates_come_best_first_with_a_reward_model(trained, tiny_model
     assert got[-1].text == BAD and got[0].text != BAD and [c.index for c in got] == [0, 1, 2]
     assert rank_command.reward_model_name(engine) == "rm"
     assert "best first by reward model rm" in rank_command.build_screen(ctx, rank_command.RankArgs(n=3)).title_text
+
+
+def test_finetune_load_of_a_reward_run_loads_it_for_scoring_only(trained, tiny_model_dir):
+    from plugins.finetune import command
+
+    engine = load_engine(str(tiny_model_dir), device="cpu")
+    run = SimpleNamespace(kind="reward", out=Path(trained["summary"]["out"]), loaded=False)
+    text = command._load(_ctx(engine, Conversation()), run)
+    assert text.startswith("loaded reward model rm") and run.loaded
+    assert reward_names(engine.adapters) == ["rm"] and not engine.adapters.info("rm").enabled
+    command._load(_ctx(engine, Conversation()), run)  # loading again replaces it
+    assert engine.adapters.names == ["rm"]

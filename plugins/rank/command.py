@@ -184,8 +184,8 @@ def presort_by_reward(engine: Any, messages: list[dict], cands: list[Candidate])
         return cands
     try:
         ranked = best_first(engine, messages, [c.text for c in cands])
-    except ChatcliError:
-        return cands  # scoring is a convenience: never lose generated candidates over it
+    except Exception:  # scoring is a convenience: never lose generated candidates over it
+        return cands
     if ranked is None:
         return cands
     order = ranked[0]
