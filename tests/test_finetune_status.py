@@ -110,6 +110,8 @@ def test_finetune_status_item_follows_the_run(tmp_path):
     command._RUN["current"] = done
     text, offer = command.status_item()
     assert (text, offer) == ("finetune sft: done, loss 0.500 -> out", "/finetune load")
+    done.auto_load = True  # --load: loading by itself, nothing to offer
+    assert command.status_item() == "finetune sft: done, loading out"
     done.loaded = True
     assert command.status_item() is None  # loaded: nothing left to offer
     failed = _run_in_state(tmp_path, [sys.executable, "-c", "raise SystemExit(3)"], errors=["chatcli: error: bad data"])

@@ -36,6 +36,7 @@ class BackgroundRun:
         self.proc: subprocess.Popen | None = None
         self.ended_at: float | None = None  # time.monotonic() when the process ended
         self.loaded = False  # the result was hot-loaded into the chat's model
+        self.auto_load = False  # --load: the result loads by itself when the run finishes
         self._threads: list[threading.Thread] = []
 
     def start(self) -> "BackgroundRun":

@@ -82,6 +82,8 @@ def status_item() -> str | tuple[str, str] | None:
     if run.finished:
         if run.loaded:
             return None
+        if getattr(run, "auto_load", False):  # --load: no offer, it is being loaded
+            return f"finetune {run.kind}: done, loading {run.out.name}"
         # Short (the bar is one line): the folder's name, not its path.
         return f"finetune {run.kind}: done, loss {run.summary.get('final_loss') or 0:.3f} -> {run.out.name}", "/finetune load"
     if run.ended_at is not None and time.monotonic() - run.ended_at < 60:
@@ -159,6 +161,7 @@ def finetune_command(ctx, args: str) -> None:
             try:
                 ctx.say(_load(ctx, run), "result")
             except Exception as e:  # e.g. an answer is streaming: reported, never raised into a thread
+                run.auto_load = False  # the status bar offers the one-key load instead
                 ctx.say(f"could not load the new adapter ({e}); /finetune load tries again", "error")
 
         hop = getattr(ctx, "call_from_thread", None)
@@ -167,7 +170,9 @@ def finetune_command(ctx, args: str) -> None:
         except RuntimeError:  # the app has closed meanwhile
             pass
 
-    run = BackgroundRun(action, data, out, rest, model=model, on_end=on_end).start()
+    run = BackgroundRun(action, data, out, rest, model=model, on_end=on_end)
+    run.auto_load = auto_load
+    run.start()
     _RUN["current"] = run
     ctx.say(f"fine-tuning ({action}) started in the background -> {out}; /finetune status, /finetune stop"
             + (" (loads when done)" if auto_load else ""))  # fmt: skip
