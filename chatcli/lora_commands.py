@@ -279,7 +279,8 @@ def _status_changed(ctx: CommandContext) -> None:
 # --- registration ------------------------------------------------------------------------------
 
 COMMANDS = (
-    Command("load-lora", load_lora, "load a LoRA adapter (PEFT folder or .safetensors): /load-lora PATH[:SCALE] [--name N] [--scale S]",
+    Command("load-lora", load_lora, "load a LoRA adapter (PEFT folder or .safetensors): /load-lora PATH[:SCALE] [--name N] [--scale S]; "
+            "no PATH in the chat: pick one from a list",
             (Arg("path", "text", optional=True, help="PATH[:SCALE] [--name N] [--scale S]"),), idle_only=True),
     Command("unload-lora", unload_lora, "unload an adapter (the model is exactly as before it)", (Arg("name"),), idle_only=True),
     Command("lora", lora_table_cmd, "list adapters: rank, alpha, targets, parameters, scale, on/off, merged", aliases=("loras",)),

@@ -82,8 +82,11 @@ def test_compare_tints_the_answer_and_shows_both_distributions(tiny_model_dir, a
             node = app.core.conv.leaf
             view = app.transcript.view_for(node.id)
             assert not view.has_class("-tokens")  # Markdown before the comparison
+            await pilot.press("f3")
+            assert not app.panel.display
 
             await send(pilot, "/compare")
+            assert app.panel.display  # the side-by-side view is shown even if the panel was hidden
             c = view.comparison
             assert c is not None and c.adapters == ("sft",) and len(c.steps) == len(node.steps)
             assert node.meta["compare"]["tokens"] == len(node.steps)
@@ -177,6 +180,15 @@ def test_a_changed_adapter_replaces_the_comparison_and_a_row_branches(tiny_model
             branch = app.core.conv.leaf
             assert branch.ids[0] == shift.top[alt].id and branch.meta.get("forced_at") == 0
             assert view.comparison is None and app.panel.shift is None  # the new answer ends the comparison
+
+            # a compared answer switched to its sibling loses the tint; Esc then acts as usual
+            await send(pilot, "/compare")
+            assert view.comparison is not None and view.node is branch and app.focused is view
+            await pilot.press("comma")
+            await wait_for(pilot, lambda: view.node is node, what="the sibling switch")
+            assert view.comparison is None and view.token_tint != "kl"
+            await pilot.press("escape")
+            assert app.focused is app.prompt
 
     run(go())
 

@@ -257,7 +257,8 @@ class ChatApp(App):
         shown = self._compared
         previous = shown.comparison if shown is not None else None
         self.end_comparison()
-        if view is None:  # not on screen (another branch is shown): the transcript gets the printed copy
+        if view is None or view.node is not node or len(comparison.steps) != len(node.steps):
+            # not on screen (another branch is shown): the transcript gets the printed copy
             from chatcli.lora_commands import comparison_view
 
             self.say(comparison_view(comparison), "result")
@@ -268,6 +269,7 @@ class ChatApp(App):
         view.set_comparison(comparison)
         self._compared = view
         self.say(comparison_note(comparison), "result")
+        self.panel.display = True  # the side-by-side distributions are the point
         if comparison.steps:
             view.focus()
             view.move_to(comparison.max_step.index)
@@ -298,7 +300,7 @@ class ChatApp(App):
     def end_comparison(self) -> bool:
         """Back to normal tinting (Esc, F2, /tint, a new answer); False when no comparison was shown."""
         view, self._compared = self._compared, None
-        if view is None:
+        if view is None or view.comparison is None:  # none, or its view moved to a sibling since
             return False
         if view.is_attached:
             view.set_comparison(None)
