@@ -91,6 +91,7 @@ def test_compare_tints_the_answer_and_shows_both_distributions(tiny_model_dir, a
             assert c is not None and c.adapters == ("sft",) and len(c.steps) == len(node.steps)
             assert node.meta["compare"]["tokens"] == len(node.steps)
             assert view.has_class("-tokens") and view.token_tint == "kl"
+            assert "KL tint: with vs without sft" in str(view.query_one(".answer-header").render())
             # every token tinted by its own KL, with the KL colour scale
             bg = _backgrounds(view)  # (a token whose bytes end in a later one has no text of its own)
             assert len(bg) >= len(c.steps) // 2
@@ -121,6 +122,7 @@ def test_compare_tints_the_answer_and_shows_both_distributions(tiny_model_dir, a
             # Esc: normal tinting again, the same token shows the plain distribution
             await pilot.press("escape")
             assert view.comparison is None and view.token_tint == "model_prob" and app.panel.shift is None
+            assert "KL" not in str(view.query_one(".answer-header").render())
             assert app.panel.step == node.steps[1] and app.panel.border_title == "next-token distribution"
             assert "sampled" in _panel(app) and app.focused is view
             assert _backgrounds(view)[0] != kl_color(c.steps[0].kl_bits) or kl_color(c.steps[0].kl_bits) is None

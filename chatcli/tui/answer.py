@@ -141,6 +141,7 @@ class AnswerView(Vertical, can_focus=True):
         self.kl_bits = [s.kl_bits for s in comparison.steps] if comparison is not None else None
         self.set_class(comparison is not None, "-compared")
         self._apply_mode()
+        self._update_header()
 
     @property
     def streaming(self) -> bool:
@@ -252,6 +253,8 @@ class AnswerView(Vertical, can_focus=True):
             stats.append(f"branched at token {n.meta['forced_at'] + 1}")
         if stats:
             parts.append(Content.styled("  ·  " + "  ·  ".join(stats), "$text-muted"))
+        if self.comparison is not None:
+            parts.append(Content.styled(f"  ·  KL tint: with vs without {', '.join(self.comparison.adapters)}", "bold $secondary"))
         if self.streaming:
             parts.append(Content.styled("  ● writing…", "$success"))
         return Content.assemble(*parts)
