@@ -164,12 +164,30 @@ def load_engine(
         context_length=model.config.max_position_embeddings,
         parameters=sum(p.numel() for p in model.parameters()),
     )
+    _warm_up(model, progress)
     engine = LoadedModel(model, tokenizer, identity)
     if adapter_specs:
         from chatcli.engine.adapter_spec import load_adapter_specs
 
         load_adapter_specs(engine.adapters, adapter_specs)
     return engine
+
+
+def _warm_up(model, progress: ProgressFn | None) -> None:
+    """Run one token through the model while the loading progress is still showing.
+
+    Weights are memory-mapped, so the first forward pages them in from disk and sets up
+    the matmul kernels (about 2 s for the default model on a slow disk); doing it here
+    keeps that out of the first answer's time to first token.
+    """
+    import torch
+
+    if progress:
+        progress("warming up", 0, 1)
+    with torch.inference_mode():
+        model(torch.zeros(1, 1, dtype=torch.long, device=model.device))
+    if progress:
+        progress("warming up", 1, 1)
 
 
 def _tokenizer(path: Path, chat_template: str | None) -> ChatTokenizer:
