@@ -21,6 +21,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chatcli import plugins  # event hooks: a no-op unless a front end loaded plugins
+from chatcli.chat_params import (  # noqa: F401  (re-exported: commands.py imports resolve_param from here)
+    PARAM_ALIASES,
+    PARAM_HELP,
+    format_param,
+    parse_param_value,
+    resolve_param,
+)
 from chatcli.engine.engine import ChatEngine, ModelIdentity
 from chatcli.engine.events import Done, Event, Notice, Step
 from chatcli.engine.params import SamplingParams
@@ -31,25 +38,6 @@ from chatcli.store import Store
 ProgressFn = Callable[[str, int, "int | None"], None]
 EngineFactory = Callable[[ProgressFn], ChatEngine]
 NoticeFn = Callable[[str, str], None]  # (message, kind: "info" | "warning" | "error")
-
-# name -> (SamplingParams field, parser, help). `/set` and the CLI options share it.
-_OFF = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0}
-PARAM_HELP = {
-    "temperature": "0 = greedy; higher = flatter distribution",
-    "top_k": "keep the k most probable tokens (0 = off)",
-    "top_p": "keep the smallest set with this much probability (1 = off)",
-    "min_p": "drop tokens below min_p x the top probability (0 = off)",
-    "repetition_penalty": "divide logits of tokens already seen (1 = off)",
-    "max_tokens": "longest answer, in tokens",
-    "seed": "sampling seed (none = a new one each answer)",
-    "top_shown": "alternatives shown per step in the probability panel",
-}
-PARAM_ALIASES = {
-    "temp": "temperature", "t": "temperature", "topk": "top_k", "k": "top_k", "topp": "top_p",
-    "p": "top_p", "minp": "min_p", "rep": "repetition_penalty", "repeat_penalty": "repetition_penalty",
-    "max": "max_tokens", "max_new_tokens": "max_tokens", "n": "max_tokens", "top_n": "top_shown",
-}
-
 
 @dataclass
 class Job:
@@ -356,47 +344,6 @@ class ChatCore:
             path = self.store.path
             self.store = None
             self.on_notice(f"saving to {path} failed ({e}); this chat continues without saving", "warning")
-
-
-def resolve_param(name: str) -> str:
-    from chatcli.commands import did_you_mean
-
-    key = name.strip().lower().replace("-", "_")
-    key = PARAM_ALIASES.get(key, key)
-    if key not in PARAM_HELP:
-        raise UsageError(f"unknown parameter {name!r}{did_you_mean(key, PARAM_HELP)}; /set lists them")
-    return key
-
-
-def parse_param_value(key: str, value: str):
-    v = value.strip().lower()
-    if key == "seed":
-        if v in ("none", "random", "-", "off"):
-            return None
-        return _int(key, value)
-    if v in ("off", "none") and key in _OFF:
-        return _OFF[key]
-    if key in ("top_k", "max_tokens", "top_shown"):
-        return _int(key, value)
-    try:
-        return float(value)
-    except ValueError:
-        raise UsageError(f"invalid {key} {value!r}: use a number") from None
-
-
-def _int(key: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise UsageError(f"invalid {key} {value!r}: use an integer") from None
-
-
-def format_param(key: str, value) -> str:
-    if value is None:
-        return "none"
-    if key in _OFF and value == _OFF[key]:
-        return f"{value} (off)"
-    return str(value)
 
 
 def ensure_generation_ok(done: Done) -> None:
