@@ -15,12 +15,12 @@ Nothing here runs at import time: front ends call :func:`get_manager` when they
 need plugins (``chatcli generate`` never does). A plugin that fails to import,
 or raises inside a hook, is reported once through the manager's ``report``
 callback and skipped; the app and the other plugins go on. Event hooks are sent
-with :func:`notify`, a no-op until a manager exists.
+with :func:`notify`, a no-op until a manager exists. Finding plugins (entry points,
+user files) is :mod:`chatcli.plugin_discovery`; which ones load is :mod:`chatcli.plugin_settings`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -31,10 +31,9 @@ from typing import Any
 import pluggy
 
 from chatcli import hookspecs
-from chatcli.plugin_settings import parse_selection, selection_setting, user_plugin_dir
+from chatcli.plugin_discovery import GROUP, USER_PREFIX, Candidate, discover  # noqa: F401  (GROUP, USER_PREFIX re-exported)
+from chatcli.plugin_settings import parse_selection, selection_setting
 
-GROUP = "chatcli.plugins"
-USER_PREFIX = "chatcli_user_plugins"
 REGISTRATION_HOOKS = ("register_commands", "register_cli", "register_tui")
 
 Report = Callable[[str], None]
@@ -77,14 +76,6 @@ class TuiExtension:
     kind: str  # "screen" | "panel"
     title: str
     plugin: str
-
-
-@dataclass
-class _Candidate:
-    name: str
-    source: str
-    version: str | None
-    load: Callable[[], object]
 
 
 class PluginManager:
@@ -181,27 +172,8 @@ class PluginManager:
             self.report_problem(f"{where}: {e}; loading all plugins")
             return None
 
-    def _discover(self) -> list[_Candidate]:
-        out: list[_Candidate] = []
-        seen: set[tuple[str, str]] = set()
-        eps = self._entry_points if self._entry_points is not None else _group_entry_points()
-        for ep in eps:
-            key = (ep.name, ep.value)
-            if key in seen:  # an editable install can list a distribution twice
-                continue
-            seen.add(key)
-            dist = getattr(ep, "dist", None)
-            dist_name = getattr(dist, "name", None) or getattr(getattr(dist, "metadata", {}), "get", lambda k: None)("Name")
-            out.append(_Candidate(
-                ep.name, f"entry point ({dist_name or ep.value})", getattr(dist, "version", None), ep.load,
-            ))
-        folder = self._user_dir if self._user_dir is not None else user_plugin_dir()
-        if folder.is_dir():
-            for path in sorted(folder.glob("*.py")):
-                if path.stem.startswith("_"):
-                    continue
-                out.append(_Candidate(path.stem, f"user file {path}", None, lambda p=path: _import_file(p)))
-        return out
+    def _discover(self) -> list[Candidate]:
+        return discover(self._entry_points, self._user_dir)
 
     # --- registrations -----------------------------------------------------------------------
 
@@ -320,33 +292,6 @@ class PluginManager:
             except Exception:
                 pass
         self.report_problem(f"plugin {name!r} {why}; it is switched off for this session")
-
-
-def _group_entry_points() -> list:
-    from importlib.metadata import entry_points
-
-    return list(entry_points(group=GROUP))
-
-
-def _import_file(path: Path) -> object:
-    name = f"{USER_PREFIX}.{path.stem}"
-    if USER_PREFIX not in sys.modules:  # a namespace parent, so pickling and dataclasses work
-        import types
-
-        pkg = types.ModuleType(USER_PREFIX)
-        pkg.__path__ = []  # type: ignore[attr-defined]
-        sys.modules[USER_PREFIX] = pkg
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
 
 
 def _version_of(obj: object) -> str | None:
