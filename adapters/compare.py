@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 
 from chatcli import api
-from chatcli.engine.adapters import AdapterManager
 
 
 def main(argv: list[str]) -> None:
@@ -18,8 +17,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit("usage: python adapters/compare.py ADAPTER_DIR QUESTION [QUESTION ...]")
     adapter, questions = argv[0], argv[1:]
     model = api.load_model("smollm2-135m-instruct", device="cpu")
-    manager = AdapterManager.of(model.model)
-    manager.on_change.append(model.generator.reset)  # cached keys/values belong to the old weights
+    manager = model.adapters  # changes invalidate the generator's KV cache by themselves
     for q in questions:
         base = api.generate(model, q, temperature=0, max_tokens=60)
         if not len(manager):

@@ -11,10 +11,11 @@ while the wrapper has work (an adapter on, unmerged, with a non-zero scale);
 otherwise the original module object is back in place, so adapters that are off
 or merged cost nothing per token.
 
-State changes go through ``guard`` (e.g. the engine's "no answer is streaming"
-lock, so a load during an answer is refused with a message) and are announced to
-``on_change`` callbacks (e.g. the generator's KV-cache reset: cached keys and
-values were computed with the old weights).
+State changes go through ``guard`` (the engine's "no answer is streaming" guard,
+so a load during an answer is refused with a message), bump the model's
+``weights_version`` (a generator's KV cache made under another version holds keys
+and values of other weights, so it is dropped) and are announced to ``on_change``
+callbacks.
 
 :meth:`AdapterManager.override` / :meth:`disabled` switch adapters temporarily
 (the base model for a comparison) and restore every switch, scale and merged
@@ -77,9 +78,6 @@ class AdapterManager:
         self.on_change: list[Callable[[], None]] = list(on_change)
         self._adapters: dict[str, _Loaded] = {}
         self._wrappers: dict[str, nn.Module] = {}  # module name -> its LoRALinear / ReplacedModule
-        # Bumped on every change of what the model computes: a KV cache made at another
-        # version holds keys/values of other weights (see on_change).
-        self.version = 0
         # The original modules, by name, with where they hang (parent, attribute).
         self._slots: dict[str, tuple[nn.Module, str, nn.Module]] = {}
         for name, module in model.named_modules():
@@ -405,28 +403,13 @@ class AdapterManager:
         return any(other != module and getattr(self._slots[other][2], "weight", None) is w for other in self._slots)
 
     def _changed(self) -> None:
-        self.version += 1
         self.model.weights_version = getattr(self.model, "weights_version", 0) + 1
         for callback in self.on_change:
             callback()
 
 
 def engine_adapters(engine) -> AdapterManager:
-    """The adapter manager of a loaded engine (:class:`chatcli.engine.loader.LoadedModel`).
-
-    Uses ``engine.adapters`` when the engine provides one; otherwise the model's manager
-    (created if needed), made to wait for no stream (the engine's lock) and to reset the
-    generator's KV cache on every change (its keys and values came from the old weights),
-    also when someone created it earlier without those hooks.
-    """
+    """The adapter manager of a loaded engine: ``engine.adapters`` (guarded by its
+    generator) when it has one, else the model's own manager (test fakes)."""
     own = getattr(engine, "adapters", None)
-    if isinstance(own, AdapterManager):
-        return own
-    mgr = AdapterManager.of(engine.model)
-    exclusive = getattr(engine, "_exclusive", None)
-    if mgr.guard is nullcontext and exclusive is not None:
-        mgr.guard = exclusive
-    generator = getattr(engine, "generator", None)
-    if generator is not None and generator.reset not in mgr.on_change:
-        mgr.on_change.append(generator.reset)
-    return mgr
+    return own if isinstance(own, AdapterManager) else AdapterManager.of(engine.model)
