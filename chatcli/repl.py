@@ -14,8 +14,10 @@ always lands in the printing loop and reaches the engine as a cancel event.
 from __future__ import annotations
 
 import queue
+import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import IO
 
 from rich.console import Console, RenderableType
@@ -119,6 +121,9 @@ class Repl:
             events.put(None)
 
         self.busy = True
+        # While the answer streams, Ctrl+C (SIGINT) only sets `cancel`: a KeyboardInterrupt
+        # raised between two statements here could leave the worker running unobserved.
+        restore = _sigint_sets(cancel)
         worker = threading.Thread(target=work, name="chatcli-generate", daemon=True)
         worker.start()
         done: Done | None = None
@@ -147,8 +152,12 @@ class Repl:
                         done = event
                 except KeyboardInterrupt:
                     cancel.set()
+        except BaseException:
+            cancel.set()  # never join a worker that nobody will stop
+            raise
         finally:
             worker.join()
+            restore()
             self.busy = False
         done = done or Done("cancelled", 0, 0, None, None)
         tail = job.node.content[len(job.node.step_text):] if job.node.content.startswith(job.node.step_text) else ""
@@ -282,3 +291,11 @@ def run_repl(
             ("— /help for commands, Ctrl+C stops an answer, Ctrl+D leaves", "dim"),
         ))
     return repl.loop(stdin)
+
+
+def _sigint_sets(event: threading.Event) -> Callable[[], None]:
+    """Make SIGINT set ``event`` instead of raising; return the function that undoes it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signal handlers belong to the main thread
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    return lambda: signal.signal(signal.SIGINT, previous)
