@@ -97,10 +97,15 @@ def load_lora(ctx: CommandContext, path: str | None = None) -> None:
     spec = resolve_adapter(path)
     mgr = _manager(ctx)
     info = mgr.load(spec.path, name=name or spec.name, scale=spec.scale if scale is None else scale)
+    role = ""
+    if mgr.adapter(info.name).heads:  # a reward model scores answers; switched on it would change them
+        mgr.disable(info.name)
+        info = mgr.info(info.name)
+        role = " — a reward model: kept off for answers; /score uses it"
     _notify_loaded(info)
     ctx.say(
         f"loaded adapter {info.name}: rank {info.rank}, {info.modules} layers ({', '.join(info.targets) or 'none'}), "
-        f"{info.params:,} parameters ({info.percent:.2f}% of the model), scale {info.scale:g}",
+        f"{info.params:,} parameters ({info.percent:.2f}% of the model), scale {info.scale:g}{role}",
         "info",
     )
     _status_changed(ctx)

@@ -161,3 +161,14 @@ def test_finetune_load_of_a_reward_run_loads_it_for_scoring_only(trained, tiny_m
     assert reward_names(engine.adapters) == ["rm"] and not engine.adapters.info("rm").enabled
     command._load(_ctx(engine, Conversation()), run)  # loading again replaces it
     assert engine.adapters.names == ["rm"]
+
+
+def test_load_lora_of_a_reward_model_keeps_it_off_for_answers(trained, tiny_model_dir):
+    from chatcli.lora_commands import load_lora
+
+    engine = load_engine(str(tiny_model_dir), device="cpu")
+    ctx = _ctx(engine, Conversation())
+    load_lora(ctx, str(trained["summary"]["out"]))
+    name = reward_names(engine.adapters)[0]
+    assert not engine.adapters.info(name).enabled
+    assert any("reward model" in _text(m) for m, _ in ctx.said)
