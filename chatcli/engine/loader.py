@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from functools import cached_property
 from collections.abc import Iterator, Sequence
+from functools import cached_property
 from pathlib import Path
 
 from chatcli.engine.engine import Message, ModelIdentity
