@@ -16,6 +16,16 @@ rebuilt lazily after any change. With no active adapter the forward is exactly
 ``base(x)`` (bit-for-bit the base model). While gradients flow through adapter
 parameters (training) each adapter runs on its own so autograd sees A and B.
 
+Precision: A and B are stored in the base dtype, except float32 A/B on a bf16/fp16
+base, which stay float32 — fine-tuning's trainable master weights (a bf16 A/B would
+round away small optimizer updates: bf16 keeps 8 mantissa bits, so an update under
+~1/256 of a weight vanishes). This is the simpler of the two correct designs: no
+separate master copy to sync each step; the training path casts x to float32 for the
+low-rank product (an [N, r] intermediate, cheap) and casts the result back to the
+base dtype, so autograd gives float32 gradients to A/B and AdamW updates them in
+float32, while the frozen base stays bf16. Inference (the fused pair) is built in the
+base dtype from such A/B, so a float32 adapter on a bf16 base runs at bf16 speed.
+
 Merging adds ``s·c·B·A`` into ``W0`` in place (the adapter then costs nothing per
 token); unmerging subtracts the same product, which restores W0 within float
 rounding. An adapter that was never merged leaves W0 untouched, so unloading it
@@ -124,8 +134,12 @@ class LoRALinear(nn.Module):
             )
         w = self.weight
         for t in (pair.A, pair.B):
-            if t.device != w.device or t.dtype != w.dtype:
-                t.data = t.data.to(device=w.device, dtype=w.dtype)
+            # float32 A/B on a bf16/fp16 base stay float32 (trainable master weights, see the
+            # module docstring); any other dtype follows the base weight.
+            keep = t.dtype == torch.float32 and w.dtype in (torch.bfloat16, torch.float16)
+            dtype = t.dtype if keep else w.dtype
+            if t.device != w.device or t.dtype != dtype:
+                t.data = t.data.to(device=w.device, dtype=dtype)
         self.register_parameter(f"lora_A__{name}", pair.A)
         self.register_parameter(f"lora_B__{name}", pair.B)
         self.lora[name] = pair
@@ -179,9 +193,11 @@ class LoRALinear(nn.Module):
             self._fused = None
             self._versions = self._tensor_versions()
             if active:
+                wd = self.weight.dtype  # inference runs in the base dtype, whatever A/B are stored in
                 with torch.no_grad():
-                    at = torch.cat([p.A for p in active], dim=0).t()  # [in, R]
-                    bt = torch.cat([(p.B * (p.scale * p.scaling)).t() for p in active], dim=0)  # [R, out]
+                    at = torch.cat([p.A.to(wd) for p in active], dim=0).t()  # [in, R]
+                    hi = torch.promote_types(wd, torch.float32)  # scale B in at least float32, then round once
+                    bt = torch.cat([(p.B.to(hi) * (p.scale * p.scaling)).to(wd).t() for p in active], dim=0)  # [R, out]
                 self._fused = (at.contiguous(), bt.contiguous())
             self._fused_valid = True
         return self._fused
@@ -206,7 +222,10 @@ class LoRALinear(nn.Module):
             for p in self.lora.values():
                 if p.active:
                     xd = F.dropout(x, p.dropout, self.training) if p.dropout else x
-                    y = y + F.linear(F.linear(xd, p.A), p.B) * (p.scale * p.scaling)
+                    # x [.., in] -> the low-rank product in A/B's dtype (float32 masters on a
+                    # bf16 base), cast back to the base dtype y is in; gradients reach A/B in float32.
+                    d = F.linear(F.linear(xd.to(p.A.dtype), p.A), p.B) * (p.scale * p.scaling)  # [.., out]
+                    y = y + d.to(y.dtype)
             return y
         fused = self._fused_pair()
         if fused is None:

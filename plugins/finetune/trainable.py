@@ -4,8 +4,11 @@
 as PEFT does — Kaiming-uniform with a = sqrt(5) — from the run's seed; B zero, so
 the model starts exactly as the base), attaches it through the model's
 :class:`~chatcli.engine.adapters.AdapterManager` under :data:`TRAIN_NAME`, and
-switches gradients on for its A and B only. Because the manager shares the
-adapter's tensors with the layers, ``manager.save(TRAIN_NAME, dir)`` writes what
+switches gradients on for its A and B only. A and B (and the reward head) are
+float32 even on a bf16 base: :class:`~chatcli.engine.lora.LoRALinear` keeps float32
+adapters as master weights and runs their low-rank product in float32, so AdamW's
+small updates are not rounded away; the frozen base stays in its own dtype. Because
+the manager shares the adapter's tensors with the layers, ``manager.save(TRAIN_NAME, dir)`` writes what
 was trained; ``manager.disabled([TRAIN_NAME])`` runs the base model (the DPO
 reference) with no second copy in memory.
 """
@@ -101,14 +104,13 @@ def attach_trainable(model: nn.Module, spec: LoRASpec, seed: int, base_model: st
     manager = AdapterManager.of(model)
     gen = torch.Generator().manual_seed(seed)
     modules: dict[str, ModuleLoRA] = {}
-    w_dtype = model.dtype
     for name in target_modules(model, spec):
         lin = model.get_submodule(name)
         A = torch.empty(spec.rank, lin.in_features)
         bound = 1.0 / math.sqrt(lin.in_features)  # kaiming_uniform_(a=sqrt(5)) on [r, in], as nn.Linear / PEFT
         A.uniform_(-bound, bound, generator=gen)
         B = torch.zeros(lin.out_features, spec.rank)
-        modules[name] = ModuleLoRA(A=A.to(w_dtype), B=B.to(w_dtype), alpha=spec.alpha)
+        modules[name] = ModuleLoRA(A=A, B=B, alpha=spec.alpha)  # float32 masters whatever the base dtype
     if not modules:
         raise UsageError("--targets/--layers select no linear layer of this model")
     adapter = LoRAAdapter(modules=modules, use_rslora=spec.rslora, base_model=base_model, source="fine-tuning")
@@ -143,7 +145,7 @@ def trainable_parameters(model: nn.Module, head: nn.Module | None = None) -> lis
 def new_score_head(model: nn.Module, seed: int) -> nn.Linear:
     """The reward model's scalar head: Linear(hidden -> 1, no bias), as HF's *ForSequenceClassification."""
     gen = torch.Generator().manual_seed(seed + 1)
-    head = nn.Linear(model.config.hidden_size, 1, bias=False)
+    head = nn.Linear(model.config.hidden_size, 1, bias=False, dtype=torch.float32)  # float32 like A/B
     with torch.no_grad():
         head.weight.normal_(0.0, 0.02, generator=gen)  # HF's initializer_range
     return head.to(device=model.device)
