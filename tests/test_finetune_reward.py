@@ -23,6 +23,7 @@ from plugins.finetune.reward import RewardScorer, load_reward, reward_names
 from plugins.finetune.run import run_training
 from plugins.finetune.score_command import conversation_rewards, score_command
 from plugins.rank import command as rank_command
+from plugins.rank.ranking import Ranking
 from plugins.rank.store import RankStore
 from tests.rank_support import candidates
 from tests.tiny import EOS_ID
@@ -140,6 +141,7 @@ def test_rank_candidates_come_best_first_with_a_reward_model(trained, tiny_model
 
     plain = rank_command.ChatRanking(ctx, rank_command.RankArgs(n=3), store).generate(None, threading.Event())
     assert [c.text for c in plain] == texts  # no reward model: as generated
+    assert all(c.reward is None for c in plain)
 
     load_reward(engine, trained["summary"]["out"], name="rm")
     run = rank_command.ChatRanking(ctx, rank_command.RankArgs(n=3), store)
@@ -147,6 +149,10 @@ def test_rank_candidates_come_best_first_with_a_reward_model(trained, tiny_model
     scores = RewardScorer(engine).score([{"role": "user", "content": QA[1][0]}], texts)
     assert [c.text for c in got] == [texts[i] for i in sorted(range(3), key=lambda i: -scores[i])]
     assert got[-1].text == BAD and got[0].text != BAD and [c.index for c in got] == [0, 1, 2]
+    assert [c.reward for c in got] == pytest.approx(sorted(scores, reverse=True), abs=1e-5)  # each keeps its score
+    store.add_ranking(run.set_id, Ranking(((0,), (1,), (2,)), "ranked"))
+    [item] = store.items()
+    assert item.reward_model == "rm" and [c.reward for c in item.candidates] == pytest.approx([c.reward for c in got])
     assert rank_command.reward_model_name(engine) == "rm"
     assert "best first by reward model rm" in rank_command.build_screen(ctx, rank_command.RankArgs(n=3)).title_text
 

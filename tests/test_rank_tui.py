@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from textual.app import App
 
 from chatcli.engine.params import SamplingParams
@@ -143,6 +145,7 @@ def test_screen_keys_order_tie_move_note_and_submit():
             await wait_for(pilot, lambda: app.rank_screen.draft is not None)
             s = app.rank_screen
             assert "mean p 0.90" in str(s.cards()[0].border_subtitle)
+            assert "reward" not in str(s.cards()[0].border_subtitle)  # no reward model scored these
             await pilot.press("enter")  # nothing ranked yet: refused, the screen stays
             assert app.outcome is None and app.screen is s
             await pilot.press("3", "1")  # 3 best, then 1
@@ -179,3 +182,16 @@ def test_screen_all_bad_skip_and_leave():
     skipped = run(go(["2", "s"]))
     assert skipped.status == "skipped"
     assert run(go(["escape"])) is None
+
+
+def test_cards_show_the_reward_score_next_to_the_mean_probability():
+    async def go():
+        scored = [replace(c, reward=r) for c, r in zip(candidates(["a", "b"], model_probs=[0.9, 0.4]), [1.5, -0.25])]
+        app = _Host(RankScreen(conversation(), candidates=scored))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: app.rank_screen.draft is not None)
+            subtitles = [str(app.rank_screen.cards()[i].border_subtitle) for i in (0, 1)]
+        assert subtitles[0].startswith("mean p 0.90  ·  reward +1.50  ·  ")
+        assert subtitles[1].startswith("mean p 0.40  ·  reward -0.25  ·  ")
+
+    run(go())

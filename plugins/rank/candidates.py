@@ -12,7 +12,8 @@ itself is greedy: N greedy answers would be N copies of one.
 A :class:`Candidate` records what a trainer or a reader needs to trust it: the
 text, seed, sampling parameters, adapters and scales, finish reason, token
 count and its mean token probability (the model's own, temperature 1, and the
-one of the distribution it was sampled from). Its steps are kept in memory so
+one of the distribution it was sampled from), and, when a reward model scored
+it (``/rank`` with one loaded), its reward. Its steps are kept in memory so
 the chosen answer shows its probabilities in the chat.
 """
 
@@ -48,6 +49,7 @@ class Candidate:
     tokens: int = 0
     mean_prob: float | None = None  # in the distribution sampled from
     mean_model_prob: float | None = None  # under the raw model (temperature 1)
+    reward: float | None = None  # the loaded reward model's score, when one scored the set
     steps: list[Step] = field(default_factory=list, repr=False, compare=False)
 
     def to_json(self) -> dict:
@@ -55,7 +57,7 @@ class Candidate:
             "text": self.text, "seed": self.seed, "params": self.params, "adapters": self.adapters,
             "finish_reason": self.finish_reason, "tokens": self.tokens, "mean_prob": self.mean_prob,
             "mean_model_prob": self.mean_model_prob,
-        }
+        } | ({"reward": self.reward} if self.reward is not None else {})  # unscored: the layout stays as it was
 
     @classmethod
     def from_json(cls, index: int, d: dict) -> "Candidate":
@@ -75,6 +77,7 @@ class Candidate:
             index=index, text=text, seed=seed, params=params, adapters=adapters,
             finish_reason=str(d.get("finish_reason", "stop")), tokens=_int(d.get("tokens"), 0),
             mean_prob=_float(d.get("mean_prob")), mean_model_prob=_float(d.get("mean_model_prob")),
+            reward=_float(d.get("reward")),
         )
 
 

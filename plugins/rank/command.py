@@ -8,7 +8,8 @@ and make the best answer the assistant's reply: a new child of the last user
 message (a sibling of any answer already there), with its steps, so the
 probability view works on it and the chat goes on from it. An "all bad"
 ranking is stored and leaves the conversation as it was. With a reward model
-loaded (``/score load``), the candidates are shown best first by its reward.
+loaded (``/score load``), the candidates are shown best first by its reward,
+and each candidate's score and the reward model's name are stored with the set.
 
 Front ends that can show a Textual screen (``ctx.push_screen``) get the screen;
 others get a one-line error pointing at ``chatcli rank``.
@@ -120,11 +121,11 @@ class ChatRanking:
             temperatures=self.args.temperatures, lora_mix=self.args.lora_mix, progress=progress, cancel=cancel,
         )
         if not cancel.is_set():
-            cands = presort_by_reward(self.engine, self.messages, cands)
+            cands, reward_model = presort_by_reward(self.engine, self.messages, cands)
             conv_id = self.core.conv.id
             self.set_id = self.store.add_set(
                 self.messages, cands, model=identity_json(self.engine), source="chat",
-                source_ref=f"conversation {conv_id}" if conv_id is not None else None,
+                source_ref=f"conversation {conv_id}" if conv_id is not None else None, reward_model=reward_model,
             )
         return cands
 
@@ -175,21 +176,22 @@ class ChatRanking:
         return node
 
 
-def presort_by_reward(engine: Any, messages: list[dict], cands: list[Candidate]) -> list[Candidate]:
+def presort_by_reward(engine: Any, messages: list[dict], cands: list[Candidate]) -> tuple[list[Candidate], str | None]:
     """Best-of-N: with a reward model loaded (the finetune plugin's ``/score load``), the
-    candidates come best first (renumbered in that order, as they are stored and shown)."""
+    candidates come best first (renumbered in that order, as they are stored and shown),
+    each carrying its ``reward``; returns them and the reward model's name (None: unscored)."""
     try:
         from plugins.finetune.reward import best_first
     except ImportError:  # the finetune plugin is not installed
-        return cands
+        return cands, None
     try:
         ranked = best_first(engine, messages, [c.text for c in cands])
     except Exception:  # scoring is a convenience: never lose generated candidates over it
-        return cands
+        return cands, None
     if ranked is None:
-        return cands
-    order = ranked[0]
-    return [replace(cands[i], index=k) for k, i in enumerate(order)]
+        return cands, None
+    order, scores, name = ranked
+    return [replace(cands[i], index=k, reward=float(r)) for k, (i, r) in enumerate(zip(order, scores))], name
 
 
 def reward_model_name(engine: Any) -> str | None:

@@ -44,7 +44,7 @@ class RankOutcome:
 
 
 class CandidateCard(Static):
-    """One answer: its number, place in the ranking, mean token probability, and text."""
+    """One answer: its number, place in the ranking, mean token probability (and reward score), and text."""
 
     def __init__(self, candidate: Candidate) -> None:
         super().__init__(classes="rank-card")
@@ -53,7 +53,8 @@ class CandidateCard(Static):
     def render_card(self, place: str, selected: bool, tied: bool) -> None:
         c = self.candidate
         mean = f"mean p {c.mean_model_prob:.2f}" if c.mean_model_prob is not None else "mean p -"
-        bits = [mean, f"{c.tokens} tokens", f"T {c.params.get('temperature', '?')}", f"seed {c.seed}"]
+        reward = [f"reward {c.reward:+.2f}"] if c.reward is not None else []  # scored by a loaded reward model
+        bits = [mean, *reward, f"{c.tokens} tokens", f"T {c.params.get('temperature', '?')}", f"seed {c.seed}"]
         if c.adapters:
             bits.append("+".join(f"{a['name']}×{a['scale']:g}" for a in c.adapters))
         if c.finish_reason not in ("stop", ""):

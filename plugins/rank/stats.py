@@ -3,6 +3,8 @@
 Rankings count the latest judgement of each candidate set (as exports do);
 ``submissions`` counts every submit, re-rankings included. Pairs are the
 ``--pairs all`` preference pairs; ties count tiers holding more than one answer.
+``scored_sets`` counts the judged sets whose candidates a reward model scored
+(best-of-N ``/rank``), ``reward_models`` how many of them each reward model scored.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ def compute_stats(store: RankStore) -> dict:
     status = Counter(i.ranking.status for i in items)
     judged = [i for i in items if i.ranking.status != "skipped"]
     per_model: dict[str, dict] = {}
+    reward_models = Counter(i.reward_model for i in judged if i.reward_model)
     for i in items:
         name = (i.model or {}).get("name") or "unknown"
         row = per_model.setdefault(name, {"rankings": 0, "pairs": 0, "skipped": 0})
@@ -41,6 +44,8 @@ def compute_stats(store: RankStore) -> dict:
         "pairs": sum(len(pairs(i.ranking, "all")) for i in judged),
         "ties": sum(i.ranking.ties for i in judged if i.ranking.status == "ranked"),
         "with_note": sum(1 for i in judged if i.ranking.note),
+        "scored_sets": sum(reward_models.values()),
+        "reward_models": dict(sorted(reward_models.items())),
         "per_model": per_model,
     }
 
@@ -54,10 +59,12 @@ def render_stats(data: dict) -> None:
     summary.add_column(style="bold cyan")
     summary.add_column(justify="right")
     for key in ("prompts", "candidate_sets", "candidates", "rankings", "ranked", "all_bad", "skipped",
-                "unranked_sets", "pairs", "ties", "with_note", "submissions"):  # fmt: skip
+                "unranked_sets", "pairs", "ties", "with_note", "scored_sets", "submissions"):  # fmt: skip
         summary.add_row(key.replace("_", " "), str(data[key]))
     console.print(f"[dim]{data['store']}[/dim]")
     console.print(summary)
+    if data["reward_models"]:
+        console.print("scored by " + ", ".join(f"{name} ({n})" for name, n in data["reward_models"].items()))
     if data["per_model"]:
         per = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
         for col in ("model", "rankings", "pairs", "skipped"):

@@ -5,14 +5,15 @@ Contract:
   :meth:`RankStore.add_ranking` returns, so a ``kill -9`` (or a power cut) at any
   moment loses no submitted ranking, and SQLite's recovery makes the file open
   afterwards. Every write is one ``BEGIN IMMEDIATE`` transaction.
-- The schema carries ``PRAGMA user_version`` and migrates forward only.
+- The schema carries ``PRAGMA user_version`` and migrates forward only (version 2
+  adds the nullable reward columns; stores written before it open and migrate).
 - Opening fails with :class:`RankStoreError`, one line saying where and what to do.
 
 Tables: ``prompts`` (the conversation up to the last user turn, deduplicated by
 hash), ``candidate_sets`` (one generation of N answers: model identity, where it
-came from, and for queue items a ``key`` that makes annotation resumable),
+came from, the reward model that scored it if any, and for queue items a ``key`` that makes annotation resumable),
 ``candidates`` (text, seed, sampling parameters, adapters and scales, finish
-reason, mean probabilities) and ``rankings`` (tiers best first, status, note,
+reason, mean probabilities, reward score) and ``rankings`` (tiers best first, status, note,
 timestamps; the latest ranking of a set is the one that counts).
 """
 
@@ -75,6 +76,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX rankings_set ON rankings(set_id);
     """,
+    # 2: best-of-N scores. Nullable: older sets, and sets ranked without a reward model, have none.
+    """
+    ALTER TABLE candidates ADD COLUMN reward REAL;
+    ALTER TABLE candidate_sets ADD COLUMN reward_model TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -94,6 +100,7 @@ class RankedItem:
     model: dict
     source: str
     created: float  # when the ranking was submitted
+    reward_model: str | None = None  # the reward model whose scores the candidates carry
 
 
 def default_path() -> Path:
@@ -145,9 +152,11 @@ class RankStore:
         source: str = "chat",
         source_ref: str | None = None,
         key: str | None = None,
+        reward_model: str | None = None,
     ) -> int:
         """Store a generation of candidates (one transaction); returns its id.
 
+        ``reward_model`` names the model behind the candidates' ``reward`` scores.
         With ``key``, a set already stored under that key is returned instead (resuming).
         """
         now = time.time()
@@ -160,15 +169,16 @@ class RankStore:
             c.execute("INSERT OR IGNORE INTO prompts(hash, messages, created) VALUES (?,?,?)", (h, _dumps(list(messages)), now))
             prompt_id = int(c.execute("SELECT id FROM prompts WHERE hash=?", (h,)).fetchone()[0])
             cur = c.execute(
-                "INSERT INTO candidate_sets(prompt_id, key, source, source_ref, model, created) VALUES (?,?,?,?,?,?)",
-                (prompt_id, key, source, source_ref, _dumps(model or {}), now),
+                "INSERT INTO candidate_sets(prompt_id, key, source, source_ref, model, reward_model, created)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (prompt_id, key, source, source_ref, _dumps(model or {}), reward_model, now),
             )
             set_id = int(cur.lastrowid)
             c.executemany(
-                "INSERT INTO candidates(set_id, idx, text, seed, params, adapters, finish_reason, tokens, mean_prob, mean_model_prob)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO candidates(set_id, idx, text, seed, params, adapters, finish_reason, tokens, mean_prob, mean_model_prob,"
+                " reward) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [(set_id, i, k.text, k.seed, _dumps(k.params), _dumps(k.adapters), k.finish_reason, k.tokens,
-                  k.mean_prob, k.mean_model_prob) for i, k in enumerate(candidates)],  # fmt: skip
+                  k.mean_prob, k.mean_model_prob, k.reward) for i, k in enumerate(candidates)],  # fmt: skip
             )
             return set_id
 
@@ -213,30 +223,31 @@ class RankStore:
         """Every candidate set whose latest ranking is not skipped (oldest first)."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT s.id, p.messages, s.model, s.source, r.tiers, r.status, r.note, r.duration_s, r.created"
+                "SELECT s.id, p.messages, s.model, s.source, r.tiers, r.status, r.note, r.duration_s, r.created, s.reward_model"
                 " FROM candidate_sets s JOIN prompts p ON p.id = s.prompt_id"
                 " JOIN rankings r ON r.id = (SELECT MAX(id) FROM rankings WHERE set_id = s.id)"
                 " ORDER BY r.created, s.id"
             ).fetchall()
             out = []
-            for sid, messages, model, source, tiers, status, note, duration, created in rows:
+            for sid, messages, model, source, tiers, status, note, duration, created, reward_model in rows:
                 if status == "skipped" and not include_skipped:
                     continue
                 out.append(RankedItem(
                     int(sid), json.loads(messages), self._candidates(int(sid)),
                     _ranking((tiers, status, note, duration)), json.loads(model or "{}"), source, float(created),
+                    reward_model,
                 ))
         return out
 
     def _candidates(self, set_id: int) -> list[Candidate]:
         rows = self._conn.execute(
-            "SELECT idx, text, seed, params, adapters, finish_reason, tokens, mean_prob, mean_model_prob"
+            "SELECT idx, text, seed, params, adapters, finish_reason, tokens, mean_prob, mean_model_prob, reward"
             " FROM candidates WHERE set_id=? ORDER BY idx", (set_id,),
         ).fetchall()
         return [
             Candidate(int(i), text, int(seed or 0), json.loads(params or "{}"), json.loads(adapters or "[]"),
-                      finish or "stop", int(tokens or 0), mp, mmp)  # fmt: skip
-            for i, text, seed, params, adapters, finish, tokens, mp, mmp in rows
+                      finish or "stop", int(tokens or 0), mp, mmp, reward)  # fmt: skip
+            for i, text, seed, params, adapters, finish, tokens, mp, mmp, reward in rows
         ]
 
     def counts(self) -> dict:
