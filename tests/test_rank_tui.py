@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from textual.app import App
+from textual.geometry import Region
 
 from chatcli.engine.params import SamplingParams
 from chatcli.store import Store
@@ -193,5 +194,30 @@ def test_cards_show_the_reward_score_next_to_the_mean_probability():
             subtitles = [str(app.rank_screen.cards()[i].border_subtitle) for i in (0, 1)]
         assert subtitles[0].startswith("mean p 0.90  ·  reward +1.50  ·  ")
         assert subtitles[1].startswith("mean p 0.40  ·  reward -0.25  ·  ")
+
+    run(go())
+
+
+def _card_lines(card: CandidateCard) -> list[str]:
+    size = card.outer_size
+    return [strip.text for strip in card.render_lines(Region(0, 0, size.width, size.height))]
+
+
+def test_cards_render_answers_as_markdown_and_keep_their_layout():
+    async def go():
+        texts = ["Use this:\n\n```python\nprint('hi')\n```\n\n- one\n- **two**", "plain [b]not markup[/b]\nsecond line"]
+        app = _Host(RankScreen(conversation(), candidates=candidates(texts)))
+        async with app.run_test(size=(100, 40)) as pilot:
+            await wait_for(pilot, lambda: app.rank_screen.draft is not None)
+            await pilot.press("2")  # re-ranking restyles the border, the Markdown stays
+            await pilot.pause()
+            first, second = (_card_lines(app.rank_screen.cards()[i]) for i in (0, 1))
+        body = "\n".join(first)
+        assert "print('hi')" in body and "```" not in body  # a code block, not fences
+        assert "• one" in body and "• two" in body and "**" not in body  # a list, bold applied
+        assert first[0].startswith("╭─ 1  2nd") and "mean p 0.50  ·  " in first[-1]  # title and subtitle as before
+        assert second[0].startswith("┏━ 2  1st")
+        assert any("plain [b]not markup[/b]" in line for line in second)  # brackets are text, not markup
+        assert any(line.strip("┃ ").startswith("second line") for line in second)  # single newlines kept
 
     run(go())

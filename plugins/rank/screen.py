@@ -1,4 +1,4 @@
-"""The ranking screen: candidates as cards, ordered best-first with the keyboard.
+"""The ranking screen: candidates as cards (answers as Markdown), ordered best-first with the keyboard.
 
 ``RankScreen(messages, candidates=..., generate=...)`` either shows given
 candidates, or first runs ``generate(progress, cancel)`` in a thread worker
@@ -30,6 +30,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, ProgressBar, Static
 
 from chatcli.errors import ChatcliError
+from chatcli.tui.markdown_body import AnswerMarkdown
 from plugins.rank.candidates import Candidate, ProgressFn
 from plugins.rank.ranking import Ranking, RankingDraft
 
@@ -44,10 +45,15 @@ class RankOutcome:
 
 
 class CandidateCard(Static):
-    """One answer: its number, place in the ranking, mean token probability (and reward score), and text."""
+    """One answer: its number, place in the ranking, mean token probability (and reward score), and text.
+
+    The text is Markdown, rendered as the chat renders answers (code blocks, lists,
+    single newlines kept); it is built once, and re-ranking only restyles the border.
+    """
 
     def __init__(self, candidate: Candidate) -> None:
-        super().__init__(classes="rank-card")
+        text = candidate.text.strip()
+        super().__init__(AnswerMarkdown(text) if text else Content("(empty answer)"), classes="rank-card")
         self.candidate = candidate
 
     def render_card(self, place: str, selected: bool, tied: bool) -> None:
@@ -63,7 +69,6 @@ class CandidateCard(Static):
         self.border_subtitle = "  ·  ".join(bits)
         self.set_class(selected, "-selected")
         self.set_class(place != "unranked", "-placed")
-        self.update(Content(c.text.strip() or "(empty answer)"))
 
 
 class RankScreen(Screen[RankOutcome]):
