@@ -7,6 +7,7 @@ from dataclasses import replace
 from textual.app import App
 from textual.geometry import Region
 
+from chatcli.commands import execute
 from chatcli.engine.params import SamplingParams
 from chatcli.store import Store
 from chatcli.tui.transcript import Note
@@ -34,6 +35,7 @@ def test_rank_in_chat_ranks_with_keys_stores_and_the_chat_continues_from_the_bes
             await send(pilot, "/rank 3")
             await wait_for(pilot, lambda: _rank_screen(app) is not None and _rank_screen(app).draft is not None, what="candidates")
             screen = _rank_screen(app)
+            assert app.status.info.state == "ready" and not app.busy  # generation over: ranking needs no model
             call = engine.batch_calls[-1]
             assert call["n"] == 3 and call["params"].temperature == 0.8 and len(set(call["seeds"])) == 3
             assert [m["role"] for m in call["messages"]] == ["user"]  # up to the last user message, no old answer
@@ -112,12 +114,19 @@ def test_escape_while_generating_stops_and_changes_nothing():
             await send(pilot, "hi")
             await until_idle(pilot)
             engine.length = 100000
+            engine.hold_at = 2  # the candidates wait there until Esc cancels them
             leaf = app.core.conv.leaf
             await send(pilot, "/rank 2")
             await wait_for(pilot, lambda: _rank_screen(app) is not None and engine.batch_calls, what="generation")
             await pilot.pause(0.1)
+            assert _rank_screen(app).draft is None  # still generating
+            # The chat is busy meanwhile: its status bar says so and idle-only commands (e.g. from the palette) wait.
+            assert app.status.info.state == "ranking" and app.busy
+            assert str(app.query_one("#status-left").render()).startswith("● ranking")
+            assert not execute(app, "/rank 2") and "has to wait" in list(app.query(Note))[-1].plain
             await pilot.press("escape")
             await wait_for(pilot, lambda: _rank_screen(app) is None, what="the screen to close")
+            assert app.status.info.state == "ready" and not app.busy
             assert app.core.conv.leaf is leaf
             assert RankStore.open(default_path()).ranking_count() == 0
 

@@ -25,11 +25,19 @@ TINT_HELP = {
 
 
 class CommandContextMixin:
-    """busy / say / run_job / conversation_changed / set_tint / quit / pick_adapter / adapters_changed."""
+    """busy / set_activity / say / run_job / conversation_changed / set_tint / quit / pick_adapter / adapters_changed."""
+
+    _activity: str | None = None  # a command's long-running work (set_activity), shown as the status state
 
     @property
     def busy(self) -> bool:
-        return self._gen_worker is not None
+        return self._gen_worker is not None or self._activity is not None
+
+    def set_activity(self, state: str | None) -> None:
+        """A command's own generation (``/rank`` making candidates) runs: the status bar shows
+        ``state`` and the chat counts as busy (idle-only commands wait); None: it ended."""
+        self._activity = state
+        self._refresh_status(state=state or ("ready" if self.core.engine is not None else "no model"))
 
     def say(self, message: RenderableType, kind: str = "info") -> None:
         self.transcript.add_note(message, kind)

@@ -18,12 +18,15 @@ from chatcli.engine.engine import ModelIdentity
 from chatcli.engine.params import SamplingParams
 from chatcli.tui.tokens import bar
 
-STATE_STYLE = {"ready": "$success", "writing": "$accent", "stopping": "$warning", "loading": "$warning", "no model": "$error"}
+STATE_STYLE = {
+    "ready": "$success", "writing": "$accent", "ranking": "$accent", "stopping": "$warning", "loading": "$warning",
+    "no model": "$error",
+}
 
 
 @dataclass
 class StatusInfo:
-    state: str = "loading"  # "loading" | "ready" | "writing" | "stopping" | "no model"
+    state: str = "loading"  # "loading" | "ready" | "writing" | "ranking" (/rank generating) | "stopping" | "no model"
     model: str = ""
     identity: ModelIdentity | None = None
     params: SamplingParams | None = None

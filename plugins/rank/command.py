@@ -115,19 +115,33 @@ class ChatRanking:
         self.set_id: int | None = None
 
     def generate(self, progress, cancel) -> list[Candidate]:
-        """Runs in the screen's worker thread."""
-        cands = generate_candidates(
-            self.engine, self.messages, self.core.conv.params, self.args.n,
-            temperatures=self.args.temperatures, lora_mix=self.args.lora_mix, progress=progress, cancel=cancel,
-        )
-        if not cancel.is_set():
-            cands, reward_model = presort_by_reward(self.engine, self.messages, cands)
-            conv_id = self.core.conv.id
-            self.set_id = self.store.add_set(
-                self.messages, cands, model=identity_json(self.engine), source="chat",
-                source_ref=f"conversation {conv_id}" if conv_id is not None else None, reward_model=reward_model,
+        """Runs in the screen's worker thread; the chat shows it is busy ranking meanwhile."""
+        self._activity("ranking")
+        try:
+            cands = generate_candidates(
+                self.engine, self.messages, self.core.conv.params, self.args.n,
+                temperatures=self.args.temperatures, lora_mix=self.args.lora_mix, progress=progress, cancel=cancel,
             )
+            if not cancel.is_set():
+                cands, reward_model = presort_by_reward(self.engine, self.messages, cands)  # the model is busy here too
+                conv_id = self.core.conv.id
+                self.set_id = self.store.add_set(
+                    self.messages, cands, model=identity_json(self.engine), source="chat",
+                    source_ref=f"conversation {conv_id}" if conv_id is not None else None, reward_model=reward_model,
+                )
+        finally:
+            self._activity(None)
         return cands
+
+    def _activity(self, state: str | None) -> None:
+        """The chat's status state (``ctx.set_activity``, on the UI thread), where the front end has one."""
+        set_activity, call = getattr(self.ctx, "set_activity", None), getattr(self.ctx, "call_from_thread", None)
+        if set_activity is None or call is None:
+            return
+        try:
+            call(set_activity, state)
+        except RuntimeError:  # the app is gone (quit while generating)
+            pass
 
     def done(self, outcome) -> None:
         """Runs on the UI thread when the screen closes."""
