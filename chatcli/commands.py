@@ -193,7 +193,7 @@ def execute(ctx: CommandContext, line: str) -> bool:
     try:
         cmd, kwargs = ctx.registry.parse(line)
         if cmd.idle_only and ctx.busy:
-            raise UsageError(f"/{cmd.name} has to wait: an answer is streaming (Esc stops it)")
+            raise UsageError(f"/{cmd.name} has to wait: the model is busy (an answer or /rank is running; Esc stops it)")
         cmd.func(ctx, **kwargs)
         return True
     except ChatcliError as e:

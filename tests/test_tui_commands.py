@@ -141,7 +141,7 @@ def test_commands_refused_while_streaming_and_typing_from_an_answer():
             await send(pilot, "go")
             await pilot.pause(0.1)
             await send(pilot, "/retry")
-            assert "has to wait: an answer is streaming" in _last_note(app).plain
+            assert "has to wait: the model is busy" in _last_note(app).plain
             await send(pilot, "another message")
             assert app.prompt.text == "another message"  # kept, not lost
             await pilot.press("escape")
