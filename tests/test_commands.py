@@ -148,7 +148,7 @@ def test_retry_continue_and_busy_refusal(ctx):
     assert ctx.jobs[-1].kind == "retry" and len(ctx.core.conv.nodes) == 3
     ctx.busy = True
     assert not execute(ctx, "/retry")
-    assert "streaming" in ctx.last[0] and len(ctx.core.conv.nodes) == 3
+    assert "busy" in ctx.last[0] and len(ctx.core.conv.nodes) == 3
     ctx.busy = False
     assert not execute(ctx, "/continue")  # the answer is complete
     ctx.core.conv.leaf.status = "cancelled"
