@@ -25,7 +25,7 @@ from plugins.finetune import outdir
 from plugins.finetune.args import RESUME_FIXED, TrainArgs
 from plugins.finetune.data import Encoder, check_loaded, load_examples
 from plugins.finetune.plot import terminal_plot, write_png
-from plugins.finetune.report import Plan, QuietReporter, peak_memory, predicted_memory
+from plugins.finetune.report import Plan, QuietReporter, activation_memory, peak_memory, predicted_memory
 from plugins.finetune.trainable import (
     TRAIN_NAME, LoRASpec, attach_trainable, new_score_head, parse_layers, parse_targets, trainable_parameters,
 )  # fmt: skip
@@ -129,11 +129,14 @@ def run_training(args: TrainArgs, reporter=None, *, resume: bool = False, overwr
 
     trainer = Trainer(model, params, args, pad_id, reference=lambda: manager.disabled([TRAIN_NAME]), head=head, dist_=d)
     trainable = sum(p.numel() for _, p in params)
+    rule = predicted_memory(manager.base_params, model.dtype.itemsize, trainable, params[0][1].dtype.itemsize)
+    cfg = model.config
+    acts = activation_memory(args.kind, args.batch_size, args.max_len, cfg.hidden_size, cfg.num_hidden_layers,
+                             cfg.vocab_size, args.dtype, args.grad_checkpointing)  # fmt: skip
     plan = Plan(
         kind=args.kind, model=args.model, train_examples=len(train), val_examples=len(val),
         total_steps=total_steps(len(train), args), trainable=trainable, total_params=manager.base_params + trainable,
-        predicted_bytes=predicted_memory(manager.base_params, model.dtype.itemsize, trainable, params[0][1].dtype.itemsize),
-        world_size=d.world,
+        predicted_bytes=rule + acts, world_size=d.world, rule_bytes=rule, activation_bytes=acts,
     )  # fmt: skip
     reporter.plan(plan)
 
@@ -182,6 +185,7 @@ def run_training(args: TrainArgs, reporter=None, *, resume: bool = False, overwr
         "total_steps": plan.total_steps, "out": str(out),
         "first_loss": hist[0]["loss"] if hist else None, "final_loss": hist[-1]["loss"] if hist else None,
         "trainable_params": trainable, "predicted_memory_mb": round(plan.predicted_bytes / 2**20, 1),
+        "rule_of_thumb_mb": round(plan.rule_bytes / 2**20, 1), "activations_mb": round(plan.activation_bytes / 2**20, 1),
     }  # fmt: skip
     vals = [m for m in hist if "val_loss" in m]
     if vals:
