@@ -45,7 +45,9 @@ def test_run_summary_shows_rule_activations_total_and_peak(tmp_path, tiny_model_
     assert s["rule_of_thumb_mb"] > 0 and s["activations_mb"] > 0 and s["peak_memory_mb"] > 0
     assert abs(s["predicted_memory_mb"] - (s["rule_of_thumb_mb"] + s["activations_mb"])) <= 0.11
     cfg = r["model"].config
-    acts = activation_memory("sft", 2, 64, cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size, "float32")
+    longest = max(len(e.ids) for e in r["train"] + r["val"])
+    assert longest < 64  # the estimate follows the data, not only --max-len
+    acts = activation_memory("sft", 2, longest, cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size, "float32")
     assert s["activations_mb"] == round(acts / MB, 1)
     plan = json.loads(next(x for x in r_lines(tmp_path, tiny_model_dir) if '"plan"' in x))
     assert plan["predicted_bytes"] == plan["rule_bytes"] + plan["activation_bytes"] and plan["activation_bytes"] > 0

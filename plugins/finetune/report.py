@@ -9,8 +9,9 @@ Memory prediction has two parts, printed separately:
   (:func:`activation_memory`): ``tokens × hidden × layers × ACT_FACTOR[dtype]`` plus
   ``tokens × vocab × 4 × LOGIT_COPIES[dtype]`` for the float32 log-probabilities (SFT
   and DPO; the reward model reads hidden states, no logits). ``tokens = rows ×
-  --max-len``, ``rows`` the batch size, doubled for DPO and the reward model (chosen
-  + rejected rows). With ``--grad-checkpointing`` each layer keeps only its input
+  the longest example`` (at most ``--max-len``; a batch is padded to its longest
+  row), ``rows`` the batch size, doubled for DPO and the reward model (chosen +
+  rejected rows). With ``--grad-checkpointing`` each layer keeps only its input
   (``dtype bytes`` instead of the factor) plus one layer's activations while it is
   recomputed.
 
@@ -31,8 +32,8 @@ measured; the same scale is assumed). Why the SFT fit is low there is not
 understood; allocator reuse around the large logits tensors is a guess.
 Memory was linear in sequence length up to 256 (SDPA keeps no S×S matrix). Fewer
 targets or no dropout need less (73 saved bytes in float32 without dropout), and
-the estimate uses ``--max-len``, the longest a row can be: batches of shorter
-examples need proportionally less, so it leans high.
+the estimate uses the longest example for every row: batches of shorter examples
+need proportionally less, so it leans high.
 
 The measured peak (process max RSS on CPU, which also counts the Python/torch
 runtime and libraries, about 300 MB here; ``torch.cuda.max_memory_allocated`` on a

@@ -131,8 +131,10 @@ def run_training(args: TrainArgs, reporter=None, *, resume: bool = False, overwr
     trainable = sum(p.numel() for _, p in params)
     rule = predicted_memory(manager.base_params, model.dtype.itemsize, trainable, params[0][1].dtype.itemsize)
     cfg = model.config
-    acts = activation_memory(args.kind, args.batch_size, args.max_len, cfg.hidden_size, cfg.num_hidden_layers,
-                             cfg.vocab_size, args.dtype, args.grad_checkpointing)  # fmt: skip
+    # Batches are padded to their longest row, so the longest example (at most --max-len) bounds them.
+    longest = max(len(s.ids) for x in train + val for s in ((x,) if args.kind == "sft" else (x.chosen, x.rejected)))
+    acts = activation_memory(args.kind, args.batch_size, min(args.max_len, longest), cfg.hidden_size,
+                             cfg.num_hidden_layers, cfg.vocab_size, args.dtype, args.grad_checkpointing)  # fmt: skip
     plan = Plan(
         kind=args.kind, model=args.model, train_examples=len(train), val_examples=len(val),
         total_steps=total_steps(len(train), args), trainable=trainable, total_params=manager.base_params + trainable,
