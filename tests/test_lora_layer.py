@@ -109,3 +109,16 @@ def test_replaced_module_interpolates():
         rep.replacements["b"].enabled = False
         assert torch.equal(rep(ids), new[ids])
     assert rep.weight is emb.weight
+
+
+def test_a_model_with_a_replaced_head_still_moves_between_dtypes(tiny_model_dir):
+    """nn.Module.to() goes through Module._apply: the replacement wrapper must not shadow it."""
+    from chatcli.engine.adapters import AdapterManager
+    from chatcli.engine.checkpoint import load_checkpoint
+    from chatcli.engine.lora_io import LoRAAdapter
+
+    model = load_checkpoint(tiny_model_dir)
+    head = model.lm_head.weight.detach() + 0.1
+    AdapterManager.of(model).add(LoRAAdapter(modules={}, saved={"lm_head": {"weight": head}}), "head")
+    model.to(torch.bfloat16)
+    assert model.lm_head.base.weight.dtype == torch.bfloat16

@@ -285,7 +285,8 @@ class ReplacedModule(nn.Module):
         active = [r for r in self.replacements.values() if r.active]
         return active[-1] if active else None
 
-    def _apply(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def _with_weight(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        # (Not ``_apply``: that name is nn.Module's hook for .to()/.float(), which must keep working.)
         if isinstance(self.base, nn.Embedding):
             b = self.base
             return F.embedding(x, weight, b.padding_idx, b.max_norm, b.norm_type, b.scale_grad_by_freq, b.sparse)
@@ -296,7 +297,7 @@ class ReplacedModule(nn.Module):
         if rep is None:
             return self.base(x)
         bias = rep.bias if rep.bias is not None else getattr(self.base, "bias", None)
-        new = self._apply(x, rep.weight, bias)
+        new = self._with_weight(x, rep.weight, bias)
         if rep.scale == 1.0:
             return new
         base = self.base(x)
