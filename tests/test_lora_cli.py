@@ -161,3 +161,19 @@ def test_missing_lora_fails_before_loading_the_model(run, tiny_model_dir, tmp_pa
     monkeypatch.setattr(checkpoint, "load_checkpoint", lambda *a, **k: pytest.fail("model loaded"))
     code, out, err = run("generate", "hi", "--model", str(tiny_model_dir), "--lora", str(tmp_path / "nope"))
     assert code == 1 and out == "" and err.count("\n") == 1 and "nope" in err
+
+
+def test_a_temporary_override_never_reuses_a_stale_kv_cache(tiny_model_dir, adapter_dir):
+    """override() changes the weights: an answer inside it equals a fresh base model's, and the
+    answer after it equals the adapter's again (the generator's prefix cache must not leak)."""
+    import chatcli
+    from chatcli.engine.loader import load_engine
+
+    msgs = [{"role": "user", "content": "Paris is"}]
+    base = chatcli.generate(load_engine(str(tiny_model_dir), device="cpu"), msgs, temperature=0, max_tokens=8)
+    engine = load_engine(str(tiny_model_dir), device="cpu", lora=[str(adapter_dir)])
+    adapted = chatcli.generate(engine, msgs, temperature=0, max_tokens=8)
+    assert adapted != base
+    with engine.adapters.disabled():
+        assert chatcli.generate(engine, msgs, temperature=0, max_tokens=8) == base
+    assert chatcli.generate(engine, msgs, temperature=0, max_tokens=8) == adapted

@@ -293,6 +293,7 @@ class AdapterManager:
             for n in on:
                 if n not in off:
                     self._apply(n, enabled=True)
+            self._bump()  # caches filled before the switch hold other weights' keys/values
             yield
         finally:
             with torch.no_grad():
@@ -316,6 +317,7 @@ class AdapterManager:
                     rep.scale, rep.enabled = scale, enabled
                 st.scale, st.enabled, st.merged = scale, enabled, merged
                 self._place([*st.adapter.modules, *st.adapter.saved])
+            self._bump()
 
     def disabled(self, names: Iterable[str] | None = None) -> ContextManager[None]:
         """Run the base model (or the model without ``names``) inside the block."""
@@ -402,8 +404,12 @@ class AdapterManager:
         w = self._slots[module][2].weight
         return any(other != module and getattr(self._slots[other][2], "weight", None) is w for other in self._slots)
 
-    def _changed(self) -> None:
+    def _bump(self) -> None:
+        """The effective weights changed: KV caches made before are stale (see Generator)."""
         self.model.weights_version = getattr(self.model, "weights_version", 0) + 1
+
+    def _changed(self) -> None:
+        self._bump()
         for callback in self.on_change:
             callback()
 

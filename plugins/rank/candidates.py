@@ -178,26 +178,22 @@ def generate_candidates(
         switch = nullcontext()
         if v.adapters_on is not None and manager is not None:
             switch = manager.override(on=v.adapters_on, off=[a for a in manager.names if a not in v.adapters_on])
-        with switch:
-            _reset_cache(engine, v)  # cached keys/values were computed with other weights
+        with switch:  # the override bumps the model's weights version: no stale KV cache is reused
             adapters = active_adapters(engine)
             for i in v.members:
                 used[i] = (vparams, adapters)
-            try:
-                stream = engine.chat_batch(list(messages), vparams, len(v.members), seeds=[seeds[i] for i in v.members], cancel=cancel)
-                for event in stream:
-                    if isinstance(event, Step):
-                        i = v.members[event.seq]
-                        steps[i].append(event)
-                        tokens[i] += 1
-                        tick()
-                    elif isinstance(event, Done):
-                        i = v.members[event.seq]
-                        dones[i] = event
-                        finished[i] = True
-                        tick(force=True)
-            finally:
-                _reset_cache(engine, v)
+            stream = engine.chat_batch(list(messages), vparams, len(v.members), seeds=[seeds[i] for i in v.members], cancel=cancel)
+            for event in stream:
+                if isinstance(event, Step):
+                    i = v.members[event.seq]
+                    steps[i].append(event)
+                    tokens[i] += 1
+                    tick()
+                elif isinstance(event, Done):
+                    i = v.members[event.seq]
+                    dones[i] = event
+                    finished[i] = True
+                    tick(force=True)
         if cancel is not None and cancel.is_set():
             break
     tick(force=True)
@@ -216,14 +212,6 @@ def generate_candidates(
         err = next((d.error for d in dones if d is not None and d.error), None)
         raise ChatcliError(f"generating the candidates failed: {err or 'every answer ended in an error'}")
     return out
-
-
-def _reset_cache(engine: Any, v: Variant) -> None:
-    if v.adapters_on is None:
-        return
-    reset = getattr(getattr(engine, "generator", None), "reset", None)
-    if reset is not None:
-        reset()
 
 
 def _mean(values) -> float | None:
