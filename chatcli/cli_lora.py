@@ -34,7 +34,7 @@ LoraOpt = typer.Option(..., "--lora", "-l", help="Adapter PATH or NAME, optional
 
 def describe_adapter(path: Path) -> dict:
     """What ``lora info`` shows, from the config and the safetensors header alone."""
-    from chatcli.engine.adapters import sort_targets
+    from chatcli.engine.adapter_info import sort_targets
     from chatcli.engine.lora_io import adapter_files, parse_key, read_config
     from chatcli.engine.lora_validate import check_dtypes, check_safetensors
 

@@ -17,15 +17,14 @@ so a load during an answer is refused with a message), bump the model's
 and values of other weights, so it is dropped) and are announced to ``on_change``
 callbacks.
 
-:meth:`AdapterManager.override` / :meth:`disabled` switch adapters temporarily
-(the base model for a comparison) and restore every switch, scale and merged
-weight in ``finally``; merged weights are restored from a copy, bit-exactly.
+:meth:`AdapterManager.override` / :meth:`disabled` switch adapters temporarily and
+restore everything bit-exactly (see :mod:`chatcli.engine.adapter_override`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ContextManager
@@ -41,6 +40,7 @@ from chatcli.engine.adapter_info import (  # noqa: F401  (re-exported)
     describe,
     sort_targets,
 )
+from chatcli.engine.adapter_override import TemporarySwitches
 from chatcli.engine.lora import LoRALinear, LoRAPair, Replacement, ReplacedModule
 from chatcli.engine.lora_io import LoRAAdapter, read_adapter, write_adapter
 from chatcli.engine.lora_validate import AdapterError, ModuleShapes, check_against_model, max_rank_limit
@@ -57,7 +57,7 @@ class _Loaded:
     merged: bool = False
 
 
-class AdapterManager:
+class AdapterManager(TemporarySwitches):
     """Named LoRA adapters on one :class:`~chatcli.engine.model.DecoderLM`."""
 
     _ATTR = "_chatcli_adapter_manager"
@@ -272,62 +272,6 @@ class AdapterManager:
             rep.scale, rep.enabled = new_scale, new_enabled
         st.scale, st.enabled, st.merged = new_scale, new_enabled, new_merged
         self._place([*st.adapter.modules, *st.adapter.saved])
-
-    @contextmanager
-    def override(self, on: Iterable[str] = (), off: Iterable[str] = ()) -> Iterator[None]:
-        """Temporarily switch adapters on/off; every switch, scale and weight is restored after."""
-        on, off = list(on), list(off)
-        for n in [*on, *off]:
-            self._get(n)
-        saved_states = {n: (a.scale, a.enabled, a.merged) for n, a in self._adapters.items()}
-        # Merged weights come back from a copy, not by re-adding deltas (no rounding drift).
-        weights: dict[str, torch.Tensor] = {}
-        for n in off:
-            if self._adapters[n].merged:
-                for module in self._adapters[n].adapter.modules:
-                    if module not in weights:
-                        weights[module] = self._current(module).base.weight.detach().clone()
-        try:
-            for n in off:
-                self._apply(n, enabled=False)
-            for n in on:
-                if n not in off:
-                    self._apply(n, enabled=True)
-            self._bump()  # caches filled before the switch hold other weights' keys/values
-            yield
-        finally:
-            with torch.no_grad():
-                for module, w in weights.items():
-                    self._current(module).base.weight.copy_(w)
-            for n, (scale, enabled, merged) in saved_states.items():
-                st = self._adapters[n]
-                for module in st.adapter.modules:
-                    wrapper = self._current(module)
-                    pair = wrapper.lora[n]
-                    pair.scale, pair.enabled = scale, enabled
-                    if module in weights:  # the weight copy already holds this merge
-                        pair.merged_scale = scale if merged else None
-                    elif merged and not pair.merged:
-                        wrapper.merge(n)
-                    elif not merged and pair.merged:
-                        wrapper.unmerge(n)
-                    wrapper.invalidate()
-                for module in st.adapter.saved:
-                    rep = self._current(module).replacements[n]
-                    rep.scale, rep.enabled = scale, enabled
-                st.scale, st.enabled, st.merged = scale, enabled, merged
-                self._place([*st.adapter.modules, *st.adapter.saved])
-            self._bump()
-
-    def disabled(self, names: Iterable[str] | None = None) -> ContextManager[None]:
-        """Run the base model (or the model without ``names``) inside the block."""
-        return self.override(off=list(self._adapters) if names is None else list(names))
-
-    @contextmanager
-    def guarded(self) -> Iterator[None]:
-        """Hold the guard (no answer streams meanwhile) for work that reads the model."""
-        with self.guard():
-            yield
 
     # --- saving and export ---------------------------------------------------------------------
 
