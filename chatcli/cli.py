@@ -65,9 +65,10 @@ def _register_commands() -> None:
     if _registered:  # main() may run many times in one process (tests, embedding)
         return
     _registered = True
-    from chatcli import cli_generate, cli_inspect, cli_lora, cli_models, cli_plugins
+    from chatcli import cli_generate, cli_inspect, cli_lora, cli_models, cli_plugins, cli_serve
 
     cli_generate.register(app)
+    cli_serve.register(app)
     cli_inspect.register(app)
     cli_models.register(app)
     cli_lora.register(app)

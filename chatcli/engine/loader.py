@@ -94,10 +94,28 @@ class LoadedModel(PromptRenderer):
     def complete(
         self, text: str, params: SamplingParams, cancel: threading.Event | None = None
     ) -> Iterator[Event]:
+        ids = self.completion_ids(text)
+        yield from self.generator.stream(ids, params, cancel=cancel, context_length=self.context_length)
+
+    def complete_batch(
+        self,
+        text: str,
+        params: SamplingParams,
+        n: int,
+        seeds: Sequence[int] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Event]:
+        """N continuations of ``text`` in one batch; events carry ``seq`` (as :meth:`chat_batch`)."""
+        yield from self.generator.stream_batch(
+            self.completion_ids(text), params, n, seeds=seeds, cancel=cancel, context_length=self.context_length
+        )
+
+    def completion_ids(self, text: str) -> list[int]:
+        """The prompt ids of a plain continuation: BOS first when the tokenizer config asks for it."""
         ids = self.tokenizer.encode(text)
         if self.tokenizer.bos_id is not None and self._adds_bos():
             ids = [self.tokenizer.bos_id] + ids
-        yield from self.generator.stream(ids, params, cancel=cancel, context_length=self.context_length)
+        return ids
 
     def chat_batch(
         self,

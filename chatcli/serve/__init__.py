@@ -1,0 +1,15 @@
+"""``chatcli serve``: an OpenAI-compatible HTTP server for the local engine.
+
+Modules, one job each:
+
+* :mod:`errors` — :class:`APIError` and the OpenAI error body;
+* :mod:`requests` — request JSON -> validated :class:`ChatRequest` / :class:`CompletionRequest`;
+* :mod:`openai_format` — engine ``Step``/``Done`` events -> OpenAI responses, chunks and logprobs;
+* :mod:`worker` — the one engine thread and its FIFO queue (the engine is not re-entrant);
+* :mod:`adapters` — adapters addressable as model names, loaded only from allowed folders;
+* :mod:`app` — the Starlette routes and the bearer-key check;
+* :mod:`server` — uvicorn, in the foreground (the CLI) or a background thread (tests).
+
+Logprobs are the raw model distribution (``Step.model_prob``, softmax at temperature 1),
+as vLLM returns them by default, whatever sampling parameters the request used.
+"""

@@ -1,0 +1,87 @@
+"""Adapters served as model names, loaded only from allowed folders (vLLM's dynamic LoRA API).
+
+``POST /v1/load_lora_adapter {lora_name, lora_path}`` loads a PEFT adapter under a name;
+a request whose ``model`` is that name runs with it. Loaded adapters stay switched off:
+a request for the base model runs the base weights, and a request for an adapter
+switches it on for that generation only (``AdapterManager.override``, restored after),
+so base and adapter requests interleave correctly on the one engine thread.
+
+``lora_path`` is an absolute path or a path relative to one of the allowed folders (a
+bare name such as ``pirate``); either way the folder and the adapter's files, symlinks
+followed, must lie inside an allowed folder, so a client cannot make the server read
+files elsewhere. Methods that touch the model run on the engine worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import ContextManager, Sequence
+
+from chatcli.engine.lora_io import adapter_files
+from chatcli.serve.errors import APIError, bad_param
+
+
+def default_adapter_dirs() -> list[Path]:
+    """chatcli's user adapter folder and the demo adapters shipped with the package."""
+    from chatcli.engine.adapter_spec import PACKAGE_ADAPTERS, user_adapters_dir
+
+    return [user_adapters_dir(), PACKAGE_ADAPTERS]
+
+
+class ServedAdapters:
+    def __init__(self, manager, allowed: Sequence[Path], base_id: str):
+        self.manager = manager
+        self.allowed = [Path(os.path.realpath(Path(d).expanduser())) for d in allowed]
+        self.base_id = base_id
+
+    @property
+    def names(self) -> list[str]:
+        return self.manager.names
+
+    def source(self, name: str) -> str:
+        return str(self.manager.adapter(name).source or "")
+
+    def switch_all_off(self) -> None:
+        """Adapters given with ``--lora`` at start-up become addressable names, off for the base."""
+        for name in self.manager.active_names():
+            self.manager.disable(name)
+
+    def resolve(self, lora_path: str) -> Path:
+        """The adapter at ``lora_path``, inside an allowed folder (else a 400 that says so)."""
+        given = Path(lora_path).expanduser()
+        candidates = [given] if given.is_absolute() else [d / given for d in self.allowed]
+        for path in candidates:
+            folder = self._folder_of(path)
+            if folder is None or not os.path.lexists(path):
+                continue
+            for f in adapter_files(path):  # the files too: a symlink inside may point outside
+                if self._folder_of(f) != folder:
+                    break
+            else:
+                return path
+        where = ", ".join(map(str, self.allowed)) or "none"
+        raise bad_param("lora_path", f"lora_path {lora_path!r} is not an adapter inside the allowed folders ({where}): "
+                                     "put it there or start chatcli serve with --adapter-dir")  # fmt: skip
+
+    def _folder_of(self, path: Path) -> Path | None:
+        real = Path(os.path.realpath(path))
+        return next((d for d in self.allowed if real == d or d in real.parents), None)
+
+    def load(self, name: str, path: Path) -> None:
+        if name == self.base_id or name in self.manager:
+            raise APIError(f"The lora adapter '{name}' has already been loaded: unload it first or pick another name",
+                           400, param="lora_name")  # fmt: skip
+        self.manager.load(path, name=name)
+        self.manager.disable(name)
+
+    def unload(self, name: str) -> None:
+        if name not in self.manager:
+            raise APIError(f"The lora adapter '{name}' cannot be found: GET /v1/models lists the loaded ones",
+                           404, param="lora_name", code="not_found")  # fmt: skip
+        self.manager.unload(name)
+
+    def scope(self, name: str | None) -> ContextManager[None]:
+        """The block runs with adapter ``name`` on (the base model when None)."""
+        return nullcontext() if name is None else self.manager.override(on=[name])

@@ -1,0 +1,186 @@
+"""Request JSON -> a validated :class:`ChatRequest` or :class:`CompletionRequest`.
+
+Follows OpenAI's chat completions and (legacy) completions bodies, with vLLM's extra
+sampling parameters (``top_k``, ``min_p``, ``repetition_penalty``). Every bad value is
+an :class:`~chatcli.serve.errors.APIError` (400) naming the parameter; parameters the
+engine cannot honour (penalties, logit bias, tools, JSON mode, echo) are refused when
+set to anything but their neutral value, never silently ignored. Unknown fields are
+ignored, as vLLM does. ``max_tokens`` may stay ``None`` here: the app fills it from the
+context left after the prompt, which it has to tokenize first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from chatcli.engine.params import SamplingParams
+from chatcli.errors import UsageError
+from chatcli.serve.errors import APIError, bad_param
+
+MAX_N = 16  # answers per request: a batch of n rows, each with its own KV cache
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for chat (vLLM's default max_logprobs)
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+# Parameters the engine cannot honour: accepted only at these neutral values.
+NEUTRAL = {"presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0), "logit_bias": (None, {}),
+           "tools": (None, []), "functions": (None, []), "suffix": (None, ""), "echo": (None, False)}
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    model: str
+    sampling: dict  # SamplingParams fields except max_tokens (checked already)
+    max_tokens: int | None  # None: what the context leaves after the prompt
+    n: int
+    stream: bool
+    include_usage: bool
+    logprobs: bool
+    top_logprobs: int
+
+    def params(self, max_tokens: int) -> SamplingParams:
+        return SamplingParams(max_tokens=max_tokens, **self.sampling)
+
+
+@dataclass(frozen=True)
+class ChatRequest(GenRequest):
+    messages: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class CompletionRequest(GenRequest):
+    prompt: str = ""
+
+
+def parse_chat(body: Any) -> ChatRequest:
+    body = _object(body)
+    if body.get("response_format") not in (None, {"type": "text"}):
+        raise bad_param("response_format", "response_format is not supported by chatcli serve: leave it out (plain text)")
+    logprobs = _bool(body, "logprobs", False)
+    top = _int(body, "top_logprobs", None, 0, MAX_TOP_LOGPROBS)
+    if top is not None and not logprobs:
+        raise bad_param("top_logprobs", "top_logprobs needs logprobs: true")
+    max_tokens = _int(body, "max_completion_tokens", None, 1, None)
+    if max_tokens is None:
+        max_tokens = _int(body, "max_tokens", None, 1, None)
+    return ChatRequest(**_common(body), max_tokens=max_tokens, logprobs=logprobs, top_logprobs=top or 0,
+                       messages=_messages(body.get("messages")))  # fmt: skip
+
+
+def parse_completion(body: Any) -> CompletionRequest:
+    body = _object(body)
+    if body.get("best_of") is not None and body.get("best_of") != body.get("n", 1):
+        raise bad_param("best_of", "best_of is not supported by chatcli serve: leave it out")
+    top = _int(body, "logprobs", None, 0, MAX_TOP_LOGPROBS)
+    # OpenAI's (and vLLM's) default for legacy completions is 16 tokens.
+    max_tokens = _int(body, "max_tokens", 16, 1, None)
+    return CompletionRequest(**_common(body), max_tokens=max_tokens, logprobs=top is not None, top_logprobs=top or 0,
+                             prompt=_prompt(body.get("prompt")))  # fmt: skip
+
+
+def _common(body: dict) -> dict:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_param("model", "missing model: give the id of a model from GET /v1/models")
+    for name, neutral in NEUTRAL.items():
+        if body.get(name) is not None and body[name] not in neutral:
+            raise bad_param(name, f"{name} is not supported by chatcli serve: leave it out")
+    stream = _bool(body, "stream", False)
+    options = body.get("stream_options")
+    if options is not None and (not isinstance(options, dict) or not stream):
+        raise bad_param("stream_options", "stream_options must be an object and needs stream: true")
+    include_usage = _bool(options or {}, "include_usage", False, where="stream_options.include_usage")
+    top_k = _int(body, "top_k", 0, -1, None)
+    sampling = dict(
+        temperature=_number(body, "temperature", 1.0, 0.0, None),
+        top_p=_number(body, "top_p", 1.0, 0.0, 1.0, open_low=True),
+        top_k=max(top_k, 0),  # vLLM's -1 and chatcli's 0 both mean off
+        min_p=_number(body, "min_p", 0.0, 0.0, 1.0),
+        repetition_penalty=_number(body, "repetition_penalty", 1.0, 0.0, None, open_low=True),
+        seed=_int(body, "seed", None, 0, 2**63 - 1),
+        stop=_stops(body.get("stop")),
+    )
+    try:
+        SamplingParams(**sampling)  # the engine's own checks, as a last word
+    except UsageError as e:
+        raise APIError(e.message, 400, code="invalid_value") from None
+    return dict(model=model, sampling=sampling, n=_int(body, "n", 1, 1, MAX_N), stream=stream,
+                include_usage=include_usage)  # fmt: skip
+
+
+def _object(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise APIError("the request body must be a JSON object", 400)
+    return body
+
+
+def _messages(value: Any) -> tuple[dict, ...]:
+    if not isinstance(value, list) or not value:
+        raise bad_param("messages", "messages must be a non-empty list of {role, content} objects")
+    out = []
+    for i, m in enumerate(value):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise bad_param(where, f"{where} needs a role: one of {', '.join(ROLES)} (tools are not supported)")
+        out.append({"role": ROLES[m["role"]], "content": _content(m.get("content"), where)})
+    return tuple(out)
+
+
+def _content(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in value):
+        return "".join(p["text"] for p in value)
+    raise bad_param(f"{where}.content", f"{where}.content must be a string or a list of text parts (no images or audio)")
+
+
+def _prompt(value: Any) -> str:
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, str) and value:
+        return value
+    raise bad_param("prompt", "prompt must be one non-empty string (send one request per prompt; token ids are not supported)")
+
+
+def _stops(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > 16:
+        raise bad_param("stop", "stop must be a non-empty string or a list of at most 16 non-empty strings")
+    return tuple(stops)
+
+
+def _bool(body: dict, name: str, default: bool, where: str | None = None) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise bad_param(where or name, f"{where or name} must be true or false, not {value!r}")
+    return value
+
+
+def _int(body: dict, name: str, default: int | None, lo: int, hi: int | None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
+        rule = f"an integer >= {lo}" if hi is None else f"an integer from {lo} to {hi}"
+        raise bad_param(name, f"invalid {name} {value!r}: use {rule}")
+    return value
+
+
+def _number(body: dict, name: str, default: float, lo: float, hi: float | None, open_low: bool = False) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > lo if open_low else value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        low = f"> {lo:g}" if open_low else f">= {lo:g}"
+        rule = f"a number {low}" + ("" if hi is None else f" and <= {hi:g}")
+        raise bad_param(name, f"invalid {name} {value!r}: use {rule}")
+    return float(value)
