@@ -16,7 +16,9 @@ from chatcli.engine.events import Step
 
 
 def certainty_style(p: float) -> str:
-    """Green for near-certain steps, through yellow, to red for wide-open ones."""
+    """Green for near-certain steps, through yellow, to red for wide-open ones; none when unknown (NaN)."""
+    if p != p:
+        return ""
     if p >= 0.9:
         return "green"
     if p >= 0.6:
@@ -53,16 +55,20 @@ def steps_table(steps: Sequence[Step], alternatives: int = 4) -> Table:
         alts = Text()
         for t in [t for t in s.top if t.id != s.id][:alternatives]:
             alts.append(f"{show_token(t.token)} ", style="bold")
-            alts.append(f"{t.model_prob:.1%}  ", style="dim")
+            alts.append(f"{_pct(t.model_prob)}  ", style="dim")
         table.add_row(
             str(s.index),
             Text(show_token(s.token), style=certainty_style(s.model_prob)),
-            f"{s.prob:.1%}",
-            f"{s.model_prob:.1%}",
-            f"{s.entropy:.2f}",
+            _pct(s.prob),
+            _pct(s.model_prob),
+            "–" if s.entropy != s.entropy else f"{s.entropy:.2f}" + ("*" if s.partial else ""),
             alts,
         )
     return table
+
+
+def _pct(p: float) -> str:
+    return "–" if p != p else f"{p:.1%}"  # NaN: not reported by a remote server
 
 
 def print_steps(steps: Sequence[Step], console: Console | None = None) -> None:

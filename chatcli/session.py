@@ -19,11 +19,12 @@ and :mod:`chatcli.store` persists it.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from chatcli.engine.events import Step, TopToken
+from chatcli.engine.events import Step, TopToken, text_token_id
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import UsageError
 
@@ -62,20 +63,36 @@ class Node:
 
 
 def step_to_row(step: Step) -> list:
-    """A compact JSON-able form of a step (for the store and exports)."""
-    return [
-        step.id, step.token, step.text, step.prob, step.model_prob, step.entropy,
-        [[t.id, t.token, t.prob, t.model_prob] for t in step.top],
+    """A compact JSON-able form of a step (for the store and exports).
+
+    Values a remote backend did not report (NaN) are stored as null; a partial step
+    (alternatives limited to what the server returned) gets an eighth element ``1``.
+    """
+    row = [
+        step.id, step.token, step.text, _opt(step.prob), _opt(step.model_prob), _opt(step.entropy),
+        [[t.id, t.token, _opt(t.prob), _opt(t.model_prob)] for t in step.top],
     ]
+    if step.partial:
+        row.append(1)
+    return row
 
 
 def step_from_row(index: int, row: Sequence) -> Step:
-    sid, token, text, prob, model_prob, entropy, top = row
+    sid, token, text, prob, model_prob, entropy, top = row[:7]
     return Step(
-        index=index, id=int(sid), token=token, text=text, prob=float(prob),
-        model_prob=float(model_prob), entropy=float(entropy),
-        top=tuple(TopToken(int(t[0]), t[1], float(t[2]), float(t[3])) for t in top),
+        index=index, id=int(sid), token=token, text=text, prob=_float(prob),
+        model_prob=_float(model_prob), entropy=_float(entropy),
+        top=tuple(TopToken(int(t[0]), t[1], _float(t[2]), _float(t[3])) for t in top),
+        partial=len(row) > 7 and bool(row[7]),
     )
+
+
+def _opt(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def _float(x) -> float:
+    return math.nan if x is None else float(x)
 
 
 def forced_step(original: Step, token_id: int) -> Step:
@@ -263,12 +280,17 @@ def make_title(text: str, width: int = 60) -> str:
 
 
 def steps_from_json(items: Iterable[dict]) -> list[Step]:
-    """Steps from ``Step.to_json()`` dicts (exports)."""
+    """Steps from ``Step.to_json()`` dicts (exports; null ids and probabilities come from a remote backend)."""
+
+    def tid(i, token: str) -> int:
+        return text_token_id(token) if i is None else i
+
     return [
         Step(
-            index=i, id=d["id"], token=d["token"], text=d["text"], prob=d["prob"],
-            model_prob=d["model_prob"], entropy=d["entropy"],
-            top=tuple(TopToken(t["id"], t["token"], t["prob"], t["model_prob"]) for t in d["top"]),
+            index=i, id=tid(d["id"], d["token"]), token=d["token"], text=d["text"], prob=_float(d["prob"]),
+            model_prob=_float(d["model_prob"]), entropy=_float(d["entropy"]),
+            top=tuple(TopToken(tid(t["id"], t["token"]), t["token"], _float(t["prob"]), _float(t["model_prob"])) for t in d["top"]),
+            partial=bool(d.get("partial", False)),
         )
         for i, d in enumerate(items)
     ]

@@ -10,6 +10,13 @@ Every stream yields :class:`~chatcli.engine.events.Step` events, possibly
 the context), and ends with exactly one :class:`~chatcli.engine.events.Done`.
 Calls are not re-entrant: one stream at a time per engine (front ends run it in a
 worker thread and stop it with ``cancel``).
+
+Not every backend can do everything the local engine does. :class:`Capabilities`
+says what one offers (:func:`capabilities` gives the local engine's full set to an
+engine that declares none), and ``adapters`` is the backend's adapter control or
+None. A front end asks before it offers a feature, and a backend that lacks one
+raises a :class:`~chatcli.errors.ChatcliError` saying so (``render_prompt`` on a
+server that applies its own template), so missing features are reported, never faked.
 """
 
 from __future__ import annotations
@@ -37,8 +44,36 @@ class ModelIdentity:
     parameters: int
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend offers beyond streaming answers; the defaults are the local engine's."""
+
+    backend: str = "local"  # "local", or "remote" for an OpenAI-compatible server
+    exact_prompt: bool = True  # render_prompt/count_tokens give the exact prompt and its token count
+    token_ids: bool = True  # steps carry the model's own token ids
+    prefix_continuation: bool = True  # chat(answer_prefix_ids=...) works: /continue, branching at a token
+    probabilities: bool = True  # steps carry model_prob, entropy and alternatives
+    weights_in_process: bool = True  # the weights are here: teacher-forced scoring, fine-tuning, /compare by re-scoring
+
+    def unsupported(self, what: str) -> str:
+        """The one-line message for a feature this backend lacks."""
+        return f"{what} is not available on a {self.backend} backend"
+
+
+LOCAL = Capabilities()
+
+
+def capabilities(engine: object) -> Capabilities:
+    """The engine's declared capabilities (the local engine's for one that declares none)."""
+    caps = getattr(engine, "capabilities", None)
+    return caps if isinstance(caps, Capabilities) else LOCAL
+
+
 class ChatEngine(Protocol):
     identity: ModelIdentity
+    # Optional members (read with getattr): ``capabilities`` (a Capabilities; default LOCAL)
+    # and ``adapters`` (the adapter control: chatcli.engine.adapters.AdapterManager locally,
+    # chatcli.remote.adapters on a server; None or absent when the backend has none).
 
     def render_prompt(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         """The exact string the model sees for ``messages`` (special tokens included)."""

@@ -2,10 +2,18 @@
 
 One :class:`Step` per generated token (the stop token is not a step), then one
 :class:`Done`. ``to_json()`` gives the objects ``chatcli generate --json`` prints.
+
+A backend that knows less than the local engine (a remote OpenAI-compatible
+server) says so in the values rather than inventing them: a probability it was
+not given is NaN in memory and ``null`` in JSON, a token id it was not given is
+negative (:func:`text_token_id`, ``null`` in JSON), and a step whose entropy and
+alternatives cover only the top tokens the server returned has ``partial=True``.
 """
 
 from __future__ import annotations
 
+import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,7 +30,7 @@ class TopToken:
     model_prob: float  # probability under the raw model distribution (softmax, T=1)
 
     def to_json(self) -> dict:
-        return {"id": self.id, "token": self.token, "prob": self.prob, "model_prob": self.model_prob}
+        return {"id": _id(self.id), "token": self.token, "prob": _num(self.prob), "model_prob": _num(self.model_prob)}
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class Step:
     entropy: float  # bits, of the raw model distribution
     top: tuple[TopToken, ...]
     seq: int = 0  # which sequence of a batched generation (0 for a single answer)
+    partial: bool = False  # entropy and top cover only the alternatives a remote server returned
 
     @property
     def rank(self) -> int | None:
@@ -54,17 +63,20 @@ class Step:
         return None
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "type": "step",
             "index": self.index,
-            "id": self.id,
+            "id": _id(self.id),
             "token": self.token,
             "text": self.text,
-            "prob": self.prob,
-            "model_prob": self.model_prob,
-            "entropy": self.entropy,
+            "prob": _num(self.prob),
+            "model_prob": _num(self.model_prob),
+            "entropy": _num(self.entropy),
             "top": [t.to_json() for t in self.top],
         }
+        if self.partial:  # only then: the local engine's objects keep their documented keys
+            out["partial"] = True
+        return out
 
 
 @dataclass(frozen=True)
@@ -105,3 +117,25 @@ class Notice:
 
 
 Event = Step | Done | Notice
+
+UNKNOWN = math.nan  # a probability or entropy the backend did not report
+
+
+def known(x: float) -> bool:
+    """False for a value the backend did not report (NaN)."""
+    return not math.isnan(x)
+
+
+def text_token_id(token: str) -> int:
+    """A stand-in id for a token whose real id the server did not give: negative (so it is
+    never taken for a vocabulary id; ``null`` in JSON) and the same for the same text, so
+    the chosen token is still found among the alternatives (rank, the panel's marker)."""
+    return -2 - zlib.crc32(token.encode("utf-8", "surrogatepass"))
+
+
+def _num(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def _id(i: int) -> int | None:
+    return i if i >= 0 else None

@@ -37,6 +37,10 @@ EMPTY_HELP = (
 )
 
 
+NO_LOGPROBS = ("no probabilities for this token: the server sent no logprobs "
+               "(it does not support them, or they are switched off), so there is no distribution to show")
+
+
 class AltList(OptionList):
     BINDINGS = [Binding("escape", "back", "Back", show=False)]
 
@@ -123,7 +127,7 @@ class ProbabilityPanel(Vertical):
             ("step ", "$text-muted"), (f"{index + 1}", "bold"), (f" of {total}", "$text-muted"),
             ("   ● live" if following else "", "$success"),
         )
-        chosen = Content.assemble(("chosen ", "$text-muted"), (visible(step.token), "bold reverse"), (f"  id {step.id}", "$text-muted"))
+        chosen = Content.assemble(("chosen ", "$text-muted"), (visible(step.token), "bold reverse"), (f"  id {step.id}" if step.id >= 0 else "", "$text-muted"))
         probs = Content.assemble(
             ("model ", "$text-muted"), (percent(step.model_prob), "bold"),
             ("  sampled ", "$text-muted"), (percent(step.prob), "bold"),
@@ -133,7 +137,12 @@ class ProbabilityPanel(Vertical):
             ("entropy ", "$text-muted"), (f"{step.entropy:.2f} bits ", "bold"),
             (bar(step.entropy / ENTROPY_FULL_BITS, 10), gauge_style),
         )
-        return Content("\n").join([where, chosen, probs, ent])
+        lines = [where, chosen, probs, ent]
+        if not step.top and step.model_prob != step.model_prob and step.prob != step.prob:
+            lines = [where, chosen, Content.styled(NO_LOGPROBS, "$warning")]
+        elif step.partial:
+            lines.append(Content.styled(f"entropy over the {len(step.top)} alternatives the server returned", "$text-muted"))
+        return Content("\n").join(lines)
 
     def _rows(self, step: Step) -> list[Option]:
         rows: list[Option] = []

@@ -29,10 +29,9 @@ NEWLINE_MARK = "↵"
 
 
 def uncertainty(step: Step, mode: str) -> float:
-    """0 (certain) .. 1 (wide open) for the tint ``mode``."""
-    if mode == "entropy":
-        return max(0.0, min(1.0, step.entropy / ENTROPY_FULL_BITS))
-    return max(0.0, min(1.0, 1.0 - step.model_prob))
+    """0 (certain) .. 1 (wide open) for the tint ``mode``; 0 (no tint) where the backend reported nothing."""
+    value = step.entropy / ENTROPY_FULL_BITS if mode == "entropy" else 1.0 - step.model_prob
+    return 0.0 if value != value else max(0.0, min(1.0, value))  # NaN: unknown
 
 
 def tint_color(u: float) -> Color | None:
@@ -166,8 +165,8 @@ def entropy_bits(probs: Sequence[float]) -> float:
 
 
 def bar(fraction: float, width: int) -> str:
-    """A horizontal bar with eighth-block resolution."""
-    fraction = max(0.0, min(1.0, fraction))
+    """A horizontal bar with eighth-block resolution (empty for an unknown, NaN, fraction)."""
+    fraction = 0.0 if fraction != fraction else max(0.0, min(1.0, fraction))
     eighths = round(fraction * width * 8)
     full, rest = divmod(eighths, 8)
     partial = " ▏▎▍▌▋▊▉"[rest] if rest else ""
@@ -175,6 +174,8 @@ def bar(fraction: float, width: int) -> str:
 
 
 def percent(p: float) -> str:
+    if p != p:  # NaN: a remote server did not report it
+        return "–"
     if p >= 0.9995:
         return "100%"
     if p >= 0.0995:
