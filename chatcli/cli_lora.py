@@ -91,18 +91,14 @@ def _numel(shape) -> int:
 
 def _fits(path: Path, model: str) -> dict:
     """Check the adapter against a model's shapes (meta device: no weights are read)."""
-    import torch
-
     from chatcli.engine.adapters import AdapterManager
-    from chatcli.engine.checkpoint import read_model_config
+    from chatcli.engine.checkpoint import meta_model, read_model_config
     from chatcli.engine.hub import resolve_model
     from chatcli.engine.lora_io import read_adapter
-    from chatcli.engine.model import DecoderLM
     from chatcli.errors import ChatcliError
 
     model_dir = resolve_model(model, auto_pull=False)
-    with torch.device("meta"):
-        meta = DecoderLM(read_model_config(model_dir))
+    meta = meta_model(read_model_config(model_dir))
     shapes = AdapterManager(meta).shapes
     try:
         ad = read_adapter(path, shapes)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from torch.overrides import TorchFunctionMode
 
 from chatcli.engine.config import ModelConfig, normalize_ids
 from chatcli.engine.model import DecoderLM
@@ -145,8 +146,7 @@ def load_checkpoint(
     config = read_model_config(path)
     files = weight_files(path)
 
-    with torch.device("meta"):
-        model = DecoderLM(config)
+    model = meta_model(config)
     expected = model.checkpoint_keys()
     located = _check_keys(files, expected, config)  # key -> file, all problems reported at once
 
@@ -173,6 +173,29 @@ def load_checkpoint(
     model.reset_buffers(device)
     _check_materialized(model)
     return model.eval()
+
+
+def meta_model(config: ModelConfig) -> DecoderLM:
+    """The model's structure on the meta device: shapes, no memory, no initializer run.
+
+    Initializers are skipped because on meta tensors they do nothing useful and
+    ``nn.init.normal_`` (the embedding's) goes through a decomposition that imports
+    ``torch._dynamo`` (about 1.5 s on a CPU machine, longer than the whole load).
+    """
+    with torch.device("meta"), _SkipMetaInit():
+        return DecoderLM(config)
+
+
+class _SkipMetaInit(TorchFunctionMode):
+    """Turn ``torch.nn.init.*`` calls on meta tensors into no-ops (thread-local, like every mode)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            tensor = kwargs.get("tensor", args[0] if args else None)
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+        return func(*args, **kwargs)
 
 
 def _check_keys(files: list[Path], expected: dict[str, tuple[int, ...]], config: ModelConfig) -> dict[str, Path]:

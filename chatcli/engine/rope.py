@@ -46,8 +46,11 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        # Not persistent: derived from the config, never in a checkpoint.
-        self.register_buffer("inv_freq", inv_freq(config), persistent=False)
+        # Not persistent: derived from the config, never in a checkpoint. Built on the meta
+        # device (checkpoint loading), it is computed on the CPU instead: arithmetic on meta
+        # tensors imports torch._dynamo (seconds), and reset_buffers() replaces it anyway.
+        device = "cpu" if torch.get_default_device().type == "meta" else None
+        self.register_buffer("inv_freq", inv_freq(config, device=device), persistent=False)
 
     def reset_buffers(self, device: torch.device | str) -> None:
         """Recompute ``inv_freq`` on ``device`` (after building the model on the meta device)."""
