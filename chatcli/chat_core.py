@@ -28,7 +28,7 @@ from chatcli.chat_params import (  # noqa: F401  (re-exported: commands.py impor
     parse_param_value,
     resolve_param,
 )
-from chatcli.engine.engine import ChatEngine, ModelIdentity
+from chatcli.engine.engine import ChatEngine, ModelIdentity, capabilities
 from chatcli.engine.events import Done, Event, Notice, Step
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError, GenerationError, UsageError
@@ -133,6 +133,7 @@ class ChatCore:
             return self._job("send", answer, [])
         if leaf.status == "stop" and leaf.steps:
             raise UsageError("the last answer ended normally; /retry asks for a new one")
+        self._need_prefix_continuation("/continue")
         leaf.content = leaf.step_text  # the engine re-derives any flushed tail from the ids
         leaf.status = "streaming"
         return self._job("continue", leaf, leaf.ids)
@@ -145,6 +146,7 @@ class ChatCore:
             raise UsageError(f"message {node_id} is not an answer; select a token of an answer first")
         if not 0 <= step_index < len(original.steps):
             raise UsageError(f"step {step_index} is outside the answer (0..{len(original.steps) - 1})")
+        self._need_prefix_continuation("branching at a token")
         forced = forced_step(original.steps[step_index], token_id)
         answer = self.conv.add("assistant", "", parent=original.parent, status="streaming")
         answer.steps = [*original.steps[:step_index], forced]
@@ -152,6 +154,13 @@ class ChatCore:
         answer.meta.update(forced_at=step_index, branched_from=original.id)
         self._persist(lambda s: s.save_node(self.conv, answer, with_steps=True))
         return self._job("branch", answer, answer.ids)
+
+    def _need_prefix_continuation(self, what: str) -> None:
+        """A backend that cannot continue after given tokens (a remote server) refuses, changing nothing."""
+        caps = capabilities(self._engine())
+        if not caps.prefix_continuation:
+            raise UsageError(f"{caps.unsupported(what)} (the server cannot continue after given tokens); "
+                             "/retry asks for a new answer")
 
     def _job(self, kind: str, node: Node, prefix_ids: list[int]) -> Job:
         params = self.conv.params
@@ -304,6 +313,8 @@ class ChatCore:
             return None
         engine = self.engine
         leaf = self.conv.leaf
+        if not capabilities(engine).exact_prompt:
+            return self._reported_usage()
         if leaf is None:
             used = 0
         elif leaf.role == "assistant":
@@ -311,6 +322,14 @@ class ChatCore:
         else:
             used = engine.count_tokens(engine.render_prompt(self.conv.messages()))
         return used, engine.identity.context_length
+
+    def _reported_usage(self) -> tuple[int, int] | None:
+        """Without the exact prompt (a remote server): the server's own count for the last answer."""
+        length = self.engine.identity.context_length if self.engine is not None else 0
+        leaf = self.conv.leaf
+        if not length or leaf is None or leaf.role != "assistant" or not leaf.meta.get("prompt_tokens"):
+            return None
+        return int(leaf.meta["prompt_tokens"]) + len(leaf.steps), length
 
     def export(self, path: str | None = None) -> tuple[Path, Path]:
         """Write the conversation as Markdown and JSON; returns both paths."""

@@ -14,8 +14,9 @@ import sys
 import typer
 
 from chatcli.cli_common import (
-    ChatTemplateOpt, DeviceOpt, DtypeOpt, LoraOpt, MinPOpt, ModelOpt, RepetitionPenaltyOpt, TemperatureOpt, ThreadsOpt,
-    TopKOpt, TopPOpt, check_dtype, sampling_params, set_threads,
+    ApiKeyEnvOpt, ChatTemplateOpt, DeviceOpt, DtypeOpt, EndpointOpt, LogprobsModeOpt, LoraOpt, MinPOpt, ModelOpt,
+    RepetitionPenaltyOpt, TemperatureOpt, ThreadsOpt, TimeoutOpt, TopKOpt, TopPOpt, check_dtype, remote_factory,
+    sampling_params, set_threads,
 )
 from chatcli.errors import UsageError
 
@@ -62,8 +63,12 @@ def chat(
     threads: int | None = ThreadsOpt,
     chat_template: str | None = ChatTemplateOpt,
     lora: list[str] | None = LoraOpt,
+    endpoint: str | None = EndpointOpt,
+    api_key_env: str | None = ApiKeyEnvOpt,
+    timeout: float = TimeoutOpt,
+    logprobs_mode: str = LogprobsModeOpt,
 ) -> None:
-    """Chat with a local model and see how every token was chosen."""
+    """Chat with a local model (or one on an OpenAI-compatible server) and see how every token was chosen."""
     params = sampling_params(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
         max_tokens=max_tokens, seed=seed, stop=None, top_n=top,
@@ -83,11 +88,18 @@ def chat(
     store, warning = (None, None) if no_save else open_store()
     if resume_id is not None and store is None and warning:
         raise UsageError(f"cannot resume: {warning}")
-    if lora:
-        from chatcli.engine.adapter_spec import preflight
+    if endpoint is not None:
+        factory = remote_factory(endpoint, model, api_key_env=api_key_env, timeout=timeout, logprobs_mode=logprobs_mode,
+                                 local_only={"--lora": bool(lora), "--chat-template": chat_template is not None,
+                                             "--dtype": dtype != "float32", "--device": device != "auto"})
+    else:
+        if api_key_env is not None:
+            raise UsageError("--api-key-env goes with --endpoint (a key for a remote server)")
+        if lora:
+            from chatcli.engine.adapter_spec import preflight
 
-        preflight(list(lora))  # a wrong adapter path fails now, not inside the app
-    factory = engine_factory(model, dtype, device, chat_template, tuple(lora or ()))
+            preflight(list(lora))  # a wrong adapter path fails now, not inside the app
+        factory = engine_factory(model, dtype, device, chat_template, tuple(lora or ()))
     use_plain = plain or not sys.stdin.isatty() or not sys.stdout.isatty()
     problems = install_plugin_commands(report_to_stderr=use_plain)
     if use_plain:

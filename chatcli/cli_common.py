@@ -26,6 +26,57 @@ ChatTemplateOpt = typer.Option(
     None, "--chat-template", help="A Jinja chat template file that replaces the model's own."
 )
 
+# A remote OpenAI-compatible server instead of the local engine (chat, generate).
+EndpointOpt = typer.Option(
+    None, "--endpoint", help="Use an OpenAI-compatible server (vLLM, llama.cpp, chatcli serve) at this URL, "
+    "e.g. http://127.0.0.1:8000/v1; --model is then the server's model name.",
+)
+ApiKeyEnvOpt = typer.Option(
+    None, "--api-key-env", metavar="VAR", help="With --endpoint: the environment variable that holds the API key.",
+)
+TimeoutOpt = typer.Option(60.0, "--timeout", help="With --endpoint: seconds to wait for the server before giving up.")
+LogprobsModeOpt = typer.Option(
+    "raw", "--logprobs-mode",
+    help="With --endpoint: raw (the server's logprobs are the model's, vLLM's default) or processed "
+    "(the server reports post-sampling logprobs, e.g. vLLM --logprobs-mode processed_logprobs).",
+)
+
+
+def remote_factory(endpoint: str, model: str, *, api_key_env: str | None, timeout: float, logprobs_mode: str,
+                   local_only: dict[str, bool] | None = None):
+    """A factory ``progress -> engine`` for a remote server; checks the flags first.
+
+    ``local_only`` names flags that make sense only for the local engine and whether
+    they were given; any given one is a usage error. The default model name means
+    "the server's model" (the server may call it something else).
+    """
+    from chatcli.remote.client import split_endpoint
+
+    given = [flag for flag, on in (local_only or {}).items() if on]
+    if given:
+        raise UsageError(f"{', '.join(given)} cannot be used with --endpoint: the server runs the model "
+                         "(load adapters in the chat with /load-lora)")
+    if logprobs_mode not in ("raw", "processed"):
+        raise UsageError(f"invalid --logprobs-mode {logprobs_mode!r}: use raw or processed")
+    split_endpoint(endpoint)  # a malformed URL fails now
+    from chatcli.remote.backend import read_api_key
+
+    read_api_key(api_key_env)  # so does a missing key (read again, not kept, when connecting)
+
+    def factory(progress=None):
+        from chatcli.remote import connect
+
+        if progress:
+            progress("connecting", 0, 1)
+        engine = connect(endpoint, None if model == DEFAULT_MODEL else model, api_key_env=api_key_env,
+                         timeout=timeout, logprobs_mode=logprobs_mode)  # type: ignore[arg-type]
+        if progress:
+            progress("connecting", 1, 1)
+        return engine
+
+    return factory
+
+
 # Sampling options of the commands that generate (None: the SamplingParams default).
 TemperatureOpt = typer.Option(None, "--temperature", "-t", help="0 = greedy. [default: 0.7]")
 TopKOpt = typer.Option(None, "--top-k", help="Keep the k most probable tokens (0 = off).")

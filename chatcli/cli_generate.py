@@ -10,24 +10,29 @@ import typer
 
 from chatcli import __version__
 from chatcli.cli_common import (
+    ApiKeyEnvOpt,
     ChatTemplateOpt,
     DeviceOpt,
     DtypeOpt,
+    EndpointOpt,
+    LogprobsModeOpt,
     LoraOpt,
     MinPOpt,
     ModelOpt,
     RepetitionPenaltyOpt,
     TemperatureOpt,
     ThreadsOpt,
+    TimeoutOpt,
     TopKOpt,
     TopPOpt,
     check_dtype,
     read_text_arg,
+    remote_factory,
     sampling_params,
     set_threads,
 )
 from chatcli.engine.events import Done, Notice, Step
-from chatcli.errors import GenerationError
+from chatcli.errors import GenerationError, UsageError
 
 
 def generate(
@@ -54,6 +59,10 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="JSONL on stdout: meta, one step per token, done."),
     show_probs: bool = typer.Option(False, "--show-probs", help="After the answer, each token with its probability and alternatives."),
     print_prompt: bool = typer.Option(False, "--print-prompt", help="Print the exact prompt string and exit (no weights loaded)."),
+    endpoint: str | None = EndpointOpt,
+    api_key_env: str | None = ApiKeyEnvOpt,
+    timeout: float = TimeoutOpt,
+    logprobs_mode: str = LogprobsModeOpt,
 ) -> None:
     """Stream one answer to PROMPT, with the probability of every token."""
     params = sampling_params(
@@ -70,6 +79,15 @@ def generate(
     from chatcli.engine.loader import load_engine, load_prompt_renderer
     from chatcli.progress import stderr_progress
 
+    if endpoint is not None:
+        factory = remote_factory(endpoint, model, api_key_env=api_key_env, timeout=timeout, logprobs_mode=logprobs_mode,
+                                 local_only={"--lora": bool(lora), "--chat-template": chat_template is not None,
+                                             "--print-prompt": print_prompt, "--dtype": dtype != "float32",
+                                             "--device": device != "auto"})
+        _answer(factory(), text, messages, params, raw=raw, as_json=as_json, show_probs=show_probs, lora=False)
+        return
+    if api_key_env is not None:
+        raise UsageError("--api-key-env goes with --endpoint (a key for a remote server)")
     if print_prompt:
         with stderr_progress() as progress:
             renderer = load_prompt_renderer(model, chat_template=chat_template, progress=progress)
@@ -83,6 +101,11 @@ def generate(
         )
     if not raw:
         engine.require_chat_template()
+    _answer(engine, text, messages, params, raw=raw, as_json=as_json, show_probs=show_probs, lora=bool(lora))
+
+
+def _answer(engine, text: str, messages: list[dict], params, *, raw: bool, as_json: bool, show_probs: bool, lora: bool) -> None:
+    """Stream one answer of ``engine`` (local or remote) to stdout as text or JSONL."""
     if params.seed is None:
         params = params.with_(seed=random.randrange(2**31))
 
@@ -92,6 +115,7 @@ def generate(
             "dtype": engine.identity.dtype, "device": engine.identity.device,
             "params": params.to_json(), "seed": params.seed, "raw": raw,
             "adapters": [{"name": a.name, "scale": a.scale} for a in engine.adapters.list()] if lora else [],
+            **({"endpoint": engine.identity.path} if engine.identity.model_type.startswith("remote") else {}),
             "chatcli_version": __version__,
         })
     events = engine.complete(text, params) if raw else engine.chat(messages, params)

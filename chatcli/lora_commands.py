@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chatcli.commands import Arg, Command, CommandContext, Registry
+from chatcli.engine.engine import capabilities
 from chatcli.errors import ChatcliError, UsageError
 
 
@@ -37,6 +38,12 @@ def _manager(ctx: CommandContext, create: bool = True):
     engine = ctx.core.engine
     if engine is None:
         raise ChatcliError("the model is still loading; try again in a moment")
+    caps = capabilities(engine)
+    if not caps.weights_in_process:  # a server: its own adapter control (same verbs), if it has one
+        control = getattr(engine, "adapters", None)
+        if control is None:
+            raise UsageError(f"{caps.unsupported('adapter control')}: this server offers no LoRA endpoints")
+        return control
     if getattr(engine, "model", None) is None:
         raise UsageError("adapters need chatcli's own PyTorch engine; this engine has no local model")
     if not create and getattr(engine, "adapters", None) is None and getattr(engine.model, AdapterManager._ATTR, None) is None:
@@ -94,15 +101,20 @@ def load_lora(ctx: CommandContext, path: str | None = None) -> None:
             pick()
             return
         raise UsageError(f"/load-lora needs PATH; {usage}")
-    spec = resolve_adapter(path)
     mgr = _manager(ctx)
+    spec = getattr(mgr, "resolve", resolve_adapter)(path)  # a server resolves paths on its own disk
     info = mgr.load(spec.path, name=name or spec.name, scale=spec.scale if scale is None else scale)
     role = ""
-    if mgr.adapter(info.name).heads:  # a reward model scores answers; switched on it would change them
+    if hasattr(mgr, "adapter") and mgr.adapter(info.name).heads:  # a reward model scores answers; switched on it would change them
         mgr.disable(info.name)
         info = mgr.info(info.name)
         role = " — a reward model: kept off for answers; /score uses it"
     _notify_loaded(info)
+    if not capabilities(ctx.core.engine).weights_in_process:
+        ctx.say(f"loaded adapter {info.name} on the server ({spec.path}), scale {info.scale:g}, "
+                f"{'on' if info.enabled else 'off'}", "info")
+        _status_changed(ctx)
+        return
     ctx.say(
         f"loaded adapter {info.name}: rank {info.rank}, {info.modules} layers ({', '.join(info.targets) or 'none'}), "
         f"{info.params:,} parameters ({info.percent:.2f}% of the model), scale {info.scale:g}{role}",
@@ -133,7 +145,8 @@ def lora_table_cmd(ctx: CommandContext) -> None:
     if mgr is None or len(mgr) == 0:
         ctx.say("no adapters loaded (/load-lora PATH loads one)", "result")
         return
-    ctx.say(lora_table(mgr.list()), "result")
+    own = getattr(mgr, "table", None)  # a server's adapters have their own columns
+    ctx.say(own() if callable(own) else lora_table(mgr.list()), "result")
 
 
 def lora_table(infos) -> Table:
@@ -200,6 +213,11 @@ def compare(ctx: CommandContext, name: str | None = None) -> None:
         mgr.info(name)  # a clear error for an unknown name
     node = _last_answer(ctx)
     engine = ctx.core.engine
+    if not capabilities(engine).weights_in_process:  # a server: two requests, compared where they agree
+        from chatcli.remote.compare import compare_remote
+
+        ctx.say(comparison_view(compare_remote(engine, mgr, ctx.core.conv.messages(before=node), node, names)), "result")
+        return
     answer = node.ids
     messages = ctx.core.conv.messages(before=node)
     kept, _ = fit_messages(messages, engine.tokenizer, engine.context_length, len(answer))

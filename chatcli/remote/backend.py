@@ -138,7 +138,7 @@ class RemoteEngine:
             from chatcli.remote.adapters import adapter_control
 
             self._adapters = adapter_control(self)
-        return self._adapters or None
+        return self._adapters if self._adapters is not False else None
 
     # --- streams ---------------------------------------------------------------------------
 
@@ -152,9 +152,14 @@ class RemoteEngine:
         if answer_prefix_ids:
             raise UsageError(self.capabilities.unsupported("continuing after given tokens (/continue, branching)")
                              + "; /retry asks for a new answer")
+        yield from self.chat_with({}, messages, params, cancel)
+
+    def chat_with(self, fields: dict, messages: Sequence[Message], params: SamplingParams,
+                  cancel: threading.Event | None = None) -> Iterator[Event]:
+        """``chat`` with request ``fields`` overridden for this request only (/compare: another model name)."""
         current = params() if callable(params) else params  # the TUI passes a live getter
         body = {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
-        yield from self._stream("/chat/completions", body, current, cancel, chat=True)
+        yield from self._stream("/chat/completions", body, current, cancel, chat=True, fields=fields)
 
     def complete(self, text: str, params: SamplingParams, cancel: threading.Event | None = None) -> Iterator[Event]:
         yield from self._stream("/completions", {"prompt": text}, params, cancel, chat=False)
@@ -199,8 +204,9 @@ class RemoteEngine:
         body.update(self.extra_body)
         return body
 
-    def _stream(self, path: str, body: dict, params: SamplingParams, cancel: threading.Event | None, *, chat: bool) -> Iterator[Event]:
-        body = {**body, **self.request_body(params, chat=chat)}
+    def _stream(self, path: str, body: dict, params: SamplingParams, cancel: threading.Event | None, *, chat: bool,
+                fields: dict | None = None) -> Iterator[Event]:
+        body = {**body, **self.request_body(params, chat=chat), **(fields or {})}
         mapper = StepMapper(self.logprobs_mode)
         t0 = time.perf_counter()
         first: float | None = None
