@@ -121,3 +121,14 @@ def test_generate_on_a_cut_stream_exits_1_with_one_line(capsys):
     with FakeServer("vllm", cut_after=2) as srv:
         code, out, err = cli(capsys, "generate", "hi", "--endpoint", srv.url)
     assert code == 1 and "mid-answer after 2 tokens" in err and out.startswith("The capital")
+
+
+def test_rank_candidates_on_a_remote_backend_are_n_requests_with_their_seeds():
+    from plugins.rank.candidates import generate_candidates
+
+    with FakeServer("vllm") as srv:
+        engine = remote_factory(srv.url, "fake-model", api_key_env=None, timeout=5, logprobs_mode="raw")()
+        cands = generate_candidates(engine, [{"role": "user", "content": "hi"}], SamplingParams(seed=1), 3, base_seed=40)
+    seeds = [b["seed"] for p, b in srv.requests if p == "/v1/chat/completions"]
+    assert len(cands) == 3 and all(c.text == "".join(ANSWER) for c in cands)
+    assert sorted(seeds) == sorted(c.seed for c in cands) and len(set(seeds)) == 3
