@@ -6,14 +6,13 @@ import json
 import sys
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from chatcli.cli_common import (
     ChatTemplateOpt, DeviceOpt, LoraOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, read_text_arg, set_threads,
 )
-from chatcli.probs_view import certainty_style, show_token
+
+# rich and probs_view are imported by the printers below: every command (generate too) imports
+# this module to register its commands, and rich costs ~0.1 s of start-up.
 
 _BANDS = ("on grey23", "on grey35")  # alternating backgrounds make token boundaries visible
 
@@ -44,6 +43,16 @@ def tokenize(
         print(json.dumps({"type": "summary", "tokens": len(pieces), "characters": len(text),
                           "bytes": len(text.encode("utf-8"))}))
         return
+    _print_pieces(text, pieces)
+
+
+def _print_pieces(text: str, pieces: list) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from chatcli.probs_view import show_token
+
     console = Console(highlight=False)
     banded = Text()
     shown_to = 0  # a character split over several tokens is shown once, in its first token's band
@@ -100,6 +109,16 @@ def score(
         print(json.dumps({"type": "summary", "tokens": len(result.tokens), "scored_tokens": len(result.scored),
                           "total_bits": result.total_bits, "perplexity": result.perplexity}))
         return
+    _print_score(result)
+
+
+def _print_score(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from chatcli.probs_view import certainty_style, show_token
+
     console = Console(highlight=False)
     tinted = Text()
     for t in result.tokens:

@@ -92,7 +92,6 @@ class Generator:
         self.last_seed: int | None = None
         self.last_seeds: list[int] = []
         self._lock = threading.Lock()
-        tokenizer.token_text(0)  # build the token-text table now, not during the first answer
 
     # ---- cache ---------------------------------------------------------------------------
 

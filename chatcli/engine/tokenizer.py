@@ -75,6 +75,13 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _decoder_json(tokenizer: Tokenizer) -> dict | None:
+    """The tokenizer.json ``decoder`` section, serialized back from the loaded tokenizer
+    (the same JSON; parsing the whole multi-MB file again for it cost ~0.1 s per load)."""
+    decoder = tokenizer.decoder
+    return None if decoder is None else json.loads(decoder.__getstate__())
+
+
 def _decoder_types(node: Any) -> list[dict]:
     """Flatten a tokenizer.json ``decoder`` (possibly a Sequence) into its parts."""
     if not isinstance(node, dict):
@@ -113,7 +120,11 @@ class ChatTokenizer:
             for p in parts
             if p.get("type") == "Metaspace" or (p.get("type") == "Replace" and p.get("content") == " ")
         ]
-        self._special_ids = frozenset(i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special)
+        added = tokenizer.get_added_tokens_decoder()
+        self._special_ids = frozenset(i for i, t in added.items() if t.special)
+        self._added_text = {i: t.content for i, t in added.items()}
+        self._byte_decoder = gpt2_byte_decoder() if self._byte_level else None
+        self._bytes: dict[int, bytes] = {}  # token id -> its bytes, filled as tokens are shown
 
     # ---- construction -----------------------------------------------------------------
 
@@ -131,7 +142,7 @@ class ChatTokenizer:
             tokenizer = Tokenizer.from_str(raw)
         except Exception as e:  # the tokenizers library raises plain Exceptions
             raise ModelError(f"cannot load {tok_file}: {' '.join(str(e).split())}") from e
-        decoder = json.loads(raw).get("decoder")
+        decoder = _decoder_json(tokenizer)
 
         tconf = _read_json(path / "tokenizer_config.json")
         special = {k: s for k in SPECIAL_TOKEN_NAMES if (s := _token_string(tconf.get(k))) is not None}
@@ -193,38 +204,38 @@ class ChatTokenizer:
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes this token stands for (b'' for an id outside the vocabulary)."""
-        if 0 <= token_id < len(self._bytes_table):
-            return self._bytes_table[token_id]
-        return b""
+        cached = self._bytes.get(token_id)
+        if cached is None:
+            if not 0 <= token_id < self._vocab_size:
+                return b""
+            cached = self._bytes[token_id] = self._piece_bytes(token_id)
+        return cached
 
     def token_text(self, token_id: int) -> str:
         """The token's own text; U+FFFD stands for bytes of a character it holds only part of."""
         return self.token_bytes(token_id).decode("utf-8", errors="replace")
 
     @cached_property
-    def _bytes_table(self) -> list[bytes]:
-        # Built once for the whole vocabulary (~50 ms for 50k tokens) so per-step lookups are O(1).
-        size = self.vocab_size
-        added = {i: t.content for i, t in self._tok.get_added_tokens_decoder().items()}
-        byte_decoder = gpt2_byte_decoder() if self._byte_level else None
-        table: list[bytes] = []
-        for i in range(size):
-            if i in added:
-                table.append(added[i].encode("utf-8"))
-                continue
-            piece = self._tok.id_to_token(i)
-            if piece is None:
-                table.append(b"")
-            elif byte_decoder is not None and all(c in byte_decoder for c in piece):
-                table.append(bytes(byte_decoder[c] for c in piece))
-            elif self._byte_fallback and (m := _BYTE_FALLBACK_RE.fullmatch(piece)):
-                table.append(bytes([int(m.group(1), 16)]))
-            else:
-                for mark in self._space_marks:
-                    if mark:
-                        piece = piece.replace(mark, " ")
-                table.append(piece.encode("utf-8"))
-        return table
+    def _vocab_size(self) -> int:
+        return self.vocab_size
+
+    def _piece_bytes(self, token_id: int) -> bytes:
+        # One token at a time, kept by token_bytes: a table of the whole vocabulary built
+        # up front cost ~0.25 s of every start for the few hundred tokens an answer shows.
+        if token_id in self._added_text:
+            return self._added_text[token_id].encode("utf-8")
+        piece = self._tok.id_to_token(token_id)
+        if piece is None:
+            return b""
+        byte_decoder = self._byte_decoder
+        if byte_decoder is not None and all(c in byte_decoder for c in piece):
+            return bytes(byte_decoder[c] for c in piece)
+        if self._byte_fallback and (m := _BYTE_FALLBACK_RE.fullmatch(piece)):
+            return bytes([int(m.group(1), 16)])
+        for mark in self._space_marks:
+            if mark:
+                piece = piece.replace(mark, " ")
+        return piece.encode("utf-8")
 
     # ---- chat ----------------------------------------------------------------------------
 
