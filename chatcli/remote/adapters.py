@@ -80,8 +80,15 @@ class _Control:
 
     def __init__(self, engine: "RemoteEngine"):
         self.engine = engine
+        self._cache: object = None  # the server's last listing: the status bar reads it without a request
 
     resolve = staticmethod(resolve_remote)
+
+    def _listing(self, path: str, fresh: bool = False):
+        """GET ``path`` once and keep it; every change (and ``/lora``) asks again."""
+        if fresh or self._cache is None:
+            self._cache = self.engine.client.get_json(path)
+        return self._cache
 
     @property
     def names(self) -> list[str]:
@@ -108,6 +115,7 @@ class _Control:
     unmerge = merge
 
     def table(self) -> Table:
+        self._cache = None  # /lora shows the server's state now
         table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold",
                       caption=f"adapters on {self.server} ({self.engine.client.base})", caption_justify="left")
         for col in ("name", "scale", "on", "path on the server"):
@@ -123,7 +131,7 @@ class VllmAdapters(_Control):
     server = "the vLLM server"
 
     def list(self) -> list[RemoteAdapterInfo]:
-        listing = self.engine.client.get_json("/models") or {}
+        listing = self._listing("/models") or {}
         base = self.engine.base_model
         rows = []
         for m in listing.get("data", []) if isinstance(listing, dict) else []:
@@ -138,6 +146,7 @@ class VllmAdapters(_Control):
         if scale not in (0.0, 1.0):
             raise UsageError(f"{self.server} applies adapters at scale 1 only; load without a scale (or :0 to keep it off)")
         self.engine.client.post_json("/load_lora_adapter", {"lora_name": name, "lora_path": str(path)})
+        self._cache = None
         if scale:
             self.engine.request_model = name
         return self.info(name)
@@ -145,6 +154,7 @@ class VllmAdapters(_Control):
     def unload(self, name: str) -> None:
         self.info(name)
         self.engine.client.post_json("/unload_lora_adapter", {"lora_name": name})
+        self._cache = None
         if self.engine.request_model == name:
             self.engine.request_model = self.engine.base_model
 
@@ -187,7 +197,7 @@ class LlamaCppAdapters(_Control):
         self._last_scale: dict[int, float] = {}  # what /lora-on restores
 
     def _rows(self) -> list[dict]:
-        rows = self.engine.client.get_json("//lora-adapters")
+        rows = self._listing("//lora-adapters")
         return [r for r in rows if isinstance(r, dict) and isinstance(r.get("id"), int)] if isinstance(rows, list) else []
 
     @staticmethod
@@ -210,6 +220,7 @@ class LlamaCppAdapters(_Control):
         # every adapter's scale is sent, so the result does not depend on how the server treats missing ones
         rows = self._rows()
         self.engine.client.post_json("//lora-adapters", [{"id": r["id"], "scale": changes.get(r["id"], float(r.get("scale", 0.0)))} for r in rows])
+        self._cache = None
 
     def load(self, path: str, name: str | None = None, scale: float = 1.0) -> RemoteAdapterInfo:
         scale = check_scale(scale)
