@@ -33,7 +33,8 @@ def served(engine, adapter_dirs=(), api_key: str | None = None, log_level: str =
 def client(server, api_key: str = "unused", **kwargs):
     import openai
 
-    return openai.OpenAI(base_url=server.base_url, api_key=api_key, max_retries=0, timeout=60, **kwargs)
+    kwargs.setdefault("timeout", 60)
+    return openai.OpenAI(base_url=server.base_url, api_key=api_key, max_retries=0, **kwargs)
 
 
 def post(server, path: str, body: bytes | dict, key: str | None = None) -> tuple[int, dict | str]:

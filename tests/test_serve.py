@@ -201,3 +201,12 @@ def test_server_still_answers_after_errors(server, ref):
     _, done = reference(ref.chat(HELLO, greedy(4)))
     r = client(server).chat.completions.create(model=MODEL_ID, messages=HELLO, temperature=0, max_tokens=4)
     assert r.choices[0].message.content == done.text
+
+
+def test_top_logprobs_gives_as_many_alternatives_as_asked(server):
+    r = client(server).chat.completions.create(model=MODEL_ID, messages=HELLO, temperature=0, max_tokens=2,
+                                               logprobs=True, top_logprobs=20)  # fmt: skip
+    entries = r.choices[0].logprobs.content
+    assert [len(e.top_logprobs) for e in entries] == [20, 20]
+    probs = [math.exp(t.logprob) for t in entries[0].top_logprobs]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6

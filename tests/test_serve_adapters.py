@@ -110,3 +110,14 @@ def test_a_bad_adapter_name_is_400_and_loads_nothing(server):
     status, out = post(server, "/load_lora_adapter", {"lora_name": MODEL_ID, "lora_path": "ad"})
     assert status == 400
     assert [m.id for m in client(server).models.list().data] == [MODEL_ID]
+
+
+def test_startup_adapters_are_names_and_off_for_the_base(tiny_model_dir, folders, refs):
+    from chatcli.engine.loader import load_engine
+
+    engine = load_engine(str(tiny_model_dir), device="cpu", lora=[str(folders[0] / "ad")])
+    with served(engine, adapter_dirs=[folders[0]]) as s:
+        assert [m.id for m in client(s).models.list().data] == [MODEL_ID, "ad"]
+        assert answer(s, MODEL_ID) == refs[MODEL_ID]
+        assert answer(s, "ad") == refs["ad"]
+        assert answer(s, MODEL_ID) == refs[MODEL_ID]

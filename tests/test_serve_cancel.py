@@ -19,11 +19,13 @@ class Recording:
     def __init__(self, engine):
         self._engine = engine
         self.dones: list[Done] = []
+        self.calls = 0
 
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
     def chat(self, *args, **kwargs):
+        self.calls += 1
         for ev in self._engine.chat(*args, **kwargs):
             if isinstance(ev, Done):
                 self.dones.append(ev)
@@ -63,3 +65,23 @@ def test_closing_the_stream_cancels_the_generation(long_context_model):
         # The engine is free again: the next request gets its answer.
         r = c.chat.completions.create(model=MODEL_ID, messages=HELLO, temperature=0, max_tokens=3)
         assert r.choices[0].finish_reason == "length" and engine.dones[-1].finish_reason == "length"
+
+
+def test_a_queued_request_whose_client_left_is_skipped(long_context_model):
+    import openai
+
+    engine = Recording(tiny_engine(long_context_model))
+    with served(engine) as server:
+        running = client(server).chat.completions.create(model=MODEL_ID, messages=HELLO, temperature=0,
+                                                         max_tokens=MAX_TOKENS, stream=True)  # fmt: skip
+        next(iter(running))  # the long answer holds the engine
+        impatient = client(server, timeout=0.5)
+        with pytest.raises(openai.APITimeoutError):
+            impatient.chat.completions.create(model=MODEL_ID, messages=HELLO, temperature=0, max_tokens=5)
+        time.sleep(1.0)  # let the server see that client go
+        running.close()
+        wait_for(lambda: engine.dones)
+        r = client(server).chat.completions.create(model=MODEL_ID, messages=HELLO, temperature=0, max_tokens=3)
+        assert r.choices[0].finish_reason == "length"
+        # The long answer and the last request ran; the abandoned one never reached the engine.
+        assert engine.calls == 2 and [d.finish_reason for d in engine.dones] == ["cancelled", "length"]

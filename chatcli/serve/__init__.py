@@ -3,7 +3,7 @@
 Modules, one job each:
 
 * :mod:`errors` — :class:`APIError` and the OpenAI error body;
-* :mod:`requests` — request JSON -> validated :class:`ChatRequest` / :class:`CompletionRequest`;
+* :mod:`validate` — request JSON -> validated :class:`ChatRequest` / :class:`CompletionRequest`;
 * :mod:`openai_format` — engine ``Step``/``Done`` events -> OpenAI responses, chunks and logprobs;
 * :mod:`worker` — the one engine thread and its FIFO queue (the engine is not re-entrant);
 * :mod:`adapters` — adapters addressable as model names, loaded only from allowed folders;

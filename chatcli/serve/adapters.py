@@ -35,13 +35,20 @@ class ServedAdapters:
         self.manager = manager
         self.allowed = [Path(os.path.realpath(Path(d).expanduser())) for d in allowed]
         self.base_id = base_id
+        self._sources: dict[str, str] = {}  # name -> where it came from; replaced whole, never mutated
+        self._refresh()
 
     @property
     def names(self) -> list[str]:
-        return self.manager.names
+        return list(self._sources)
 
     def source(self, name: str) -> str:
-        return str(self.manager.adapter(name).source or "")
+        return self._sources.get(name, "")
+
+    def _refresh(self) -> None:
+        # The routes read this snapshot on the event loop while the worker thread loads and
+        # unloads, so it is swapped in one assignment rather than read from the manager.
+        self._sources = {n: str(self.manager.adapter(n).source or "") for n in self.manager.names}
 
     def switch_all_off(self) -> None:
         """Adapters given with ``--lora`` at start-up become addressable names, off for the base."""
@@ -75,12 +82,14 @@ class ServedAdapters:
                            400, param="lora_name")  # fmt: skip
         self.manager.load(path, name=name)
         self.manager.disable(name)
+        self._refresh()
 
     def unload(self, name: str) -> None:
         if name not in self.manager:
             raise APIError(f"The lora adapter '{name}' cannot be found: GET /v1/models lists the loaded ones",
                            404, param="lora_name", code="not_found")  # fmt: skip
         self.manager.unload(name)
+        self._refresh()
 
     def scope(self, name: str | None) -> ContextManager[None]:
         """The block runs with adapter ``name`` on (the base model when None)."""

@@ -30,7 +30,7 @@ from chatcli.errors import ChatcliError
 from chatcli.serve.adapters import ServedAdapters
 from chatcli.serve.errors import APIError, bad_param, internal, model_not_found
 from chatcli.serve.openai_format import Formatter
-from chatcli.serve.requests import ChatRequest, CompletionRequest, GenRequest, parse_chat, parse_completion
+from chatcli.serve.validate import ChatRequest, CompletionRequest, GenRequest, parse_chat, parse_completion
 from chatcli.serve.respond import as_api_error, respond
 from chatcli.serve.worker import EngineWorker
 

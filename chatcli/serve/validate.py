@@ -39,7 +39,8 @@ class GenRequest:
     top_logprobs: int
 
     def params(self, max_tokens: int) -> SamplingParams:
-        return SamplingParams(max_tokens=max_tokens, **self.sampling)
+        # top_n: the alternatives each Step carries, so exactly what top_logprobs asks for.
+        return SamplingParams(max_tokens=max_tokens, top_n=self.top_logprobs, **self.sampling)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def parse_chat(body: Any) -> ChatRequest:
         raise bad_param("response_format", "response_format is not supported by chatcli serve: leave it out (plain text)")
     logprobs = _bool(body, "logprobs", False)
     top = _int(body, "top_logprobs", None, 0, MAX_TOP_LOGPROBS)
-    if top is not None and not logprobs:
+    if top and not logprobs:
         raise bad_param("top_logprobs", "top_logprobs needs logprobs: true")
     max_tokens = _int(body, "max_completion_tokens", None, 1, None)
     if max_tokens is None:
