@@ -73,6 +73,9 @@ def _register_commands() -> None:
     cli_models.register(app)
     cli_lora.register(app)
     cli_plugins.register(app)
+    from chatcli.bench import cli as cli_bench
+
+    cli_bench.register(app)
     try:  # the chat front end lands in its own module
         from chatcli import cli_chat
     except ImportError:

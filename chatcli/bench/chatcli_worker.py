@@ -1,0 +1,204 @@
+"""The chatcli side of each figure group, through the public API and the engine's objects.
+
+Everything goes through what a front end uses: :func:`chatcli.api.load_model`,
+``LoadedModel.chat`` (turns), ``LoadedModel.generator`` (prefill, decode, batched
+candidates) and ``LoadedModel.adapters`` (LoRA). Times are wall-clock from the call
+to the event that ends the measurement. Each group: one warm-up, then
+``spec.repeats`` measured runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from chatcli.bench import prompts
+from chatcli.bench.spec import BenchSpec
+
+
+def run(spec: BenchSpec, group: str) -> dict:
+    from chatcli.api import load_model
+
+    kwargs = {"quantize": spec.quantize} if spec.quantize else {}
+    t0 = time.perf_counter()
+    lm = load_model(spec.path, dtype=spec.dtype, device="cpu", **kwargs)
+    load_s = time.perf_counter() - t0
+    fn = {"prefill": _prefill, "decode": _decode, "turns": _turns, "candidates": _candidates,
+          "adapters": _adapters}[group]  # fmt: skip
+    figures, info = fn(lm, spec)
+    return {"figures": figures, "load_s": load_s, "info": info, "notes": []}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _greedy(n: int):
+    from chatcli.engine.params import SamplingParams
+
+    return SamplingParams(temperature=0, max_tokens=n, top_n=5)
+
+
+def _timed(events: Iterable) -> tuple[float | None, float, list]:
+    """Consume an event stream: (seconds to the first Step, seconds to the end, the Done events)."""
+    from chatcli.engine.events import Done, Step
+
+    t0 = time.perf_counter()
+    first, dones = None, []
+    for ev in events:
+        if first is None and isinstance(ev, Step):
+            first = time.perf_counter() - t0
+        elif isinstance(ev, Done):
+            if ev.finish_reason == "error":
+                raise RuntimeError(ev.error or "generation failed")
+            dones.append(ev)
+    return first, time.perf_counter() - t0, dones
+
+
+def prefill_ids(tokenizer, n: int) -> list[int]:
+    """Exactly ``n`` plain-text token ids (the prefill prompt every system gets)."""
+    ids: list[int] = []
+    text = prompts.PREFILL_TEXT
+    while len(ids) < n:
+        ids = tokenizer.encode(text)
+        text += prompts.PREFILL_TEXT
+    return ids[:n]
+
+
+def decode_ids(tokenizer) -> list[int]:
+    return tokenizer.encode_chat([{"role": "user", "content": prompts.DECODE_MESSAGE}])
+
+
+def conversation(spec: BenchSpec) -> tuple[str, ...]:
+    turns = prompts.SHORT_CONVERSATION if spec.sizes.short_turns else prompts.CONVERSATION
+    return turns[: spec.sizes.turns]
+
+
+def _decode_rate(gen, ids: list[int], n: int) -> float:
+    """Greedy decode of ``n`` tokens from a fresh cache; tokens/s after the first token."""
+    gen.reset()
+    _, _, (done,) = _timed(gen.stream(ids, _greedy(n), eos_ids=()))
+    if not done.tokens_per_s:
+        raise RuntimeError(f"decoded {done.completion_tokens} tokens: too few to time")
+    return done.tokens_per_s
+
+
+def _bytes_read_per_token(lm) -> dict:
+    """Weight bytes a decode step reads (each storage once; an untied embedding reads one row)."""
+    model = lm.model
+    seen: dict[int, int] = {}
+    tensors = list(model.state_dict().values())
+    for t in tensors:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    weights = sum(seen.values())
+    emb = model.get_submodule("model.embed_tokens").weight
+    head = getattr(model, "lm_head", None)
+    head_w = getattr(head, "weight", None)
+    if head_w is not None and head_w.untyped_storage().data_ptr() != emb.untyped_storage().data_ptr():
+        weights -= emb.untyped_storage().nbytes() - emb[0].nbytes  # only the looked-up row is read
+    cfg = model.config
+    elem = next(model.parameters()).element_size()
+    kv_per_position = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * elem
+    return {"weight_bytes": weights, "kv_bytes_per_position": kv_per_position}
+
+
+# ---------------------------------------------------------------- groups
+
+
+def _prefill(lm, spec: BenchSpec):
+    gen, n = lm.generator, spec.sizes.prompt_tokens
+    ids = prefill_ids(lm.tokenizer, n)
+    rates = []
+    for i in range(1 + spec.repeats):  # the first is the warm-up (same size: it sets up the kernels)
+        gen.reset()
+        first, _, _ = _timed(gen.stream(ids, _greedy(1), eos_ids=()))
+        if i:
+            rates.append(n / first)
+    return {"prefill_tps": rates}, {"prompt_tokens": n}
+
+
+def _decode(lm, spec: BenchSpec):
+    gen, n = lm.generator, spec.sizes.decode_tokens
+    ids = decode_ids(lm.tokenizer)
+    _decode_rate(gen, ids, min(n, 8))  # warm-up
+    rates = [_decode_rate(gen, ids, n) for _ in range(spec.repeats)]
+    info = {"prompt_tokens": len(ids), **_bytes_read_per_token(lm),
+            "mean_context": len(ids) + n / 2}  # fmt: skip
+    return {"decode_tps": rates}, info
+
+
+def _conversation_ttfts(lm, turns: tuple[str, ...], answer_tokens: int) -> tuple[list[float], int]:
+    """One conversation from a fresh cache: the time to first token of every turn, and the last prompt's length."""
+    lm.generator.reset()
+    messages: list[dict] = []
+    ttfts = []
+    for text in turns:
+        messages.append({"role": "user", "content": text})
+        first, wall, (done,) = _timed(lm.chat(messages, _greedy(answer_tokens)))
+        ttfts.append(first if first is not None else wall)  # an answer that is only EOS: its end
+        messages.append({"role": "assistant", "content": done.text})
+    return ttfts, done.prompt_tokens
+
+
+def _turns(lm, spec: BenchSpec):
+    turns = conversation(spec)
+    _conversation_ttfts(lm, turns[:2], spec.sizes.turn_answer_tokens)  # warm-up
+    first, last = [], []
+    for _ in range(spec.repeats):
+        ttfts, last_prompt = _conversation_ttfts(lm, turns, spec.sizes.turn_answer_tokens)
+        first.append(ttfts[0])
+        last.append(ttfts[-1])
+    return {"ttft_first_s": first, "ttft_last_s": last}, {"turns": len(turns), "last_prompt_tokens": last_prompt}
+
+
+def _candidates(lm, spec: BenchSpec):
+    from chatcli.engine.params import SamplingParams
+
+    gen, n, t = lm.generator, spec.sizes.candidates, spec.sizes.candidate_tokens
+    ids = decode_ids(lm.tokenizer)
+    params = SamplingParams(temperature=0.8, max_tokens=t, seed=1, top_n=5)  # /rank's temperature
+
+    def batched() -> float:
+        _, wall, dones = _timed(gen.stream_batch(ids, params, n, eos_ids=()))
+        return sum(d.completion_tokens for d in dones) / wall
+
+    def sequential() -> float:
+        tokens, wall = 0, 0.0
+        for i in range(n):
+            _, w, (done,) = _timed(gen.stream(ids, params.with_(seed=1 + i), eos_ids=()))
+            tokens, wall = tokens + done.completion_tokens, wall + w
+        return tokens / wall
+
+    gen.reset()
+    batched(), sequential()  # warm-up
+    b, s = [], []
+    for _ in range(spec.repeats):  # interleaved, so machine load hits both alike
+        b.append(batched())
+        s.append(sequential())
+    return {"batch_tps": b, "sequential_tps": s}, {"n": n, "tokens_each": t}
+
+
+def _adapters(lm, spec: BenchSpec):
+    if not spec.adapter_dir:
+        raise RuntimeError("no adapter folder was given to the adapters group")
+    gen, mgr, n = lm.generator, lm.adapters, spec.sizes.adapter_tokens
+    ids = decode_ids(lm.tokenizer)
+    loads = []
+    for i in range(1 + spec.sizes.adapter_loads):  # the first load is the warm-up
+        t0 = time.perf_counter()
+        info = mgr.load(spec.adapter_dir, name="bench")
+        if i:
+            loads.append((time.perf_counter() - t0) * 1e3)
+        mgr.unload("bench")
+    _decode_rate(gen, ids, min(n, 8))  # warm-up
+    none, unmerged, merged = [], [], []
+    for _ in range(spec.repeats):  # interleaved rounds: none, unmerged, merged
+        none.append(_decode_rate(gen, ids, n))
+        mgr.load(spec.adapter_dir, name="bench")
+        unmerged.append(_decode_rate(gen, ids, n))
+        mgr.merge("bench")
+        merged.append(_decode_rate(gen, ids, n))
+        mgr.unload("bench")
+    figures = {"adapter_load_ms": loads, "adapter_none_tps": none, "adapter_unmerged_tps": unmerged,
+               "adapter_merged_tps": merged}  # fmt: skip
+    return figures, {"adapter_modules": info.modules, "adapter_params": info.params}

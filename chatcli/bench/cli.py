@@ -1,0 +1,150 @@
+"""``chatcli bench``: measure the engine on this machine, optionally beside transformers and llama.cpp.
+
+Option checks happen here, before anything heavy runs: a bad value is one line and
+exit code 2, and nothing is measured. The run itself is :func:`chatcli.bench.runner.run_bench`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import typer
+
+from chatcli.bench.spec import BASELINES, GROUPS, QUICK, BenchSpec, Sizes
+from chatcli.cli_common import DEFAULT_MODEL
+from chatcli.errors import ChatcliError, UsageError
+
+QUANTIZE = ("int8",)
+
+
+class BenchError(ChatcliError):
+    """A bench whose chatcli measurements failed (the table says which)."""
+
+
+def bench(
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name, local directory, .gguf file, or hf:ORG/NAME."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 (reference), bfloat16 or float16, for every system."),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads in every worker (default: torch's choice)."),
+    quantize: str | None = typer.Option(None, "--quantize", help="chatcli's weight quantization: int8."),
+    baseline: list[str] | None = typer.Option(
+        None, "--baseline", help="Also measure transformers or llama.cpp (repeatable); ratios per figure."
+    ),
+    repeats: int | None = typer.Option(None, "--repeats", help="Measured runs per figure, after a warm-up. [default: 3]"),
+    only: str | None = typer.Option(None, "--only", help=f"Comma-separated figure groups: {','.join(GROUPS)}."),
+    gguf: str | None = typer.Option(None, "--gguf", help="The GGUF file for --baseline llama.cpp (default: the model's own)."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny sizes and 2 runs: checks that everything runs (tests)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+) -> None:
+    """Measure load, start-up, prefill, decode, turn-10 latency, batched candidates, adapters and memory."""
+    spec, unavailable, notes = build_spec(model, dtype, threads, quantize, baseline or [], repeats, only, gguf, quick)
+    from chatcli.bench.report import render
+    from chatcli.bench.runner import run_bench
+
+    def progress(msg: str) -> None:
+        sys.stderr.write(f"bench: {msg}\n")
+        sys.stderr.flush()
+
+    report = run_bench(spec, progress, unavailable)
+    report["notes"] = notes + report["notes"]
+    print(json.dumps(report, indent=2, ensure_ascii=False) if as_json else render(report))
+    failed = [r["label"] for r in report["figures"] if "error" in r["results"].get("chatcli", {})]
+    if failed:
+        raise BenchError(f"chatcli failed to measure {', '.join(failed)}: run with --only and see the report's errors")
+
+
+def build_spec(
+    model: str, dtype: str, threads: int | None, quantize: str | None, baselines: list[str], repeats: int | None,
+    only: str | None, gguf: str | None, quick: bool,
+) -> tuple[BenchSpec, dict[str, str], list[str]]:
+    """Validate the options (UsageError, one line, before any work); the spec, unavailable baselines, notes."""
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise UsageError(f"invalid --dtype {dtype!r}: use float32, bfloat16 or float16")
+    if threads is not None and threads < 1:
+        raise UsageError(f"invalid --threads {threads}: use an integer >= 1")
+    if repeats is not None and not 1 <= repeats <= 100:
+        raise UsageError(f"invalid --repeats {repeats}: use an integer from 1 to 100")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise UsageError(f"invalid --quantize {quantize!r}: use {' or '.join(QUANTIZE)}")
+    bad = [b for b in baselines if b not in BASELINES]
+    if bad:
+        raise UsageError(f"unknown --baseline {bad[0]!r}: use {' or '.join(BASELINES)}")
+    groups = GROUPS
+    if only is not None:
+        asked = [g.strip() for g in only.split(",") if g.strip()]
+        unknown = [g for g in asked if g not in GROUPS]
+        if unknown or not asked:
+            raise UsageError(f"unknown --only group {(unknown or [only])[0]!r}: use some of {','.join(GROUPS)}")
+        groups = tuple(g for g in GROUPS if g in asked)
+    if gguf is not None and "llama.cpp" not in baselines:
+        raise UsageError("--gguf is for the llama.cpp baseline: add --baseline llama.cpp")
+    notes: list[str] = []
+    if quantize and not _chatcli_has_quantize():
+        notes.append(f"--quantize {quantize} skipped: this chatcli's load_model and generate take no quantize yet")
+        quantize = None
+    sizes = QUICK if quick else Sizes()
+    path = _resolve(model)
+    _check_context(path, sizes)
+    unavailable: dict[str, str] = {}
+    systems = ["chatcli"]
+    for b in dict.fromkeys(baselines):
+        missing = [m for m in _needs(b) if importlib.util.find_spec(m) is None]
+        if missing:
+            unavailable[b] = "not installed"
+            notes.append(f"{b}: not installed ({', '.join(missing)} not importable)")
+        systems.append(b)
+    if "llama.cpp" in systems and "llama.cpp" not in unavailable:
+        gguf = _gguf(path, gguf)
+    spec = BenchSpec(
+        model=model, path=str(path), dtype=dtype, threads=threads, quantize=quantize,
+        repeats=repeats or (2 if quick else 3), quick=quick, sizes=sizes, groups=groups,
+        systems=tuple(systems), gguf=gguf,
+    )  # fmt: skip
+    # Unavailable baselines keep their column, which says why; the runner starts no worker for them.
+    return spec, unavailable, notes
+
+
+def _needs(baseline: str) -> tuple[str, ...]:
+    return {"transformers": ("transformers", "peft"), "llama.cpp": ("llama_cpp",)}[baseline]
+
+
+def _chatcli_has_quantize() -> bool:
+    import inspect
+
+    from chatcli import api, cli_generate
+
+    return all("quantize" in inspect.signature(f).parameters for f in (api.load_model, cli_generate.generate))
+
+
+def _resolve(model: str):
+    from chatcli.engine.hub import resolve_model
+    from chatcli.progress import stderr_progress
+
+    with stderr_progress() as progress:
+        return resolve_model(model, progress=progress)
+
+
+def _check_context(path, sizes: Sizes) -> None:
+    from chatcli.engine.checkpoint import read_model_config
+
+    ctx = read_model_config(path).context_length
+    need = sizes.needed_context()
+    if need > ctx:
+        raise UsageError(f"this model's context of {ctx} tokens is shorter than the bench's {need}: use --quick")
+
+
+def _gguf(path, given: str | None) -> str:
+    from pathlib import Path
+
+    if given is not None:
+        if not Path(given).is_file():
+            raise UsageError(f"--gguf file not found: {given}")
+        return given
+    from chatcli.bench.gguf_source import find_gguf
+
+    return str(find_gguf(Path(path)))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)

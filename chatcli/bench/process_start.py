@@ -1,0 +1,118 @@
+"""Whole-process start to first token, and each process's peak RSS.
+
+Each command runs as a child process, timed from spawn to exit, its peak RSS read
+from ``wait4``'s resource usage (that child alone). Commands, run in interleaved
+rounds after one warm-up round (so the page cache is warm for all alike):
+
+* ``python -c "import torch"`` — the reference (issue 8: chatcli may add 1.5 s to it);
+* ``chatcli generate "hi" --max-tokens 1`` — what a person types;
+* the transformers baseline: a Python process that imports transformers, loads the
+  checkpoint and generates one token for the same message;
+* llama.cpp: a Python process that loads the GGUF with llama-cpp-python and generates one token.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from chatcli.bench import prompts
+from chatcli.bench.spec import BenchSpec
+from chatcli.bench.stats import maxrss_mb
+
+TRANSFORMERS_SCRIPT = """
+import sys, torch
+path, dtype, threads, text = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if threads: torch.set_num_threads(threads)
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained(path)
+model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+enc = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                              return_tensors="pt", return_dict=True)
+with torch.inference_mode():
+    out = model.generate(**enc, max_new_tokens=1, do_sample=False)
+print(tok.decode(out[0, -1:]))
+"""
+
+LLAMACPP_SCRIPT = """
+import os, sys
+from llama_cpp import Llama
+path, threads, text = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+llm = Llama(model_path=path, n_ctx=512, n_threads=threads or os.cpu_count(), verbose=False)
+out = llm.create_chat_completion([{"role": "user", "content": text}], max_tokens=1, temperature=0)
+print(out["choices"][0]["message"]["content"])
+"""
+
+
+def chatcli_command(spec: BenchSpec) -> list[str]:
+    exe = Path(sys.executable).with_name("chatcli")
+    head = [str(exe)] if exe.is_file() else [sys.executable, "-m", "chatcli"]
+    cmd = head + ["generate", prompts.HI, "--max-tokens", "1", "--temperature", "0",
+                  "--model", spec.model, "--dtype", spec.dtype]  # fmt: skip
+    if spec.threads:
+        cmd += ["--threads", str(spec.threads)]
+    if spec.quantize:
+        cmd += ["--quantize", spec.quantize]
+    return cmd
+
+
+def commands(spec: BenchSpec, skip: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """The command of each system but ``skip`` (and of the ``import torch`` reference, key ``python``)."""
+    threads = str(spec.threads or 0)
+    cmds = {"python": [sys.executable, "-c", "import torch"], "chatcli": chatcli_command(spec)}
+    if "transformers" in spec.systems and "transformers" not in skip:
+        cmds["transformers"] = [sys.executable, "-c", TRANSFORMERS_SCRIPT, spec.path, spec.dtype, threads, prompts.HI]
+    if "llama.cpp" in spec.systems and "llama.cpp" not in skip and spec.gguf:
+        cmds["llama.cpp"] = [sys.executable, "-c", LLAMACPP_SCRIPT, spec.gguf, threads, prompts.HI]
+    return cmds
+
+
+def run_child(cmd: list[str], timeout: float = 600.0) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one child process; RuntimeError with its last stderr line if it fails."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = t0 + timeout
+        while True:  # wait4 with a deadline: poll, since wait4 itself cannot time out
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                raise RuntimeError(f"{Path(cmd[0]).name} took more than {timeout:.0f} s")
+            time.sleep(0.002)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            lines = err.read().decode("utf-8", "replace").strip().splitlines()
+            raise RuntimeError(f"exit {proc.returncode}: {lines[-1] if lines else 'no message'}")
+    return wall, maxrss_mb(usage.ru_maxrss)
+
+
+def measure(spec: BenchSpec, progress=None, skip: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Per system: ``{"start_s": [...], "peak_rss_mb": [...]}`` or ``{"error": "..."}``."""
+    cmds = commands(spec, skip)
+    out: dict[str, dict] = {name: {"start_s": [], "peak_rss_mb": []} for name in cmds}
+    warm = 0 if spec.quick else 1  # quick mode (tests) saves the warm-up round: it only checks that all runs
+    for rnd in range(1 - warm, 1 + spec.repeats):  # round 0 is the warm-up
+        for name, cmd in cmds.items():
+            if "error" in out[name]:
+                continue
+            if progress:
+                progress(f"start: {name} ({'warm-up' if rnd == 0 else f'run {rnd}'})")
+            try:
+                wall, rss = run_child(cmd)
+            except (RuntimeError, OSError) as e:
+                out[name] = {"error": str(e)}
+                continue
+            if rnd:
+                out[name]["start_s"].append(wall)
+                out[name]["peak_rss_mb"].append(rss)
+    return out
+

@@ -1,0 +1,58 @@
+"""A bench worker: one figure group of one system, in a fresh process.
+
+    python -m chatcli.bench.worker SYSTEM GROUP SPEC_JSON
+
+Protocol: the worker sets torch's threads, loads the model, runs a warm-up and
+``spec.repeats`` measured runs, and prints exactly one line starting with
+:data:`MARKER` followed by a JSON object: ``{"figures": {id: [values]}, "load_s",
+"peak_rss_mb", "threads", "info": {...}, "notes": [...]}``, or ``{"error": "one line"}``
+with exit code 1. Anything else it prints (library chatter) is ignored.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+from chatcli.bench.spec import BenchSpec
+from chatcli.bench.stats import own_peak_rss_mb
+
+MARKER = "CHATCLI-BENCH-RESULT "
+
+_MODULES = {
+    "chatcli": "chatcli.bench.chatcli_worker",
+    "transformers": "chatcli.bench.transformers_worker",
+    "llama.cpp": "chatcli.bench.llamacpp_worker",
+    "python": "chatcli.bench.bandwidth",  # system-independent figures (the read bandwidth)
+}
+
+
+def run(system: str, group: str, spec: BenchSpec) -> dict:
+    if spec.threads and system != "llama.cpp":  # llama.cpp takes its threads as an argument
+        import torch
+
+        torch.set_num_threads(spec.threads)
+    result = importlib.import_module(_MODULES[system]).run(spec, group)
+    result["peak_rss_mb"] = own_peak_rss_mb()
+    if system != "llama.cpp":
+        import torch
+
+        result["threads"] = torch.get_num_threads()
+    return result
+
+
+def main(argv: list[str]) -> int:
+    system, group, spec_json = argv
+    try:
+        result, rc = run(system, group, BenchSpec.from_json(spec_json)), 0
+    except Exception as e:  # reported to the parent as one line; the parent decides what to do
+        text = str(e).strip().splitlines()
+        result, rc = {"error": f"{type(e).__name__}: {text[0] if text else ''}"}, 1
+    sys.stdout.write("\n" + MARKER + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
