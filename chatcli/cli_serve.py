@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from chatcli.cli_common import DeviceOpt, DtypeOpt, LoraOpt, ModelOpt, ThreadsOpt, check_dtype, set_threads
+from chatcli.cli_common import DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, set_threads
 from chatcli.errors import UsageError
 
 
@@ -21,13 +21,16 @@ def serve(
         help="Name of the environment variable holding the API key clients must send as 'Authorization: Bearer KEY'.",
     ),
     adapter_dir: list[Path] | None = typer.Option(
-        None, "--adapter-dir",
+        None, "--adapter-dir", metavar="DIR",
         help="Folder /v1/load_lora_adapter may load from (repeatable; default: the user adapter folder and the demo adapters).",
     ),
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
     threads: int | None = ThreadsOpt,
-    lora: list[str] | None = LoraOpt,
+    lora: list[str] | None = typer.Option(
+        None, "--lora", metavar="PATH",
+        help="LoRA adapter loaded at start (repeatable): served as its own model id, off for the base model.",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level: debug, info, warning, error."),
 ) -> None:
     """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models)."""
