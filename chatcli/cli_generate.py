@@ -76,9 +76,6 @@ def generate(
     messages = [] if system is None else [{"role": "system", "content": system}]
     messages.append({"role": "user", "content": text})
 
-    from chatcli.engine.loader import load_engine, load_prompt_renderer
-    from chatcli.progress import stderr_progress
-
     if endpoint is not None:
         factory = remote_factory(endpoint, model, api_key_env=api_key_env, timeout=timeout, logprobs_mode=logprobs_mode,
                                  local_only={"--lora": bool(lora), "--chat-template": chat_template is not None,
@@ -88,6 +85,9 @@ def generate(
         return
     if api_key_env is not None:
         raise UsageError("--api-key-env goes with --endpoint (a key for a remote server)")
+    from chatcli.engine.loader import load_engine, load_prompt_renderer
+    from chatcli.progress import stderr_progress
+
     if print_prompt:
         with stderr_progress() as progress:
             renderer = load_prompt_renderer(model, chat_template=chat_template, progress=progress)
@@ -97,7 +97,8 @@ def generate(
 
     with stderr_progress() as progress:
         engine = load_engine(
-            model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora or ()
+            model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora or (),
+            warm_up=False,  # one answer: a warm-up forward would only add its own time (see load_engine)
         )
     if not raw:
         engine.require_chat_template()

@@ -152,10 +152,14 @@ def load_engine(
     chat_template: str | None = None,
     progress: ProgressFn | None = None,
     lora: Sequence[str] = (),
+    warm_up: bool = True,
 ) -> LoadedModel:
     """Load a model, and the ``--lora PATH[:SCALE]`` adapters given (all or nothing).
 
     Adapter files are checked before the weights are read, so a typo costs no model load.
+    ``warm_up=False`` skips the one-token forward that keeps page-in out of the first
+    answer's time to first token: a one-shot command (``chatcli generate``) pays that cost
+    in its only answer anyway, so the extra forward only makes it slower.
     """
     from chatcli.engine.checkpoint import load_checkpoint, resolve_device, resolve_dtype
     from chatcli.engine.hub import resolve_model
@@ -182,7 +186,8 @@ def load_engine(
         context_length=model.config.max_position_embeddings,
         parameters=sum(p.numel() for p in model.parameters()),
     )
-    _warm_up(model, progress)
+    if warm_up:
+        _warm_up(model, progress)
     engine = LoadedModel(model, tokenizer, identity)
     if adapter_specs:
         from chatcli.engine.adapter_spec import load_adapter_specs
