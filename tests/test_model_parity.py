@@ -13,7 +13,11 @@ from chatcli.engine.model import DecoderLM
 from tests.tiny import EOS_ID, FAMILIES, load_hf_oracle
 from tests.tiny_tokenizer import build_tokenizer
 
-TOL = 1e-4
+# Two float32 implementations that sum in different orders (the packed input-major matmuls
+# here, F.linear there) differ by float rounding: on these tiny models (logits up to ~35)
+# transformers' own float32 logits are up to 9e-5 away from a float64 run of the same
+# model, so the float32 comparison allows twice that; the float64 test below is the tight one.
+TOL = 2e-4
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

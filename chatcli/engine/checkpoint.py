@@ -139,8 +139,12 @@ def load_checkpoint(
     dtype: torch.dtype | str = torch.float32,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    pack: bool = True,
 ) -> DecoderLM:
-    """Load a Hugging Face model directory as a :class:`DecoderLM` in eval mode."""
+    """Load a Hugging Face model directory as a :class:`DecoderLM` in eval mode.
+
+    ``pack``: store the weights in the fast packed layout (:mod:`chatcli.engine.packed`);
+    the unpacked model gives the same logits (tests compare the two)."""
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     config = read_model_config(path)
@@ -169,9 +173,14 @@ def load_checkpoint(
                     progress("loading weights", done, total)
 
     model.load_state_dict(state, strict=False, assign=True)
+    del state  # the model holds the tensors now; packing then frees each one it replaces
     model.tie_weights()
     model.reset_buffers(device)
     _check_materialized(model)
+    if pack:
+        from chatcli.engine.packed import pack_model
+
+        pack_model(model)
     return model.eval()
 
 

@@ -214,7 +214,12 @@ class LoRALinear(nn.Module):
         # x: [..., in] -> y: [..., out]. F.linear is exactly nn.Linear.forward, minus a module call
         # (per-token overhead matters: a small model has hundreds of wrapped layers).
         base = self.base
-        y = F.linear(x, base.weight, base.bias)
+        return self.add_side(x, F.linear(x, base.weight, base.bias))
+
+    def add_side(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """y (the base layer's output for x, e.g. a slice of a fused q/k/v matmul) plus the
+        active adapters' low-rank terms. x: [..., in], y: [..., out] -> [..., out]; in inference
+        y is updated in place and returned."""
         if self._fused_valid and self._fused is None:
             return y  # nothing active: exactly the base layer
         if torch.is_grad_enabled() and any(p.A.requires_grad or p.B.requires_grad for p in self.lora.values()):
@@ -231,7 +236,7 @@ class LoRALinear(nn.Module):
         if fused is None:
             return y
         at, bt = fused
-        # y += (x A_cat^T) B_cat^T in place, no [N, out] temporary (y is fresh from F.linear).
+        # y += (x A_cat^T) B_cat^T in place, no [N, out] temporary (y is fresh from the base matmul).
         y.view(-1, y.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]) @ at, bt)
         return y
 

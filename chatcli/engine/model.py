@@ -13,6 +13,10 @@ written into the cache, and ``cache.length`` advances by S. ``attention_mask``
 different lengths share a batch; positions are then counted over real tokens only,
 so a left- or right-padded row gives the logits of the same row unpadded.
 Logits come back in the model dtype; norms and RoPE angles run in float32 as HF does.
+
+Speed: after :func:`~chatcli.engine.packed.pack_model` (done by the checkpoint loader)
+q/k/v and gate/up each run as one input-major matmul; a model that is not packed, or
+whose modules were replaced, calls the modules one by one with the same results.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.kv_cache import KVCache
+from chatcli.engine.packed import FusedGroup, fused_linear, pack_model
 from chatcli.engine.rope import RotaryEmbedding, apply_rotary
 
 
@@ -35,10 +40,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [..., D]; normalise in float32, scale in the input dtype (HF's order of casts).
-        dtype = x.dtype
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(dtype)
+        # F.rms_norm computes x * rsqrt(mean(x^2) + eps) bit-identically to HF's three ops, in one.
+        h = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return self.weight * h.to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -58,6 +62,7 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(hd, config.rms_norm_eps)
         else:
             self.q_norm = self.k_norm = None
+        self.qkv_group: FusedGroup | None = None  # set by pack_model
 
     def forward(
         self,
@@ -68,9 +73,11 @@ class Attention(nn.Module):
         cache: KVCache | None,
     ) -> torch.Tensor:
         B, S, _ = x.shape  # x: [B, S, D]
-        q = self.q_proj(x).view(B, S, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(B, S, self.n_kv, self.head_dim)
-        v = self.v_proj(x).view(B, S, self.n_kv, self.head_dim)
+        qkv = fused_linear(self, self.qkv_group, x)  # one matmul when packed, else None
+        q, k, v = qkv if qkv is not None else (self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        q = q.view(B, S, self.n_heads, self.head_dim)
+        k = k.view(B, S, self.n_kv, self.head_dim)
+        v = v.view(B, S, self.n_kv, self.head_dim)
         if self.q_norm is not None:  # Qwen3: per-head norm before RoPE
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H|KV, S, Dh]
@@ -90,9 +97,12 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(d, f, bias=bias)
         self.up_proj = nn.Linear(d, f, bias=bias)
         self.down_proj = nn.Linear(f, d, bias=bias)
+        self.gate_up_group: FusedGroup | None = None  # set by pack_model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate_up = fused_linear(self, self.gate_up_group, x)  # one matmul when packed, else None
+        gate, up = gate_up if gate_up is not None else (self.gate_proj(x), self.up_proj(x))
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -129,6 +139,7 @@ class DecoderLM(nn.Module):
         # Bumped by whoever changes the effective weights (adapters loaded, scaled, merged):
         # KV caches filled under another version hold keys/values of other weights.
         self.weights_version = 0
+        self.packed = False  # weights in the packed layout (chatcli.engine.packed)
         if config.tie_word_embeddings:
             self.tie_weights()
 
@@ -145,6 +156,13 @@ class DecoderLM(nn.Module):
         if self.config.tie_word_embeddings:
             keys.pop("lm_head.weight", None)
         return keys
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to(dtype/device) converts each view on its own: fuse again from the new weights.
+        out = super()._apply(fn, recurse)
+        if self.packed:
+            pack_model(self)
+        return out
 
     def reset_buffers(self, device: torch.device | str) -> None:
         """Recompute derived buffers (RoPE frequencies) on ``device``."""
