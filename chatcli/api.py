@@ -38,10 +38,13 @@ __all__ = [
 
 def load_model(
     name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str = "auto",
-    chat_template: str | None = None,
+    chat_template: str | None = None, quantize: str = "none",
 ) -> LoadedModel:
-    """Load a model by name (pulled on first use), local directory, ``.gguf`` file or ``hf:ORG/NAME``."""
-    return load_engine(name, dtype=dtype, device=device, chat_template=chat_template)
+    """Load a model by name (pulled on first use), local directory, ``.gguf`` file or ``hf:ORG/NAME``.
+
+    ``quantize="int8"``: weight-only int8 projections and LM head (see :mod:`chatcli.engine.quantize`).
+    """
+    return load_engine(name, dtype=dtype, device=device, chat_template=chat_template, quantize=quantize)
 
 
 def _messages(prompt: str | Sequence[dict], system: str | None) -> list[dict]:

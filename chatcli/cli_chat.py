@@ -15,7 +15,8 @@ import typer
 
 from chatcli.cli_common import (
     ApiKeyEnvOpt, ChatTemplateOpt, DeviceOpt, DtypeOpt, EndpointOpt, LogprobsModeOpt, LoraOpt, MinPOpt, ModelOpt,
-    RepetitionPenaltyOpt, TemperatureOpt, ThreadsOpt, TimeoutOpt, TopKOpt, TopPOpt, check_dtype, remote_factory,
+    QuantizeOpt, RepetitionPenaltyOpt, TemperatureOpt, ThreadsOpt, TimeoutOpt, TopKOpt, TopPOpt, check_dtype,
+    check_quantize, remote_factory,
     sampling_params, set_threads,
 )
 from chatcli.errors import UsageError
@@ -23,14 +24,15 @@ from chatcli.errors import UsageError
 TINTS = ("off", "model_prob", "entropy")
 
 
-def engine_factory(model: str, dtype: str, device: str, chat_template: str | None, lora=()):
+def engine_factory(model: str, dtype: str, device: str, chat_template: str | None, lora=(), quantize: str = "none"):
     """A factory ``progress -> engine`` for the front ends (loads torch only when called)."""
 
     def factory(progress):
         from chatcli.engine.loader import load_engine
 
         engine = load_engine(
-            model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora
+            model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora,
+            quantize=quantize,
         )
         require = getattr(engine, "require_chat_template", None)
         if require is not None:
@@ -59,6 +61,7 @@ def chat(
     plain: bool = typer.Option(False, "--plain", help="Line-based chat (also used when stdin or stdout is not a terminal)."),
     tint: str | None = typer.Option(None, "--tint", help="Colour tokens by certainty: off, model_prob or entropy."),
     dtype: str = DtypeOpt,
+    quantize: str = QuantizeOpt,
     device: str = DeviceOpt,
     threads: int | None = ThreadsOpt,
     chat_template: str | None = ChatTemplateOpt,
@@ -74,6 +77,7 @@ def chat(
         max_tokens=max_tokens, seed=seed, stop=None, top_n=top,
     )
     check_dtype(dtype)
+    quantize = check_quantize(quantize)
     set_threads(threads)
     if tint is not None and tint not in TINTS:
         raise UsageError(f"invalid --tint {tint!r}: use off, model_prob or entropy")
@@ -91,7 +95,8 @@ def chat(
     if endpoint is not None:
         factory = remote_factory(endpoint, model, api_key_env=api_key_env, timeout=timeout, logprobs_mode=logprobs_mode,
                                  local_only={"--lora": bool(lora), "--chat-template": chat_template is not None,
-                                             "--dtype": dtype != "float32", "--device": device != "auto"})
+                                             "--dtype": dtype != "float32", "--device": device != "auto",
+                                             "--quantize": quantize != "none"})
     else:
         if api_key_env is not None:
             raise UsageError("--api-key-env goes with --endpoint (a key for a remote server)")
@@ -99,7 +104,7 @@ def chat(
             from chatcli.engine.adapter_spec import preflight
 
             preflight(list(lora))  # a wrong adapter path fails now, not inside the app
-        factory = engine_factory(model, dtype, device, chat_template, tuple(lora or ()))
+        factory = engine_factory(model, dtype, device, chat_template, tuple(lora or ()), quantize)
     use_plain = plain or not sys.stdin.isatty() or not sys.stdout.isatty()
     problems = install_plugin_commands(report_to_stderr=use_plain)
     if use_plain:

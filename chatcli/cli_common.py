@@ -15,6 +15,10 @@ ModelOpt = typer.Option(
     DEFAULT_MODEL, "--model", "-m", help="Model name, local directory, .gguf file, or hf:ORG/NAME."
 )
 DtypeOpt = typer.Option("float32", "--dtype", help="float32 (reference), bfloat16 or float16.")
+QuantizeOpt = typer.Option(
+    "none", "--quantize",
+    help="none, or int8: weight-only int8 projections and LM head (faster CPU decode, a small quality cost).",
+)
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice).")
 LoraOpt = typer.Option(
@@ -93,6 +97,13 @@ def set_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def check_quantize(quantize: str) -> str:
+    """The --quantize value, checked before anything loads (no torch import)."""
+    from chatcli.engine.quant_choice import check_quantize as check
+
+    return check(quantize)
 
 
 def check_dtype(dtype: str) -> str:

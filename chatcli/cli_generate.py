@@ -19,6 +19,7 @@ from chatcli.cli_common import (
     LoraOpt,
     MinPOpt,
     ModelOpt,
+    QuantizeOpt,
     RepetitionPenaltyOpt,
     TemperatureOpt,
     ThreadsOpt,
@@ -26,6 +27,7 @@ from chatcli.cli_common import (
     TopKOpt,
     TopPOpt,
     check_dtype,
+    check_quantize,
     read_text_arg,
     remote_factory,
     sampling_params,
@@ -51,6 +53,7 @@ def generate(
     stop: list[str] | None = typer.Option(None, "--stop", help="Stop string (repeatable)."),
     model: str = ModelOpt,
     dtype: str = DtypeOpt,
+    quantize: str = QuantizeOpt,
     device: str = DeviceOpt,
     threads: int | None = ThreadsOpt,
     chat_template: str | None = ChatTemplateOpt,
@@ -71,6 +74,7 @@ def generate(
         stop=stop, top_n=top,
     )
     check_dtype(dtype)
+    quantize = check_quantize(quantize)
     set_threads(threads)
     text = read_text_arg(prompt)
     messages = [] if system is None else [{"role": "system", "content": system}]
@@ -80,7 +84,7 @@ def generate(
         factory = remote_factory(endpoint, model, api_key_env=api_key_env, timeout=timeout, logprobs_mode=logprobs_mode,
                                  local_only={"--lora": bool(lora), "--chat-template": chat_template is not None,
                                              "--print-prompt": print_prompt, "--dtype": dtype != "float32",
-                                             "--device": device != "auto"})
+                                             "--device": device != "auto", "--quantize": quantize != "none"})
         _answer(factory(), text, messages, params, raw=raw, as_json=as_json, show_probs=show_probs, lora=False)
         return
     if api_key_env is not None:
@@ -98,7 +102,7 @@ def generate(
     with stderr_progress() as progress:
         engine = load_engine(
             model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora or (),
-            warm_up=False,  # one answer: a warm-up forward would only add its own time (see load_engine)
+            quantize=quantize, warm_up=False,  # one answer: a warm-up forward would only add its own time (see load_engine)
         )
     if not raw:
         engine.require_chat_template()
@@ -114,6 +118,7 @@ def _answer(engine, text: str, messages: list[dict], params, *, raw: bool, as_js
         _emit({
             "type": "meta", "model": engine.identity.name, "model_sha256": engine.identity.sha256,
             "dtype": engine.identity.dtype, "device": engine.identity.device,
+            "quantize": getattr(engine.identity, "quantize", "none"),
             "params": params.to_json(), "seed": params.seed, "raw": raw,
             "adapters": [{"name": a.name, "scale": a.scale} for a in engine.adapters.list()] if lora else [],
             **({"endpoint": engine.identity.path} if engine.identity.model_type.startswith("remote") else {}),

@@ -8,7 +8,8 @@ import sys
 import typer
 
 from chatcli.cli_common import (
-    ChatTemplateOpt, DeviceOpt, LoraOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, read_text_arg, set_threads,
+    ChatTemplateOpt, DeviceOpt, LoraOpt, DtypeOpt, ModelOpt, QuantizeOpt, ThreadsOpt, check_dtype, check_quantize,
+    read_text_arg, set_threads,
 )
 
 # rich and probs_view are imported by the printers below: every command (generate too) imports
@@ -79,6 +80,7 @@ def score(
     system: str | None = typer.Option(None, "--system", help="With --prompt: a system message."),
     model: str = ModelOpt,
     dtype: str = DtypeOpt,
+    quantize: str = QuantizeOpt,
     device: str = DeviceOpt,
     threads: int | None = ThreadsOpt,
     chat_template: str | None = ChatTemplateOpt,
@@ -92,6 +94,7 @@ def score(
     from chatcli.progress import stderr_progress
 
     check_dtype(dtype)
+    quantize = check_quantize(quantize)
     set_threads(threads)
     if top < 0:
         from chatcli.errors import UsageError
@@ -100,7 +103,8 @@ def score(
     text = read_text_arg(text, "text")
     with stderr_progress() as progress:
         engine = load_engine(
-            model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora or ()
+            model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora or (),
+            quantize=quantize,
         )
     result = api.score(engine, text, prompt=prompt, system=system, top_n=top)
     if as_json:

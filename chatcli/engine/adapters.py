@@ -44,6 +44,7 @@ from chatcli.engine.adapter_override import TemporarySwitches
 from chatcli.engine.lora import LoRALinear, LoRAPair, Replacement, ReplacedModule
 from chatcli.engine.lora_io import LoRAAdapter, read_adapter, write_adapter
 from chatcli.engine.lora_validate import AdapterError, ModuleShapes, check_against_model, max_rank_limit
+from chatcli.engine.quantize import Int8Linear, float_dtype_device, quantize_int8, weight_shape
 from chatcli.errors import UsageError
 
 REPLACEABLE = ("lm_head", "model.embed_tokens")
@@ -83,7 +84,7 @@ class AdapterManager(TemporarySwitches):
         for name, module in model.named_modules():
             for attr, child in module.named_children():
                 full = f"{name}.{attr}" if name else attr
-                if isinstance(child, nn.Linear) or full in REPLACEABLE:
+                if isinstance(child, (nn.Linear, Int8Linear)) or full in REPLACEABLE:
                     self._slots[full] = (module, attr, child)
         # Every parameter of the base model, by checkpoint key, via its owning module (for export).
         self._params: dict[str, tuple[nn.Module, str]] = {
@@ -98,8 +99,9 @@ class AdapterManager(TemporarySwitches):
                 seen.add(id(p))
                 self.base_params += p.numel()
         self.shapes = ModuleShapes(
-            linears={n: (c.out_features, c.in_features) for n, (_, _, c) in self._slots.items() if isinstance(c, nn.Linear)},
-            replaceable={n: tuple(self._slots[n][2].weight.shape) for n in REPLACEABLE if n in self._slots},
+            linears={n: (c.out_features, c.in_features) for n, (_, _, c) in self._slots.items()
+                     if isinstance(c, (nn.Linear, Int8Linear))},
+            replaceable={n: weight_shape(self._slots[n][2]) for n in REPLACEABLE if n in self._slots},
         )
         setattr(model, self._ATTR, self)
 
@@ -165,8 +167,14 @@ class AdapterManager(TemporarySwitches):
 
     def _check_base_copies(self, adapter: LoRAAdapter) -> None:
         for module, saved in adapter.expected_base.items():
-            own = self._slots[module][2].weight
-            if not torch.equal(saved.to(device=own.device, dtype=own.dtype), own.detach()):
+            layer = self._slots[module][2]
+            if isinstance(layer, Int8Linear):  # same base weights quantise to the same int8 weights
+                q, s = quantize_int8(saved.to(device=layer.device, dtype=layer.dtype))
+                same = torch.equal(q, layer.qweight) and torch.equal(s, layer.scales)
+            else:
+                own = layer.weight
+                same = torch.equal(saved.to(device=own.device, dtype=own.dtype), own.detach())
+            if not same:
                 raise AdapterError(
                     f"{adapter.source}: its copy of {module} differs from this model's (a resized vocabulary or "
                     "another base model); chatcli only loads adapters for the unchanged base"
@@ -234,6 +242,12 @@ class AdapterManager(TemporarySwitches):
     def merge(self, name: str) -> None:
         """Fold ``name`` into the base weights (it stays listed; unmerge to separate it again)."""
         st = self._get(name)
+        quantized = [m for m in st.adapter.modules if isinstance(self._slots[m][2], Int8Linear)]
+        if quantized:
+            raise AdapterError(
+                f"cannot merge {name}: {quantized[0]} has int8 weights (--quantize int8); it stays unmerged "
+                "(load the model without --quantize to merge)"
+            )
         tied = [m for m in st.adapter.modules if self._shared_weight(m)]
         if tied:
             raise AdapterError(
@@ -299,8 +313,7 @@ class AdapterManager(TemporarySwitches):
         return st
 
     def _dtype_device(self) -> tuple[torch.dtype, torch.device]:
-        w = self._slots[next(iter(self.shapes.linears))][2].weight
-        return w.dtype, w.device
+        return float_dtype_device(self._slots[next(iter(self.shapes.linears))][2])
 
     def _current(self, module: str) -> Any:
         """The wrapper of ``module`` (in the model or parked beside it)."""
@@ -345,8 +358,14 @@ class AdapterManager(TemporarySwitches):
         self._place([module])
 
     def _shared_weight(self, module: str) -> bool:
-        w = self._slots[module][2].weight
-        return any(other != module and getattr(self._slots[other][2], "weight", None) is w for other in self._slots)
+        layer = self._slots[module][2]
+        if isinstance(layer, Int8Linear):
+            return False  # an int8 layer holds its own copy (a tied head's included)
+        w = layer.weight
+        return any(
+            other != module and not isinstance(m, Int8Linear) and getattr(m, "weight", None) is w
+            for other, (_, _, m) in self._slots.items()
+        )
 
     def _bump(self) -> None:
         """The effective weights changed: KV caches made before are stale (see Generator)."""

@@ -42,6 +42,7 @@ class ModelIdentity:
     device: str
     context_length: int
     parameters: int
+    quantize: str = "none"  # "int8": weight-only int8 projections and LM head (--quantize)
 
 
 @dataclass(frozen=True)

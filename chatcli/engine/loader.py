@@ -153,6 +153,7 @@ def load_engine(
     progress: ProgressFn | None = None,
     lora: Sequence[str] = (),
     warm_up: bool = True,
+    quantize: str = "none",
 ) -> LoadedModel:
     """Load a model, and the ``--lora PATH[:SCALE]`` adapters given (all or nothing).
 
@@ -160,11 +161,16 @@ def load_engine(
     ``warm_up=False`` skips the one-token forward that keeps page-in out of the first
     answer's time to first token: a one-shot command (``chatcli generate``) pays that cost
     in its only answer anyway, so the extra forward only makes it slower.
+    ``quantize="int8"`` stores the projections and the LM head as int8 (see
+    :mod:`chatcli.engine.quantize`); adapters then wrap the int8 layers.
     """
     from chatcli.engine.checkpoint import load_checkpoint, resolve_device, resolve_dtype
     from chatcli.engine.hub import resolve_model
     from chatcli.engine.resources import check_load_fits
 
+    from chatcli.engine.quantize import check_quantize, quantize_model
+
+    quantize = check_quantize(quantize)
     adapter_specs = []
     if lora:
         from chatcli.engine.adapter_spec import preflight
@@ -185,7 +191,9 @@ def load_engine(
         device=str(dev),
         context_length=model.config.max_position_embeddings,
         parameters=sum(p.numel() for p in model.parameters()),
+        quantize=quantize,
     )
+    quantize_model(model, quantize)  # after counting: int8 weights are buffers, not parameters
     if warm_up:
         _warm_up(model, progress)
     engine = LoadedModel(model, tokenizer, identity)

@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chatcli.engine.quantize import Int8Linear, float_dtype_device, weight_shape
+
 
 def lora_scaling(r: int, alpha: float, rslora: bool = False) -> float:
     """c = alpha / r, or alpha / sqrt(r) for rank-stabilised LoRA (PEFT's ``use_rslora``)."""
@@ -93,12 +95,14 @@ class LoRAPair:
 
 
 class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` plus named LoRA adapters (see the module docstring for the maths)."""
+    """A frozen ``nn.Linear`` (or int8 :class:`~chatcli.engine.quantize.Int8Linear`) plus named
+    LoRA adapters (see the module docstring for the maths). On an int8 base the low-rank
+    side path runs in the float compute dtype; merging into int8 weights is refused."""
 
-    def __init__(self, base: nn.Linear):
+    def __init__(self, base: nn.Linear | Int8Linear):
         super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise TypeError(f"LoRALinear wraps nn.Linear, got {type(base).__name__}")
+        if not isinstance(base, (nn.Linear, Int8Linear)):
+            raise TypeError(f"LoRALinear wraps nn.Linear or Int8Linear, got {type(base).__name__}")
         self.base = base
         self.lora: dict[str, LoRAPair] = {}  # name -> pair, in load order
         self._fused: tuple[torch.Tensor, torch.Tensor] | None = None  # (A_cat [R, in], B_cat [out, R])
@@ -132,14 +136,14 @@ class LoRALinear(nn.Module):
                 f"adapter {name!r} shapes A {tuple(pair.A.shape)} B {tuple(pair.B.shape)} do not fit "
                 f"Linear({self.in_features} -> {self.out_features})"
             )
-        w = self.weight
+        wd, dev = float_dtype_device(self.base)
         for t in (pair.A, pair.B):
             # float32 A/B on a bf16/fp16 base stay float32 (trainable master weights, see the
             # module docstring); any other dtype follows the base weight.
-            keep = t.dtype == torch.float32 and w.dtype in (torch.bfloat16, torch.float16)
-            dtype = t.dtype if keep else w.dtype
-            if t.device != w.device or t.dtype != dtype:
-                t.data = t.data.to(device=w.device, dtype=dtype)
+            keep = t.dtype == torch.float32 and wd in (torch.bfloat16, torch.float16)
+            dtype = t.dtype if keep else wd
+            if t.device != dev or t.dtype != dtype:
+                t.data = t.data.to(device=dev, dtype=dtype)
         self.register_parameter(f"lora_A__{name}", pair.A)
         self.register_parameter(f"lora_B__{name}", pair.B)
         self.lora[name] = pair
@@ -165,6 +169,8 @@ class LoRALinear(nn.Module):
         pair = self.lora[name]
         if pair.merged:
             return
+        if isinstance(self.base, Int8Linear):
+            raise TypeError("cannot merge a LoRA adapter into int8 weights")
         with torch.no_grad():
             w = self.base.weight
             w.copy_((w.float() + pair.delta().to(w.device)).to(w.dtype))
@@ -193,7 +199,7 @@ class LoRALinear(nn.Module):
             self._fused = None
             self._versions = self._tensor_versions()
             if active:
-                wd = self.weight.dtype  # inference runs in the base dtype, whatever A/B are stored in
+                wd = float_dtype_device(self.base)[0]  # inference runs in the base dtype, whatever A/B are stored in
                 with torch.no_grad():
                     at = torch.cat([p.A.to(wd) for p in active], dim=0).t()  # [in, R]
                     hi = torch.promote_types(wd, torch.float32)  # scale B in at least float32, then round once
@@ -214,7 +220,8 @@ class LoRALinear(nn.Module):
         # x: [..., in] -> y: [..., out]. F.linear is exactly nn.Linear.forward, minus a module call
         # (per-token overhead matters: a small model has hundreds of wrapped layers).
         base = self.base
-        return self.add_side(x, F.linear(x, base.weight, base.bias))
+        y = F.linear(x, base.weight, base.bias) if type(base) is nn.Linear else base(x)  # int8: its own kernel
+        return self.add_side(x, y)
 
     def add_side(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """y (the base layer's output for x, e.g. a slice of a fused q/k/v matmul) plus the
@@ -263,8 +270,8 @@ class ReplacedModule(nn.Module):
 
     def __init__(self, base: nn.Module):
         super().__init__()
-        if not isinstance(base, (nn.Linear, nn.Embedding)):
-            raise TypeError(f"ReplacedModule wraps nn.Linear or nn.Embedding, got {type(base).__name__}")
+        if not isinstance(base, (nn.Linear, nn.Embedding, Int8Linear)):
+            raise TypeError(f"ReplacedModule wraps nn.Linear, Int8Linear or nn.Embedding, got {type(base).__name__}")
         self.base = base
         self.replacements: dict[str, Replacement] = {}  # load order; the last active one wins
 
@@ -273,14 +280,12 @@ class ReplacedModule(nn.Module):
         return self.base.weight
 
     def add(self, name: str, rep: Replacement) -> None:
-        if tuple(rep.weight.shape) != tuple(self.base.weight.shape):
-            raise ValueError(
-                f"replacement {tuple(rep.weight.shape)} does not match {tuple(self.base.weight.shape)}"
-            )
-        w = self.base.weight
-        rep.weight = rep.weight.detach().to(device=w.device, dtype=w.dtype)
+        if tuple(rep.weight.shape) != weight_shape(self.base):
+            raise ValueError(f"replacement {tuple(rep.weight.shape)} does not match {weight_shape(self.base)}")
+        dtype, device = float_dtype_device(self.base)  # an int8 head's replacement stays float
+        rep.weight = rep.weight.detach().to(device=device, dtype=dtype)
         if rep.bias is not None:
-            rep.bias = rep.bias.detach().to(device=w.device, dtype=w.dtype)
+            rep.bias = rep.bias.detach().to(device=device, dtype=dtype)
         self.replacements[name] = rep
 
     def remove(self, name: str) -> Replacement:

@@ -24,6 +24,7 @@ from torch import nn
 
 from chatcli.engine.adapters import AdapterManager
 from chatcli.engine.lora_io import LoRAAdapter, ModuleLoRA
+from chatcli.engine.quantize import is_quantized
 from chatcli.errors import UsageError
 
 TRAIN_NAME = "finetune"
@@ -99,6 +100,8 @@ def target_modules(model: nn.Module, spec: LoRASpec) -> list[str]:
 def attach_trainable(model: nn.Module, spec: LoRASpec, seed: int, base_model: str | None = None) -> AdapterManager:
     """Freeze ``model``, attach a new trainable adapter named :data:`TRAIN_NAME`; returns the manager."""
     spec.check()
+    if is_quantized(model):  # the int8 kernel has no backward, and LoRA masters want float bases
+        raise UsageError("cannot fine-tune an int8-quantized model: load the base model without --quantize")
     for p in model.parameters():
         p.requires_grad_(False)
     manager = AdapterManager.of(model)
