@@ -1,0 +1,232 @@
+"""What ``--quantize int8`` costs in quality and gains in decode speed (issue 8), printed, never asserted.
+
+    .venv/bin/python benchmarks/quant_quality.py [--model smollm2-135m-instruct] [--threads 2]
+        [--seed-dir /work/shared/seeds] [--prompts 8] [--tokens 64] [--rounds 5] [--transformers]
+
+Quality, float32 model against the same model with int8 weights:
+
+* perplexity (chatcli's ``score``: teacher-forced, 2 ** mean surprisal) of the seed
+  article(s) in ``--seed-dir`` (read as data, never copied) and of the English texts in
+  ``benchmarks/data/``, with the mean KL divergence float32 || int8 per token (bits) and
+  how often both put the same token first;
+* greedy agreement: N chat prompts x T tokens generated greedily by both (end-of-turn
+  ignored, so every answer is T tokens): the fraction of positions with the same token,
+  the first divergence, and the top-1 agreement of int8 teacher-forced on float32's
+  answer (which does not stop counting at the first divergence).
+
+Scoring runs many rows per forward, so the int8 model computes with its dequantised
+weights and float32 activations there; ``int8/kernel`` forces the decode kernel
+(bfloat16 activations) for scoring too, so the table shows what each path costs.
+
+Speed: decode tokens/s (128 tokens, greedy, after a 64-token prompt) of float32,
+bfloat16, int8 (float32 model) and int8 on a bfloat16 model, interleaved round by
+round in this one process on the same threads (the machine is shared: medians, with
+min and max); ``--transformers`` adds transformers' float32 ``generate`` the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+DATA = Path(__file__).resolve().parent / "data"
+PROMPTS = [
+    "Explain how a refrigerator keeps food cold.",
+    "Write a short poem about autumn leaves.",
+    "What are three tips for learning a new language?",
+    "Describe the water cycle to a ten-year-old.",
+    "Give me a recipe for a simple tomato soup.",
+    "Why is the sky blue?",
+    "Write a polite email asking to reschedule a meeting.",
+    "What is the difference between a virus and a bacterium?",
+    "Summarise the plot of a detective story in a few sentences.",
+    "How do I make my houseplants grow better?",
+]
+SPEED_PROMPT = "Write a long story about a lighthouse keeper who collects sea glass, with many details."
+
+
+@contextmanager
+def kernel_everywhere():
+    """Route every int8 matmul through the decode kernel (bfloat16 activations), scoring included."""
+    from chatcli.engine import quantize
+
+    saved = quantize.KERNEL_MAX_ROWS
+    quantize.KERNEL_MAX_ROWS = 1 << 30
+    try:
+        yield
+    finally:
+        quantize.KERNEL_MAX_ROWS = saved
+
+
+def text_ids(engine, text: str) -> list[int]:
+    return engine.completion_ids(text)  # BOS first when the tokenizer config asks for it
+
+
+def windows(ids: list[int], size: int) -> list[list[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size) if len(ids[i : i + size]) > 1]
+
+
+def logprob_rows(engine, parts: list[list[int]]) -> torch.Tensor:
+    """Log-probabilities [n, V] predicting each window's ids[1:] (chatcli's scoring pass), concatenated."""
+    from chatcli.engine.scoring import next_token_logprobs
+
+    return torch.cat([lp for ids in parts for lp in next_token_logprobs(engine.model, ids)])
+
+
+def quality_rows(ref, variants: dict, texts: dict[str, str], limit: int, window: int) -> None:
+    print(f"\nperplexity (at most {limit} tokens of a text, scored in windows of {window})")
+    print(f"{'text':24} {'tokens':>6} {'model':14} {'perplexity':>10} {'ratio':>7} {'KL bits/tok':>11} {'top-1 same':>10}")
+    for tname, text in texts.items():
+        parts = windows(text_ids(ref, text)[:limit], window)
+        ref_lp = logprob_rows(ref, parts)
+        targets = torch.tensor([t for ids in parts for t in ids[1:]])
+        ref_ppl = math.exp(-ref_lp.gather(1, targets[:, None]).mean().item())
+        print(f"{tname:24} {len(targets):6d} {'float32':14} {ref_ppl:10.3f} {1:7.4f} {'':>11} {'':>10}")
+        for vname, (engine, ctx) in variants.items():
+            with ctx():
+                lp = logprob_rows(engine, parts)
+            ppl = math.exp(-lp.gather(1, targets[:, None]).mean().item())
+            kl = (ref_lp.exp() * (ref_lp - lp)).sum(1).mean().item() / math.log(2)
+            same = (lp.argmax(1) == ref_lp.argmax(1)).float().mean().item()
+            print(f"{'':24} {'':6} {vname:14} {ppl:10.3f} {ppl / ref_ppl:7.4f} {kl:11.5f} {same:10.1%}")
+
+
+def greedy_ids(engine, prompt: str, tokens: int) -> tuple[list[int], list[int]]:
+    """(prompt ids, greedy answer ids) with end-of-turn ignored, so the answer has ``tokens`` ids."""
+    from chatcli.engine.events import Step
+    from chatcli.engine.params import SamplingParams
+
+    ids = engine.tokenizer.encode_chat([{"role": "user", "content": prompt}])
+    engine.generator.reset()
+    params = SamplingParams(temperature=0.0, max_tokens=tokens, stop=())
+    out = [ev.id for ev in engine.generator.stream(ids, params, eos_ids=()) if isinstance(ev, Step)]
+    return ids, out
+
+
+def agreement(ref, variants: dict, n: int, tokens: int) -> None:
+    from chatcli.engine.scoring import score_ids
+
+    print(f"\ngreedy agreement with float32: {n} chat prompts x {tokens} tokens")
+    print(f"{'model':14} {'same tokens':>11} {'identical':>9} {'first divergence (median, min-max)':>36} {'forced top-1':>12}")
+    refs = [greedy_ids(ref, p, tokens) for p in PROMPTS[:n]]
+    for vname, (engine, ctx) in variants.items():
+        same, firsts, forced, whole = 0, [], [], 0
+        with ctx():
+            for prompt, (pids, rids) in zip(PROMPTS[:n], refs):
+                _, ids = greedy_ids(engine, prompt, tokens)
+                same += sum(a == b for a, b in zip(ids, rids))
+                first = next((i for i, (a, b) in enumerate(zip(ids, rids)) if a != b), tokens)
+                firsts.append(first)
+                whole += first == tokens
+                scored = score_ids(engine.model, engine.tokenizer, pids + rids, context_tokens=len(pids), top_n=0)
+                forced += [t.rank == 1 for t in scored.scored]
+        print(f"{vname:14} {same / (n * tokens):11.1%} {whole:4d}/{n:<4d} "
+              f"{statistics.median(firsts):>22.1f} ({min(firsts)}-{max(firsts)}){'':>6} {sum(forced) / len(forced):12.1%}")
+
+
+def chatcli_decode(engine, prompt_ids: list[int], tokens: int) -> float:
+    from chatcli.engine.events import Done
+    from chatcli.engine.params import SamplingParams
+
+    engine.generator.reset()  # no prefix reuse between runs
+    params = SamplingParams(temperature=0.0, max_tokens=tokens, stop=())
+    done = [ev for ev in engine.generator.stream(prompt_ids, params, eos_ids=()) if isinstance(ev, Done)][0]
+    return done.tokens_per_s or 0.0
+
+
+def transformers_decode(model, prompt_ids: list[int], tokens: int) -> float:
+    ids = torch.tensor([prompt_ids])
+    kw = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, **kw)
+        total = time.perf_counter() - t0
+    n = out.shape[1] - ids.shape[1]
+    return (n - 1) / max(total - first, 1e-9)
+
+
+def speed(engines: dict, rounds: int, tokens: int, path: str | None) -> None:
+    runners = {name: (lambda e=e: chatcli_decode(e, ids, tokens)) for name, e in engines.items()}
+    ref = next(iter(engines.values()))
+    ids = ref.tokenizer.encode(SPEED_PROMPT * 8)[:64]
+    if path is not None:
+        from transformers import AutoModelForCausalLM
+
+        hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        runners["transformers f32"] = lambda: transformers_decode(hf, ids, tokens)
+    for run in runners.values():
+        run()  # warm-up
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            rates[name].append(run())
+    base = statistics.median(rates["transformers f32"]) if path is not None else statistics.median(rates["float32"])
+    label = "x transformers f32" if path is not None else "x float32"
+    print(f"\ndecode tokens/s, {tokens} tokens after a 64-token prompt, {rounds} interleaved rounds, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'model':18} {'median':>8} {'min':>8} {'max':>8} {label:>20}")
+    for name, r in rates.items():
+        med = statistics.median(r)
+        print(f"{name:18} {med:8.1f} {min(r):8.1f} {max(r):8.1f} {med / base:20.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed-dir", default="/work/shared/seeds")
+    ap.add_argument("--text-tokens", type=int, default=4096, help="score at most this many tokens of a text")
+    ap.add_argument("--window", type=int, default=1024, help="scoring window (tokens of context at most)")
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--speed-tokens", type=int, default=128)
+    ap.add_argument("--transformers", action="store_true", help="add transformers float32 to the speed table")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: ppl,greedy,speed")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    skip = set(filter(None, args.skip.split(",")))
+
+    import chatcli
+    from chatcli.engine.hub import resolve_model
+
+    path = str(resolve_model(args.model))
+    ref = chatcli.load_model(path, device="cpu")
+    q = chatcli.load_model(path, device="cpu", quantize="int8")
+    cpu_flags = " ".join(f for f in ("avx512_bf16", "avx512_vnni", "amx_bf16") if f in Path("/proc/cpuinfo").read_text())
+    print(f"model {args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"CPU flags: {cpu_flags or 'no avx512_bf16/vnni/amx'}")
+    variants = {"int8": (q, _nothing), "int8/kernel": (q, kernel_everywhere)}
+
+    if "ppl" not in skip:
+        texts = {f"seed {p.stem[:19]}": p.read_text(encoding="utf-8") for p in sorted(Path(args.seed_dir).glob("*.txt"))}
+        texts |= {f"en {p.stem}": p.read_text(encoding="utf-8") for p in sorted(DATA.glob("*.txt"))}
+        quality_rows(ref, variants, texts, args.text_tokens, args.window)
+    if "greedy" not in skip:
+        agreement(ref, {"int8": (q, _nothing)}, min(args.prompts, len(PROMPTS)), args.tokens)
+    if "speed" not in skip:
+        engines = {
+            "float32": ref,
+            "bfloat16": chatcli.load_model(path, device="cpu", dtype="bfloat16"),
+            "int8": q,
+            "int8 (bf16 model)": chatcli.load_model(path, device="cpu", dtype="bfloat16", quantize="int8"),
+        }
+        speed(engines, args.rounds, args.speed_tokens, path if args.transformers else None)
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+if __name__ == "__main__":
+    main()
