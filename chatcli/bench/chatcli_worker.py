@@ -84,6 +84,8 @@ def _decode_rate(gen, ids: list[int], n: int) -> float:
 
 def _bytes_read_per_token(lm) -> dict:
     """Weight bytes a decode step reads (each storage once; an untied embedding reads one row)."""
+    import torch
+
     model = lm.model
     seen: dict[int, int] = {}
     tensors = list(model.state_dict().values())
@@ -93,11 +95,11 @@ def _bytes_read_per_token(lm) -> dict:
     weights = sum(seen.values())
     emb = model.get_submodule("model.embed_tokens").weight
     head = getattr(model, "lm_head", None)
-    head_w = getattr(head, "weight", None)
-    if head_w is not None and head_w.untyped_storage().data_ptr() != emb.untyped_storage().data_ptr():
-        weights -= emb.untyped_storage().nbytes() - emb[0].nbytes  # only the looked-up row is read
+    head_storages = {t.untyped_storage().data_ptr() for t in head.state_dict().values()} if head is not None else set()
+    if emb.untyped_storage().data_ptr() not in head_storages:  # untied, or the head has its own (int8) copy
+        weights -= emb.nbytes - emb[0].nbytes  # only the looked-up row is read
     cfg = model.config
-    elem = next(model.parameters()).element_size()
+    elem = torch.empty((), dtype=model.dtype).element_size()  # the KV cache is kept in the model dtype
     kv_per_position = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * elem
     return {"weight_bytes": weights, "kv_bytes_per_position": kv_per_position}
 
@@ -170,7 +172,8 @@ def _candidates(lm, spec: BenchSpec):
         return tokens / wall
 
     gen.reset()
-    batched(), sequential()  # warm-up
+    for _ in gen.stream_batch(ids, params.with_(max_tokens=2), n, eos_ids=()):  # warm-up: batch shapes
+        pass
     b, s = [], []
     for _ in range(spec.repeats):  # interleaved, so machine load hits both alike
         b.append(batched())

@@ -1,8 +1,9 @@
 """Whole-process start to first token, and each process's peak RSS.
 
 Each command runs as a child process, timed from spawn to exit, its peak RSS read
-from ``wait4``'s resource usage (that child alone). Commands, run in interleaved
-rounds after one warm-up round (so the page cache is warm for all alike):
+from ``wait4``'s resource usage (that child alone). Commands run in interleaved
+rounds, after one warm-up round when this is the run's first group (otherwise the
+workers before it have already warmed the page cache for the same files):
 
 * ``python -c "import torch"`` — the reference (issue 8: chatcli may add 1.5 s to it);
 * ``chatcli generate "hi" --max-tokens 1`` — what a person types;
@@ -99,7 +100,7 @@ def measure(spec: BenchSpec, progress=None, skip: tuple[str, ...] = ()) -> dict[
     """Per system: ``{"start_s": [...], "peak_rss_mb": [...]}`` or ``{"error": "..."}``."""
     cmds = commands(spec, skip)
     out: dict[str, dict] = {name: {"start_s": [], "peak_rss_mb": []} for name in cmds}
-    warm = 0 if spec.quick else 1  # quick mode (tests) saves the warm-up round: it only checks that all runs
+    warm = 1 if spec.groups[0] == "start" else 0
     for rnd in range(1 - warm, 1 + spec.repeats):  # round 0 is the warm-up
         for name, cmd in cmds.items():
             if "error" in out[name]:

@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -44,13 +45,16 @@ SUPPORTS = {
 def run_worker(system: str, group: str, spec: BenchSpec, timeout: float = WORKER_TIMEOUT_S) -> dict:
     """One worker process; its result object, or ``{"error": "one line"}``."""
     cmd = [sys.executable, "-m", "chatcli.bench.worker", system, group, spec.to_json()]
+    t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return {"error": f"took more than {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARKER):
-            return json.loads(line[len(MARKER):])
+            result = json.loads(line[len(MARKER):])
+            result.setdefault("info", {})["worker_wall_s"] = time.perf_counter() - t0
+            return result
     tail = proc.stderr.strip().splitlines()
     return {"error": f"worker exited {proc.returncode}: {tail[-1] if tail else 'no output'}"}
 

@@ -133,7 +133,7 @@ def _candidates(model, tokenizer, spec: BenchSpec):
     ids = decode_ids(tokenizer)
     sample = dict(do_sample=True, temperature=0.8, top_k=0, top_p=1.0)  # as chatcli's candidates
 
-    def batched() -> float:
+    def batched(t: int = t) -> float:
         torch.manual_seed(1)
         x = torch.tensor([ids], dtype=torch.long)
         t0 = time.perf_counter()
@@ -149,7 +149,7 @@ def _candidates(model, tokenizer, spec: BenchSpec):
             tokens += out.shape[1] - len(ids)
         return tokens / (time.perf_counter() - t0)
 
-    batched(), sequential()  # warm-up
+    batched(2)  # warm-up: batch shapes
     b, s = [], []
     for _ in range(spec.repeats):
         b.append(batched())
