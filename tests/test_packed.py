@@ -155,3 +155,25 @@ def test_lora_training_gradients_match_unpacked(tiny_model_dir, tmp_path):
     for packed_g, plain_g in zip(*grads):
         assert packed_g.abs().sum() > 0
         assert torch.allclose(packed_g, plain_g, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_decode_path_follows_merges(tiny_model_dir, tmp_path):
+    """bf16 small-row products use the oneDNN copy; a merge (written into the packed storage)
+    must reach it, so a bf16 decode step after merging gives the merged model's logits."""
+    from chatcli.engine import packed as packed_module
+
+    if not packed_module._HAS_ONEDNN:
+        pytest.skip("torch built without oneDNN")
+    adapter = save_peft(peft_model(tiny_model_dir, target_modules=ALL_LINEARS, r=4, lora_alpha=8), tmp_path / "a")
+    packed = load_checkpoint(tiny_model_dir, dtype=torch.bfloat16)
+    plain = load_checkpoint(tiny_model_dir, dtype=torch.bfloat16, pack=False)
+    one = IDS[:1, :1]  # one row: the oneDNN path
+    with torch.no_grad():
+        assert (packed(one) - plain(one)).abs().max().item() <= 0.02 * plain(one).abs().max().item()
+        for m in (packed, plain):
+            manager = AdapterManager.of(m)
+            manager.load(adapter, name="a")
+            manager.merge("a")
+        merged = plain(one)
+        assert (packed(one) - merged).abs().max().item() <= 0.02 * merged.abs().max().item()
+        assert (load_checkpoint(tiny_model_dir, dtype=torch.bfloat16)(one) - merged).abs().max().item() > 0.1

@@ -28,8 +28,8 @@ from torch.utils.checkpoint import checkpoint
 
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.kv_cache import KVCache
-from chatcli.engine.packed import FusedGroup, fused_linear, pack_model
-from chatcli.engine.rope import RotaryEmbedding, apply_rotary
+from chatcli.engine.packed import FusedGroup, fused_linear, linear, pack_model
+from chatcli.engine.rope import RotaryEmbedding, rotate
 
 
 class RMSNorm(nn.Module):
@@ -63,6 +63,7 @@ class Attention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
         self.qkv_group: FusedGroup | None = None  # set by pack_model
+        self.o_group: FusedGroup | None = None
 
     def forward(
         self,
@@ -80,12 +81,12 @@ class Attention(nn.Module):
         v = v.view(B, S, self.n_kv, self.head_dim)
         if self.q_norm is not None:  # Qwen3: per-head norm before RoPE
             q, k = self.q_norm(q), self.k_norm(k)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)  # cos/sin [B, S, 1, Dh]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H|KV, S, Dh]
-        q, k = apply_rotary(q, k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # [B, KV, T, Dh], T = cached + S
         out = _sdpa(q, k, v, mask, causal=mask is None and k.shape[2] == S and S > 1)  # [B, H, S, Dh]
-        return self.o_proj(out.transpose(1, 2).reshape(B, S, self.n_heads * self.head_dim))
+        return linear(self, "o_proj", self.o_group, out.transpose(1, 2).reshape(B, S, self.n_heads * self.head_dim))
 
 
 class MLP(nn.Module):
@@ -98,11 +99,12 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(d, f, bias=bias)
         self.down_proj = nn.Linear(f, d, bias=bias)
         self.gate_up_group: FusedGroup | None = None  # set by pack_model
+        self.down_group: FusedGroup | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = fused_linear(self, self.gate_up_group, x)  # one matmul when packed, else None
         gate, up = gate_up if gate_up is not None else (self.gate_proj(x), self.up_proj(x))
-        return self.down_proj(F.silu(gate) * up)
+        return linear(self, "down_proj", self.down_group, F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -140,6 +142,7 @@ class DecoderLM(nn.Module):
         # KV caches filled under another version hold keys/values of other weights.
         self.weights_version = 0
         self.packed = False  # weights in the packed layout (chatcli.engine.packed)
+        self.head_group: FusedGroup | None = None
         if config.tie_word_embeddings:
             self.tie_weights()
 
@@ -194,7 +197,7 @@ class DecoderLM(nn.Module):
         h = self.hidden_states(input_ids, cache, attention_mask)  # [B, S, D]
         if last_only:
             h = h[:, -1:]
-        return self.lm_head(h)
+        return linear(self, "lm_head", self.head_group, h)
 
     def hidden_states(
         self,
@@ -220,7 +223,7 @@ class DecoderLM(nn.Module):
         positions = _positions(B, S, past, attention_mask, input_ids.device)  # [B, S]
         mask = _attention_mask(S, past, attention_mask, input_ids.device)  # [B|1, 1, S, T] bool or None
         x = self.model.embed_tokens(input_ids)  # [B, S, D]
-        cos, sin = self.model.rotary_emb(positions, x.dtype)  # [B, S, Dh]
+        cos, sin = self.model.rotary_emb(positions, x.dtype)  # [B, S, 1, Dh], once for all layers
 
         use_ckpt = self.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         for layer in self.model.layers:

@@ -7,7 +7,7 @@ float32, one thread: 34 ms against 54 ms per token here; see benchmarks/PERFLOG.
 
 * q/k/v of each layer share one ``[D, Oq+Ok+Ov]`` tensor, gate/up one ``[D, 2F]`` tensor
   (one matmul instead of three or two: fewer ops per token);
-* o_proj, down_proj and an untied lm_head each get their own ``[in, out]`` tensor;
+* o_proj, down_proj and lm_head are groups of one (their own ``[in, out]`` tensor);
 * a tied embedding becomes one ``[D, V]`` tensor: the head multiplies by it, the lookup
   gathers its columns, and the one Parameter object still serves both (no doubled memory).
 
@@ -23,6 +23,11 @@ member's LoRA side path, when every member still is a plain ``nn.Linear`` (or a
 ``LoRALinear`` around one) whose weight is still the view into the group. Anything else
 (a module replaced by a quantised one, weights re-assigned or moved, a base weight being
 trained) returns None and the caller calls the modules: never wrong, only slower.
+
+bfloat16 decode: a group also keeps the weight prepacked for oneDNN
+(:meth:`FusedGroup.onednn_weight`), used for products of at most ``ONEDNN_MAX_ROWS``
+rows; this doubles the bf16 weights' memory (to float32's size) for ~1.9x faster
+bf16 matrix-vector products on x86 (measured, benchmarks/PERFLOG.md).
 """
 
 from __future__ import annotations
@@ -49,6 +54,28 @@ class FusedGroup:
         self.starts = tuple(sum(self.sizes[:i]) for i in range(len(self.sizes)))
         self.weight_ptrs = tuple(weight_t.data_ptr() + s * elem for s in self.starts)
         self.bias_ptrs = tuple(bias.data_ptr() + s * elem for s in self.starts) if bias is not None else None
+        self._onednn: torch.Tensor | None = None  # bf16 decode copy, see onednn_weight
+        self._onednn_version = -1
+
+    def onednn_weight(self, version: int) -> torch.Tensor:
+        """The weight prepacked in oneDNN's blocked layout (bf16 on CPU: its matrix-vector
+        kernel reads it ~1.9x faster than aten's bf16 mm reads any dense layout). A second
+        copy of the weight, rebuilt when ``version`` (the sum of the members' Parameter
+        version counters, bumped by any in-place write such as a LoRA merge) changed."""
+        if self._onednn is None or self._onednn_version != version:
+            with torch.inference_mode(False), torch.no_grad():
+                self._onednn = torch.ops.mkldnn._reorder_linear_weight(self.weight.contiguous(), 1)
+            self._onednn_version = version
+        return self._onednn
+
+    def onednn_ok(self) -> bool:
+        return self.weight_t.dtype == torch.bfloat16 and self.weight_t.device.type == "cpu" and _HAS_ONEDNN
+
+
+# Rows (batch x new tokens) up to which the bf16 oneDNN path runs: decode steps and
+# batched candidates; a long prefill is compute-bound and aten's bf16 mm serves it.
+ONEDNN_MAX_ROWS = 16
+_HAS_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 def _base(module: nn.Module) -> nn.Module:
@@ -101,8 +128,11 @@ def fused_linear(parent: nn.Module, group: FusedGroup | None, x: torch.Tensor) -
     or None when the modules must be called one by one (see the module docstring)."""
     if group is None:
         return None
+    if not isinstance(group, FusedGroup):
+        return group.run(parent, x)  # another kind of group (int8: chatcli.engine.quantize.Int8Group)
     grad = torch.is_grad_enabled()
     loras: list[LoRALinear | None] = []
+    version = 0
     modules = parent._modules
     for i, name in enumerate(group.names):
         m = modules[name]
@@ -117,13 +147,23 @@ def fused_linear(parent: nn.Module, group: FusedGroup | None, x: torch.Tensor) -
         if group.bias_ptrs is not None and (m.bias is None or m.bias.data_ptr() != group.bias_ptrs[i]):
             return None
         loras.append(lora)
-    y = F.linear(x, group.weight, group.bias)  # [..., O_total]
+        version += w._version
+    if x.dtype == torch.bfloat16 and x.shape[:-1].numel() <= ONEDNN_MAX_ROWS and group.onednn_ok():
+        y = torch.ops.mkldnn._linear_pointwise(x, group.onednn_weight(version), group.bias, "none", [], "")
+    else:
+        y = F.linear(x, group.weight, group.bias)  # [..., O_total]
     # narrow, not split: autograd refuses in-place writes (the LoRA side path) to split's views.
     outs = [y.narrow(-1, s, n) for s, n in zip(group.starts, group.sizes)]
     for i, lora in enumerate(loras):
         if lora is not None:
             outs[i] = lora.add_side(x, outs[i])
     return outs
+
+
+def linear(parent: nn.Module, name: str, group: FusedGroup | None, x: torch.Tensor) -> torch.Tensor:
+    """One packed Linear ``name`` of ``parent`` (through the fast path when it can be used)."""
+    out = fused_linear(parent, group, x)
+    return out[0] if out is not None else getattr(parent, name)(x)
 
 
 def pack_model(model: nn.Module) -> None:
@@ -133,10 +173,12 @@ def pack_model(model: nn.Module) -> None:
     for layer in body.layers:
         attn, mlp = layer.self_attn, layer.mlp
         attn.qkv_group = pack_group(attn, ("q_proj", "k_proj", "v_proj"))
+        attn.o_group = pack_group(attn, ("o_proj",))
         mlp.gate_up_group = pack_group(mlp, ("gate_proj", "up_proj"))
-        for m in (attn.o_proj, mlp.down_proj):
-            relayout(m)
-    relayout(body.embed_tokens)  # a tied head shares this Parameter, so it follows
-    if _base(model.lm_head).weight is not _base(body.embed_tokens).weight:
-        relayout(model.lm_head)
+        mlp.down_group = pack_group(mlp, ("down_proj",))
+    # A tied head shares the embedding's Parameter: packing the head re-lays out both
+    # (the lookup then gathers columns of the [D, V] tensor).
+    model.head_group = pack_group(model, ("lm_head",))
+    if model.head_group is None or _base(body.embed_tokens).weight is not _base(model.lm_head).weight:
+        relayout(body.embed_tokens)
     model.packed = True

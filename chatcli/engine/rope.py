@@ -3,9 +3,12 @@
 ``inv_freq(config)`` gives the per-pair frequencies (with ``linear`` or Llama-3
 band scaling); ``RotaryEmbedding(positions)`` turns positions into ``cos``/``sin``
 tables computed in float32 (the angles of late positions lose precision in
-bf16) and cast to the activations' dtype; ``apply_rotary`` rotates q and k with
-HF's rotate-half convention (the first and second halves of the head dim form
-the pairs, not interleaved neighbours).
+bf16) and cast to the activations' dtype, once per forward for all layers, in the
+layout :func:`rotate` broadcasts over (``[B, S, 1, Dh]``, the sign of rotate-half
+folded into ``sin``). ``rotate`` applies HF's rotate-half convention (the first and
+second halves of the head dim form the pairs, not interleaved neighbours) to any
+number of heads at once, so q and k, adjacent in the fused q/k/v output, rotate
+in four ops: ``x·cos + swap_halves(x)·sin_signed``.
 """
 
 from __future__ import annotations
@@ -58,21 +61,16 @@ class RotaryEmbedding(nn.Module):
 
     @torch.no_grad()
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        # positions: [B, S] int64
-        angles = positions[..., None].float() * self.inv_freq.float()  # [B, S, Dh/2]
-        emb = torch.cat((angles, angles), dim=-1)  # [B, S, Dh]
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        """positions [B, S] int64 -> (cos, sin_signed) [B, S, 1, Dh] in ``dtype``."""
+        angles = positions[..., None, None].float() * self.inv_freq.float()  # [B, S, 1, Dh/2]
+        sin = angles.sin()
+        # rotate_half(x) = (-x2, x1): the minus goes into the first half of sin (exact in any dtype).
+        return torch.cat((angles, angles), dim=-1).cos().to(dtype), torch.cat((-sin, sin), dim=-1).to(dtype)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """x [B, S, N, Dh] (any number of heads N) rotated by the tables [B, S, 1, Dh] of :class:`RotaryEmbedding`."""
     half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def apply_rotary(
-    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate q [B, H, S, Dh] and k [B, KV, S, Dh] by cos/sin [B, S, Dh]."""
-    cos = cos.unsqueeze(1)  # [B, 1, S, Dh]
-    sin = sin.unsqueeze(1)
-    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)  # (x2, x1)
+    # Not addcmul: its fused multiply-add rounds once where HF rounds twice (parity to the bit).
+    return x * cos + swapped * sin_signed
