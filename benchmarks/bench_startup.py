@@ -12,7 +12,9 @@ rounds are printed:
 * ``import torch``; ``chatcli import`` (chatcli.cli, the commands, argument parsing, up
   to the model load); ``tokenizer`` (tokenizer and chat template); ``model load`` (the
   rest of ``load_engine``: resolving the name, weights, warm-up); ``first token`` (chat
-  template, prefill, the first step); ``process`` (the whole command, from outside).
+  template, prefill, the first step); ``process`` (the whole command, from outside: wall
+  time, and CPU time, user + system, which a busy machine inflates far less than wall time
+  when torch runs one thread).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -94,14 +97,17 @@ def _env(tree: Path, threads: int | None = None) -> dict:
     return env
 
 
-def _wall(cmd: list[str], env: dict) -> float:
+def _wall(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(wall, CPU) seconds of one process; CPU (user + system) is what a busy machine inflates least."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     # cwd: the tree itself, since ``python -m`` puts the working directory before PYTHONPATH.
     r = subprocess.run(cmd, env=env, cwd=env["PYTHONPATH"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed with PYTHONPATH={env['PYTHONPATH']}: {r.stderr.strip()[-500:]}")
-    return wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -118,8 +124,8 @@ def main() -> None:
         return
     trees = [ROOT, *[p.resolve() for p in a.compare]]
     py = sys.executable
-    torch_walls: list[float] = []
-    walls: dict[Path, list[float]] = {t: [] for t in trees}
+    torch_walls: list[tuple[float, float]] = []
+    walls: dict[Path, list[tuple[float, float]]] = {t: [] for t in trees}
     phases: dict[Path, list[dict]] = {t: [] for t in trees}
     script = str(Path(__file__).resolve())
     gen = ["-m", "chatcli", "generate", "hi", "--max-tokens", "1", "--temperature", "0", "--model", a.model]
@@ -136,16 +142,18 @@ def main() -> None:
                 continue
             phases[tree].append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(f"round {r + 1}/{a.runs} done", file=sys.stderr)
-    base = statistics.median(torch_walls)
-    print(f"python -c 'import torch' (process): {base:.2f} s (median of {a.runs})")
+    base = statistics.median(w for w, _ in torch_walls)
+    base_cpu = statistics.median(c for _, c in torch_walls)
+    print(f"python -c 'import torch' (process): {base:.2f} s wall, {base_cpu:.2f} s CPU (median of {a.runs})")
     header = f"{'phase (median s)':18s}" + "".join(f"{str(t)[-28:]:>30s}" for t in trees)
     print(header)
     for ph in PHASES:
         print(f"{ph:18s}" + "".join(
             f"{statistics.median(p[ph] for p in phases[t]):30.2f}" if phases[t] else f"{'-':>30s}" for t in trees
         ))
-    print(f"{'process':18s}" + "".join(f"{statistics.median(walls[t]):30.2f}" for t in trees))
-    print(f"{'above import torch':18s}" + "".join(f"{statistics.median(walls[t]) - base:30.2f}" for t in trees))
+    for label, i, ref in (("process wall", 0, base), ("process CPU", 1, base_cpu)):
+        print(f"{label:18s}" + "".join(f"{statistics.median(w[i] for w in walls[t]):30.2f}" for t in trees))
+        print(f"{'  above torch':18s}" + "".join(f"{statistics.median(w[i] for w in walls[t]) - ref:30.2f}" for t in trees))
 
 
 if __name__ == "__main__":
