@@ -193,3 +193,19 @@ def test_generate_quantize_int8_end_to_end(capsys, tiny_model_dir):
     assert all(0 < s["model_prob"] <= 1 for s in steps)
     code, out, _ = run(capsys, *args, "--quantize", "none")
     assert code == 0 and jsonl(out)[0]["quantize"] == "none"
+
+
+def test_fused_int8_groups_match_the_modules_one_by_one(tiny_family_dirs):
+    model = load_engine(str(tiny_family_dirs("qwen2")), device="cpu", quantize="int8").model  # q/k/v bias
+    attn = model.model.layers[0].self_attn
+    group = attn.qkv_group
+    assert group is not None and group.names == ("q_proj", "k_proj", "v_proj")
+    assert attn.k_proj.qweight.data_ptr() == group.fused.qweight[group.starts[1]].data_ptr()  # a view, no copy
+    x = torch.randn(1, 3, model.config.hidden_size)
+    with torch.no_grad():
+        fused = group.run(attn, x)
+        alone = [attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)]
+    for a, b in zip(fused, alone):
+        assert torch.equal(a, b)
+    attn.k_proj = Int8Linear.from_linear(nn.Linear(model.config.hidden_size, alone[1].shape[-1]))
+    assert group.run(attn, x) is None  # a replaced member: the caller calls the modules

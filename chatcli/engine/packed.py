@@ -130,6 +130,8 @@ def fused_linear(parent: nn.Module, group: FusedGroup | None, x: torch.Tensor) -
         return None
     if not isinstance(group, FusedGroup):
         return group.run(parent, x)  # another kind of group (int8: chatcli.engine.quantize.Int8Group)
+    if not isinstance(group, FusedGroup):
+        return group.run(parent, x)  # another kind of group (int8: chatcli.engine.quantize.Int8Group)
     grad = torch.is_grad_enabled()
     loras: list[LoRALinear | None] = []
     version = 0

@@ -29,6 +29,8 @@ The tolerance the tests hold this to is documented in ``tests/test_quantize.py``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -147,7 +149,66 @@ def quantize_model(model: nn.Module, method: str = "int8") -> int:
         from chatcli.engine.packed import pack_model
 
         pack_model(model)
+        for layer in model.model.layers:
+            layer.self_attn.qkv_group = Int8Group.pack(layer.self_attn, ("q_proj", "k_proj", "v_proj"))
+            layer.mlp.gate_up_group = Int8Group.pack(layer.mlp, ("gate_proj", "up_proj"))
     return len(targets)
+
+
+class Int8Group:
+    """Int8 layers ``names`` of one parent whose weights are row blocks of one fused Int8Linear.
+
+    q/k/v (and gate/up) then run as one kernel call instead of three (two): fewer calls
+    per token. The members stay Int8Linear modules whose buffers are views into the
+    fused ones (no memory doubled), so each still works on its own and LoRA wraps it.
+    ``run`` (called through :func:`chatcli.engine.packed.fused_linear`) returns None
+    when a member is no longer the view it was (replaced, moved): the caller then
+    calls the modules one by one.
+    """
+
+    def __init__(self, fused: Int8Linear, names: Sequence[str], sizes: Sequence[int]):
+        self.fused = fused
+        self.names = tuple(names)
+        self.sizes = tuple(sizes)
+        self.starts = tuple(sum(self.sizes[:i]) for i in range(len(self.sizes)))
+        self.ptrs = tuple(fused.qweight[s].data_ptr() for s in self.starts)
+
+    @classmethod
+    def pack(cls, parent: nn.Module, names: Sequence[str]) -> "Int8Group | None":
+        mods = [getattr(parent, n) for n in names]
+        if not all(type(m) is Int8Linear for m in mods) or len({(m.in_features, m.dtype) for m in mods}) != 1:
+            return None
+        if any(m.bias is not None for m in mods) and not all(m.bias is not None for m in mods):
+            return None
+        q = torch.cat([m.qweight for m in mods])  # [O_total, K]
+        s = torch.cat([m.scales for m in mods])  # [O_total]
+        b = torch.cat([m.bias.detach() for m in mods]) if mods[0].bias is not None else None
+        fused = Int8Linear(q, s, b, mods[0].dtype)
+        start = 0
+        for m in mods:  # members become row views of the fused buffers (rows of [N, K] stay contiguous)
+            o = m.out_features
+            m.qweight = fused.qweight[start : start + o]
+            m.scales = fused.scales[start : start + o]
+            if b is not None:
+                m.bias = nn.Parameter(fused.bias.detach()[start : start + o], requires_grad=False)
+            start += o
+        return cls(fused, names, [m.out_features for m in mods])
+
+    def run(self, parent: nn.Module, x: torch.Tensor) -> list[torch.Tensor] | None:
+        """Each member's output [..., o_i] for x [..., K] from one int8 matmul, or None."""
+        from chatcli.engine.lora import LoRALinear
+
+        loras = []
+        for name, ptr in zip(self.names, self.ptrs):
+            m = parent._modules[name]
+            lora = m if type(m) is LoRALinear else None
+            base = m.base if lora is not None else m
+            if type(base) is not Int8Linear or base.qweight.data_ptr() != ptr:
+                return None
+            loras.append(lora)
+        y = self.fused(x)  # [..., O_total]
+        outs = [y.narrow(-1, s, n) for s, n in zip(self.starts, self.sizes)]
+        return [out if lora is None else lora.add_side(x, out) for out, lora in zip(outs, loras)]
 
 
 def quantizable(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
