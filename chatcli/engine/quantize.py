@@ -25,6 +25,12 @@ input and output. For many rows (prefill, scoring) the kernel is slower than a d
 matmul, so the weight is dequantised for that call and the product runs in the model
 dtype (exactly ``x · (Q·s)^T``, float32 activations in a float32 model).
 The tolerance the tests hold this to is documented in ``tests/test_quantize.py``.
+
+On a packed model (:mod:`chatcli.engine.packed`) q/k/v and gate/up are also fused into
+one int8 matmul each (:class:`Int8Group`); moving the model (``.to()``) re-packs it and
+drops that fusion (the layers are then called one by one: same numbers, a bit slower).
+Merging a LoRA adapter into int8 weights and training on them are refused elsewhere
+(adapters, fine-tuning): load without ``--quantize`` for those.
 """
 
 from __future__ import annotations
