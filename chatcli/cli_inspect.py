@@ -104,7 +104,7 @@ def score(
     with stderr_progress() as progress:
         engine = load_engine(
             model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora or (),
-            quantize=quantize,
+            quantize=quantize, warm_up=False,  # one forward: a warm-up would only add its own time
         )
     result = api.score(engine, text, prompt=prompt, system=system, top_n=top)
     if as_json:
