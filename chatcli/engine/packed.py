@@ -130,8 +130,6 @@ def fused_linear(parent: nn.Module, group: FusedGroup | None, x: torch.Tensor) -
         return None
     if not isinstance(group, FusedGroup):
         return group.run(parent, x)  # another kind of group (int8: chatcli.engine.quantize.Int8Group)
-    if not isinstance(group, FusedGroup):
-        return group.run(parent, x)  # another kind of group (int8: chatcli.engine.quantize.Int8Group)
     grad = torch.is_grad_enabled()
     loras: list[LoRALinear | None] = []
     version = 0
@@ -150,7 +148,8 @@ def fused_linear(parent: nn.Module, group: FusedGroup | None, x: torch.Tensor) -
             return None
         loras.append(lora)
         version += w._version
-    if x.dtype == torch.bfloat16 and x.shape[:-1].numel() <= ONEDNN_MAX_ROWS and group.onednn_ok():
+    small = x.shape[:-1].numel() <= ONEDNN_MAX_ROWS and not (grad and x.requires_grad)  # no autograd there
+    if small and x.dtype == torch.bfloat16 and group.onednn_ok():
         y = torch.ops.mkldnn._linear_pointwise(x, group.onednn_weight(version), group.bias, "none", [], "")
     else:
         y = F.linear(x, group.weight, group.bias)  # [..., O_total]
