@@ -11,7 +11,9 @@ Layout (one job per module):
   dispatches to :mod:`.chatcli_worker`, :mod:`.transformers_worker` or :mod:`.llamacpp_worker`;
 * :mod:`.process_start` — whole-process start to first token, with each child's peak RSS;
 * :mod:`.bandwidth` — single-stream read bandwidth, the decode floor's denominator;
-* :mod:`.targets` and :mod:`.report` — issue 8's targets (✓/✗) and the printed table.
+* :mod:`.targets` and :mod:`.report` — issue 8's targets (✓/✗) and the printed table;
+* helpers: :mod:`.prompts` (the texts every system gets), :mod:`.adapter` (the random
+  rank-16 adapter), :mod:`.gguf_source` (llama.cpp's GGUF), :mod:`.machine`, :mod:`.stats`.
 
 No figure is estimated or copied: each is measured in the run that prints it.
 """

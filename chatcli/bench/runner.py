@@ -78,8 +78,9 @@ class _Collector:
             self.values.setdefault(fid, {})[system] = runs
         if "load_s" in result:
             self.loads.setdefault(system, []).append(result["load_s"])
-        self.info.setdefault(system, {})[group] = {**result.get("info", {}), "peak_rss_mb": result.get("peak_rss_mb"),
-                                                   "threads": result.get("threads")}  # fmt: skip
+        if "info" in result:  # workers only (the start group's children report through their figures)
+            self.info.setdefault(system, {})[group] = {**result["info"], "peak_rss_mb": result.get("peak_rss_mb"),
+                                                       "threads": result.get("threads")}  # fmt: skip
         self.notes.extend(result.get("notes", []))
 
 
