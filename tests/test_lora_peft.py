@@ -15,7 +15,7 @@ from chatcli.engine.lora_io import LoRAAdapter, ModuleLoRA
 from tests.lora_helpers import IDS, logits, peft_model, save_peft
 from tests.tiny import load_hf_oracle
 
-TOL = 1e-4
+TOL = 2e-4  # float32 summation order differs from PEFT's (packed input-major layout), as in test_model_parity
 
 CASES = {
     "plain": dict(r=4, lora_alpha=7, target_modules="all-linear"),
