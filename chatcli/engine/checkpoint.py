@@ -16,7 +16,7 @@ names (``float32``, ``bf16``, ``auto``, ...) to torch dtypes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -163,14 +163,17 @@ def load_checkpoint(
     for key, file in located.items():
         by_file.setdefault(file, []).append(key)
     for file, keys in by_file.items():
-        with safe_open(str(file), framework="pt", device="cpu") as f:
-            for key in keys:
-                # One tensor at a time from the mapped file; to() is a no-op when dtype and
-                # device already match, so the tensor read is the one the model keeps.
-                state[key] = f.get_tensor(key).to(dtype=dtype).to(device)
-                done += 1
-                if progress:
-                    progress("loading weights", done, total)
+        # Packing copies every weight into its own layout and drops the original. Each tensor
+        # then gets a mapping of its own, unmapped as soon as packing replaced it: one shared
+        # mapping stays resident until its last view dies, and the peak would hold the model
+        # twice (1.26 GB instead of ~0.86 GB for the default model in float32).
+        tensors = _separately_mapped(file, keys) if pack else _mapped_tensors(file, keys)
+        for key, tensor in tensors:
+            # to() is a no-op when dtype and device already match: the tensor read is the one kept.
+            state[key] = tensor.to(dtype=dtype).to(device)
+            done += 1
+            if progress:
+                progress("loading weights", done, total)
 
     model.load_state_dict(state, strict=False, assign=True)
     del state  # the model holds the tensors now; packing then frees each one it replaces
@@ -182,6 +185,19 @@ def load_checkpoint(
 
         pack_model(model)
     return model.eval()
+
+
+def _mapped_tensors(file: Path, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Tensors as views of the memory-mapped file (pages read on first use)."""
+    with safe_open(str(file), framework="pt", device="cpu") as f:
+        for key in keys:
+            yield key, f.get_tensor(key)
+
+
+def _separately_mapped(file: Path, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Tensors each backed by its own mapping of the file (freed with the tensor)."""
+    for key in keys:
+        yield from _mapped_tensors(file, [key])
 
 
 def meta_model(config: ModelConfig) -> DecoderLM:
