@@ -195,13 +195,19 @@ def _adapters(lm, spec: BenchSpec):
         mgr.unload("bench")
     _decode_rate(gen, ids, min(n, 8))  # warm-up
     none, unmerged, merged = [], [], []
+    can_merge = not spec.quantize  # int8 weights take no merge (the manager refuses it)
     for _ in range(spec.repeats):  # interleaved rounds: none, unmerged, merged
         none.append(_decode_rate(gen, ids, n))
         mgr.load(spec.adapter_dir, name="bench")
         unmerged.append(_decode_rate(gen, ids, n))
-        mgr.merge("bench")
-        merged.append(_decode_rate(gen, ids, n))
+        if can_merge:
+            mgr.merge("bench")
+            merged.append(_decode_rate(gen, ids, n))
         mgr.unload("bench")
-    figures = {"adapter_load_ms": loads, "adapter_none_tps": none, "adapter_unmerged_tps": unmerged,
-               "adapter_merged_tps": merged}  # fmt: skip
-    return figures, {"adapter_modules": info.modules, "adapter_params": info.params}
+    figures = {"adapter_load_ms": loads, "adapter_none_tps": none, "adapter_unmerged_tps": unmerged}
+    info = {"adapter_modules": info.modules, "adapter_params": info.params}
+    if can_merge:
+        figures["adapter_merged_tps"] = merged
+    else:
+        info["skipped"] = {"adapter_merged_tps": f"--quantize {spec.quantize}: no merge into quantised weights"}
+    return figures, info

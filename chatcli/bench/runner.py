@@ -76,6 +76,8 @@ class _Collector:
             return
         for fid, runs in result.get("figures", {}).items():
             self.values.setdefault(fid, {})[system] = runs
+        for fid, why in result.get("info", {}).get("skipped", {}).items():  # a figure this system cannot give
+            self.skipped.setdefault(fid, {})[system] = why
         if "load_s" in result:
             self.loads.setdefault(system, []).append(result["load_s"])
         if "info" in result:  # workers only (the start group's children report through their figures)
