@@ -287,7 +287,7 @@ def run_repl(
     if interactive:
         ident = engine.identity
         console.print(Text.assemble(
-            ("chatcli ", "bold"), (f"{ident.name} ", "bold cyan"), (f"({ident.dtype}/{ident.device}) ", "dim"),
+            ("chatcli ", "bold"), (f"{ident.name} ", "bold cyan"), (f"({ident.precision}/{ident.device}) ", "dim"),
             ("— /help for commands, Ctrl+C stops an answer, Ctrl+D leaves", "dim"),
         ))
     return repl.loop(stdin)

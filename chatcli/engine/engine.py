@@ -44,6 +44,11 @@ class ModelIdentity:
     parameters: int
     quantize: str = "none"  # "int8": weight-only int8 projections and LM head (--quantize)
 
+    @property
+    def precision(self) -> str:
+        """How the weights are held, for status lines: ``float32``, or ``int8+float32`` when quantised."""
+        return self.dtype if self.quantize in ("none", "", None) else f"{self.quantize}+{self.dtype}"
+
 
 @dataclass(frozen=True)
 class Capabilities:

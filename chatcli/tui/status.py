@@ -52,7 +52,7 @@ def left_content(info: StatusInfo) -> Content:
     ident = info.identity
     parts += [(ident.name if ident else info.model or "…", "bold")]
     if ident is not None:
-        parts += [(f" {ident.dtype}/{ident.device}", "$text-muted")]
+        parts += [(f" {ident.precision}/{ident.device}", "$text-muted")]
     p = info.params
     if p is not None:
         # Temperature, length and seed always; the filters only while they are on.
