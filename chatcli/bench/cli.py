@@ -14,9 +14,9 @@ import typer
 
 from chatcli.bench.spec import BASELINES, GROUPS, QUICK, BenchSpec, Sizes
 from chatcli.cli_common import DEFAULT_MODEL
+from chatcli.engine.quant_choice import check_quantize
 from chatcli.errors import ChatcliError, UsageError
 
-QUANTIZE = ("int8",)
 
 
 class BenchError(ChatcliError):
@@ -65,8 +65,9 @@ def build_spec(
         raise UsageError(f"invalid --threads {threads}: use an integer >= 1")
     if repeats is not None and not 1 <= repeats <= 100:
         raise UsageError(f"invalid --repeats {repeats}: use an integer from 1 to 100")
-    if quantize is not None and quantize not in QUANTIZE:
-        raise UsageError(f"invalid --quantize {quantize!r}: use {' or '.join(QUANTIZE)}")
+    if quantize is not None:
+        quantize = check_quantize(quantize)  # the CLI's own choices and message
+        quantize = None if quantize == "none" else quantize
     bad = [b for b in baselines if b not in BASELINES]
     if bad:
         raise UsageError(f"unknown --baseline {bad[0]!r}: use {' or '.join(BASELINES)}")
@@ -80,9 +81,6 @@ def build_spec(
     if gguf is not None and "llama.cpp" not in baselines:
         raise UsageError("--gguf is for the llama.cpp baseline: add --baseline llama.cpp")
     notes: list[str] = []
-    if quantize and not _chatcli_has_quantize():
-        notes.append(f"--quantize {quantize} skipped: this chatcli's load_model and generate take no quantize yet")
-        quantize = None
     sizes = QUICK if quick else Sizes()
     path = _resolve(model)
     _check_context(path, sizes)
@@ -107,14 +105,6 @@ def build_spec(
 
 def _needs(baseline: str) -> tuple[str, ...]:
     return {"transformers": ("transformers", "peft"), "llama.cpp": ("llama_cpp",)}[baseline]
-
-
-def _chatcli_has_quantize() -> bool:
-    import inspect
-
-    from chatcli import api, cli_generate
-
-    return all("quantize" in inspect.signature(f).parameters for f in (api.load_model, cli_generate.generate))
 
 
 def _resolve(model: str):
