@@ -39,7 +39,7 @@ def child(model: str) -> None:
     import torch  # noqa: F401
 
     t_torch = time.perf_counter()
-    import chatcli.cli as cli
+    import chatcli.cli.main as cli
     from chatcli.engine import loader
 
     marks: dict[str, float] = {}

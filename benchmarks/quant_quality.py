@@ -54,7 +54,7 @@ SPEED_PROMPT = "Write a long story about a lighthouse keeper who collects sea gl
 @contextmanager
 def kernel_everywhere():
     """Route every int8 matmul through the decode kernel (bfloat16 activations), scoring included."""
-    from chatcli.engine import quantize
+    from chatcli.model import quantize
 
     saved = quantize.KERNEL_MAX_ROWS
     quantize.KERNEL_MAX_ROWS = 1 << 30
@@ -197,7 +197,7 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
 
     import chatcli
-    from chatcli.engine.hub import resolve_model
+    from chatcli.hub.catalog import resolve_model
 
     path = str(resolve_model(args.model))
     ref = chatcli.load_model(path, device="cpu")

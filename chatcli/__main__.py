@@ -1,5 +1,5 @@
 """``python -m chatcli`` is the same as the ``chatcli`` console script."""
 
-from chatcli.cli import main
+from chatcli.cli.main import main
 
 main()

@@ -25,7 +25,7 @@ from chatcli.engine.events import Done, Event, Notice, Step
 from chatcli.engine.loader import LoadedModel, PromptRenderer, load_engine, load_prompt_renderer
 from chatcli.engine.params import SamplingParams
 from chatcli.engine.scoring import ScoreResult, score_ids
-from chatcli.engine.tokens import TokenPiece, tokenize_pieces
+from chatcli.tokenizer.pieces import TokenPiece, tokenize_pieces
 from chatcli.errors import GenerationError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -42,7 +42,7 @@ def load_model(
 ) -> LoadedModel:
     """Load a model by name (pulled on first use), local directory, ``.gguf`` file or ``hf:ORG/NAME``.
 
-    ``quantize="int8"``: weight-only int8 projections and LM head (see :mod:`chatcli.engine.quantize`).
+    ``quantize="int8"``: weight-only int8 projections and LM head (see :mod:`chatcli.model.quantize`).
     """
     return load_engine(name, dtype=dtype, device=device, chat_template=chat_template, quantize=quantize)
 

@@ -33,7 +33,7 @@ def default_model_dir(tmp_path_factory) -> Path:
         return Path(env)
     if _resolved:
         return _resolved[0]
-    from chatcli.engine import hub
+    from chatcli.hub import catalog as hub
 
     home = e2e_home(tmp_path_factory)
     with pytest.MonkeyPatch.context() as mp:

@@ -1,4 +1,4 @@
-"""A deterministic fake :class:`~chatcli.engine.engine.ChatEngine` for front-end tests and demos.
+"""A deterministic fake :class:`~chatcli.engine.protocol.ChatEngine` for front-end tests and demos.
 
 Every step draws from a full (small) vocabulary distribution built from a seeded
 hash of the conversation and the tokens so far, so answers are reproducible,
@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from chatcli.engine.engine import ModelIdentity
+from chatcli.engine.protocol import ModelIdentity
 from chatcli.engine.events import Done, Event, Notice, Step, TopToken
 from chatcli.engine.params import SamplingParams
 
@@ -211,12 +211,12 @@ if __name__ == "__main__":  # a demo: the TUI (or --plain REPL) on the fake engi
     import sys
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from chatcli.store import open_store
+    from chatcli.chat.store import open_store
 
     eng = FakeEngine(length=int(os.environ.get("FAKE_LENGTH", "120")), delay=float(os.environ.get("FAKE_DELAY", "0.03")))
     store, warning = open_store()
     if "--plain" in sys.argv:
-        from chatcli.repl import run_repl
+        from chatcli.chat.repl import run_repl
 
         sys.exit(run_repl(fake_factory(eng), store=store, store_warning=warning))
     from chatcli.tui.app import make_app

@@ -6,12 +6,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 
-from chatcli.commands import REGISTRY, Registry
+from chatcli.chat.commands import REGISTRY, Registry
 from chatcli.engine.events import Done, Event, Step
 from chatcli.engine.params import SamplingParams
-from plugins.rank.candidates import Candidate
-from plugins.rank.ranking import Ranking
-from plugins.rank.store import RankStore
+from chatcli_rank.candidates import Candidate
+from chatcli_rank.ranking import Ranking
+from chatcli_rank.store import RankStore
 from tests.fake_engine import FakeEngine
 
 
@@ -43,7 +43,7 @@ class BatchFakeEngine(FakeEngine):
 
 def chat_registry() -> Registry:
     """A fresh registry with the built-in commands and the rank plugin's (the global one stays untouched)."""
-    from chatcli.plugins import PluginManager
+    from chatcli.plugins.manager import PluginManager
 
     reg = Registry()
     for cmd in REGISTRY.commands():

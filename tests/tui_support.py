@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 from chatcli.engine.params import SamplingParams
-from chatcli.store import Store
+from chatcli.chat.store import Store
 from chatcli.tui.app import ChatApp, make_app
 from tests.fake_engine import FakeEngine, fake_factory
 
-SNAPSHOTS = Path(__file__).parent / "snapshots"
+SNAPSHOTS = Path(__file__).parent / "tui" / "snapshots"
 
 
 def build_app(engine: FakeEngine | None = None, *, store: Store | None = None, **options) -> ChatApp:

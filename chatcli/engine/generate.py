@@ -12,7 +12,7 @@ ids whose keys and values it holds (``cached_ids``). Layers, as in mlx-lm:
 
 Per step the raw distribution (softmax at T=1) and the sampling distribution are
 both reported, with the top tokens of the raw one (:mod:`chatcli.engine.step_stats`). Text, stop strings and end-of-sequence ids are handled by
-:class:`~chatcli.engine.answer.AnswerBuilder`.
+:class:`~chatcli.engine.answer_builder.AnswerBuilder`.
 
 Finish reasons: ``stop`` (an end-of-sequence id or a stop string), ``length``
 (``max_tokens``, or prompt + answer reached the context), ``cancelled`` (the
@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from chatcli.engine.answer import AnswerBuilder
+from chatcli.engine.answer_builder import AnswerBuilder
 from chatcli.engine.events import Done, Step
-from chatcli.engine.kv_cache import KVCache
+from chatcli.model.kv_cache import KVCache
 from chatcli.engine.params import SamplingParams
 from chatcli.engine.sampling import make_generator
 from chatcli.engine.step_stats import sample_rows

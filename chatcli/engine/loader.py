@@ -15,11 +15,11 @@ from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
-from chatcli.engine.engine import Message, ModelIdentity
+from chatcli.engine.protocol import Message, ModelIdentity
 from chatcli.engine.events import Event, Notice
-from chatcli.engine.manifest import read_manifest
+from chatcli.hub.manifest import read_manifest
 from chatcli.engine.params import SamplingParams
-from chatcli.engine.tokenizer import ChatTokenizer
+from chatcli.tokenizer.tokenizer import ChatTokenizer
 from chatcli.errors import UsageError
 from chatcli.progress import ProgressFn
 
@@ -43,7 +43,7 @@ class PromptRenderer:
 
 
 class LoadedModel(PromptRenderer):
-    """A model ready to answer: implements :class:`chatcli.engine.engine.ChatEngine`."""
+    """A model ready to answer: implements :class:`chatcli.engine.protocol.ChatEngine`."""
 
     def __init__(self, model, tokenizer: ChatTokenizer, identity: ModelIdentity):
         from chatcli.engine.generate import Generator
@@ -57,7 +57,7 @@ class LoadedModel(PromptRenderer):
     def adapters(self):
         """The model's LoRA adapters; changes wait for no answer to be running (see Generator.idle),
         and the generator notices the new weights through ``model.weights_version``."""
-        from chatcli.engine.adapters import AdapterManager
+        from chatcli.lora.manager import AdapterManager
 
         manager = AdapterManager.of(self.model)
         manager.guard = self.generator.idle
@@ -74,7 +74,7 @@ class LoadedModel(PromptRenderer):
         cancel: threading.Event | None = None,
         answer_prefix_ids: Sequence[int] = (),
     ) -> Iterator[Event]:
-        from chatcli.engine.context import fit_messages
+        from chatcli.engine.fit import fit_messages
 
         self.require_chat_template()
         current = params() if callable(params) else params  # the TUI passes a live getter
@@ -139,7 +139,7 @@ class LoadedModel(PromptRenderer):
 def load_prompt_renderer(
     spec: str, chat_template: str | None = None, progress: ProgressFn | None = None
 ) -> PromptRenderer:
-    from chatcli.engine.hub import resolve_model
+    from chatcli.hub.catalog import resolve_model
 
     path = resolve_model(spec, progress=progress)
     return PromptRenderer(_tokenizer(path, chat_template))
@@ -162,18 +162,18 @@ def load_engine(
     answer's time to first token: a one-shot command (``chatcli generate``) pays that cost
     in its only answer anyway, so the extra forward only makes it slower.
     ``quantize="int8"`` stores the projections and the LM head as int8 (see
-    :mod:`chatcli.engine.quantize`); adapters then wrap the int8 layers.
+    :mod:`chatcli.model.quantize`); adapters then wrap the int8 layers.
     """
-    from chatcli.engine.checkpoint import load_checkpoint, resolve_device, resolve_dtype
-    from chatcli.engine.hub import resolve_model
-    from chatcli.engine.resources import check_load_fits
+    from chatcli.hub.checkpoint import load_checkpoint, resolve_device, resolve_dtype
+    from chatcli.hub.catalog import resolve_model
+    from chatcli.hub.resources import check_load_fits
 
-    from chatcli.engine.quantize import check_quantize, quantize_model
+    from chatcli.model.quantize import check_quantize, quantize_model
 
     quantize = check_quantize(quantize)
     adapter_specs = []
     if lora:
-        from chatcli.engine.adapter_spec import preflight
+        from chatcli.lora.spec import preflight
 
         adapter_specs = preflight(list(lora))
     path = resolve_model(spec, progress=progress)
@@ -198,7 +198,7 @@ def load_engine(
         _warm_up(model, progress)
     engine = LoadedModel(model, tokenizer, identity)
     if adapter_specs:
-        from chatcli.engine.adapter_spec import load_adapter_specs
+        from chatcli.lora.spec import load_adapter_specs
 
         load_adapter_specs(engine.adapters, adapter_specs)
     return engine
@@ -235,7 +235,7 @@ def weights_sha256(path: Path) -> str:
 
     A sharded checkpoint hashes its shards in name order into one digest.
     """
-    from chatcli.engine.checkpoint import weight_files
+    from chatcli.hub.checkpoint import weight_files
 
     recorded = (read_manifest(path) or {}).get("weights") or {}
     if isinstance(recorded, dict) and isinstance(recorded.get("sha256"), str):

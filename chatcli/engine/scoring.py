@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from chatcli.engine.kv_cache import KVCache
+from chatcli.model.kv_cache import KVCache
 from chatcli.errors import GenerationError
 
 CHUNK = 256  # tokens per forward: bounds the [S, V] logits kept in memory at once

@@ -1,7 +1,7 @@
 """A remote backend: an OpenAI-compatible server (vLLM, llama.cpp's server, ``chatcli serve``).
 
 :func:`connect` returns a :class:`~chatcli.remote.backend.RemoteEngine`, which
-implements :class:`chatcli.engine.engine.ChatEngine`, so the TUI, the plain REPL,
+implements :class:`chatcli.engine.protocol.ChatEngine`, so the TUI, the plain REPL,
 ``generate`` and the plugins use it as they use the local engine. Modules, one job each:
 
 * :mod:`errors` — HTTP and transport failures -> one-line :class:`RemoteError` messages;

@@ -1,6 +1,6 @@
 """LoRA adapters on a remote server, behind the same verbs as the local AdapterManager.
 
-The adapter commands (:mod:`chatcli.lora_commands`) call ``load``, ``unload``,
+The adapter commands (:mod:`chatcli.chat.lora_commands`) call ``load``, ``unload``,
 ``list``, ``info``, ``names``, ``set_scale``, ``enable``, ``disable``, ``merge``,
 ``unmerge`` and ``table``; each server maps them onto what it offers and refuses
 the rest with a one-line reason:
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from chatcli.engine.adapter_info import adapter_name, check_scale
+from chatcli.lora.info import adapter_name, check_scale
 from chatcli.errors import UsageError
 from chatcli.remote.errors import RemoteError
 
@@ -61,7 +61,7 @@ class RemoteSpec:
 
 def resolve_remote(text: str) -> RemoteSpec:
     """``PATH[:SCALE]`` -> a spec; a local adapter name or path becomes an absolute path."""
-    from chatcli.engine.adapter_spec import resolve_adapter, split_scale
+    from chatcli.lora.spec import resolve_adapter, split_scale
     from chatcli.errors import ChatcliError
 
     target, scale = split_scale(text)

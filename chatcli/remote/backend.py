@@ -1,4 +1,4 @@
-"""The remote engine: :class:`chatcli.engine.engine.ChatEngine` over an OpenAI-compatible server.
+"""The remote engine: :class:`chatcli.engine.protocol.ChatEngine` over an OpenAI-compatible server.
 
 :func:`connect` reads the API key from the named environment variable, asks
 ``GET /v1/models`` for the model (its context length where the server says, and
@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from chatcli.engine.engine import Capabilities, Message, ModelIdentity
+from chatcli.engine.protocol import Capabilities, Message, ModelIdentity
 from chatcli.engine.events import Done, Event, Notice, Step
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import UsageError

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from chatcli.engine.compare import Comparison, PairedToken, TokenShift
+from chatcli.lora.compare import Comparison, PairedToken, TokenShift
 from chatcli.engine.events import Done, Step, text_token_id
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import GenerationError, UsageError

@@ -19,13 +19,13 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import ContextManager, Sequence
 
-from chatcli.engine.lora_io import adapter_files
+from chatcli.lora.peft_io import adapter_files
 from chatcli.serve.errors import APIError, bad_param
 
 
 def default_adapter_dirs() -> list[Path]:
     """chatcli's user adapter folder and the demo adapters shipped with the package."""
-    from chatcli.engine.adapter_spec import PACKAGE_ADAPTERS, user_adapters_dir
+    from chatcli.lora.spec import PACKAGE_ADAPTERS, user_adapters_dir
 
     return [user_adapters_dir(), PACKAGE_ADAPTERS]
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from textual.actions import SkipAction
 
-from chatcli.commands import execute
-from chatcli.tui.answer import AnswerView
-from chatcli.tui.prompt import ChatInput, CommandHints
-from chatcli.tui.tokens import TINTS
+from chatcli.chat.commands import execute
+from chatcli.tui.widgets.answer import AnswerView
+from chatcli.tui.widgets.prompt import ChatInput, CommandHints
+from chatcli.tui.token_text import TINTS
 
 
 class ActionsMixin:

@@ -2,14 +2,14 @@
 
 Threads: the model loads in a thread worker (progress posted as messages) and
 every answer streams in a thread worker that iterates
-:meth:`chatcli.chat_core.ChatCore.run`; the worker only appends to the
+:meth:`chatcli.chat.core.ChatCore.run`; the worker only appends to the
 conversation and posts a :class:`StreamTick` only when none is pending, and
 the UI takes every new step at once and then waits ``flush_interval`` (50 ms)
 before the next tick: a fast model never floods the message queue or makes
 rendering the bottleneck, and a slow UI only sees bigger batches. Esc (or Ctrl+C) sets the stream's cancel event; the
 engine ends with ``Done("cancelled")`` and the partial answer stays, marked stopped.
 
-The app implements :class:`chatcli.commands.CommandContext`, so slash commands,
+The app implements :class:`chatcli.chat.commands.CommandContext`, so slash commands,
 the command palette and the plain REPL run the same command functions.
 """
 
@@ -28,29 +28,29 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer
 
-from chatcli.chat_core import ChatCore, EngineFactory, Job
-from chatcli.commands import REGISTRY, Registry, execute, is_command, message_text
+from chatcli.chat.core import ChatCore, EngineFactory, Job
+from chatcli.chat.commands import REGISTRY, Registry, execute, is_command, message_text
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError
-from chatcli.store import Store
+from chatcli.chat.store import Store
 from chatcli.tui.actions import ActionsMixin
-from chatcli.tui.answer import AnswerView
-from chatcli.tui.context import CommandContextMixin
+from chatcli.tui.widgets.answer import AnswerView
+from chatcli.tui.command_context import CommandContextMixin
 from chatcli.tui.inspection import InspectionMixin
 from chatcli.tui.messages import EngineFailed, EngineLoaded, LoadProgress
 from chatcli.tui.palette import PaletteMixin
-from chatcli.tui.probs import ProbabilityPanel
-from chatcli.tui.prompt import ChatInput, CommandHints
-from chatcli.tui.status import StatusBar
+from chatcli.tui.widgets.probs import ProbabilityPanel
+from chatcli.tui.widgets.prompt import ChatInput, CommandHints
+from chatcli.tui.widgets.status import StatusBar
 from chatcli.tui.streaming import StreamingMixin
-from chatcli.tui.tokens import TINTS
-from chatcli.tui.transcript import LoadingBanner, Transcript, welcome_content
+from chatcli.tui.token_text import TINTS
+from chatcli.tui.widgets.transcript import LoadingBanner, Transcript, welcome_content
 
 
 class ChatApp(CommandContextMixin, StreamingMixin, InspectionMixin, ActionsMixin, PaletteMixin, App):
     """The chat app: layout, model loading, shared helpers; each mixin holds one area of behaviour.
 
-    CommandContextMixin (tui/context.py) is what slash commands call; StreamingMixin
+    CommandContextMixin (tui/command_context.py) is what slash commands call; StreamingMixin
     (tui/streaming.py) sends and streams answers; InspectionMixin (tui/inspection.py)
     is the probability view, inspection and /compare; ActionsMixin (tui/actions.py)
     the key actions; PaletteMixin (tui/palette.py) the command palette.
@@ -266,7 +266,7 @@ class ChatApp(CommandContextMixin, StreamingMixin, InspectionMixin, ActionsMixin
         if self.core.engine is None:
             return ""
         try:
-            from chatcli.lora_commands import status_text
+            from chatcli.chat.lora_commands import status_text
 
             return status_text(self.core.engine)
         except Exception:  # a fake or remote engine without adapters
@@ -301,7 +301,7 @@ def make_app(engine_factory: EngineFactory, **options) -> ChatApp:
     """The chat app on the engine ``engine_factory(progress)`` returns (loaded in a worker thread).
 
     Options: ``model_name``, ``params`` (SamplingParams), ``system``, ``store`` (a
-    :class:`~chatcli.store.Store` or None for no history), ``store_warning``,
+    :class:`~chatcli.chat.store.Store` or None for no history), ``store_warning``,
     ``resume`` (an id, or "latest"), ``tint`` ("off" | "model_prob" | "entropy"),
     ``flush_interval`` (seconds between UI updates while streaming), ``registry`` (slash
     commands, plugins' included), ``notes`` (warnings to show at start, e.g. plugin problems).

@@ -1,7 +1,7 @@
 """The probability view, token inspection and /compare tinting of the chat app.
 
 Mixed into :class:`chatcli.tui.app.ChatApp`: shows a step of an answer in the
-:class:`~chatcli.tui.probs.ProbabilityPanel` (or base vs adapter when the answer
+:class:`~chatcli.tui.widgets.probs.ProbabilityPanel` (or base vs adapter when the answer
 is compared by KL), handles token selection, branching at an alternative token,
 switching between sibling answers, and which answer is being inspected.
 """
@@ -9,10 +9,10 @@ switching between sibling answers, and which answer is being inspected.
 from __future__ import annotations
 
 from chatcli.errors import ChatcliError
-from chatcli.tui.answer import AnswerView
-from chatcli.tui.compare_view import comparison_note
+from chatcli.tui.widgets.answer import AnswerView
+from chatcli.tui.widgets.compare_view import comparison_note
 from chatcli.tui.messages import BranchRequested, SiblingRequested, TokenSelected
-from chatcli.tui.probs import AltList
+from chatcli.tui.widgets.probs import AltList
 
 
 class InspectionMixin:
@@ -114,7 +114,7 @@ class InspectionMixin:
         self.end_comparison()
         if view is None or view.node is not node or len(comparison.steps) != len(node.steps):
             # not on screen (another branch is shown): the transcript gets the printed copy
-            from chatcli.lora_commands import comparison_view
+            from chatcli.chat.lora_commands import comparison_view
 
             self.say(comparison_view(comparison), "result")
             return

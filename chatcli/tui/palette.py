@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from textual.app import SystemCommand
 from textual.screen import Screen
 
-from chatcli.commands import execute
+from chatcli.chat.commands import execute
 from chatcli.errors import ChatcliError
 
 
@@ -26,7 +26,7 @@ class PaletteMixin:
         yield SystemCommand("Tint tokens by certainty", "cycle off / model_prob / entropy (F2)", self.action_cycle_tint)
         yield SystemCommand("Toggle the probability panel", "show or hide the next-token distribution (F3)", self.action_toggle_panel)
         yield SystemCommand("Show the sampled distribution", "raw model vs what was sampled from (F4)", self.action_toggle_compare)
-        from chatcli import plugins
+        from chatcli.plugins import manager as plugins
 
         manager = plugins.loaded_manager()
         for ext in manager.tui_extensions("screen") if manager is not None else ():

@@ -1,7 +1,7 @@
 """Sending a message and streaming the answer into the chat app.
 
 Mixed into :class:`chatcli.tui.app.ChatApp`. Every answer streams in a thread
-worker that iterates :meth:`chatcli.chat_core.ChatCore.run`; the worker only
+worker that iterates :meth:`chatcli.chat.core.ChatCore.run`; the worker only
 appends to the conversation and posts a :class:`StreamTick` when none is
 pending, and the UI takes every new step at once, then waits an adaptive
 interval (``flush_interval`` at least) before the next tick.
@@ -14,12 +14,12 @@ import time
 
 from textual import work
 
-from chatcli.chat_core import Job
+from chatcli.chat.core import Job
 from chatcli.engine.events import Done, Notice, Step
 from chatcli.errors import ChatcliError
-from chatcli.tui.answer import AnswerView
+from chatcli.tui.widgets.answer import AnswerView
 from chatcli.tui.messages import EngineNotice, StreamDone, StreamTick
-from chatcli.tui.transcript import LoadingBanner, UserMessage
+from chatcli.tui.widgets.transcript import LoadingBanner, UserMessage
 
 
 class StreamingMixin:

@@ -8,31 +8,31 @@ it; torch and the training code are imported when a command runs.
 
 from __future__ import annotations
 
-from chatcli.hookspecs import hookimpl
+from chatcli.plugins.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
 
 @hookimpl
 def register_cli(register):
-    register("finetune", "plugins.finetune.cli:finetune_app", "Train LoRA adapters: sft, dpo, reward (PEFT format).")
+    register("finetune", "chatcli_finetune.cli:finetune_app", "Train LoRA adapters: sft, dpo, reward (PEFT format).")
 
 
 def _finetune_command(ctx, args: str | None = None) -> None:
-    from plugins.finetune.command import finetune_command
+    from chatcli_finetune.command import finetune_command
 
     finetune_command(ctx, args or "")
 
 
 def _score_command(ctx, args: str | None = None) -> None:
-    from plugins.finetune.score_command import score_command
+    from chatcli_finetune.score_command import score_command
 
     score_command(ctx, args or "")
 
 
 @hookimpl
 def register_commands(register):
-    from chatcli.commands import Arg
+    from chatcli.chat.commands import Arg
 
     register(
         "finetune",
@@ -51,6 +51,6 @@ def register_commands(register):
 
 @hookimpl
 def status_item():
-    from plugins.finetune.command import status_item as item
+    from chatcli_finetune.command import status_item as item
 
     return item()

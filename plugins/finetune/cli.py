@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from chatcli.cli_common import DEFAULT_MODEL
+from chatcli.cli.common import DEFAULT_MODEL
 from chatcli.errors import UsageError
 
 finetune_app = typer.Typer(
@@ -56,17 +56,17 @@ RankingsOpt = _O(False, "--from-rankings", help="Use the ranking store: best ans
 
 
 def _run(kind: str, **kw) -> None:
-    from chatcli.cli_common import set_threads
-    from plugins.finetune.args import TrainArgs
-    from plugins.finetune.report import JsonReporter, RichReporter
-    from plugins.finetune.run import run_training
+    from chatcli.cli.common import set_threads
+    from chatcli_finetune.args import TrainArgs
+    from chatcli_finetune.report import JsonReporter, RichReporter
+    from chatcli_finetune.run import run_training
 
     set_threads(kw.pop("threads"))
     resume, overwrite, as_json = kw.pop("resume"), kw.pop("overwrite"), kw.pop("json")
     from_history, from_rankings = kw.pop("from_history"), kw.pop("from_rankings")
     reporter = JsonReporter() if as_json else RichReporter()
     if from_history or from_rankings:
-        from plugins.finetune.sources import build_data
+        from chatcli_finetune.sources import build_data
 
         # With --from-history, DATA (if any) names the conversations: "3,5" or "all".
         ids = (str(kw["data"]) if kw["data"] is not None else "all") if from_history else None

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from chatcli.errors import UsageError
-from plugins.finetune.background import BackgroundRun
+from chatcli_finetune.background import BackgroundRun
 
 _RUN: dict[str, BackgroundRun | None] = {"current": None}
 KINDS = ("sft", "dpo", "reward")
@@ -31,7 +31,7 @@ def current_run() -> BackgroundRun | None:
 
 
 def _data_dir() -> Path:
-    from chatcli.engine.paths import data_dir
+    from chatcli.paths import data_dir
 
     return data_dir() / "finetune"
 
@@ -45,7 +45,7 @@ def _conversation_data(ctx, path: Path) -> Path:
 
 
 def _load(ctx, run: BackgroundRun) -> str:
-    from chatcli.engine.adapters import adapter_name, engine_adapters
+    from chatcli.lora.manager import adapter_name, engine_adapters
 
     engine = ctx.core.engine
     if engine is None:
@@ -56,7 +56,7 @@ def _load(ctx, run: BackgroundRun) -> str:
     if name in manager:
         manager.unload(name)
     if run.kind == "reward":
-        from plugins.finetune.reward import load_reward
+        from chatcli_finetune.reward import load_reward
 
         info = load_reward(engine, run.out, name=name)
         text = f"loaded reward model {info.name} ({info.params:,} parameters), off for answers: /score, /rank use it"
@@ -143,7 +143,7 @@ def finetune_command(ctx, args: str) -> None:
         _data_dir().mkdir(parents=True, exist_ok=True)
         data = _conversation_data(ctx, _data_dir() / f"{action}-{stamp}.jsonl")
     else:
-        from plugins.finetune.sources import build_data
+        from chatcli_finetune.sources import build_data
 
         # dpo and reward learn from the saved rankings unless told otherwise.
         data = build_data(action, from_history=from_history, from_rankings=from_rankings or from_history is None,

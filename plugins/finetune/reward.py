@@ -1,14 +1,14 @@
 """A loaded reward model scoring answers: ``/score`` in the chat, best-of-N for ``/rank``.
 
 A reward model here is a PEFT ``SEQ_CLS`` adapter (what ``chatcli finetune reward``
-writes): a LoRA plus a ``score`` head ``[1, hidden]`` that :mod:`chatcli.engine.lora_io`
+writes): a LoRA plus a ``score`` head ``[1, hidden]`` that :mod:`chatcli.lora.peft_io`
 reads into ``LoRAAdapter.heads``. It lives in the engine's adapter manager beside the
 other adapters but is switched off for answers (a reward LoRA is not meant to write);
 :class:`RewardScorer` switches it on — and every other adapter off — only for the
 scoring pass, under the manager's guard (no answer streams meanwhile), and the
 manager restores every switch after. The score of an answer is the head applied to
 the final hidden state of its last token, the end-of-turn token, on exactly the
-ids training saw (:class:`plugins.finetune.data.Encoder`), so a score here equals
+ids training saw (:class:`chatcli_finetune.data.Encoder`), so a score here equals
 the reward the training loss optimised.
 """
 
@@ -25,7 +25,7 @@ HEAD = "score"
 
 
 def _manager(engine):
-    from chatcli.engine.adapters import engine_adapters
+    from chatcli.lora.manager import engine_adapters
 
     if engine is None:
         raise UsageError("no model is loaded yet: wait for it, then try again")
@@ -39,7 +39,7 @@ def reward_names(manager) -> list[str]:
 
 def load_reward(engine, path: str | Path, name: str | None = None):
     """Load a reward adapter through the engine's manager, switched off for answers; returns its info."""
-    from chatcli.engine.lora_io import adapter_files, read_config
+    from chatcli.lora.peft_io import adapter_files, read_config
 
     p = Path(path).expanduser()
     if not p.exists():
@@ -69,8 +69,8 @@ class RewardScorer:
 
     def score(self, prompt: Sequence[dict], answers: Sequence[str], batch: int = 8) -> list[float]:
         """The reward of each answer to ``prompt`` (messages up to the last user turn)."""
-        from plugins.finetune.data import BadRecord, Encoder, collate
-        from plugins.finetune.losses import last_token_hidden
+        from chatcli_finetune.data import BadRecord, Encoder, collate
+        from chatcli_finetune.losses import last_token_hidden
 
         tok = self.engine.tokenizer
         enc = Encoder(tok)

@@ -21,15 +21,15 @@ from pathlib import Path
 import torch
 
 from chatcli.errors import UsageError
-from plugins.finetune import outdir
-from plugins.finetune.args import RESUME_FIXED, TrainArgs
-from plugins.finetune.data import Encoder, check_loaded, load_examples
-from plugins.finetune.plot import terminal_plot, write_png
-from plugins.finetune.report import Plan, QuietReporter, activation_memory, peak_memory, predicted_memory
-from plugins.finetune.trainable import (
+from chatcli_finetune import outdir
+from chatcli_finetune.args import RESUME_FIXED, TrainArgs
+from chatcli_finetune.data import Encoder, check_loaded, load_examples
+from chatcli_finetune.plot import terminal_plot, write_png
+from chatcli_finetune.report import Plan, QuietReporter, activation_memory, peak_memory, predicted_memory
+from chatcli_finetune.trainable import (
     TRAIN_NAME, LoRASpec, attach_trainable, new_score_head, parse_layers, parse_targets, trainable_parameters,
 )  # fmt: skip
-from plugins.finetune.trainer import Dist, LoopState, Trainer, total_steps
+from chatcli_finetune.trainer import Dist, LoopState, Trainer, total_steps
 
 
 def init_distributed(device: str) -> Dist:

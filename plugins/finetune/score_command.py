@@ -8,7 +8,7 @@ Forms::
 
 Each answer is scored in its own context (the messages before it), so rewards of
 sibling answers to one question compare directly: higher is what the reward model
-prefers. The scoring itself is :class:`plugins.finetune.reward.RewardScorer`.
+prefers. The scoring itself is :class:`chatcli_finetune.reward.RewardScorer`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chatcli.errors import UsageError
-from plugins.finetune.reward import RewardScorer, load_reward
+from chatcli_finetune.reward import RewardScorer, load_reward
 
 USAGE = "/score [NAME] | /score load DIR [NAME]"
 

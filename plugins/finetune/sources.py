@@ -1,12 +1,12 @@
 """Training data from chatcli's own stores: saved conversations and saved rankings.
 
 * ``--from-history [IDS|all]``: SFT records ``{"messages": [...]}`` from the history
-  database (:mod:`chatcli.store`), one per conversation: its system prompt and the
+  database (:mod:`chatcli.chat.store`), one per conversation: its system prompt and the
   active branch (what the person last saw), so every assistant turn on it is a
   target. A conversation is cut before its first answer that did not finish
   (stopped, failed, empty): a truncated answer would teach the model to stop mid-way.
 * ``--from-rankings``: the ranking store through the rank plugin's own exporter
-  (:func:`plugins.rank.export.records`, the pairing of ``chatcli rank export --pairs
+  (:func:`chatcli_rank.export.records`, the pairing of ``chatcli rank export --pairs
   all``): best answers for ``sft``, chosen/rejected pairs for ``dpo`` and ``reward``.
 
 :func:`materialize` writes the records to ``<data dir>/finetune/<kind>-<source>-<hash>.jsonl``,
@@ -54,7 +54,7 @@ def conversation_messages(conv) -> list[dict]:
 def history_records(ids: Sequence[int] | None = None, store_path: Path | str | None = None,
                     warn: Callable[[str], None] = lambda m: None) -> list[dict]:  # fmt: skip
     """SFT records from saved conversations (``ids`` None: all of them, oldest first)."""
-    from chatcli.store import Store
+    from chatcli.chat.store import Store
 
     store = Store.open(store_path)
     try:
@@ -83,8 +83,8 @@ def history_records(ids: Sequence[int] | None = None, store_path: Path | str | N
 
 def ranking_records(kind: str, store_path: Path | str | None = None, pairs: str = "all") -> list[dict]:
     """Records of the rank plugin's export: ``sft`` best answers, ``dpo``/``reward`` pairs."""
-    from plugins.rank.export import records
-    from plugins.rank.store import RankStore
+    from chatcli_rank.export import records
+    from chatcli_rank.store import RankStore
 
     with RankStore.open(store_path) as store:
         items = store.items()
@@ -100,7 +100,7 @@ def materialize(rows: Sequence[dict], kind: str, source: str, folder: Path | Non
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     if folder is None:
-        from chatcli.engine.paths import data_dir
+        from chatcli.paths import data_dir
 
         folder = data_dir() / "finetune"
     folder.mkdir(parents=True, exist_ok=True)

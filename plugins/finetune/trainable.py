@@ -3,9 +3,9 @@
 :func:`attach_trainable` freezes every base parameter, builds a new adapter (A drawn
 as PEFT does — Kaiming-uniform with a = sqrt(5) — from the run's seed; B zero, so
 the model starts exactly as the base), attaches it through the model's
-:class:`~chatcli.engine.adapters.AdapterManager` under :data:`TRAIN_NAME`, and
+:class:`~chatcli.lora.manager.AdapterManager` under :data:`TRAIN_NAME`, and
 switches gradients on for its A and B only. A and B (and the reward head) are
-float32 even on a bf16 base: :class:`~chatcli.engine.lora.LoRALinear` keeps float32
+float32 even on a bf16 base: :class:`~chatcli.model.lora_linear.LoRALinear` keeps float32
 adapters as master weights and runs their low-rank product in float32, so AdamW's
 small updates are not rounded away; the frozen base stays in its own dtype. Because
 the manager shares the adapter's tensors with the layers, ``manager.save(TRAIN_NAME, dir)`` writes what
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from chatcli.engine.adapters import AdapterManager
-from chatcli.engine.lora_io import LoRAAdapter, ModuleLoRA
-from chatcli.engine.quantize import is_quantized
+from chatcli.lora.manager import AdapterManager
+from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA
+from chatcli.model.quantize import is_quantized
 from chatcli.errors import UsageError
 
 TRAIN_NAME = "finetune"
@@ -126,14 +126,14 @@ def attach_trainable(model: nn.Module, spec: LoRASpec, seed: int, base_model: st
 
 
 def lora_pairs(model: nn.Module):
-    from chatcli.engine.lora import LoRALinear
+    from chatcli.model.lora_linear import LoRALinear
 
     return [m.lora[TRAIN_NAME] for m in model.modules() if isinstance(m, LoRALinear) and TRAIN_NAME in m.lora]
 
 
 def trainable_parameters(model: nn.Module, head: nn.Module | None = None) -> list[tuple[str, nn.Parameter]]:
     """(stable name, parameter) of everything trained, in a fixed order (optimizer and checkpoints)."""
-    from chatcli.engine.lora import LoRALinear
+    from chatcli.model.lora_linear import LoRALinear
 
     out = []
     for name, m in model.named_modules():

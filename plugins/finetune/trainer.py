@@ -27,9 +27,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from plugins.finetune.args import TrainArgs, lr_at
-from plugins.finetune.data import Example, collate
-from plugins.finetune.losses import Sums, dpo_sums, reward_sums, sft_sums
+from chatcli_finetune.args import TrainArgs, lr_at
+from chatcli_finetune.data import Example, collate
+from chatcli_finetune.losses import Sums, dpo_sums, reward_sums, sft_sums
 
 
 @dataclass

@@ -8,20 +8,20 @@ SQLite) is imported when a command runs.
 
 from __future__ import annotations
 
-from chatcli.hookspecs import hookimpl
+from chatcli.plugins.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
 
 def _rank_command(ctx, args: str | None = None) -> None:
-    from plugins.rank.command import rank_command
+    from chatcli_rank.command import rank_command
 
     rank_command(ctx, args or "")
 
 
 @hookimpl
 def register_commands(register):
-    from chatcli.commands import Arg
+    from chatcli.chat.commands import Arg
 
     register(
         "rank",
@@ -34,11 +34,11 @@ def register_commands(register):
 
 @hookimpl
 def register_cli(register):
-    register("rank", "plugins.rank.cli:rank_app", "Rank answers as preference data: generate, annotate, export, stats.")
+    register("rank", "chatcli_rank.cli:rank_app", "Rank answers as preference data: generate, annotate, export, stats.")
 
 
 def _screen_factory(app):
-    from plugins.rank.command import build_screen
+    from chatcli_rank.command import build_screen
 
     return build_screen(app)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from textual.app import App
 from textual.binding import Binding
 
-from plugins.rank.jsonl import QueueItem
-from plugins.rank.screen import RankOutcome, RankScreen
-from plugins.rank.store import RankStore
+from chatcli_rank.jsonl import QueueItem
+from chatcli_rank.screen import RankOutcome, RankScreen
+from chatcli_rank.store import RankStore
 
 
 def pending_items(store: RankStore, items: list[QueueItem]) -> list[QueueItem]:

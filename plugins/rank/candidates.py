@@ -103,7 +103,7 @@ def adapter_manager(engine: Any):
     if model is None:
         return None
     try:
-        from chatcli.engine.adapters import AdapterManager
+        from chatcli.lora.manager import AdapterManager
     except ImportError:
         return None
     return getattr(model, AdapterManager._ATTR, None)

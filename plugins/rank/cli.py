@@ -14,10 +14,10 @@ from pathlib import Path
 
 import typer
 
-from chatcli.cli_common import ChatTemplateOpt, DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, set_threads
+from chatcli.cli.common import ChatTemplateOpt, DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, set_threads
 from chatcli.errors import UsageError
-from plugins.rank.candidates import DEFAULT_N, check_n
-from plugins.rank.jsonl import LineError
+from chatcli_rank.candidates import DEFAULT_N, check_n
+from chatcli_rank.jsonl import LineError
 
 rank_app = typer.Typer(
     help="Rank answers as preference data: generate, annotate, export, stats.", no_args_is_help=True, add_completion=False
@@ -34,7 +34,7 @@ def _report_bad_lines(errors: list[LineError], strict: bool, path: Path) -> None
 
 
 def _open_store(path: Path | None):
-    from plugins.rank.store import RankStore
+    from chatcli_rank.store import RankStore
 
     return RankStore.open(path)
 
@@ -59,9 +59,9 @@ def generate(
 ) -> None:
     """Generate N candidate answers per prompt (batched), for `chatcli rank annotate`."""
     from chatcli.engine.params import SamplingParams
-    from plugins.rank.command import identity_json, parse_temperatures
-    from plugins.rank.export import write_jsonl
-    from plugins.rank.jsonl import read_prompts
+    from chatcli_rank.command import identity_json, parse_temperatures
+    from chatcli_rank.export import write_jsonl
+    from chatcli_rank.jsonl import read_prompts
 
     check_n(n)
     temps = parse_temperatures(temperature)
@@ -76,19 +76,19 @@ def generate(
         raise UsageError("--lora-mix needs adapters: add --lora PATH (one or more)")
     specs = []
     if lora:
-        from chatcli.engine.adapter_spec import resolve_adapter
+        from chatcli.lora.spec import resolve_adapter
 
         specs = [resolve_adapter(text) for text in lora]  # a missing adapter fails before the model loads
 
     from chatcli.engine.loader import load_engine
     from chatcli.progress import stderr_progress
-    from plugins.rank.candidates import generate_candidates
+    from chatcli_rank.candidates import generate_candidates
 
     with stderr_progress() as progress:
         engine = load_engine(model, dtype=dtype, device=device, chat_template=chat_template, progress=progress)
     engine.require_chat_template()
     if specs:
-        from chatcli.engine.adapters import AdapterManager
+        from chatcli.lora.manager import AdapterManager
 
         manager = AdapterManager.of(engine.model)
         for spec in specs:
@@ -119,8 +119,8 @@ def annotate(
     store_path: Path | None = StoreOpt,
 ) -> None:
     """Rank the candidates one prompt after another; stopping and running again resumes."""
-    from plugins.rank.annotate import AnnotateApp, pending_items
-    from plugins.rank.jsonl import read_candidates
+    from chatcli_rank.annotate import AnnotateApp, pending_items
+    from chatcli_rank.jsonl import read_candidates
 
     items, errors = read_candidates(candidates)
     _report_bad_lines(errors, strict, candidates)
@@ -148,7 +148,7 @@ def export(
     store_path: Path | None = StoreOpt,
 ) -> None:
     """Write the stored rankings as training data (TRL conversational formats, or OASST trees)."""
-    from plugins.rank.export import FORMATS, PAIRS, records, write_jsonl
+    from chatcli_rank.export import FORMATS, PAIRS, records, write_jsonl
 
     fmt, pairs = fmt.lower(), pairs.lower()
     if fmt not in FORMATS:
@@ -174,7 +174,7 @@ def stats(
     store_path: Path | None = StoreOpt,
 ) -> None:
     """Prompts, rankings, pairs, ties and per-model counts in the ranking store."""
-    from plugins.rank.stats import compute_stats, render_stats
+    from chatcli_rank.stats import compute_stats, render_stats
 
     data = compute_stats(_open_store(store_path))
     if as_json:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from chatcli.errors import ChatcliError, UsageError
-from plugins.rank.candidates import DEFAULT_N, DEFAULT_TEMPERATURE, Candidate, check_n, generate_candidates, plan
+from chatcli_rank.candidates import DEFAULT_N, DEFAULT_TEMPERATURE, Candidate, check_n, generate_candidates, plan
 
 USAGE = "/rank [N] [--temperature T[,T...]] [--lora-mix]"
 
@@ -145,7 +145,7 @@ class ChatRanking:
 
     def done(self, outcome) -> None:
         """Runs on the UI thread when the screen closes."""
-        from chatcli import plugins
+        from chatcli.plugins import manager as plugins
 
         ranking = outcome.ranking
         if ranking is None or self.set_id is None:
@@ -195,7 +195,7 @@ def presort_by_reward(engine: Any, messages: list[dict], cands: list[Candidate])
     candidates come best first (renumbered in that order, as they are stored and shown),
     each carrying its ``reward``; returns them and the reward model's name (None: unscored)."""
     try:
-        from plugins.finetune.reward import best_first
+        from chatcli_finetune.reward import best_first
     except ImportError:  # the finetune plugin is not installed
         return cands, None
     try:
@@ -210,8 +210,8 @@ def presort_by_reward(engine: Any, messages: list[dict], cands: list[Candidate])
 
 def reward_model_name(engine: Any) -> str | None:
     try:
-        from chatcli.engine.adapters import engine_adapters
-        from plugins.finetune.reward import reward_names
+        from chatcli.lora.manager import engine_adapters
+        from chatcli_finetune.reward import reward_names
 
         names = reward_names(engine_adapters(engine))
     except Exception:  # no finetune plugin, or an engine without adapters
@@ -230,8 +230,8 @@ def rank_command(ctx: Any, text: str) -> None:
 
 def build_screen(ctx: Any, args: RankArgs | None = None):
     """The ranking screen for the chat's current conversation (also the register_tui factory)."""
-    from plugins.rank.screen import RankScreen
-    from plugins.rank.store import shared_store
+    from chatcli_rank.screen import RankScreen
+    from chatcli_rank.store import shared_store
 
     args = args or RankArgs()
     if getattr(ctx.core, "engine", None) is None:

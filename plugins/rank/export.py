@@ -26,8 +26,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from chatcli.errors import UsageError
-from plugins.rank.ranking import Ranking
-from plugins.rank.store import RankedItem, messages_hash
+from chatcli_rank.ranking import Ranking
+from chatcli_rank.store import RankedItem, messages_hash
 
 FORMATS = ("dpo", "reward", "kto", "sft", "oasst")
 PAIRS = ("all", "adjacent", "best-vs-rest")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from chatcli.jsonl import LineError, read_objects
-from plugins.rank.candidates import MAX_N, MIN_N, Candidate
+from chatcli_rank.candidates import MAX_N, MIN_N, Candidate
 
 ROLES = ("system", "user", "assistant")
 T = TypeVar("T")

@@ -30,9 +30,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, ProgressBar, Static
 
 from chatcli.errors import ChatcliError
-from chatcli.tui.markdown_body import AnswerMarkdown
-from plugins.rank.candidates import Candidate, ProgressFn
-from plugins.rank.ranking import Ranking, RankingDraft
+from chatcli.tui.widgets.markdown_body import AnswerMarkdown
+from chatcli_rank.candidates import Candidate, ProgressFn
+from chatcli_rank.ranking import Ranking, RankingDraft
 
 GenerateFn = Callable[[ProgressFn, threading.Event], list[Candidate]]
 ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}

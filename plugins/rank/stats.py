@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from plugins.rank.export import pairs
-from plugins.rank.store import RankStore
+from chatcli_rank.export import pairs
+from chatcli_rank.store import RankStore
 
 
 def compute_stats(store: RankStore) -> dict:

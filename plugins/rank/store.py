@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatcli.errors import ChatcliError
-from chatcli.sqlite_util import Transaction, data_file, open_db
-from plugins.rank.candidates import Candidate
-from plugins.rank.ranking import Ranking
+from chatcli.chat.sqlite_util import Transaction, data_file, open_db
+from chatcli_rank.candidates import Candidate
+from chatcli_rank.ranking import Ranking
 
 DB_NAME = "rankings.sqlite3"
 

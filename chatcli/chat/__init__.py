@@ -1,0 +1,1 @@
+"""The conversation core every front end shares: sessions, the store, slash commands, the REPL."""

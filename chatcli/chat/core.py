@@ -1,0 +1,371 @@
+"""The chat state machine every front end shares: conversation + engine + history store.
+
+A front end (the Textual app, the plain REPL) turns a person's action into a
+:class:`Job` (:meth:`ChatCore.send`, :meth:`retry`, :meth:`continue_`,
+:meth:`branch`) and then consumes :meth:`ChatCore.run`, which drives the engine,
+applies every event to the conversation (steps appended to the answer, status,
+timings) and saves to the store in batches as it goes. ``run`` is a plain
+generator, safe to iterate in a worker thread; the front end only renders.
+
+Nothing here imports UI code. Failures of the store never stop a chat: they are
+reported once through ``on_notice`` and the chat continues in memory.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from chatcli.plugins import manager as plugins  # event hooks: a no-op unless a front end loaded plugins
+from chatcli.chat.params import (  # noqa: F401  (re-exported: commands.py imports resolve_param from here)
+    PARAM_ALIASES,
+    PARAM_HELP,
+    format_param,
+    parse_param_value,
+    resolve_param,
+)
+from chatcli.engine.protocol import ChatEngine, ModelIdentity, capabilities
+from chatcli.engine.events import Done, Event, Notice, Step
+from chatcli.engine.params import SamplingParams
+from chatcli.errors import ChatcliError, GenerationError, UsageError
+from chatcli.chat.session import Conversation, Node, dumps, forced_step
+from chatcli.chat.store import Store
+
+ProgressFn = Callable[[str, int, "int | None"], None]
+EngineFactory = Callable[[ProgressFn], ChatEngine]
+NoticeFn = Callable[[str, str], None]  # (message, kind: "info" | "warning" | "error")
+
+@dataclass
+class Job:
+    """One generation: which answer it writes, what the model sees, which tokens are already decided."""
+
+    kind: str  # "send" | "retry" | "continue" | "branch"
+    node: Node  # the assistant message being written
+    messages: list[dict]
+    prefix_ids: list[int]
+    params: SamplingParams
+
+
+class ChatCore:
+    save_every_steps = 16  # a kill -9 loses at most this many steps (or the last save_every_s)
+    save_every_s = 0.25
+
+    def __init__(
+        self,
+        engine: ChatEngine | None = None,
+        *,
+        store: Store | None = None,
+        params: SamplingParams | None = None,
+        system: str | None = None,
+        on_notice: NoticeFn | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.default_params = params or SamplingParams()
+        self.default_system = system
+        self.on_notice: NoticeFn = on_notice or (lambda message, kind: None)
+        self.conv = Conversation(system=system, params=self.default_params)
+        self.last_done: Done | None = None
+        self._lock = threading.Lock()
+        if engine is not None:
+            self.attach_engine(engine)
+
+    # --- engine ----------------------------------------------------------------------------
+
+    def attach_engine(self, engine: ChatEngine) -> None:
+        self.engine = engine
+        if self.conv.is_empty() or self.conv.model is None:
+            self.conv.model = engine.identity.name
+        elif self.conv.model != engine.identity.name:
+            self.on_notice(
+                f"this conversation was made with {self.conv.model}; answers now come from {engine.identity.name}",
+                "info",
+            )
+
+    @property
+    def identity(self) -> ModelIdentity | None:
+        return self.engine.identity if self.engine is not None else None
+
+    def _engine(self) -> ChatEngine:
+        if self.engine is None:
+            raise ChatcliError("the model is still loading; try again in a moment")
+        return self.engine
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def send(self, text: str) -> Job:
+        """Add a user message (after the current leaf) and an empty answer to it."""
+        if not text.strip():
+            raise UsageError("empty message; type something first")
+        self._engine()
+        leaf = self.conv.leaf
+        user = self.conv.add("user", text, parent=leaf.id if leaf else None)
+        answer = self.conv.add("assistant", "", parent=user.id, status="streaming")
+        self._persist(lambda s: (s.save_conversation(self.conv), s.save_node(self.conv, user), s.save_node(self.conv, answer)))
+        plugins.notify("message_added", message=user, conversation=self.conv)
+        return self._job("send", answer, [])
+
+    def retry(self) -> Job:
+        """A new answer to the last user message; the old one stays as a sibling."""
+        self._engine()
+        leaf = self.conv.leaf
+        if leaf is None:
+            raise UsageError("nothing to retry yet; send a message first")
+        parent = leaf.parent if leaf.role == "assistant" else leaf.id
+        answer = self.conv.add("assistant", "", parent=parent, status="streaming")
+        answer.meta["retry_of"] = leaf.id if leaf.role == "assistant" else None
+        self._persist(lambda s: s.save_node(self.conv, answer))
+        return self._job("retry", answer, [])
+
+    def continue_(self) -> Job:
+        """Continue a stopped or cut answer after its tokens (or answer a user message left without one)."""
+        self._engine()
+        leaf = self.conv.leaf
+        if leaf is None:
+            raise UsageError("nothing to continue yet; send a message first")
+        if leaf.role == "user":
+            answer = self.conv.add("assistant", "", parent=leaf.id, status="streaming")
+            self._persist(lambda s: s.save_node(self.conv, answer))
+            return self._job("send", answer, [])
+        if leaf.status == "stop" and leaf.steps:
+            raise UsageError("the last answer ended normally; /retry asks for a new one")
+        self._need_prefix_continuation("/continue")
+        leaf.content = leaf.step_text  # the engine re-derives any flushed tail from the ids
+        leaf.status = "streaming"
+        return self._job("continue", leaf, leaf.ids)
+
+    def branch(self, node_id: int, step_index: int, token_id: int) -> Job:
+        """A sibling answer: the same tokens up to ``step_index``, ``token_id`` forced there, then generated."""
+        self._engine()
+        original = self.conv.nodes.get(node_id)
+        if original is None or original.role != "assistant":
+            raise UsageError(f"message {node_id} is not an answer; select a token of an answer first")
+        if not 0 <= step_index < len(original.steps):
+            raise UsageError(f"step {step_index} is outside the answer (0..{len(original.steps) - 1})")
+        self._need_prefix_continuation("branching at a token")
+        forced = forced_step(original.steps[step_index], token_id)
+        answer = self.conv.add("assistant", "", parent=original.parent, status="streaming")
+        answer.steps = [*original.steps[:step_index], forced]
+        answer.content = answer.step_text
+        answer.meta.update(forced_at=step_index, branched_from=original.id)
+        self._persist(lambda s: s.save_node(self.conv, answer, with_steps=True))
+        return self._job("branch", answer, answer.ids)
+
+    def _need_prefix_continuation(self, what: str) -> None:
+        """A backend that cannot continue after given tokens (a remote server) refuses, changing nothing."""
+        caps = capabilities(self._engine())
+        if not caps.prefix_continuation:
+            raise UsageError(f"{caps.unsupported(what)} (the server cannot continue after given tokens); "
+                             "/retry asks for a new answer")
+
+    def _job(self, kind: str, node: Node, prefix_ids: list[int]) -> Job:
+        params = self.conv.params
+        node.meta["params"] = params.to_json()
+        if self.engine is not None:
+            node.meta["model"] = self.engine.identity.name
+        return Job(kind, node, self.conv.messages(before=node), list(prefix_ids), params)
+
+    # --- running ---------------------------------------------------------------------------
+
+    def run(self, job: Job, cancel: threading.Event | None = None) -> Iterator[Event]:
+        """Stream the job's answer: apply each event to the conversation, save in batches, yield it.
+
+        Always ends with one :class:`Done` (also when the engine raises); closing the
+        generator early marks the answer as stopped and saves what arrived.
+        """
+        engine = self._engine()
+        node = job.node
+        node.status = "streaming"
+        start_steps = len(node.steps)
+        saved = start_steps
+        last_save = time.monotonic()
+        done: Done | None = None
+        try:
+            stream = engine.chat(job.messages, job.params, cancel=cancel, answer_prefix_ids=job.prefix_ids)
+            for event in stream:
+                if isinstance(event, Step):
+                    if event.seq != 0:
+                        continue
+                    step = event if event.index == len(node.steps) else replace(event, index=len(node.steps))
+                    node.steps.append(step)
+                    node.content += step.text
+                    now = time.monotonic()
+                    if len(node.steps) - saved >= self.save_every_steps or now - last_save >= self.save_every_s:
+                        self._persist(lambda s, a=saved, b=len(node.steps): s.append_steps(self.conv, node, a, node.steps[a:b]))
+                        saved, last_save = len(node.steps), now
+                    plugins.notify("step_generated", step=step, message=node, conversation=self.conv)
+                    yield step
+                elif isinstance(event, Done):
+                    done = event
+                    self._finish(node, event, start_steps)
+                    plugins.notify("answer_finished", message=node, done=event, conversation=self.conv)
+                    yield event
+                elif isinstance(event, Notice):
+                    yield event
+        except ChatcliError as e:
+            done = Done("error", 0, len(node.steps) - start_steps, None, None, text="", error=e.message)
+            self._finish(node, done, start_steps)
+            yield done
+        finally:
+            if node.status == "streaming":  # closed early, or the engine ended without Done
+                node.status = "cancelled"
+            if done is None:
+                done = Done("cancelled", 0, len(node.steps) - start_steps, None, None)
+            self.last_done = done
+            self._persist(lambda s: (s.append_steps(self.conv, node, saved, node.steps[saved:]), s.save_conversation(self.conv)))
+
+    def _finish(self, node: Node, done: Done, start_steps: int) -> None:
+        # Done.text is the engine's whole answer text; keep it when it extends what the
+        # steps showed (a flushed tail), otherwise trust the steps.
+        steps_text = node.step_text
+        prefix_text = "".join(s.text for s in node.steps[:start_steps])
+        if done.text and done.text.startswith(steps_text):
+            node.content = done.text  # the whole answer, with a tail no step carried
+        elif done.text and start_steps and (prefix_text + done.text).startswith(steps_text):
+            node.content = prefix_text + done.text  # only the new part
+        else:
+            node.content = steps_text
+        node.status = done.finish_reason
+        node.meta.update(
+            prompt_tokens=done.prompt_tokens,
+            completion_tokens=len(node.steps),
+            ttft_s=done.ttft_s,
+            tokens_per_s=done.tokens_per_s,
+        )
+        if done.error:
+            node.meta["error"] = done.error
+
+    # --- settings --------------------------------------------------------------------------
+
+    def set_param(self, name: str, value: str) -> str:
+        """Validate and apply one sampling parameter; returns 'name = value'. Nothing changes on error."""
+        key = resolve_param(name)
+        field = "top_n" if key == "top_shown" else key
+        parsed = parse_param_value(key, value)
+        self.conv.params = self.conv.params.with_(**{field: parsed})  # SamplingParams validates
+        self._persist(lambda s: s.save_conversation(self.conv) if self.conv.id is not None else None)
+        return f"{key} = {format_param(key, parsed)}"
+
+    def param_rows(self) -> list[tuple[str, str, str]]:
+        p = self.conv.params
+        values = {**{k: getattr(p, k) for k in PARAM_HELP if k != "top_shown"}, "top_shown": p.top_n}
+        return [(k, format_param(k, values[k]), PARAM_HELP[k]) for k in PARAM_HELP]
+
+    def set_system(self, text: str | None) -> None:
+        self.conv.system = text or None
+        self._persist(lambda s: s.save_conversation(self.conv) if self.conv.id is not None else None)
+
+    def new_conversation(self, *, keep_settings: bool) -> None:
+        """Start over; the previous conversation stays in the history."""
+        system, params = (self.conv.system, self.conv.params) if keep_settings else (self.default_system, self.default_params)
+        self.conv = Conversation(system=system, params=params)
+        if self.engine is not None:
+            self.conv.model = self.engine.identity.name
+
+    def resume(self, conv_id: int | str | None = None) -> Conversation:
+        """Load a saved conversation and make it current.
+
+        ``conv_id``: an id (int or digits, as ``--resume`` gives it), or None / "latest" /
+        "last" / "" for the latest; anything else is a :class:`UsageError`.
+        """
+        if self.store is None:
+            raise UsageError("history is not available in this session (--no-save or no data dir)")
+        if isinstance(conv_id, str):
+            spec = conv_id.strip()
+            if spec in ("latest", "last", ""):
+                conv_id = None
+            elif spec.isdigit():
+                conv_id = int(spec)
+            else:
+                raise UsageError(f"bad conversation id {conv_id!r}; give a number or 'latest'")
+        if conv_id is None:
+            conv_id = self.store.latest_id()
+            if conv_id is None:
+                raise UsageError("the history is empty; nothing to resume")
+        conv = self.store.load(conv_id)
+        self.conv = conv
+        if self.engine is not None and conv.model and conv.model != self.engine.identity.name:
+            self.on_notice(f"conversation {conv_id} was made with {conv.model}; answers now come from {self.engine.identity.name}", "info")
+        return conv
+
+    def switch_sibling(self, node_id: int, delta: int) -> Node:
+        node = self.conv.switch_sibling(node_id, delta)
+        self._persist(lambda s: s.save_conversation(self.conv) if self.conv.id is not None else None)
+        return node
+
+    # --- views -----------------------------------------------------------------------------
+
+    def raw_prompt(self) -> str:
+        """The exact string the model sees for the next answer (special tokens included)."""
+        return self._engine().render_prompt(self.conv.messages(), add_generation_prompt=True)
+
+    def context_usage(self) -> tuple[int, int] | None:
+        """(tokens the conversation fills, context length), or None before the model loads.
+
+        Counted from the rendered prompt (the template's special tokens included) plus
+        the last answer's tokens; called at the start and end of answers, not per token.
+        """
+        if self.engine is None:
+            return None
+        engine = self.engine
+        leaf = self.conv.leaf
+        if not capabilities(engine).exact_prompt:
+            return self._reported_usage()
+        if leaf is None:
+            used = 0
+        elif leaf.role == "assistant":
+            used = engine.count_tokens(engine.render_prompt(self.conv.messages(before=leaf))) + len(leaf.steps)
+        else:
+            used = engine.count_tokens(engine.render_prompt(self.conv.messages()))
+        return used, engine.identity.context_length
+
+    def _reported_usage(self) -> tuple[int, int] | None:
+        """Without the exact prompt (a remote server): the server's own count for the last answer."""
+        length = self.engine.identity.context_length if self.engine is not None else 0
+        leaf = self.conv.leaf
+        if not length or leaf is None or leaf.role != "assistant" or not leaf.meta.get("prompt_tokens"):
+            return None
+        return int(leaf.meta["prompt_tokens"]) + len(leaf.steps), length
+
+    def export(self, path: str | None = None) -> tuple[Path, Path]:
+        """Write the conversation as Markdown and JSON; returns both paths."""
+        if self.conv.is_empty():
+            raise UsageError("nothing to save yet; send a message first")
+        if path:
+            base = Path(path).expanduser()
+            if base.suffix.lower() in (".md", ".json", ".markdown"):
+                base = base.with_suffix("")
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            base = Path.cwd() / f"chatcli-{self.conv.id or stamp}"
+        md, js = base.with_suffix(".md"), base.with_suffix(".json")
+        try:
+            base.parent.mkdir(parents=True, exist_ok=True)
+            md.write_text(self.conv.to_markdown(), encoding="utf-8")
+            js.write_text(dumps(self.conv.to_json()) + "\n", encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"cannot write {base}.md/.json ({e.strerror or e}); pick another path") from None
+        return md, js
+
+    # --- persistence -----------------------------------------------------------------------
+
+    def _persist(self, action: Callable[[Store], object]) -> None:
+        if self.store is None:
+            return
+        try:
+            with self._lock:
+                action(self.store)
+        except (sqlite3.Error, OSError) as e:
+            path = self.store.path
+            self.store = None
+            self.on_notice(f"saving to {path} failed ({e}); this chat continues without saving", "warning")
+
+
+def ensure_generation_ok(done: Done) -> None:
+    """Raise the engine's error of a failed answer (for scripted front ends)."""
+    if done.finish_reason == "error":
+        raise GenerationError(done.error or "generation failed")

@@ -1,0 +1,329 @@
+"""The adapter slash commands, shared by the TUI and the plain REPL.
+
+``install(registry)`` adds them to a :class:`chatcli.chat.commands.Registry` (idempotent):
+
+    /load-lora PATH[:SCALE] [--name N] [--scale S]   /unload-lora N   /lora
+    /lora-scale N S   /lora-on N   /lora-off N   /merge N   /unmerge N   /compare [N]
+
+They act on the engine's :class:`~chatcli.lora.manager.AdapterManager`
+(:func:`~chatcli.lora.manager.engine_adapters`): changes wait for no answer
+(``idle_only``, and the engine's own lock) and reset the KV cache. ``/compare``
+re-scores the last answer with the adapters off and on; a front end that
+implements ``show_comparison(node, comparison)`` tints its transcript with it,
+others get a tinted copy of the answer and the steps that moved most. ``/load-lora``
+with no argument calls the front end's ``pick_adapter()`` when it has one (the
+TUI's picker), and is a usage error otherwise.
+
+:func:`status_text` is the short active-adapter summary for a status bar.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from chatcli.chat.commands import Arg, Command, CommandContext, Registry
+from chatcli.engine.protocol import capabilities
+from chatcli.errors import ChatcliError, UsageError
+
+
+def _manager(ctx: CommandContext, create: bool = True):
+    from chatcli.lora.manager import AdapterManager, engine_adapters
+
+    engine = ctx.core.engine
+    if engine is None:
+        raise ChatcliError("the model is still loading; try again in a moment")
+    caps = capabilities(engine)
+    if not caps.weights_in_process:  # a server: its own adapter control (same verbs), if it has one
+        control = getattr(engine, "adapters", None)
+        if control is None:
+            raise UsageError(f"{caps.unsupported('adapter control')}: this server offers no LoRA endpoints")
+        return control
+    if getattr(engine, "model", None) is None:
+        raise UsageError("adapters need chatcli's own PyTorch engine; this engine has no local model")
+    if not create and getattr(engine, "adapters", None) is None and getattr(engine.model, AdapterManager._ATTR, None) is None:
+        return None
+    return engine_adapters(engine)
+
+
+def _loaded(ctx: CommandContext):
+    mgr = _manager(ctx, create=False)
+    if mgr is None or len(mgr) == 0:
+        raise UsageError("no adapter is loaded: /load-lora PATH loads one")
+    return mgr
+
+
+def _float(text: str, what: str) -> float:
+    from chatcli.lora.manager import check_scale
+
+    try:
+        return check_scale(text)
+    except UsageError:
+        raise UsageError(f"{what} must be a finite number, not {text!r}") from None
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def load_lora(ctx: CommandContext, path: str | None = None) -> None:
+    from chatcli.lora.spec import resolve_adapter
+
+    usage = "usage: /load-lora PATH[:SCALE] [--name N] [--scale S]"
+    try:
+        words = shlex.split(path or "", posix=os.name != "nt")  # keep Windows backslashes
+    except ValueError as e:
+        raise UsageError(f"/load-lora: {e}; {usage}") from None
+    path, name, scale = None, None, None  # ``path`` now the adapter argument alone
+    it = iter(words)
+    for w in it:
+        if w in ("--name", "--scale"):
+            value = next(it, None)
+            if value is None:
+                raise UsageError(f"/load-lora: {w} needs a value; {usage}")
+            if w == "--name":
+                name = value
+            else:
+                scale = _float(value, "--scale")
+        elif w.startswith("--"):
+            raise UsageError(f"/load-lora: unknown option {w}; {usage}")
+        elif path is None:
+            path = w
+        else:
+            raise UsageError(f"/load-lora: one adapter at a time; {usage}")
+    if path is None:
+        pick = getattr(ctx, "pick_adapter", None)
+        if callable(pick) and not words:  # a front end with a file picker offers the known adapters
+            pick()
+            return
+        raise UsageError(f"/load-lora needs PATH; {usage}")
+    mgr = _manager(ctx)
+    spec = getattr(mgr, "resolve", resolve_adapter)(path)  # a server resolves paths on its own disk
+    info = mgr.load(spec.path, name=name or spec.name, scale=spec.scale if scale is None else scale)
+    role = ""
+    if hasattr(mgr, "adapter") and mgr.adapter(info.name).heads:  # a reward model scores answers; switched on it would change them
+        mgr.disable(info.name)
+        info = mgr.info(info.name)
+        role = " — a reward model: kept off for answers; /score uses it"
+    _notify_loaded(info)
+    if not capabilities(ctx.core.engine).weights_in_process:
+        ctx.say(f"loaded adapter {info.name} on the server ({spec.path}), scale {info.scale:g}, "
+                f"{'on' if info.enabled else 'off'}", "info")
+        _status_changed(ctx)
+        return
+    ctx.say(
+        f"loaded adapter {info.name}: rank {info.rank}, {info.modules} layers ({', '.join(info.targets) or 'none'}), "
+        f"{info.params:,} parameters ({info.percent:.2f}% of the model), scale {info.scale:g}{role}",
+        "info",
+    )
+    _status_changed(ctx)
+
+
+def _notify_loaded(info) -> None:
+    try:
+        from chatcli.plugins import manager as plugins
+    except ImportError:  # plugins are optional in stripped-down installs
+        return
+    plugins.notify("adapter_loaded", name=info.name, info=info)
+
+
+def unload_lora(ctx: CommandContext, name: str) -> None:
+    mgr = _loaded(ctx)
+    merged = mgr.info(name).merged
+    mgr.unload(name)
+    note = " (it was merged: the weights are restored within float rounding)" if merged else ""
+    ctx.say(f"unloaded adapter {name}{note}", "info")
+    _status_changed(ctx)
+
+
+def lora_table_cmd(ctx: CommandContext) -> None:
+    mgr = _manager(ctx, create=False)
+    if mgr is None or len(mgr) == 0:
+        ctx.say("no adapters loaded (/load-lora PATH loads one)", "result")
+        return
+    own = getattr(mgr, "table", None)  # a server's adapters have their own columns
+    ctx.say(own() if callable(own) else lora_table(mgr.list()), "result")
+
+
+def lora_table(infos) -> Table:
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
+    for col, justify in (("name", "left"), ("rank", "right"), ("alpha", "right"), ("targets", "left"),
+                         ("params", "right"), ("% base", "right"), ("scale", "right"), ("on", "left"), ("merged", "left")):  # fmt: skip
+        table.add_column(col, justify=justify, style="cyan" if col == "name" else None)
+    for i in infos:
+        rank = "/".join(map(str, i.ranks)) if len(i.ranks) > 1 else str(i.rank)
+        targets = ",".join(t.removesuffix("_proj") for t in i.targets) + (f" +{','.join(i.replaces)}" if i.replaces else "")
+        table.add_row(
+            i.name, rank, f"{i.alpha:g}" + (" rs" if i.rslora else ""), f"{targets} ({i.layers}L)",
+            f"{i.params:,}", f"{i.percent:.2f}", f"{i.scale:g}",
+            "[green]on[/green]" if i.enabled else "[dim]off[/dim]", "yes" if i.merged else "",
+        )  # fmt: skip
+    return table
+
+
+def lora_scale(ctx: CommandContext, name: str, scale: str) -> None:
+    mgr = _loaded(ctx)
+    value = _float(scale, "scale")
+    mgr.set_scale(name, value)
+    ctx.say(f"adapter {name} scale {value:g}" + (" (re-merged)" if mgr.info(name).merged else ""), "info")
+    _status_changed(ctx)
+
+
+def lora_on(ctx: CommandContext, name: str) -> None:
+    _loaded(ctx).enable(name)
+    ctx.say(f"adapter {name} on", "info")
+    _status_changed(ctx)
+
+
+def lora_off(ctx: CommandContext, name: str) -> None:
+    mgr = _loaded(ctx)
+    was_merged = mgr.info(name).merged
+    mgr.disable(name)
+    ctx.say(f"adapter {name} off" + (" (unmerged first)" if was_merged else ""), "info")
+    _status_changed(ctx)
+
+
+def merge(ctx: CommandContext, name: str) -> None:
+    mgr = _loaded(ctx)
+    mgr.merge(name)
+    ctx.say(f"adapter {name} merged into the weights (no per-token cost; /unmerge {name} separates it again)", "info")
+    _status_changed(ctx)
+
+
+def unmerge(ctx: CommandContext, name: str) -> None:
+    mgr = _loaded(ctx)
+    if not mgr.info(name).merged:
+        raise UsageError(f"adapter {name} is not merged")
+    mgr.unmerge(name)
+    ctx.say(f"adapter {name} unmerged (the base weights are back within float rounding)", "info")
+    _status_changed(ctx)
+
+
+def compare(ctx: CommandContext, name: str | None = None) -> None:
+    from chatcli.lora.compare import compare_answer
+    from chatcli.engine.fit import fit_messages
+
+    mgr = _loaded(ctx)
+    names = [name] if name else None
+    if name:
+        mgr.info(name)  # a clear error for an unknown name
+    node = _last_answer(ctx)
+    engine = ctx.core.engine
+    if not capabilities(engine).weights_in_process:  # a server: two requests, compared where they agree
+        from chatcli.remote.compare import compare_remote
+
+        ctx.say(comparison_view(compare_remote(engine, mgr, ctx.core.conv.messages(before=node), node, names)), "result")
+        return
+    answer = node.ids
+    messages = ctx.core.conv.messages(before=node)
+    kept, _ = fit_messages(messages, engine.tokenizer, engine.context_length, len(answer))
+    prompt = engine.tokenizer.encode_chat(kept)
+    result = compare_answer(engine.model, mgr, prompt, answer, names=names, top_n=5, tokenizer=engine.tokenizer)
+    node.meta["compare"] = result.to_json()
+    show = getattr(ctx, "show_comparison", None)
+    if callable(show):
+        show(node, result)
+        return
+    ctx.say(comparison_view(result), "result")
+
+
+def _last_answer(ctx: CommandContext):
+    for node in reversed(ctx.core.conv.path()):
+        if node.role == "assistant" and node.steps:
+            if node.status == "streaming":
+                raise UsageError("the answer is still streaming; /compare when it ends")
+            return node
+    raise UsageError("no answer to compare yet: send a message first")
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def kl_style(kl_bits: float) -> str:
+    """Background tint for a token by KL: none below 0.01 bits, deeper up to ~2 bits."""
+    if kl_bits < 0.01:
+        return ""
+    levels = ("#3a2f1a", "#5a3f1a", "#7a4a1a", "#9a4f1a", "#b8501a")
+    i = min(len(levels) - 1, int(max(0.0, kl_bits) / 0.4))
+    return f"on {levels[i]}"
+
+
+def comparison_view(result, rows: int = 8) -> RenderableType:
+    """The answer tinted by KL, then the steps that moved most with both distributions."""
+    summary = result.to_json()
+    head = Text(
+        f"{', '.join(result.adapters)} vs without: mean KL {summary['mean_kl_bits']:.3f} bits over "
+        f"{summary['tokens']} tokens; top choice changed at {summary['choices_changed']} step(s)\n",
+        style="bold",
+    )
+    body = Text()
+    for s in result.steps:
+        body.append(s.token, style=kl_style(s.kl_bits))
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold", title="steps that moved most", title_justify="left")
+    for col in ("#", "token", "KL bits", "p base", "p adapter", "base top", "adapter top"):
+        table.add_column(col, justify="right" if col in ("#", "KL bits", "p base", "p adapter") else "left")
+    for s in sorted(result.steps, key=lambda s: -s.kl_bits)[:rows]:
+        by_base = sorted(s.top, key=lambda t: -t.p_base)[:3]
+        by_adapter = sorted(s.top, key=lambda t: -t.p_adapter)[:3]
+        table.add_row(
+            str(s.index), repr(s.token), f"{s.kl_bits:.3f}", f"{s.p_base:.3f}", f"{s.p_adapter:.3f}",
+            "  ".join(f"{t.token!r} {t.p_base:.2f}" for t in by_base),
+            "  ".join(f"{t.token!r} {t.p_adapter:.2f}" for t in by_adapter),
+        )  # fmt: skip
+    return Group(head, body, Text(""), table)
+
+
+def status_text(engine: Any) -> str:
+    """'lora: sft×0.5, dpo (merged)' for the active adapters, '' when none."""
+    from chatcli.lora.manager import AdapterManager
+
+    model = getattr(engine, "model", None)
+    mgr = getattr(engine, "adapters", None) or (getattr(model, AdapterManager._ATTR, None) if model is not None else None)
+    if mgr is None:
+        return ""
+    parts = []
+    for i in mgr.list():
+        if not i.enabled:
+            continue
+        parts.append(i.name + (f"×{i.scale:g}" if i.scale != 1.0 else "") + (" (merged)" if i.merged else ""))
+    return "lora: " + ", ".join(parts) if parts else ""
+
+
+def _status_changed(ctx: CommandContext) -> None:
+    hook = getattr(ctx, "adapters_changed", None)
+    if callable(hook):
+        hook()
+
+
+# --- registration ------------------------------------------------------------------------------
+
+COMMANDS = (
+    Command("load-lora", load_lora, "load a LoRA adapter (PEFT folder or .safetensors): /load-lora PATH[:SCALE] [--name N] [--scale S]; "
+            "no PATH in the chat: pick one from a list",
+            (Arg("path", "text", optional=True, help="PATH[:SCALE] [--name N] [--scale S]"),), idle_only=True),
+    Command("unload-lora", unload_lora, "unload an adapter (the model is exactly as before it)", (Arg("name"),), idle_only=True),
+    Command("lora", lora_table_cmd, "list adapters: rank, alpha, targets, parameters, scale, on/off, merged", aliases=("loras",)),
+    Command("lora-scale", lora_scale, "set an adapter's scale (any number; 0 = no effect, negative = opposite)",
+            (Arg("name"), Arg("scale")), idle_only=True),
+    Command("lora-on", lora_on, "switch an adapter on", (Arg("name"),), idle_only=True),
+    Command("lora-off", lora_off, "switch an adapter off", (Arg("name"),), idle_only=True),
+    Command("merge", merge, "merge an adapter into the weights (faster; /unmerge separates it)", (Arg("name"),), idle_only=True),
+    Command("unmerge", unmerge, "separate a merged adapter from the weights again", (Arg("name"),), idle_only=True),
+    Command("compare", compare, "re-score the last answer without the adapters (or without NAME): per-token KL and shifts",
+            (Arg("name", optional=True),), idle_only=True),
+)  # fmt: skip
+
+
+def install(registry: Registry) -> list[str]:
+    """Add the adapter commands to ``registry`` (those already there are left as they are)."""
+    added = []
+    for c in COMMANDS:
+        if registry.get(c.name) is c:
+            continue
+        registry.add(c)
+        added.append(c.name)
+    return added

@@ -1,0 +1,272 @@
+"""Conversation history in SQLite (WAL) in the user data dir.
+
+Contract:
+- :meth:`Store.open` raises :class:`StoreUnavailable` (one line: where, why, what to
+  do) when the data dir is missing and cannot be made, read-only, locked, or holds a
+  database from a newer chatcli. Front ends report it and chat in memory.
+- The schema carries ``PRAGMA user_version``; :data:`MIGRATIONS` upgrade older
+  files forward in one transaction each, never backward.
+- Writes are small transactions (WAL, ``synchronous=NORMAL``): an answer's steps
+  are appended in batches while it streams, so ``kill -9`` loses at most the batch
+  not yet written. One connection is shared by the UI thread and the generation
+  worker, guarded by a lock.
+
+Tables: ``conversations`` (title, model, system, params, active-branch map),
+``messages`` (the tree: parent, role, content, status, meta), ``steps`` (one row
+per generated token, the distribution as compact JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from chatcli.engine.events import Step
+from chatcli.engine.params import SamplingParams
+from chatcli.errors import ChatcliError, UsageError
+from chatcli.chat.session import Conversation, Node, dumps, step_from_row, step_to_row
+from chatcli.chat.sqlite_util import Transaction, data_file, open_db
+
+DB_NAME = "history.sqlite3"
+
+# Each entry upgrades the schema from version i to i+1 (index i). Append, never edit.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE conversations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        title TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        model TEXT,
+        system TEXT,
+        params TEXT NOT NULL DEFAULT '{}',
+        active TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE messages (
+        conv_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        id INTEGER NOT NULL,
+        parent INTEGER,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'stop',
+        created REAL NOT NULL,
+        meta TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (conv_id, id)
+    );
+    CREATE TABLE steps (
+        conv_id INTEGER NOT NULL,
+        msg_id INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (conv_id, msg_id, idx),
+        FOREIGN KEY (conv_id, msg_id) REFERENCES messages(conv_id, id) ON DELETE CASCADE
+    );
+    CREATE INDEX conversations_updated ON conversations(updated);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+_TAIL = " — chatting without saving"  # what every open error adds: the chat goes on in memory
+
+
+class StoreUnavailable(ChatcliError):
+    """History cannot be read or written; the chat goes on in memory."""
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    id: int
+    title: str
+    model: str | None
+    created: float
+    updated: float
+    messages: int
+
+
+def default_db_path() -> Path:
+    """``history.sqlite3`` in the user data dir (``$CHATCLI_HOME/data`` when set)."""
+    return data_file(DB_NAME, StoreUnavailable, _TAIL)
+
+
+class Store:
+    """A handle on the history database. Thread-safe (one connection, one lock)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = threading.RLock()
+
+    # --- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | str | None = None, *, timeout: float = 2.0) -> "Store":
+        path = Path(path) if path is not None else default_db_path()
+        conn = open_db(
+            path, what=f"history database {path}", error=StoreUnavailable, migrations=MIGRATIONS,
+            synchronous="NORMAL", timeout=timeout, tail=_TAIL,
+        )
+        return cls(conn, path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def save_conversation(self, conv: Conversation) -> int:
+        """Insert or update the conversation header; assigns ``conv.id`` on first save."""
+        row = (
+            conv.title, conv.created, conv.updated, conv.model, conv.system,
+            dumps(conv.params.to_json()), dumps({str(k): v for k, v in conv.active.items()}),
+        )
+        with self._lock, self._tx():
+            if conv.id is None:
+                cur = self._conn.execute(
+                    "INSERT INTO conversations(title, created, updated, model, system, params, active)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    row,
+                )
+                conv.id = int(cur.lastrowid)
+            else:
+                self._conn.execute(
+                    "INSERT INTO conversations(id, title, created, updated, model, system, params, active)"
+                    " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET title=excluded.title,"
+                    " updated=excluded.updated, model=excluded.model, system=excluded.system,"
+                    " params=excluded.params, active=excluded.active",
+                    (conv.id, *row),
+                )
+        return conv.id
+
+    def save_node(self, conv: Conversation, node: Node, *, with_steps: bool = False) -> None:
+        """Insert or update one message (and, optionally, replace all its steps)."""
+        if conv.id is None:
+            self.save_conversation(conv)
+        with self._lock, self._tx():
+            self._upsert_node(conv, node)
+            if with_steps:
+                self._conn.execute("DELETE FROM steps WHERE conv_id=? AND msg_id=?", (conv.id, node.id))
+                self._insert_steps(conv.id, node.id, 0, node.steps)
+
+    def append_steps(self, conv: Conversation, node: Node, start: int, steps: Sequence[Step]) -> None:
+        """Write ``steps`` as positions ``start..`` of ``node`` and its content so far, in one transaction."""
+        with self._lock, self._tx():
+            self._upsert_node(conv, node)
+            self._insert_steps(conv.id, node.id, start, steps)
+
+    def delete(self, conv_id: int) -> bool:
+        with self._lock, self._tx():
+            self._conn.execute("DELETE FROM steps WHERE conv_id=?", (conv_id,))
+            self._conn.execute("DELETE FROM messages WHERE conv_id=?", (conv_id,))
+            cur = self._conn.execute("DELETE FROM conversations WHERE id=?", (conv_id,))
+            return cur.rowcount > 0
+
+    def _upsert_node(self, conv: Conversation, node: Node) -> None:
+        self._conn.execute(
+            "INSERT INTO messages(conv_id, id, parent, role, content, status, created, meta)"
+            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(conv_id, id) DO UPDATE SET content=excluded.content,"
+            " status=excluded.status, meta=excluded.meta",
+            (conv.id, node.id, node.parent, node.role, node.content, node.status, node.created, dumps(node.meta)),
+        )
+        self._conn.execute(
+            "UPDATE conversations SET updated=?, title=?, active=? WHERE id=?",
+            (time.time(), conv.title, dumps({str(k): v for k, v in conv.active.items()}), conv.id),
+        )
+
+    def _insert_steps(self, conv_id: int, msg_id: int, start: int, steps: Sequence[Step]) -> None:
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO steps(conv_id, msg_id, idx, data) VALUES (?,?,?,?)",
+            [(conv_id, msg_id, start + i, dumps(step_to_row(s))) for i, s in enumerate(steps)],
+        )
+
+    def _tx(self):
+        return Transaction(self._conn)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def list(self, limit: int | None = None) -> list[ConversationSummary]:
+        sql = (
+            "SELECT c.id, c.title, c.model, c.created, c.updated,"
+            " (SELECT COUNT(*) FROM messages m WHERE m.conv_id = c.id)"
+            " FROM conversations c ORDER BY c.updated DESC, c.id DESC"
+        )
+        args: tuple = ()
+        if limit is not None:
+            sql += " LIMIT ?"
+            args = (int(limit),)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [ConversationSummary(int(r[0]), r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
+
+    def recent_inputs(self, limit: int = 200) -> list[str]:
+        """The person's most recent messages across conversations, oldest first (prompt history)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT content FROM messages WHERE role='user' ORDER BY created DESC LIMIT ?", (int(limit),)
+            ).fetchall()
+        out: list[str] = []
+        for (text,) in reversed(rows):
+            if not out or out[-1] != text:
+                out.append(text)
+        return out
+
+    def latest_id(self) -> int | None:
+        items = self.list(limit=1)
+        return items[0].id if items else None
+
+    def load(self, conv_id: int) -> Conversation:
+        """The whole tree with its steps; :class:`UsageError` if there is no such conversation."""
+        with self._lock:
+            head = self._conn.execute(
+                "SELECT id, title, created, updated, model, system, params, active FROM conversations WHERE id=?",
+                (int(conv_id),),
+            ).fetchone()
+            if head is None:
+                raise UsageError(f"no conversation {conv_id} in the history; `chatcli history list` shows the ids")
+            msgs = self._conn.execute(
+                "SELECT id, parent, role, content, status, created, meta FROM messages WHERE conv_id=? ORDER BY id",
+                (int(conv_id),),
+            ).fetchall()
+            step_rows = self._conn.execute(
+                "SELECT msg_id, idx, data FROM steps WHERE conv_id=? ORDER BY msg_id, idx", (int(conv_id),)
+            ).fetchall()
+        conv = Conversation(
+            id=int(head[0]), title=head[1], created=head[2], model=head[4], system=head[5],
+            params=_params_from_json(head[6]),
+        )
+        conv.updated = head[3]
+        for mid, parent, role, content, status, created, meta in msgs:
+            # An answer still "streaming" in the file was cut off by a crash or kill.
+            status = "cancelled" if status == "streaming" else status
+            conv.insert(Node(int(mid), parent, role, content, [], status, created, json.loads(meta or "{}")))
+        for mid, idx, data in step_rows:
+            node = conv.nodes.get(int(mid))
+            if node is not None and idx == len(node.steps):  # a gap would break the token<->text mapping
+                node.steps.append(step_from_row(idx, json.loads(data)))
+        for node in conv.nodes.values():
+            if node.role == "assistant" and not node.content.startswith(node.step_text):
+                node.content = node.step_text  # a crash between a step batch and its content update
+        conv.active = {(None if k == "None" else int(k)): int(v) for k, v in json.loads(head[7] or "{}").items()}
+        return conv
+
+
+def _params_from_json(text: str | None) -> SamplingParams:
+    try:
+        d = json.loads(text or "{}")
+        known = {k: v for k, v in d.items() if k in SamplingParams.__dataclass_fields__}
+        if "stop" in known:
+            known["stop"] = tuple(known["stop"])
+        return SamplingParams(**known)
+    except (ValueError, TypeError, ChatcliError):
+        return SamplingParams()  # parameters written by a future version: fall back to defaults
+
+
+def open_store(path: Path | str | None = None) -> tuple[Store | None, str | None]:
+    """The store, or ``(None, message)`` to report when history is unavailable."""
+    try:
+        return Store.open(path), None
+    except StoreUnavailable as e:
+        return None, e.message

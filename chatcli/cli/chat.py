@@ -1,0 +1,236 @@
+"""``chatcli chat`` and ``chatcli history``: the command-line doors to the chat front ends.
+
+``register(app)`` adds both to the root typer app. ``chat`` opens the Textual app,
+or plain mode (``--plain``, or when stdin/stdout is not a terminal); the model
+loads through :func:`chatcli.engine.loader.load_engine` inside the front end, so
+the TUI shows progress and stays responsive while it loads.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from chatcli.cli.common import (
+    ApiKeyEnvOpt, ChatTemplateOpt, DeviceOpt, DtypeOpt, EndpointOpt, LogprobsModeOpt, LoraOpt, MinPOpt, ModelOpt,
+    QuantizeOpt, RepetitionPenaltyOpt, TemperatureOpt, ThreadsOpt, TimeoutOpt, TopKOpt, TopPOpt, check_dtype,
+    check_quantize, remote_factory,
+    sampling_params, set_threads,
+)
+from chatcli.errors import UsageError
+
+TINTS = ("off", "model_prob", "entropy")
+
+
+def engine_factory(model: str, dtype: str, device: str, chat_template: str | None, lora=(), quantize: str = "none"):
+    """A factory ``progress -> engine`` for the front ends (loads torch only when called)."""
+
+    def factory(progress):
+        from chatcli.engine.loader import load_engine
+
+        engine = load_engine(
+            model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora,
+            quantize=quantize,
+        )
+        require = getattr(engine, "require_chat_template", None)
+        if require is not None:
+            require()  # chatting needs the model's chat template; the error says what to do
+        return engine
+
+    return factory
+
+
+def chat(
+    conv_id: int | None = typer.Argument(None, metavar="[ID]", help="With --resume: the conversation to reopen."),
+    model: str = ModelOpt,
+    system: str | None = typer.Option(None, "--system", "-s", help="System prompt (default: the chat template decides)."),
+    temperature: float | None = TemperatureOpt,
+    top_k: int | None = TopKOpt,
+    top_p: float | None = TopPOpt,
+    min_p: float | None = MinPOpt,
+    repetition_penalty: float | None = RepetitionPenaltyOpt,
+    max_tokens: int | None = typer.Option(None, "--max-tokens", "-n", help="Longest answer in tokens. [default: 512]"),
+    seed: int | None = typer.Option(None, "--seed", help="Sampling seed (default: a new one per answer)."),
+    top: int | None = typer.Option(None, "--top", help="Alternatives shown per step. [default: 5]"),
+    resume: bool = typer.Option(
+        False, "--resume", "-r", help="Reopen a saved conversation: `chat --resume ID`, or the latest without ID.",
+    ),
+    no_save: bool = typer.Option(False, "--no-save", help="Keep this chat out of the history."),
+    plain: bool = typer.Option(False, "--plain", help="Line-based chat (also used when stdin or stdout is not a terminal)."),
+    tint: str | None = typer.Option(None, "--tint", help="Colour tokens by certainty: off, model_prob or entropy."),
+    dtype: str = DtypeOpt,
+    quantize: str = QuantizeOpt,
+    device: str = DeviceOpt,
+    threads: int | None = ThreadsOpt,
+    chat_template: str | None = ChatTemplateOpt,
+    lora: list[str] | None = LoraOpt,
+    endpoint: str | None = EndpointOpt,
+    api_key_env: str | None = ApiKeyEnvOpt,
+    timeout: float = TimeoutOpt,
+    logprobs_mode: str = LogprobsModeOpt,
+) -> None:
+    """Chat with a local model (or one on an OpenAI-compatible server) and see how every token was chosen."""
+    params = sampling_params(
+        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+        max_tokens=max_tokens, seed=seed, stop=None, top_n=top,
+    )
+    check_dtype(dtype)
+    quantize = check_quantize(quantize)
+    set_threads(threads)
+    if tint is not None and tint not in TINTS:
+        raise UsageError(f"invalid --tint {tint!r}: use off, model_prob or entropy")
+    if conv_id is not None and not resume:
+        raise UsageError(f"to reopen conversation {conv_id}, use `chatcli chat --resume {conv_id}`")
+    resume_id: int | str | None = (conv_id if conv_id is not None else "latest") if resume else None
+    if resume_id is not None and no_save:
+        raise UsageError("--resume needs the history; drop --no-save")
+
+    from chatcli.chat.store import open_store
+
+    store, warning = (None, None) if no_save else open_store()
+    if resume_id is not None and store is None and warning:
+        raise UsageError(f"cannot resume: {warning}")
+    if endpoint is not None:
+        factory = remote_factory(endpoint, model, api_key_env=api_key_env, timeout=timeout, logprobs_mode=logprobs_mode,
+                                 local_only={"--lora": bool(lora), "--chat-template": chat_template is not None,
+                                             "--dtype": dtype != "float32", "--device": device != "auto",
+                                             "--quantize": quantize != "none"})
+    else:
+        if api_key_env is not None:
+            raise UsageError("--api-key-env goes with --endpoint (a key for a remote server)")
+        if lora:
+            from chatcli.lora.spec import preflight
+
+            preflight(list(lora))  # a wrong adapter path fails now, not inside the app
+        factory = engine_factory(model, dtype, device, chat_template, tuple(lora or ()), quantize)
+    use_plain = plain or not sys.stdin.isatty() or not sys.stdout.isatty()
+    problems = install_plugin_commands(report_to_stderr=use_plain)
+    if use_plain:
+        from chatcli.chat.repl import run_repl
+
+        rc = run_repl(
+            factory, store=store, store_warning=warning, params=params, system=system, resume=resume_id,
+            tint=tint or "model_prob",
+        )
+        raise typer.Exit(rc)
+
+    from chatcli.tui.app import make_app
+
+    app = make_app(
+        factory, model_name=model, params=params, system=system, store=store, store_warning=warning,
+        resume=resume_id, tint=tint or "off", notes=problems,
+    )
+    app.run()
+    conv = app.core.conv
+    if store is not None and conv.id is not None:
+        sys.stderr.write(f"chatcli: conversation saved as #{conv.id} (chatcli chat --resume {conv.id})\n")
+
+
+def install_plugin_commands(report_to_stderr: bool) -> list[str]:
+    """Add the adapter commands and the plugins' slash commands to the shared registry.
+
+    Returns the problems to show in the TUI (plain mode reports them on stderr).
+    """
+    from chatcli.chat import lora_commands
+    from chatcli.plugins import manager as plugins
+    from chatcli.chat.commands import REGISTRY
+
+    lora_commands.install(REGISTRY)
+    problems: list[str] = []
+    report = plugins.stderr_report if report_to_stderr else problems.append
+    try:
+        plugins.install_commands(REGISTRY, report=report)
+    except Exception as e:  # the plugin system itself failing must not stop a chat
+        report(f"plugins not loaded ({type(e).__name__}: {e})")
+    return problems
+
+
+history_app = typer.Typer(help="Saved conversations: list, show, export, remove.", no_args_is_help=True)
+
+
+def _store():
+    from chatcli.chat.store import Store
+
+    return Store.open()  # StoreUnavailable is a ChatcliError: one line, exit 1
+
+
+@history_app.command("list")
+def history_list(
+    limit: int = typer.Option(20, "--limit", "-n", help="How many, newest first (0 = all)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """List saved conversations, newest first."""
+    items = _store().list(limit=limit or None)
+    if as_json:
+        for s in items:
+            sys.stdout.write(json.dumps({"id": s.id, "title": s.title, "model": s.model, "created": s.created,
+                                         "updated": s.updated, "messages": s.messages}, ensure_ascii=False) + "\n")
+        return
+    if not items:
+        sys.stderr.write("chatcli: the history is empty\n")
+        return
+    from rich.console import Console
+
+    from chatcli.chat.commands import history_table
+
+    Console(highlight=False).print(history_table(items))
+
+
+@history_app.command("show")
+def history_show(
+    conv_id: int = typer.Argument(..., metavar="ID", help="Conversation id (chatcli history list)."),
+    as_json: bool = typer.Option(False, "--json", help="The JSON export, with every token's distribution."),
+    tokens: bool = typer.Option(False, "--tokens", help="Also each answer's tokens with probabilities."),
+) -> None:
+    """Print a saved conversation as Markdown (or JSON)."""
+    conv = _store().load(conv_id)
+    if as_json:
+        sys.stdout.write(json.dumps(conv.to_json(), ensure_ascii=False, indent=2) + "\n")
+        return
+    sys.stdout.write(conv.to_markdown())
+    if tokens:
+        from chatcli.chat.printed_steps import print_steps
+
+        for node in conv.path():
+            if node.role == "assistant" and node.steps:
+                sys.stdout.write(f"\n## Tokens of answer {node.id}\n\n")
+                sys.stdout.flush()
+                print_steps(node.steps)
+
+
+@history_app.command("export")
+def history_export(
+    conv_id: int = typer.Argument(..., metavar="ID", help="Conversation id."),
+    path: str | None = typer.Argument(None, help="Where to write PATH.md and PATH.json (default ./chatcli-ID)."),
+    all_branches: bool = typer.Option(False, "--all-branches", help="JSON with every branch, not only the active path."),
+) -> None:
+    """Write a saved conversation as Markdown and JSON files."""
+    from chatcli.chat.core import ChatCore
+
+    core = ChatCore(None, store=None)
+    core.conv = _store().load(conv_id)
+    md, js = core.export(path or f"chatcli-{conv_id}")
+    if all_branches:
+        js.write_text(json.dumps(core.conv.to_json(all_branches=True), ensure_ascii=False) + "\n", encoding="utf-8")
+    sys.stdout.write(f"{md}\n{js}\n")
+
+
+@history_app.command("rm")
+def history_rm(
+    conv_ids: list[int] = typer.Argument(..., metavar="ID...", help="Conversation ids to remove."),
+) -> None:
+    """Remove saved conversations."""
+    store = _store()
+    missing = [i for i in conv_ids if not store.delete(i)]
+    removed = len(conv_ids) - len(missing)
+    sys.stderr.write(f"chatcli: removed {removed} conversation{'s' * (removed != 1)}\n")
+    if missing:
+        raise UsageError(f"no conversation {', '.join(map(str, missing))} in the history; `chatcli history list` shows the ids")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("chat")(chat)
+    app.add_typer(history_app, name="history")
+

@@ -1,0 +1,156 @@
+"""Options and helpers shared by the commands that load a model (generate, chat, score, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from chatcli.errors import UsageError
+from chatcli.engine.params import SamplingParams
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+ModelOpt = typer.Option(
+    DEFAULT_MODEL, "--model", "-m", help="Model name, local directory, .gguf file, or hf:ORG/NAME."
+)
+DtypeOpt = typer.Option("float32", "--dtype", help="float32 (reference), bfloat16 or float16.")
+QuantizeOpt = typer.Option(
+    "none", "--quantize",
+    help="none, or int8: weight-only int8 projections and LM head (faster CPU decode, a small quality cost).",
+)
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
+ThreadsOpt = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice).")
+LoraOpt = typer.Option(
+    None, "--lora",
+    help="LoRA adapter PATH[:SCALE] (repeatable): a PEFT folder or .safetensors, or a name from ./adapters, "
+    "the demo adapters or the user adapter folder.",
+)
+ChatTemplateOpt = typer.Option(
+    None, "--chat-template", help="A Jinja chat template file that replaces the model's own."
+)
+
+# A remote OpenAI-compatible server instead of the local engine (chat, generate).
+EndpointOpt = typer.Option(
+    None, "--endpoint", help="Use an OpenAI-compatible server (vLLM, llama.cpp, chatcli serve) at this URL, "
+    "e.g. http://127.0.0.1:8000/v1; --model is then the server's model name.",
+)
+ApiKeyEnvOpt = typer.Option(
+    None, "--api-key-env", metavar="VAR", help="With --endpoint: the environment variable that holds the API key.",
+)
+TimeoutOpt = typer.Option(60.0, "--timeout", help="With --endpoint: seconds to wait for the server before giving up.")
+LogprobsModeOpt = typer.Option(
+    "raw", "--logprobs-mode",
+    help="With --endpoint: raw (the server's logprobs are the model's, vLLM's default) or processed "
+    "(the server reports post-sampling logprobs, e.g. vLLM --logprobs-mode processed_logprobs).",
+)
+
+
+def remote_factory(endpoint: str, model: str, *, api_key_env: str | None, timeout: float, logprobs_mode: str,
+                   local_only: dict[str, bool] | None = None):
+    """A factory ``progress -> engine`` for a remote server; checks the flags first.
+
+    ``local_only`` names flags that make sense only for the local engine and whether
+    they were given; any given one is a usage error. The default model name means
+    "the server's model" (the server may call it something else).
+    """
+    from chatcli.remote.client import split_endpoint
+
+    given = [flag for flag, on in (local_only or {}).items() if on]
+    if given:
+        raise UsageError(f"{', '.join(given)} cannot be used with --endpoint: the server runs the model "
+                         "(load adapters in the chat with /load-lora)")
+    if logprobs_mode not in ("raw", "processed"):
+        raise UsageError(f"invalid --logprobs-mode {logprobs_mode!r}: use raw or processed")
+    split_endpoint(endpoint)  # a malformed URL fails now
+    from chatcli.remote.backend import read_api_key
+
+    read_api_key(api_key_env)  # so does a missing key (read again, not kept, when connecting)
+
+    def factory(progress=None):
+        from chatcli.remote import connect
+
+        if progress:
+            progress("connecting", 0, 1)
+        engine = connect(endpoint, None if model == DEFAULT_MODEL else model, api_key_env=api_key_env,
+                         timeout=timeout, logprobs_mode=logprobs_mode)  # type: ignore[arg-type]
+        if progress:
+            progress("connecting", 1, 1)
+        return engine
+
+    return factory
+
+
+# Sampling options of the commands that generate (None: the SamplingParams default).
+TemperatureOpt = typer.Option(None, "--temperature", "-t", help="0 = greedy. [default: 0.7]")
+TopKOpt = typer.Option(None, "--top-k", help="Keep the k most probable tokens (0 = off).")
+TopPOpt = typer.Option(None, "--top-p", help="Nucleus sampling mass in (0, 1] (1 = off).")
+MinPOpt = typer.Option(None, "--min-p", help="Drop tokens below min_p x the top probability.")
+RepetitionPenaltyOpt = typer.Option(None, "--repetition-penalty", help="1 = off.")
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"invalid --threads {threads}: use an integer >= 1")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def check_quantize(quantize: str) -> str:
+    """The --quantize value, checked before anything loads (no torch import)."""
+    from chatcli.model.quant_choice import check_quantize as check
+
+    return check(quantize)
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in ("float32", "bfloat16", "float16", "auto"):
+        raise UsageError(f"invalid --dtype {dtype!r}: use float32, bfloat16 or float16")
+    return dtype
+
+
+def sampling_params(
+    *,
+    temperature: float | None,
+    top_k: int | None,
+    top_p: float | None,
+    min_p: float | None,
+    repetition_penalty: float | None,
+    max_tokens: int | None,
+    seed: int | None,
+    stop: list[str] | None,
+    top_n: int | None,
+) -> SamplingParams:
+    """Build validated params from CLI flags; flags left out keep chatcli's defaults."""
+    given = {
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "min_p": min_p,
+        "repetition_penalty": repetition_penalty,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "top_n": top_n,
+    }
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    if stop:
+        kwargs["stop"] = tuple(stop)
+    return SamplingParams(**kwargs)
+
+
+def read_text_arg(value: str, what: str = "prompt") -> str:
+    """``-`` reads stdin; ``@FILE`` reads a file; anything else is the text itself."""
+    import sys
+
+    if value == "-":
+        return sys.stdin.read()
+    if value.startswith("@") and len(value) > 1:
+        path = Path(value[1:])
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"cannot read {what} file {path}: {e.strerror}") from None
+    return value

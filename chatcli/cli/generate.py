@@ -1,0 +1,176 @@
+"""``chatcli generate``: one answer, streamed to stdout as text or JSONL."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+
+import typer
+
+from chatcli import __version__
+from chatcli.cli.common import (
+    ApiKeyEnvOpt,
+    ChatTemplateOpt,
+    DeviceOpt,
+    DtypeOpt,
+    EndpointOpt,
+    LogprobsModeOpt,
+    LoraOpt,
+    MinPOpt,
+    ModelOpt,
+    QuantizeOpt,
+    RepetitionPenaltyOpt,
+    TemperatureOpt,
+    ThreadsOpt,
+    TimeoutOpt,
+    TopKOpt,
+    TopPOpt,
+    check_dtype,
+    check_quantize,
+    read_text_arg,
+    remote_factory,
+    sampling_params,
+    set_threads,
+)
+from chatcli.engine.events import Done, Notice, Step
+from chatcli.errors import GenerationError, UsageError
+
+
+def generate(
+    prompt: str = typer.Argument(..., help="The message (or '-' for stdin, '@FILE' for a file)."),
+    system: str | None = typer.Option(
+        None, "--system", help="System message ('' sends an empty one; default: the template decides)."
+    ),
+    raw: bool = typer.Option(False, "--raw", help="Plain-text continuation, no chat template."),
+    temperature: float | None = TemperatureOpt,
+    top_k: int | None = TopKOpt,
+    top_p: float | None = TopPOpt,
+    min_p: float | None = MinPOpt,
+    repetition_penalty: float | None = RepetitionPenaltyOpt,
+    max_tokens: int | None = typer.Option(None, "--max-tokens", "-n", help="Most new tokens. [default: 512]"),
+    seed: int | None = typer.Option(None, "--seed", help="Same seed, same output (default: random, reported)."),
+    stop: list[str] | None = typer.Option(None, "--stop", help="Stop string (repeatable)."),
+    model: str = ModelOpt,
+    dtype: str = DtypeOpt,
+    quantize: str = QuantizeOpt,
+    device: str = DeviceOpt,
+    threads: int | None = ThreadsOpt,
+    chat_template: str | None = ChatTemplateOpt,
+    lora: list[str] | None = LoraOpt,
+    top: int = typer.Option(5, "--top", help="Alternatives shown per step."),
+    as_json: bool = typer.Option(False, "--json", help="JSONL on stdout: meta, one step per token, done."),
+    show_probs: bool = typer.Option(False, "--show-probs", help="After the answer, each token with its probability and alternatives."),
+    print_prompt: bool = typer.Option(False, "--print-prompt", help="Print the exact prompt string and exit (no weights loaded)."),
+    endpoint: str | None = EndpointOpt,
+    api_key_env: str | None = ApiKeyEnvOpt,
+    timeout: float = TimeoutOpt,
+    logprobs_mode: str = LogprobsModeOpt,
+) -> None:
+    """Stream one answer to PROMPT, with the probability of every token."""
+    params = sampling_params(
+        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+        repetition_penalty=repetition_penalty, max_tokens=max_tokens, seed=seed,
+        stop=stop, top_n=top,
+    )
+    check_dtype(dtype)
+    quantize = check_quantize(quantize)
+    set_threads(threads)
+    text = read_text_arg(prompt)
+    messages = [] if system is None else [{"role": "system", "content": system}]
+    messages.append({"role": "user", "content": text})
+
+    if endpoint is not None:
+        factory = remote_factory(endpoint, model, api_key_env=api_key_env, timeout=timeout, logprobs_mode=logprobs_mode,
+                                 local_only={"--lora": bool(lora), "--chat-template": chat_template is not None,
+                                             "--print-prompt": print_prompt, "--dtype": dtype != "float32",
+                                             "--device": device != "auto", "--quantize": quantize != "none"})
+        _answer(factory(), text, messages, params, raw=raw, as_json=as_json, show_probs=show_probs, lora=False)
+        return
+    if api_key_env is not None:
+        raise UsageError("--api-key-env goes with --endpoint (a key for a remote server)")
+    from chatcli.engine.loader import load_engine, load_prompt_renderer
+    from chatcli.progress import stderr_progress
+
+    if print_prompt:
+        with stderr_progress() as progress:
+            renderer = load_prompt_renderer(model, chat_template=chat_template, progress=progress)
+        sys.stdout.write(text if raw else renderer.render_prompt(messages))
+        sys.stdout.flush()
+        return
+
+    with stderr_progress() as progress:
+        engine = load_engine(
+            model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora or (),
+            quantize=quantize, warm_up=False,  # one answer: a warm-up forward would only add its own time (see load_engine)
+        )
+    if not raw:
+        engine.require_chat_template()
+    _answer(engine, text, messages, params, raw=raw, as_json=as_json, show_probs=show_probs, lora=bool(lora))
+
+
+def _answer(engine, text: str, messages: list[dict], params, *, raw: bool, as_json: bool, show_probs: bool, lora: bool) -> None:
+    """Stream one answer of ``engine`` (local or remote) to stdout as text or JSONL."""
+    if params.seed is None:
+        params = params.with_(seed=random.randrange(2**31))
+
+    if as_json:
+        _emit({
+            "type": "meta", "model": engine.identity.name, "model_sha256": engine.identity.sha256,
+            "dtype": engine.identity.dtype, "device": engine.identity.device,
+            "quantize": getattr(engine.identity, "quantize", "none"),
+            "params": params.to_json(), "seed": params.seed, "raw": raw,
+            "adapters": [{"name": a.name, "scale": a.scale} for a in engine.adapters.list()] if lora else [],
+            **({"endpoint": engine.identity.path} if engine.identity.model_type.startswith("remote") else {}),
+            "chatcli_version": __version__,
+        })
+    events = engine.complete(text, params) if raw else engine.chat(messages, params)
+    steps: list[Step] = []
+    done: Done | None = None
+    try:
+        for event in events:
+            if isinstance(event, Step):
+                steps.append(event)
+                if as_json:
+                    _emit(event.to_json())
+                elif event.text:
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+            elif isinstance(event, Notice):
+                sys.stderr.write(f"chatcli: {event.message}\n")
+            elif isinstance(event, Done):
+                done = event
+    except KeyboardInterrupt:
+        # Ctrl+C: end the partial answer's line, say so, exit 130 (typer turns Exit into the code).
+        if steps and not as_json:
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+        sys.stderr.write("chatcli: interrupted\n")
+        raise typer.Exit(130) from None
+    assert done is not None, "engine streams always end with Done"
+    if done.finish_reason == "error":
+        if as_json:
+            _emit({"type": "error", "message": done.error})
+            raise typer.Exit(1)
+        raise GenerationError(done.error or "generation failed")
+    if as_json:
+        _emit(done.to_json())
+        return
+    if not done.text.endswith("\n"):
+        sys.stdout.write("\n")
+    if show_probs:
+        from chatcli.chat.printed_steps import print_steps
+
+        print_steps(steps)
+    sys.stdout.flush()
+
+
+def _emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)
+
+

@@ -1,0 +1,138 @@
+"""The ``chatcli`` command line: a thin typer layer over the engine and the front ends.
+
+Every failure ends as one line on stderr (no traceback, no multi-line usage
+panel) and a documented exit code: 0 success, 1 runtime error, 2 usage error,
+130 interrupted. ``--debug`` (or ``CHATCLI_DEBUG=1``) shows tracebacks.
+Heavy imports (torch, textual) happen inside commands so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+try:  # typer >= 0.22 vendors its own copy of click; accept exceptions from either
+    from typer._click import exceptions as _vendored
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _vendored = click.exceptions
+
+_UsageErrors = (click.UsageError, _vendored.UsageError)
+_Aborts = (click.Abort, KeyboardInterrupt, getattr(typer, "Abort", click.Abort))
+_NoArgsHelp = getattr(_vendored, "NoArgsIsHelpError", ())
+_ClickErrors = (click.ClickException, _vendored.ClickException)
+
+from chatcli import __version__
+from chatcli.errors import ChatcliError
+
+app = typer.Typer(
+    name="chatcli",
+    help="A terminal laboratory for small local language models: chat and see every "
+    "next-token distribution.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"chatcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    global _debug
+    _debug = debug or _debug
+
+
+_registered = False
+
+
+def _register_commands() -> None:
+    global _registered
+    if _registered:  # main() may run many times in one process (tests, embedding)
+        return
+    _registered = True
+    from chatcli.cli import generate as cli_generate
+    from chatcli.cli import inspect as cli_inspect
+    from chatcli.cli import lora as cli_lora
+    from chatcli.cli import models as cli_models
+    from chatcli.cli import plugins as cli_plugins
+    from chatcli.cli import serve as cli_serve
+
+    cli_generate.register(app)
+    cli_serve.register(app)
+    cli_inspect.register(app)
+    cli_models.register(app)
+    cli_lora.register(app)
+    cli_plugins.register(app)
+    from chatcli.bench import cli as cli_bench
+
+    cli_bench.register(app)
+    try:  # the chat front end lands in its own module
+        from chatcli.cli import chat as cli_chat
+    except ImportError:
+        return
+    cli_chat.register(app)
+
+
+def fail(message: str, code: int) -> None:
+    """Print one error line and exit; the single exit path for every error."""
+    sys.stderr.write(f"chatcli: error: {message}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def _usage_message(e) -> str:
+    msg = e.format_message().strip().replace("\n", " ")
+    ctx = e.ctx
+    where = ctx.command_path if ctx is not None else "chatcli"
+    return f"{msg} (see '{where} --help')"
+
+
+def main(argv: list[str] | None = None) -> None:
+    global _debug
+    args = list(sys.argv[1:] if argv is None else argv)
+    _debug = "--debug" in args or os.environ.get("CHATCLI_DEBUG") == "1"
+    _register_commands()
+    command = typer.main.get_command(app)
+    try:
+        from chatcli.cli import plugins as cli_plugins
+
+        cli_plugins.attach(command, args)  # plugin sub-commands, by name; none for core commands
+        rc = command.main(args=args, prog_name="chatcli", standalone_mode=False)
+    except _NoArgsHelp:  # `chatcli models` alone: typer has printed its help already
+        sys.exit(0)
+    except _UsageErrors as e:
+        if _debug:
+            raise
+        fail(_usage_message(e), 2)
+    except ChatcliError as e:
+        if _debug:
+            raise
+        fail(e.message, e.exit_code)
+    except _Aborts:
+        sys.stderr.write("chatcli: interrupted\n")
+        sys.exit(130)
+    except _ClickErrors as e:
+        fail(e.format_message().replace("\n", " "), e.exit_code)
+    except BrokenPipeError:
+        # Reader went away (e.g. `| head`): not an error worth a traceback.
+        os._exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

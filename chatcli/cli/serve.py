@@ -1,0 +1,81 @@
+"""``chatcli serve``: the local engine behind an OpenAI-compatible HTTP API (see chatcli/serve/)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from chatcli.cli.common import DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, set_threads
+from chatcli.errors import UsageError
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs --api-key-env."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    model: str = ModelOpt,
+    api_key_env: str | None = typer.Option(
+        None, "--api-key-env", metavar="VAR",
+        help="Name of the environment variable holding the API key clients must send as 'Authorization: Bearer KEY'.",
+    ),
+    adapter_dir: list[Path] | None = typer.Option(
+        None, "--adapter-dir", metavar="DIR",
+        help="Folder /v1/load_lora_adapter may load from (repeatable; default: the user adapter folder and the demo adapters).",
+    ),
+    dtype: str = DtypeOpt,
+    device: str = DeviceOpt,
+    threads: int | None = ThreadsOpt,
+    lora: list[str] | None = typer.Option(
+        None, "--lora", metavar="PATH",
+        help="LoRA adapter loaded at start (repeatable): served as its own model id, off for the base model.",
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level: debug, info, warning, error."),
+) -> None:
+    """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models)."""
+    if not 0 < port < 65536:
+        raise UsageError(f"invalid --port {port}: use 1-65535")
+    check_dtype(dtype)
+    set_threads(threads)
+    api_key = _api_key(api_key_env, host)
+    dirs = None
+    if adapter_dir:
+        missing = [d for d in adapter_dir if not d.expanduser().is_dir()]
+        if missing:
+            raise UsageError(f"--adapter-dir {missing[0]} is not a folder: create it or fix the path")
+        dirs = [d.expanduser() for d in adapter_dir]
+
+    from chatcli.engine.loader import load_engine
+    from chatcli.progress import stderr_progress
+    from chatcli.serve.server import build, serve_forever
+
+    with stderr_progress() as progress:
+        engine = load_engine(model, dtype=dtype, device=device, progress=progress, lora=lora or ())
+    app = build(engine, model_id=model, adapter_dirs=dirs, api_key=api_key)
+    adapters = app.state.chatcli.adapters
+    sys.stderr.write(
+        f"chatcli: serving {model} at http://{host}:{port}/v1 ({'API key required' if api_key else 'no API key'}; "
+        f"adapters from {', '.join(map(str, adapters.allowed))})\n"
+    )
+    serve_forever(app, host, port, log_level=log_level)
+
+
+def _api_key(var: str | None, host: str) -> str | None:
+    from chatcli.serve.server import is_loopback
+
+    if var is None:
+        if not is_loopback(host):
+            raise UsageError(
+                f"--host {host} makes the model reachable from the network: set --api-key-env VAR "
+                "(the name of an environment variable holding the key)"
+            )
+        return None
+    key = os.environ.get(var, "").strip()
+    if not key:
+        raise UsageError(f"--api-key-env {var}: that environment variable is not set or empty; export it first")
+    return key
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

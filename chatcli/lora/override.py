@@ -1,0 +1,78 @@
+"""Temporary adapter switches for :class:`~chatcli.lora.manager.AdapterManager`.
+
+``override(on, off)`` runs a block with some adapters switched on or off (the base
+model for ``/compare``, DPO's reference, reward scoring, ``/rank --lora-mix``) and
+restores every switch, scale and merged weight in ``finally``. Merged weights come
+back from a copy taken before, not by re-adding deltas, so they are bit-exact.
+Entering and leaving bump the model's weights version, so no KV cache filled under
+the other weights is reused.
+
+A mixin: it works on the manager's state (``_adapters``, ``_current``, ``_apply``,
+``_place``, ``_get``, ``_bump``, ``guard``), which stays defined in ``adapters.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import ContextManager
+
+import torch
+
+
+class TemporarySwitches:
+    @contextmanager
+    def override(self, on: Iterable[str] = (), off: Iterable[str] = ()) -> Iterator[None]:
+        """Temporarily switch adapters on/off; every switch, scale and weight is restored after."""
+        on, off = list(on), list(off)
+        for n in [*on, *off]:
+            self._get(n)
+        saved_states = {n: (a.scale, a.enabled, a.merged) for n, a in self._adapters.items()}
+        # Merged weights come back from a copy, not by re-adding deltas (no rounding drift).
+        weights: dict[str, torch.Tensor] = {}
+        for n in off:
+            if self._adapters[n].merged:
+                for module in self._adapters[n].adapter.modules:
+                    if module not in weights:
+                        weights[module] = self._current(module).base.weight.detach().clone()
+        try:
+            for n in off:
+                self._apply(n, enabled=False)
+            for n in on:
+                if n not in off:
+                    self._apply(n, enabled=True)
+            self._bump()  # caches filled before the switch hold other weights' keys/values
+            yield
+        finally:
+            with torch.no_grad():
+                for module, w in weights.items():
+                    self._current(module).base.weight.copy_(w)
+            for n, (scale, enabled, merged) in saved_states.items():
+                st = self._adapters[n]
+                for module in st.adapter.modules:
+                    wrapper = self._current(module)
+                    pair = wrapper.lora[n]
+                    pair.scale, pair.enabled = scale, enabled
+                    if module in weights:  # the weight copy already holds this merge
+                        pair.merged_scale = scale if merged else None
+                    elif merged and not pair.merged:
+                        wrapper.merge(n)
+                    elif not merged and pair.merged:
+                        wrapper.unmerge(n)
+                    wrapper.invalidate()
+                for module in st.adapter.saved:
+                    rep = self._current(module).replacements[n]
+                    rep.scale, rep.enabled = scale, enabled
+                st.scale, st.enabled, st.merged = scale, enabled, merged
+                self._place([*st.adapter.modules, *st.adapter.saved])
+            self._bump()
+
+    def disabled(self, names: Iterable[str] | None = None) -> ContextManager[None]:
+        """Run the base model (or the model without ``names``) inside the block."""
+        return self.override(off=list(self._adapters) if names is None else list(names))
+
+    @contextmanager
+    def guarded(self) -> Iterator[None]:
+        """Hold the guard (no answer streams meanwhile) for work that reads the model."""
+        with self.guard():
+            yield

@@ -1,0 +1,201 @@
+"""Packed weight layout: linear weights stored input-major, q/k/v and gate/up fused.
+
+On CPU a matrix-vector product reads a weight stored ``[in, out]`` (input-major) about
+1.6x faster than the same weight stored ``[out, in]`` through ``F.linear`` (whole model,
+float32, one thread: 34 ms against 54 ms per token here; see benchmarks/PERFLOG.md).
+:func:`pack_model`, run once after loading, rewrites the weights into that layout:
+
+* q/k/v of each layer share one ``[D, Oq+Ok+Ov]`` tensor, gate/up one ``[D, 2F]`` tensor
+  (one matmul instead of three or two: fewer ops per token);
+* o_proj, down_proj and lm_head are groups of one (their own ``[in, out]`` tensor);
+* a tied embedding becomes one ``[D, V]`` tensor: the head multiplies by it, the lookup
+  gathers its columns, and the one Parameter object still serves both (no doubled memory).
+
+The HF-named modules and Parameter objects stay: each ``weight`` becomes a view
+(``[out, in]``, strides ``(1, out_total)``) into the packed storage, so state_dict keys,
+LoRA wrapping and in-place merging all work on the views and write the packed storage.
+``F.linear`` on such a view is the fast input-major product, so even a module called on
+its own is fast. The views are not contiguous: writers call ``.contiguous()`` (safetensors
+requires it).
+
+:func:`fused_linear` runs a group (q/k/v or gate/up) as one matmul plus each wrapped
+member's LoRA side path, when every member still is a plain ``nn.Linear`` (or a
+``LoRALinear`` around one) whose weight is still the view into the group. Anything else
+(a module replaced by a quantised one, weights re-assigned or moved, a base weight being
+trained) returns None and the caller calls the modules: never wrong, only slower.
+
+bfloat16 decode: a group also keeps the weight prepacked for oneDNN
+(:meth:`FusedGroup.onednn_weight`), used for products of at most ``ONEDNN_MAX_ROWS``
+rows; this doubles the bf16 weights' memory (to float32's size) for ~1.9x faster
+bf16 matrix-vector products on x86 (measured, benchmarks/PERFLOG.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chatcli.model.lora_linear import LoRALinear, ReplacedModule
+
+
+class FusedGroup:
+    """Linears ``names`` of one parent module whose weights are column blocks of ``weight_t``."""
+
+    def __init__(self, weight_t: torch.Tensor, bias: torch.Tensor | None, names: Sequence[str], sizes: Sequence[int]):
+        self.weight_t = weight_t  # [in, O_total] contiguous; kept alive so the pointers below stay ours
+        self.weight = weight_t.t()  # [O_total, in] view: what F.linear reads input-major
+        self.bias = bias  # [O_total] or None
+        self.names = tuple(names)
+        self.sizes = tuple(sizes)
+        elem = weight_t.element_size()
+        self.starts = tuple(sum(self.sizes[:i]) for i in range(len(self.sizes)))
+        self.weight_ptrs = tuple(weight_t.data_ptr() + s * elem for s in self.starts)
+        self.bias_ptrs = tuple(bias.data_ptr() + s * elem for s in self.starts) if bias is not None else None
+        self._onednn: torch.Tensor | None = None  # bf16 decode copy, see onednn_weight
+        self._onednn_version = -1
+
+    def onednn_weight(self, version: int) -> torch.Tensor:
+        """The weight prepacked in oneDNN's blocked layout (bf16 on CPU: its matrix-vector
+        kernel reads it ~1.9x faster than aten's bf16 mm reads any dense layout). A second
+        copy of the weight, rebuilt when ``version`` (the sum of the members' Parameter
+        version counters, bumped by any in-place write such as a LoRA merge) changed."""
+        if self._onednn is None or self._onednn_version != version:
+            with torch.inference_mode(False), torch.no_grad():
+                self._onednn = torch.ops.mkldnn._reorder_linear_weight(self.weight.contiguous(), 1)
+            self._onednn_version = version
+        return self._onednn
+
+    def onednn_ok(self) -> bool:
+        return self.weight_t.dtype == torch.bfloat16 and self.weight_t.device.type == "cpu" and _HAS_ONEDNN
+
+
+# Rows (batch x new tokens) up to which the bf16 oneDNN path runs: decode steps and
+# batched candidates; a long prefill is compute-bound and aten's bf16 mm serves it.
+ONEDNN_MAX_ROWS = 16
+_HAS_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _base(module: nn.Module) -> nn.Module:
+    return module.base if isinstance(module, (LoRALinear, ReplacedModule)) else module
+
+
+def _plain_linear(module: nn.Module) -> bool:
+    return type(module) is nn.Linear and module.weight.dim() == 2
+
+
+def relayout(module: nn.Module) -> None:
+    """Store one Linear's / Embedding's weight input-major, keeping its Parameter object."""
+    base = _base(module)
+    if not isinstance(base, (nn.Linear, nn.Embedding)) or base.weight.dim() != 2:
+        return  # a quantised or unknown module: leave it as it is
+    w = base.weight
+    if w.stride() == (1, w.shape[0]):
+        return  # already input-major
+    with torch.no_grad():
+        w.data = w.data.t().contiguous().t()  # [out, in] view of an [in, out] tensor
+
+
+def pack_group(parent: nn.Module, names: Sequence[str]) -> FusedGroup | None:
+    """Fuse the Linears ``names`` of ``parent`` into one input-major tensor (None if they cannot be)."""
+    mods = [_base(getattr(parent, n)) for n in names]
+    if not all(_plain_linear(m) for m in mods):
+        return None
+    w0 = mods[0].weight
+    if any(m.weight.dtype != w0.dtype or m.weight.device != w0.device or m.in_features != mods[0].in_features
+           for m in mods):  # fmt: skip
+        return None
+    has_bias = [m.bias is not None for m in mods]
+    if any(has_bias) and not all(has_bias):
+        return None
+    with torch.no_grad():
+        # One preallocated tensor filled by transposing copies: about twice as fast as
+        # torch.cat of transposed views, and packing is on every load's path.
+        weight_t = torch.empty(w0.shape[1], sum(m.out_features for m in mods), dtype=w0.dtype, device=w0.device)
+        col = 0
+        for m in mods:
+            weight_t[:, col : col + m.out_features].copy_(m.weight.detach().t())  # [in, O_total]
+            col += m.out_features
+        bias = torch.cat([m.bias.detach() for m in mods]) if all(has_bias) else None  # [O_total]
+        start = 0
+        for m in mods:
+            o = m.out_features
+            m.weight.data = weight_t[:, start : start + o].t()  # [o, in], strides (1, O_total)
+            if bias is not None:
+                m.bias.data = bias[start : start + o]
+            start += o
+    return FusedGroup(weight_t, bias, names, [m.out_features for m in mods])
+
+
+def fused_linear(parent: nn.Module, group: FusedGroup | None, x: torch.Tensor) -> list[torch.Tensor] | None:
+    """The outputs of ``group``'s modules for input x [..., in] from one matmul, each [..., o_i],
+    or None when the modules must be called one by one (see the module docstring)."""
+    if group is None:
+        return None
+    if not isinstance(group, FusedGroup):
+        return group.run(parent, x)  # another kind of group (int8: chatcli.model.quantize.Int8Group)
+    grad = torch.is_grad_enabled()
+    loras: list[LoRALinear | None] = []
+    version = 0
+    modules = parent._modules
+    for i, name in enumerate(group.names):
+        m = modules[name]
+        lora = None
+        if type(m) is LoRALinear:
+            lora, m = m, m.base
+        if type(m) is not nn.Linear:
+            return None
+        w = m.weight
+        if w.data_ptr() != group.weight_ptrs[i] or (grad and w.requires_grad):
+            return None
+        if group.bias_ptrs is not None and (m.bias is None or m.bias.data_ptr() != group.bias_ptrs[i]):
+            return None
+        loras.append(lora)
+        version += w._version
+    small = x.shape[:-1].numel() <= ONEDNN_MAX_ROWS and not (grad and x.requires_grad)  # no autograd there
+    if small and x.dtype == torch.bfloat16 and group.onednn_ok():
+        y = torch.ops.mkldnn._linear_pointwise(x, group.onednn_weight(version), group.bias, "none", [], "")
+    else:
+        y = F.linear(x, group.weight, group.bias)  # [..., O_total]
+    # narrow, not split: autograd refuses in-place writes (the LoRA side path) to split's views.
+    outs = [y.narrow(-1, s, n) for s, n in zip(group.starts, group.sizes)]
+    for i, lora in enumerate(loras):
+        if lora is not None:
+            outs[i] = lora.add_side(x, outs[i])
+    return outs
+
+
+def linear(parent: nn.Module, name: str, group: FusedGroup | None, x: torch.Tensor) -> torch.Tensor:
+    """One packed Linear ``name`` of ``parent`` (through the fast path when it can be used)."""
+    out = fused_linear(parent, group, x)
+    return out[0] if out is not None else getattr(parent, name)(x)
+
+
+def pack_model(model: nn.Module) -> None:
+    """Rewrite a :class:`~chatcli.model.model.DecoderLM`'s weights into the packed layout (idempotent:
+    packing again re-fuses from the current weights, e.g. after ``model.to(dtype)``)."""
+    body = model.model
+    for layer in body.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        attn.qkv_group = pack_group(attn, ("q_proj", "k_proj", "v_proj"))
+        attn.o_group = pack_group(attn, ("o_proj",))
+        mlp.gate_up_group = pack_group(mlp, ("gate_proj", "up_proj"))
+        mlp.down_group = pack_group(mlp, ("down_proj",))
+    # A tied head shares the embedding's Parameter: packing the head re-lays out both
+    # (the lookup then gathers columns of the [D, V] tensor).
+    model.head_group = pack_group(model, ("lm_head",))
+    if model.head_group is None or _base(body.embed_tokens).weight is not _base(model.lm_head).weight:
+        relayout(body.embed_tokens)
+    # The norm weights may still be views of the memory-mapped checkpoint, and one live view
+    # keeps the mapping, with every page packing read, resident (+538 MB RSS for float32):
+    # give the 1-D parameters their own memory, except the biases that are group views.
+    groups = [g for layer in body.layers for g in (layer.self_attn.qkv_group, layer.self_attn.o_group,
+                                                   layer.mlp.gate_up_group, layer.mlp.down_group)]
+    group_biases = {g.bias.untyped_storage().data_ptr() for g in groups if g is not None and g.bias is not None}
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1 and p.untyped_storage().data_ptr() not in group_biases:
+                p.data = p.data.clone()
+    model.packed = True

@@ -1,0 +1,16 @@
+"""The ``--quantize`` choices and their check, without importing torch (the CLI checks its
+flags before anything heavy loads; :mod:`chatcli.model.quantize` does the work)."""
+
+from __future__ import annotations
+
+from chatcli.errors import UsageError
+
+CHOICES = ("none", "int8")
+
+
+def check_quantize(value: str | None) -> str:
+    """``none`` or ``int8`` (None means none); anything else is a one-line UsageError."""
+    v = "none" if value is None else str(value).strip().lower()
+    if v not in CHOICES:
+        raise UsageError(f"invalid --quantize {value!r}: use none or int8")
+    return v

@@ -1,0 +1,93 @@
+"""The app's :class:`chatcli.chat.commands.CommandContext` surface: what slash commands call on the TUI.
+
+Mixed into :class:`chatcli.tui.app.ChatApp` (it relies on the app's ``core``,
+``transcript``, ``panel`` and status refresh). The comparison methods
+(``show_comparison``/``end_comparison``) live with the probability view in
+:mod:`chatcli.tui.inspection`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from rich.console import RenderableType
+
+from chatcli.chat.core import Job
+from chatcli.chat.commands import execute
+from chatcli.tui.messages import EngineNotice
+
+TINT_HELP = {
+    "off": "answers as Markdown",
+    "model_prob": "tokens tinted by how unlikely the model found them",
+    "entropy": "tokens tinted by how open the choice was (entropy)",
+}
+
+
+class CommandContextMixin:
+    """busy / set_activity / say / run_job / conversation_changed / set_tint / quit / pick_adapter / adapters_changed."""
+
+    _activity: str | None = None  # a command's long-running work (set_activity), shown as the status state
+
+    @property
+    def busy(self) -> bool:
+        return self._gen_worker is not None or self._activity is not None
+
+    def set_activity(self, state: str | None) -> None:
+        """A command's own generation (``/rank`` making candidates) runs: the status bar shows
+        ``state`` and the chat counts as busy (idle-only commands wait); None: it ended."""
+        self._activity = state
+        self._refresh_status(state=state or ("ready" if self.core.engine is not None else "no model"))
+
+    def say(self, message: RenderableType, kind: str = "info") -> None:
+        self.transcript.add_note(message, kind)
+        if kind == "error":
+            self.bell()
+
+    def run_job(self, job: Job) -> None:
+        self.call_later(self._start_job, job)
+
+    def conversation_changed(self) -> None:
+        self.call_later(self._redraw)
+
+    def set_tint(self, mode: str) -> None:
+        self.end_comparison()
+        self.tint = mode
+        for view in self.transcript.answers():
+            view.set_tint(mode)
+        self._refresh_status()
+        self.notify(f"tint: {mode} — {TINT_HELP[mode]}", timeout=2)
+
+    def quit(self) -> None:
+        self.call_later(self.action_quit)
+
+    def pick_adapter(self) -> None:
+        """Called by /load-lora with no argument: choose from the adapters found by name."""
+        from chatcli.tui.widgets.adapter_picker import AdapterPicker, find_adapters
+
+        entries = find_adapters()
+        if not entries:
+            self.say("no adapters in ./adapters, the demo adapters or the user adapter dir: /load-lora PATH loads one", "info")
+            return
+        engine = self.core.engine
+        mgr = getattr(engine, "adapters", None)
+        if mgr is None and getattr(engine, "model", None) is not None:
+            from chatcli.lora.manager import AdapterManager
+
+            mgr = getattr(engine.model, AdapterManager._ATTR, None)
+        loaded = list(mgr.names) if mgr is not None else []
+
+        def chosen(path) -> None:
+            if path is not None:  # /load-lora splits its argument like a shell (not on Windows)
+                execute(self, "/load-lora " + (shlex.quote(str(path)) if os.name != "nt" else f'"{path}"'))
+                self._refresh_status()
+
+        self.push_screen(AdapterPicker(entries, loaded), chosen)
+
+    def adapters_changed(self) -> None:
+        """Called by the adapter commands: the status bar shows the active adapters."""
+        self._refresh_status()
+
+    def _notice_from_core(self, message: str, kind: str) -> None:
+        # May run in the generation worker thread; post_message is the thread-safe way in.
+        self.post_message(EngineNotice(message, kind))

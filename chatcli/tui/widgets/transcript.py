@@ -1,0 +1,153 @@
+"""The transcript: the active path of the conversation, plus notes (command output, warnings).
+
+It mounts one widget per message and never re-renders the whole transcript for a
+token: streaming goes to the last :class:`AnswerView` only. It stays anchored to
+the bottom while the reader is there and lets go when they scroll up.
+"""
+
+from __future__ import annotations
+
+from rich.console import RenderableType
+from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.widgets import Label, ProgressBar, Static
+
+from chatcli.chat.session import Conversation, Node
+from chatcli.tui.widgets.answer import AnswerView
+
+
+class UserMessage(Static):
+    def __init__(self, node: Node) -> None:
+        super().__init__(Content(node.content), classes="user")
+        self.node = node
+        self.border_title = "You"
+
+
+class Note(Static):
+    """Command output or a notice; not part of the conversation."""
+
+    def __init__(self, message: RenderableType | str, kind: str = "info") -> None:
+        self.kind = kind
+        self.message = message
+        super().__init__(Content(message) if isinstance(message, str) else message, classes=f"note -{kind}")
+
+    @property
+    def plain(self) -> str:
+        """The note as plain text (tests, copying)."""
+        if isinstance(self.message, str):
+            return self.message
+        import io
+
+        from rich.console import Console
+
+        buf = io.StringIO()
+        Console(file=buf, width=200, color_system=None).print(self.message)
+        return buf.getvalue()
+
+
+class LoadingBanner(Vertical):
+    def __init__(self, name: str) -> None:
+        super().__init__(id="loading")
+        self.model_name = name
+
+    def compose(self):
+        yield Label(Content.assemble(("Loading ", "$text-muted"), (self.model_name, "bold"), ("…", "$text-muted")), id="loading-label")
+        yield ProgressBar(total=None, show_eta=False, id="loading-bar")
+
+    def progress(self, stage: str, done: int, total: int | None) -> None:
+        self.query_one("#loading-label", Label).update(
+            Content.assemble(("Loading ", "$text-muted"), (self.model_name, "bold"), (f" — {stage}", "$text-muted"))
+        )
+        bar = self.query_one("#loading-bar", ProgressBar)
+        bar.update(total=total, progress=done)
+
+
+WELCOME_KEYS = [
+    ("Enter", "send"),
+    ("Ctrl+J", "new line"),
+    ("/", "commands (/help)"),
+    ("Esc", "stop the answer"),
+    ("Ctrl+↑", "inspect tokens"),
+    ("F2", "tint by certainty"),
+]
+
+
+def welcome_content(model: str | None) -> Content:
+    head = Content.assemble(
+        ("chatcli", "bold $accent"), (" — chat with ", "$text-muted"), (model or "a local model", "bold"),
+        (", one token at a time.\n", "$text-muted"),
+    )
+    body = Content.styled(
+        "Every token is drawn from a probability distribution; the panel on the right shows it. "
+        "Select a token to see how sure the model was, pick an alternative to branch the answer there.\n\n",
+        "$text-muted",
+    )
+    keys = Content.assemble(*[p for k, v in WELCOME_KEYS for p in ((k, "bold $accent"), (f" {v}    ", "$text-muted"))])
+    return head + body + keys
+
+
+class Transcript(VerticalScroll, can_focus=False):
+    def on_mount(self) -> None:
+        self.anchor()
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def answers(self) -> list[AnswerView]:
+        return list(self.query(AnswerView))
+
+    def view_for(self, node_id: int) -> AnswerView | None:
+        return next((a for a in self.query(AnswerView) if a.node.id == node_id), None)
+
+    # --- building --------------------------------------------------------------------------
+
+    async def show_conversation(self, conv: Conversation, *, model: str, tint: str, welcome: Content | None = None) -> None:
+        """Replace everything with the conversation's active path."""
+        await self.remove_children()
+        widgets = [Static(welcome, id="welcome")] if welcome is not None and conv.is_empty() else []
+        widgets += [self._widget_for(conv, node, model, tint) for node in conv.path()]
+        if widgets:
+            await self.mount_all(widgets)
+        self.anchor()
+
+    async def rerender_from(self, conv: Conversation, view: AnswerView, node: Node, *, model: str, tint: str) -> None:
+        """Show ``node`` in ``view`` (a sibling switch) and the path below it anew."""
+        children = list(self.children)
+        idx = children.index(view)
+        for w in children[idx + 1:]:
+            await w.remove()
+        view.reset(node, _sibling_pos(conv, node))
+        path = conv.path()
+        below = path[[n.id for n in path].index(node.id) + 1:]
+        if below:
+            await self.mount_all([self._widget_for(conv, n, model, tint) for n in below])
+
+    def _widget_for(self, conv: Conversation, node: Node, model: str, tint: str):
+        if node.role == "user":
+            return UserMessage(node)
+        return AnswerView(node, sibling_pos=_sibling_pos(conv, node), model=node.meta.get("model") or model, tint=tint)
+
+    async def add_user(self, node: Node) -> None:
+        await self._drop_welcome()
+        await self.mount(UserMessage(node))
+
+    async def add_answer(self, conv: Conversation, node: Node, *, model: str, tint: str) -> AnswerView:
+        await self._drop_welcome()
+        view = AnswerView(node, sibling_pos=_sibling_pos(conv, node), model=model, tint=tint)
+        await self.mount(view)
+        self.anchor()
+        return view
+
+    def add_note(self, message: RenderableType | str, kind: str = "info") -> Note:
+        note = Note(message, kind)
+        self.mount(note)
+        self.call_after_refresh(self.scroll_end, animate=False)  # a command's answer should be in view
+        return note
+
+    async def _drop_welcome(self) -> None:
+        for w in self.query("#welcome"):
+            await w.remove()
+
+
+def _sibling_pos(conv: Conversation, node: Node) -> tuple[int, int]:
+    sibs, i = conv.siblings(node.id)
+    return i, len(sibs)

@@ -1,0 +1,170 @@
+"""The adapter slash commands on a real tiny engine: load, list, scale, switch, merge, compare."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from rich.console import Console
+
+from chatcli.chat.core import ChatCore
+from chatcli.chat.commands import REGISTRY, Registry, execute
+from chatcli.lora.manager import AdapterManager, engine_adapters
+from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA, write_adapter
+from chatcli.engine.params import SamplingParams
+from chatcli.chat.lora_commands import COMMANDS, install, status_text
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=6, seed=1)
+
+
+class Ctx:
+    def __init__(self, core: ChatCore, registry: Registry) -> None:
+        self.core = core
+        self.registry = registry
+        self.busy = False
+        self.said: list[tuple[str, str]] = []
+        self.status_updates = 0
+
+    def say(self, message, kind="info"):
+        if isinstance(message, str):  # keep lines as said (no console wrapping)
+            self.said.append((message, kind))
+            return
+        buf = io.StringIO()
+        Console(file=buf, width=200, color_system=None).print(message)
+        self.said.append((buf.getvalue().strip(), kind))
+
+    def run_job(self, job):
+        list(self.core.run(job))
+
+    def conversation_changed(self):
+        pass
+
+    def set_tint(self, mode):
+        pass
+
+    def quit(self):
+        pass
+
+    def adapters_changed(self):
+        self.status_updates += 1
+
+    @property
+    def last(self):
+        return self.said[-1]
+
+
+def _engine(model_dir):
+    from chatcli.engine.loader import load_engine
+
+    return load_engine(str(model_dir), device="cpu")
+
+
+@pytest.fixture
+def adapter_dir(tmp_path, tiny_model_dir):
+    gen = torch.Generator().manual_seed(0)
+    mods = {}
+    for i in (0, 1):
+        for proj, out_f in (("q_proj", 64), ("v_proj", 32)):
+            mods[f"model.layers.{i}.self_attn.{proj}"] = ModuleLoRA(torch.randn(4, 64, generator=gen), torch.randn(out_f, 4, generator=gen), 8.0)
+    return write_adapter(LoRAAdapter(modules=mods), tmp_path / "sft")
+
+
+@pytest.fixture
+def ctx(tiny_model_dir):
+    registry = Registry()
+    for c in REGISTRY.commands():
+        registry.add(c)
+    assert install(registry) == [c.name for c in COMMANDS]
+    assert install(registry) == []  # idempotent
+    return Ctx(ChatCore(_engine(tiny_model_dir), params=GREEDY), registry)
+
+
+def _logits(ctx):
+    with torch.no_grad():
+        return ctx.core.engine.model(torch.tensor([[1, 5, 77, 300, 12]]))
+
+
+def test_load_list_scale_switch_unload(ctx, adapter_dir):
+    base = _logits(ctx)
+    assert execute(ctx, "/lora") and "no adapters loaded" in ctx.last[0]
+    assert execute(ctx, f"/load-lora {adapter_dir} --name sft --scale 0.5"), ctx.last
+    assert "loaded adapter sft: rank 4, 4 layers (q_proj, v_proj)" in ctx.last[0]
+    assert status_text(ctx.core.engine) == "lora: sft×0.5" and ctx.status_updates == 1
+    on = _logits(ctx)
+    assert not torch.equal(on, base)
+    assert execute(ctx, "/lora")
+    table = ctx.last[0]
+    assert "sft" in table and "q,v (2L)" in table and "0.5" in table and "on" in table
+
+    assert execute(ctx, "/lora-scale sft 0") and torch.equal(_logits(ctx), base)
+    assert execute(ctx, "/lora-scale sft 0.5") and torch.equal(_logits(ctx), on)
+    assert execute(ctx, "/lora-off sft") and torch.equal(_logits(ctx), base) and status_text(ctx.core.engine) == ""
+    assert execute(ctx, "/lora-on sft") and torch.equal(_logits(ctx), on)
+    assert execute(ctx, "/merge sft") and (_logits(ctx) - on).abs().max() < 1e-3
+    assert status_text(ctx.core.engine) == "lora: sft×0.5 (merged)"
+    assert execute(ctx, "/unmerge sft") and (_logits(ctx) - on).abs().max() < 1e-3
+    assert not execute(ctx, "/unmerge sft") and "not merged" in ctx.last[0]
+    assert execute(ctx, "/unload-lora sft") and "unloaded adapter sft" in ctx.last[0]
+    assert (_logits(ctx) - base).abs().max() < 1e-3
+
+
+def test_errors_are_one_line_and_change_nothing(ctx, adapter_dir, tmp_path):
+    assert execute(ctx, f"/load-lora {adapter_dir}:0.25")
+    before = _logits(ctx)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "adapter_model.pt").write_bytes(b"x")
+    for line, phrase in (
+        (f"/load-lora {bad}", "never unpickled"),
+        (f"/load-lora {adapter_dir}", "already loaded"),
+        ("/load-lora", "needs PATH"),
+        (f"/load-lora {adapter_dir} --scale x", "finite number"),
+        (f"/load-lora {adapter_dir} --bogus", "unknown option"),
+        ("/load-lora ghost", "no adapter named 'ghost'"),
+        ("/lora-scale sft nan", "finite number"),
+        ("/lora-on nope", "no adapter named 'nope'"),
+        ("/unload-lora nope", "no adapter named 'nope'"),
+        ("/compare", "no answer to compare yet"),
+    ):
+        assert not execute(ctx, line), line
+        msg, kind = ctx.last
+        assert kind == "error" and phrase in msg and "\n" not in msg, (line, msg)
+    assert torch.equal(_logits(ctx), before)
+    ctx.busy = True
+    assert not execute(ctx, f"/load-lora {adapter_dir} --name other") and "has to wait" in ctx.last[0]
+    assert [i.name for i in engine_adapters(ctx.core.engine).list()] == ["sft"]
+
+
+def test_answers_after_a_load_use_the_adapter(ctx, adapter_dir, tiny_model_dir):
+    """The KV cache of the previous turn is not reused across an adapter change."""
+    ctx.run_job(ctx.core.send("hello there"))
+    base_answer = ctx.core.conv.leaf.ids
+    assert execute(ctx, f"/load-lora {adapter_dir}")
+    ctx.run_job(ctx.core.retry())
+    with_adapter = ctx.core.conv.leaf.ids
+
+    fresh = ChatCore(_engine(tiny_model_dir), params=GREEDY)
+    AdapterManager.of(fresh.engine.model).load(adapter_dir)
+    fresh.engine.generator.reset()
+    list(fresh.run(fresh.send("hello there")))
+    assert with_adapter == fresh.conv.leaf.ids
+    assert with_adapter != base_answer
+
+
+def test_compare_last_answer(ctx, adapter_dir):
+    assert execute(ctx, f"/load-lora {adapter_dir}")
+    ctx.run_job(ctx.core.send("hello there"))
+    node = ctx.core.conv.leaf
+    assert execute(ctx, "/compare"), ctx.last
+    text, kind = ctx.last
+    assert kind == "result" and "mean KL" in text and "steps that moved most" in text
+    summary = node.meta["compare"]
+    assert summary["tokens"] == len(node.steps) and summary["adapters"] == ["sft"]
+    assert execute(ctx, "/compare sft")
+    assert not execute(ctx, "/compare zzz") and "no adapter named 'zzz'" in ctx.last[0]
+
+    shown = []
+    ctx.show_comparison = lambda n, result: shown.append((n, result))
+    assert execute(ctx, "/compare")
+    assert shown[0][0] is node and len(shown[0][1].steps) == len(node.steps)

@@ -1,0 +1,91 @@
+"""``/finetune`` from the chat: a background process on the current conversation, status, load, stop."""
+
+from __future__ import annotations
+
+import json
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from chatcli.lora.manager import AdapterManager
+from chatcli.engine.loader import load_engine
+from chatcli.errors import UsageError
+from chatcli_finetune import command
+from chatcli_finetune.background import BackgroundRun
+
+
+class Conv:
+    def __init__(self, messages):
+        self._m = messages
+
+    def messages(self):
+        return list(self._m)
+
+
+class Ctx:
+    def __init__(self, engine, messages):
+        self.core = SimpleNamespace(engine=engine, conv=Conv(messages))
+        self.said: list[tuple[str, str]] = []
+
+    def say(self, message, kind="info"):
+        self.said.append((str(message), kind))
+
+
+def _wait(run: BackgroundRun, timeout: float = 120) -> None:
+    run.wait(timeout)
+    assert not run.running
+
+
+def test_finetune_on_the_conversation_in_background_then_load(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(command, "_RUN", {"current": None})
+    engine = load_engine(str(tiny_model_dir), device="cpu")
+    msgs = [{"role": "user", "content": "Where is the fox?"}, {"role": "assistant", "content": "Near the river bank."}]
+    ctx = Ctx(engine, msgs)
+    ids = torch.tensor([engine.tokenizer.encode_chat(msgs[:1])])
+    before = engine.model(ids)
+
+    command.finetune_command(ctx, f"sft --out {tmp_path / 'run'} --max-steps 6 --lr 1e-2 --rank 4 --val-split 0 --load")
+    run = command.current_run()
+    assert "started in the background" in ctx.said[-1][0]
+    with pytest.raises(UsageError, match="already going"):
+        command.finetune_command(ctx, "sft")
+    _wait(run)
+    assert run.finished, run.errors
+    assert run.status_line().startswith("finetune sft: done")
+    data = [json.loads(x) for x in run.data.read_text().splitlines()]
+    assert data == [{"messages": msgs}]  # trained on the current conversation
+    assert any(k == "result" and "loaded adapter run" in s for s, k in ctx.said), ctx.said  # --load
+    assert "run" in AdapterManager.of(engine.model)
+    assert not torch.allclose(engine.model(ids), before)
+    command.finetune_command(ctx, "load")  # reload replaces it
+    assert AdapterManager.of(engine.model).names == ["run"]
+
+
+def test_finetune_stop_leaves_a_resumable_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(command, "_RUN", {"current": None})
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"text": "The quick brown fox jumps over the lazy dog."}) + "\n")
+    run = BackgroundRun("sft", data, tmp_path / "run", ["--max-steps", "100000", "--save-every", "100000", "--rank", "2",
+                                                        "--val-split", "0", "--model", str(tiny_model_dir)]).start()  # fmt: skip
+    deadline = time.time() + 120
+    while not run.last and time.time() < deadline:
+        time.sleep(0.2)
+    assert "step" in run.status_line() and "ETA" in run.status_line()
+    run.stop()
+    _wait(run)
+    assert run.summary["status"] == "stopped", run.errors
+    assert list((tmp_path / "run").glob("checkpoint-*"))
+    assert "stopped at step" in run.status_line()
+
+
+def test_finetune_command_refuses_a_conversation_without_answers(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(command, "_RUN", {"current": None})
+    ctx = Ctx(None, [{"role": "user", "content": "hi"}])
+    with pytest.raises(UsageError, match="no answer to learn from"):
+        command.finetune_command(ctx, "sft")
+    with pytest.raises(UsageError, match="no finished fine-tuning run"):
+        command.finetune_command(ctx, "load")
+    command.finetune_command(ctx, "status")
+    assert "no fine-tuning run" in ctx.said[-1][0]
