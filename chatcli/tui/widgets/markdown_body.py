@@ -76,10 +76,14 @@ class TrimmedMarkdown:
         self.markdown = AnswerMarkdown(text)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions):
-        lines = console.render_lines(self.markdown, options, pad=False)
+        # Render at full height, trim, then crop: Textual passes the measured (trimmed) height, and
+        # cropping before trimming would cut the last line of an answer that starts with a list.
+        lines = console.render_lines(self.markdown, options.update(height=None), pad=False)
         blank = [all(not seg.text.strip() and not (seg.style and seg.style.bgcolor) for seg in line) for line in lines]
         start = next((i for i, b in enumerate(blank) if not b), len(lines))
         end = len(lines) - next((i for i, b in enumerate(reversed(blank)) if not b), len(lines))
+        if options.height is not None:
+            end = min(end, start + options.height)
         new_line = Segment.line()
         for line in lines[start:end]:
             yield from line
