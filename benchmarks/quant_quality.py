@@ -54,14 +54,14 @@ SPEED_PROMPT = "Write a long story about a lighthouse keeper who collects sea gl
 @contextmanager
 def kernel_everywhere():
     """Route every int8 matmul through the decode kernel (bfloat16 activations), scoring included."""
-    from chatcli.model import quantize
+    from chatcli.model import int8
 
-    saved = quantize.KERNEL_MAX_ROWS
-    quantize.KERNEL_MAX_ROWS = 1 << 30
+    saved = int8.KERNEL_MAX_ROWS
+    int8.KERNEL_MAX_ROWS = 1 << 30
     try:
         yield
     finally:
-        quantize.KERNEL_MAX_ROWS = saved
+        int8.KERNEL_MAX_ROWS = saved
 
 
 def text_ids(engine, text: str) -> list[int]:

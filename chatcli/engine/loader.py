@@ -168,7 +168,8 @@ def load_engine(
     from chatcli.hub.catalog import resolve_model
     from chatcli.hub.resources import check_load_fits
 
-    from chatcli.model.quantize import check_quantize, quantize_model
+    from chatcli.model.quant_choice import check_quantize
+    from chatcli.model.quantize import quantize_model
 
     quantize = check_quantize(quantize)
     adapter_specs = []

@@ -44,7 +44,7 @@ from chatcli.lora.override import TemporarySwitches
 from chatcli.model.lora_linear import LoRALinear, LoRAPair, Replacement, ReplacedModule
 from chatcli.lora.peft_io import LoRAAdapter, read_adapter, write_adapter
 from chatcli.lora.validate import AdapterError, ModuleShapes, check_against_model, max_rank_limit
-from chatcli.model.quantize import Int8Linear, float_dtype_device, quantize_int8, weight_shape
+from chatcli.model.int8 import Int8Linear, float_dtype_device, quantize_int8, weight_shape
 from chatcli.errors import UsageError
 
 REPLACEABLE = ("lm_head", "model.embed_tokens")

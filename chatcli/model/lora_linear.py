@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chatcli.model.quantize import Int8Linear, float_dtype_device, weight_shape
+from chatcli.model.int8 import Int8Linear, float_dtype_device, weight_shape
 
 
 def lora_scaling(r: int, alpha: float, rslora: bool = False) -> float:
@@ -95,7 +95,7 @@ class LoRAPair:
 
 
 class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` (or int8 :class:`~chatcli.model.quantize.Int8Linear`) plus named
+    """A frozen ``nn.Linear`` (or int8 :class:`~chatcli.model.int8.Int8Linear`) plus named
     LoRA adapters (see the module docstring for the maths). On an int8 base the low-rank
     side path runs in the float compute dtype; merging into int8 weights is refused."""
 

@@ -24,6 +24,9 @@ member's LoRA side path, when every member still is a plain ``nn.Linear`` (or a
 (a module replaced by a quantised one, weights re-assigned or moved, a base weight being
 trained) returns None and the caller calls the modules: never wrong, only slower.
 
+Int8 models (:mod:`chatcli.model.quantize`) fuse q/k/v and gate/up too, as row blocks of
+one :class:`~chatcli.model.int8.Int8Linear` (:class:`Int8Group`, one kernel call per group).
+
 bfloat16 decode: a group also keeps the weight prepacked for oneDNN
 (:meth:`FusedGroup.onednn_weight`), used for products of at most ``ONEDNN_MAX_ROWS``
 rows; this doubles the bf16 weights' memory (to float32's size) for ~1.9x faster
@@ -38,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chatcli.model.int8 import Int8Linear
 from chatcli.model.lora_linear import LoRALinear, ReplacedModule
 
 
@@ -76,6 +80,59 @@ class FusedGroup:
 # batched candidates; a long prefill is compute-bound and aten's bf16 mm serves it.
 ONEDNN_MAX_ROWS = 16
 _HAS_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+class Int8Group:
+    """Int8 layers ``names`` of one parent whose weights are row blocks of one fused Int8Linear.
+
+    q/k/v (and gate/up) then run as one kernel call instead of three (two): fewer calls
+    per token. The members stay Int8Linear modules whose buffers are views into the
+    fused ones (no memory doubled), so each still works on its own and LoRA wraps it.
+    ``run`` (called through :func:`fused_linear`) returns None when a member is no
+    longer the view it was (replaced, moved): the caller then calls the modules one by one.
+    """
+
+    def __init__(self, fused: Int8Linear, names: Sequence[str], sizes: Sequence[int]):
+        self.fused = fused
+        self.names = tuple(names)
+        self.sizes = tuple(sizes)
+        self.starts = tuple(sum(self.sizes[:i]) for i in range(len(self.sizes)))
+        self.ptrs = tuple(fused.qweight[s].data_ptr() for s in self.starts)
+
+    @classmethod
+    def pack(cls, parent: nn.Module, names: Sequence[str]) -> "Int8Group | None":
+        mods = [getattr(parent, n) for n in names]
+        if not all(type(m) is Int8Linear for m in mods) or len({(m.in_features, m.dtype) for m in mods}) != 1:
+            return None
+        if any(m.bias is not None for m in mods) and not all(m.bias is not None for m in mods):
+            return None
+        q = torch.cat([m.qweight for m in mods])  # [O_total, K]
+        s = torch.cat([m.scales for m in mods])  # [O_total]
+        b = torch.cat([m.bias.detach() for m in mods]) if mods[0].bias is not None else None
+        fused = Int8Linear(q, s, b, mods[0].dtype)
+        start = 0
+        for m in mods:  # members become row views of the fused buffers (rows of [N, K] stay contiguous)
+            o = m.out_features
+            m.qweight = fused.qweight[start : start + o]
+            m.scales = fused.scales[start : start + o]
+            if b is not None:
+                m.bias = nn.Parameter(fused.bias.detach()[start : start + o], requires_grad=False)
+            start += o
+        return cls(fused, names, [m.out_features for m in mods])
+
+    def run(self, parent: nn.Module, x: torch.Tensor) -> list[torch.Tensor] | None:
+        """Each member's output [..., o_i] for x [..., K] from one int8 matmul, or None."""
+        loras = []
+        for name, ptr in zip(self.names, self.ptrs):
+            m = parent._modules[name]
+            lora = m if type(m) is LoRALinear else None
+            base = m.base if lora is not None else m
+            if type(base) is not Int8Linear or base.qweight.data_ptr() != ptr:
+                return None
+            loras.append(lora)
+        y = self.fused(x)  # [..., O_total]
+        outs = [y.narrow(-1, s, n) for s, n in zip(self.starts, self.sizes)]
+        return [out if lora is None else lora.add_side(x, out) for out, lora in zip(outs, loras)]
 
 
 def _base(module: nn.Module) -> nn.Module:
@@ -129,13 +186,13 @@ def pack_group(parent: nn.Module, names: Sequence[str]) -> FusedGroup | None:
     return FusedGroup(weight_t, bias, names, [m.out_features for m in mods])
 
 
-def fused_linear(parent: nn.Module, group: FusedGroup | None, x: torch.Tensor) -> list[torch.Tensor] | None:
+def fused_linear(parent: nn.Module, group: FusedGroup | Int8Group | None, x: torch.Tensor) -> list[torch.Tensor] | None:
     """The outputs of ``group``'s modules for input x [..., in] from one matmul, each [..., o_i],
     or None when the modules must be called one by one (see the module docstring)."""
     if group is None:
         return None
     if not isinstance(group, FusedGroup):
-        return group.run(parent, x)  # another kind of group (int8: chatcli.model.quantize.Int8Group)
+        return group.run(parent, x)  # an Int8Group
     grad = torch.is_grad_enabled()
     loras: list[LoRALinear | None] = []
     version = 0

@@ -24,7 +24,7 @@ from torch import nn
 
 from chatcli.lora.manager import AdapterManager
 from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA
-from chatcli.model.quantize import is_quantized
+from chatcli.model.int8 import is_quantized
 from chatcli.errors import UsageError
 
 TRAIN_NAME = "finetune"

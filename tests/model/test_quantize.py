@@ -25,7 +25,8 @@ from chatcli.lora.manager import AdapterManager
 from chatcli.model.kv_cache import KVCache
 from chatcli.engine.loader import load_engine
 from chatcli.lora.validate import AdapterError
-from chatcli.model.quantize import KERNEL_MAX_ROWS, Int8Linear, PROJECTIONS, quantizable, quantize_int8, quantize_model
+from chatcli.model.int8 import KERNEL_MAX_ROWS, Int8Linear, quantize_int8
+from chatcli.model.quantize import PROJECTIONS, quantizable, quantize_model
 from chatcli.errors import UsageError
 from tests.lora_helpers import IDS, logits, peft_model, save_peft
 from tests.cli.test_generate import jsonl, run

@@ -1,0 +1,141 @@
+"""Int8 weights: the per-channel maths and :class:`Int8Linear`, the layer that holds them.
+
+A leaf of the model package: it knows int8 weights and nothing of packing, LoRA or
+which layers get quantised (:mod:`chatcli.model.quantize` picks those; the fused int8
+groups are in :mod:`chatcli.model.packed`).
+
+The maths, per output channel n (symmetric, no zero point)::
+
+    s_n = bf16_up(max_k |W[n, k]| / 127)      # rounded *up* to a bfloat16 value
+    Q[n, k] = round(W[n, k] / s_n)             # in [-127, 127], never clipped
+    y = x · (Q · s)^T + b
+
+``s_n`` is chosen representable in bfloat16 because the CPU kernel takes bfloat16
+scales: a float32 scale rounded afterwards would shift a whole row by up to 2^-9,
+while this way ``Q · s`` is exactly the weight the kernel uses. The rounding error
+per weight is at most s_n / 2 (about 0.4 % of the row's largest weight).
+
+Compute: for a few rows (decode, batched candidates) ``torch.ops.aten._weight_int8pack_mm``
+reads the int8 weight directly; its vectorised x86 path wants bfloat16 activations
+(float32 activations are ~13x slower), so x is cast to bfloat16 around the kernel and
+the result back to the model dtype: the int8 path adds bfloat16 rounding of the layer's
+input and output. For many rows (prefill, scoring) the kernel is slower than a dense
+matmul, so the weight is dequantised for that call and the product runs in the model
+dtype (exactly ``x · (Q·s)^T``, float32 activations in a float32 model).
+The tolerance the tests hold this to is documented in ``tests/model/test_quantize.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# At most this many rows go through the int8 kernel; more rows use a dequantised matmul
+# (measured on the default model's shapes: the kernel's cost grows ~linearly with rows).
+KERNEL_MAX_ROWS = 16
+_KERNEL_DEVICES = ("cpu",)
+# The kernel's vectorised loop reads K in blocks of 16 and returns wrong numbers (or crashes)
+# for other input widths (measured with torch 2.13); such layers use the dequantised matmul.
+KERNEL_K_MULTIPLE = 16
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric int8: W [N, K] -> (Q int8 [N, K], s bfloat16 [N]), W ~= Q * s."""
+    w = weight.detach().float()
+    amax = w.abs().amax(dim=1).clamp(min=1e-12)  # [N]; an all-zero row gets a tiny scale, Q = 0
+    exact = amax / 127
+    s = exact.to(torch.bfloat16)
+    # Round up to the next bfloat16 (one more unit in the last place: positive values' bits
+    # order like integers), so no weight lands outside [-127, 127].
+    s = torch.where(s.float() < exact, (s.view(torch.int16) + 1).view(torch.bfloat16), s)
+    q = torch.round(w / s.float()[:, None]).clamp_(-127, 127).to(torch.int8)  # [N, K]
+    return q.contiguous(), s.contiguous()
+
+
+class Int8Linear(nn.Module):
+    """A frozen linear layer with int8 weights and per-output-channel bfloat16 scales.
+
+    Answers like the ``nn.Linear`` it replaced (``in_features``, ``out_features``,
+    ``bias``, ``forward``); ``dtype``/``device`` are the float dtype it computes in and
+    where it lives. ``weight`` is a float copy dequantised on each access, for reading
+    (shape checks, exports): writing to it changes nothing, so merging a LoRA adapter
+    into an int8 layer is refused by the adapter code.
+    """
+
+    def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
+        super().__init__()
+        if qweight.dtype != torch.int8 or qweight.dim() != 2 or scales.shape != (qweight.shape[0],):
+            raise ValueError(f"Int8Linear needs int8 [N, K] weights and [N] scales, got {qweight.dtype} "
+                             f"{tuple(qweight.shape)} and {tuple(scales.shape)}")
+        self.out_features, self.in_features = (int(n) for n in qweight.shape)
+        self.register_buffer("qweight", qweight)  # [N, K] int8
+        self.register_buffer("scales", scales.to(torch.bfloat16))  # [N]
+        self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype), requires_grad=False)
+        self.compute_dtype = dtype
+        self.use_kernel = self.in_features % KERNEL_K_MULTIPLE == 0
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
+        q, s = quantize_int8(linear.weight)
+        return cls(q, s, linear.bias, linear.weight.dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.compute_dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.qweight.device
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Q * s [N, K] in ``dtype`` (default: the compute dtype); exact in float32."""
+        w = self.qweight.float() * self.scales.float()[:, None]
+        return w.to(dtype or self.compute_dtype)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.dequantize()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [..., K] -> y: [..., N] in x's dtype.
+        rows = x.numel() // self.in_features
+        if self.use_kernel and 0 < rows <= KERNEL_MAX_ROWS and x.device.type in _KERNEL_DEVICES:
+            x2 = x.reshape(rows, self.in_features).to(torch.bfloat16)  # [M, K]
+            y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scales)  # [M, N] bf16
+            y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+            return y if self.bias is None else y + self.bias.to(x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.dequantize(x.dtype), bias)
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to(dtype) must not turn int8 weights or bfloat16 scales into floats: only the device follows.
+        q, s = self.qweight, self.scales
+        out = super()._apply(fn, recurse)
+        probe = fn(torch.empty(0, dtype=self.compute_dtype, device=q.device))
+        self.qweight = q.to(probe.device)
+        self.scales = s.to(probe.device)
+        if probe.dtype.is_floating_point:
+            self.compute_dtype = probe.dtype
+        return out
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, int8"
+
+
+def float_dtype_device(layer: nn.Module) -> tuple[torch.dtype, torch.device]:
+    """The float dtype a layer computes in, and its device: an int8 layer's compute dtype
+    (reading its ``weight`` would dequantise it), else its weight's."""
+    if isinstance(layer, Int8Linear):
+        return layer.dtype, layer.device
+    return layer.weight.dtype, layer.weight.device
+
+
+def weight_shape(layer: nn.Module) -> tuple[int, ...]:
+    """The shape of a layer's (float or int8) weight, without dequantising it."""
+    return tuple(layer.qweight.shape if isinstance(layer, Int8Linear) else layer.weight.shape)
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether any layer of ``model`` holds int8 weights."""
+    return any(isinstance(m, Int8Linear) for m in model.modules())
