@@ -18,22 +18,31 @@ the rest with a one-line reason:
 
 Paths are the server's: a path that exists here is sent absolute (a server on this
 machine finds it), anything else is sent as given.
+
+A control gets the HTTP client and the :class:`RequestModel` it shares with the
+engine (:mod:`chatcli.remote.backend`), not the engine itself: switching a vLLM
+adapter on changes the model name the engine's next request carries.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from chatcli.lora.info import adapter_name, check_scale
 from chatcli.errors import UsageError
+from chatcli.remote.client import Client
 from chatcli.remote.errors import RemoteError
 
-if TYPE_CHECKING:
-    from chatcli.remote.backend import RemoteEngine
+
+@dataclass
+class RequestModel:
+    """The model name a request carries: the base model's, or on vLLM an adapter's (which selects it)."""
+
+    base: str  # the base model's id on the server
+    current: str  # what the next request names; the engine reads it, vLLM's adapter control sets it
 
 
 @dataclass(frozen=True)
@@ -74,12 +83,13 @@ def resolve_remote(text: str) -> RemoteSpec:
 
 
 class _Control:
-    """What both servers share: the engine, the row table, the refusals."""
+    """What both servers share: the client, the row table, the refusals."""
 
     server = "the server"
 
-    def __init__(self, engine: "RemoteEngine"):
-        self.engine = engine
+    def __init__(self, client: Client, model: RequestModel):
+        self.client = client
+        self.model = model
         self._cache: object = None  # the server's last listing: the status bar reads it without a request
 
     resolve = staticmethod(resolve_remote)
@@ -87,7 +97,7 @@ class _Control:
     def _listing(self, path: str, fresh: bool = False):
         """GET ``path`` once and keep it; every change (and ``/lora``) asks again."""
         if fresh or self._cache is None:
-            self._cache = self.engine.client.get_json(path)
+            self._cache = self.client.get_json(path)
         return self._cache
 
     @property
@@ -117,7 +127,7 @@ class _Control:
     def table(self) -> Table:
         self._cache = None  # /lora shows the server's state now
         table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold",
-                      caption=f"adapters on {self.server} ({self.engine.client.base})", caption_justify="left")
+                      caption=f"adapters on {self.server} ({self.client.base})", caption_justify="left")
         for col in ("name", "scale", "on", "path on the server"):
             table.add_column(col, style="cyan" if col == "name" else None)
         for i in self.list():
@@ -132,11 +142,11 @@ class VllmAdapters(_Control):
 
     def list(self) -> list[RemoteAdapterInfo]:
         listing = self._listing("/models") or {}
-        base = self.engine.base_model
+        base = self.model.base
         rows = []
         for m in listing.get("data", []) if isinstance(listing, dict) else []:
             if isinstance(m, dict) and m.get("parent") == base and m.get("id") != base:
-                on = self.engine.request_model == m["id"]
+                on = self.model.current == m["id"]
                 rows.append(RemoteAdapterInfo(m["id"], m.get("root"), 1.0 if on else 0.0, on))
         return rows
 
@@ -145,28 +155,28 @@ class VllmAdapters(_Control):
         scale = check_scale(scale)
         if scale not in (0.0, 1.0):
             raise UsageError(f"{self.server} applies adapters at scale 1 only; load without a scale (or :0 to keep it off)")
-        self.engine.client.post_json("/load_lora_adapter", {"lora_name": name, "lora_path": str(path)})
+        self.client.post_json("/load_lora_adapter", {"lora_name": name, "lora_path": str(path)})
         self._cache = None
         if scale:
-            self.engine.request_model = name
+            self.model.current = name
         return self.info(name)
 
     def unload(self, name: str) -> None:
         self.info(name)
-        self.engine.client.post_json("/unload_lora_adapter", {"lora_name": name})
+        self.client.post_json("/unload_lora_adapter", {"lora_name": name})
         self._cache = None
-        if self.engine.request_model == name:
-            self.engine.request_model = self.engine.base_model
+        if self.model.current == name:
+            self.model.current = self.model.base
 
     def enable(self, name: str) -> None:
         """Answers come from this adapter (vLLM serves one per request: any other one goes off)."""
         self.info(name)
-        self.engine.request_model = name
+        self.model.current = name
 
     def disable(self, name: str) -> None:
         self.info(name)
-        if self.engine.request_model == name:
-            self.engine.request_model = self.engine.base_model
+        if self.model.current == name:
+            self.model.current = self.model.base
 
     def set_scale(self, name: str, scale: float) -> None:
         scale = check_scale(scale)
@@ -179,9 +189,9 @@ class VllmAdapters(_Control):
     def selection(self, names: list[str] | None, on: bool) -> dict:
         """Request fields for /compare: the adapter's model name, or the base's."""
         if not on:
-            return {"model": self.engine.base_model}
-        name = (names or [self.engine.request_model])[0]
-        if name == self.engine.base_model:
+            return {"model": self.model.base}
+        name = (names or [self.model.current])[0]
+        if name == self.model.base:
             raise UsageError("no adapter is on: /lora-on NAME, or /compare NAME")
         self.info(name)
         return {"model": name}
@@ -192,8 +202,8 @@ class LlamaCppAdapters(_Control):
 
     server = "the llama.cpp server"
 
-    def __init__(self, engine: "RemoteEngine"):
-        super().__init__(engine)
+    def __init__(self, client: Client, model: RequestModel):
+        super().__init__(client, model)
         self._last_scale: dict[int, float] = {}  # what /lora-on restores
 
     def _rows(self) -> list[dict]:
@@ -219,7 +229,7 @@ class LlamaCppAdapters(_Control):
     def _apply(self, changes: dict[int, float]) -> None:
         # every adapter's scale is sent, so the result does not depend on how the server treats missing ones
         rows = self._rows()
-        self.engine.client.post_json("//lora-adapters", [{"id": r["id"], "scale": changes.get(r["id"], float(r.get("scale", 0.0)))} for r in rows])
+        self.client.post_json("//lora-adapters", [{"id": r["id"], "scale": changes.get(r["id"], float(r.get("scale", 0.0)))} for r in rows])
         self._cache = None
 
     def load(self, path: str, name: str | None = None, scale: float = 1.0) -> RemoteAdapterInfo:
@@ -263,14 +273,14 @@ class LlamaCppAdapters(_Control):
         return {"lora": [{"id": r["id"], "scale": scale(r)} for r in rows]}
 
 
-def adapter_control(engine: "RemoteEngine") -> _Control | bool:
-    """The adapter control for the engine's server, or False when it has none."""
-    if engine.flavor == "llama.cpp":
+def adapter_control(client: Client, flavor: str, model: RequestModel) -> _Control | None:
+    """The adapter control of a ``flavor`` server (vllm, llama.cpp, chatcli), or None when it has none."""
+    if flavor == "llama.cpp":
         try:
-            engine.client.get_json("//lora-adapters")
+            client.get_json("//lora-adapters")
         except RemoteError:
-            return False
-        return LlamaCppAdapters(engine)
-    if engine.flavor in ("vllm", "chatcli"):
-        return VllmAdapters(engine)
-    return False
+            return None
+        return LlamaCppAdapters(client, model)
+    if flavor in ("vllm", "chatcli"):
+        return VllmAdapters(client, model)
+    return None

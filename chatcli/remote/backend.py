@@ -22,12 +22,14 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from functools import cached_property
 from typing import Any
 
 from chatcli.engine.protocol import Capabilities, Message, ModelIdentity
 from chatcli.engine.events import Done, Event, Notice, Step
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import UsageError
+from chatcli.remote.adapters import RequestModel, adapter_control
 from chatcli.remote.client import DONE, Client
 from chatcli.remote.errors import RemoteError, scrub
 from chatcli.remote.steps import LogprobsMode, StepMapper
@@ -111,7 +113,7 @@ class RemoteEngine:
     def __init__(self, client: Client, model: str, entry: dict, logprobs_mode: LogprobsMode = "raw"):
         self.client = client
         self.base_model = model
-        self.request_model = model  # vLLM selects an adapter by model name
+        self.request_model = RequestModel(model, model)  # vLLM selects an adapter by model name
         self.flavor = _flavor(entry)
         self.logprobs_mode = logprobs_mode
         self.extra_body: dict[str, Any] = {}  # e.g. llama.cpp's per-request "lora" scales
@@ -120,7 +122,6 @@ class RemoteEngine:
             device=client.root.split("://", 1)[-1], context_length=_context_length(entry), parameters=0,
         )
         self.context_length = self.identity.context_length
-        self._adapters = None
 
     # --- what the server cannot show ------------------------------------------------------
 
@@ -131,14 +132,11 @@ class RemoteEngine:
     def count_tokens(self, text: str) -> int:
         raise UsageError(self.capabilities.unsupported("exact token counting"))
 
-    @property
+    @cached_property
     def adapters(self):
-        """The server's adapter control (vLLM or llama.cpp), or None when it offers none."""
-        if self._adapters is None:
-            from chatcli.remote.adapters import adapter_control
-
-            self._adapters = adapter_control(self)
-        return self._adapters if self._adapters is not False else None
+        """The server's adapter control (vLLM or llama.cpp), or None when it offers none
+        (asked on first use: llama.cpp is probed with a request)."""
+        return adapter_control(self.client, self.flavor, self.request_model)
 
     # --- streams ---------------------------------------------------------------------------
 
@@ -181,7 +179,7 @@ class RemoteEngine:
     def request_body(self, params: SamplingParams, *, chat: bool, stream: bool = True) -> dict:
         """The sampling part of a request: OpenAI's fields, the others only when not neutral."""
         body: dict[str, Any] = {
-            "model": self.request_model, "stream": stream, "max_tokens": params.max_tokens,
+            "model": self.request_model.current, "stream": stream, "max_tokens": params.max_tokens,
             "temperature": params.temperature, "top_p": params.top_p,
         }
         if stream:
