@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 from chatcli.errors import UsageError
 
+SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 0 <= seed < 2**64; a larger one fails mid-answer
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -41,8 +43,8 @@ class SamplingParams:
             raise bad("repetition_penalty", self.repetition_penalty, "use a number > 0 (1 = off)")
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise bad("max_tokens", self.max_tokens, "use an integer >= 1")
-        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
-            raise bad("seed", self.seed, "use an integer >= 0")
+        if self.seed is not None:
+            check_seed(self.seed)
         if not isinstance(self.top_n, int) or self.top_n < 0:
             raise bad("top_n", self.top_n, "use an integer >= 0")
         if any(not s for s in self.stop):
@@ -59,6 +61,16 @@ class SamplingParams:
         d = asdict(self)
         d["stop"] = list(self.stop)
         return d
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` if it is an integer in [0, 2**64); else a :class:`UsageError` naming ``name``.
+
+    Every command that takes ``--seed`` checks it here before anything loads.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT:
+        raise UsageError(f"invalid {name} {seed!r}: use an integer from 0 to 2**64 - 1")
+    return seed
 
 
 def _finite(x) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+from chatcli.engine.params import check_seed
 from chatcli.errors import UsageError
 
 KINDS = ("sft", "dpo", "reward")
@@ -75,6 +76,7 @@ class TrainArgs:
             raise UsageError(f"invalid --warmup {self.warmup}: steps (>= 1) or a fraction (< 1)")
         if not (math.isfinite(self.beta) and self.beta > 0):
             raise UsageError(f"invalid --beta {self.beta}: use a positive number")
+        check_seed(self.seed, "--seed")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise UsageError(f"invalid --dtype {self.dtype!r}: use float32 or bfloat16 (float16 trains poorly)")
         return self

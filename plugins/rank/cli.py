@@ -58,7 +58,7 @@ def generate(
     chat_template: str | None = ChatTemplateOpt,
 ) -> None:
     """Generate N candidate answers per prompt (batched), for `chatcli rank annotate`."""
-    from chatcli.engine.params import SamplingParams
+    from chatcli.engine.params import SEED_LIMIT, SamplingParams
     from chatcli_rank.command import identity_json, parse_temperatures
     from chatcli_rank.export import write_jsonl
     from chatcli_rank.jsonl import read_prompts
@@ -72,6 +72,9 @@ def generate(
     _report_bad_lines(errors, strict, prompts)
     if not items:
         raise UsageError(f"no usable prompts in {prompts}")
+    if seed is not None and seed + len(items) * n > SEED_LIMIT:  # candidate k of prompt j takes seed + j*n + k
+        raise UsageError(f"invalid --seed {seed}: {len(items)} prompt(s) x {n} candidates need consecutive seeds "
+                         f"below 2**64; use a seed <= {SEED_LIMIT - len(items) * n}")
     if lora_mix and not lora:
         raise UsageError("--lora-mix needs adapters: add --lora PATH (one or more)")
     specs = []
