@@ -30,6 +30,7 @@ from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError
 from chatcli.chat.printed_steps import certainty_style
 from chatcli.chat.store import Store
+from chatcli.chat.text_input import clean_text, tolerant
 
 PROMPT = "› "
 
@@ -193,7 +194,11 @@ class Repl:
 
     def handle(self, line: str) -> None:
         if is_command(line):
-            execute(self, line.strip())
+            try:
+                execute(self, line.strip())
+            except Exception as e:  # a bug in a command (or a plugin's) is one line; the chat goes on
+                detail = " ".join(str(e).split())
+                self.say(f"{line.split()[0]} failed ({type(e).__name__}{': ' + detail if detail else ''})", "error")
             return
         text = message_text(line)
         if not text:
@@ -237,6 +242,9 @@ class Repl:
                 if self.interactive:
                     self.console.print()
                 break
+            line, replaced = clean_text(line)
+            if replaced:
+                self.say("that line was not valid UTF-8: its undecodable bytes are sent as \ufffd (U+FFFD)", "warning")
             if line.strip():
                 self.handle(line)
         return 1 if self.failures else 0
@@ -258,7 +266,7 @@ def run_repl(
     progress_enabled: bool = True,
 ) -> int:
     """Run plain mode until end of input or /quit; returns the exit code."""
-    stdin = stdin or sys.stdin
+    stdin = tolerant(stdin or sys.stdin)  # bytes that are not UTF-8 reach clean_text, not a traceback
     interactive = stdin.isatty() if interactive is None else interactive
     console = console or Console(highlight=False)
     err = err or Console(stderr=True, highlight=False)

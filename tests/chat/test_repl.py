@@ -109,3 +109,66 @@ def test_resume_prints_the_conversation(tmp_path):
     rc = run_repl(fake_factory(FakeEngine()), store=Store.open(tmp_path / "h.db"), resume="42", stdin=io.StringIO(""),
                   console=console, err=errc, interactive=False, progress_enabled=False)
     assert rc == 2 and "no conversation 42" in err.getvalue()
+
+
+def test_input_that_is_not_utf8_is_replaced_and_the_chat_goes_on(tmp_path):
+    # Piped bytes that are not UTF-8: with the store the message used to fail to save, without it
+    # every later turn failed in the tokenizer. Each bad byte becomes U+FFFD, with a warning.
+    for store in (Store.open(tmp_path / "h.db"), None):
+        engine = FakeEngine(length=3)
+        stdin = io.TextIOWrapper(io.BytesIO(b"caf\xe9 au lait\nsecond\n"), encoding="utf-8")  # strict decoding
+        _, err, console, errc = _consoles()
+        rc = run_repl(fake_factory(engine), store=store, stdin=stdin, console=console, err=errc, interactive=False,
+                      progress_enabled=False)
+        assert rc == 0 and "not valid UTF-8" in err.getvalue()
+        sent = [c["messages"][-1]["content"] for c in engine.calls]
+        assert sent == ["caf\ufffd au lait", "second"]
+        if store is not None:
+            saved = store.load(store.latest_id())
+            assert [n.content for n in saved.path() if n.role == "user"] == sent
+
+
+def test_lone_surrogates_in_a_line_are_replaced(tmp_path):
+    # What a stream read with surrogateescape (a C locale) or a broken "\ud83d" hands over.
+    engine = FakeEngine(length=3)
+    store = Store.open(tmp_path / "h.db")
+    _, err, console, errc = _consoles()
+    rc = run_repl(fake_factory(engine), store=store, stdin=io.StringIO("caf\udce9 \ud83d\nok\n"), console=console,
+                  err=errc, interactive=False, progress_enabled=False)
+    assert rc == 0 and [c["messages"][-1]["content"] for c in engine.calls] == ["caf\ufffd \ufffd", "ok"]
+
+
+def test_set_seed_out_of_range_is_one_line_and_keeps_the_old_seed():
+    engine = FakeEngine(length=3)
+    _, err, console, errc = _consoles()
+    rc = run_repl(fake_factory(engine), params=SamplingParams(seed=5), stdin=io.StringIO(f"/set seed {10**23}\nhi\n"),
+                  console=console, err=errc, interactive=False, progress_enabled=False)
+    assert rc == 1  # the refused command counts as a failure in scripted mode
+    assert "invalid seed" in err.getvalue() and "2**64" in err.getvalue()
+    assert engine.calls[0]["params"].seed == 5
+
+
+def test_a_slash_command_that_crashes_is_one_line_and_the_chat_goes_on(tmp_path, tiny_model_dir):
+    # An adapter whose config has a number where a list belongs made /load-lora raise a TypeError
+    # that ended the REPL with a traceback.
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from chatcli.engine.loader import load_engine
+
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_{}.weight"
+    save_file({key.format("A"): torch.zeros(4, 64), key.format("B"): torch.zeros(64, 4)},
+              str(adapter / "adapter_model.safetensors"))
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                             "target_modules": 5}))
+    out, err, console, errc = _consoles()
+    stdin = io.StringIO(f"/load-lora {adapter}\nstill here?\n")
+    rc = run_repl(lambda progress: load_engine(str(tiny_model_dir)), stdin=stdin, console=console, err=errc,
+                  params=SamplingParams(max_tokens=3, seed=1), interactive=False, progress_enabled=False)
+    errors = [line for line in err.getvalue().splitlines() if line.startswith("error:")]
+    assert rc == 1 and len(errors) == 1 and "/load-lora" in errors[0] and "unknown command" not in errors[0]
+    assert "Traceback" not in err.getvalue() + out.getvalue()
