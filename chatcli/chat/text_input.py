@@ -42,7 +42,3 @@ def tolerant(stream: IO[str]) -> IO[str]:
             pass
     return stream
 
-
-def read_bytes_as_text(data: bytes) -> tuple[str, bool]:
-    """UTF-8 ``data`` as text, undecodable bytes as U+FFFD, and whether there were any."""
-    return clean_text(data.decode("utf-8", errors="surrogateescape"))

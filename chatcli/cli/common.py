@@ -142,15 +142,35 @@ def sampling_params(
 
 
 def read_text_arg(value: str, what: str = "prompt") -> str:
-    """``-`` reads stdin; ``@FILE`` reads a file; anything else is the text itself."""
+    """``-`` reads stdin; ``@FILE`` reads a file; anything else is the text itself.
+
+    Bytes that are not UTF-8 (in stdin, the file, or a non-UTF-8 argv) become U+FFFD
+    with a warning on stderr, as in the chat: a prompt is typed input, not a data file.
+    """
     import sys
 
+    from chatcli.chat.text_input import tolerant
+
     if value == "-":
-        return sys.stdin.read()
+        return clean_arg(tolerant(sys.stdin).read(), what, "stdin")
     if value.startswith("@") and len(value) > 1:
         path = Path(value[1:])
         try:
-            return path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
         except OSError as e:
             raise UsageError(f"cannot read {what} file {path}: {e.strerror}") from None
-    return value
+        return clean_arg(text, what, str(path))
+    return clean_arg(value, what, "the command line")
+
+
+def clean_arg(text: str, what: str, where: str = "the command line") -> str:
+    """``text`` with lone surrogates (bytes that were not UTF-8) as U+FFFD; warns on stderr if any."""
+    import sys
+
+    from chatcli.chat.text_input import clean_text
+
+    cleaned, replaced = clean_text(text)
+    if replaced:
+        sys.stderr.write(f"chatcli: warning: the {what} from {where} is not valid UTF-8; its undecodable bytes "
+                         "are read as U+FFFD\n")
+    return cleaned

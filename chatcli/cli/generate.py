@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import typer
 
@@ -28,6 +32,7 @@ from chatcli.cli.common import (
     TopPOpt,
     check_dtype,
     check_quantize,
+    clean_arg,
     read_text_arg,
     remote_factory,
     sampling_params,
@@ -68,6 +73,9 @@ def generate(
     logprobs_mode: str = LogprobsModeOpt,
 ) -> None:
     """Stream one answer to PROMPT, with the probability of every token."""
+    if system is not None:
+        system = clean_arg(system, "--system")
+    stop = [clean_arg(s, "--stop") for s in stop] if stop else stop
     params = sampling_params(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
         repetition_penalty=repetition_penalty, max_tokens=max_tokens, seed=seed,
@@ -124,29 +132,39 @@ def _answer(engine, text: str, messages: list[dict], params, *, raw: bool, as_js
             **({"endpoint": engine.identity.path} if engine.identity.model_type.startswith("remote") else {}),
             "chatcli_version": __version__,
         })
-    events = engine.complete(text, params) if raw else engine.chat(messages, params)
+    cancel = threading.Event()
+    events = engine.complete(text, params, cancel=cancel) if raw else engine.chat(messages, params, cancel=cancel)
     steps: list[Step] = []
     done: Done | None = None
-    try:
-        for event in events:
-            if isinstance(event, Step):
-                steps.append(event)
-                if as_json:
-                    _emit(event.to_json())
-                elif event.text:
-                    sys.stdout.write(event.text)
-                    sys.stdout.flush()
-            elif isinstance(event, Notice):
-                sys.stderr.write(f"chatcli: {event.message}\n")
-            elif isinstance(event, Done):
-                done = event
-    except KeyboardInterrupt:
-        # Ctrl+C: end the partial answer's line, say so, exit 130 (typer turns Exit into the code).
-        if steps and not as_json:
+    with _sigint_cancels(cancel):
+        try:
+            for event in events:
+                if isinstance(event, Step):
+                    steps.append(event)
+                    if as_json:
+                        _emit(event.to_json())
+                    elif event.text:
+                        sys.stdout.write(event.text)
+                        sys.stdout.flush()
+                elif isinstance(event, Notice):
+                    sys.stderr.write(f"chatcli: {event.message}\n")
+                elif isinstance(event, Done):
+                    done = event
+        except KeyboardInterrupt:  # a second Ctrl+C (or one from elsewhere): stop waiting for the engine
+            cancel.set()
+            done = None
+    if cancel.is_set() and (done is None or done.finish_reason == "cancelled"):
+        # Ctrl+C: the answer so far stands; --json still ends with its done line (README), exit 130.
+        if as_json:
+            _emit(done.to_json() if done is not None else {
+                "type": "done", "finish_reason": "cancelled", "prompt_tokens": None,
+                "completion_tokens": len(steps), "ttft_s": None, "tokens_per_s": None,
+            })
+        elif steps:
             sys.stdout.write("\n")
         sys.stdout.flush()
         sys.stderr.write("chatcli: interrupted\n")
-        raise typer.Exit(130) from None
+        raise typer.Exit(130)
     assert done is not None, "engine streams always end with Done"
     if done.finish_reason == "error":
         if as_json:
@@ -163,6 +181,26 @@ def _answer(engine, text: str, messages: list[dict], params, *, raw: bool, as_js
 
         print_steps(steps)
     sys.stdout.flush()
+
+
+@contextmanager
+def _sigint_cancels(cancel: threading.Event) -> Iterator[None]:
+    """While streaming, the first Ctrl+C sets ``cancel`` (the engine ends with a cancelled Done
+    at its next token); a second one raises KeyboardInterrupt as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def handler(signum, frame) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _emit(obj: dict) -> None:

@@ -136,3 +136,48 @@ def test_ctrl_c_ends_the_line_and_exits_130(capsys, tiny_model_dir, monkeypatch)
     code, out, err = run(capsys, "generate", "hi", "--model", str(tiny_model_dir), "--temperature", "0")
     assert code == 130
     assert out.endswith("\n") and err.strip().endswith("chatcli: interrupted")
+
+
+def test_json_ctrl_c_still_prints_its_done_line_and_exits_130(tiny_model_dir):
+    # SIGINT after the first step line: the engine stops at its next token, the done line says
+    # "cancelled" with the steps printed so far, the exit code is 130 (README: the --json schema).
+    import os
+    import signal
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    # Greedy on the tiny model runs ~118 tokens before its end-of-sequence: plenty of time to interrupt.
+    proc = subprocess.Popen([sys.executable, "-m", "chatcli", "generate", "hello", "--model", str(tiny_model_dir),
+                             "--json", "--temperature", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)  # fmt: skip
+    try:
+        head = [proc.stdout.readline(), proc.stdout.readline()]
+        assert json.loads(head[1])["type"] == "step", head
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    objs = jsonl("".join(head) + out)
+    steps = [o for o in objs if o["type"] == "step"]
+    assert proc.returncode == 130, err
+    assert objs[-1]["type"] == "done" and objs[-1]["finish_reason"] == "cancelled"
+    assert objs[-1]["completion_tokens"] == len(steps) and [s["index"] for s in steps] == list(range(len(steps)))
+    assert "Traceback" not in err and err.strip().endswith("chatcli: interrupted")
+
+
+@pytest.mark.parametrize("source", ["stdin", "file", "argv"])
+def test_prompt_bytes_that_are_not_utf8_become_replacement_characters(capsys, tiny_model_dir, monkeypatch, tmp_path,
+                                                                      source):
+    # A latin-1 "café": stdin and @FILE hold the raw byte, a non-UTF-8 argv reaches Python as a
+    # surrogate escape. Each used to end in a traceback (decoding, or the tokenizer).
+    arg = {"stdin": "-", "file": f"@{tmp_path / 'p.txt'}", "argv": "caf\udce9"}[source]
+    (tmp_path / "p.txt").write_bytes(b"caf\xe9")
+    for flags in (["--print-prompt"], ["--json", "-n", "2"]):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9"), encoding="utf-8"))  # strict
+        code, out, err = run(capsys, "generate", arg, "--model", str(tiny_model_dir), *flags)
+        assert code == 0, err
+        assert err.count("not valid UTF-8") == 1 and "Traceback" not in err
+        if flags == ["--print-prompt"]:
+            assert "<|im_start|>user\ncaf\ufffd<|im_end|>" in out
+        else:
+            assert jsonl(out)[-1]["type"] == "done" and jsonl(out)[-1]["prompt_tokens"] > 0
