@@ -20,7 +20,7 @@ class ActionsMixin:
     def action_escape(self) -> None:
         if self.screen is not self.screen_stack[0]:
             raise SkipAction()  # a modal (the command palette) closes itself
-        if self._cancel is not None and not self._cancel.is_set():
+        if self.stream.streaming and not self.stream.stopping:
             self.action_stop()
         elif isinstance(self.focused, ChatInput) and self.query_one(CommandHints).display:
             self.query_one(CommandHints).display = False
@@ -34,12 +34,11 @@ class ActionsMixin:
             raise SkipAction()
 
     def action_stop(self) -> None:
-        if self._cancel is not None:
-            self._cancel.set()
+        if self.stream.cancel():
             self._refresh_status(state="stopping")
 
     def action_interrupt(self) -> None:
-        if self._cancel is not None and not self._cancel.is_set():
+        if self.stream.streaming and not self.stream.stopping:
             self.action_stop()
             return
         raise SkipAction()  # copy in the prompt, or the "Ctrl+Q quits" hint
@@ -96,9 +95,8 @@ class ActionsMixin:
         self.status.poll_plugins()
 
     async def action_quit(self) -> None:
-        if self._cancel is not None:
-            self._cancel.set()
-        worker = self._gen_worker
+        self.stream.cancel()
+        worker = self.stream.handle
         if worker is not None:
             try:
                 await worker.wait()

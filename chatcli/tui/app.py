@@ -1,12 +1,12 @@
 """The Textual chat app: ``make_app(engine_factory, ...)`` is shared by ``chatcli chat`` and the tests.
 
 Threads: the model loads in a thread worker (progress posted as messages) and
-every answer streams in a thread worker that iterates
-:meth:`chatcli.chat.core.ChatCore.run`; the worker only appends to the
-conversation and posts a :class:`StreamTick` only when none is pending, and
-the UI takes every new step at once and then waits ``flush_interval`` (50 ms)
-before the next tick: a fast model never floods the message queue or makes
-rendering the bottleneck, and a slow UI only sees bigger batches. Esc (or Ctrl+C) sets the stream's cancel event; the
+every answer streams in a thread worker run by :attr:`ChatApp.stream`, a
+:class:`~chatcli.tui.stream_controller.StreamController`: it posts a
+:class:`StreamTick` only when none is pending, and the UI takes every new step at
+once and then waits ``flush_interval`` (50 ms) before the next tick: a fast model
+never floods the message queue or makes rendering the bottleneck, and a slow UI
+only sees bigger batches. Esc (or Ctrl+C) sets the stream's cancel event; the
 engine ends with ``Done("cancelled")`` and the partial answer stays, marked stopped.
 
 The app implements :class:`chatcli.chat.commands.CommandContext`, so slash commands,
@@ -37,21 +37,21 @@ from chatcli.tui.actions import ActionsMixin
 from chatcli.tui.widgets.answer import AnswerView
 from chatcli.tui.command_context import CommandContextMixin
 from chatcli.tui.inspection import InspectionMixin
-from chatcli.tui.messages import EngineFailed, EngineLoaded, LoadProgress
+from chatcli.tui.messages import EngineFailed, EngineLoaded, EngineNotice, LoadProgress, StreamDone, StreamTick
 from chatcli.tui.palette import PaletteMixin
 from chatcli.tui.widgets.probs import ProbabilityPanel
 from chatcli.tui.widgets.prompt import ChatInput, CommandHints
 from chatcli.tui.widgets.status import StatusBar
-from chatcli.tui.streaming import StreamingMixin
+from chatcli.tui.stream_controller import StreamController
 from chatcli.tui.token_text import TINTS
 from chatcli.tui.widgets.transcript import LoadingBanner, Transcript, welcome_content
 
 
-class ChatApp(CommandContextMixin, StreamingMixin, InspectionMixin, ActionsMixin, PaletteMixin, App):
+class ChatApp(CommandContextMixin, InspectionMixin, ActionsMixin, PaletteMixin, App):
     """The chat app: layout, model loading, shared helpers; each mixin holds one area of behaviour.
 
-    CommandContextMixin (tui/command_context.py) is what slash commands call; StreamingMixin
-    (tui/streaming.py) sends and streams answers; InspectionMixin (tui/inspection.py)
+    CommandContextMixin (tui/command_context.py) is what slash commands call; the app sends
+    messages and :attr:`stream` (tui/stream_controller.py) streams answers; InspectionMixin (tui/inspection.py)
     is the probability view, inspection and /compare; ActionsMixin (tui/actions.py)
     the key actions; PaletteMixin (tui/palette.py) the command palette.
     """
@@ -93,24 +93,21 @@ class ChatApp(CommandContextMixin, StreamingMixin, InspectionMixin, ActionsMixin
         self.store_warning = store_warning
         self.resume_id = resume
         self.tint = tint if tint in TINTS else "off"
-        self.flush_interval = flush_interval
         self._notices: list[tuple[str, str]] = [(n, "warning") for n in notes]
         self.core = ChatCore(None, store=store, params=params, system=system, on_notice=self._notice_from_core)
-        self._cancel: threading.Event | None = None
-        self._gen_finished = threading.Event()
-        self._gen_worker = None
-        self._stream_view: AnswerView | None = None
-        self._stream_job: Job | None = None
-        self._following = True
-        self._after_stream: list = []
-        self._queued: str | None = None
+        self.stream = StreamController(
+            lambda job, cancel: self.core.run(job, cancel),
+            spawn=lambda body: self.run_worker(body, name="generate", group="generate", thread=True, exit_on_error=False),
+            on_tick=lambda node_id: self.post_message(StreamTick(node_id)),  # the worker thread's ways in
+            on_notice=lambda text, kind: self.post_message(EngineNotice(text, kind)),
+            on_done=lambda node_id, done: self.post_message(StreamDone(node_id, done)),
+            schedule=self.set_timer,
+            flush_interval=flush_interval,
+        )
+        self._queued: str | None = None  # a message sent while the model was loading
         self._inspected: AnswerView | None = None
         self._compared: AnswerView | None = None  # the answer /compare tints by KL
         self._load_started = 0.0
-        self._tick_pending = False  # a StreamTick is posted and not yet handled (set by both threads)
-        self._flushed = 0  # steps of the streaming answer already rendered
-        self._interval = flush_interval  # the current pause between UI updates (adaptive)
-        self._ui_clock = (0.0, 0.0)  # (UI thread CPU time, wall time) at the last update
         self._old_sighup = None
 
     # --- layout ----------------------------------------------------------------------------
@@ -239,6 +236,76 @@ class ChatApp(CommandContextMixin, StreamingMixin, InspectionMixin, ActionsMixin
         if isinstance(event.widget, ChatInput):
             self.clear_inspected()
 
+    # --- sending and streaming (the state lives in self.stream) ---------------------------
+
+    async def _send(self, text: str) -> None:
+        if self.busy:
+            self.prompt.load_text(text)
+            self.notify("an answer is still streaming — Esc stops it", severity="warning", timeout=2)
+            return
+        if self.core.engine is None:
+            if self.query(LoadingBanner):
+                self._queued = text
+                self.say("the model is still loading; your message goes out as soon as it is ready", "info")
+            else:
+                self.say("no model is loaded; restart chatcli with a working --model", "error")
+            return
+        try:
+            job = self.core.send(text)
+        except ChatcliError as e:
+            self.say(e.message, "error")
+            return
+        await self.start_job(job)
+
+    async def start_job(self, job: Job) -> None:
+        """Stream ``job``'s answer into its view: a new one, or the one a retry or branch replaces."""
+        if self.stream.streaming:  # jobs come from idle-only commands or after a stop; a last guard
+            self.notify("an answer is still streaming — Esc stops it", severity="warning", timeout=2)
+            return
+        node = job.node
+        await self.transcript.show_answer(self.core.conv, node, model=self._model_label(), tint=self.tint)
+        self.end_comparison()
+        self.panel.clear()
+        self._refresh_status(state="writing", live_tokens=len(node.steps))
+        self.transcript.anchor()
+        self.stream.start(job)
+
+    def _model_label(self) -> str:
+        return self.core.identity.name if self.core.identity else (self.model_name or "assistant")
+
+    def _stream_view(self) -> AnswerView | None:
+        job = self.stream.job
+        return self.transcript.view_for(job.node.id) if job is not None else None
+
+    async def on_stream_tick(self, message: StreamTick) -> None:
+        view = self._stream_view() if self.stream.flush() is not None else None
+        if view is not None:
+            await view.sync()
+            node = view.node
+            if node.steps:
+                if self.stream.following:
+                    self._show_step(node.id, len(node.steps) - 1, following=True)
+                self.status.update_info(live_tokens=len(node.steps))
+        self.stream.rendered()  # at most one UI update per interval; later steps go with the next one
+
+    async def on_stream_done(self, message: StreamDone) -> None:
+        view = self._stream_view()
+        following = self.stream.following
+        pending = self.stream.finish()
+        if view is not None:
+            await view.finish(message.done)
+            if view.node.steps and (following or self.panel.node_id != view.node.id):
+                self._show_step(view.node.id, len(view.node.steps) - 1, following=False)
+        done = message.done
+        if done.finish_reason == "error":
+            self.say(done.error or "generation failed", "error")
+        self._refresh_status(state="ready", tokens_per_s=done.tokens_per_s or self.status.info.tokens_per_s)
+        for action in pending:  # e.g. a branch picked while the answer streamed
+            await action()
+
+    def on_engine_notice(self, message: EngineNotice) -> None:
+        self.say(message.text, "warning" if message.kind in ("warning", "context") else message.kind)
+
     # --- helpers ---------------------------------------------------------------------------
 
     async def _redraw(self) -> None:
@@ -280,9 +347,7 @@ class ChatApp(CommandContextMixin, StreamingMixin, InspectionMixin, ActionsMixin
             return
 
         def on_hup(signum, frame) -> None:
-            if self._cancel is not None:
-                self._cancel.set()
-                self._gen_finished.wait(3.0)
+            self.stream.shutdown(3.0)
             os._exit(128 + signum)
 
         try:
@@ -291,8 +356,7 @@ class ChatApp(CommandContextMixin, StreamingMixin, InspectionMixin, ActionsMixin
             pass
 
     def on_unmount(self) -> None:
-        if self._cancel is not None:
-            self._cancel.set()
+        self.stream.cancel()
         if self._old_sighup is not None:
             signal.signal(signal.SIGHUP, self._old_sighup)
 

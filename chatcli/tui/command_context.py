@@ -31,7 +31,7 @@ class CommandContextMixin:
 
     @property
     def busy(self) -> bool:
-        return self._gen_worker is not None or self._activity is not None
+        return self.stream.streaming or self._activity is not None
 
     def set_activity(self, state: str | None) -> None:
         """A command's own generation (``/rank`` making candidates) runs: the status bar shows
@@ -45,7 +45,7 @@ class CommandContextMixin:
             self.bell()
 
     def run_job(self, job: Job) -> None:
-        self.call_later(self._start_job, job)
+        self.call_later(self.start_job, job)
 
     def conversation_changed(self) -> None:
         self.call_later(self._redraw)

@@ -35,9 +35,8 @@ class InspectionMixin:
         self.panel.show(node.steps[index], node_id=node_id, index=index, total=len(node.steps), following=following)
 
     def on_token_selected(self, message: TokenSelected) -> None:
-        streaming = self._stream_view is not None and self._stream_view.node.id == message.node_id
-        self._following = streaming and message.index >= len(self._stream_view.node.steps) - 1
-        self._show_step(message.node_id, message.index, following=self._following)
+        following = self.stream.token_selected(message.node_id, message.index)
+        self._show_step(message.node_id, message.index, following=following)
 
     async def on_branch_requested(self, message: BranchRequested) -> None:
         async def branch() -> None:
@@ -46,14 +45,13 @@ class InspectionMixin:
             except ChatcliError as e:
                 self.say(e.message, "error")
                 return
-            await self._start_job(job)
+            await self.start_job(job)
             step = job.node.steps[message.index]
             self.notify(f"branched at token {message.index + 1}: {step.token!r}", timeout=2)
             self.prompt.focus()
 
-        if self.busy:  # picking an alternative while streaming: stop, then branch
-            self._after_stream.append(branch)
-            self._cancel.set()
+        if self.stream.streaming:  # picking an alternative while streaming: stop, then branch
+            self.stream.stop_then(branch)
         else:
             await branch()
 
@@ -85,8 +83,7 @@ class InspectionMixin:
         if self._inspected is not None and self._inspected.is_attached:
             self._inspected.set_inspecting(False)
         self._inspected = None
-        if self._stream_view is not None:
-            self._following = True
+        self.stream.follow()
 
     def focus_alternatives(self) -> None:
         alts = self.query_one(AltList)

@@ -141,7 +141,7 @@ class AnswerView(Vertical, can_focus=True):
         self.kl_bits = [s.kl_bits for s in comparison.steps] if comparison is not None else None
         self.set_class(comparison is not None, "-compared")
         self._apply_mode()
-        self._update_header()
+        self.update_header()
 
     @property
     def streaming(self) -> bool:
@@ -176,14 +176,14 @@ class AnswerView(Vertical, can_focus=True):
         else:
             self._tokens_dirty = True
             self.rebuild_markdown()
-        self._update_header()
+        self.update_header()
 
     async def finish(self, done: Done) -> None:
         await self.sync()
         if self._md_dirty or self._md_fed != len(self.node.content):
             self.rebuild_markdown()
         self._sync_tokens(force=True)
-        self._update_header()
+        self.update_header()
         self._update_footer()
 
     def rebuild_markdown(self) -> None:
@@ -204,7 +204,7 @@ class AnswerView(Vertical, can_focus=True):
         self._tokens_dirty = True
         self.rebuild_markdown()
         self._apply_mode()
-        self._update_header()
+        self.update_header()
         self._update_footer()
 
     def _sync_tokens(self, force: bool = False) -> None:
@@ -259,7 +259,7 @@ class AnswerView(Vertical, can_focus=True):
             parts.append(Content.styled("  ● writing…", "$success"))
         return Content.assemble(*parts)
 
-    def _update_header(self) -> None:
+    def update_header(self) -> None:
         self.query_one(".answer-header", AnswerHeader).update(self._header())
 
     def _update_footer(self) -> None:

@@ -126,6 +126,25 @@ class Transcript(VerticalScroll, can_focus=False):
             return UserMessage(node)
         return AnswerView(node, sibling_pos=_sibling_pos(conv, node), model=node.meta.get("model") or model, tint=tint)
 
+    async def show_answer(self, conv: Conversation, node: Node, *, model: str, tint: str) -> AnswerView:
+        """The view an answer about to stream goes into: its own, the one on screen that a retry
+        or a branch replaces (with the path below it redrawn), or a new one at the end."""
+        view = self.view_for(node.id)
+        if view is None:
+            shown = next((a for a in self.answers() if a.node.parent == node.parent), None)
+            if shown is not None:
+                await self.rerender_from(conv, shown, node, model=model, tint=tint)
+                view = shown
+            else:
+                parent = conv.nodes.get(node.parent) if node.parent is not None else None
+                if parent is not None and not any(isinstance(w, UserMessage) and w.node.id == parent.id for w in self.children):
+                    await self.add_user(parent)
+                view = await self.add_answer(conv, node, model=model, tint=tint)
+        else:
+            view.reset(node, view.sibling_pos)
+        view.update_header()
+        return view
+
     async def add_user(self, node: Node) -> None:
         await self._drop_welcome()
         await self.mount(UserMessage(node))
