@@ -21,8 +21,19 @@ def test_unreadable_or_non_utf8_files(tmp_path):
     with pytest.raises(UsageError, match="cannot read"):
         read_objects(tmp_path / "missing.jsonl")
     latin = tmp_path / "latin.jsonl"
-    latin.write_bytes('{"t": "café"}\n'.encode("latin-1"))
-    with pytest.raises(UsageError, match="not UTF-8"):
+    latin.write_bytes(b'{"ok": 1}\n' + '{"t": "café"}\n'.encode("latin-1"))
+    # Refused as a whole (an encoding belongs to the file), naming the first bad line, never replaced.
+    with pytest.raises(UsageError) as e:
         read_objects(latin)
-    rows, errors = read_objects(latin, decode_errors="replace")
-    assert rows == [(1, {"t": "caf\ufffd"})] and not errors
+    assert e.value.message == f"{latin}:2: not UTF-8 text (byte 0xe9 at column 11); save the file as UTF-8"
+
+
+def test_half_a_surrogate_pair_is_a_bad_line(tmp_path):
+    # "\ud83d" alone parses as JSON but is not text: the tokenizer, SQLite and UTF-8 output reject it.
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"a": "\\ud83d"}\n{"b": ["x", {"\\udc00": 1}]}\n{"c": "\\ud83d\\ude00"}\n', encoding="utf-8")
+    rows, errors = read_objects(path)
+    assert rows == [(3, {"c": "\U0001f600"})]  # a whole pair is one character
+    assert [e.line for e in errors] == [1, 2]
+    assert str(errors[0]) == (f"{path}:1: holds \\ud83d, half of a UTF-16 surrogate pair, not text; "
+                              "write the whole character (or both halves)")

@@ -63,7 +63,7 @@ def read_jsonl(path: Path) -> tuple[list[tuple[int, dict]], list[LineError]]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"data file not found: {path}")
-    return read_objects(path, decode_errors="replace")
+    return read_objects(path)  # not UTF-8: refused; a broken \ud83d escape: a bad line; never replaced
 
 
 def _messages(value: Any, field: str) -> list[dict]:
@@ -202,6 +202,7 @@ class Loaded:
 def load_examples(path: Path, encoder: Encoder, kind: str, max_len: int) -> Loaded:
     """Read ``path`` as ``kind`` ("sft" or "pref"); over-long examples are dropped and counted."""
     rows, errors = read_jsonl(path)
+    unreadable = len(errors)  # lines that are not a JSON object (or not text); record errors come below
     items: list = []
     too_long = 0
     for n, obj in rows:
@@ -222,7 +223,7 @@ def load_examples(path: Path, encoder: Encoder, kind: str, max_len: int) -> Load
         else:
             items.append(Pair(item.chosen, item.rejected, n))
     errors.sort(key=lambda e: e.line)
-    return Loaded(items, errors, too_long, len(rows) + sum(1 for e in errors if "JSON" in e.message))
+    return Loaded(items, errors, too_long, len(rows) + unreadable)
 
 
 def check_loaded(loaded: Loaded, path: Path, max_len: int, strict: bool, warn) -> None:

@@ -96,7 +96,19 @@ def ranking_records(kind: str, store_path: Path | str | None = None, pairs: str 
 
 
 def materialize(rows: Sequence[dict], kind: str, source: str, folder: Path | None = None) -> Path:
-    """Write ``rows`` as JSONL named by their content (same data -> same path); returns the path."""
+    """Write ``rows`` as JSONL named by their content (same data -> same path); returns the path.
+
+    A record holding half of a UTF-16 surrogate pair (a store cell written with a broken
+    ``\\ud83d`` escape) is refused, as in a data file: it cannot be written as UTF-8.
+    """
+    from chatcli.jsonl import lone_surrogate
+
+    for k, row in enumerate(rows, 1):
+        half = lone_surrogate(row)
+        if half is not None:
+            store = "history" if source == "history" else "ranking store"
+            raise UsageError(f"record {k} from the {store} holds \\u{ord(half):04x}, half of a UTF-16 surrogate pair, "
+                             "not text; remove that entry from the store and retry")
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     if folder is None:

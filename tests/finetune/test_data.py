@@ -96,6 +96,18 @@ def test_bad_lines_are_reported_with_line_numbers_and_skipped_or_refused(tmp_pat
         check_loaded(loaded, path, 128, True, warnings.append)
 
 
+def test_text_that_is_not_text_is_refused_never_replaced(tmp_path, enc):
+    # Training on U+FFFD would be silent damage: bytes that are not UTF-8 refuse the file by line
+    # (they used to be replaced), a broken "\ud83d" escape is a bad line like any other.
+    path = _write(tmp_path / "d.jsonl", [{"text": "good one"}, '{"text": "half \\ud83d of a pair"}'])
+    loaded = load_examples(path, enc, "sft", 128)
+    assert [x.line for x in loaded.items] == [1] and [e.line for e in loaded.errors] == [2]
+    assert "surrogate pair" in loaded.errors[0].message and loaded.total == 2
+    path.write_bytes(b'{"text": "good one"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(UsageError, match=f"{path}:2: not UTF-8 text"):
+        load_examples(path, enc, "sft", 128)
+
+
 def test_identical_chosen_and_rejected_is_an_error_line(tmp_path, enc):
     same = [{"role": "assistant", "content": "Same"}]
     path = _write(tmp_path / "p.jsonl", [{"prompt": "Q", "chosen": same, "rejected": same}])

@@ -89,6 +89,21 @@ def test_ranking_records_are_the_rank_exporters_and_the_file_is_named_by_content
         sources.build_data("sft")
 
 
+def test_a_store_cell_with_half_a_surrogate_pair_is_refused_not_written():
+    # A prompt cell written with a broken "\ud83d" escape used to end in a UnicodeEncodeError
+    # traceback while the data file was written.
+    import sqlite3
+
+    with RankStore.open() as store:
+        store_ranking(store, ["best", "worst"], [[0], [1]])
+        path = store.path
+    with sqlite3.connect(path) as conn:
+        conn.execute("""UPDATE prompts SET messages='[{"role":"user","content":"\\ud83d"}]'""")
+    with pytest.raises(UsageError, match=r"record 1 from the ranking store holds \\ud83d, half of a UTF-16"):
+        sources.build_data("sft", from_rankings=True)
+    assert not list(path.parent.glob("finetune/*.jsonl"))
+
+
 def test_empty_ranking_store_is_a_clear_error():
     with pytest.raises(UsageError, match=r"no ranked pairs .* in the ranking store \(0 ranking"):
         sources.ranking_records("dpo")

@@ -45,6 +45,21 @@ def test_prompt_lines_are_checked_with_line_numbers(tmp_path):
     assert str(errors[0]).startswith(f"{path}:2: not valid JSON")
 
 
+def test_prompt_files_that_are_not_text_are_refused_by_line(tmp_path, capsys):
+    # A broken "\ud83d" escape is a bad line (skipped, or refused with --strict); bytes that are not
+    # UTF-8 refuse the whole file, naming the line. Both used to fail later, in the tokenizer or output.
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "fine"}\n{"prompt": "\\ud83d"}\n', encoding="utf-8")
+    items, errors = read_prompts(path)
+    assert [i.line for i in items] == [1] and [e.line for e in errors] == [2]
+    assert "half of a UTF-16 surrogate pair" in errors[0].message
+    code, _, err = run_cli(capsys, "rank", "generate", path, "-o", tmp_path / "o.jsonl", "--strict", "-m", "/nope")
+    assert code == 2 and f"{path}:2: holds \\ud83d" in err and not (tmp_path / "o.jsonl").exists()
+    path.write_bytes(b'{"prompt": "fine"}\n{"prompt": "caf\xe9"}\n')
+    code, _, err = run_cli(capsys, "rank", "generate", path, "-o", tmp_path / "o.jsonl", "-m", "/nope")
+    assert code == 2 and err.strip() == f"chatcli: error: {path}:2: not UTF-8 text (byte 0xe9 at column 16); save the file as UTF-8"
+
+
 def test_generate_writes_candidates_and_annotation_resumes(tmp_path, tiny_model_dir, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(PROMPTS, encoding="utf-8")
