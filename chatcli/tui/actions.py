@@ -80,9 +80,7 @@ class ActionsMixin:
         self.panel.display = not self.panel.display
 
     def action_toggle_compare(self) -> None:
-        self.panel.set_compare(not self.panel.compare)
-        if not self.panel.display:
-            self.panel.display = True
+        self.panel.toggle_compare()
 
     def action_status_action(self) -> None:
         """F8: run the slash command a plugin's status item offers (e.g. /finetune load)."""

@@ -36,23 +36,27 @@ from chatcli.chat.store import Store
 from chatcli.tui.actions import ActionsMixin
 from chatcli.tui.widgets.answer import AnswerView
 from chatcli.tui.command_context import CommandContextMixin
-from chatcli.tui.inspection import InspectionMixin
-from chatcli.tui.messages import EngineFailed, EngineLoaded, EngineNotice, LoadProgress, StreamDone, StreamTick
+from chatcli.tui.messages import (
+    BranchRequested, EngineFailed, EngineLoaded, EngineNotice, LeaveAlternatives, LoadProgress, PickAlternative,
+    SiblingRequested, StreamDone, StreamTick, TokenSelected,
+)  # fmt: skip
+from chatcli.tui.widgets.compare_view import comparison_note
 from chatcli.tui.palette import PaletteMixin
 from chatcli.tui.widgets.probs import ProbabilityPanel
 from chatcli.tui.widgets.prompt import ChatInput, CommandHints
 from chatcli.tui.widgets.status import StatusBar
 from chatcli.tui.stream_controller import StreamController
 from chatcli.tui.token_text import TINTS
-from chatcli.tui.widgets.transcript import LoadingBanner, Transcript, welcome_content
+from chatcli.tui.widgets.transcript import TINT_HELP, LoadingBanner, Transcript, welcome_content
 
 
-class ChatApp(CommandContextMixin, InspectionMixin, ActionsMixin, PaletteMixin, App):
+class ChatApp(CommandContextMixin, ActionsMixin, PaletteMixin, App):
     """The chat app: layout, model loading, shared helpers; each mixin holds one area of behaviour.
 
     CommandContextMixin (tui/command_context.py) is what slash commands call; the app sends
-    messages and :attr:`stream` (tui/stream_controller.py) streams answers; InspectionMixin (tui/inspection.py)
-    is the probability view, inspection and /compare; ActionsMixin (tui/actions.py)
+    messages and :attr:`stream` (tui/stream_controller.py) streams answers; the widgets keep
+    their own view state (the transcript: tint, inspected and compared answers; the panel:
+    what it shows) and post messages the app handles here; ActionsMixin (tui/actions.py)
     the key actions; PaletteMixin (tui/palette.py) the command palette.
     """
 
@@ -92,7 +96,7 @@ class ChatApp(CommandContextMixin, InspectionMixin, ActionsMixin, PaletteMixin, 
         self.registry = registry
         self.store_warning = store_warning
         self.resume_id = resume
-        self.tint = tint if tint in TINTS else "off"
+        self._start_tint = tint if tint in TINTS else "off"  # then the transcript keeps it
         self._notices: list[tuple[str, str]] = [(n, "warning") for n in notes]
         self.core = ChatCore(None, store=store, params=params, system=system, on_notice=self._notice_from_core)
         self.stream = StreamController(
@@ -105,8 +109,6 @@ class ChatApp(CommandContextMixin, InspectionMixin, ActionsMixin, PaletteMixin, 
             flush_interval=flush_interval,
         )
         self._queued: str | None = None  # a message sent while the model was loading
-        self._inspected: AnswerView | None = None
-        self._compared: AnswerView | None = None  # the answer /compare tints by KL
         self._load_started = 0.0
         self._old_sighup = None
 
@@ -114,7 +116,7 @@ class ChatApp(CommandContextMixin, InspectionMixin, ActionsMixin, PaletteMixin, 
 
     def compose(self):
         with Horizontal(id="main"):
-            yield Transcript(id="transcript")
+            yield Transcript(id="transcript", tint=self._start_tint)
             yield ProbabilityPanel()
         yield CommandHints()
         yield ChatInput(self.registry, self._initial_history(), placeholder=self._placeholder())
@@ -233,8 +235,9 @@ class ChatApp(CommandContextMixin, InspectionMixin, ActionsMixin, PaletteMixin, 
         self.query_one(CommandHints).show_for(self.prompt.completions())
 
     def on_descendant_focus(self, event) -> None:
-        if isinstance(event.widget, ChatInput):
-            self.clear_inspected()
+        if isinstance(event.widget, ChatInput):  # inspection ends; the panel follows a live answer again
+            self.transcript.clear_inspected()
+            self.stream.follow()
 
     # --- sending and streaming (the state lives in self.stream) ---------------------------
 
@@ -263,7 +266,7 @@ class ChatApp(CommandContextMixin, InspectionMixin, ActionsMixin, PaletteMixin, 
             self.notify("an answer is still streaming — Esc stops it", severity="warning", timeout=2)
             return
         node = job.node
-        await self.transcript.show_answer(self.core.conv, node, model=self._model_label(), tint=self.tint)
+        await self.transcript.show_answer(self.core.conv, node, model=self._model_label())
         self.end_comparison()
         self.panel.clear()
         self._refresh_status(state="writing", live_tokens=len(node.steps))
@@ -306,16 +309,124 @@ class ChatApp(CommandContextMixin, InspectionMixin, ActionsMixin, PaletteMixin, 
     def on_engine_notice(self, message: EngineNotice) -> None:
         self.say(message.text, "warning" if message.kind in ("warning", "context") else message.kind)
 
+    # --- inspection: the panel shows the step a token of an answer was drawn from ----------
+
+    def _show_step(self, node_id: int, index: int, *, following: bool) -> None:
+        node = self.core.conv.nodes.get(node_id)
+        if node is None:
+            return
+        view = self.transcript.view_for(node_id)
+        comparison = view.comparison if view is not None and view.node is node else None
+        self.panel.show_step(node, index, following=following, comparison=comparison)
+
+    @on(TokenSelected)
+    def _token_selected(self, message: TokenSelected) -> None:
+        following = self.stream.token_selected(message.node_id, message.index)
+        self._show_step(message.node_id, message.index, following=following)
+
+    @on(BranchRequested)
+    async def _branch_requested(self, message: BranchRequested) -> None:
+        async def branch() -> None:
+            try:
+                job = self.core.branch(message.node_id, message.index, message.token_id)
+            except ChatcliError as e:
+                self.say(e.message, "error")
+                return
+            await self.start_job(job)
+            step = job.node.steps[message.index]
+            self.notify(f"branched at token {message.index + 1}: {step.token!r}", timeout=2)
+            self.prompt.focus()
+
+        if self.stream.streaming:  # picking an alternative while streaming: stop, then branch
+            self.stream.stop_then(branch)
+        else:
+            await branch()
+
+    @on(SiblingRequested)
+    async def _sibling_requested(self, message: SiblingRequested) -> None:
+        if self.busy:
+            self.notify("wait for the answer to finish (Esc stops it)", severity="warning", timeout=2)
+            return
+        sibs, i = self.core.conv.siblings(message.node_id)
+        if len(sibs) == 1 or not 0 <= i + message.delta < len(sibs):
+            self.bell()
+            return
+        node = self.core.switch_sibling(message.node_id, message.delta)
+        view = self.transcript.view_for(message.node_id)
+        if view is None:
+            await self._redraw()
+            return
+        await self.transcript.rerender_from(self.core.conv, view, node, model=self._model_label())
+        view.focus()
+        if node.steps:
+            view.move_to(len(node.steps) - 1)
+        self._refresh_status()
+
+    @on(PickAlternative)
+    def _pick_alternative(self) -> None:
+        self.panel.focus_alternatives()
+
+    @on(LeaveAlternatives)
+    def _leave_alternatives(self) -> None:
+        if not self.transcript.focus_inspected():
+            self.prompt.focus()
+
+    @property
+    def tint(self) -> str:
+        """How answers are shown ("off" | "model_prob" | "entropy"); the transcript keeps it."""
+        return self.transcript.tint
+
+    def set_tint(self, mode: str) -> None:
+        self.end_comparison()
+        self.transcript.set_tint(mode)
+        self._refresh_status()
+        self.notify(f"tint: {mode} — {TINT_HELP[mode]}", timeout=2)
+
+    # --- /compare: per-token KL tinting ----------------------------------------------------
+
+    def show_comparison(self, node, comparison) -> None:
+        """Called by /compare: tint the answer by per-token KL; its tokens show base vs adapter in the panel.
+
+        The same comparison again (nothing changed since) switches it off, like Esc or F2.
+        """
+        view = self.transcript.view_for(node.id)
+        shown = self.transcript.compared
+        previous = shown.comparison if shown is not None else None
+        self.end_comparison()
+        if view is None or view.node is not node or len(comparison.steps) != len(node.steps):
+            # not on screen (another branch is shown): the transcript gets the printed copy
+            from chatcli.chat.lora_commands import comparison_view
+
+            self.say(comparison_view(comparison), "result")
+            return
+        if shown is view and previous == comparison:
+            self.notify("comparison off: normal tinting", timeout=2)
+            return
+        view.set_comparison(comparison)
+        self.say(comparison_note(comparison), "result")
+        self.panel.display = True  # the side-by-side distributions are the point
+        if comparison.steps:
+            view.focus()
+            view.move_to(comparison.max_step.index)
+
+    def end_comparison(self) -> bool:
+        """Back to normal tinting (Esc, F2, /tint, a new answer); False when no comparison was shown."""
+        view = self.transcript.compared
+        if view is None:  # none, or its view moved to a sibling or was redrawn since
+            return False
+        view.set_comparison(None)
+        if self.panel.node_id == view.node.id and view.cursor is not None:
+            self._show_step(view.node.id, view.cursor, following=False)
+        return True
+
     # --- helpers ---------------------------------------------------------------------------
 
     async def _redraw(self) -> None:
         await self.transcript.show_conversation(
-            self.core.conv, model=self._model_label(), tint=self.tint,
+            self.core.conv, model=self._model_label(),
             welcome=welcome_content(self.core.identity.name if self.core.identity else self.model_name),
         )
-        self._compared = None  # its view is gone
         self.panel.clear()
-        self._inspected = None
         self._refresh_status()
 
     def _refresh_status(self, **changes) -> None:

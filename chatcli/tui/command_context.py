@@ -2,8 +2,7 @@
 
 Mixed into :class:`chatcli.tui.app.ChatApp` (it relies on the app's ``core``,
 ``transcript``, ``panel`` and status refresh). The comparison methods
-(``show_comparison``/``end_comparison``) live with the probability view in
-:mod:`chatcli.tui.inspection`.
+(``show_comparison``/``end_comparison``) and ``set_tint`` are the app's own.
 """
 
 from __future__ import annotations
@@ -17,15 +16,9 @@ from chatcli.chat.core import Job
 from chatcli.chat.commands import execute
 from chatcli.tui.messages import EngineNotice
 
-TINT_HELP = {
-    "off": "answers as Markdown",
-    "model_prob": "tokens tinted by how unlikely the model found them",
-    "entropy": "tokens tinted by how open the choice was (entropy)",
-}
-
 
 class CommandContextMixin:
-    """busy / set_activity / say / run_job / conversation_changed / set_tint / quit / pick_adapter / adapters_changed."""
+    """busy / set_activity / say / run_job / conversation_changed / quit / pick_adapter / adapters_changed."""
 
     _activity: str | None = None  # a command's long-running work (set_activity), shown as the status state
 
@@ -49,14 +42,6 @@ class CommandContextMixin:
 
     def conversation_changed(self) -> None:
         self.call_later(self._redraw)
-
-    def set_tint(self, mode: str) -> None:
-        self.end_comparison()
-        self.tint = mode
-        for view in self.transcript.answers():
-            view.set_tint(mode)
-        self._refresh_status()
-        self.notify(f"tint: {mode} — {TINT_HELP[mode]}", timeout=2)
 
     def quit(self) -> None:
         self.call_later(self.action_quit)

@@ -65,3 +65,13 @@ class BranchRequested(Message):
 class SiblingRequested(Message):
     node_id: int
     delta: int
+
+
+@dataclass
+class PickAlternative(Message):
+    """Enter on an answer: move to the panel's alternatives to branch with one."""
+
+
+@dataclass
+class LeaveAlternatives(Message):
+    """Esc in the panel's alternatives: back to the answer being inspected (or the prompt)."""

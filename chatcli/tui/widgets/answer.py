@@ -1,8 +1,10 @@
 """One assistant answer in the transcript: Markdown for reading, tinted tokens for inspecting.
 
-The view owns no data: it renders ``node`` (a :class:`chatcli.chat.session.Node` that
-the generation worker appends steps to) and is told to catch up with
-:meth:`AnswerView.sync` at most every flush interval. Streaming cost stays flat:
+The view owns no conversation data: it renders ``node`` (a :class:`chatcli.chat.session.Node`
+that the generation worker appends steps to) and is told to catch up with
+:meth:`AnswerView.sync` at most every flush interval. It owns how it shows it: the
+token cursor, whether it is being inspected, the tint, and a ``/compare``'s KL tint;
+what the rest of the app should do it posts as messages (:mod:`chatcli.tui.messages`). Streaming cost stays flat:
 the Markdown is split into segments at blank lines and the token view into
 chunks at newlines, so only the last segment or chunk re-renders.
 
@@ -27,7 +29,7 @@ from textual.widgets import Static
 from chatcli.engine.events import Done
 from chatcli.chat.session import Node, status_label
 from chatcli.tui.widgets.markdown_body import MarkdownBody
-from chatcli.tui.messages import BranchRequested, SiblingRequested, TokenSelected
+from chatcli.tui.messages import BranchRequested, PickAlternative, SiblingRequested, TokenSelected
 from chatcli.tui.token_text import UNCERTAIN, chunk_bounds, token_content
 
 if TYPE_CHECKING:  # the comparison module pulls in torch; the view only reads its dataclasses
@@ -287,7 +289,7 @@ class AnswerView(Vertical, can_focus=True):
             prompt.insert(event.character)
 
     def on_focus(self) -> None:
-        self.app.set_inspected(self)  # type: ignore[attr-defined]
+        # The transcript marks this answer inspected (it sees the focus as DescendantFocus).
         if self.cursor is None and self.node.steps:
             self.move_to(len(self.node.steps) - 1, scroll=False)
 
@@ -348,4 +350,4 @@ class AnswerView(Vertical, can_focus=True):
         self.post_message(BranchRequested(self.node.id, self.cursor, alt.id))
 
     def action_pick(self) -> None:
-        self.app.focus_alternatives()  # type: ignore[attr-defined]
+        self.post_message(PickAlternative())

@@ -24,11 +24,12 @@ from textual.widgets.option_list import Option
 
 from chatcli.engine.events import Step
 from chatcli.tui.widgets.compare_view import kl_legend, shift_rows, shift_summary
-from chatcli.tui.messages import BranchRequested
+from chatcli.tui.messages import BranchRequested, LeaveAlternatives
 from chatcli.tui.token_text import ENTROPY_FULL_BITS, bar, percent, tint_color, uncertainty, visible
 
 if TYPE_CHECKING:
-    from chatcli.lora.compare import TokenShift
+    from chatcli.chat.session import Node
+    from chatcli.lora.compare import Comparison, TokenShift
 
 EMPTY_HELP = (
     "The next-token distribution appears here while the model writes.\n\n"
@@ -45,7 +46,7 @@ class AltList(OptionList):
     BINDINGS = [Binding("escape", "back", "Back", show=False)]
 
     def action_back(self) -> None:
-        self.app.focus_inspected()  # type: ignore[attr-defined]
+        self.post_message(LeaveAlternatives())
 
 
 class ProbabilityPanel(Vertical):
@@ -66,6 +67,20 @@ class ProbabilityPanel(Vertical):
     def on_mount(self) -> None:
         self.query_one(AltList).display = False
         self._legend()
+
+    def toggle_compare(self) -> None:
+        """F4: also show (or hide) the distribution actually sampled from; shows the panel."""
+        self.set_compare(not self.compare)
+        if not self.display:
+            self.display = True
+
+    def focus_alternatives(self) -> None:
+        """Enter on an answer: the alternatives get the focus (when the panel shows some)."""
+        alts = self.query_one(AltList)
+        if self.display and alts.display and alts.option_count:
+            alts.focus()
+            if alts.highlighted is None:
+                alts.highlighted = 0
 
     def set_compare(self, on: bool) -> None:
         self.compare = on
@@ -89,6 +104,17 @@ class ProbabilityPanel(Vertical):
 
     _total = 0
     _following = False
+
+    def show_step(self, node: Node, index: int, *, following: bool, comparison: Comparison | None = None) -> None:
+        """Step ``index`` of ``node``: its distribution, or with the ``comparison`` of a /compare'd
+        answer base and adapter side by side."""
+        if not 0 <= index < len(node.steps):
+            return
+        if comparison is not None:
+            shift = comparison.steps[index]
+            self.show_shift(node.steps[index], shift, adapters=comparison.adapters, node_id=node.id, index=index, total=len(node.steps))
+        else:
+            self.show(node.steps[index], node_id=node.id, index=index, total=len(node.steps), following=following)
 
     def show(self, step: Step, *, node_id: int | None, index: int, total: int, following: bool) -> None:
         self.step, self.node_id, self.index = step, node_id, index

@@ -3,6 +3,11 @@
 It mounts one widget per message and never re-renders the whole transcript for a
 token: streaming goes to the last :class:`AnswerView` only. It stays anchored to
 the bottom while the reader is there and lets go when they scroll up.
+
+It owns the view state its answers share: the tint every answer shows
+(:meth:`Transcript.set_tint`), which answer is being inspected (the last one to
+get the focus, until :meth:`Transcript.clear_inspected`) and which one a
+``/compare`` tints by KL (:attr:`Transcript.compared`, read from the answers).
 """
 
 from __future__ import annotations
@@ -62,6 +67,12 @@ class LoadingBanner(Vertical):
         bar.update(total=total, progress=done)
 
 
+TINT_HELP = {
+    "off": "answers as Markdown",
+    "model_prob": "tokens tinted by how unlikely the model found them",
+    "entropy": "tokens tinted by how open the choice was (entropy)",
+}
+
 WELCOME_KEYS = [
     ("Enter", "send"),
     ("Ctrl+J", "new line"),
@@ -87,8 +98,47 @@ def welcome_content(model: str | None) -> Content:
 
 
 class Transcript(VerticalScroll, can_focus=False):
+    def __init__(self, *, tint: str = "off", id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.tint = tint  # "off" (Markdown) | "model_prob" | "entropy": what every answer shows
+        self.inspected: AnswerView | None = None  # the answer whose tokens are being looked at
+
     def on_mount(self) -> None:
         self.anchor()
+
+    # --- view state ------------------------------------------------------------------------
+
+    def set_tint(self, tint: str) -> None:
+        self.tint = tint
+        for view in self.answers():
+            view.set_tint(tint)
+
+    @property
+    def compared(self) -> AnswerView | None:
+        """The answer a /compare tints by KL (at most one; a sibling switch or a redraw drops it)."""
+        return next((a for a in self.answers() if a.comparison is not None), None)
+
+    def on_descendant_focus(self, event) -> None:
+        if isinstance(event.widget, AnswerView):
+            self.set_inspected(event.widget)
+
+    def set_inspected(self, view: AnswerView) -> None:
+        """``view`` is inspected now; the one inspected before goes back to the tint."""
+        if self.inspected is not None and self.inspected is not view and self.inspected.is_attached:
+            self.inspected.set_inspecting(False)
+        self.inspected = view
+
+    def clear_inspected(self) -> None:
+        if self.inspected is not None and self.inspected.is_attached:
+            self.inspected.set_inspecting(False)
+        self.inspected = None
+
+    def focus_inspected(self) -> bool:
+        """Give the focus back to the inspected answer; False when there is none."""
+        if self.inspected is None or not self.inspected.is_attached:
+            return False
+        self.inspected.focus()
+        return True
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -100,16 +150,17 @@ class Transcript(VerticalScroll, can_focus=False):
 
     # --- building --------------------------------------------------------------------------
 
-    async def show_conversation(self, conv: Conversation, *, model: str, tint: str, welcome: Content | None = None) -> None:
+    async def show_conversation(self, conv: Conversation, *, model: str, welcome: Content | None = None) -> None:
         """Replace everything with the conversation's active path."""
         await self.remove_children()
+        self.inspected = None
         widgets = [Static(welcome, id="welcome")] if welcome is not None and conv.is_empty() else []
-        widgets += [self._widget_for(conv, node, model, tint) for node in conv.path()]
+        widgets += [self._widget_for(conv, node, model) for node in conv.path()]
         if widgets:
             await self.mount_all(widgets)
         self.anchor()
 
-    async def rerender_from(self, conv: Conversation, view: AnswerView, node: Node, *, model: str, tint: str) -> None:
+    async def rerender_from(self, conv: Conversation, view: AnswerView, node: Node, *, model: str) -> None:
         """Show ``node`` in ``view`` (a sibling switch) and the path below it anew."""
         children = list(self.children)
         idx = children.index(view)
@@ -119,27 +170,27 @@ class Transcript(VerticalScroll, can_focus=False):
         path = conv.path()
         below = path[[n.id for n in path].index(node.id) + 1:]
         if below:
-            await self.mount_all([self._widget_for(conv, n, model, tint) for n in below])
+            await self.mount_all([self._widget_for(conv, n, model) for n in below])
 
-    def _widget_for(self, conv: Conversation, node: Node, model: str, tint: str):
+    def _widget_for(self, conv: Conversation, node: Node, model: str):
         if node.role == "user":
             return UserMessage(node)
-        return AnswerView(node, sibling_pos=_sibling_pos(conv, node), model=node.meta.get("model") or model, tint=tint)
+        return AnswerView(node, sibling_pos=_sibling_pos(conv, node), model=node.meta.get("model") or model, tint=self.tint)
 
-    async def show_answer(self, conv: Conversation, node: Node, *, model: str, tint: str) -> AnswerView:
+    async def show_answer(self, conv: Conversation, node: Node, *, model: str) -> AnswerView:
         """The view an answer about to stream goes into: its own, the one on screen that a retry
         or a branch replaces (with the path below it redrawn), or a new one at the end."""
         view = self.view_for(node.id)
         if view is None:
             shown = next((a for a in self.answers() if a.node.parent == node.parent), None)
             if shown is not None:
-                await self.rerender_from(conv, shown, node, model=model, tint=tint)
+                await self.rerender_from(conv, shown, node, model=model)
                 view = shown
             else:
                 parent = conv.nodes.get(node.parent) if node.parent is not None else None
                 if parent is not None and not any(isinstance(w, UserMessage) and w.node.id == parent.id for w in self.children):
                     await self.add_user(parent)
-                view = await self.add_answer(conv, node, model=model, tint=tint)
+                view = await self.add_answer(conv, node, model=model)
         else:
             view.reset(node, view.sibling_pos)
         view.update_header()
@@ -149,9 +200,9 @@ class Transcript(VerticalScroll, can_focus=False):
         await self._drop_welcome()
         await self.mount(UserMessage(node))
 
-    async def add_answer(self, conv: Conversation, node: Node, *, model: str, tint: str) -> AnswerView:
+    async def add_answer(self, conv: Conversation, node: Node, *, model: str) -> AnswerView:
         await self._drop_welcome()
-        view = AnswerView(node, sibling_pos=_sibling_pos(conv, node), model=model, tint=tint)
+        view = AnswerView(node, sibling_pos=_sibling_pos(conv, node), model=model, tint=self.tint)
         await self.mount(view)
         self.anchor()
         return view
