@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from textual import on, work
+from textual.actions import SkipAction
 from textual.app import App
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -33,7 +34,6 @@ from chatcli.chat.commands import REGISTRY, Registry, execute, is_command, messa
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError
 from chatcli.chat.store import Store
-from chatcli.tui.actions import ActionsMixin
 from chatcli.tui.widgets.answer import AnswerView
 from chatcli.tui.command_context import CommandContextMixin
 from chatcli.tui.messages import (
@@ -50,14 +50,14 @@ from chatcli.tui.token_text import TINTS
 from chatcli.tui.widgets.transcript import TINT_HELP, LoadingBanner, Transcript, welcome_content
 
 
-class ChatApp(CommandContextMixin, ActionsMixin, PaletteMixin, App):
+class ChatApp(CommandContextMixin, PaletteMixin, App):
     """The chat app: layout, model loading, shared helpers; each mixin holds one area of behaviour.
 
     CommandContextMixin (tui/command_context.py) is what slash commands call; the app sends
     messages and :attr:`stream` (tui/stream_controller.py) streams answers; the widgets keep
     their own view state (the transcript: tint, inspected and compared answers; the panel:
-    what it shows) and post messages the app handles here; ActionsMixin (tui/actions.py)
-    the key actions; PaletteMixin (tui/palette.py) the command palette.
+    what it shows) and post messages the app handles here, next to the key actions;
+    PaletteMixin (tui/palette.py) is the command palette.
     """
 
     CSS_PATH = "chatcli.tcss"
@@ -418,6 +418,78 @@ class ChatApp(CommandContextMixin, ActionsMixin, PaletteMixin, App):
         if self.panel.node_id == view.node.id and view.cursor is not None:
             self._show_step(view.node.id, view.cursor, following=False)
         return True
+
+    # --- key actions (the BINDINGS above; answers bind ↑/↓ and Esc to app actions too) -------
+
+    def action_escape(self) -> None:
+        if self.screen is not self.screen_stack[0]:
+            raise SkipAction()  # a modal (the command palette) closes itself
+        hints = self.query_one(CommandHints)
+        if self.stream.streaming and not self.stream.stopping:
+            self.action_stop()
+        elif isinstance(self.focused, ChatInput) and hints.display:
+            hints.display = False
+        elif self.end_comparison():
+            pass
+        elif not isinstance(self.focused, ChatInput):
+            self.prompt.focus()
+        elif hints.display:
+            hints.display = False
+        else:
+            raise SkipAction()
+
+    def action_stop(self) -> None:
+        if self.stream.cancel():
+            self._refresh_status(state="stopping")
+
+    def action_interrupt(self) -> None:
+        if self.stream.streaming and not self.stream.stopping:
+            self.action_stop()
+            return
+        raise SkipAction()  # copy in the prompt, or the "Ctrl+Q quits" hint
+
+    def action_focus_input(self) -> None:
+        self.prompt.focus()
+
+    def action_inspect(self) -> None:
+        if not self.transcript.inspect_next(self.focused):
+            self.notify("no answer to inspect yet", timeout=2)
+
+    def action_focus_answer(self, delta: int) -> None:
+        if isinstance(self.focused, AnswerView) and self.transcript.focus_neighbour(self.focused, delta):
+            self.prompt.focus()  # below the last answer
+
+    def action_cycle_tint(self) -> None:
+        if self.end_comparison():  # F2 first returns a compared answer to the normal tint
+            self._refresh_status()
+            return
+        self.set_tint(TINTS[(TINTS.index(self.tint) + 1) % len(TINTS)])
+
+    def action_toggle_panel(self) -> None:
+        self.panel.display = not self.panel.display
+
+    def action_toggle_compare(self) -> None:
+        self.panel.toggle_compare()
+
+    def action_status_action(self) -> None:
+        """F8: run the slash command a plugin's status item offers (e.g. /finetune load)."""
+        action = self.status.info.action
+        if not action:
+            self.notify("nothing to run: F8 runs what the status bar offers (e.g. /finetune load when a run is done)", timeout=3)
+            return
+        execute(self, action)
+        self._refresh_status()
+        self.status.poll_plugins()
+
+    async def action_quit(self) -> None:
+        self.stream.cancel()
+        worker = self.stream.handle
+        if worker is not None:
+            try:
+                await worker.wait()
+            except Exception:
+                pass
+        self.exit()
 
     # --- helpers ---------------------------------------------------------------------------
 

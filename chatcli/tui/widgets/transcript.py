@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from rich.console import RenderableType
 from textual.containers import Vertical, VerticalScroll
+from textual.widget import Widget
 from textual.content import Content
 from textual.widgets import Label, ProgressBar, Static
 
@@ -139,6 +140,34 @@ class Transcript(VerticalScroll, can_focus=False):
             return False
         self.inspected.focus()
         return True
+
+    # --- moving between answers (Ctrl+↑, and ↑/↓ on an answer) -----------------------------
+
+    def inspect_next(self, focused: Widget | None) -> bool:
+        """Focus the last answer, or the one above ``focused``, with its token cursor; False: none yet."""
+        answers = self.answers()
+        if not answers:
+            return False
+        target = answers[-1]
+        if isinstance(focused, AnswerView) and focused in answers:
+            target = answers[max(0, answers.index(focused) - 1)]
+        target.focus()
+        if target.node.steps:
+            target.move_to(target.cursor if target.cursor is not None else len(target.node.steps) - 1)
+        return True
+
+    def focus_neighbour(self, view: AnswerView, delta: int) -> bool:
+        """Focus the answer ``delta`` away from ``view``; True when that is past the last one."""
+        answers = self.answers()
+        if view not in answers:
+            return False
+        idx = answers.index(view) + delta
+        if idx >= len(answers):
+            return True
+        if idx >= 0:
+            answers[idx].focus()
+            answers[idx].scroll_visible(animate=False)
+        return False
 
     # --- queries ---------------------------------------------------------------------------
 
