@@ -9,6 +9,12 @@ Contract:
   chatcli) raises the caller's ``error`` class with one line saying where and what to
   do, followed by the caller's ``tail`` (what happens instead, e.g. "chatting without
   saving").
+- ``open_db(..., read_only=True)`` opens an existing file for reading only (nothing is
+  created, migrated or written; :func:`writable` says when a caller needs it), so
+  listing and showing work on a store that cannot be written.
+- :func:`db_error` is that one line for an ``sqlite3.Error`` met later, while reading
+  (a file with the current ``user_version`` but other columns, a corrupt page): stores
+  raise it instead of letting a traceback through.
 - :class:`Transaction` is ``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error).
 """
 
@@ -42,15 +48,18 @@ def open_db(
     synchronous: str = "NORMAL",
     timeout: float = 2.0,
     tail: str = "",
+    read_only: bool = False,
 ) -> sqlite3.Connection:
     """Open (creating if needed) and migrate the database at ``path``; ``what`` names it in messages."""
+    if read_only:
+        return _open_read_only(path, what=what, error=error, migrations=migrations, timeout=timeout, tail=tail)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise error(
             f"cannot create {path.parent} ({e.strerror or e}); set CHATCLI_HOME to a writable folder{tail}"
         ) from None
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if not writable(path):
         raise error(f"{what} is read-only; fix its permissions or set CHATCLI_HOME{tail}")
     try:
         conn = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False, isolation_level=None)
@@ -67,14 +76,64 @@ def open_db(
     except ChatcliError:
         conn.close()
         raise
-    except sqlite3.OperationalError as e:
+    except sqlite3.Error as e:
         conn.close()
-        hint = "another program holds it locked; close it and retry" if "locked" in str(e) else str(e)
-        raise error(f"cannot use {what} ({hint}){tail}") from None
-    except sqlite3.DatabaseError as e:
-        conn.close()
-        raise error(f"{what} is damaged ({e}); move it away to start a new one{tail}") from None
+        raise db_error(e, what=what, error=error, tail=tail) from None
     return conn
+
+
+def writable(path: Path) -> bool:
+    """Whether SQLite can write ``path`` (the file, if it exists, and its folder, for the journal)."""
+    return os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
+def db_error(e: sqlite3.Error, *, what: str, error: type[ChatcliError], tail: str = "") -> ChatcliError:
+    """The caller's one-line error for ``e``: locked, read-only, or damaged (corrupt pages, unknown columns)."""
+    text = str(e)
+    if isinstance(e, sqlite3.OperationalError) and "locked" in text:
+        return error(f"cannot use {what} (another program holds it locked; close it and retry){tail}")
+    if "readonly" in text or "read-only" in text:
+        return error(f"{what} is read-only; fix its permissions or set CHATCLI_HOME{tail}")
+    if isinstance(e, sqlite3.OperationalError) and not text.startswith(("no such", "table ")):
+        return error(f"cannot use {what} ({text}){tail}")  # e.g. disk I/O, out of memory: not the file's fault
+    # "no such column/table" with the current user_version: someone else's file, or a hand-edited one.
+    return error(f"{what} is damaged ({text}); move it away to start a new one{tail}")
+
+
+def _open_read_only(
+    path: Path, *, what: str, error: type[ChatcliError], migrations: Sequence[str], timeout: float, tail: str
+) -> sqlite3.Connection:
+    """An existing database opened with ``mode=ro``; ``immutable=1`` where even that needs a write.
+
+    A WAL file opened read-only needs its ``-shm`` file; in a folder that cannot be
+    written, where none is left, ``immutable`` reads the file as it is.
+    """
+    if not path.is_file():
+        raise error(f"{what} does not exist and its folder is read-only; set CHATCLI_HOME{tail}")
+    uri = path.resolve().as_uri()
+    last: sqlite3.Error | None = None
+    for flags in ("mode=ro", "immutable=1"):
+        conn = None
+        try:
+            conn = sqlite3.connect(f"{uri}?{flags}", uri=True, timeout=timeout, check_same_thread=False,
+                                   isolation_level=None)  # fmt: skip
+            conn.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
+            found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as e:
+            if conn is not None:
+                conn.close()
+            last = e
+            continue
+        if found != len(migrations):
+            conn.close()
+            if found > len(migrations):
+                raise error(f"{what} has schema version {found}, newer than this chatcli ({len(migrations)}); "
+                            f"upgrade chatcli{tail}")
+            raise error(f"{what} is read-only and has the older schema version {found}; open it once with write "
+                        f"access to upgrade it{tail}")
+        return conn
+    assert last is not None
+    raise db_error(last, what=what, error=error, tail=tail) from None
 
 
 def migrate(

@@ -10,6 +10,12 @@ Contract:
   are appended in batches while it streams, so ``kill -9`` loses at most the batch
   not yet written. One connection is shared by the UI thread and the generation
   worker, guarded by a lock.
+- Reading never lets a traceback through: a file whose columns or pages are damaged
+  raises :class:`StoreUnavailable` (one line), and :meth:`Store.load_checked` reads
+  each JSON cell on its own (message ``meta``, ``steps.data``, the conversation's
+  ``params`` and ``active``): what can be read is shown, what cannot is left out and
+  reported as an :class:`Unreadable`. :meth:`Store.open_for_reading` opens a store
+  that cannot be written read-only, so the history can still be listed and shown.
 
 Tables: ``conversations`` (title, model, system, params, active-branch map),
 ``messages`` (the tree: parent, role, content, status, meta), ``steps`` (one row
@@ -22,7 +28,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +37,7 @@ from chatcli.engine.events import Step
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError, UsageError
 from chatcli.chat.session import Conversation, Node, dumps, step_from_row, step_to_row
-from chatcli.chat.sqlite_util import Transaction, data_file, open_db
+from chatcli.chat.sqlite_util import Transaction, data_file, db_error, open_db, writable
 
 DB_NAME = "history.sqlite3"
 
@@ -87,9 +94,25 @@ class ConversationSummary:
     messages: int
 
 
-def default_db_path() -> Path:
+@dataclass(frozen=True)
+class Unreadable:
+    """One cell of a saved conversation that could not be read; the rest of it loads."""
+
+    what: str  # "params", "active", "meta" or "steps"
+    message: int | None = None  # the message it belongs to (meta, steps)
+
+    def __str__(self) -> str:
+        return {
+            "params": "the sampling settings could not be read (the defaults are shown)",
+            "active": "which branches were active could not be read (the newest are shown)",
+            "meta": f"the details of message {self.message} (speed, token counts) could not be read",
+            "steps": f"the steps of answer {self.message} could not be read (its text is shown without them)",
+        }[self.what]
+
+
+def default_db_path(tail: str = _TAIL) -> Path:
     """``history.sqlite3`` in the user data dir (``$CHATCLI_HOME/data`` when set)."""
-    return data_file(DB_NAME, StoreUnavailable, _TAIL)
+    return data_file(DB_NAME, StoreUnavailable, tail)
 
 
 class Store:
@@ -103,13 +126,22 @@ class Store:
     # --- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path | str | None = None, *, timeout: float = 2.0) -> "Store":
-        path = Path(path) if path is not None else default_db_path()
+    def open(
+        cls, path: Path | str | None = None, *, timeout: float = 2.0, read_only: bool = False, tail: str = _TAIL
+    ) -> "Store":
+        """The store at ``path``; ``tail`` ends every error line (the chat says it goes on without saving)."""
+        path = Path(path) if path is not None else default_db_path(tail)
         conn = open_db(
             path, what=f"history database {path}", error=StoreUnavailable, migrations=MIGRATIONS,
-            synchronous="NORMAL", timeout=timeout, tail=_TAIL,
+            synchronous="NORMAL", timeout=timeout, tail=tail, read_only=read_only,
         )
         return cls(conn, path)
+
+    @classmethod
+    def open_for_reading(cls, path: Path | str | None = None, *, tail: str = "") -> "Store":
+        """The store for listing and showing: read-only when its file or folder cannot be written."""
+        path = Path(path) if path is not None else default_db_path(tail)
+        return cls.open(path, read_only=path.is_file() and not writable(path), tail=tail)
 
     def close(self) -> None:
         with self._lock:
@@ -158,7 +190,7 @@ class Store:
             self._insert_steps(conv.id, node.id, start, steps)
 
     def delete(self, conv_id: int) -> bool:
-        with self._lock, self._tx():
+        with self._reading(), self._tx():  # only `history rm` deletes: its errors are one line too
             self._conn.execute("DELETE FROM steps WHERE conv_id=?", (conv_id,))
             self._conn.execute("DELETE FROM messages WHERE conv_id=?", (conv_id,))
             cur = self._conn.execute("DELETE FROM conversations WHERE id=?", (conv_id,))
@@ -185,6 +217,15 @@ class Store:
     def _tx(self):
         return Transaction(self._conn)
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Hold the lock; a damaged file (unknown columns, corrupt pages) is one StoreUnavailable line."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as e:
+                raise db_error(e, what=f"history database {self.path}", error=StoreUnavailable) from None
+
     # --- reading ---------------------------------------------------------------------------
 
     def list(self, limit: int | None = None) -> list[ConversationSummary]:
@@ -197,13 +238,13 @@ class Store:
         if limit is not None:
             sql += " LIMIT ?"
             args = (int(limit),)
-        with self._lock:
+        with self._reading():
             rows = self._conn.execute(sql, args).fetchall()
         return [ConversationSummary(int(r[0]), r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
 
     def recent_inputs(self, limit: int = 200) -> list[str]:
         """The person's most recent messages across conversations, oldest first (prompt history)."""
-        with self._lock:
+        with self._reading():
             rows = self._conn.execute(
                 "SELECT content FROM messages WHERE role='user' ORDER BY created DESC LIMIT ?", (int(limit),)
             ).fetchall()
@@ -219,7 +260,11 @@ class Store:
 
     def load(self, conv_id: int) -> Conversation:
         """The whole tree with its steps; :class:`UsageError` if there is no such conversation."""
-        with self._lock:
+        return self.load_checked(conv_id)[0]
+
+    def load_checked(self, conv_id: int) -> tuple[Conversation, list[Unreadable]]:
+        """:meth:`load`, and the cells that could not be read (left out, so the rest still shows)."""
+        with self._reading():
             head = self._conn.execute(
                 "SELECT id, title, created, updated, model, system, params, active FROM conversations WHERE id=?",
                 (int(conv_id),),
@@ -233,35 +278,87 @@ class Store:
             step_rows = self._conn.execute(
                 "SELECT msg_id, idx, data FROM steps WHERE conv_id=? ORDER BY msg_id, idx", (int(conv_id),)
             ).fetchall()
+        problems: list[Unreadable] = []
+        params = _params_from_json(head[6])
+        if params is None:
+            problems.append(Unreadable("params"))
         conv = Conversation(
             id=int(head[0]), title=head[1], created=head[2], model=head[4], system=head[5],
-            params=_params_from_json(head[6]),
+            params=params or SamplingParams(),
         )
         conv.updated = head[3]
         for mid, parent, role, content, status, created, meta in msgs:
             # An answer still "streaming" in the file was cut off by a crash or kill.
             status = "cancelled" if status == "streaming" else status
-            conv.insert(Node(int(mid), parent, role, content, [], status, created, json.loads(meta or "{}")))
+            meta_d = _json_cell(meta or "{}", dict)
+            if meta_d is None:
+                problems.append(Unreadable("meta", int(mid)))
+            conv.insert(Node(int(mid), parent, role, content, [], status, created, meta_d or {}))
+        broken: set[int] = set()
         for mid, idx, data in step_rows:
             node = conv.nodes.get(int(mid))
-            if node is not None and idx == len(node.steps):  # a gap would break the token<->text mapping
-                node.steps.append(step_from_row(idx, json.loads(data)))
+            if node is None or node.id in broken or idx != len(node.steps):
+                continue  # a gap would break the token<->text mapping
+            step = _step_cell(idx, data)
+            if step is None:  # the steps after it would leave a gap: the answer keeps its text, not its steps
+                broken.add(node.id)
+                problems.append(Unreadable("steps", node.id))
+                continue
+            node.steps.append(step)
         for node in conv.nodes.values():
             if node.role == "assistant" and not node.content.startswith(node.step_text):
                 node.content = node.step_text  # a crash between a step batch and its content update
-        conv.active = {(None if k == "None" else int(k)): int(v) for k, v in json.loads(head[7] or "{}").items()}
-        return conv
+        active = _json_cell(head[7] or "{}", dict)
+        try:
+            conv.active = {(None if k == "None" else int(k)): int(v) for k, v in (active or {}).items()}
+        except (TypeError, ValueError):
+            active = None
+        if active is None:
+            conv.active = {}  # the path then follows the newest child at each branch
+            problems.append(Unreadable("active"))
+        return conv, problems
 
 
-def _params_from_json(text: str | None) -> SamplingParams:
+def _json_cell(text, kind: type):
+    """The JSON value of one cell if it parses and is a ``kind``, else None."""
     try:
-        d = json.loads(text or "{}")
-        known = {k: v for k, v in d.items() if k in SamplingParams.__dataclass_fields__}
-        if "stop" in known:
-            known["stop"] = tuple(known["stop"])
-        return SamplingParams(**known)
-    except (ValueError, TypeError, ChatcliError):
-        return SamplingParams()  # parameters written by a future version: fall back to defaults
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, kind) else None
+
+
+def _step_cell(index: int, text) -> Step | None:
+    row = _json_cell(text, list)
+    try:
+        return step_from_row(index, row) if row is not None else None
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+
+
+def _params_from_json(text: str | None) -> SamplingParams | None:
+    """The saved parameters; None if the cell is unreadable.
+
+    Unknown keys are ignored and a value this version refuses (written by a future
+    version, or a seed >= 2**64 saved before seeds were checked) keeps its default,
+    so one bad value does not reset the others.
+    """
+    d = _json_cell(text or "{}", dict)
+    if d is None:
+        return None
+    known = {k: v for k, v in d.items() if k in SamplingParams.__dataclass_fields__}
+    if "stop" in known:  # a JSON list; anything else is not a stop list
+        stop = known.pop("stop")
+        if isinstance(stop, list) and all(isinstance(x, str) for x in stop):
+            known["stop"] = tuple(stop)
+    good = {}
+    for key, value in known.items():
+        try:
+            SamplingParams(**{key: value})
+        except (ValueError, TypeError, ChatcliError):
+            continue
+        good[key] = value
+    return SamplingParams(**good)
 
 
 def open_store(path: Path | str | None = None) -> tuple[Store | None, str | None]:

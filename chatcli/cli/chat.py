@@ -150,10 +150,21 @@ def install_plugin_commands(report_to_stderr: bool) -> list[str]:
 history_app = typer.Typer(help="Saved conversations: list, show, export, remove.", no_args_is_help=True)
 
 
-def _store():
+def _store(*, write: bool = False):
+    """The history; StoreUnavailable is a ChatcliError: one line, exit 1.
+
+    Reading opens a store that cannot be written read-only, so list, show and export
+    still work; ``write`` (rm) refuses it with one line.
+    """
     from chatcli.chat.store import Store
 
-    return Store.open()  # StoreUnavailable is a ChatcliError: one line, exit 1
+    return Store.open(tail="") if write else Store.open_for_reading()
+
+
+def _warn_unreadable(problems) -> None:
+    """A saved conversation shows what could be read; each cell that could not is one warning line."""
+    for problem in problems:
+        sys.stderr.write(f"chatcli: warning: {problem}\n")
 
 
 @history_app.command("list")
@@ -185,7 +196,8 @@ def history_show(
     tokens: bool = typer.Option(False, "--tokens", help="Also each answer's tokens with probabilities."),
 ) -> None:
     """Print a saved conversation as Markdown (or JSON)."""
-    conv = _store().load(conv_id)
+    conv, problems = _store().load_checked(conv_id)
+    _warn_unreadable(problems)
     if as_json:
         sys.stdout.write(json.dumps(conv.to_json(), ensure_ascii=False, indent=2) + "\n")
         return
@@ -193,11 +205,16 @@ def history_show(
     if tokens:
         from chatcli.chat.printed_steps import print_steps
 
+        lost = {p.message for p in problems if p.what == "steps"}
         for node in conv.path():
-            if node.role == "assistant" and node.steps:
+            if node.role == "assistant" and (node.steps or node.id in lost):
                 sys.stdout.write(f"\n## Tokens of answer {node.id}\n\n")
                 sys.stdout.flush()
-                print_steps(node.steps)
+                if node.steps:
+                    print_steps(node.steps)
+                if node.id in lost:
+                    rest = "the remaining steps" if node.steps else "steps"
+                    sys.stdout.write(f"({rest} of this answer could not be read)\n")
 
 
 @history_app.command("export")
@@ -210,7 +227,8 @@ def history_export(
     from chatcli.chat.core import ChatCore
 
     core = ChatCore(None, store=None)
-    core.conv = _store().load(conv_id)
+    core.conv, problems = _store().load_checked(conv_id)
+    _warn_unreadable(problems)
     md, js = core.export(path or f"chatcli-{conv_id}")
     if all_branches:
         js.write_text(json.dumps(core.conv.to_json(all_branches=True), ensure_ascii=False) + "\n", encoding="utf-8")
@@ -222,7 +240,7 @@ def history_rm(
     conv_ids: list[int] = typer.Argument(..., metavar="ID...", help="Conversation ids to remove."),
 ) -> None:
     """Remove saved conversations."""
-    store = _store()
+    store = _store(write=True)
     missing = [i for i in conv_ids if not store.delete(i)]
     removed = len(conv_ids) - len(missing)
     sys.stderr.write(f"chatcli: removed {removed} conversation{'s' * (removed != 1)}\n")

@@ -7,7 +7,9 @@ Contract:
   afterwards. Every write is one ``BEGIN IMMEDIATE`` transaction.
 - The schema carries ``PRAGMA user_version`` and migrates forward only (version 2
   adds the nullable reward columns; stores written before it open and migrate).
-- Opening fails with :class:`RankStoreError`, one line saying where and what to do.
+- Opening fails with :class:`RankStoreError`, one line saying where and what to do;
+  so does any later SQLite error (a file with the current ``user_version`` but other
+  columns, a corrupt page) and a stored JSON cell that does not parse: no traceback.
 
 Tables: ``prompts`` (the conversation up to the last user turn, deduplicated by
 hash), ``candidate_sets`` (one generation of N answers: model identity, where it
@@ -24,12 +26,13 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from chatcli.errors import ChatcliError
-from chatcli.chat.sqlite_util import Transaction, data_file, open_db
+from chatcli.chat.sqlite_util import Transaction, data_file, db_error, open_db
 from chatcli_rank.candidates import Candidate
 from chatcli_rank.ranking import Ranking
 
@@ -141,6 +144,15 @@ class RankStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Hold the lock; an SQLite error (damaged columns or pages, locked, read-only) is one RankStoreError line."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as e:
+                raise db_error(e, what=f"ranking store {self.path}", error=RankStoreError) from None
+
     # --- writing -------------------------------------------------------------------------------
 
     def add_set(
@@ -160,7 +172,7 @@ class RankStore:
         With ``key``, a set already stored under that key is returned instead (resuming).
         """
         now = time.time()
-        with self._lock, Transaction(self._conn) as c:
+        with self._guard(), Transaction(self._conn) as c:
             if key is not None:
                 row = c.execute("SELECT id FROM candidate_sets WHERE key=?", (key,)).fetchone()
                 if row is not None:
@@ -190,7 +202,7 @@ class RankStore:
         order = ranking.order
         if ranking.status != "skipped" and sorted(order) != list(range(n)):
             raise ValueError(f"ranking tiers {ranking.tiers} do not cover the {n} candidates exactly once")
-        with self._lock, Transaction(self._conn) as c:
+        with self._guard(), Transaction(self._conn) as c:
             cur = c.execute(
                 "INSERT INTO rankings(set_id, status, tiers, note, duration_s, created) VALUES (?,?,?,?,?,?)",
                 (set_id, ranking.status, _dumps([list(t) for t in ranking.tiers]), ranking.note, ranking.duration_s, time.time()),
@@ -200,28 +212,28 @@ class RankStore:
     # --- reading -------------------------------------------------------------------------------
 
     def set_for_key(self, key: str) -> int | None:
-        with self._lock:
+        with self._guard():
             row = self._conn.execute("SELECT id FROM candidate_sets WHERE key=?", (key,)).fetchone()
         return int(row[0]) if row else None
 
     def candidate_count(self, set_id: int) -> int:
-        with self._lock:
+        with self._guard():
             return int(self._conn.execute("SELECT COUNT(*) FROM candidates WHERE set_id=?", (set_id,)).fetchone()[0])
 
     def latest_ranking(self, set_id: int) -> Ranking | None:
-        with self._lock:
+        with self._guard():
             row = self._conn.execute(
                 "SELECT tiers, status, note, duration_s FROM rankings WHERE set_id=? ORDER BY id DESC LIMIT 1", (set_id,)
             ).fetchone()
         return _ranking(row) if row else None
 
     def ranking_count(self) -> int:
-        with self._lock:
+        with self._guard():
             return int(self._conn.execute("SELECT COUNT(*) FROM rankings").fetchone()[0])
 
     def items(self, *, include_skipped: bool = False) -> list[RankedItem]:
         """Every candidate set whose latest ranking is not skipped (oldest first)."""
-        with self._lock:
+        with self._guard():
             rows = self._conn.execute(
                 "SELECT s.id, p.messages, s.model, s.source, r.tiers, r.status, r.note, r.duration_s, r.created, s.reward_model"
                 " FROM candidate_sets s JOIN prompts p ON p.id = s.prompt_id"
@@ -232,11 +244,15 @@ class RankStore:
             for sid, messages, model, source, tiers, status, note, duration, created, reward_model in rows:
                 if status == "skipped" and not include_skipped:
                     continue
-                out.append(RankedItem(
-                    int(sid), json.loads(messages), self._candidates(int(sid)),
-                    _ranking((tiers, status, note, duration)), json.loads(model or "{}"), source, float(created),
-                    reward_model,
-                ))
+                try:
+                    out.append(RankedItem(
+                        int(sid), json.loads(messages), self._candidates(int(sid)),
+                        _ranking((tiers, status, note, duration)), json.loads(model or "{}"), source, float(created),
+                        reward_model,
+                    ))
+                except (ValueError, TypeError, IndexError) as e:  # a cell edited or damaged outside chatcli
+                    raise RankStoreError(f"ranking store {self.path} is damaged: candidate set {sid} cannot be read "
+                                         f"({e}); move the file away to start a new one") from None
         return out
 
     def _candidates(self, set_id: int) -> list[Candidate]:
@@ -252,7 +268,7 @@ class RankStore:
 
     def counts(self) -> dict:
         """Raw counts: prompts, candidate sets, candidates, rankings by status (all submissions)."""
-        with self._lock:
+        with self._guard():
             q = lambda sql: int(self._conn.execute(sql).fetchone()[0])  # noqa: E731
             by_status = dict(self._conn.execute("SELECT status, COUNT(*) FROM rankings GROUP BY status").fetchall())
             return {
@@ -264,7 +280,7 @@ class RankStore:
             }
 
     def integrity_ok(self) -> bool:
-        with self._lock:
+        with self._guard():
             return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 

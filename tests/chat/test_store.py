@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -235,3 +236,105 @@ def test_kill_9_during_an_answer_loses_at_most_the_unsaved_tail(tmp_path):
     assert seen - ChatCore.save_every_steps - 1 <= len(answer.steps)
     assert answer.content == answer.step_text
     assert [s.index for s in answer.steps] == list(range(len(answer.steps)))
+
+
+# --- damaged files and cells: what can be read is shown, the rest is one line -----------------------
+
+
+def _history_cli(capsys, *argv):
+    from chatcli.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["history", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_one_malformed_json_cell_leaves_the_rest_of_the_conversation_readable(capsys):
+    # Each of these cells used to make the whole conversation unreadable (history show, chat --resume).
+    store = Store.open()
+    core = _chat(store)
+    conv_id = core.conv.id
+    first, second = [n for n in core.conv.path() if n.role == "assistant"]
+    with sqlite3.connect(store.path) as con:
+        con.execute("UPDATE messages SET meta='{not json' WHERE conv_id=? AND id=?", (conv_id, first.id))
+        con.execute("UPDATE steps SET data='[1, 2' WHERE conv_id=? AND msg_id=? AND idx=3", (conv_id, second.id))
+        con.execute("UPDATE conversations SET params='oops', active='[1]' WHERE id=?", (conv_id,))
+    conv, problems = Store.open(store.path).load_checked(conv_id)
+    assert [(p.what, p.message) for p in problems] == [("params", None), ("meta", first.id), ("steps", second.id),
+                                                       ("active", None)]  # fmt: skip
+    assert [n.content for n in conv.path()] == [n.content for n in core.conv.path()]  # every message is shown
+    assert conv.nodes[first.id].meta == {} and len(conv.nodes[first.id].steps) == len(first.steps)
+    assert len(conv.nodes[second.id].steps) == 3  # the steps before the unreadable one
+    assert conv.params == SamplingParams()
+    ChatCore(FakeEngine(), store=Store.open(store.path)).resume(conv_id)  # chat --resume opens it too
+
+    code, out, err = _history_cli(capsys, "show", conv_id, "--tokens")
+    assert code == 0 and "tell me more" in out
+    assert "(the remaining steps of this answer could not be read)" in out
+    assert err.count("chatcli: warning:") == 4 and f"the steps of answer {second.id} could not be read" in err
+
+
+def test_a_bad_saved_value_keeps_its_default_and_the_other_settings():
+    store = Store.open()
+    core = _chat(store)
+    with sqlite3.connect(store.path) as con:  # a seed saved before seeds were checked
+        con.execute("""UPDATE conversations SET params='{"temperature": 0.3, "seed": 100000000000000000000000}'""")
+    conv, problems = Store.open(store.path).load_checked(core.conv.id)
+    assert conv.params == SamplingParams(temperature=0.3) and not problems
+
+
+def test_damaged_columns_or_pages_are_one_line_in_history_commands(tmp_path, capsys):
+    path = default_db_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as con:  # the current user_version, someone else's columns
+        con.execute("CREATE TABLE conversations(id INTEGER PRIMARY KEY, other TEXT)")
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    for argv in (["list"], ["show", 1], ["rm", 1]):
+        code, out, err = _history_cli(capsys, *argv)
+        assert code == 1 and err.count("\n") == 1 and "is damaged (no such" in err and "move it away" in err
+    path.unlink()
+    store = Store.open()
+    _chat(store, messages=[f"message {i} " * 40 for i in range(40)])
+    store.close()
+    with sqlite3.connect(path) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    data[4096 * 2: 4096 * 4] = b"\x55" * (4096 * 2)  # corrupt pages past the header
+    path.write_bytes(bytes(data))
+    code, out, err = _history_cli(capsys, "show", 1)
+    assert code == 1 and err.count("\n") == 1 and "damaged" in err and "Traceback" not in err
+
+
+def test_a_read_only_store_can_be_listed_and_shown_but_not_changed(capsys, monkeypatch):
+    store = Store.open()
+    conv_id = _chat(store).conv.id
+    store.close()
+    with monkeypatch.context() as m:
+        m.setattr(sqlite_util.os, "access", lambda path, mode: False)  # what a read-only file reports
+        code, out, err = _history_cli(capsys, "list", "--json")
+        assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == [conv_id]
+        code, out, err = _history_cli(capsys, "show", conv_id)
+        assert code == 0 and "tell me more" in out
+        code, out, err = _history_cli(capsys, "rm", conv_id)
+        assert code == 1 and err.strip() == (f"chatcli: error: history database {default_db_path()} is read-only; "
+                                             "fix its permissions or set CHATCLI_HOME")
+    assert [s.id for s in Store.open().list()] == [conv_id]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_read_only_file_and_folder_are_read_for_real(capsys):
+    store = Store.open()
+    conv_id = _chat(store).conv.id
+    store.close()
+    path = default_db_path()
+    path.chmod(0o444)
+    path.parent.chmod(0o555)
+    try:
+        code, out, err = _history_cli(capsys, "show", conv_id)
+        assert code == 0 and "tell me more" in out, err
+        code, out, err = _history_cli(capsys, "rm", conv_id)
+        assert code == 1 and "read-only" in err and err.count("\n") == 1
+    finally:
+        path.parent.chmod(0o755)
+        path.chmod(0o644)
