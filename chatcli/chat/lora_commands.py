@@ -5,8 +5,9 @@
     /load-lora PATH[:SCALE] [--name N] [--scale S]   /unload-lora N   /lora
     /lora-scale N S   /lora-on N   /lora-off N   /merge N   /unmerge N   /compare [N]
 
-They act on the engine's :class:`~chatcli.lora.manager.AdapterManager`
-(:func:`~chatcli.lora.manager.engine_adapters`): changes wait for no answer
+They act on the engine's adapters (``engine.adapters``: the
+:class:`~chatcli.lora.manager.AdapterManager` built with a local engine, a server's
+adapter control on a remote one): changes wait for no answer
 (``idle_only``, and the engine's own lock) and reset the KV cache. ``/compare``
 re-scores the last answer with the adapters off and on; a front end that
 implements ``show_comparison(node, comparison)`` tints its transcript with it,
@@ -32,9 +33,7 @@ from chatcli.engine.protocol import capabilities
 from chatcli.errors import ChatcliError, UsageError
 
 
-def _manager(ctx: CommandContext, create: bool = True):
-    from chatcli.lora.manager import AdapterManager, engine_adapters
-
+def _manager(ctx: CommandContext):
     engine = ctx.core.engine
     if engine is None:
         raise ChatcliError("the model is still loading; try again in a moment")
@@ -44,16 +43,15 @@ def _manager(ctx: CommandContext, create: bool = True):
         if control is None:
             raise UsageError(f"{caps.unsupported('adapter control')}: this server offers no LoRA endpoints")
         return control
-    if getattr(engine, "model", None) is None:
+    mgr = getattr(engine, "adapters", None)  # LoadedModel.adapters, built with the engine
+    if mgr is None:
         raise UsageError("adapters need chatcli's own PyTorch engine; this engine has no local model")
-    if not create and getattr(engine, "adapters", None) is None and getattr(engine.model, AdapterManager._ATTR, None) is None:
-        return None
-    return engine_adapters(engine)
+    return mgr
 
 
 def _loaded(ctx: CommandContext):
-    mgr = _manager(ctx, create=False)
-    if mgr is None or len(mgr) == 0:
+    mgr = _manager(ctx)
+    if len(mgr) == 0:
         raise UsageError("no adapter is loaded: /load-lora PATH loads one")
     return mgr
 
@@ -141,8 +139,8 @@ def unload_lora(ctx: CommandContext, name: str) -> None:
 
 
 def lora_table_cmd(ctx: CommandContext) -> None:
-    mgr = _manager(ctx, create=False)
-    if mgr is None or len(mgr) == 0:
+    mgr = _manager(ctx)
+    if len(mgr) == 0:
         ctx.say("no adapters loaded (/load-lora PATH loads one)", "result")
         return
     own = getattr(mgr, "table", None)  # a server's adapters have their own columns
@@ -279,10 +277,7 @@ def comparison_view(result, rows: int = 8) -> RenderableType:
 
 def status_text(engine: Any) -> str:
     """'lora: sft×0.5, dpo (merged)' for the active adapters, '' when none."""
-    from chatcli.lora.manager import AdapterManager
-
-    model = getattr(engine, "model", None)
-    mgr = getattr(engine, "adapters", None) or (getattr(model, AdapterManager._ATTR, None) if model is not None else None)
+    mgr = getattr(engine, "adapters", None)
     if mgr is None:
         return ""
     parts = []

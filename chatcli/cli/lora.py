@@ -180,7 +180,7 @@ def merge(
         src = resolve_model(model, progress=progress)
         # Merge in float32 whatever the output dtype: the sum is rounded once, at the end.
         base = load_checkpoint(src, dtype=torch.float32, device="cpu", progress=progress)
-    mgr = AdapterManager.of(base)
+    mgr = AdapterManager(base)
     infos = load_adapter_specs(mgr, specs)
     state, untied = mgr.merged_state_dict()
 
@@ -234,7 +234,6 @@ def diff(
     """Answer PROMPT with the adapters on, then show per token how they moved the distribution."""
     from chatcli import __version__
     from chatcli.lora.spec import load_adapter_specs, preflight
-    from chatcli.lora.manager import engine_adapters
     from chatcli.lora.compare import compare_answer
     from chatcli.engine.events import Done, Step
     from chatcli.engine.loader import load_engine
@@ -255,7 +254,7 @@ def diff(
     with stderr_progress() as progress:
         engine = load_engine(model, dtype=dtype, device=device, progress=progress)
     engine.require_chat_template()
-    mgr = engine_adapters(engine)
+    mgr = engine.adapters
     infos = load_adapter_specs(mgr, specs)
 
     steps: list[Step] = []

@@ -18,8 +18,10 @@ Finish reasons: ``stop`` (an end-of-sequence id or a stop string), ``length``
 (``max_tokens``, or prompt + answer reached the context), ``cancelled`` (the
 ``cancel`` event, checked before every forward), ``error`` (NaN/Inf logits;
 ``Done.error`` says why). Whatever the reason, ``cached_ids`` always describes the
-cache exactly (prompt + every token fed back), so the next turn reuses it. After the
-model's weights change (a LoRA switched on or off) call :meth:`reset`.
+cache exactly (prompt + every token fed back), so the next turn reuses it. The
+``weights_version`` callable (the engine's adapter manager's) tells it when the
+model's effective weights changed (a LoRA loaded, scaled, switched or merged): the
+cached prefix is then dropped. :meth:`reset` drops it by hand.
 
 One stream at a time per Generator: a second concurrent call raises GenerationError.
 """
@@ -79,7 +81,15 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
 class Generator:
     """Generates answers from one model, keeping its KV cache across turns."""
 
-    def __init__(self, model, tokenizer, *, device: torch.device | str | None = None, prefill_chunk: int = PREFILL_CHUNK):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        device: torch.device | str | None = None,
+        prefill_chunk: int = PREFILL_CHUNK,
+        weights_version: Callable[[], int] = lambda: 0,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.config = model.config
@@ -87,7 +97,8 @@ class Generator:
         self.prefill_chunk = prefill_chunk
         self.cache: KVCache | None = None
         self.cached_ids: list[int] = []
-        self._cache_weights = getattr(model, "weights_version", 0)  # the weights cached_ids were run under
+        self.weights_version = weights_version  # changes when the model's effective weights change
+        self._cache_weights = weights_version()  # the weights cached_ids were run under
         self.forwarded_tokens = 0  # every position ever run through the model (tests read it)
         self.last_seed: int | None = None
         self.last_seeds: list[int] = []
@@ -104,7 +115,7 @@ class Generator:
     def _prefix_cache(self) -> KVCache:
         if self.cache is None:
             self.cache = KVCache(self.config, 1, self.model.dtype, self.device)
-        weights = getattr(self.model, "weights_version", 0)
+        weights = self.weights_version()
         if self.cache.length != len(self.cached_ids) or weights != self._cache_weights:
             # An interrupted forward, or an adapter changed the weights: trust nothing.
             self.reset()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator, Sequence
-from functools import cached_property
 from pathlib import Path
 
 from chatcli.engine.protocol import Message, ModelIdentity
@@ -47,21 +46,17 @@ class LoadedModel(PromptRenderer):
 
     def __init__(self, model, tokenizer: ChatTokenizer, identity: ModelIdentity):
         from chatcli.engine.generate import Generator
+        from chatcli.lora.manager import AdapterManager
 
         super().__init__(tokenizer)
         self.model = model
         self.identity = identity
-        self.generator = Generator(model, tokenizer)
-
-    @cached_property
-    def adapters(self):
-        """The model's LoRA adapters; changes wait for no answer to be running (see Generator.idle),
-        and the generator notices the new weights through ``model.weights_version``."""
-        from chatcli.lora.manager import AdapterManager
-
-        manager = AdapterManager.of(self.model)
-        manager.guard = self.generator.idle
-        return manager
+        # The model's one adapter manager (every adapter change goes through it). The
+        # generator asks it for the weights version, so a change drops the cached prefix,
+        # and its changes wait for no answer to be running (Generator.idle).
+        self.adapters = AdapterManager(model)
+        self.generator = Generator(model, tokenizer, weights_version=self.adapters.weights_version)
+        self.adapters.guard = self.generator.idle
 
     @property
     def context_length(self) -> int:

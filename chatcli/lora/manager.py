@@ -1,8 +1,10 @@
 """The adapters of one loaded model: load, unload, scale, switch, merge, list.
 
-``AdapterManager.of(model)`` returns the model's manager (created on first use,
-before any layer is wrapped: it records the original modules then). Loading reads
-and checks the adapter completely (:mod:`lora_io`, :mod:`lora_validate`) before
+One manager per model, created before any layer is wrapped (it records the original
+modules then): an engine's is ``LoadedModel.adapters``, built with the engine; a bare
+model (export, training, tests) gets ``AdapterManager(model)``, kept by its caller.
+Loading reads and checks the adapter completely (:mod:`~chatcli.lora.peft_io`,
+:mod:`~chatcli.lora.validate`) before
 wrapping any layer, so a bad adapter leaves the model exactly as it was; a good one
 wraps the targeted layers in :class:`~chatcli.model.lora_linear.LoRALinear` in
 milliseconds, without touching the base weights. Unloading an adapter that was
@@ -12,10 +14,10 @@ otherwise the original module object is back in place, so adapters that are off
 or merged cost nothing per token.
 
 State changes go through ``guard`` (the engine's "no answer is streaming" guard,
-so a load during an answer is refused with a message), bump the model's
-``weights_version`` (a generator's KV cache made under another version holds keys
-and values of other weights, so it is dropped) and are announced to ``on_change``
-callbacks.
+so a load during an answer is refused with a message), bump :meth:`weights_version`
+(the engine hands it to its generator: a KV cache made under another version holds
+keys and values of other weights, so it is dropped) and are announced to
+``on_change`` callbacks.
 
 :meth:`AdapterManager.override` / :meth:`disabled` switch adapters temporarily and
 restore everything bit-exactly (see :mod:`chatcli.lora.override`).
@@ -61,8 +63,6 @@ class _Loaded:
 class AdapterManager(TemporarySwitches):
     """Named LoRA adapters on one :class:`~chatcli.model.model.DecoderLM`."""
 
-    _ATTR = "_chatcli_adapter_manager"
-
     def __init__(
         self,
         model: nn.Module,
@@ -72,12 +72,13 @@ class AdapterManager(TemporarySwitches):
         on_change: Iterable[Callable[[], None]] = (),
     ):
         if any(isinstance(m, (LoRALinear, ReplacedModule)) for m in model.modules()):
-            raise ValueError("the model already has adapter layers: use AdapterManager.of(model)")
+            raise ValueError("the model already has adapter layers: use the manager that wrapped them")
         self.model = model
         self.max_rank = max_rank_limit() if max_rank is None else max_rank
         self.guard = guard or nullcontext
         self.on_change: list[Callable[[], None]] = list(on_change)
         self._adapters: dict[str, _Loaded] = {}
+        self._version = 0  # bumped whenever the effective weights change (see weights_version)
         self._wrappers: dict[str, nn.Module] = {}  # module name -> its LoRALinear / ReplacedModule
         # The original modules, by name, with where they hang (parent, attribute).
         self._slots: dict[str, tuple[nn.Module, str, nn.Module]] = {}
@@ -103,13 +104,6 @@ class AdapterManager(TemporarySwitches):
                      if isinstance(c, (nn.Linear, Int8Linear))},
             replaceable={n: weight_shape(self._slots[n][2]) for n in REPLACEABLE if n in self._slots},
         )
-        setattr(model, self._ATTR, self)
-
-    @classmethod
-    def of(cls, model: nn.Module, **kwargs) -> "AdapterManager":
-        """The manager bound to ``model`` (created with ``kwargs`` on first use)."""
-        existing = getattr(model, cls._ATTR, None)
-        return existing if existing is not None else cls(model, **kwargs)
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -122,6 +116,12 @@ class AdapterManager(TemporarySwitches):
     @property
     def names(self) -> list[str]:
         return list(self._adapters)
+
+    def weights_version(self) -> int:
+        """A number that changes whenever the model's effective weights change (a load, unload,
+        scale, switch, merge or temporary override): a KV cache filled under another holds
+        keys and values of other weights."""
+        return self._version
 
     def active_names(self) -> list[str]:
         return [n for n, a in self._adapters.items() if a.enabled and a.scale != 0.0]
@@ -346,7 +346,7 @@ class AdapterManager(TemporarySwitches):
             if current is not want:
                 if busy:
                     wrapper.training = original.training
-                setattr(parent, attr, want)
+                parent.register_module(attr, want)  # replaces the child of that name
 
     def _detach(self, module: str, name: str) -> None:
         wrapper = self._wrappers.get(module)
@@ -369,16 +369,10 @@ class AdapterManager(TemporarySwitches):
 
     def _bump(self) -> None:
         """The effective weights changed: KV caches made before are stale (see Generator)."""
-        self.model.weights_version = getattr(self.model, "weights_version", 0) + 1
+        self._version += 1
 
     def _changed(self) -> None:
         self._bump()
         for callback in self.on_change:
             callback()
 
-
-def engine_adapters(engine) -> AdapterManager:
-    """The adapter manager of a loaded engine: ``engine.adapters`` (guarded by its
-    generator) when it has one, else the model's own manager (test fakes)."""
-    own = getattr(engine, "adapters", None)
-    return own if isinstance(own, AdapterManager) else AdapterManager.of(engine.model)

@@ -4,11 +4,11 @@
 model for ``/compare``, DPO's reference, reward scoring, ``/rank --lora-mix``) and
 restores every switch, scale and merged weight in ``finally``. Merged weights come
 back from a copy taken before, not by re-adding deltas, so they are bit-exact.
-Entering and leaving bump the model's weights version, so no KV cache filled under
+Entering and leaving bump the manager's weights version, so no KV cache filled under
 the other weights is reused.
 
 A mixin: it works on the manager's state (``_adapters``, ``_current``, ``_apply``,
-``_place``, ``_get``, ``_bump``, ``guard``), which stays defined in ``adapters.py``.
+``_place``, ``_get``, ``_bump``, ``guard``), which stays defined in ``manager.py``.
 """
 
 from __future__ import annotations

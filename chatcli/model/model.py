@@ -138,9 +138,6 @@ class DecoderLM(nn.Module):
         self.model = DecoderBody(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.gradient_checkpointing = False
-        # Bumped by whoever changes the effective weights (adapters loaded, scaled, merged):
-        # KV caches filled under another version hold keys/values of other weights.
-        self.weights_version = 0
         self.packed = False  # weights in the packed layout (chatcli.model.packed)
         self.head_group: FusedGroup | None = None
         if config.tie_word_embeddings:

@@ -37,7 +37,7 @@ def quantize_model(model: nn.Module, method: str = "int8") -> int:
         return 0
     targets = quantizable(model)
     for parent, attr, linear in targets:
-        setattr(parent, attr, Int8Linear.from_linear(linear))
+        parent.register_module(attr, Int8Linear.from_linear(linear))  # replaces the child of that name
     if getattr(model, "packed", False):
         # Re-pack from the current modules: float groups whose members are now int8 are
         # dropped, and with them the packed float storage they kept alive.

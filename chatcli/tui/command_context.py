@@ -56,10 +56,6 @@ class CommandContextMixin:
             return
         engine = self.core.engine
         mgr = getattr(engine, "adapters", None)
-        if mgr is None and getattr(engine, "model", None) is not None:
-            from chatcli.lora.manager import AdapterManager
-
-            mgr = getattr(engine.model, AdapterManager._ATTR, None)
         loaded = list(mgr.names) if mgr is not None else []
 
         def chosen(path) -> None:

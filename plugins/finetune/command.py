@@ -45,13 +45,13 @@ def _conversation_data(ctx, path: Path) -> Path:
 
 
 def _load(ctx, run: BackgroundRun) -> str:
-    from chatcli.lora.manager import adapter_name, engine_adapters
+    from chatcli.lora.manager import adapter_name
 
     engine = ctx.core.engine
     if engine is None:
         raise UsageError("no model is loaded")
     # The engine's manager: loads wait for no answer, and the KV cache follows the new weights.
-    manager = engine_adapters(engine)
+    manager = engine.adapters
     name = adapter_name(run.out.name)
     if name in manager:
         manager.unload(name)

@@ -25,11 +25,15 @@ HEAD = "score"
 
 
 def _manager(engine):
-    from chatcli.lora.manager import engine_adapters
+    """The engine's adapter manager (``LoadedModel.adapters``)."""
+    from chatcli.engine.protocol import capabilities
 
     if engine is None:
         raise UsageError("no model is loaded yet: wait for it, then try again")
-    return engine_adapters(engine)
+    manager = getattr(engine, "adapters", None)
+    if manager is None or not capabilities(engine).weights_in_process:  # a server's control has no heads
+        raise UsageError("reward models need chatcli's own PyTorch engine")
+    return manager
 
 
 def reward_names(manager) -> list[str]:
@@ -96,7 +100,7 @@ def best_first(engine, prompt: Sequence[dict], texts: Sequence[str]) -> tuple[li
     reward model's name; None when no reward model is loaded."""
     try:
         manager = _manager(engine)
-    except Exception:  # a fake or remote engine without adapters
+    except UsageError:  # a fake or remote engine without adapters
         return None
     if not reward_names(manager):
         return None

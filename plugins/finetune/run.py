@@ -89,10 +89,11 @@ def _stop_on_signals(trainer: Trainer, reporter):
 
 
 def load_model(args: TrainArgs, rank_device: str):
+    """The model, its tokenizer and its adapter manager, loaded as an engine."""
     from chatcli.engine.loader import load_engine
 
     engine = load_engine(args.model, dtype=args.dtype, device=rank_device)
-    return engine.model, engine.tokenizer
+    return engine.model, engine.tokenizer, engine.adapters
 
 
 def run_training(args: TrainArgs, reporter=None, *, resume: bool = False, overwrite: bool = False,
@@ -112,7 +113,7 @@ def run_training(args: TrainArgs, reporter=None, *, resume: bool = False, overwr
     if not d.main:
         reporter = QuietReporter()
 
-    model, tok = load_model(args, device)
+    model, tok, adapters = load_model(args, device)
     encoder = Encoder(tok)
     loaded = load_examples(Path(args.data), encoder, "sft" if args.kind == "sft" else "pref", args.max_len)
     check_loaded(loaded, Path(args.data), args.max_len, args.strict, reporter.message)
@@ -120,7 +121,7 @@ def run_training(args: TrainArgs, reporter=None, *, resume: bool = False, overwr
 
     spec = LoRASpec(args.rank, args.alpha, args.rslora, parse_targets(args.targets),
                     parse_layers(args.layers, model.config.num_hidden_layers), args.dropout)  # fmt: skip
-    manager = attach_trainable(model, spec, args.seed, base_model=args.model)
+    manager = attach_trainable(adapters, spec, args.seed, base_model=args.model)
     head = new_score_head(model, args.seed) if args.kind == "reward" else None
     if args.grad_checkpointing:
         model.set_gradient_checkpointing(True)

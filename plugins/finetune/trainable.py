@@ -3,7 +3,8 @@
 :func:`attach_trainable` freezes every base parameter, builds a new adapter (A drawn
 as PEFT does — Kaiming-uniform with a = sqrt(5) — from the run's seed; B zero, so
 the model starts exactly as the base), attaches it through the model's
-:class:`~chatcli.lora.manager.AdapterManager` under :data:`TRAIN_NAME`, and
+:class:`~chatcli.lora.manager.AdapterManager` (given by the caller: the loaded
+engine's ``adapters``) under :data:`TRAIN_NAME`, and
 switches gradients on for its A and B only. A and B (and the reward head) are
 float32 even on a bf16 base: :class:`~chatcli.model.lora_linear.LoRALinear` keeps float32
 adapters as master weights and runs their low-rank product in float32, so AdamW's
@@ -97,14 +98,14 @@ def target_modules(model: nn.Module, spec: LoRASpec) -> list[str]:
     return out
 
 
-def attach_trainable(model: nn.Module, spec: LoRASpec, seed: int, base_model: str | None = None) -> AdapterManager:
-    """Freeze ``model``, attach a new trainable adapter named :data:`TRAIN_NAME`; returns the manager."""
+def attach_trainable(manager: AdapterManager, spec: LoRASpec, seed: int, base_model: str | None = None) -> AdapterManager:
+    """Freeze the manager's model, attach a new trainable adapter named :data:`TRAIN_NAME`; returns the manager."""
+    model = manager.model
     spec.check()
     if is_quantized(model):  # the int8 kernel has no backward, and LoRA masters want float bases
         raise UsageError("cannot fine-tune an int8-quantized model: load the base model without --quantize")
     for p in model.parameters():
         p.requires_grad_(False)
-    manager = AdapterManager.of(model)
     gen = torch.Generator().manual_seed(seed)
     modules: dict[str, ModuleLoRA] = {}
     for name in target_modules(model, spec):

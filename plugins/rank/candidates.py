@@ -98,15 +98,13 @@ def check_n(n: int) -> int:
 
 
 def adapter_manager(engine: Any):
-    """The engine model's AdapterManager, or None (no model, or no adapter ever loaded)."""
-    model = getattr(engine, "model", None)
-    if model is None:
+    """The engine's own AdapterManager (``LoadedModel.adapters``), or None: no engine, or one
+    whose weights are elsewhere (a server's adapter control cannot switch adapters per candidate)."""
+    from chatcli.engine.protocol import capabilities
+
+    if engine is None or not capabilities(engine).weights_in_process:
         return None
-    try:
-        from chatcli.lora.manager import AdapterManager
-    except ImportError:
-        return None
-    return getattr(model, AdapterManager._ATTR, None)
+    return getattr(engine, "adapters", None)
 
 
 def active_adapters(engine: Any) -> list[dict]:

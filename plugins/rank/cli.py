@@ -91,11 +91,8 @@ def generate(
         engine = load_engine(model, dtype=dtype, device=device, chat_template=chat_template, progress=progress)
     engine.require_chat_template()
     if specs:
-        from chatcli.lora.manager import AdapterManager
-
-        manager = AdapterManager.of(engine.model)
         for spec in specs:
-            manager.load(spec.path, name=spec.name, scale=spec.scale)
+            engine.adapters.load(spec.path, name=spec.name, scale=spec.scale)
     ident = identity_json(engine)
     first_seed = seed if seed is not None else random.randrange(2**30)
 

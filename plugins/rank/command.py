@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from chatcli.errors import ChatcliError, UsageError
-from chatcli_rank.candidates import DEFAULT_N, DEFAULT_TEMPERATURE, Candidate, check_n, generate_candidates, plan
+from chatcli_rank.candidates import DEFAULT_N, DEFAULT_TEMPERATURE, Candidate, adapter_manager, check_n, generate_candidates, plan
 
 USAGE = "/rank [N] [--temperature T[,T...]] [--lora-mix]"
 
@@ -209,13 +209,14 @@ def presort_by_reward(engine: Any, messages: list[dict], cands: list[Candidate])
 
 
 def reward_model_name(engine: Any) -> str | None:
-    try:
-        from chatcli.lora.manager import engine_adapters
-        from chatcli_finetune.reward import reward_names
-
-        names = reward_names(engine_adapters(engine))
-    except Exception:  # no finetune plugin, or an engine without adapters
+    manager = adapter_manager(engine)
+    if manager is None:  # an engine without adapters
         return None
+    try:
+        from chatcli_finetune.reward import reward_names
+    except ImportError:  # no finetune plugin
+        return None
+    names = reward_names(manager)
     return names[-1] if names else None
 
 

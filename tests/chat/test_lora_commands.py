@@ -10,7 +10,6 @@ from rich.console import Console
 
 from chatcli.chat.core import ChatCore
 from chatcli.chat.commands import REGISTRY, Registry, execute
-from chatcli.lora.manager import AdapterManager, engine_adapters
 from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA, write_adapter
 from chatcli.engine.params import SamplingParams
 from chatcli.chat.lora_commands import COMMANDS, install, status_text
@@ -133,7 +132,7 @@ def test_errors_are_one_line_and_change_nothing(ctx, adapter_dir, tmp_path):
     assert torch.equal(_logits(ctx), before)
     ctx.busy = True
     assert not execute(ctx, f"/load-lora {adapter_dir} --name other") and "has to wait" in ctx.last[0]
-    assert [i.name for i in engine_adapters(ctx.core.engine).list()] == ["sft"]
+    assert [i.name for i in ctx.core.engine.adapters.list()] == ["sft"]
 
 
 def test_answers_after_a_load_use_the_adapter(ctx, adapter_dir, tiny_model_dir):
@@ -145,7 +144,7 @@ def test_answers_after_a_load_use_the_adapter(ctx, adapter_dir, tiny_model_dir):
     with_adapter = ctx.core.conv.leaf.ids
 
     fresh = ChatCore(_engine(tiny_model_dir), params=GREEDY)
-    AdapterManager.of(fresh.engine.model).load(adapter_dir)
+    fresh.engine.adapters.load(adapter_dir)
     fresh.engine.generator.reset()
     list(fresh.run(fresh.send("hello there")))
     assert with_adapter == fresh.conv.leaf.ids

@@ -90,7 +90,7 @@ def test_merge_writes_a_checkpoint_that_loads_like_any_model(run, tmp_path, tiny
     assert cfg["tie_word_embeddings"] is False  # the adapter replaces the (tied) LM head
 
     reference = load_checkpoint(tiny_model_dir)
-    AdapterManager.of(reference).load(adapter_dir, scale=0.5)
+    AdapterManager(reference).load(adapter_dir, scale=0.5)
     merged = load_checkpoint(out_dir)
     assert (logits(merged) - logits(reference)).abs().max() <= 1e-4
     assert not (logits(merged) - logits(load_checkpoint(tiny_model_dir))).abs().max() <= 1e-3
@@ -109,7 +109,7 @@ def test_merge_without_head_keeps_tied_embeddings(run, tmp_path, tiny_model_dir)
     assert code == 0, err
     assert json.loads((tmp_path / "m2" / "config.json").read_text())["tie_word_embeddings"] is True
     reference = load_checkpoint(tiny_model_dir)
-    AdapterManager.of(reference).load(ad)
+    AdapterManager(reference).load(ad)
     assert (logits(load_checkpoint(tmp_path / "m2")) - logits(reference)).abs().max() <= 1e-4
 
 

@@ -247,6 +247,17 @@ def test_second_turn_forwards_only_new_tokens(gen, tok):
     assert d3.prefilled_tokens == 1
 
 
+def test_a_new_weights_version_drops_the_cached_prefix(model, tok):
+    version = [0]
+    gen = Generator(model, tok, weights_version=lambda: version[0])
+    ids = tok.encode_chat(CHAT)
+    one = GREEDY.with_(max_tokens=1)
+    assert run(gen, ids, one, eos_ids=())[1].prefilled_tokens == len(ids)
+    assert run(gen, ids, one, eos_ids=())[1].prefilled_tokens == 1
+    version[0] += 1  # the weights changed (an adapter loaded, scaled, merged...)
+    assert run(gen, ids, one, eos_ids=())[1].prefilled_tokens == len(ids)
+
+
 def test_answer_prefix_continues_where_the_answer_stopped(gen, tok):
     ids = tok.encode_chat(CHAT)
     free, _ = run(gen, ids, eos_ids=())

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from chatcli.lora.manager import AdapterManager
 from chatcli.engine.loader import load_engine
 from chatcli.errors import UsageError
 from chatcli_finetune import command
@@ -57,10 +56,10 @@ def test_finetune_on_the_conversation_in_background_then_load(tiny_model_dir, tm
     data = [json.loads(x) for x in run.data.read_text().splitlines()]
     assert data == [{"messages": msgs}]  # trained on the current conversation
     assert any(k == "result" and "loaded adapter run" in s for s, k in ctx.said), ctx.said  # --load
-    assert "run" in AdapterManager.of(engine.model)
+    assert "run" in engine.adapters
     assert not torch.allclose(engine.model(ids), before)
     command.finetune_command(ctx, "load")  # reload replaces it
-    assert AdapterManager.of(engine.model).names == ["run"]
+    assert engine.adapters.names == ["run"]
 
 
 def test_finetune_stop_leaves_a_resumable_checkpoint(tiny_model_dir, tmp_path, monkeypatch):

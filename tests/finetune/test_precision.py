@@ -43,7 +43,7 @@ def test_small_updates_survive_in_bf16(tmp_path, tiny_model_dir):
     run_training(_args("sft", _sft_data(tmp_path), tmp_path / "out", tiny_model_dir, max_steps=2, lr=1e-5,
                        dtype="bfloat16", targets="q_proj"))  # fmt: skip
     init_model = load_checkpoint(tiny_model_dir, dtype=torch.bfloat16)
-    attach_trainable(init_model, LoRASpec(rank=4, alpha=8.0, targets=("q_proj",)), seed=0)
+    attach_trainable(AdapterManager(init_model), LoRASpec(rank=4, alpha=8.0, targets=("q_proj",)), seed=0)
     init = {n.split(".lora_A")[0]: p.A.detach() for n, p in _named_pairs(init_model)}
     saved = load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
     for module, a0 in init.items():
@@ -89,9 +89,9 @@ def test_float32_adapter_on_a_bf16_base_matches_the_float32_reference(tiny_model
         base32 = load_checkpoint(tiny_model_dir)(ids)
         bf16_noise = (load_checkpoint(tiny_model_dir, dtype=torch.bfloat16)(ids).float() - base32).abs().max()
     ref_model = load_checkpoint(tiny_model_dir).eval()
-    AdapterManager.of(ref_model).add(_random_adapter(ref_model, 3), "a")
+    AdapterManager(ref_model).add(_random_adapter(ref_model, 3), "a")
     bf = load_checkpoint(tiny_model_dir, dtype=torch.bfloat16).eval()
-    AdapterManager.of(bf).add(_random_adapter(bf, 3), "a")
+    AdapterManager(bf).add(_random_adapter(bf, 3), "a")
     pairs = [m.lora["a"] for m in bf.modules() if hasattr(m, "lora") and "a" in m.lora]
     assert pairs and all(p.A.dtype == p.B.dtype == torch.float32 for p in pairs) and bf.dtype == torch.bfloat16
     # The same adapter cast to bf16 first (what loading a file onto a bf16 model does).
@@ -99,7 +99,7 @@ def test_float32_adapter_on_a_bf16_base_matches_the_float32_reference(tiny_model
     cast = _random_adapter(bf_cast, 3)
     for m in cast.modules.values():
         m.A, m.B = m.A.bfloat16(), m.B.bfloat16()
-    AdapterManager.of(bf_cast).add(cast, "a")
+    AdapterManager(bf_cast).add(cast, "a")
     with torch.no_grad():
         want = ref_model(ids)
         got = bf(ids)  # the fused inference path, in bf16

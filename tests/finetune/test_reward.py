@@ -11,7 +11,6 @@ import pytest
 import torch
 from rich.console import Console
 
-from chatcli.lora.manager import engine_adapters
 from chatcli.engine.loader import load_engine
 from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA
 from chatcli.errors import UsageError
@@ -64,7 +63,7 @@ def test_scores_equal_the_trained_reward_and_answers_stay_unchanged(trained, tin
     ids = torch.tensor([engine.tokenizer.encode_chat([{"role": "user", "content": QA[0][0]}])])
     before = engine.model(ids)
     # Another (generation) adapter is on: scoring must switch it off, and leave it on after.
-    manager = engine_adapters(engine)
+    manager = engine.adapters
     gen = torch.Generator().manual_seed(3)
     q = "model.layers.0.self_attn.q_proj"
     lin = engine.model.get_submodule(q)

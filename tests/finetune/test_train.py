@@ -59,7 +59,7 @@ def test_sft_overfits_and_reproduces_a_training_answer(tmp_path, tiny_model_dir)
     losses = [json.loads(x)["loss"] for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 40 and losses[-1] < 0.1 * losses[0]
     assert _greedy(r["model"], r["tokenizer"], QA[0][0]) == QA[0][1]
-    with AdapterManager.of(r["model"]).disabled():
+    with r["manager"].disabled():
         assert _greedy(r["model"], r["tokenizer"], QA[0][0]) != QA[0][1]
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "training_args.json", "metrics.jsonl", "loss.png"} <= files
@@ -76,7 +76,7 @@ def test_trained_adapter_loads_in_peft_with_identical_logits(tmp_path, tiny_mode
 
     run_training(_args("sft", _sft_data(tmp_path), tmp_path / "out", tiny_model_dir, max_steps=5, lr=1e-2, targets="q_proj,v_proj,down_proj"))
     ours = load_checkpoint(tiny_model_dir)
-    AdapterManager.of(ours).load(tmp_path / "out")
+    AdapterManager(ours).load(tmp_path / "out")
     hf = PeftModel.from_pretrained(load_hf_oracle(tiny_model_dir), str(tmp_path / "out")).eval()
     ids = torch.tensor([[1, 40, 77, 123, 9, 250, 31, 2, 5]])
     with torch.no_grad():
@@ -94,7 +94,7 @@ def _pair_margins(r) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         pol = sequence_logps(model, ids, attn, tgt)
-        with AdapterManager.of(model).disabled():
+        with r["manager"].disabled():
             ref = sequence_logps(model, ids, attn, tgt)
     P = len(pairs)
     return (pol[:P] - pol[P:]) - (ref[:P] - ref[P:])
@@ -127,7 +127,7 @@ def test_reward_model_ranks_training_pairs_and_round_trips_as_seq_cls(tmp_path, 
     assert cfg["task_type"] == "SEQ_CLS" and cfg["modules_to_save"] == ["score"]
     # chatcli's loader reads it back (LoRA + head) ...
     ours = load_checkpoint(tiny_model_dir)
-    manager = AdapterManager.of(ours)
+    manager = AdapterManager(ours)
     manager.load(tmp_path / "out", name="rm")
     head = torch.nn.Linear(ours.config.hidden_size, 1, bias=False)
     head.weight.data = manager.adapter("rm").heads["score"]

@@ -34,7 +34,7 @@ def _probs(model, ids):
 @pytest.fixture
 def setup(tiny_model_dir):
     model = load_checkpoint(tiny_model_dir)
-    mgr = AdapterManager.of(model)
+    mgr = AdapterManager(model)
     return model, mgr
 
 
@@ -79,10 +79,11 @@ def test_named_adapter_is_compared_against_the_others(setup, tiny_model_dir):
     before = model(torch.tensor([PROMPT]))
     cmp = compare_answer(model, mgr, PROMPT, ANSWER, names=["b"])
     only_a = load_checkpoint(tiny_model_dir)
-    AdapterManager.of(only_a).add(mgr.adapter("a"), "a")
+    AdapterManager(only_a).add(mgr.adapter("a"), "a")
     a_and_b = load_checkpoint(tiny_model_dir)
-    AdapterManager.of(a_and_b).add(mgr.adapter("a"), "a")
-    AdapterManager.of(a_and_b).add(mgr.adapter("b"), "b")
+    both = AdapterManager(a_and_b)
+    both.add(mgr.adapter("a"), "a")
+    both.add(mgr.adapter("b"), "b")
     pb = _probs(only_a, PROMPT + ANSWER)[len(PROMPT) - 1 : -1]
     pa = _probs(a_and_b, PROMPT + ANSWER)[len(PROMPT) - 1 : -1]
     for i, s in enumerate(cmp.steps):

@@ -40,7 +40,7 @@ def test_peft_adapter_on_the_default_model(model_dir, tmp_path):
     model = load_checkpoint(model_dir)
     with torch.no_grad():
         base = model(ids)
-    mgr = AdapterManager.of(model)
+    mgr = AdapterManager(model)
     info = mgr.load(tmp_path / "ad")
     assert info.modules == 7 * model.config.num_hidden_layers
     with torch.no_grad():

@@ -46,7 +46,7 @@ def test_logits_match_peft(tmp_path, tiny_family_dirs, family, case):
 
     model = load_checkpoint(model_dir)
     base = logits(model)
-    mgr = AdapterManager.of(model)
+    mgr = AdapterManager(model)
     info = mgr.load(tmp_path / "ad", name="a")
     out = logits(model)
     assert (out - base).abs().max() > 1e-2, "the adapter must change the logits"
@@ -68,7 +68,7 @@ def test_live_scale_matches_peft_set_scale(tmp_path, tiny_family_dirs):
     pm = peft_model(model_dir, r=4, lora_alpha=8, target_modules="all-linear")
     save_peft(pm, tmp_path / "ad")
     model = load_checkpoint(model_dir)
-    mgr = AdapterManager.of(model)
+    mgr = AdapterManager(model)
     mgr.load(tmp_path / "ad", name="a", scale=0.5)
     for scale in (0.5, -1.25, 3.0):
         for m in pm.modules():
@@ -97,7 +97,7 @@ def test_two_stacked_adapters_equal_peft_with_both_active(tmp_path, tiny_family_
 
     model = load_checkpoint(model_dir)
     base = logits(model)
-    mgr = AdapterManager.of(model)
+    mgr = AdapterManager(model)
     mgr.load(tmp_path / "one")
     only_one = logits(model)
     mgr.load(tmp_path / "two")
@@ -119,7 +119,7 @@ def test_scale_zero_and_disabled_equal_base_exactly(tmp_path, tiny_family_dirs):
     save_peft(peft_model(model_dir, r=4, lora_alpha=8, target_modules="all-linear", modules_to_save=["lm_head"]), tmp_path / "ad")
     model = load_checkpoint(model_dir)
     base = logits(model)
-    mgr = AdapterManager.of(model)
+    mgr = AdapterManager(model)
     mgr.load(tmp_path / "ad", name="a", scale=0)
     assert torch.equal(logits(model), base)
     mgr.set_scale("a", 1.0)
@@ -141,7 +141,7 @@ def test_merge_unmerge_round_trip(tmp_path, tiny_family_dirs, family):
     model = load_checkpoint(model_dir)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     base = logits(model)
-    mgr = AdapterManager.of(model)
+    mgr = AdapterManager(model)
     mgr.load(tmp_path / "ad", name="a")
     unmerged = logits(model)
     mgr.merge("a")
@@ -174,7 +174,7 @@ def test_merge_refused_on_tied_lm_head(tmp_path, tiny_family_dirs):
     model_dir = tiny_family_dirs("llama")  # tied embeddings
     save_peft(peft_model(model_dir, r=4, lora_alpha=8, target_modules=["q_proj", "lm_head"]), tmp_path / "ad")
     model = load_checkpoint(model_dir)
-    mgr = AdapterManager.of(model)
+    mgr = AdapterManager(model)
     mgr.load(tmp_path / "ad", name="a")
     before = logits(model)
     with pytest.raises(Exception, match="tied embeddings"):
@@ -208,7 +208,7 @@ def test_chatcli_saved_adapter_loads_in_peft(tmp_path, tiny_family_dirs, family)
 
     model_dir = tiny_family_dirs(family)
     model = load_checkpoint(model_dir)
-    mgr = AdapterManager.of(model)
+    mgr = AdapterManager(model)
     mgr.add(_random_adapter(model, 3), "mine")
     ours = logits(model)
     out = mgr.save("mine", tmp_path / "mine")
@@ -223,7 +223,7 @@ def test_chatcli_saved_adapter_loads_in_peft(tmp_path, tiny_family_dirs, family)
 
     # And back: the saved folder loads in chatcli with the same logits.
     fresh = load_checkpoint(model_dir)
-    AdapterManager.of(fresh).load(out)
+    AdapterManager(fresh).load(out)
     assert (logits(fresh) - ours).abs().max() <= TOL
 
 
@@ -233,7 +233,7 @@ def test_kv_cache_decode_sees_the_adapter(tmp_path, tiny_family_dirs):
     model_dir = tiny_family_dirs("llama")
     save_peft(peft_model(model_dir, r=4, lora_alpha=8, target_modules="all-linear"), tmp_path / "ad")
     model = load_checkpoint(model_dir)
-    AdapterManager.of(model).load(tmp_path / "ad")
+    AdapterManager(model).load(tmp_path / "ad")
     full = logits(model, IDS[:1])
     cache = KVCache(model.config, 1, torch.float32, "cpu")
     with torch.no_grad():

@@ -245,7 +245,7 @@ BAD = {f.__name__.removeprefix("bad_"): f for f in list(globals().values()) if c
 def loaded(tiny_model_dir, tmp_path_factory):
     """A model with one active adapter (the state every refusal must leave alone)."""
     model = load_checkpoint(tiny_model_dir)
-    mgr = AdapterManager.of(model, max_rank=8)
+    mgr = AdapterManager(model, max_rank=8)
     keep = _good(tmp_path_factory.mktemp("keep") / "keep", seed=5)
     mgr.load(keep, name="keep", scale=0.7)
     return model, mgr

@@ -119,6 +119,6 @@ def test_a_model_with_a_replaced_head_still_moves_between_dtypes(tiny_model_dir)
 
     model = load_checkpoint(tiny_model_dir)
     head = model.lm_head.weight.detach() + 0.1
-    AdapterManager.of(model).add(LoRAAdapter(modules={}, saved={"lm_head": {"weight": head}}), "head")
+    AdapterManager(model).add(LoRAAdapter(modules={}, saved={"lm_head": {"weight": head}}), "head")
     model.to(torch.bfloat16)
     assert model.lm_head.base.weight.dtype == torch.bfloat16

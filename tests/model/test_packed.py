@@ -99,15 +99,16 @@ def test_unmerged_lora_keeps_the_fused_matmul_and_matches_unpacked(tiny_model_di
     packed, plain = load_checkpoint(tiny_model_dir), load_checkpoint(tiny_model_dir, pack=False)
     with torch.no_grad():
         base = packed(IDS)
-    for m in (packed, plain):
-        AdapterManager.of(m).load(adapter, name="a")
+    managers = [AdapterManager(m) for m in (packed, plain)]
+    for manager in managers:
+        manager.load(adapter, name="a")
     assert isinstance(packed.model.layers[0].self_attn.q_proj, LoRALinear)
     assert _fused_everywhere(packed)  # the base matmul stays fused under the wrappers
     with torch.no_grad():
         on = packed(IDS)
         assert _rel_close(on, plain(IDS))
         assert not _rel_close(on, base, rel=1e-2)  # the adapter does change the logits
-    AdapterManager.of(packed).unload("a")
+    managers[0].unload("a")
     with torch.no_grad():
         assert torch.equal(packed(IDS), base)  # an unmerged adapter leaves W0 bit-exact
 
@@ -115,8 +116,8 @@ def test_unmerged_lora_keeps_the_fused_matmul_and_matches_unpacked(tiny_model_di
 def test_merge_writes_the_packed_storage_and_survives_save_and_reload(tiny_model_dir, tmp_path):
     adapter = save_peft(peft_model(tiny_model_dir, target_modules=ALL_LINEARS, r=4, lora_alpha=8), tmp_path / "a")
     packed, plain = load_checkpoint(tiny_model_dir), load_checkpoint(tiny_model_dir, pack=False)
-    for m in (packed, plain):
-        manager = AdapterManager.of(m)
+    managers = [AdapterManager(m) for m in (packed, plain)]
+    for manager in managers:
         manager.load(adapter, name="a")
         manager.merge("a")
     assert not isinstance(packed.model.layers[0].self_attn.q_proj, LoRALinear)  # merged: plain Linear again
@@ -132,8 +133,8 @@ def test_merge_writes_the_packed_storage_and_survives_save_and_reload(tiny_model
     reloaded = load_checkpoint(out)
     with torch.no_grad():
         assert torch.equal(reloaded(IDS), merged)
-    AdapterManager.of(packed).unmerge("a")
-    AdapterManager.of(packed).unload("a")
+    managers[0].unmerge("a")
+    managers[0].unload("a")
     with torch.no_grad():
         assert _rel_close(packed(IDS), load_checkpoint(tiny_model_dir)(IDS))  # W0 back within rounding
 
@@ -145,7 +146,7 @@ def test_lora_training_gradients_match_unpacked(tiny_model_dir, tmp_path):
         model = load_checkpoint(tiny_model_dir, pack=pack).train()
         model.requires_grad_(False)
         model.set_gradient_checkpointing(True)
-        AdapterManager.of(model).load(adapter, name="a")
+        AdapterManager(model).load(adapter, name="a")
         pair = model.model.layers[1].self_attn.v_proj.lora["a"]
         pair.A.requires_grad_(True)
         pair.B.requires_grad_(True)
@@ -171,7 +172,7 @@ def test_bf16_decode_path_follows_merges(tiny_model_dir, tmp_path):
     with torch.no_grad():
         assert (packed(one) - plain(one)).abs().max().item() <= 0.02 * plain(one).abs().max().item()
         for m in (packed, plain):
-            manager = AdapterManager.of(m)
+            manager = AdapterManager(m)
             manager.load(adapter, name="a")
             manager.merge("a")
         merged = plain(one)
@@ -187,7 +188,7 @@ def test_bf16_short_rows_still_train(tiny_model_dir, tmp_path):
     for pack in (True, False):
         model = load_checkpoint(tiny_model_dir, dtype=torch.bfloat16, pack=pack).train()
         model.requires_grad_(False)
-        AdapterManager.of(model).load(adapter, name="a")
+        AdapterManager(model).load(adapter, name="a")
         pair = model.model.layers[0].self_attn.q_proj.lora["a"]
         pair.A.requires_grad_(True)
         model(IDS[:1, :4]).float().sum().backward()  # 4 rows: within the oneDNN row limit

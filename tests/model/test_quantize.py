@@ -21,7 +21,6 @@ import pytest
 import torch
 from torch import nn
 
-from chatcli.lora.manager import AdapterManager
 from chatcli.model.kv_cache import KVCache
 from chatcli.engine.loader import load_engine
 from chatcli.lora.validate import AdapterError
@@ -157,22 +156,22 @@ def test_merging_into_int8_weights_is_refused_and_changes_nothing(tiny_model_dir
     q = load_engine(str(tiny_model_dir), device="cpu", quantize="int8")
     info = q.adapters.load(path)
     before = logits(q.model)
-    version = q.model.weights_version
+    version = q.adapters.weights_version()
     with pytest.raises(AdapterError) as e:
         q.adapters.merge(info.name)
     msg = str(e.value)
     assert "\n" not in msg and "int8" in msg and "without --quantize" in msg
-    assert torch.equal(logits(q.model), before) and q.model.weights_version == version
+    assert torch.equal(logits(q.model), before) and q.adapters.weights_version() == version
     assert not q.adapters.info(info.name).merged
 
 
 def test_fine_tuning_an_int8_model_is_refused(tiny_model_dir):
     from chatcli_finetune.trainable import LoRASpec, attach_trainable
 
-    model = load_engine(str(tiny_model_dir), device="cpu", quantize="int8").model
+    engine = load_engine(str(tiny_model_dir), device="cpu", quantize="int8")
     with pytest.raises(UsageError, match="without --quantize"):
-        attach_trainable(model, LoRASpec(), seed=0)
-    assert not AdapterManager.of(model).names
+        attach_trainable(engine.adapters, LoRASpec(), seed=0)
+    assert not engine.adapters.names
 
 
 def test_bad_quantize_value_is_a_one_line_error(capsys, tiny_model_dir):

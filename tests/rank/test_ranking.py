@@ -84,13 +84,12 @@ def test_plan_spreads_candidates_over_temperatures():
 
 
 def test_lora_mix_samples_with_and_without_the_adapter_and_restores_it(tiny_model_dir, tmp_path):
-    from chatcli.lora.manager import AdapterManager
     from chatcli.engine.loader import load_engine
     from tests.lora_helpers import peft_model, save_peft
 
     adapter_dir = save_peft(peft_model(tiny_model_dir, seed=3, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]), tmp_path / "a1")
     engine = load_engine(str(tiny_model_dir))
-    manager = AdapterManager.of(engine.model)
+    manager = engine.adapters
     manager.load(adapter_dir, name="a1", scale=1.0)
     msgs = [{"role": "user", "content": "Tell me something."}]
     params = SamplingParams(temperature=0.0, max_tokens=8)
