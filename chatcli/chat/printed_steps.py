@@ -1,7 +1,8 @@
 """A compact, printable view of an answer's steps (``generate --show-probs``, the plain REPL).
 
 Colours follow the certainty of the raw model distribution (``model_prob``), so
-uncertain steps stand out even under greedy decoding.
+uncertain steps stand out even under greedy decoding; the rule is the one the TUI
+tints with (:mod:`chatcli.chat.certainty`).
 """
 
 from __future__ import annotations
@@ -12,22 +13,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from chatcli.chat.certainty import prob_uncertainty, text_colour, uncertainty
 from chatcli.engine.events import Step
 
 
 def certainty_style(p: float) -> str:
-    """Green for near-certain steps, through yellow, to red for wide-open ones; none when unknown (NaN)."""
-    if p != p:
-        return ""
-    if p >= 0.9:
-        return "green"
-    if p >= 0.6:
-        return "chartreuse3"
-    if p >= 0.3:
-        return "yellow"
-    if p >= 0.1:
-        return "dark_orange"
-    return "red"
+    """The Rich style of a token the model gave probability ``p`` (:mod:`chatcli.chat.certainty`):
+    green for near-certain, through yellow, to red for wide open; none when unknown (NaN)."""
+    return text_colour(prob_uncertainty(p))
+
+
+def step_style(step: Step, tint: str) -> str:
+    """The Rich style of an answer's step under the tint ``tint`` ("model_prob", "entropy" or "off")."""
+    return "" if tint == "off" else text_colour(uncertainty(step, tint))
 
 
 _VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})

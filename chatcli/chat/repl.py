@@ -28,19 +28,11 @@ from chatcli.chat.commands import REGISTRY, Registry, execute, is_command, messa
 from chatcli.engine.events import Done, Notice, Step
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError
-from chatcli.chat.printed_steps import certainty_style
+from chatcli.chat.printed_steps import step_style
 from chatcli.chat.store import Store
 from chatcli.chat.text_input import clean_text, tolerant
 
 PROMPT = "› "
-
-
-def step_style(step: Step, tint: str) -> str:
-    if tint == "off":
-        return ""
-    if tint == "entropy":  # map 0..4 bits onto the same colour scale as probabilities
-        return certainty_style(max(0.0, 1.0 - step.entropy / 4.0))
-    return certainty_style(step.model_prob)
 
 
 class Repl:

@@ -2,8 +2,10 @@
 
 Tinting uses the raw model probability (``model_prob``) or the entropy of the raw
 distribution, so it stays informative under greedy decoding, where the sampled
-probability is always 1. Nothing here touches widgets; the answer view and the
-probability panel call these and tests check them directly.
+probability is always 1; how certain a token looks is the rule the plain REPL
+shares (:mod:`chatcli.chat.certainty`), drawn here as a background. Nothing here
+touches widgets; the answer view and the probability panel call these and tests
+check them directly.
 """
 
 from __future__ import annotations
@@ -15,32 +17,24 @@ from textual.color import Color
 from textual.content import Content, Span
 from textual.style import Style
 
+from chatcli.chat.certainty import background_rgba, uncertainty
 from chatcli.engine.events import Step
 
 TINTS = ("off", "model_prob", "entropy")  # what F2 cycles through; "kl" is set per answer by /compare
 KL_MIN_BITS = 0.01  # KL(adapter || base) below which a token gets no tint
 KL_FULL_BITS = 2.0  # KL at which the KL tint is at its strongest
-ENTROPY_FULL_BITS = 4.0  # entropy at which the tint is at its strongest (16 equally likely tokens)
 UNCERTAIN = 0.5  # model_prob under which `]` / `[` stop on a step
 
-_AMBER = (255, 196, 0)
-_RED = (255, 70, 70)
 NEWLINE_MARK = "↵"
 
 
-def uncertainty(step: Step, mode: str) -> float:
-    """0 (certain) .. 1 (wide open) for the tint ``mode``; 0 (no tint) where the backend reported nothing."""
-    value = step.entropy / ENTROPY_FULL_BITS if mode == "entropy" else 1.0 - step.model_prob
-    return 0.0 if value != value else max(0.0, min(1.0, value))  # NaN: unknown
-
-
 def tint_color(u: float) -> Color | None:
-    """Background for an uncertainty ``u``: none when near-certain, amber to red, stronger as it grows."""
-    if u < 0.1:
+    """Background for an uncertainty ``u`` (:func:`chatcli.chat.certainty.background_rgba`); None: no tint."""
+    rgba = background_rgba(u)
+    if rgba is None:
         return None
-    t = (u - 0.1) / 0.9
-    r, g, b = (round(a + (b_ - a) * t) for a, b_ in zip(_AMBER, _RED))
-    return Color(r, g, b, a=0.18 + 0.5 * t)
+    r, g, b, alpha = rgba
+    return Color(r, g, b, a=alpha)
 
 
 def kl_fraction(kl_bits: float) -> float:

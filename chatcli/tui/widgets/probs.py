@@ -22,10 +22,11 @@ from textual.style import Style
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from chatcli.chat.certainty import ENTROPY_FULL_BITS, uncertainty
 from chatcli.engine.events import Step
 from chatcli.tui.widgets.compare_view import kl_legend, shift_rows, shift_summary
 from chatcli.tui.messages import BranchRequested, LeaveAlternatives
-from chatcli.tui.token_text import ENTROPY_FULL_BITS, bar, percent, tint_color, uncertainty, visible
+from chatcli.tui.token_text import bar, percent, tint_color, visible
 
 if TYPE_CHECKING:
     from chatcli.chat.session import Node
