@@ -2,7 +2,8 @@
 
 * ``lora info PATH`` — config, tensors, parameter count and the base it expects
   (``--model M`` also checks that it fits that model); reads only the header
-  unless ``--model`` is given.
+  unless ``--model`` is given, and exits 1 on any adapter loading would refuse
+  without a model.
 * ``lora merge --model M --lora PATH[:SCALE]... --out DIR`` — a plain safetensors
   checkpoint with the adapters folded in, config and tokenizer files copied: it
   loads like any model. A tied LM head that an adapter changes is written untied.
@@ -33,15 +34,15 @@ LoraOpt = typer.Option(..., "--lora", "-l", help="Adapter PATH or NAME, optional
 
 
 def describe_adapter(path: Path) -> dict:
-    """What ``lora info`` shows, from the config and the safetensors header alone."""
-    from chatcli.lora.info import sort_targets
-    from chatcli.lora.peft_io import adapter_files, parse_key, read_config
-    from chatcli.lora.validate import check_dtypes, check_safetensors
+    """What ``lora info`` shows, from the config and the safetensors header alone.
 
-    config_path, weights = adapter_files(path)
-    config = read_config(config_path)
-    entries = check_safetensors(weights)
-    check_dtypes(entries, str(weights))
+    The adapter first passes every check loading makes that needs no model
+    (:func:`~chatcli.lora.peft_io.plan_adapter`): what loading would refuse, info refuses."""
+    from chatcli.lora.info import sort_targets
+    from chatcli.lora.peft_io import parse_key, plan_adapter
+
+    plan = plan_adapter(path)
+    config, entries, weights = plan.config, plan.entries, plan.weights
     modules: dict[str, dict[str, tuple[int, ...]]] = {}
     others: dict[str, tuple[int, ...]] = {}
     for key, e in entries.items():

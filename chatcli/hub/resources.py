@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from chatcli.hub.safetensors_io import read_header
-from chatcli.errors import ModelError
+from chatcli.errors import ChatcliError, ModelError
+from chatcli.hub.safetensors_header import parse_header
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -52,15 +52,14 @@ def count_parameters(model_dir: Path) -> int | None:
         return None
     for f in files:
         try:
-            header, _, _ = read_header(f)
-        except (OSError, ValueError):
+            header = parse_header(f)  # strict: a damaged header gives None here, its one-line error at load
+        except (OSError, ValueError, ChatcliError):
             return None
-        for key, info in header.items():
-            if key != "__metadata__":
-                n = 1
-                for d in info.get("shape", []):
-                    n *= int(d)
-                total += n
+        for entry in header.tensors.values():
+            n = 1
+            for d in entry.shape:
+                n *= d
+            total += n
     return total
 
 

@@ -6,7 +6,10 @@ converter never holds more than one dequantized tensor in memory. It hashes what
 it writes (sha256 of the whole file and of the header alone) and fsyncs on close.
 
 :func:`read_header` / :func:`check_file` read only the header and the file size,
-which is enough to catch a truncated or foreign file without reading the data.
+which is enough to catch a truncated or foreign file without reading the data;
+the strict parsing lives in :mod:`chatcli.hub.safetensors_header`. :func:`open_mapped`
+is the one way chatcli hands a file to the safetensors library: checked first, the
+library's own errors turned into :class:`HeaderError`.
 
 Format (https://github.com/huggingface/safetensors): u64 little-endian header
 length N, N bytes of JSON (padded with spaces to a multiple of 8), then the
@@ -19,16 +22,20 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from chatcli.bounded_json import JSONError, loads
+from chatcli.hub.safetensors_header import HeaderError, parse_header, read_raw
+from chatcli.regular_file import NotRegularFile, check_regular
+
 # safetensors dtype name -> bytes per element
 DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2}
-
-_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
 
 
 @dataclass(frozen=True)
@@ -109,48 +116,56 @@ class SafetensorsStreamWriter:
 
 
 def read_header(path: Path) -> tuple[dict, bytes, int]:
-    """(parsed header, raw header bytes, data start offset); ValueError if it is not safetensors."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ValueError("file shorter than a safetensors header")
-        (n,) = struct.unpack("<Q", head)
-        if n > _MAX_HEADER:
-            raise ValueError(f"header length {n} is implausible")
-        raw = f.read(n)
-    if len(raw) < n:
-        raise ValueError("file ends inside the safetensors header")
+    """(parsed header, raw header bytes, data start offset); ValueError if it is not safetensors.
+
+    Reads through :func:`~chatcli.hub.safetensors_header.read_raw` (regular files only,
+    length checked, nesting bounded) but checks no entry: :func:`check_file` and
+    :func:`~chatcli.hub.safetensors_header.parse_header` do.
+    """
+    raw, start, _ = read_raw(path)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"safetensors header is not valid JSON ({e.__class__.__name__})") from None
+        header = loads(raw)
+    except JSONError as e:
+        raise ValueError(f"safetensors header is {e}") from None
     if not isinstance(header, dict):
         raise ValueError("safetensors header is not a JSON object")
-    return header, raw, 8 + n
+    return header, raw, start
 
 
 def check_file(path: Path) -> str | None:
     """A one-phrase problem with this safetensors file (truncated, bad header), or None if sound.
 
-    Checks the header and that the declared data ends exactly at the end of the file,
-    which is what a partial copy or an interrupted write breaks. Does not read the data.
+    The header is checked as strictly as the safetensors library checks it, including that
+    the declared data ends exactly at the end of the file, which is what a partial copy or
+    an interrupted write breaks. Does not read the data.
     """
     try:
-        header, _, start = read_header(path)
+        parse_header(path)
     except OSError as e:
-        return f"cannot read {Path(path).name} ({e.strerror})"
-    except ValueError as e:
+        return f"cannot read {Path(path).name} ({e.strerror or e})"
+    except (HeaderError, NotRegularFile) as e:
         return f"{Path(path).name}: {e}"
-    end = 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            end = max(end, int(info["data_offsets"][1]))
-        except (KeyError, TypeError, IndexError, ValueError):
-            return f"{Path(path).name}: bad entry for tensor {name!r}"
-    size = Path(path).stat().st_size
-    if start + end != size:
-        return f"{Path(path).name} is {size} bytes, its header declares {start + end}"
     return None
+
+
+@contextmanager
+def open_mapped(path: Path, *, checked: bool = False) -> Iterator:
+    """The safetensors library's ``safe_open`` (memory-mapped, torch tensors on the CPU), guarded.
+
+    First the header is parsed as strictly as the library parses it (:func:`parse_header`),
+    which also refuses a FIFO or device instead of handing it to the library to block on;
+    ``checked=True`` (the caller parsed this file a moment ago) only re-checks that it is a
+    regular file. A ``SafetensorError`` the library still raises, opening or reading, becomes
+    a :class:`HeaderError`: the caller words it, no traceback escapes.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    if checked:
+        check_regular(path, "safetensors file")
+    else:
+        parse_header(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            yield f
+    except SafetensorError as e:
+        raise HeaderError(f"the safetensors library refuses it ({' '.join(str(e).split())})") from None

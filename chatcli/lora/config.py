@@ -8,20 +8,27 @@ regex matched against the whole name, or ``all-linear``), ``exclude_modules``,
 ``lm_head`` / ``embed_tokens`` (and, for a ``SEQ_CLS`` reward model, its scalar
 ``score`` head). Options that change the forward in ways chatcli does not
 implement (DoRA, non-LoRA PEFT types, LoRA bias, layer replication, ...) are
-refused by name; training-only options are ignored. :meth:`AdapterConfig.targets`
-mirrors ``peft.tuners.tuners_utils.check_target_module_exists`` and
-:meth:`AdapterConfig.rank_alpha` PEFT's ``get_pattern_key``.
+refused by name; training-only options are ignored.
+
+Every field is type-checked against what PEFT writes (``r: Infinity``,
+``target_modules: 5`` or ``modules_to_save: [["lm_head"]]`` are one line each, never a
+traceback), and the combinations PEFT's ``LoraConfig`` refuses are refused the same
+way. :meth:`AdapterConfig.matcher` gives the module selection
+(:mod:`chatcli.lora.patterns`: PEFT's rules, every regex time-bounded).
 """
 
 from __future__ import annotations
 
 import math
-import re
+import reprlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from chatcli.lora.patterns import REGEX_BUDGET_S, Matcher, check_pattern
 from chatcli.lora.validate import AdapterError
+
+MAX_INT = 2**31 - 1  # ranks and layer indices beyond this are not real (and would print as 300 digits)
 
 # modules_to_save entry (as PEFT configs spell it) -> the model's module name.
 SAVED_MODULES: dict[str, str] = {
@@ -75,18 +82,19 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "adapter_config.json") -> "AdapterConfig":
-        """Parse a PEFT config dict; unknown keys are ignored, unsupported features refused."""
-        peft_type = str(d.get("peft_type") or "LORA").upper()
+        """Parse a PEFT config dict; unknown keys are ignored, unsupported features refused, every
+        field type-checked (a wrong type is one :class:`AdapterError` naming the field)."""
+        f = _Fields(d, source)
+        peft_type = (f.optional_str("peft_type") or "LORA").upper()
         if peft_type != "LORA":
             raise AdapterError(f"{source}: this is a PEFT {peft_type} adapter; chatcli loads LoRA adapters only")
         for key, (default, label) in _REFUSED.items():
             value = d.get(key, default)
             if value not in (default, None, False, [], {}):
                 raise AdapterError(f"{source}: {label} is not supported by chatcli; use a plain LoRA adapter")
-        saved = d.get("modules_to_save") or []
-        if isinstance(saved, str):
-            saved = [saved]
-        heads = [m for m in saved if m in HEAD_MODULES] if str(d.get("task_type") or "").upper() == SEQ_CLS else []
+        task_type = f.optional_str("task_type")
+        saved = f.names("modules_to_save") or []
+        heads = [m for m in saved if m in HEAD_MODULES] if (task_type or "").upper() == SEQ_CLS else []
         saved = [m for m in saved if m not in heads]
         unsupported = [m for m in saved if m not in SAVED_MODULES]
         if unsupported:
@@ -94,47 +102,43 @@ class AdapterConfig:
                 f"{source}: modules_to_save {unsupported[0]!r} is not supported (only lm_head and embed_tokens); "
                 "a classification or reward head needs its own loader"
             )
-        try:
-            r = int(d.get("r", 8))
-            alpha = float(d.get("lora_alpha", 8))
-            rank_pattern = {str(k): int(v) for k, v in (d.get("rank_pattern") or {}).items()}
-            alpha_pattern = {str(k): float(v) for k, v in (d.get("alpha_pattern") or {}).items()}
-            layers = d.get("layers_to_transform")
-            if layers is not None:
-                layers = int(layers) if isinstance(layers, (int, float)) else [int(i) for i in layers]
-        except (TypeError, ValueError) as e:
-            raise AdapterError(f"{source}: a malformed number in r, lora_alpha, patterns or layers ({e})") from None
-        if r < 1 or any(v < 1 for v in rank_pattern.values()):
-            raise AdapterError(f"{source}: r must be a positive integer")
-        if not all(math.isfinite(a) for a in [alpha, *alpha_pattern.values()]):
-            raise AdapterError(f"{source}: lora_alpha must be finite")
-        for pattern in [*rank_pattern, *alpha_pattern]:
-            _check_regex(pattern, source)
-        targets = d.get("target_modules")
+        r = f.rank("r", 8)
+        alpha = f.number("lora_alpha", 8)
+        rank_pattern = f.mapping("rank_pattern", _Fields.positive_rank, f"a positive integer (at most {MAX_INT})")
+        alpha_pattern = f.mapping("alpha_pattern", _Fields.finite, "a finite number")
+        layers = f.layers("layers_to_transform")
+        layers_pattern = [p for p in f.names("layers_pattern") or [] if p] or None
+        targets = f.names("target_modules", keep_str=True)
+        exclude = f.names("exclude_modules", keep_str=True)
         if isinstance(targets, str):
             if targets.lower() != "all-linear":
-                _check_regex(targets, source)
-        elif targets is not None:
-            targets = [str(t) for t in targets]
-        exclude = d.get("exclude_modules")
+                check_pattern(targets, "target_modules", source)
+            # PEFT's LoraConfig refuses these combinations (__post_init__), all-linear included
+            for name, value in (("layers_to_transform", layers), ("layers_pattern", layers_pattern)):
+                if value is not None:
+                    raise AdapterError(f"{source}: {name} cannot be used when target_modules is a string (PEFT refuses it)")
+        if layers_pattern and layers is None:
+            raise AdapterError(f"{source}: layers_pattern needs layers_to_transform (PEFT refuses it otherwise)")
         if isinstance(exclude, str):
-            _check_regex(exclude, source)
-        elif exclude is not None:
-            exclude = [str(t) for t in exclude]
-        lp = d.get("layers_pattern")
+            check_pattern(exclude, "exclude_modules", source)
+        for field_name, patterns in (("rank_pattern", rank_pattern), ("alpha_pattern", alpha_pattern)):
+            for pattern in patterns:
+                check_pattern(pattern, field_name, source)
+        for pattern in layers_pattern or []:
+            check_pattern(pattern, "layers_pattern", source)
         return cls(
             r=r,
             lora_alpha=alpha,
-            use_rslora=bool(d.get("use_rslora", False)),
+            use_rslora=f.flag("use_rslora"),
             target_modules=targets,
             exclude_modules=exclude,
             layers_to_transform=layers,
-            layers_pattern=[lp] if isinstance(lp, str) and lp else (list(lp) if lp else None),
+            layers_pattern=layers_pattern,
             rank_pattern=rank_pattern,
             alpha_pattern=alpha_pattern,
             modules_to_save=list(saved),
-            base_model_name_or_path=d.get("base_model_name_or_path"),
-            task_type=d.get("task_type"),
+            base_model_name_or_path=f.optional_str("base_model_name_or_path"),
+            task_type=task_type,
             heads=heads,
         )
 
@@ -147,47 +151,23 @@ class AdapterConfig:
             return replace(self, target_modules=list(DEFAULT_TARGETS))
         return self
 
-    def targets(self, key: str) -> bool:
-        """Does the config select module ``key``? (PEFT's check_target_module_exists.)"""
-        ex = self.exclude_modules
-        if ex:
-            if isinstance(ex, str):
-                if re.fullmatch(ex, key):
-                    return False
-            elif key in ex or any(key.endswith(f".{e}") for e in ex):
-                return False
-        if any(re.match(rf"(^|.*\.){m}($|\..*)", key) for m in self.modules_to_save):
-            return False
-        t = self.target_modules
-        if t is None:
-            return False
-        if isinstance(t, str):
-            return re.fullmatch(t, key) is not None
-        if key in t:
-            return True  # an exact name is taken as is (layers_to_transform does not apply, as in PEFT)
-        if not any(key.endswith(f".{name}") for name in t):
-            return False
-        layers = self.layers_to_transform
-        if layers is None or layers == []:
-            return True
-        match = None
-        if not self.layers_pattern:
-            match = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", key)
-        else:
-            for pattern in self.layers_pattern:
-                match = re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", key)
-                if match is not None:
-                    break
-        if match is None:
-            return False
-        idx = int(match.group("idx"))
-        return idx == layers if isinstance(layers, int) else idx in layers
+    def matcher(self, source: str, budget_s: float = REGEX_BUDGET_S, deadline: float | None = None) -> Matcher:
+        """PEFT's module selection for this config, all regex work bounded by ``budget_s`` in total
+        (or by the ``deadline`` of an earlier matcher of the same adapter).
 
-    def rank_alpha(self, key: str) -> tuple[int, float]:
-        """(r, alpha) of module ``key``: the first matching rank/alpha pattern, else the defaults."""
-        r = next((v for k, v in self.rank_pattern.items() if re.match(rf"(.*\.)?({k})$", key)), self.r)
-        alpha = next((v for k, v in self.alpha_pattern.items() if re.match(rf"(.*\.)?({k})$", key)), self.lora_alpha)
-        return r, alpha
+        Without a model at hand (:meth:`with_linear_names` not applied), null means PEFT's
+        default targets and ``all-linear`` selects every module but ``lm_head``."""
+        targets = self.target_modules
+        if targets is None:
+            targets = list(DEFAULT_TARGETS)
+        elif isinstance(targets, str) and targets.lower() == "all-linear":
+            targets = r"(?!lm_head$).*"
+        return Matcher(
+            source=source, r=self.r, alpha=self.lora_alpha, target_modules=targets, exclude_modules=self.exclude_modules,
+            modules_to_save=self.modules_to_save, layers_to_transform=self.layers_to_transform,
+            layers_pattern=self.layers_pattern, rank_pattern=self.rank_pattern, alpha_pattern=self.alpha_pattern,
+            budget_s=budget_s, deadline=deadline,
+        )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """A PEFT ``adapter_config.json`` (PEFT fills the training-only fields with its defaults)."""
@@ -215,8 +195,98 @@ class AdapterConfig:
         }
 
 
-def _check_regex(pattern: str, source: str) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as e:
-        raise AdapterError(f"{source}: {pattern!r} is not a valid regular expression ({e})") from None
+class _Fields:
+    """Typed reads of one config dict: a value of the wrong type is one AdapterError naming the field.
+
+    JSON gives ``Infinity``, ``1e400``, ``true`` or a nested list wherever a number or a
+    name is expected; each reader accepts exactly the types PEFT writes, so nothing
+    malformed reaches ``int()``/``float()`` or the matching code."""
+
+    def __init__(self, d: Mapping[str, Any], source: str):
+        self.d, self.source = d, source
+
+    def bad(self, key: str, want: str) -> AdapterError:
+        return AdapterError(f"{self.source}: {key} must be {want}, not {short_repr(self.d.get(key))}")
+
+    def optional_str(self, key: str) -> str | None:
+        value = self.d.get(key)
+        if value is not None and not isinstance(value, str):
+            raise self.bad(key, "a string or null")
+        return value
+
+    def flag(self, key: str) -> bool:
+        value = self.d.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise self.bad(key, "true or false")
+        return bool(value)
+
+    @staticmethod
+    def positive_rank(v: Any) -> int | None:
+        return v if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_INT else None
+
+    @staticmethod
+    def finite(v: Any) -> float | None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return None
+        try:
+            x = float(v)  # a 400-digit integer overflows here
+        except OverflowError:
+            return None
+        return x if math.isfinite(x) else None
+
+    def rank(self, key: str, default: int) -> int:
+        value = self.d.get(key, default)
+        r = self.positive_rank(value)
+        if r is None:
+            raise self.bad(key, f"a positive integer (at most {MAX_INT})")
+        return r
+
+    def number(self, key: str, default: float) -> float:
+        x = self.finite(self.d.get(key, default))
+        if x is None:
+            raise self.bad(key, "a finite number")
+        return x
+
+    def mapping(self, key: str, check, want: str) -> dict:
+        """null or an object of pattern -> value; ``check`` returns the value, or None when it is wrong."""
+        value = self.d.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.bad(key, "an object mapping patterns to values")
+        out = {}
+        for k, v in value.items():
+            checked = check(v)
+            if not isinstance(k, str) or checked is None:
+                raise AdapterError(f"{self.source}: {key}[{short_repr(k)}] must be {want}, not {short_repr(v)}")
+            out[k] = checked
+        return out
+
+    def names(self, key: str, keep_str: bool = False) -> list[str] | str | None:
+        """null, a list of strings, or one string (kept as is when ``keep_str``: a regex, or a list of one)."""
+        value = self.d.get(key)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return value if keep_str else [value]
+        if isinstance(value, list) and all(isinstance(x, str) for x in value):
+            return list(value)
+        raise self.bad(key, "a string or a list of strings")
+
+    def layers(self, key: str) -> int | list[int] | None:
+        value = self.d.get(key)
+        if value is None:
+            return None
+        ok = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INT  # noqa: E731
+        if ok(value):
+            return value
+        if isinstance(value, list) and all(ok(v) for v in value):
+            return list(value)
+        raise self.bad(key, "a layer index or a list of layer indices (non-negative integers)")
+
+
+def short_repr(value: Any) -> str:
+    """A short, bounded repr for messages (reprlib stops at a few levels and a few dozen characters)."""
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlist, r.maxdict = 3, 40, 40, 4, 4
+    return r.repr(value)

@@ -3,9 +3,11 @@
 An adapter is a directory holding both files, or a ``.safetensors`` file with its
 config beside it (``adapter_config.json`` in the same folder, or ``<stem>.json``).
 The config is parsed by :mod:`chatcli.lora.config` (what is honoured, what
-is refused); :func:`read_adapter` checks everything (:mod:`lora_validate`) before
-returning a :class:`LoRAAdapter`, and :func:`write_adapter` writes the same format
-so PEFT loads it. A ``SEQ_CLS`` reward model's ``score`` head is read into
+is refused); :func:`plan_adapter` runs every check that needs no model (files are
+regular files, the header passes the safetensors library's rules, keys, targets,
+ranks; :mod:`chatcli.lora.validate`), :func:`read_adapter` adds the checks against
+the model before returning a :class:`LoRAAdapter`, and :func:`write_adapter` writes
+the same format so PEFT loads it. A ``SEQ_CLS`` reward model's ``score`` head is read into
 ``LoRAAdapter.heads``.
 
 Tensor keys map through one table (``PEFT_PREFIX`` + module + suffix)::
@@ -20,11 +22,17 @@ adds PEFT's prefix and part suffixes.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from chatcli.bounded_json import JSONError, loads
+from chatcli.hub.safetensors_header import HeaderError, TensorEntry
+from chatcli.hub.safetensors_io import open_mapped
+from chatcli.regular_file import NotRegularFile, check_regular, read_bytes
 
 from chatcli.lora.config import (  # noqa: F401  (re-exported: the format's public names)
     DEFAULT_TARGETS,
@@ -32,6 +40,7 @@ from chatcli.lora.config import (  # noqa: F401  (re-exported: the format's publ
     SAVED_MODULES,
     SEQ_CLS,
     AdapterConfig,
+    short_repr,
 )
 from chatcli.lora.validate import (
     DEFAULT_MAX_RANK,
@@ -41,7 +50,9 @@ from chatcli.lora.validate import (
     check_against_model,
     check_dtypes,
     check_finite,
+    check_lora_shapes,
     check_safetensors,
+    max_rank_limit,
     refuse_pickles,
 )
 
@@ -154,13 +165,13 @@ class LoRAAdapter:
 
 
 def adapter_files(path: str | Path) -> tuple[Path, Path]:
-    """(config file, weights file) of an adapter directory or ``.safetensors`` file."""
+    """(config file, weights file) of an adapter directory or ``.safetensors`` file, both regular files."""
     p = Path(path).expanduser()
-    if not p.exists():
+    if not os.path.lexists(p):
         raise AdapterError(f"adapter {p} does not exist: check the path (or the name, see 'chatcli lora info')")
     if p.is_dir():
         weights = p / WEIGHTS_NAME
-        if not weights.is_file():
+        if not os.path.lexists(weights):
             others = sorted(x.name for x in p.glob("*.safetensors"))
             if len(others) == 1:
                 weights = p / others[0]
@@ -168,9 +179,9 @@ def adapter_files(path: str | Path) -> tuple[Path, Path]:
                 refuse_pickles(p)
                 raise AdapterError(f"no {WEIGHTS_NAME} in {p}: an adapter folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
         config = p / CONFIG_NAME
-        if not config.is_file():
+        if not os.path.lexists(config):
             raise AdapterError(f"no {CONFIG_NAME} in {p}: the adapter needs PEFT's config (r, lora_alpha, target_modules)")
-        return config, weights
+        return _regular(config, "adapter config"), _regular(weights, "adapter weights")
     if p.suffix in PICKLE_SUFFIXES:
         raise AdapterError(
             f"{p.name} is a pickle file: it is never unpickled (that can run arbitrary code); "
@@ -179,39 +190,69 @@ def adapter_files(path: str | Path) -> tuple[Path, Path]:
     if p.suffix != ".safetensors":
         raise AdapterError(f"{p} is not an adapter: point at a folder with {CONFIG_NAME} or a .safetensors file")
     for config in (p.parent / CONFIG_NAME, p.with_suffix(".json")):
-        if config.is_file():
-            return config, p
+        if os.path.lexists(config):
+            return _regular(config, "adapter config"), _regular(p, "adapter weights")
     raise AdapterError(f"no {CONFIG_NAME} beside {p.name}: put PEFT's config next to the weights")
 
 
-def read_config(path: Path) -> AdapterConfig:
+def _regular(path: Path, what: str) -> Path:
+    """``path`` if it is a regular file; a FIFO, device or directory is refused, never opened blocking."""
     try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AdapterError(f"cannot read {path}: {e}; the adapter config is broken") from None
+        check_regular(path, what)
+    except NotRegularFile as e:
+        raise AdapterError(e.message) from None
+    except OSError as e:
+        raise AdapterError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    return path
+
+
+def read_config(path: Path) -> AdapterConfig:
+    """The checked :class:`AdapterConfig` of an ``adapter_config.json`` (regular file, bounded JSON)."""
+    try:
+        d = loads(read_bytes(path, "adapter config"))
+    except NotRegularFile as e:
+        raise AdapterError(e.message) from None
+    except (OSError, JSONError) as e:
+        reason = e.strerror or e if isinstance(e, OSError) else e
+        raise AdapterError(f"cannot read {path}: {reason}; the adapter config is broken") from None
     if not isinstance(d, dict):
         raise AdapterError(f"{path} is not a JSON object: the adapter config is broken")
     return AdapterConfig.from_dict(d, source=str(path))
 
 
-def read_adapter(
-    path: str | Path,
-    model: ModuleShapes,
-    *,
-    max_rank: int = DEFAULT_MAX_RANK,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-) -> LoRAAdapter:
-    """Read and check an adapter against ``model``'s shapes; nothing of the model is touched."""
-    from safetensors import safe_open
+@dataclass(frozen=True)
+class AdapterPlan:
+    """An adapter's files checked without a model: its config and its tensors grouped by module.
 
+    :func:`plan_adapter` makes it; everything a loader would refuse that does not depend
+    on the model is refused there, so ``lora info`` and the pre-flight of ``--lora``
+    refuse exactly what loading refuses, before any model is read.
+    """
+
+    config_path: Path
+    weights: Path
+    config: AdapterConfig
+    entries: dict[str, TensorEntry]
+    lora_keys: dict[str, dict[str, str]]  # module -> "A"/"B" -> key
+    saved_keys: dict[str, dict[str, str]]  # module -> "weight"/"bias" -> key (modules_to_save)
+    base_keys: dict[str, str]  # module -> key of a saved copy of the base weight
+    head_keys: dict[str, str]  # SEQ_CLS head -> key
+    deadline: float  # the end of this adapter's regex budget (chatcli.lora.patterns)
+
+    @property
+    def source(self) -> str:
+        return str(self.weights)
+
+
+def plan_adapter(path: str | Path, *, max_rank: int | None = None) -> AdapterPlan:
+    """Every check of an adapter that needs no model (files, config, header, keys, targets, ranks)."""
     config_path, weights = adapter_files(path)
     source = str(weights)
-    config = read_config(config_path).with_linear_names(model.linears)
+    config = read_config(config_path)
     entries = check_safetensors(weights)
     check_dtypes(entries, source)
 
-    lora_keys: dict[str, dict[str, str]] = {}  # module -> part -> key
+    lora_keys: dict[str, dict[str, str]] = {}
     saved_keys: dict[str, dict[str, str]] = {}
     base_keys: dict[str, str] = {}
     head_keys: dict[str, str] = {}
@@ -235,24 +276,24 @@ def read_adapter(
         if set(parts) != {"A", "B"}:
             missing = "lora_B" if "A" in parts else "lora_A"
             raise AdapterError(f"{source}: {module} has no {missing}.weight; the adapter is incomplete")
-
-    shapes = {
-        m: (entries[p["A"]].shape, entries[p["B"]].shape, config.rank_alpha(m)[0]) for m, p in lora_keys.items()
-    }
-    saved_shapes = {m: (entries[p["weight"]].shape, p["weight"]) for m, p in saved_keys.items() if "weight" in p}
-    for m, key in base_keys.items():
-        saved_shapes.setdefault(m, (entries[key].shape, key))
     for m, p in saved_keys.items():
         if "weight" not in p:
             raise AdapterError(f"{source}: {p['bias']} has no matching weight")
-    check_against_model(shapes, saved_shapes, model, source, max_rank)
 
-    untargeted = [m for m in lora_keys if not config.targets(m)]
+    matcher = config.matcher(source)
+    untargeted = [m for m in lora_keys if not matcher.targets(m)]
+    if untargeted and len(untargeted) == len(lora_keys):
+        raise AdapterError(
+            f"{source}: target_modules {short_repr(config.target_modules)} selects none of the {len(lora_keys)} modules "
+            "the file has tensors for (PEFT refuses it: target modules not found)"
+        )
     if untargeted:
         raise AdapterError(
             f"{source}: has tensors for {untargeted[0]}, which adapter_config.json does not target "
             "(check target_modules, layers_to_transform, exclude_modules)"
         )
+    ranks = {m: (entries[p["A"]].shape, entries[p["B"]].shape, matcher.rank_alpha(m)[0]) for m, p in lora_keys.items()}
+    check_lora_shapes(ranks, source, max_rank_limit() if max_rank is None else max_rank)
     if set(saved_keys) - listed:
         extra = sorted(set(saved_keys) - listed)[0]
         raise AdapterError(f"{source}: replaces {extra} but adapter_config.json does not list it in modules_to_save")
@@ -260,33 +301,78 @@ def read_adapter(
     if missing_heads:
         raise AdapterError(f"{source}: modules_to_save lists {missing_heads[0]} but the file has no {peft_key(missing_heads[0], 'weight')}")
     for m, key in head_keys.items():
-        shape = entries[key].shape
-        hidden = model.linears["model.layers.0.self_attn.q_proj"][1] if "model.layers.0.self_attn.q_proj" in model.linears else None
-        if len(shape) != 2 or (hidden is not None and shape[1] != hidden):
-            raise AdapterError(f"{source}: head {m} has shape {tuple(shape)}; expected [labels, {hidden}] for this model")
+        if len(entries[key].shape) != 2:
+            raise AdapterError(f"{source}: head {m} has shape {tuple(entries[key].shape)}; expected [labels, hidden]")
     if listed - set(saved_keys):
         missing = sorted(listed - set(saved_keys))[0]
         raise AdapterError(f"{source}: modules_to_save lists {missing} but the file has no {peft_key(missing, 'weight')}")
+    try:  # the library itself must accept the file too (the header check mirrors it; this proves it)
+        with open_mapped(weights, checked=True) as f:
+            f.keys()
+    except HeaderError as e:
+        raise AdapterError(f"{source} is not a valid safetensors file ({e}): re-save or re-download the adapter") from None
+    return AdapterPlan(config_path, weights, config, entries, lora_keys, saved_keys, base_keys, head_keys, matcher.deadline)
+
+
+def read_adapter(
+    path: str | Path,
+    model: ModuleShapes,
+    *,
+    max_rank: int = DEFAULT_MAX_RANK,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> LoRAAdapter:
+    """Read and check an adapter against ``model``'s shapes; nothing of the model is touched."""
+    plan = plan_adapter(path, max_rank=max_rank)
+    source, entries = plan.source, plan.entries
+    config = plan.config.with_linear_names(model.linears)
+    matcher = config.matcher(source, deadline=plan.deadline)  # the same one-second budget, continued
+    if config.target_modules and not any(matcher.targets(m) for m in model.linears):
+        raise AdapterError(
+            f"{source}: target_modules {short_repr(plan.config.target_modules)} selects no linear layer of this model "
+            "(PEFT refuses it: target modules not found in the base model)"
+        )
+    shapes = {
+        m: (entries[p["A"]].shape, entries[p["B"]].shape, matcher.rank_alpha(m)[0]) for m, p in plan.lora_keys.items()
+    }
+    saved_shapes = {m: (entries[p["weight"]].shape, p["weight"]) for m, p in plan.saved_keys.items()}
+    for m, key in plan.base_keys.items():
+        saved_shapes.setdefault(m, (entries[key].shape, key))
+    check_against_model(shapes, saved_shapes, model, source, max_rank)
+    untargeted = [m for m in plan.lora_keys if not matcher.targets(m)]  # all-linear, now resolved
+    if untargeted:
+        raise AdapterError(
+            f"{source}: has tensors for {untargeted[0]}, which adapter_config.json does not target "
+            "(check target_modules, layers_to_transform, exclude_modules)"
+        )
+    hidden = model.linears.get("model.layers.0.self_attn.q_proj", (None, None))[1]
+    for m, key in plan.head_keys.items():
+        shape = entries[key].shape
+        if hidden is not None and shape[1] != hidden:
+            raise AdapterError(f"{source}: head {m} has shape {tuple(shape)}; expected [labels, {hidden}] for this model")
 
     tensors: dict[str, torch.Tensor] = {}
-    with safe_open(str(weights), framework="pt", device="cpu") as f:
-        for key in entries:
-            tensors[key] = f.get_tensor(key)
+    try:
+        with open_mapped(plan.weights, checked=True) as f:
+            for key in entries:
+                tensors[key] = f.get_tensor(key)
+    except HeaderError as e:
+        raise AdapterError(f"{source} is not a valid safetensors file ({e}): re-save or re-download the adapter") from None
     check_finite(tensors, source)
 
     def load(key: str) -> torch.Tensor:
         return tensors[key].to(device=device, dtype=dtype)
 
     modules = {
-        m: ModuleLoRA(A=load(p["A"]), B=load(p["B"]), alpha=config.rank_alpha(m)[1]) for m, p in lora_keys.items()
+        m: ModuleLoRA(A=load(p["A"]), B=load(p["B"]), alpha=matcher.rank_alpha(m)[1]) for m, p in plan.lora_keys.items()
     }
-    saved = {m: {part: load(k) for part, k in p.items()} for m, p in saved_keys.items()}
+    saved = {m: {part: load(k) for part, k in p.items()} for m, p in plan.saved_keys.items()}
     return LoRAAdapter(
         modules=modules,
         use_rslora=config.use_rslora,
         saved=saved,
-        expected_base={m: load(k) for m, k in base_keys.items()},
-        heads={m: tensors[k].to(device=device, dtype=torch.float32) for m, k in head_keys.items()},
+        expected_base={m: load(k) for m, k in plan.base_keys.items()},
+        heads={m: tensors[k].to(device=device, dtype=torch.float32) for m, k in plan.head_keys.items()},
         base_model=config.base_model_name_or_path,
         source=str(Path(path).expanduser()),
     )

@@ -119,10 +119,10 @@ def _name_of(path: Path) -> str:
 
 
 def preflight(texts: list[str], cwd: Path | None = None) -> list[AdapterSpec]:
-    """Resolve ``--lora`` arguments and check their files, config and safetensors header,
+    """Resolve ``--lora`` arguments and run every check that needs no model (files, config,
+    safetensors header, keys, targets, ranks: :func:`~chatcli.lora.peft_io.plan_adapter`)
     before a model is loaded (a typo should not cost a model load). Names must be distinct."""
-    from chatcli.lora.peft_io import read_config
-    from chatcli.lora.validate import check_dtypes, check_safetensors
+    from chatcli.lora.peft_io import plan_adapter
 
     specs = [resolve_adapter(t, cwd=cwd) for t in texts]
     names = [s.name for s in specs]
@@ -130,9 +130,7 @@ def preflight(texts: list[str], cwd: Path | None = None) -> list[AdapterSpec]:
     if dup is not None:
         raise UsageError(f"two adapters would both be named {dup!r}: give them different folder names")
     for spec in specs:
-        config, weights = adapter_files(spec.path)
-        read_config(config)
-        check_dtypes(check_safetensors(weights), str(weights))
+        plan_adapter(spec.path)  # everything loading would refuse that needs no model
     return specs
 
 

@@ -5,13 +5,16 @@ Three layers, each run before the next and all before any module is wrapped:
 * files: :func:`check_contained` (a name must not escape its folder through ``..``
   or a symlink), :func:`refuse_pickles` (``.bin``/``.pt`` are refused, never
   unpickled);
-* the safetensors container, parsed here from its header alone
-  (:func:`check_safetensors`): header size, JSON, duplicate keys, dtypes, shapes,
-  offsets inside the file, no overlaps or gaps, shape × dtype = byte span;
-* the tensors against the model (:func:`check_against_model`): keys that name no
-  module, shapes of another base (the first mismatch named with both shapes),
-  ``r`` in the config ≠ the tensor's rank, zero-size tensors, a rank above the
-  cap; and their values (:func:`check_finite`): NaN/Inf.
+* the safetensors container, from its header alone (:func:`check_safetensors`, through
+  :mod:`chatcli.hub.safetensors_header`): every rule the safetensors library applies
+  (header size, JSON types, dtypes, offsets contiguous and inside the file, shape ×
+  dtype = byte span) and a few more (no key twice, bounded nesting); a FIFO or device
+  in place of the file is refused, never waited on;
+* the tensors' shapes on their own (:func:`check_lora_shapes`): matrices, zero-size
+  tensors, ``r`` in the config ≠ the tensor's rank, a rank above the cap; then
+  against the model (:func:`check_against_model`): keys that name no module, shapes
+  of another base (the first mismatch named with both shapes); and their values
+  (:func:`check_finite`): NaN/Inf.
 
 All raise :class:`AdapterError` (a :class:`ModelError`) whose message names the
 adapter file and what to do.
@@ -19,7 +22,6 @@ adapter file and what to do.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,33 +29,20 @@ from pathlib import Path
 
 import torch
 
-from chatcli.hub.safetensors_io import read_header
 from chatcli.errors import ModelError
+from chatcli.hub.safetensors_header import HeaderError, TensorEntry, parse_header
+from chatcli.regular_file import NotRegularFile
 
 DEFAULT_MAX_RANK = 512  # far above any useful LoRA rank; a bigger one is a full matrix in disguise
 MAX_RANK_ENV = "CHATCLI_MAX_LORA_RANK"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
-# safetensors dtype tag -> (bytes per element, is a float type we load)
-ST_DTYPES: dict[str, tuple[int, bool]] = {
-    "F64": (8, True), "F32": (4, True), "F16": (2, True), "BF16": (2, True),
-    "F8_E4M3": (1, False), "F8_E5M2": (1, False),
-    "I64": (8, False), "I32": (4, False), "I16": (2, False), "I8": (1, False),
-    "U64": (8, False), "U32": (4, False), "U16": (2, False), "U8": (1, False), "BOOL": (1, False),
-}  # fmt: skip
+# The float types an adapter's tensors may have (every other known dtype is refused by name).
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 
 
 class AdapterError(ModelError):
     """An adapter that cannot be loaded; the model is unchanged."""
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    start: int  # data offsets relative to the end of the header
-    end: int
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -99,83 +88,22 @@ def refuse_pickles(folder: Path) -> None:
 # --- the safetensors container ----------------------------------------------------------------
 
 
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    seen: dict[str, object] = {}
-    for k, v in pairs:
-        if k in seen:
-            raise _Duplicate(k)
-        seen[k] = v
-    return seen
-
-
-class _Duplicate(Exception):
-    pass
-
-
 def check_safetensors(path: Path) -> dict[str, TensorEntry]:
-    """Parse and check the header of ``path``; returns its tensors by name (file order kept)."""
-    name = str(path)
+    """Parse and check the header of ``path`` as strictly as the safetensors library does
+    (:func:`~chatcli.hub.safetensors_header.parse_header`); its tensors by name, file order kept."""
     try:
-        size = Path(path).stat().st_size
-        _, raw, data_start = read_header(path)
+        return parse_header(path, what="adapter weights").tensors
     except OSError as e:
-        raise AdapterError(f"cannot read adapter file {path}: {e.strerror}") from None
-    except ValueError as e:
-        raise AdapterError(f"{name} is not a valid safetensors file ({e}): re-save or re-download the adapter") from None
-    try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except _Duplicate as e:
-        raise AdapterError(f"{name} is corrupt: tensor {e.args[0]!r} appears twice in its header") from None
-    data_len = size - data_start
-
-    def bad(msg: str) -> AdapterError:
-        return AdapterError(f"{name} is corrupt ({msg}): re-save or re-download the adapter")
-
-    entries: dict[str, TensorEntry] = {}
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        try:
-            dtype = info["dtype"]
-            shape = tuple(int(d) for d in info["shape"])
-            start, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise bad(f"malformed entry for tensor {key!r}") from None
-        if dtype not in ST_DTYPES:
-            raise bad(f"tensor {key!r} has unknown dtype {dtype!r}")
-        if any(d < 0 for d in shape):
-            raise bad(f"tensor {key!r} has a negative dimension {list(shape)}")
-        if not 0 <= start <= end:
-            raise bad(f"tensor {key!r} has offsets [{start}, {end}]")
-        if end > data_len:
-            raise bad(f"tensor {key!r} ends at byte {end} but the data section has {data_len}; the file is truncated")
-        want = ST_DTYPES[dtype][0] * _numel(shape)
-        if end - start != want:
-            raise bad(f"tensor {key!r} {dtype} {list(shape)} needs {want} bytes but spans {end - start}")
-        entries[key] = TensorEntry(key, dtype, shape, start, end)
-
-    cursor = 0  # the data must be one contiguous run: no overlap, no gap, nothing after
-    for e in sorted(entries.values(), key=lambda t: (t.start, t.end)):
-        if e.start < cursor:
-            raise bad(f"tensor {e.name!r} overlaps the tensor before it")
-        if e.start > cursor:
-            raise bad(f"a gap of {e.start - cursor} bytes before tensor {e.name!r}")
-        cursor = e.end
-    if cursor != data_len:
-        raise bad(f"{data_len - cursor} bytes after the last tensor")
-    return entries
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+        raise AdapterError(f"cannot read adapter file {path}: {e.strerror or e}") from None
+    except NotRegularFile as e:
+        raise AdapterError(e.message) from None
+    except HeaderError as e:
+        raise AdapterError(f"{path} is not a valid safetensors file ({e}): re-save or re-download the adapter") from None
 
 
 def check_dtypes(entries: Mapping[str, TensorEntry], source: str) -> None:
     for e in entries.values():
-        if not ST_DTYPES[e.dtype][1]:
+        if e.dtype not in FLOAT_DTYPES:
             raise AdapterError(f"{source}: tensor {e.name!r} is {e.dtype}, not a float type; LoRA weights must be F32/F16/BF16")
 
 
@@ -190,6 +118,34 @@ class ModuleShapes:
     replaceable: Mapping[str, tuple[int, ...]]  # "lm_head" / "model.embed_tokens" -> weight shape
 
 
+def check_lora_shapes(
+    lora: Mapping[str, tuple[tuple[int, ...], tuple[int, ...], int]], source: str, max_rank: int = DEFAULT_MAX_RANK
+) -> None:
+    """What the file alone must get right: ``lora`` maps module -> (A shape, B shape, r from the config).
+
+    Matrices, none empty, lora_A and lora_B of one rank, that rank the config's and within the cap.
+    """
+    for module, (a_shape, b_shape, _) in lora.items():
+        for part, shape in (("lora_A", a_shape), ("lora_B", b_shape)):
+            if len(shape) != 2:
+                raise AdapterError(f"{source}: {module}.{part} has shape {list(shape)}, LoRA tensors are matrices")
+            if 0 in shape:
+                raise AdapterError(f"{source}: {module}.{part} is empty (shape {list(shape)}): the adapter is broken")
+    for module, (a_shape, b_shape, r) in lora.items():
+        rank = a_shape[0]
+        if b_shape[1] != rank:
+            raise AdapterError(f"{source}: {module} has lora_A rank {rank} but lora_B rank {b_shape[1]}")
+        if rank != r:
+            raise AdapterError(
+                f"{source}: {module} has rank {rank} but adapter_config.json says r={r} "
+                "(check r and rank_pattern)"
+            )
+        if rank > max_rank:
+            raise AdapterError(
+                f"{source}: {module} has rank {rank}, above the limit of {max_rank}; set {MAX_RANK_ENV} higher to load it"
+            )
+
+
 def check_against_model(
     lora: Mapping[str, tuple[tuple[int, ...], tuple[int, ...], int]],
     saved: Mapping[str, tuple[tuple[int, ...], str]],
@@ -202,12 +158,7 @@ def check_against_model(
     ``lora``: module -> (A shape, B shape, r from the config); ``saved``: module ->
     (replacement weight shape, file key). Raises on the first problem, in file order.
     """
-    for module, (a_shape, b_shape, _) in lora.items():
-        for part, shape in (("lora_A", a_shape), ("lora_B", b_shape)):
-            if len(shape) != 2:
-                raise AdapterError(f"{source}: {module}.{part} has shape {list(shape)}, LoRA tensors are matrices")
-            if 0 in shape:
-                raise AdapterError(f"{source}: {module}.{part} is empty (shape {list(shape)}): the adapter is broken")
+    check_lora_shapes(lora, source, max_rank)
     unknown = [m for m in lora if m not in model.linears]
     if unknown:
         more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
@@ -215,27 +166,15 @@ def check_against_model(
             f"{source}: tensors for {unknown[0]}{more} match no linear layer of this model: "
             "the adapter was trained for another base model"
         )
-    for module, (a_shape, b_shape, r) in lora.items():
+    for module, (a_shape, b_shape, _) in lora.items():
         out_f, in_f = model.linears[module]
-        rank = a_shape[0]
         if a_shape[1] != in_f or b_shape[0] != out_f:
             bad_part, got, want = (
-                ("lora_A", a_shape, (rank, in_f)) if a_shape[1] != in_f else ("lora_B", b_shape, (out_f, b_shape[1]))
+                ("lora_A", a_shape, (a_shape[0], in_f)) if a_shape[1] != in_f else ("lora_B", b_shape, (out_f, b_shape[1]))
             )
             raise AdapterError(
                 f"{source}: {module}.{bad_part} has shape {list(got)} but this model needs {list(want)}: "
                 "the adapter was trained for another base model"
-            )
-        if b_shape[1] != rank:
-            raise AdapterError(f"{source}: {module} has lora_A rank {rank} but lora_B rank {b_shape[1]}")
-        if rank != r:
-            raise AdapterError(
-                f"{source}: {module} has rank {rank} but adapter_config.json says r={r} "
-                "(check r and rank_pattern)"
-            )
-        if rank > max_rank:
-            raise AdapterError(
-                f"{source}: {module} has rank {rank}, above the limit of {max_rank}; set {MAX_RANK_ENV} higher to load it"
             )
     for module, (shape, key) in saved.items():
         want = model.replaceable.get(module)
