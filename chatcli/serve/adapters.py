@@ -10,6 +10,10 @@ so base and adapter requests interleave correctly on the one engine thread.
 bare name such as ``pirate``); either way the folder and the adapter's files, symlinks
 followed, must lie inside an allowed folder, so a client cannot make the server read
 files elsewhere. Methods that touch the model run on the engine worker thread.
+
+The files are the client's choice, so whatever is wrong with them (a config of the wrong
+shape, a corrupt safetensors file, a JSON bomb) is a 400 with a one-line reason, and a
+refused load leaves the served model and the other adapters as they were.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import ContextManager, Sequence
 
+from chatcli.errors import ChatcliError, UsageError
 from chatcli.lora.peft_io import adapter_files
-from chatcli.serve.errors import APIError, bad_param
+from chatcli.serve.errors import APIError, bad_param, shorten
 
 
 def default_adapter_dirs() -> list[Path]:
@@ -60,17 +65,23 @@ class ServedAdapters:
         given = Path(lora_path).expanduser()
         candidates = [given] if given.is_absolute() else [d / given for d in self.allowed]
         for path in candidates:
-            folder = self._folder_of(path)
-            if folder is None or not os.path.lexists(path):
+            try:
+                folder = self._folder_of(path)
+                if folder is None or not os.path.lexists(path):
+                    continue
+                files = adapter_files(path)
+            except (OSError, ValueError):  # a name too long for the file system, ...
                 continue
-            for f in adapter_files(path):  # the files too: a symlink inside may point outside
+            except ChatcliError as e:  # inside an allowed folder, but not an adapter
+                raise APIError(e.message, 400, param="lora_path", code="invalid_adapter") from None
+            for f in files:  # the files too: a symlink inside may point outside
                 if self._folder_of(f) != folder:
                     break
             else:
                 return path
         where = ", ".join(map(str, self.allowed)) or "none"
-        raise bad_param("lora_path", f"lora_path {lora_path!r} is not an adapter inside the allowed folders ({where}): "
-                                     "put it there or start chatcli serve with --adapter-dir")  # fmt: skip
+        raise bad_param("lora_path", f"lora_path {shorten(repr(lora_path))} is not an adapter inside the allowed "
+                                     f"folders ({where}): put it there or start chatcli serve with --adapter-dir")  # fmt: skip
 
     def _folder_of(self, path: Path) -> Path | None:
         real = Path(os.path.realpath(path))
@@ -80,7 +91,16 @@ class ServedAdapters:
         if name == self.base_id or name in self.manager:
             raise APIError(f"The lora adapter '{name}' has already been loaded: unload it first or pick another name",
                            400, param="lora_name")  # fmt: skip
-        self.manager.load(path, name=name)
+        try:
+            self.manager.load(path, name=name)  # checks everything before it attaches anything
+        except UsageError as e:  # the name
+            raise bad_param("lora_name", e.message) from None
+        except ChatcliError as e:  # the adapter's own diagnosis of its files
+            raise APIError(e.message, 400, param="lora_path", code="invalid_adapter") from None
+        except Exception as e:  # one the adapter reader did not foresee: still the files' fault
+            reason = shorten(" ".join(str(e).split()), 200)
+            raise APIError(f"the adapter at {path} cannot be loaded ({type(e).__name__}: {reason}): fix or "
+                           "re-save it", 400, param="lora_path", code="invalid_adapter") from None  # fmt: skip
         self.manager.disable(name)
         self._refresh()
 

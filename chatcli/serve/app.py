@@ -3,10 +3,13 @@
 Routes: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``,
 ``POST /v1/load_lora_adapter``, ``POST /v1/unload_lora_adapter`` and an open ``GET /health``.
 The base model's id is its chatcli name; a loaded adapter's id is its ``lora_name``.
-Requests are checked completely (JSON, parameters, model, prompt + ``max_tokens``
-against the context) before they are queued for the engine thread, so every refusal
-is an OpenAI-style 4xx body and the engine never sees a bad request; an unexpected
-failure is a 500 with a one-line message (the traceback goes to the server log only).
+Requests are checked completely (JSON nesting and encoding, parameters, model, prompt
++ ``max_tokens`` against the context) before they are queued for the engine thread, so
+every refusal is an OpenAI-style 4xx body and the engine never sees a bad request; an
+unexpected failure is a JSON 500 with a one-line message, logged by exception type and
+code location only (never the request's contents or key). No error drops the
+connection: uvicorn closes a kept-alive connection when an exception leaves the app,
+so :class:`_CatchAll` makes sure none does.
 With an API key, every ``/v1`` route wants ``Authorization: Bearer KEY``; the key is
 compared in constant time and never logged.
 """
@@ -22,15 +25,24 @@ import time
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from chatcli.errors import ChatcliError
 from chatcli.serve.adapters import ServedAdapters
-from chatcli.serve.errors import APIError, bad_param, internal, model_not_found
+from chatcli.serve.errors import APIError, internal, log_unexpected, model_not_found
+from chatcli.serve.json_body import parse_json_body
 from chatcli.serve.openai_format import Formatter
-from chatcli.serve.validate import ChatRequest, CompletionRequest, GenRequest, parse_chat, parse_completion
+from chatcli.serve.validate import (
+    ChatRequest,
+    CompletionRequest,
+    GenRequest,
+    parse_adapter_request,
+    parse_chat,
+    parse_completion,
+)
 from chatcli.serve.respond import as_api_error, respond
 from chatcli.serve.worker import EngineWorker
 
@@ -121,11 +133,7 @@ class Server:
 
 
 async def _json(request: Request):
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise APIError(f"could not parse the JSON body of the request ({e}): send one JSON object", 400) from None
+    return parse_json_body(await request.body())
 
 
 def _server(request: Request) -> Server:
@@ -156,17 +164,9 @@ async def models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": data})
 
 
-def _adapter_field(body, name: str) -> str:
-    value = body.get(name) if isinstance(body, dict) else None
-    if not isinstance(value, str) or not value:
-        raise bad_param(name, f"missing {name}: give it as a non-empty string")
-    return value
-
-
 async def load_lora_adapter(request: Request) -> Response:
     server = _server(request)
-    body = await _json(request)
-    name, path = _adapter_field(body, "lora_name"), _adapter_field(body, "lora_path")
+    name, path = parse_adapter_request(await _json(request), with_path=True)
     resolved = server.adapters.resolve(path)
     await server.worker.call(lambda: server.adapters.load(name, resolved))
     log.info("loaded adapter %s from %s", name, resolved)
@@ -175,7 +175,7 @@ async def load_lora_adapter(request: Request) -> Response:
 
 async def unload_lora_adapter(request: Request) -> Response:
     server = _server(request)
-    name = _adapter_field(await _json(request), "lora_name")
+    name, _ = parse_adapter_request(await _json(request), with_path=False)
     await server.worker.call(lambda: server.adapters.unload(name))
     log.info("unloaded adapter %s", name)
     return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
@@ -185,22 +185,54 @@ async def health(request: Request) -> Response:
     return Response(status_code=200)
 
 
+def error_response(err: APIError) -> Response:
+    # ASCII JSON: a message that echoes a client's lone surrogate still encodes.
+    return Response(json.dumps(err.body()), status_code=err.status, media_type="application/json")
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
-    err = exc if isinstance(exc, APIError) else as_api_error(exc)  # type: ignore[arg-type]
-    return JSONResponse(err.body(), status_code=err.status)
+    return error_response(as_api_error(exc))  # type: ignore[arg-type]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     err = APIError(f"{request.method} {request.url.path}: {exc.detail}", exc.status_code,
                    code="not_found" if exc.status_code == 404 else None)  # fmt: skip
-    return JSONResponse(err.body(), status_code=err.status)
+    return error_response(err)
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.error("unexpected error in %s %s: %s", request.method, request.url.path, type(exc).__name__)
-    err = internal(f"internal error ({type(exc).__name__}): see the server log")
-    return JSONResponse(err.body(), status_code=err.status)
+class _CatchAll:
+    """ASGI guard inside Starlette's own: an exception that escapes a route becomes a JSON 500
+    (or, when the response has started, its body is ended), so uvicorn never sees it and keeps
+    the connection. Starlette's ``Exception`` handler would answer but then re-raise."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = {"started": False, "ended": False}
+
+        async def watched_send(message):
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                state["ended"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as exc:
+            log_unexpected(f"{scope.get('method')} {scope.get('path')}", exc)
+            try:
+                if not state["started"]:
+                    err = internal(f"internal error ({type(exc).__name__}): see the server log")
+                    await error_response(err)(scope, receive, send)
+                elif not state["ended"]:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:  # the client is gone: nothing left to tell it
+                pass
 
 
 def make_app(engine, adapters: ServedAdapters, api_key: str | None = None) -> Starlette:
@@ -214,7 +246,8 @@ def make_app(engine, adapters: ServedAdapters, api_key: str | None = None) -> St
             Route("/v1/load_lora_adapter", load_lora_adapter, methods=["POST"]),
             Route("/v1/unload_lora_adapter", unload_lora_adapter, methods=["POST"]),
         ],
-        exception_handlers={ChatcliError: _api_error, HTTPException: _http_error, Exception: _unexpected},
+        middleware=[Middleware(_CatchAll)],
+        exception_handlers={ChatcliError: _api_error, HTTPException: _http_error},
     )
     app.state.chatcli = Server(engine, adapters, api_key)
     return app

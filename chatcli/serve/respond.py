@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 
 from chatcli.engine.events import Done, Step
 from chatcli.errors import ChatcliError
-from chatcli.serve.errors import APIError, internal
+from chatcli.serve.errors import APIError, internal, log_unexpected
 from chatcli.serve.openai_format import Formatter
 
 
@@ -93,6 +93,9 @@ async def _sse(events: AsyncIterator, fmt: Formatter, n: int, cancel: threading.
                     yield _data(fmt.finish_chunk(ev))
         except ChatcliError as e:
             yield _data(as_api_error(e).body())
+        except Exception as e:  # the status line is sent: the error goes in the stream, and it ends properly
+            log_unexpected("a streamed answer", e)
+            yield _data(internal(f"internal error ({type(e).__name__}): see the server log").body())
         if fmt.include_usage:
             yield _data(fmt.usage_chunk(prompt_tokens, completion_tokens))
         yield _data("[DONE]")

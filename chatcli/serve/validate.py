@@ -7,6 +7,11 @@ engine cannot honour (penalties, logit bias, tools, JSON mode, echo) are refused
 set to anything but their neutral value, never silently ignored. Unknown fields are
 ignored, as vLLM does. ``max_tokens`` may stay ``None`` here: the app fills it from the
 context left after the prompt, which it has to tokenize first.
+
+Any JSON value goes in and only a request or an ``APIError`` comes out (the fuzz tests
+hold it to that): text the engine will see must be valid Unicode (a JSON ``"\\ud83d"``
+escape decodes to a lone surrogate no tokenizer takes), and values echoed in an error
+message are shortened.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import UsageError
-from chatcli.serve.errors import APIError, bad_param
+from chatcli.serve.errors import APIError, bad_param, shorten
 
 MAX_N = 16  # answers per request: a batch of n rows, each with its own KV cache
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit for chat (vLLM's default max_logprobs)
@@ -79,10 +84,38 @@ def parse_completion(body: Any) -> CompletionRequest:
                              prompt=_prompt(body.get("prompt")))  # fmt: skip
 
 
+def parse_adapter_request(body: Any, *, with_path: bool) -> tuple[str, str | None]:
+    """``(lora_name, lora_path)`` of a load (``with_path``) or unload request."""
+    body = _object(body)
+    name = _adapter_field(body, "lora_name")
+    return name, (_adapter_field(body, "lora_path") if with_path else None)
+
+
+def _adapter_field(body: dict, name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise bad_param(name, f"missing {name}: give it as a non-empty string")
+    if "\0" in value:
+        raise bad_param(name, f"{name} contains a NUL character: give a plain name or path")
+    return _text(value, name)
+
+
+def _text(value: str, where: str) -> str:
+    """``value`` if it is valid Unicode, else a 400 naming ``where``."""
+    if not value.isascii():  # the usual case is ASCII: nothing to encode
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise bad_param(where, f"{where} is not valid Unicode: a lone surrogate (\\u{ord(value[e.start]):04x}) "
+                                   f"at character {e.start}; send UTF-8 text") from None  # fmt: skip
+    return value
+
+
 def _common(body: dict) -> dict:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_param("model", "missing model: give the id of a model from GET /v1/models")
+    _text(model, "model")
     for name, neutral in NEUTRAL.items():
         if body.get(name) is not None and body[name] not in neutral:
             raise bad_param(name, f"{name} is not supported by chatcli serve: leave it out")
@@ -121,17 +154,18 @@ def _messages(value: Any) -> tuple[dict, ...]:
     out = []
     for i, m in enumerate(value):
         where = f"messages[{i}]"
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
+        role = m.get("role") if isinstance(m, dict) else None
+        if not isinstance(role, str) or role not in ROLES:  # (a list or object as role is unhashable)
             raise bad_param(where, f"{where} needs a role: one of {', '.join(ROLES)} (tools are not supported)")
-        out.append({"role": ROLES[m["role"]], "content": _content(m.get("content"), where)})
+        out.append({"role": ROLES[role], "content": _content(m.get("content"), where)})
     return tuple(out)
 
 
 def _content(value: Any, where: str) -> str:
     if isinstance(value, str):
-        return value
+        return _text(value, f"{where}.content")
     if isinstance(value, list) and all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in value):
-        return "".join(p["text"] for p in value)
+        return "".join(_text(p["text"], f"{where}.content[{j}].text") for j, p in enumerate(value))
     raise bad_param(f"{where}.content", f"{where}.content must be a string or a list of text parts (no images or audio)")
 
 
@@ -139,7 +173,7 @@ def _prompt(value: Any) -> str:
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
     if isinstance(value, str) and value:
-        return value
+        return _text(value, "prompt")
     raise bad_param("prompt", "prompt must be one non-empty string (send one request per prompt; token ids are not supported)")
 
 
@@ -149,7 +183,7 @@ def _stops(value: Any) -> tuple[str, ...]:
     stops = [value] if isinstance(value, str) else value
     if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > 16:
         raise bad_param("stop", "stop must be a non-empty string or a list of at most 16 non-empty strings")
-    return tuple(stops)
+    return tuple(_text(s, "stop") for s in stops)
 
 
 def _bool(body: dict, name: str, default: bool, where: str | None = None) -> bool:
@@ -157,7 +191,7 @@ def _bool(body: dict, name: str, default: bool, where: str | None = None) -> boo
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise bad_param(where or name, f"{where or name} must be true or false, not {value!r}")
+        raise bad_param(where or name, f"{where or name} must be true or false, not {shorten(repr(value))}")
     return value
 
 
@@ -169,7 +203,7 @@ def _int(body: dict, name: str, default: int | None, lo: int, hi: int | None) ->
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
         rule = f"an integer >= {lo}" if hi is None else f"an integer from {lo} to {hi}"
-        raise bad_param(name, f"invalid {name} {value!r}: use {rule}")
+        raise bad_param(name, f"invalid {name} {shorten(repr(value))}: use {rule}")
     return value
 
 
@@ -177,11 +211,18 @@ def _number(body: dict, name: str, default: float, lo: float, hi: float | None, 
     value = body.get(name)
     if value is None:
         return default
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value)
     if ok:
         ok = (value > lo if open_low else value >= lo) and (hi is None or value <= hi)
     if not ok:
         low = f"> {lo:g}" if open_low else f">= {lo:g}"
         rule = f"a number {low}" + ("" if hi is None else f" and <= {hi:g}")
-        raise bad_param(name, f"invalid {name} {value!r}: use {rule}")
+        raise bad_param(name, f"invalid {name} {shorten(repr(value))}: use {rule}")
     return float(value)
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float (JSON allows 10**4000)
+        return False
