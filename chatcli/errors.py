@@ -2,8 +2,13 @@
 
 Every failure that reaches the user is a :class:`ChatcliError` whose message is
 one line that says what went wrong and what to do. The CLI prints it (no
-traceback unless ``--debug``) and exits with ``exit_code``.
+traceback unless ``--debug``) and exits with ``exit_code``. :func:`did_you_mean`
+is the spelling hint such a message ends with.
 """
+
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class ChatcliError(Exception):
@@ -28,3 +33,20 @@ class ModelError(ChatcliError):
 
 class GenerationError(ChatcliError):
     """A generation that had to stop (NaN logits, prompt too long, ...)."""
+
+
+def did_you_mean(word: str, choices: Iterable[str], *, slash: bool = False) -> str:
+    """' (did you mean X?)' for the choice closest to ``word``, or '' when none is close.
+
+    The one spelling hint of the package: unknown commands, parameters, tints and
+    names all end their error line with it. ``slash`` writes the choice as ``/X``.
+    """
+    import difflib  # only on the error path
+
+    choices = list(choices)
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close:
+        close = [c for c in choices if c.startswith(word[:2])][:1] if len(word) >= 2 else []
+    if not close:
+        return ""
+    return f" (did you mean {'/' if slash else ''}{close[0]}?)"

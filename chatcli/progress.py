@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+# progress(stage, done, total): the one progress callback of the package (loaders, the chat front ends).
 ProgressFn = Callable[[str, int, "int | None"], None]
 
 

@@ -6,7 +6,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 
-from chatcli.chat.commands import REGISTRY, Registry
+from chatcli.chat.builtin_commands import build_registry
+from chatcli.chat.commands import Registry
 from chatcli.engine.events import Done, Event, Step
 from chatcli.engine.params import SamplingParams
 from chatcli_rank.candidates import Candidate
@@ -42,14 +43,11 @@ class BatchFakeEngine(FakeEngine):
 
 
 def chat_registry() -> Registry:
-    """A fresh registry with the built-in commands and the rank plugin's (the global one stays untouched)."""
+    """A chat front end's registry with the rank plugin's commands, as ``chatcli chat`` builds it."""
     from chatcli.plugins.manager import PluginManager
 
-    reg = Registry()
-    for cmd in REGISTRY.commands():
-        reg.add(cmd)
     problems: list[str] = []
-    PluginManager(selection={"rank"}, report=problems.append).install_commands(reg)
+    reg = build_registry(PluginManager(selection={"rank"}, report=problems.append))
     assert not problems, problems
     return reg
 

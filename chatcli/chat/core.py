@@ -7,8 +7,12 @@ applies every event to the conversation (steps appended to the answer, status,
 timings) and saves to the store in batches as it goes. ``run`` is a plain
 generator, safe to iterate in a worker thread; the front end only renders.
 
-Nothing here imports UI code. Failures of the store never stop a chat: they are
-reported once through ``on_notice`` and the chat continues in memory.
+Nothing here imports UI code or plugins. What happens (a message added, a step
+generated, an answer finished, an adapter loaded) is announced to the ``listeners``
+the front end passes in: each is called as ``listener(event, **fields)`` with the
+plugin hooks' names and fields (:mod:`chatcli.plugins.hookspecs`), so a front end
+hands in its plugin manager's ``notify``. Failures of the store never stop a chat:
+they are reported once through ``on_notice`` and the chat continues in memory.
 """
 
 from __future__ import annotations
@@ -16,28 +20,24 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from chatcli.plugins import manager as plugins  # event hooks: a no-op unless a front end loaded plugins
-from chatcli.chat.params import (  # noqa: F401  (re-exported: commands.py imports resolve_param from here)
-    PARAM_ALIASES,
-    PARAM_HELP,
-    format_param,
-    parse_param_value,
-    resolve_param,
-)
+from chatcli.chat.params import PARAM_HELP, format_param, parse_param_value, resolve_param
 from chatcli.engine.protocol import ChatEngine, ModelIdentity, capabilities
 from chatcli.engine.events import Done, Event, Notice, Step
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError, GenerationError, UsageError
 from chatcli.chat.session import Conversation, Node, dumps, forced_step
 from chatcli.chat.store import Store
+from chatcli.progress import ProgressFn
 
-ProgressFn = Callable[[str, int, "int | None"], None]
 EngineFactory = Callable[[ProgressFn], ChatEngine]
 NoticeFn = Callable[[str, str], None]  # (message, kind: "info" | "warning" | "error")
+# listener(event, **fields): "message_added", "step_generated", "answer_finished", "adapter_loaded",
+# with the fields of the plugin hook of that name. It must be quick (step_generated comes per token).
+Listener = Callable[..., None]
 
 @dataclass
 class Job:
@@ -62,12 +62,14 @@ class ChatCore:
         params: SamplingParams | None = None,
         system: str | None = None,
         on_notice: NoticeFn | None = None,
+        listeners: Iterable[Listener] = (),
     ) -> None:
         self.engine = engine
         self.store = store
         self.default_params = params or SamplingParams()
         self.default_system = system
         self.on_notice: NoticeFn = on_notice or (lambda message, kind: None)
+        self.listeners: tuple[Listener, ...] = tuple(listeners)
         self.conv = Conversation(system=system, params=self.default_params)
         self.last_done: Done | None = None
         self._lock = threading.Lock()
@@ -85,6 +87,11 @@ class ChatCore:
                 f"this conversation was made with {self.conv.model}; answers now come from {engine.identity.name}",
                 "info",
             )
+
+    def announce(self, event: str, **fields) -> None:
+        """Tell every listener what happened (commands that change the chat outside :meth:`run` call it too)."""
+        for listener in self.listeners:
+            listener(event, **fields)
 
     @property
     def identity(self) -> ModelIdentity | None:
@@ -106,7 +113,7 @@ class ChatCore:
         user = self.conv.add("user", text, parent=leaf.id if leaf else None)
         answer = self.conv.add("assistant", "", parent=user.id, status="streaming")
         self._persist(lambda s: (s.save_conversation(self.conv), s.save_node(self.conv, user), s.save_node(self.conv, answer)))
-        plugins.notify("message_added", message=user, conversation=self.conv)
+        self.announce("message_added", message=user, conversation=self.conv)
         return self._job("send", answer, [])
 
     def retry(self) -> Job:
@@ -197,12 +204,12 @@ class ChatCore:
                     if len(node.steps) - saved >= self.save_every_steps or now - last_save >= self.save_every_s:
                         self._persist(lambda s, a=saved, b=len(node.steps): s.append_steps(self.conv, node, a, node.steps[a:b]))
                         saved, last_save = len(node.steps), now
-                    plugins.notify("step_generated", step=step, message=node, conversation=self.conv)
+                    self.announce("step_generated", step=step, message=node, conversation=self.conv)
                     yield step
                 elif isinstance(event, Done):
                     done = event
                     self._finish(node, event, start_steps)
-                    plugins.notify("answer_finished", message=node, done=event, conversation=self.conv)
+                    self.announce("answer_finished", message=node, done=event, conversation=self.conv)
                     yield event
                 elif isinstance(event, Notice):
                     yield event
@@ -296,6 +303,10 @@ class ChatCore:
         node = self.conv.switch_sibling(node_id, delta)
         self._persist(lambda s: s.save_conversation(self.conv) if self.conv.id is not None else None)
         return node
+
+    def save_added(self, node: Node) -> None:
+        """Save a message a command added itself (``/rank``'s chosen answer), its steps included."""
+        self._persist(lambda s: (s.save_node(self.conv, node, with_steps=True), s.save_conversation(self.conv)))
 
     # --- views -----------------------------------------------------------------------------
 

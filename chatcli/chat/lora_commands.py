@@ -9,11 +9,12 @@ They act on the engine's adapters (``engine.adapters``: the
 :class:`~chatcli.lora.manager.AdapterManager` built with a local engine, a server's
 adapter control on a remote one): changes wait for no answer
 (``idle_only``, and the engine's own lock) and reset the KV cache. ``/compare``
-re-scores the last answer with the adapters off and on; a front end that
-implements ``show_comparison(node, comparison)`` tints its transcript with it,
-others get a tinted copy of the answer and the steps that moved most. ``/load-lora``
-with no argument calls the front end's ``pick_adapter()`` when it has one (the
-TUI's picker), and is a usage error otherwise.
+re-scores the last answer with the adapters off and on; a front end that declares
+``inline_compare`` (:class:`chatcli.chat.frontend.FrontEnd`) tints its transcript
+with it, others get a tinted copy of the answer and the steps that moved most.
+``/load-lora`` with no argument opens the front end's adapter picker where it
+declares ``screens``, and is a usage error otherwise. A loaded adapter is announced
+to the chat core's listeners (the ``adapter_loaded`` plugin hook).
 
 :func:`status_text` is the short active-adapter summary for a status bar.
 """
@@ -94,9 +95,8 @@ def load_lora(ctx: CommandContext, path: str | None = None) -> None:
         else:
             raise UsageError(f"/load-lora: one adapter at a time; {usage}")
     if path is None:
-        pick = getattr(ctx, "pick_adapter", None)
-        if callable(pick) and not words:  # a front end with a file picker offers the known adapters
-            pick()
+        if ctx.frontend.screens and not words:  # a front end with screens offers the known adapters in a picker
+            ctx.pick_adapter()
             return
         raise UsageError(f"/load-lora needs PATH; {usage}")
     mgr = _manager(ctx)
@@ -107,26 +107,18 @@ def load_lora(ctx: CommandContext, path: str | None = None) -> None:
         mgr.disable(info.name)
         info = mgr.info(info.name)
         role = " — a reward model: kept off for answers; /score uses it"
-    _notify_loaded(info)
+    ctx.core.announce("adapter_loaded", name=info.name, info=info)
     if not capabilities(ctx.core.engine).weights_in_process:
         ctx.say(f"loaded adapter {info.name} on the server ({spec.path}), scale {info.scale:g}, "
                 f"{'on' if info.enabled else 'off'}", "info")
-        _status_changed(ctx)
+        ctx.adapters_changed()
         return
     ctx.say(
         f"loaded adapter {info.name}: rank {info.rank}, {info.modules} layers ({', '.join(info.targets) or 'none'}), "
         f"{info.params:,} parameters ({info.percent:.2f}% of the model), scale {info.scale:g}{role}",
         "info",
     )
-    _status_changed(ctx)
-
-
-def _notify_loaded(info) -> None:
-    try:
-        from chatcli.plugins import manager as plugins
-    except ImportError:  # plugins are optional in stripped-down installs
-        return
-    plugins.notify("adapter_loaded", name=info.name, info=info)
+    ctx.adapters_changed()
 
 
 def unload_lora(ctx: CommandContext, name: str) -> None:
@@ -135,7 +127,7 @@ def unload_lora(ctx: CommandContext, name: str) -> None:
     mgr.unload(name)
     note = " (it was merged: the weights are restored within float rounding)" if merged else ""
     ctx.say(f"unloaded adapter {name}{note}", "info")
-    _status_changed(ctx)
+    ctx.adapters_changed()
 
 
 def lora_table_cmd(ctx: CommandContext) -> None:
@@ -168,13 +160,13 @@ def lora_scale(ctx: CommandContext, name: str, scale: str) -> None:
     value = _float(scale, "scale")
     mgr.set_scale(name, value)
     ctx.say(f"adapter {name} scale {value:g}" + (" (re-merged)" if mgr.info(name).merged else ""), "info")
-    _status_changed(ctx)
+    ctx.adapters_changed()
 
 
 def lora_on(ctx: CommandContext, name: str) -> None:
     _loaded(ctx).enable(name)
     ctx.say(f"adapter {name} on", "info")
-    _status_changed(ctx)
+    ctx.adapters_changed()
 
 
 def lora_off(ctx: CommandContext, name: str) -> None:
@@ -182,14 +174,14 @@ def lora_off(ctx: CommandContext, name: str) -> None:
     was_merged = mgr.info(name).merged
     mgr.disable(name)
     ctx.say(f"adapter {name} off" + (" (unmerged first)" if was_merged else ""), "info")
-    _status_changed(ctx)
+    ctx.adapters_changed()
 
 
 def merge(ctx: CommandContext, name: str) -> None:
     mgr = _loaded(ctx)
     mgr.merge(name)
     ctx.say(f"adapter {name} merged into the weights (no per-token cost; /unmerge {name} separates it again)", "info")
-    _status_changed(ctx)
+    ctx.adapters_changed()
 
 
 def unmerge(ctx: CommandContext, name: str) -> None:
@@ -198,7 +190,7 @@ def unmerge(ctx: CommandContext, name: str) -> None:
         raise UsageError(f"adapter {name} is not merged")
     mgr.unmerge(name)
     ctx.say(f"adapter {name} unmerged (the base weights are back within float rounding)", "info")
-    _status_changed(ctx)
+    ctx.adapters_changed()
 
 
 def compare(ctx: CommandContext, name: str | None = None) -> None:
@@ -222,9 +214,8 @@ def compare(ctx: CommandContext, name: str | None = None) -> None:
     prompt = engine.tokenizer.encode_chat(kept)
     result = compare_answer(engine.model, mgr, prompt, answer, names=names, top_n=5, tokenizer=engine.tokenizer)
     node.meta["compare"] = result.to_json()
-    show = getattr(ctx, "show_comparison", None)
-    if callable(show):
-        show(node, result)
+    if ctx.frontend.inline_compare:
+        ctx.show_comparison(node, result)
         return
     ctx.say(comparison_view(result), "result")
 
@@ -286,12 +277,6 @@ def status_text(engine: Any) -> str:
             continue
         parts.append(i.name + (f"×{i.scale:g}" if i.scale != 1.0 else "") + (" (merged)" if i.merged else ""))
     return "lora: " + ", ".join(parts) if parts else ""
-
-
-def _status_changed(ctx: CommandContext) -> None:
-    hook = getattr(ctx, "adapters_changed", None)
-    if callable(hook):
-        hook()
 
 
 # --- registration ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Bad names and values raise :class:`~chatcli.errors.UsageError` with a one-line f
 
 from __future__ import annotations
 
-from chatcli.errors import UsageError
+from chatcli.errors import UsageError, did_you_mean
 
 # The value that switches each filter off (`/set top_k off`, shown as "0 (off)").
 _OFF = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0}
@@ -29,8 +29,6 @@ PARAM_ALIASES = {
 
 
 def resolve_param(name: str) -> str:
-    from chatcli.chat.commands import did_you_mean
-
     key = name.strip().lower().replace("-", "_")
     key = PARAM_ALIASES.get(key, key)
     if key not in PARAM_HELP:

@@ -9,6 +9,8 @@ exit code is 1 if any answer failed.
 
 The engine streams in a worker thread and the main thread prints, so Ctrl+C
 always lands in the printing loop and reaches the engine as a cancel event.
+Plain mode declares no optional front-end ability (:data:`PLAIN`): no screens,
+no status bar, one thread.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from typing import IO
 from rich.console import Console, RenderableType
 from rich.text import Text
 
+from chatcli.chat.builtin_commands import PluginHost, build_registry
+from chatcli.chat.commands import Registry, execute, is_command, message_text
 from chatcli.chat.core import ChatCore, EngineFactory, Job
-from chatcli.chat.commands import REGISTRY, Registry, execute, is_command, message_text
+from chatcli.chat.frontend import FrontEnd
 from chatcli.engine.events import Done, Notice, Step
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError
@@ -33,10 +37,13 @@ from chatcli.chat.store import Store
 from chatcli.chat.text_input import clean_text, tolerant
 
 PROMPT = "› "
+PLAIN = FrontEnd("plain")
 
 
 class Repl:
     """The plain front end; implements :class:`chatcli.chat.commands.CommandContext`."""
+
+    frontend = PLAIN
 
     def __init__(
         self,
@@ -46,10 +53,10 @@ class Repl:
         err: Console,
         interactive: bool,
         tint: str = "model_prob",
-        registry: Registry = REGISTRY,
+        registry: Registry | None = None,
     ) -> None:
         self.core = core
-        self.registry = registry
+        self.registry = registry if registry is not None else build_registry()
         self.console = console
         self.err = err
         self.interactive = interactive
@@ -256,14 +263,22 @@ def run_repl(
     err: Console | None = None,
     interactive: bool | None = None,
     progress_enabled: bool = True,
+    registry: Registry | None = None,
+    plugins: PluginHost | None = None,
 ) -> int:
-    """Run plain mode until end of input or /quit; returns the exit code."""
+    """Run plain mode until end of input or /quit; returns the exit code.
+
+    ``plugins`` (the CLI's plugin manager, or None) hears the chat's events and, unless a
+    ``registry`` is given, adds its slash commands to the one this front end builds.
+    """
     stdin = tolerant(stdin or sys.stdin)  # bytes that are not UTF-8 reach clean_text, not a traceback
     interactive = stdin.isatty() if interactive is None else interactive
     console = console or Console(highlight=False)
     err = err or Console(stderr=True, highlight=False)
-    core = ChatCore(None, store=store, params=params, system=system)
-    repl = Repl(core, console=console, err=err, interactive=interactive, tint=tint)
+    listeners = (plugins.notify,) if plugins is not None else ()
+    core = ChatCore(None, store=store, params=params, system=system, listeners=listeners)
+    registry = registry if registry is not None else build_registry(plugins)
+    repl = Repl(core, console=console, err=err, interactive=interactive, tint=tint, registry=registry)
     core.on_notice = lambda message, kind: repl.say(message, kind)
     if store_warning:
         repl.say(store_warning, "warning")

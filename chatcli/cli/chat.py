@@ -3,13 +3,17 @@
 ``register(app)`` adds both to the root typer app. ``chat`` opens the Textual app,
 or plain mode (``--plain``, or when stdin/stdout is not a terminal); the model
 loads through :func:`chatcli.engine.loader.load_engine` inside the front end, so
-the TUI shows progress and stays responsive while it loads.
+the TUI shows progress and stays responsive while it loads. ``chat`` creates this
+invocation's plugin manager and the front end's command registry
+(:func:`chatcli.chat.builtin_commands.build_registry`) and passes both in.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -20,6 +24,10 @@ from chatcli.cli.common import (
     sampling_params, set_threads,
 )
 from chatcli.errors import UsageError
+
+if TYPE_CHECKING:
+    from chatcli.chat.commands import Registry
+    from chatcli.plugins.manager import PluginManager
 
 TINTS = ("off", "model_prob", "entropy")
 
@@ -106,13 +114,14 @@ def chat(
             preflight(list(lora))  # a wrong adapter path fails now, not inside the app
         factory = engine_factory(model, dtype, device, chat_template, tuple(lora or ()), quantize)
     use_plain = plain or not sys.stdin.isatty() or not sys.stdout.isatty()
-    problems = install_plugin_commands(report_to_stderr=use_plain)
+    problems: list[str] = []
+    plugins, registry = chat_plugins(report=None if use_plain else problems.append)
     if use_plain:
         from chatcli.chat.repl import run_repl
 
         rc = run_repl(
             factory, store=store, store_warning=warning, params=params, system=system, resume=resume_id,
-            tint=tint or "model_prob",
+            tint=tint or "model_prob", registry=registry, plugins=plugins,
         )
         raise typer.Exit(rc)
 
@@ -120,7 +129,7 @@ def chat(
 
     app = make_app(
         factory, model_name=model, params=params, system=system, store=store, store_warning=warning,
-        resume=resume_id, tint=tint or "off", notes=problems,
+        resume=resume_id, tint=tint or "off", notes=problems, registry=registry, plugins=plugins,
     )
     app.run()
     conv = app.core.conv
@@ -128,23 +137,21 @@ def chat(
         sys.stderr.write(f"chatcli: conversation saved as #{conv.id} (chatcli chat --resume {conv.id})\n")
 
 
-def install_plugin_commands(report_to_stderr: bool) -> list[str]:
-    """Add the adapter commands and the plugins' slash commands to the shared registry.
+def chat_plugins(report: Callable[[str], None] | None = None) -> tuple[PluginManager | None, Registry]:
+    """This chat's plugin manager (None if the plugin system itself failed) and its command registry.
 
-    Returns the problems to show in the TUI (plain mode reports them on stderr).
+    Problems go to ``report`` (the TUI shows them at start), or to stderr when None.
     """
-    from chatcli.chat import lora_commands
-    from chatcli.plugins import manager as plugins
-    from chatcli.chat.commands import REGISTRY
+    from chatcli.chat.builtin_commands import build_registry
+    from chatcli.plugins.manager import PluginManager, stderr_report
 
-    lora_commands.install(REGISTRY)
-    problems: list[str] = []
-    report = plugins.stderr_report if report_to_stderr else problems.append
+    report = report or stderr_report
+    manager = PluginManager(report=report)
     try:
-        plugins.install_commands(REGISTRY, report=report)
+        return manager, build_registry(manager)
     except Exception as e:  # the plugin system itself failing must not stop a chat
         report(f"plugins not loaded ({type(e).__name__}: {e})")
-    return problems
+        return None, build_registry(None)
 
 
 history_app = typer.Typer(help="Saved conversations: list, show, export, remove.", no_args_is_help=True)
@@ -184,7 +191,7 @@ def history_list(
         return
     from rich.console import Console
 
-    from chatcli.chat.commands import history_table
+    from chatcli.chat.builtin_commands import history_table
 
     Console(highlight=False).print(history_table(items))
 

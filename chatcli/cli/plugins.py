@@ -25,10 +25,10 @@ plugins_app = typer.Typer(help="List the installed plugins and what they add.", 
 @plugins_app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="One JSON array of plugins.")) -> None:
     """Every plugin found: name, version, source, what it adds, status and error."""
-    from chatcli.plugins.manager import get_manager
+    from chatcli.plugins.manager import PluginManager
 
     problems: list[str] = []
-    infos = get_manager(report=problems.append).list()  # errors show in the table, not twice
+    infos = PluginManager(report=problems.append).list()  # errors show in the table, not twice
     if as_json:
         print(json.dumps([i.to_json() for i in infos], ensure_ascii=False, indent=2))
         return
@@ -94,12 +94,13 @@ def attach(root: Any, args: list[str]) -> None:
     first = next((a for a in args if not a.startswith("-")), None)
     if first is not None and first in root.commands:
         return
-    from chatcli.plugins.manager import get_manager
+    from chatcli.plugins.manager import PluginManager, stderr_report
 
-    for c in get_manager().cli_commands():
+    manager = PluginManager(report=stderr_report)  # this invocation's; a chat creates its own
+    for c in manager.cli_commands():
         if c.name in root.commands:
             if not isinstance(root.commands[c.name], LazyCommand):
-                get_manager().report_problem(f"plugin {c.plugin!r}: the command name {c.name!r} is taken by chatcli; left out")
+                manager.report_problem(f"plugin {c.plugin!r}: the command name {c.name!r} is taken by chatcli; left out")
             continue
         root.add_command(LazyCommand(c.name, c.target, c.help, c.plugin))
 

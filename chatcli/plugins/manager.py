@@ -11,12 +11,16 @@ built-in core) or ``all`` (the default); without the variable, the ``plugins``
 setting of ``<config dir>/config.toml`` (or ``config.json``) does the same.
 Plugins left out are listed as "disabled" and never imported.
 
-Nothing here runs at import time: front ends call :func:`get_manager` when they
-need plugins (``chatcli generate`` never does). A plugin that fails to import,
-or raises inside a hook, is reported once through the manager's ``report``
-callback and skipped; the app and the other plugins go on. Event hooks are sent
-with :func:`notify`, a no-op until a manager exists. Finding plugins (entry points,
-user files) is :mod:`chatcli.plugins.discovery`; which ones load is :mod:`chatcli.plugins.settings`.
+Nothing here runs at import time and there is no process-wide manager: the
+command line creates a :class:`PluginManager` for the invocation that needs
+plugins (``chatcli chat``, ``chatcli plugins list``, a plugin's own sub-command;
+``chatcli generate`` never does) and passes it down. The chat front ends take its
+commands into their registry, its :meth:`~PluginManager.notify` as the chat core's
+event listener, and its status items and TUI screens from it. A plugin that fails
+to import, or raises inside a hook, is reported once through the manager's
+``report`` callback and skipped; the app and the other plugins go on. Finding
+plugins (entry points, user files) is :mod:`chatcli.plugins.discovery`; which ones
+load is :mod:`chatcli.plugins.settings`.
 """
 
 from __future__ import annotations
@@ -310,58 +314,7 @@ def _plugin_of(reg) -> str:
     return reg[0] if isinstance(reg, tuple) else reg.plugin
 
 
-# --- the process-wide manager --------------------------------------------------------------------
-
-_manager: PluginManager | None = None
-_manager_lock = threading.Lock()
-
-
 def stderr_report(message: str) -> None:
+    """The CLI's reporter: one warning line on stderr per problem."""
     sys.stderr.write(f"chatcli: warning: {message}\n")
     sys.stderr.flush()
-
-
-def get_manager(report: Report | None = None) -> PluginManager:
-    """The process's plugin manager, loaded on first use. ``report`` replaces the reporter."""
-    global _manager
-    with _manager_lock:
-        if _manager is None:
-            _manager = PluginManager(report=report or stderr_report)
-            _manager.load()
-            return _manager
-    if report is not None:
-        _manager.set_reporter(report)
-    return _manager
-
-
-def loaded_manager() -> PluginManager | None:
-    """The manager if plugins were loaded in this process, else None (nothing is imported)."""
-    return _manager
-
-
-def install_commands(registry, report: Report | None = None) -> list[str]:
-    """Load plugins and add their slash commands to ``registry`` (what a chat front end calls)."""
-    return get_manager(report).install_commands(registry)
-
-
-def notify(hook: str, **kwargs: Any) -> None:
-    """Send an event hook (step_generated, message_added, answer_finished, adapter_loaded).
-
-    A no-op when no plugins were loaded, so paths that never load plugins pay nothing.
-    """
-    m = _manager
-    if m is not None:
-        m.notify(hook, **kwargs)
-
-
-def status_items() -> list[tuple[str, str | None]]:
-    """The loaded plugins' live status items (none when no plugins were loaded)."""
-    m = _manager
-    return m.status_items() if m is not None else []
-
-
-def reset() -> None:
-    """Forget the process's manager (tests)."""
-    global _manager
-    with _manager_lock:
-        _manager = None

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.actions import SkipAction
@@ -30,7 +31,8 @@ from textual.containers import Horizontal
 from textual.widgets import Footer
 
 from chatcli.chat.core import ChatCore, EngineFactory, Job
-from chatcli.chat.commands import REGISTRY, Registry, execute, is_command, message_text
+from chatcli.chat.builtin_commands import build_registry
+from chatcli.chat.commands import Registry, execute, is_command, message_text
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError
 from chatcli.chat.store import Store
@@ -48,6 +50,9 @@ from chatcli.tui.widgets.status import StatusBar
 from chatcli.tui.stream_controller import StreamController
 from chatcli.tui.token_text import TINTS
 from chatcli.tui.widgets.transcript import TINT_HELP, LoadingBanner, Transcript, welcome_content
+
+if TYPE_CHECKING:
+    from chatcli.plugins.manager import PluginManager
 
 
 class ChatApp(CommandContextMixin, PaletteMixin, App):
@@ -87,18 +92,21 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
         resume: int | str | None = None,
         tint: str = "off",
         flush_interval: float = 0.05,
-        registry: Registry = REGISTRY,
+        registry: Registry | None = None,
+        plugins: PluginManager | None = None,
         notes: Iterable[str] = (),
     ) -> None:
         super().__init__()
         self.engine_factory = engine_factory
         self.model_name = model_name
-        self.registry = registry
+        self.plugins = plugins  # this chat's plugin manager (the CLI's), or None: no plugins
+        self.registry = registry if registry is not None else build_registry(plugins)
         self.store_warning = store_warning
         self.resume_id = resume
         self._start_tint = tint if tint in TINTS else "off"  # then the transcript keeps it
         self._notices: list[tuple[str, str]] = [(n, "warning") for n in notes]
-        self.core = ChatCore(None, store=store, params=params, system=system, on_notice=self._notice_from_core)
+        self.core = ChatCore(None, store=store, params=params, system=system, on_notice=self._notice_from_core,
+                             listeners=(plugins.notify,) if plugins is not None else ())
         self.stream = StreamController(
             lambda job, cancel: self.core.run(job, cancel),
             spawn=lambda body: self.run_worker(body, name="generate", group="generate", thread=True, exit_on_error=False),
@@ -120,7 +128,7 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
             yield ProbabilityPanel()
         yield CommandHints()
         yield ChatInput(self.registry, self._initial_history(), placeholder=self._placeholder())
-        yield StatusBar()
+        yield StatusBar(self.plugins)
         yield Footer(compact=True)
 
     @property
@@ -550,8 +558,10 @@ def make_app(engine_factory: EngineFactory, **options) -> ChatApp:
     Options: ``model_name``, ``params`` (SamplingParams), ``system``, ``store`` (a
     :class:`~chatcli.chat.store.Store` or None for no history), ``store_warning``,
     ``resume`` (an id, or "latest"), ``tint`` ("off" | "model_prob" | "entropy"),
-    ``flush_interval`` (seconds between UI updates while streaming), ``registry`` (slash
-    commands, plugins' included), ``notes`` (warnings to show at start, e.g. plugin problems).
+    ``flush_interval`` (seconds between UI updates while streaming), ``plugins`` (a
+    :class:`~chatcli.plugins.manager.PluginManager`: its commands, event hooks, status items
+    and screens), ``registry`` (the slash commands; default: built from ``plugins``), ``notes``
+    (warnings to show at start, e.g. plugin problems).
     """
     return ChatApp(engine_factory, **options)
 

@@ -12,14 +12,18 @@ import shlex
 
 from rich.console import RenderableType
 
-from chatcli.chat.core import Job
 from chatcli.chat.commands import execute
+from chatcli.chat.core import Job
+from chatcli.chat.frontend import FrontEnd
 from chatcli.tui.messages import EngineNotice
 
 
 class CommandContextMixin:
     """busy / set_activity / say / run_job / conversation_changed / quit / pick_adapter / adapters_changed."""
 
+    # Declared for commands and plugins: push_screen/pick_adapter, set_activity, show_comparison,
+    # call_from_thread/call_later all exist here.
+    frontend = FrontEnd("full-screen", screens=True, live_status=True, inline_compare=True, ui_thread=True)
     _activity: str | None = None  # a command's long-running work (set_activity), shown as the status state
 
     @property

@@ -2,7 +2,7 @@
 
 Mixed into :class:`chatcli.tui.app.ChatApp`: every registered slash command is
 a palette entry (commands with arguments are put in the prompt to complete),
-and plugins' ``screen`` TUI extensions open from here.
+and the ``screen`` TUI extensions of the app's plugin manager (``app.plugins``) open from here.
 """
 
 from __future__ import annotations
@@ -26,10 +26,7 @@ class PaletteMixin:
         yield SystemCommand("Tint tokens by certainty", "cycle off / model_prob / entropy (F2)", self.action_cycle_tint)
         yield SystemCommand("Toggle the probability panel", "show or hide the next-token distribution (F3)", self.action_toggle_panel)
         yield SystemCommand("Show the sampled distribution", "raw model vs what was sampled from (F4)", self.action_toggle_compare)
-        from chatcli.plugins import manager as plugins
-
-        manager = plugins.loaded_manager()
-        for ext in manager.tui_extensions("screen") if manager is not None else ():
+        for ext in self.plugins.tui_extensions("screen") if self.plugins is not None else ():
             yield SystemCommand(ext.title, f"from the {ext.plugin} plugin", self._plugin_screen_callback(ext))
 
     def _plugin_screen_callback(self, ext):

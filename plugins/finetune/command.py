@@ -19,6 +19,7 @@ import shlex
 import time
 from pathlib import Path
 
+from chatcli.chat.frontend import on_ui_thread
 from chatcli.errors import UsageError
 from chatcli_finetune.background import BackgroundRun
 
@@ -64,9 +65,7 @@ def _load(ctx, run: BackgroundRun) -> str:
         info = manager.load(run.out, name=name)
         text = f"loaded adapter {info.name} ({info.params:,} parameters) from {run.out}"
     run.loaded = True
-    changed = getattr(ctx, "adapters_changed", None)
-    if changed is not None:
-        changed()
+    ctx.adapters_changed()
     return text
 
 
@@ -148,12 +147,12 @@ def finetune_command(ctx, args: str) -> None:
         # dpo and reward learn from the saved rankings unless told otherwise.
         data = build_data(action, from_history=from_history, from_rankings=from_rankings or from_history is None,
                           warn=lambda m: ctx.say(m, "warning"))  # fmt: skip
-    model = ctx.core.engine.identity.name if getattr(ctx.core, "engine", None) is not None else None
+    model = ctx.core.engine.identity.name if ctx.core.engine is not None else None
     pending: dict[str, bool] = {"load": auto_load}
 
     def on_end(run: BackgroundRun) -> None:
         # Runs on the watcher thread: the loading and the note happen on the UI thread when the
-        # front end has one (Textual's call_from_thread); widgets are not thread-safe.
+        # front end has one (ctx.frontend.ui_thread); widgets are not thread-safe.
         if not (pending["load"] and run.finished):
             return
 
@@ -164,9 +163,8 @@ def finetune_command(ctx, args: str) -> None:
                 run.auto_load = False  # the status bar offers the one-key load instead
                 ctx.say(f"could not load the new adapter ({e}); /finetune load tries again", "error")
 
-        hop = getattr(ctx, "call_from_thread", None)
         try:
-            hop(load_now) if hop is not None else load_now()
+            on_ui_thread(ctx, load_now)
         except RuntimeError:  # the app has closed meanwhile
             pass
 

@@ -75,14 +75,12 @@ def score_command(ctx, args: str) -> None:
         words = shlex.split(args or "")
     except ValueError as e:
         raise UsageError(f"/score: {e}; usage: {USAGE}") from None
-    engine = getattr(ctx.core, "engine", None)
+    engine = ctx.core.engine
     if words and words[0] == "load":
         if len(words) not in (2, 3):
             raise UsageError(f"usage: {USAGE}")
         info = load_reward(engine, words[1], name=words[2] if len(words) == 3 else None)
-        changed = getattr(ctx, "adapters_changed", None)
-        if changed is not None:
-            changed()
+        ctx.adapters_changed()
         ctx.say(f"loaded reward model {info.name} ({info.params:,} parameters), off for answers: "
                 "/score scores this conversation, /rank shows its candidates best first", "result")  # fmt: skip
         return

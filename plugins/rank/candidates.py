@@ -35,7 +35,7 @@ MIN_N, MAX_N, DEFAULT_N = 2, 10, 4
 DEFAULT_TEMPERATURE = 0.8
 
 # (tokens generated per candidate, finished flags); called at most every ~50 ms and once at the end.
-ProgressFn = Callable[[list[int], list[bool]], None]
+CandidateProgressFn = Callable[[list[int], list[bool]], None]
 
 
 @dataclass
@@ -146,7 +146,7 @@ def generate_candidates(
     temperatures: Sequence[float] = (DEFAULT_TEMPERATURE,),
     lora_mix: bool = False,
     base_seed: int | None = None,
-    progress: ProgressFn | None = None,
+    progress: CandidateProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> list[Candidate]:
     """N candidate answers to ``messages`` (the conversation up to the last user turn).

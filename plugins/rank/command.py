@@ -11,8 +11,9 @@ ranking is stored and leaves the conversation as it was. With a reward model
 loaded (``/score load``), the candidates are shown best first by its reward,
 and each candidate's score and the reward model's name are stored with the set.
 
-Front ends that can show a Textual screen (``ctx.push_screen``) get the screen;
-others get a one-line error pointing at ``chatcli rank``.
+Front ends that declare ``screens`` (``ctx.frontend``, a :class:`chatcli.chat.frontend.FrontEnd`)
+get the screen; others get a one-line error pointing at ``chatcli rank``. The adopted
+answer is announced to the chat core's listeners (the ``message_added`` plugin hook).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import shlex
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from chatcli.chat.frontend import after_redraw, on_ui_thread
 from chatcli.errors import ChatcliError, UsageError
 from chatcli_rank.candidates import DEFAULT_N, DEFAULT_TEMPERATURE, Candidate, adapter_manager, check_n, generate_candidates, plan
 
@@ -135,18 +137,15 @@ class ChatRanking:
 
     def _activity(self, state: str | None) -> None:
         """The chat's status state (``ctx.set_activity``, on the UI thread), where the front end has one."""
-        set_activity, call = getattr(self.ctx, "set_activity", None), getattr(self.ctx, "call_from_thread", None)
-        if set_activity is None or call is None:
+        if not self.ctx.frontend.live_status:
             return
         try:
-            call(set_activity, state)
+            on_ui_thread(self.ctx, self.ctx.set_activity, state)
         except RuntimeError:  # the app is gone (quit while generating)
             pass
 
     def done(self, outcome) -> None:
         """Runs on the UI thread when the screen closes."""
-        from chatcli.plugins import manager as plugins
-
         ranking = outcome.ranking
         if ranking is None or self.set_id is None:
             self.ctx.say("ranking left without a judgement; the conversation is unchanged", "info")
@@ -164,11 +163,10 @@ class ChatRanking:
         except ChatcliError as e:
             self.ctx.say(f"ranking {rid} stored, but {e.message}", "warning")
             return
-        plugins.notify("message_added", message=node, conversation=self.core.conv)
+        self.core.announce("message_added", message=node, conversation=self.core.conv)
         self.ctx.conversation_changed()
         message = f"ranking {rid} stored; answer {best.index + 1} is now the reply"
-        later = getattr(self.ctx, "call_later", None)  # after the redraw, which clears notes
-        later(self.ctx.say, message, "info") if later is not None else self.ctx.say(message, "info")
+        after_redraw(self.ctx, self.ctx.say, message, "info")  # the redraw clears notes
 
     def adopt(self, cand: Candidate, ranking_id: int):
         """Add the candidate as the assistant's reply to the ranked message (and save it)."""
@@ -184,9 +182,7 @@ class ChatRanking:
             params=cand.params, model=self.engine.identity.name, completion_tokens=len(node.steps),
             ranked={"ranking_id": ranking_id, "set_id": self.set_id, "candidate": cand.index, "of": self.args.n},
         )
-        persist = getattr(self.core, "_persist", None)
-        if persist is not None:
-            persist(lambda s: (s.save_node(conv, node, with_steps=True), s.save_conversation(conv)))
+        self.core.save_added(node)
         return node
 
 
@@ -223,10 +219,9 @@ def reward_model_name(engine: Any) -> str | None:
 def rank_command(ctx: Any, text: str) -> None:
     args = parse_rank_args(text)
     screen = build_screen(ctx, args)
-    push = getattr(ctx, "push_screen", None)
-    if push is None:
+    if not ctx.frontend.screens:
         raise UsageError("/rank needs the full-screen chat; in a script use `chatcli rank generate` and `chatcli rank annotate`")
-    push(screen)
+    ctx.push_screen(screen)
 
 
 def build_screen(ctx: Any, args: RankArgs | None = None):
@@ -235,7 +230,7 @@ def build_screen(ctx: Any, args: RankArgs | None = None):
     from chatcli_rank.store import shared_store
 
     args = args or RankArgs()
-    if getattr(ctx.core, "engine", None) is None:
+    if ctx.core.engine is None:
         raise ChatcliError("the model is still loading; try /rank again in a moment")
     rank_prompt(ctx.core.conv)  # fail before opening anything
     plan(args.n, args.temperatures, args.lora_mix, ctx.core.engine)  # e.g. --lora-mix without adapters

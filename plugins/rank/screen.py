@@ -31,10 +31,10 @@ from textual.widgets import Footer, Input, ProgressBar, Static
 
 from chatcli.errors import ChatcliError
 from chatcli.tui.widgets.markdown_body import AnswerMarkdown
-from chatcli_rank.candidates import Candidate, ProgressFn
+from chatcli_rank.candidates import Candidate, CandidateProgressFn
 from chatcli_rank.ranking import Ranking, RankingDraft
 
-GenerateFn = Callable[[ProgressFn, threading.Event], list[Candidate]]
+GenerateFn = Callable[[CandidateProgressFn, threading.Event], list[Candidate]]
 ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
 
 

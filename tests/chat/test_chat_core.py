@@ -34,6 +34,21 @@ def test_send_streams_steps_into_the_answer():
     assert core.engine.calls[-1]["messages"] == [{"role": "user", "content": "hello"}]
 
 
+def test_listeners_hear_what_happens_and_two_cores_hear_only_their_own():
+    heard: list[tuple[str, dict]] = []
+    core = _core(length=3, listeners=[lambda event, **fields: heard.append((event, fields))])
+    other = _core(length=3)  # no listeners: nothing process-wide carries its events anywhere
+    list(other.run(other.send("elsewhere")))
+    list(core.run(core.send("hello")))
+    assert [e for e, _ in heard] == ["message_added", "step_generated", "step_generated", "step_generated", "answer_finished"]
+    user, answer = core.conv.path()
+    assert heard[0][1] == {"message": user, "conversation": core.conv}
+    assert heard[1][1]["step"] is answer.steps[0] and heard[1][1]["message"] is answer
+    assert heard[-1][1]["done"].finish_reason == "stop" and heard[-1][1]["message"] is answer
+    core.announce("adapter_loaded", name="sft", info=None)  # what the adapter commands announce
+    assert heard[-1] == ("adapter_loaded", {"name": "sft", "info": None})
+
+
 def test_stop_then_continue_uses_the_answer_tokens_as_prefix():
     core = _core(length=200)
     cancel = threading.Event()

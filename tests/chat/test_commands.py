@@ -8,11 +8,15 @@ import pytest
 from rich.console import Console
 
 from chatcli.chat.core import ChatCore
-from chatcli.chat.commands import REGISTRY, Arg, Command, Registry, execute, is_command, message_text
+from chatcli.chat.builtin_commands import build_registry
+from chatcli.chat.commands import Arg, Command, Registry, execute, is_command, message_text
+from chatcli.chat.repl import PLAIN
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import UsageError
 from chatcli.chat.store import Store
 from tests.fake_engine import FakeEngine
+
+PLAIN_REGISTRY = build_registry()  # what a front end without plugins offers
 
 
 class Ctx:
@@ -20,7 +24,8 @@ class Ctx:
 
     def __init__(self, core: ChatCore, busy: bool = False) -> None:
         self.core = core
-        self.registry = REGISTRY
+        self.registry = PLAIN_REGISTRY
+        self.frontend = PLAIN
         self.busy = busy
         self.said: list[tuple[str, str]] = []
         self.jobs: list = []
@@ -45,6 +50,9 @@ class Ctx:
 
     def quit(self):
         self.quitted = True
+
+    def adapters_changed(self):
+        pass
 
     @property
     def last(self) -> tuple[str, str]:
@@ -73,31 +81,31 @@ def test_parse_args_kinds_quotes_and_errors():
 
 def test_unknown_command_suggests_the_closest():
     with pytest.raises(UsageError, match=r"unknown command /hepl \(did you mean /help\?\)"):
-        REGISTRY.parse("/hepl")
+        PLAIN_REGISTRY.parse("/hepl")
     with pytest.raises(UsageError, match="did you mean /retry"):
-        REGISTRY.parse("/rerty")
+        PLAIN_REGISTRY.parse("/rerty")
     with pytest.raises(UsageError, match="too many arguments for /retry"):
-        REGISTRY.parse("/retry now please")
+        PLAIN_REGISTRY.parse("/retry now please")
 
 
 def test_help_lists_every_command_from_the_registry(ctx):
     assert execute(ctx, "/help")
     text, kind = ctx.last
     assert kind == "result"
-    for c in REGISTRY.commands():
+    for c in PLAIN_REGISTRY.commands():
         assert c.usage in text and c.summary[:30] in text
     execute(ctx, "/help set")
     assert "/set [NAME] [VALUE]" in ctx.last[0] and "/retry" not in ctx.last[0]
     required = {"help", "set", "system", "clear", "new", "retry", "continue", "raw", "save", "history", "resume", "model", "quit"}
-    assert required <= {c.name for c in REGISTRY.commands()}
+    assert required <= {c.name for c in PLAIN_REGISTRY.commands()}
 
 
 def test_completion_by_prefix_and_alias():
-    names = [c.name for c in REGISTRY.complete("re")]
+    names = [c.name for c in PLAIN_REGISTRY.complete("re")]
     assert set(names) == {"resume", "retry"}
-    assert [c.name for c in REGISTRY.complete("q")] == ["quit"]
-    assert [c.name for c in REGISTRY.complete("exi")] == ["quit"]  # an alias completes to its command
-    assert len(REGISTRY.complete("")) == len(REGISTRY.commands())
+    assert [c.name for c in PLAIN_REGISTRY.complete("q")] == ["quit"]
+    assert [c.name for c in PLAIN_REGISTRY.complete("exi")] == ["quit"]  # an alias completes to its command
+    assert len(PLAIN_REGISTRY.complete("")) == len(PLAIN_REGISTRY.commands())
 
 
 def test_is_command_and_slash_escape():
@@ -183,3 +191,38 @@ def test_history_without_store():
     c = Ctx(ChatCore(FakeEngine()))
     assert not execute(c, "/history")
     assert "not available" in c.last[0]
+
+
+class _Plugins:
+    """A plugin host as the chat sees it: commands to add, events to hear."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def install_commands(self, registry: Registry) -> list[str]:
+        registry.add(Command("shout", lambda ctx: ctx.say("HI", "result"), "shout"))
+        return ["shout"]
+
+    def notify(self, hook: str, **fields) -> None:
+        self.events.append(hook)
+
+
+def test_each_front_end_builds_its_own_registry():
+    from chatcli.chat.lora_commands import COMMANDS as ADAPTER_COMMANDS
+
+    plain, with_plugins = build_registry(), build_registry(_Plugins())
+    assert plain is not build_registry() and plain.get("help").func is build_registry().get("help").func
+    assert {c.name for c in ADAPTER_COMMANDS} <= set(plain.names())  # the adapter commands are built in
+    assert with_plugins.get("shout") is not None
+    assert plain.get("shout") is None and build_registry().get("shout") is None  # nothing leaks between front ends
+
+
+def test_did_you_mean_is_the_one_spelling_hint():
+    from chatcli.errors import did_you_mean
+
+    assert did_you_mean("hepl", ["help", "set"], slash=True) == " (did you mean /help?)"
+    assert did_you_mean("temprature", ["temperature", "top_k"]) == " (did you mean temperature?)"
+    assert did_you_mean("zz", ["help"]) == ""
+    with pytest.raises(UsageError, match=r"unknown parameter 'temprature' \(did you mean temperature\?\)"):
+        ctx = Ctx(ChatCore(FakeEngine()))
+        ctx.core.set_param("temprature", "0.5")

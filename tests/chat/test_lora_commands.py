@@ -9,7 +9,9 @@ import torch
 from rich.console import Console
 
 from chatcli.chat.core import ChatCore
-from chatcli.chat.commands import REGISTRY, Registry, execute
+from chatcli.chat.builtin_commands import COMMANDS as BUILTIN
+from chatcli.chat.commands import Registry, execute
+from chatcli.chat.frontend import FrontEnd
 from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA, write_adapter
 from chatcli.engine.params import SamplingParams
 from chatcli.chat.lora_commands import COMMANDS, install, status_text
@@ -21,6 +23,7 @@ class Ctx:
     def __init__(self, core: ChatCore, registry: Registry) -> None:
         self.core = core
         self.registry = registry
+        self.frontend = FrontEnd("test")  # a line-based front end: no screens, no inline /compare
         self.busy = False
         self.said: list[tuple[str, str]] = []
         self.status_updates = 0
@@ -72,7 +75,7 @@ def adapter_dir(tmp_path, tiny_model_dir):
 @pytest.fixture
 def ctx(tiny_model_dir):
     registry = Registry()
-    for c in REGISTRY.commands():
+    for c in BUILTIN:
         registry.add(c)
     assert install(registry) == [c.name for c in COMMANDS]
     assert install(registry) == []  # idempotent
@@ -164,6 +167,18 @@ def test_compare_last_answer(ctx, adapter_dir):
     assert not execute(ctx, "/compare zzz") and "no adapter named 'zzz'" in ctx.last[0]
 
     shown = []
+    ctx.frontend = FrontEnd("test", inline_compare=True)  # declared: /compare tints in place
     ctx.show_comparison = lambda n, result: shown.append((n, result))
     assert execute(ctx, "/compare")
     assert shown[0][0] is node and len(shown[0][1].steps) == len(node.steps)
+
+
+def test_load_lora_announces_the_adapter_and_opens_a_declared_picker(ctx, adapter_dir):
+    heard = []
+    ctx.core.listeners = (lambda event, **fields: heard.append((event, fields["name"])),)
+    assert execute(ctx, f"/load-lora {adapter_dir} --name sft")
+    assert heard == [("adapter_loaded", "sft")]
+    picked = []
+    ctx.frontend = FrontEnd("test", screens=True)  # a front end with screens picks from a list
+    ctx.pick_adapter = lambda: picked.append(True)
+    assert execute(ctx, "/load-lora") and picked == [True]

@@ -83,3 +83,24 @@ def test_no_save_keeps_chat_out_of_history(tiny_model_dir):
     r = chatcli("chat", "--model", str(tiny_model_dir), "-n", "3", "--no-save", stdin="secret\n")
     assert r.returncode == 0 and r.stdout
     assert chatcli("history", "list", "--json").stdout == ""
+
+
+def test_plain_chat_gets_this_invocations_plugins_commands_and_events(tiny_model_dir, tmp_path):
+    home = tmp_path / "home"
+    heard = tmp_path / "heard.txt"
+    (home / "config" / "plugins").mkdir(parents=True)
+    (home / "config" / "plugins" / "tally.py").write_text(
+        "from chatcli.plugins.hookspecs import hookimpl\n"
+        "@hookimpl\n"
+        "def register_commands(register):\n"
+        "    register('tally', lambda ctx: ctx.say('tallied', 'result'), 'count')\n"
+        "@hookimpl\n"
+        "def answer_finished(done):\n"
+        f"    open({str(heard)!r}, 'a').write(done.finish_reason + '\\n')\n",
+        encoding="utf-8",
+    )
+    r = chatcli("chat", "--model", str(tiny_model_dir), "-t", "0", "-n", "3", "--no-save",
+                stdin="/tally\nhello\n/rank\n", home=home)  # fmt: skip
+    assert "tallied" in r.stdout, r.stderr
+    assert heard.read_text().split() == ["length"]  # the chat core told this chat's plugins
+    assert "/rank needs the full-screen chat" in r.stderr  # plain mode declares no screens

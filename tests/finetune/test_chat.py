@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from chatcli.chat.frontend import FrontEnd
 from chatcli.engine.loader import load_engine
 from chatcli.errors import UsageError
 from chatcli_finetune import command
@@ -24,12 +25,20 @@ class Conv:
 
 
 class Ctx:
+    """A line-based front end: no UI thread, so the finished run loads from the watcher thread."""
+
+    frontend = FrontEnd("test")
+
     def __init__(self, engine, messages):
         self.core = SimpleNamespace(engine=engine, conv=Conv(messages))
         self.said: list[tuple[str, str]] = []
+        self.adapter_updates = 0
 
     def say(self, message, kind="info"):
         self.said.append((str(message), kind))
+
+    def adapters_changed(self):
+        self.adapter_updates += 1
 
 
 def _wait(run: BackgroundRun, timeout: float = 120) -> None:
@@ -60,6 +69,7 @@ def test_finetune_on_the_conversation_in_background_then_load(tiny_model_dir, tm
     assert not torch.allclose(engine.model(ids), before)
     command.finetune_command(ctx, "load")  # reload replaces it
     assert engine.adapters.names == ["run"]
+    assert ctx.adapter_updates == 2  # the front end heard of both loads
 
 
 def test_finetune_stop_leaves_a_resumable_checkpoint(tiny_model_dir, tmp_path, monkeypatch):

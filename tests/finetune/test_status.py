@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from chatcli.plugins import manager as plugins
-from chatcli.chat.commands import REGISTRY, Registry
 from chatcli.plugins.manager import PluginManager
 from chatcli_finetune import command
 from chatcli_finetune.background import BackgroundRun
@@ -57,9 +55,7 @@ def status_item():
 def _clean(monkeypatch):
     monkeypatch.delenv("CHATCLI_PLUGINS", raising=False)
     monkeypatch.setattr(command, "_RUN", {"current": None})
-    plugins.reset()
     yield
-    plugins.reset()
     for name in [n for n in sys.modules if n.startswith("chatcli_user_plugins.")]:
         del sys.modules[name]
 
@@ -83,7 +79,6 @@ def test_status_items_collect_text_and_offers_and_switch_off_a_raising_plugin(tm
     state["offer"] = "/trained now"
     assert m.status_items() == [("training: step 3/10", "/trained now")]
     assert len(problems) == 1  # the broken plugin was switched off, not asked again
-    assert plugins.status_items() == []  # no process manager: nothing to ask
 
 
 def _run_in_state(tmp_path, argv, **attrs) -> BackgroundRun:
@@ -126,14 +121,9 @@ def test_finetune_status_item_follows_the_run(tmp_path):
 def test_status_bar_shows_plugin_progress_and_f8_runs_the_offer(tmp_path):
     m, problems = _manager(tmp_path, offer=PLUGIN)
     state = sys.modules["chatcli_user_plugins.offer"].STATE
-    plugins._manager = m
-    reg = Registry()
-    for cmd in REGISTRY.commands():
-        reg.add(cmd)
-    m.install_commands(reg)
 
     async def go():
-        app = build_app(FakeEngine(length=3), registry=reg)
+        app = build_app(FakeEngine(length=3), plugins=m)  # the app builds its registry and bar from the manager
         async with app.run_test(size=(160, 30)) as pilot:
             await ready(pilot)
             await pilot.press("f8")  # nothing offered: a hint, nothing runs
@@ -160,22 +150,15 @@ def test_status_bar_shows_plugin_progress_and_f8_runs_the_offer(tmp_path):
 def test_a_real_background_run_in_the_chat_ends_with_f8_loading_the_adapter(tiny_model_dir, tmp_path):
     from chatcli.engine.loader import load_engine
     from chatcli.engine.params import SamplingParams
-    from chatcli.chat.lora_commands import install
     from chatcli.tui.app import make_app
     from tests.tui_support import send, until_idle
 
-    reg = Registry()
-    for cmd in REGISTRY.commands():
-        reg.add(cmd)
-    install(reg)
     m = PluginManager(selection={"finetune"}).load()  # the first-party plugin, by its entry point
-    m.install_commands(reg)
-    plugins._manager = m
     engine = load_engine(str(tiny_model_dir), device="cpu")
     out = tmp_path / "run"
 
     async def go():
-        app = make_app(lambda progress: engine, registry=reg, params=SamplingParams(temperature=0, max_tokens=8))
+        app = make_app(lambda progress: engine, plugins=m, params=SamplingParams(temperature=0, max_tokens=8))
         async with app.run_test(size=(180, 30)) as pilot:
             await ready(pilot)
             await send(pilot, "Where is the fox?")

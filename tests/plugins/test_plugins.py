@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chatcli.plugins import manager as plugins
+from chatcli.chat.builtin_commands import build_registry
 from chatcli.chat.commands import Registry, execute
 from chatcli.paths import config_dir
 from chatcli.plugins.manager import PluginManager
@@ -23,12 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(autouse=True)
 def _clean_plugins(monkeypatch):
-    """No process-wide manager leaks between tests, and plugin modules are forgotten after each."""
+    """Plugin modules are forgotten after each test (managers are the tests' own: there is no process-wide one)."""
     monkeypatch.delenv("CHATCLI_PLUGINS", raising=False)
     before = set(sys.modules)
-    plugins.reset()
     yield
-    plugins.reset()
     for name in set(sys.modules) - before:
         if name.startswith(("chatcli_user_plugins", "chatcli_greet")):
             del sys.modules[name]
@@ -92,8 +90,7 @@ def test_readme_single_file_plugin_adds_a_command_and_sees_answers():
     assert execute(ctx, "/shout hello there")
     assert ctx.said == [("HELLO THERE!", "result")]
 
-    plugins._manager = m  # the chat core announces events to the process's manager
-    core = ChatCore(FakeEngine(length=7))
+    core = ChatCore(FakeEngine(length=7), listeners=[m.notify])  # the front end hands the core its manager's notify
     list(core.run(core.send("hi")))
     assert sys.modules["chatcli_user_plugins.shout"].answers == [("stop", 7)]
 
@@ -246,14 +243,9 @@ def test_names_taken_by_chatcli_are_left_out():
             register("help", lambda ctx: None, "steal /help")
             register("mine", lambda ctx: None, "mine")
     """)
-    from chatcli.chat.commands import REGISTRY
-
-    reg = Registry()
-    for c in REGISTRY.commands():
-        reg.add(c)
     problems: list[str] = []
-    added = PluginManager(entry_points=[], report=problems.append).install_commands(reg)
-    assert added == ["mine"] and reg.get("help").func is REGISTRY.get("help").func
+    reg = build_registry(PluginManager(entry_points=[], report=problems.append))
+    assert reg.get("mine") is not None and reg.get("help").func is build_registry().get("help").func
     assert problems == ["plugin 'clash': command /help is already registered; its /help is left out"]
 
 
@@ -305,7 +297,22 @@ def test_config_file_selects_and_the_env_var_wins(tmp_path, monkeypatch):
     assert problems[0].startswith(f"cannot read {config_dir() / 'config.toml'}")
 
 
-def test_notify_without_a_manager_is_a_no_op():
-    assert plugins.loaded_manager() is None
-    plugins.notify("step_generated", step=None, message=None, conversation=None)
-    assert plugins.loaded_manager() is None
+def test_events_reach_only_the_manager_a_chat_was_given():
+    from chatcli.chat.core import ChatCore
+    from tests.fake_engine import FakeEngine
+
+    user_plugin("ears", """
+        from chatcli.plugins.hookspecs import hookimpl
+        heard = []
+        @hookimpl
+        def answer_finished(done):
+            heard.append(done.finish_reason)
+    """)
+    m = PluginManager(entry_points=[]).load()
+    heard = sys.modules["chatcli_user_plugins.ears"].heard
+    core = ChatCore(FakeEngine(length=2))  # a chat without plugins: loading a manager elsewhere changes nothing
+    list(core.run(core.send("hi")))
+    assert heard == []
+    core = ChatCore(FakeEngine(length=2), listeners=[m.notify])
+    list(core.run(core.send("hi")))
+    assert heard == ["stop"]

@@ -10,9 +10,7 @@ import pytest
 from rich.console import Console
 from chatcli.cli.main import main
 from chatcli.cli.common import remote_factory
-from chatcli.chat.commands import REGISTRY
 from chatcli.engine.params import SamplingParams
-from chatcli.chat.lora_commands import install
 from chatcli.chat.repl import run_repl
 from chatcli.chat.store import Store
 from tests.remote_fakes import ANSWER, FakeServer
@@ -27,7 +25,6 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
 
 
 def repl(url: str, lines: str, *, store=None, api_key_env=None) -> tuple[int, str, str]:
-    install(REGISTRY)
     out, err = io.StringIO(), io.StringIO()
     factory = remote_factory(url, "fake-model", api_key_env=api_key_env, timeout=5, logprobs_mode="raw")
     rc = run_repl(factory, store=store, params=SamplingParams(temperature=0, seed=1), stdin=io.StringIO(lines),

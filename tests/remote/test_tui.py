@@ -4,16 +4,13 @@ shows the server's alternatives or says why it has none, unsupported commands sa
 from __future__ import annotations
 
 from chatcli.cli.common import remote_factory
-from chatcli.chat.commands import REGISTRY
 from chatcli.engine.params import SamplingParams
-from chatcli.chat.lora_commands import install
 from chatcli.tui.app import make_app
 from tests.remote_fakes import ANSWER, FakeServer
 from tests.tui_support import ready, run, screen_text, send, until_idle, wait_for
 
 
 def _app(url: str):
-    install(REGISTRY)
     factory = remote_factory(url, "fake-model", api_key_env=None, timeout=5, logprobs_mode="raw")
     return make_app(factory, params=SamplingParams(temperature=0, seed=1), flush_interval=0.02)
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from chatcli.chat.commands import REGISTRY
 from chatcli.chat.store import Store
 from chatcli.tui.widgets.answer import AnswerView
 from chatcli.tui.widgets.prompt import CommandHints
 from chatcli.tui.widgets.transcript import Note, UserMessage
 from tests.fake_engine import FakeEngine
-from tests.tui_support import build_app, ready, run, send, until_idle
+from tests.tui_support import build_app, ready, run, send, until_idle, wait_for
 
 
 def _last_note(app) -> Note:
@@ -71,7 +70,7 @@ def test_palette_offers_every_command():
         async with app.run_test(size=(120, 30)) as pilot:
             await ready(pilot)
             titles = [c.title for c in app.get_system_commands(app.screen)]
-            for c in REGISTRY.commands():
+            for c in app.registry.commands():  # the app's own registry, adapter commands included
                 assert c.usage in titles
             assert "Tint tokens by certainty" in titles
             # a command without arguments runs; one with arguments is put in the prompt
@@ -155,44 +154,62 @@ def test_commands_refused_while_streaming_and_typing_from_an_answer():
     run(go())
 
 
-def test_plugin_screens_in_the_palette_and_startup_notes(monkeypatch):
+def test_the_plugin_manager_the_app_is_given_feeds_palette_commands_events_and_status():
     from textual.screen import Screen
     from textual.widgets import Static
 
-    from chatcli.plugins import manager as plugins
+    from chatcli.chat.commands import Command
     from chatcli.plugins.manager import TuiExtension
 
     class Hello(Screen):
         def compose(self):
             yield Static("hello from a plugin")
 
-    class Manager:
+    class Manager:  # what the app uses of a PluginManager
+        def __init__(self):
+            self.events: list[str] = []
+
         def tui_extensions(self, kind=None):
             return [TuiExtension("hello", lambda app: Hello(), "screen", "Open the hello screen", "demo")]
 
-    monkeypatch.setattr(plugins, "loaded_manager", lambda: Manager())
+        def install_commands(self, registry):
+            registry.add(Command("wave", lambda ctx: ctx.say("o/", "result"), "wave"))
+            return ["wave"]
+
+        def notify(self, hook, **fields):
+            self.events.append(hook)
+
+        def status_items(self):
+            return [("demo: busy", None)]
+
+    manager = Manager()
 
     async def go():
-        app = build_app(FakeEngine(length=3), notes=["plugin 'broken' failed to load (ImportError: x); skipped"])
+        app = build_app(FakeEngine(length=3), plugins=manager,
+                        notes=["plugin 'broken' failed to load (ImportError: x); skipped"])  # fmt: skip
         async with app.run_test(size=(100, 30)) as pilot:
             await ready(pilot)
             assert any("plugin 'broken'" in n.plain and n.kind == "warning" for n in app.query(Note))
+            assert app.registry.get("wave") is not None and app.frontend.screens
+            await send(pilot, "hi")
+            await until_idle(pilot)
+            assert manager.events[0] == "message_added" and manager.events[-1] == "answer_finished"
+            await wait_for(pilot, lambda: app.status.info.plugin == "demo: busy", timeout=5, what="the status item")
             entry = next(c for c in app.get_system_commands(app.screen) if c.title == "Open the hello screen")
             entry.callback()
             await pilot.pause()
             assert isinstance(app.screen, Hello)
 
     run(go())
+    assert build_app(FakeEngine()).registry.get("wave") is None  # another app, without the plugins, has no /wave
 
 
 def test_adapter_commands_update_the_status_bar(tiny_model_dir, tmp_path):
     import torch
 
-    from chatcli.chat.commands import Registry
     from chatcli.engine.loader import load_engine
     from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA, write_adapter
     from chatcli.engine.params import SamplingParams
-    from chatcli.chat.lora_commands import install
     from chatcli.tui.app import make_app
 
     gen = torch.Generator().manual_seed(0)
@@ -201,14 +218,10 @@ def test_adapter_commands_update_the_status_bar(tiny_model_dir, tmp_path):
         for i in (0, 1)
     }
     adapter = write_adapter(LoRAAdapter(modules=mods), tmp_path / "sft")
-    registry = Registry()
-    for c in REGISTRY.commands():
-        registry.add(c)
-    install(registry)
     engine = load_engine(str(tiny_model_dir), device="cpu")
 
     async def go():
-        app = make_app(lambda progress: engine, registry=registry, params=SamplingParams(temperature=0, max_tokens=6))
+        app = make_app(lambda progress: engine, params=SamplingParams(temperature=0, max_tokens=6))
         async with app.run_test(size=(140, 30)) as pilot:
             await ready(pilot)
             assert "adapters none" in str(app.status.query_one("#status-left").render())

@@ -5,11 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chatcli.chat.commands import REGISTRY, Registry
 from chatcli.engine.events import Step
 from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA, write_adapter
 from chatcli.engine.params import SamplingParams
-from chatcli.chat.lora_commands import install
 from chatcli.tui.widgets.answer import AnswerView, TokenChunk
 from chatcli.tui.app import make_app
 from chatcli.tui.widgets.probs import AltList
@@ -32,12 +30,8 @@ def adapter_dir(tmp_path, tiny_model_dir):
 def _app(model_dir):
     from chatcli.engine.loader import load_engine
 
-    registry = Registry()
-    for c in REGISTRY.commands():
-        registry.add(c)
-    install(registry)
     return make_app(lambda progress: load_engine(str(model_dir), device="cpu"), store=None, params=GREEDY,
-                    flush_interval=0.02, registry=registry)  # fmt: skip
+                    flush_interval=0.02)  # fmt: skip  (the app's own registry has the adapter commands)
 
 
 def _panel(app) -> str:

@@ -1,5 +1,6 @@
 """The status bar: model, dtype/device, adapters, sampling parameters, context used, speed, history id,
-and the plugins' live status items (e.g. a fine-tuning run's progress), polled every second.
+and the plugins' live status items (e.g. a fine-tuning run's progress), polled every second
+from the plugin manager the app hands the bar.
 
 A plugin item may offer a slash command (``(text, "/finetune load")``): the bar shows
 "F8", the app's F8 binding runs it (:attr:`StatusInfo.action`), and a notification
@@ -9,6 +10,7 @@ announces it once when it first appears.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.containers import Horizontal
 from textual.content import Content
@@ -17,6 +19,9 @@ from textual.widgets import Static
 from chatcli.engine.protocol import ModelIdentity
 from chatcli.engine.params import SamplingParams
 from chatcli.tui.token_text import bar
+
+if TYPE_CHECKING:
+    from chatcli.plugins.manager import PluginManager
 
 STATE_STYLE = {
     "ready": "$success", "writing": "$accent", "ranking": "$accent", "stopping": "$warning", "loading": "$warning",
@@ -102,9 +107,10 @@ def right_content(info: StatusInfo) -> Content:
 
 
 class StatusBar(Horizontal):
-    def __init__(self) -> None:
+    def __init__(self, plugins: PluginManager | None = None) -> None:
         super().__init__(id="status")
         self.info = StatusInfo()
+        self.plugins = plugins  # whose status items the bar polls (None: no plugins, nothing to ask)
 
     def compose(self):
         yield Static("", id="status-left")
@@ -117,9 +123,7 @@ class StatusBar(Horizontal):
 
     def poll_plugins(self) -> None:
         """Ask the plugins for their live status (a fine-tuning run's step, loss, ETA...)."""
-        from chatcli.plugins import manager as plugins
-
-        items = plugins.status_items()
+        items = self.plugins.status_items() if self.plugins is not None else []
         text = "  ·  ".join(t for t, _ in items)
         action = next((c for _, c in reversed(items) if c), None)
         if action and action != self.info.action:
