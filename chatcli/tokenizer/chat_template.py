@@ -17,7 +17,12 @@ with an explicit override in front):
   3. ``tokenizer_config.json``'s ``chat_template``: a string, or a list of
      ``{"name", "template"}`` entries of which ``"default"`` is used.
 
-Every template problem becomes a :class:`ChatTemplateError` with a one-line message.
+Rendering is bounded (:mod:`chatcli.tokenizer.template_sandbox`): past 2 s, 1 MB of
+prompt, 50 nested macro calls, a 100,000-item ``range()`` or a string or list the
+template blows up, the render stops. Every template problem (a missing or non-UTF-8
+file, a syntax error, ``raise_exception``, ``1/0``, a limit) becomes a
+:class:`ChatTemplateError` with a one-line message; a caller gets the whole prompt or
+that error, never a truncated prompt.
 """
 
 from __future__ import annotations
@@ -31,9 +36,9 @@ from typing import Any, Mapping, Sequence
 import jinja2
 import jinja2.ext
 import jinja2.utils
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from chatcli.errors import ChatcliError
+from chatcli.tokenizer.template_sandbox import BoundedEnvironment, TemplateLimitError, render
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 
@@ -48,29 +53,58 @@ def load_chat_template(model_dir: Path, override: Path | None = None) -> str | N
         override = Path(override)
         if not override.is_file():
             raise ChatTemplateError(f"chat template file {override} not found; pass an existing Jinja file")
-        return override.read_text(encoding="utf-8")
+        return _read_text(override, "save it as UTF-8")
     model_dir = Path(model_dir)
     jinja_file = model_dir / CHAT_TEMPLATE_FILE
     if jinja_file.is_file():
-        return jinja_file.read_text(encoding="utf-8")
+        return _read_text(jinja_file, "fix or re-download the model, or pass --chat-template FILE")
     config_file = model_dir / "tokenizer_config.json"
     if not config_file.is_file():
         return None
+    text = _read_text(config_file, "fix or re-download the model")
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ChatTemplateError(f"cannot read {config_file}: {e}; fix or re-download the model") from e
+        config = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        message = " ".join(str(e).split())
+        raise ChatTemplateError(f"cannot read {config_file}: {message}; fix or re-download the model") from e
+    if not isinstance(config, dict):
+        raise ChatTemplateError(f"{config_file} is not a JSON object; fix or re-download the model")
     return template_from_config(config.get("chat_template"), source=str(config_file))
+
+
+def _read_text(path: Path, fix: str) -> str:
+    """A template file's text: UTF-8 only, and valid Unicode (no lone surrogates from escapes)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ChatTemplateError(
+            f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); {fix}"
+        ) from None
+    except OSError as e:
+        raise ChatTemplateError(f"cannot read {path}: {e.strerror or e}; {fix}") from None
+
+
+def _check_unicode(template: str, source: str) -> str:
+    try:
+        template.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ChatTemplateError(
+            f"{source} has a chat template that is not valid Unicode (a lone surrogate at character {e.start}); "
+            "fix it or pass --chat-template FILE"
+        ) from None
+    return template
 
 
 def template_from_config(value: Any, source: str = "tokenizer_config.json") -> str | None:
     """Pick the template out of a ``chat_template`` config value (string or named list)."""
-    if value is None or isinstance(value, str):
+    if value is None:
         return value
+    if isinstance(value, str):
+        return _check_unicode(value, source)
     if isinstance(value, list):
         named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
         if "default" in named and isinstance(named["default"], str):
-            return named["default"]
+            return _check_unicode(named["default"], source)
         raise ChatTemplateError(
             f"{source} has chat templates {sorted(map(str, named))} but none named 'default'; "
             "pass one with --chat-template FILE"
@@ -136,21 +170,25 @@ class _GenerationTag(jinja2.ext.Extension):
 
 @lru_cache(maxsize=16)
 def compile_template(source: str) -> jinja2.Template:
-    """Compile a template in the sandbox transformers uses (cached by source)."""
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
+    """Compile a template in the sandbox transformers uses, bounded (cached by source)."""
+    env = BoundedEnvironment(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[_GenerationTag, jinja2.ext.loopcontrols],
+        filters={"tojson": _tojson},
+        globals={"raise_exception": _raise_exception, "strftime_now": _strftime_now, "dict": _TemplateDict(),
+                 "namespace": _TemplateNamespace},  # fmt: skip
     )
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    env.globals["dict"] = _TemplateDict()
-    env.globals["namespace"] = _TemplateNamespace
     try:
-        return env.from_string(source)
+        return env.from_string(_check_unicode(source, "the chat template"))
     except jinja2.exceptions.TemplateSyntaxError as e:
         raise ChatTemplateError(
             f"chat template syntax error at line {e.lineno}: {e.message}; fix it or pass --chat-template FILE"
         ) from e
+    except (RecursionError, MemoryError) as e:  # nesting too deep for Jinja's parser
+        raise ChatTemplateError(
+            f"chat template cannot be compiled ({type(e).__name__}: nested too deeply); fix it or pass --chat-template FILE"
+        ) from None
 
 
 def render_chat_template(
@@ -176,15 +214,19 @@ def render_chat_template(
         chat.append({k: v for k, v in m.items() if v is not None})
     template = compile_template(source)
     context = {**(special_tokens or {}), **variables}
+    variables = dict(messages=chat, tools=tools, documents=documents, add_generation_prompt=add_generation_prompt)
     try:
-        return template.render(
-            messages=chat, tools=tools, documents=documents, add_generation_prompt=add_generation_prompt, **context
-        )
+        return render(template, {**variables, **context})
+    except TemplateLimitError as e:
+        raise ChatTemplateError(f"chat template stopped: {e.message}; fix it or pass --chat-template FILE") from None
     except jinja2.exceptions.TemplateError as e:
-        message = " ".join(str(e).split())  # one line
-        raise ChatTemplateError(f"chat template refused the conversation: {message}") from e
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
-        message = " ".join(str(e).split())
+        raise ChatTemplateError(f"chat template refused the conversation: {_one_line(e)}") from e
+    except Exception as e:  # the template is a program: 1/0, 2.0 ** 100000, a bad index, ...
         raise ChatTemplateError(
-            f"chat template failed ({type(e).__name__}: {message}); fix it or pass --chat-template FILE"
-        ) from e
+            f"chat template failed ({type(e).__name__}: {_one_line(e)}); fix it or pass --chat-template FILE"
+        ) from None
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    message = " ".join(str(e).split())
+    return message if len(message) <= limit else message[: limit - 3] + "..."
