@@ -15,9 +15,10 @@ without importing chatcli internals:
   ``register(name, "package.module:attr", help)`` where ``attr`` is a
   ``typer.Typer`` (or a command of the click copy typer uses).
 * ``register_tui(register)`` — screens or panels:
-  ``register(name, factory, kind="screen", title="")``; ``factory(app)`` gets
-  the chat app (a CommandContext) and returns a Textual ``Screen`` to push (or a
-  ``Widget`` for a panel); it may raise ``chatcli.errors.ChatcliError``.
+  ``register(name, factory, kind="screen", title="")``; ``factory(ctx)`` gets
+  the chat's CommandContext (the TUI's, whose ``ctx.app`` is the Textual app) and
+  returns a Textual ``Screen`` to push (or a ``Widget`` for a panel); it may raise
+  ``chatcli.errors.ChatcliError``.
 
 ``status_item()`` is polled (about once a second, on the UI thread, so it must be
 quick) for a short live status in the chat's status bar: ``None``, a text, or

@@ -9,8 +9,9 @@ never floods the message queue or makes rendering the bottleneck, and a slow UI
 only sees bigger batches. Esc (or Ctrl+C) sets the stream's cancel event; the
 engine ends with ``Done("cancelled")`` and the partial answer stays, marked stopped.
 
-The app implements :class:`chatcli.chat.commands.CommandContext`, so slash commands,
-the command palette and the plain REPL run the same command functions.
+Slash commands, the command palette and F8 run with :attr:`ChatApp.commands`, a
+:class:`~chatcli.tui.command_context.TuiCommandContext` over the app's public methods,
+so the TUI and the plain REPL run the same command functions.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.console import RenderableType
 from textual import on, work
 from textual.actions import SkipAction
 from textual.app import App
@@ -37,12 +39,11 @@ from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError
 from chatcli.chat.store import Store
 from chatcli.tui.widgets.answer import AnswerView
-from chatcli.tui.command_context import CommandContextMixin
+from chatcli.tui.command_context import TuiCommandContext
 from chatcli.tui.messages import (
     BranchRequested, EngineFailed, EngineLoaded, EngineNotice, LeaveAlternatives, LoadProgress, PickAlternative,
     SiblingRequested, StreamDone, StreamTick, TokenSelected,
 )  # fmt: skip
-from chatcli.tui.widgets.compare_view import comparison_note
 from chatcli.tui.palette import PaletteMixin
 from chatcli.tui.widgets.probs import ProbabilityPanel
 from chatcli.tui.widgets.prompt import ChatInput, CommandHints
@@ -55,10 +56,10 @@ if TYPE_CHECKING:
     from chatcli.plugins.manager import PluginManager
 
 
-class ChatApp(CommandContextMixin, PaletteMixin, App):
+class ChatApp(PaletteMixin, App):
     """The chat app: layout, model loading, shared helpers; each mixin holds one area of behaviour.
 
-    CommandContextMixin (tui/command_context.py) is what slash commands call; the app sends
+    :attr:`commands` (tui/command_context.py) is what slash commands call; the app sends
     messages and :attr:`stream` (tui/stream_controller.py) streams answers; the widgets keep
     their own view state (the transcript: tint, inspected and compared answers; the panel:
     what it shows) and post messages the app handles here, next to the key actions;
@@ -116,7 +117,9 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
             schedule=self.set_timer,
             flush_interval=flush_interval,
         )
+        self.commands = TuiCommandContext(self)  # what slash commands and plugin screens get
         self._queued: str | None = None  # a message sent while the model was loading
+        self._activity: str | None = None  # a command's long-running work (set_activity), shown as the status state
         self._load_started = 0.0
         self._old_sighup = None
 
@@ -166,14 +169,14 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
                 self.core.resume(self.resume_id)
             except ChatcliError as e:
                 self._notices.append((e.message, "error"))
-        await self._redraw()
+        await self.redraw()
         if self.store_warning:
             self.say(self.store_warning, "warning")
         for message, kind in self._notices:
             self.say(message, kind)
         self._notices.clear()
         await self.transcript.mount(LoadingBanner(self.model_name or "model"))
-        self._refresh_status(state="loading")
+        self.refresh_status(state="loading")
         self.prompt.focus()
         self._load_started = time.monotonic()
         self._load_engine()
@@ -212,7 +215,7 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
         for w in self.query("#welcome"):
             w.update(welcome_content(self.core.identity.name))
         self.prompt.placeholder = self._placeholder()
-        self._refresh_status(state="ready")
+        self.refresh_status(state="ready")
         if self._queued:
             text, self._queued = self._queued, None
             await self._send(text)
@@ -223,7 +226,7 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
         self.say(f"could not load the model: {message.error}", "error")
         self.say("commands still work (/history, /save, /quit); restart with another --model to chat", "info")
         self._queued = None
-        self._refresh_status(state="no model")
+        self.refresh_status(state="no model")
 
 
     # --- prompt events (``@on`` handlers must be defined on the App subclass itself) -------
@@ -233,8 +236,8 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
         text = event.text
         self.query_one(CommandHints).display = False
         if is_command(text):
-            execute(self, text.strip())
-            self._refresh_status()
+            execute(self.commands, text.strip())
+            self.refresh_status()
             return
         await self._send(message_text(text))
 
@@ -277,7 +280,7 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
         await self.transcript.show_answer(self.core.conv, node, model=self._model_label())
         self.end_comparison()
         self.panel.clear()
-        self._refresh_status(state="writing", live_tokens=len(node.steps))
+        self.refresh_status(state="writing", live_tokens=len(node.steps))
         self.transcript.anchor()
         self.stream.start(job)
 
@@ -310,7 +313,7 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
         done = message.done
         if done.finish_reason == "error":
             self.say(done.error or "generation failed", "error")
-        self._refresh_status(state="ready", tokens_per_s=done.tokens_per_s or self.status.info.tokens_per_s)
+        self.refresh_status(state="ready", tokens_per_s=done.tokens_per_s or self.status.info.tokens_per_s)
         for action in pending:  # e.g. a branch picked while the answer streamed
             await action()
 
@@ -362,13 +365,13 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
         node = self.core.switch_sibling(message.node_id, message.delta)
         view = self.transcript.view_for(message.node_id)
         if view is None:
-            await self._redraw()
+            await self.redraw()
             return
         await self.transcript.rerender_from(self.core.conv, view, node, model=self._model_label())
         view.focus()
         if node.steps:
             view.move_to(len(node.steps) - 1)
-        self._refresh_status()
+        self.refresh_status()
 
     @on(PickAlternative)
     def _pick_alternative(self) -> None:
@@ -387,35 +390,10 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
     def set_tint(self, mode: str) -> None:
         self.end_comparison()
         self.transcript.set_tint(mode)
-        self._refresh_status()
+        self.refresh_status()
         self.notify(f"tint: {mode} — {TINT_HELP[mode]}", timeout=2)
 
     # --- /compare: per-token KL tinting ----------------------------------------------------
-
-    def show_comparison(self, node, comparison) -> None:
-        """Called by /compare: tint the answer by per-token KL; its tokens show base vs adapter in the panel.
-
-        The same comparison again (nothing changed since) switches it off, like Esc or F2.
-        """
-        view = self.transcript.view_for(node.id)
-        shown = self.transcript.compared
-        previous = shown.comparison if shown is not None else None
-        self.end_comparison()
-        if view is None or view.node is not node or len(comparison.steps) != len(node.steps):
-            # not on screen (another branch is shown): the transcript gets the printed copy
-            from chatcli.chat.lora_commands import comparison_view
-
-            self.say(comparison_view(comparison), "result")
-            return
-        if shown is view and previous == comparison:
-            self.notify("comparison off: normal tinting", timeout=2)
-            return
-        view.set_comparison(comparison)
-        self.say(comparison_note(comparison), "result")
-        self.panel.display = True  # the side-by-side distributions are the point
-        if comparison.steps:
-            view.focus()
-            view.move_to(comparison.max_step.index)
 
     def end_comparison(self) -> bool:
         """Back to normal tinting (Esc, F2, /tint, a new answer); False when no comparison was shown."""
@@ -448,7 +426,7 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
 
     def action_stop(self) -> None:
         if self.stream.cancel():
-            self._refresh_status(state="stopping")
+            self.refresh_status(state="stopping")
 
     def action_interrupt(self) -> None:
         if self.stream.streaming and not self.stream.stopping:
@@ -469,7 +447,7 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
 
     def action_cycle_tint(self) -> None:
         if self.end_comparison():  # F2 first returns a compared answer to the normal tint
-            self._refresh_status()
+            self.refresh_status()
             return
         self.set_tint(TINTS[(TINTS.index(self.tint) + 1) % len(TINTS)])
 
@@ -485,8 +463,8 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
         if not action:
             self.notify("nothing to run: F8 runs what the status bar offers (e.g. /finetune load when a run is done)", timeout=3)
             return
-        execute(self, action)
-        self._refresh_status()
+        execute(self.commands, action)
+        self.refresh_status()
         self.status.poll_plugins()
 
     async def action_quit(self) -> None:
@@ -499,17 +477,40 @@ class ChatApp(CommandContextMixin, PaletteMixin, App):
                 pass
         self.exit()
 
+    # --- what commands and the rest of the app call ------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """An answer streams, or a command's own generation runs (see :meth:`set_activity`)."""
+        return self.stream.streaming or self._activity is not None
+
+    def set_activity(self, state: str | None) -> None:
+        """A command's own generation (``/rank`` making candidates) runs: the status bar shows
+        ``state`` and the chat counts as busy (idle-only commands wait); None: it ended."""
+        self._activity = state
+        self.refresh_status(state=state or ("ready" if self.core.engine is not None else "no model"))
+
+    def say(self, message: RenderableType, kind: str = "info") -> None:
+        """A note in the transcript ("info" | "warning" | "error" | "result"); errors ring the bell."""
+        self.transcript.add_note(message, kind)
+        if kind == "error":
+            self.bell()
+
+    def _notice_from_core(self, message: str, kind: str) -> None:
+        # May run in the generation worker thread; post_message is the thread-safe way in.
+        self.post_message(EngineNotice(message, kind))
+
     # --- helpers ---------------------------------------------------------------------------
 
-    async def _redraw(self) -> None:
+    async def redraw(self) -> None:
         await self.transcript.show_conversation(
             self.core.conv, model=self._model_label(),
             welcome=welcome_content(self.core.identity.name if self.core.identity else self.model_name),
         )
         self.panel.clear()
-        self._refresh_status()
+        self.refresh_status()
 
-    def _refresh_status(self, **changes) -> None:
+    def refresh_status(self, **changes) -> None:
         try:
             usage = self.core.context_usage()
         except Exception:

@@ -1,54 +1,89 @@
-"""The app's :class:`chatcli.chat.commands.CommandContext` surface: what slash commands call on the TUI.
+"""What slash commands and plugins call on the TUI: :class:`TuiCommandContext`, a
+:class:`chatcli.chat.commands.CommandContext` over the chat app.
 
-Mixed into :class:`chatcli.tui.app.ChatApp` (it relies on the app's ``core``,
-``transcript``, ``panel`` and status refresh). The comparison methods
-(``show_comparison``/``end_comparison``) and ``set_tint`` are the app's own.
+The app builds one (``app.commands``) and runs every slash command, palette entry
+and F8 offer with it, and hands it to plugins' screen factories. It keeps no state
+of its own: it holds the app and calls the app's public methods and widgets
+(``say``, ``start_job``, ``redraw``, ``set_tint``, ``set_activity``,
+``refresh_status``, ``end_comparison``, ``transcript``, ``panel``). Its ``frontend``
+declares what the TUI can do beyond the basics.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+from typing import Any
 
 from rich.console import RenderableType
+from textual.app import App
 
 from chatcli.chat.commands import execute
 from chatcli.chat.core import Job
 from chatcli.chat.frontend import FrontEnd
-from chatcli.tui.messages import EngineNotice
+from chatcli.tui.widgets.compare_view import comparison_note
 
 
-class CommandContextMixin:
-    """busy / set_activity / say / run_job / conversation_changed / quit / pick_adapter / adapters_changed."""
+class TuiCommandContext:
+    """The chat app as slash commands see it (``app`` is the :class:`chatcli.tui.app.ChatApp`)."""
 
     # Declared for commands and plugins: push_screen/pick_adapter, set_activity, show_comparison,
     # call_from_thread/call_later all exist here.
     frontend = FrontEnd("full-screen", screens=True, live_status=True, inline_compare=True, ui_thread=True)
-    _activity: str | None = None  # a command's long-running work (set_activity), shown as the status state
+
+    def __init__(self, app: App) -> None:
+        self.app = app  # the ChatApp (typed as App: tui/app.py imports this module, not the reverse)
+
+    @property
+    def core(self) -> Any:
+        return self.app.core
+
+    @property
+    def registry(self) -> Any:
+        return self.app.registry
 
     @property
     def busy(self) -> bool:
-        return self.stream.streaming or self._activity is not None
+        return self.app.busy
+
+    def say(self, message: RenderableType, kind: str = "info") -> None:
+        self.app.say(message, kind)
+
+    def run_job(self, job: Job) -> None:
+        self.app.call_later(self.app.start_job, job)
+
+    def conversation_changed(self) -> None:
+        self.app.call_later(self.app.redraw)
+
+    def set_tint(self, mode: str) -> None:
+        self.app.set_tint(mode)
+
+    def quit(self) -> None:
+        self.app.call_later(self.app.action_quit)
+
+    def adapters_changed(self) -> None:
+        """Called by the adapter commands: the status bar shows the active adapters."""
+        self.app.refresh_status()
+
+    # --- live_status ---------------------------------------------------------------------------
 
     def set_activity(self, state: str | None) -> None:
         """A command's own generation (``/rank`` making candidates) runs: the status bar shows
         ``state`` and the chat counts as busy (idle-only commands wait); None: it ended."""
-        self._activity = state
-        self._refresh_status(state=state or ("ready" if self.core.engine is not None else "no model"))
+        self.app.set_activity(state)
 
-    def say(self, message: RenderableType, kind: str = "info") -> None:
-        self.transcript.add_note(message, kind)
-        if kind == "error":
-            self.bell()
+    # --- ui_thread: the widgets belong to the app's thread ---------------------------------------
 
-    def run_job(self, job: Job) -> None:
-        self.call_later(self.start_job, job)
+    def call_from_thread(self, fn, *args) -> Any:
+        return self.app.call_from_thread(fn, *args)
 
-    def conversation_changed(self) -> None:
-        self.call_later(self._redraw)
+    def call_later(self, fn, *args) -> Any:
+        return self.app.call_later(fn, *args)
 
-    def quit(self) -> None:
-        self.call_later(self.action_quit)
+    # --- screens ---------------------------------------------------------------------------------
+
+    def push_screen(self, screen, callback=None) -> Any:
+        return self.app.push_screen(screen, callback)
 
     def pick_adapter(self) -> None:
         """Called by /load-lora with no argument: choose from the adapters found by name."""
@@ -58,21 +93,40 @@ class CommandContextMixin:
         if not entries:
             self.say("no adapters in ./adapters, the demo adapters or the user adapter dir: /load-lora PATH loads one", "info")
             return
-        engine = self.core.engine
-        mgr = getattr(engine, "adapters", None)
+        mgr = getattr(self.core.engine, "adapters", None)
         loaded = list(mgr.names) if mgr is not None else []
 
         def chosen(path) -> None:
             if path is not None:  # /load-lora splits its argument like a shell (not on Windows)
                 execute(self, "/load-lora " + (shlex.quote(str(path)) if os.name != "nt" else f'"{path}"'))
-                self._refresh_status()
+                self.app.refresh_status()
 
         self.push_screen(AdapterPicker(entries, loaded), chosen)
 
-    def adapters_changed(self) -> None:
-        """Called by the adapter commands: the status bar shows the active adapters."""
-        self._refresh_status()
+    # --- inline_compare ----------------------------------------------------------------------
 
-    def _notice_from_core(self, message: str, kind: str) -> None:
-        # May run in the generation worker thread; post_message is the thread-safe way in.
-        self.post_message(EngineNotice(message, kind))
+    def show_comparison(self, node, comparison) -> None:
+        """Called by /compare: tint the answer by per-token KL; its tokens show base vs adapter in the panel.
+
+        The same comparison again (nothing changed since) switches it off, like Esc or F2.
+        """
+        app = self.app
+        view = app.transcript.view_for(node.id)
+        shown = app.transcript.compared
+        previous = shown.comparison if shown is not None else None
+        app.end_comparison()
+        if view is None or view.node is not node or len(comparison.steps) != len(node.steps):
+            # not on screen (another branch is shown): the transcript gets the printed copy
+            from chatcli.chat.lora_commands import comparison_view
+
+            self.say(comparison_view(comparison), "result")
+            return
+        if shown is view and previous == comparison:
+            app.notify("comparison off: normal tinting", timeout=2)
+            return
+        view.set_comparison(comparison)
+        self.say(comparison_note(comparison), "result")
+        app.panel.display = True  # the side-by-side distributions are the point
+        if comparison.steps:
+            view.focus()
+            view.move_to(comparison.max_step.index)

@@ -32,7 +32,7 @@ class PaletteMixin:
     def _plugin_screen_callback(self, ext):
         def run() -> None:
             try:
-                self.push_screen(ext.factory(self))
+                self.push_screen(ext.factory(self.commands))
             except ChatcliError as e:
                 self.say(e.message, "error")
 
@@ -45,7 +45,7 @@ class PaletteMixin:
                 self.prompt.move_cursor(self.prompt.document.end)
                 self.prompt.focus()
             else:
-                execute(self, f"/{name}")
-                self._refresh_status()
+                execute(self.commands, f"/{name}")
+                self.refresh_status()
 
         return run

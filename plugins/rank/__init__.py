@@ -37,10 +37,10 @@ def register_cli(register):
     register("rank", "chatcli_rank.cli:rank_app", "Rank answers as preference data: generate, annotate, export, stats.")
 
 
-def _screen_factory(app):
+def _screen_factory(ctx):
     from chatcli_rank.command import build_screen
 
-    return build_screen(app)
+    return build_screen(ctx)
 
 
 @hookimpl

@@ -123,7 +123,7 @@ def test_escape_while_generating_stops_and_changes_nothing():
             # The chat is busy meanwhile: its status bar says so and idle-only commands (e.g. from the palette) wait.
             assert app.status.info.state == "ranking" and app.busy
             assert str(app.query_one("#status-left").render()).startswith("● ranking")
-            assert not execute(app, "/rank 2") and "has to wait" in list(app.query(Note))[-1].plain
+            assert not execute(app.commands, "/rank 2") and "has to wait" in list(app.query(Note))[-1].plain
             await pilot.press("escape")
             await wait_for(pilot, lambda: _rank_screen(app) is None, what="the screen to close")
             assert app.status.info.state == "ready" and not app.busy

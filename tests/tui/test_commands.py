@@ -168,9 +168,14 @@ def test_the_plugin_manager_the_app_is_given_feeds_palette_commands_events_and_s
     class Manager:  # what the app uses of a PluginManager
         def __init__(self):
             self.events: list[str] = []
+            self.factory_args: list = []  # what a screen factory is given: the chat's CommandContext
 
         def tui_extensions(self, kind=None):
-            return [TuiExtension("hello", lambda app: Hello(), "screen", "Open the hello screen", "demo")]
+            def factory(ctx):
+                self.factory_args.append(ctx)
+                return Hello()
+
+            return [TuiExtension("hello", factory, "screen", "Open the hello screen", "demo")]
 
         def install_commands(self, registry):
             registry.add(Command("wave", lambda ctx: ctx.say("o/", "result"), "wave"))
@@ -190,7 +195,7 @@ def test_the_plugin_manager_the_app_is_given_feeds_palette_commands_events_and_s
         async with app.run_test(size=(100, 30)) as pilot:
             await ready(pilot)
             assert any("plugin 'broken'" in n.plain and n.kind == "warning" for n in app.query(Note))
-            assert app.registry.get("wave") is not None and app.frontend.screens
+            assert app.registry.get("wave") is not None and app.commands.frontend.screens
             await send(pilot, "hi")
             await until_idle(pilot)
             assert manager.events[0] == "message_added" and manager.events[-1] == "answer_finished"
@@ -199,6 +204,7 @@ def test_the_plugin_manager_the_app_is_given_feeds_palette_commands_events_and_s
             entry.callback()
             await pilot.pause()
             assert isinstance(app.screen, Hello)
+            assert manager.factory_args == [app.commands] and app.commands.app is app
 
     run(go())
     assert build_app(FakeEngine()).registry.get("wave") is None  # another app, without the plugins, has no /wave
