@@ -5,12 +5,19 @@ Rankings count the latest judgement of each candidate set (as exports do);
 ``--pairs all`` preference pairs; ties count tiers holding more than one answer.
 ``scored_sets`` counts the judged sets whose candidates a reward model scored
 (best-of-N ``/rank``), ``reward_models`` how many of them each reward model scored.
+
+The person's consistency (:mod:`chatcli_rank.consistency`, every submission):
+``contradictions`` lists pairs of texts ranked both ways (with both sides'
+ranking ids and dates), ``repeated_prompts`` the Kendall's τ between every two
+rankings of one prompt, ``mean_tau`` their mean. ``chatcli rank stats --reward DIR``
+adds ``reward_agreement`` (:mod:`chatcli_rank.reward_agreement`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+from chatcli_rank.consistency import contradictions, judgements, mean_tau, repeated_prompts
 from chatcli_rank.export import pairs
 from chatcli_rank.store import RankStore
 
@@ -30,6 +37,8 @@ def compute_stats(store: RankStore) -> dict:
         else:
             row["rankings"] += 1
             row["pairs"] += len(pairs(i.ranking, "all"))
+    js = judgements(store.submissions())
+    repeated = repeated_prompts(js)
     return {
         "store": str(store.path),
         "prompts": raw["prompts"],
@@ -47,6 +56,9 @@ def compute_stats(store: RankStore) -> dict:
         "scored_sets": sum(reward_models.values()),
         "reward_models": dict(sorted(reward_models.items())),
         "per_model": per_model,
+        "contradictions": contradictions(js),
+        "repeated_prompts": repeated,
+        "mean_tau": mean_tau(repeated),
     }
 
 
@@ -72,3 +84,49 @@ def render_stats(data: dict) -> None:
         for name, row in sorted(data["per_model"].items()):
             per.add_row(name, str(row["rankings"]), str(row["pairs"]), str(row["skipped"]))
         console.print(per)
+    _render_consistency(console, data)
+    if data.get("reward_agreement"):
+        from chatcli_rank.reward_agreement import render_agreement
+
+        render_agreement(console, data["reward_agreement"])
+
+
+def _short(text: str, width: int = 36):
+    """A person's text as a Rich Text (never read as markup), cut to ``width``."""
+    from rich.text import Text
+
+    return Text(text if len(text) <= width else text[: width - 1] + "…")
+
+
+def _when(ref: dict) -> str:
+    return f"#{ref['ranking_id']} ({ref['date'][:16].replace('T', ' ')})"
+
+
+def _render_consistency(console, data: dict) -> None:
+    from rich.table import Table
+
+    found = data["contradictions"]
+    live = sum(1 for c in found if c["in_export"])
+    console.print(f"contradictions: {len(found)}" + (f" ({live} in the export: its pairs pull both ways)" if live else ""),
+                  highlight=False)  # fmt: skip
+    if found:
+        table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
+        for col in ("question", "A", "B", "A above B in", "B above A in"):
+            table.add_column(col)
+        for c in found:
+            b = _short("(the same text)" if c["same_text"] else c["b"])
+            table.add_row(_short(c["question"], 28), _short(c["a"]), b, ", ".join(_when(r) for r in c["a_over_b"]),
+                          ", ".join(_when(r) for r in c["b_over_a"]))  # fmt: skip
+        console.print(table)
+    rows = data["repeated_prompts"]
+    tau = data["mean_tau"]
+    console.print(f"repeated prompts: {len(rows)} pair(s) of rankings" + (f", mean Kendall's τ {tau:+.2f}" if tau is not None else ""),
+                  highlight=False)  # fmt: skip
+    if rows:
+        table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
+        for col in ("question", "first", "second", "shared texts", "τ"):
+            table.add_column(col, justify="right" if col in ("shared texts", "τ") else "left")
+        for r in rows:
+            table.add_row(_short(r["question"], 28), _when(r["first"]), _when(r["second"]), str(r["shared_texts"]),
+                          "-" if r["tau"] is None else f"{r['tau']:+.2f}")  # fmt: skip
+        console.print(table)

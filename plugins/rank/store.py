@@ -106,6 +106,19 @@ class RankedItem:
     reward_model: str | None = None  # the reward model whose scores the candidates carry
 
 
+@dataclass(frozen=True)
+class Submission:
+    """One submitted ranking (every submit counts, a re-ranking too), with the texts it ranked."""
+
+    ranking_id: int
+    set_id: int
+    created: float  # when it was submitted
+    ranking: Ranking
+    messages: list[dict]
+    texts: list[str]  # the set's candidate texts, by index
+    latest: bool  # the set's latest ranking: the one exports use
+
+
 def default_path() -> Path:
     """``rankings.sqlite3`` in the user data dir (``$CHATCLI_HOME/data`` when set)."""
     return data_file(DB_NAME, RankStoreError)
@@ -265,6 +278,30 @@ class RankStore:
                       finish or "stop", int(tokens or 0), mp, mmp, reward)  # fmt: skip
             for i, text, seed, params, adapters, finish, tokens, mp, mmp, reward in rows
         ]
+
+    def submissions(self) -> list[Submission]:
+        """Every submitted ranking, re-rankings and skips included, oldest first, with its set's texts."""
+        with self._guard():
+            rows = self._conn.execute(
+                "SELECT r.id, r.set_id, r.created, r.tiers, r.status, r.note, r.duration_s, p.messages,"
+                " r.id = (SELECT MAX(id) FROM rankings WHERE set_id = r.set_id)"
+                " FROM rankings r JOIN candidate_sets s ON s.id = r.set_id JOIN prompts p ON p.id = s.prompt_id"
+                " ORDER BY r.id"
+            ).fetchall()
+            texts: dict[int, list[str]] = {}
+            for sid, text in self._conn.execute(
+                "SELECT set_id, text FROM candidates WHERE set_id IN (SELECT set_id FROM rankings) ORDER BY set_id, idx"
+            ):
+                texts.setdefault(int(sid), []).append(text)
+            out = []
+            for rid, sid, created, tiers, status, note, duration, messages, latest in rows:
+                try:
+                    out.append(Submission(int(rid), int(sid), float(created), _ranking((tiers, status, note, duration)),
+                                          json.loads(messages), texts.get(int(sid), []), bool(latest)))  # fmt: skip
+                except (ValueError, TypeError, IndexError) as e:  # a cell edited or damaged outside chatcli
+                    raise RankStoreError(f"ranking store {self.path} is damaged: ranking {rid} cannot be read "
+                                         f"({e}); move the file away to start a new one") from None
+        return out
 
     def counts(self) -> dict:
         """Raw counts: prompts, candidate sets, candidates, rankings by status (all submissions)."""
