@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING
 from rich.console import RenderableType
 from textual import on, work
 from textual.actions import SkipAction
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.screen import Screen
 from textual.widgets import Footer
 
 from chatcli.chat.core import ChatCore, EngineFactory, Job
@@ -44,7 +45,7 @@ from chatcli.tui.messages import (
     BranchRequested, EngineFailed, EngineLoaded, EngineNotice, LeaveAlternatives, LoadProgress, PickAlternative,
     SiblingRequested, StreamDone, StreamTick, TokenSelected,
 )  # fmt: skip
-from chatcli.tui.palette import PaletteMixin
+from chatcli.tui.palette import palette_commands
 from chatcli.tui.widgets.probs import ProbabilityPanel
 from chatcli.tui.widgets.prompt import ChatInput, CommandHints
 from chatcli.tui.widgets.status import StatusBar
@@ -56,14 +57,14 @@ if TYPE_CHECKING:
     from chatcli.plugins.manager import PluginManager
 
 
-class ChatApp(PaletteMixin, App):
-    """The chat app: layout, model loading, shared helpers; each mixin holds one area of behaviour.
+class ChatApp(App):
+    """The chat app: it owns the chat core, the layout and model loading, and wires the parts.
 
-    :attr:`commands` (tui/command_context.py) is what slash commands call; the app sends
-    messages and :attr:`stream` (tui/stream_controller.py) streams answers; the widgets keep
-    their own view state (the transcript: tint, inspected and compared answers; the panel:
-    what it shows) and post messages the app handles here, next to the key actions;
-    PaletteMixin (tui/palette.py) is the command palette.
+    :attr:`stream` (tui/stream_controller.py) runs and paces the answer being written;
+    the widgets keep their own view state (the transcript: tint, inspected and compared
+    answers; the panel: what it shows) and post messages that the app handles here, next
+    to the key actions; :attr:`commands` (tui/command_context.py) is what slash commands
+    call; tui/palette.py lists the command palette's entries.
     """
 
     CSS_PATH = "chatcli.tcss"
@@ -476,6 +477,10 @@ class ChatApp(PaletteMixin, App):
             except Exception:
                 pass
         self.exit()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield from palette_commands(self)
 
     # --- what commands and the rest of the app call ------------------------------------------
 

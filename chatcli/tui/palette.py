@@ -1,51 +1,53 @@
-"""The chat app's command palette: slash commands, view toggles and plugin screens.
+"""The chat app's command palette entries: slash commands, view toggles and plugin screens.
 
-Mixed into :class:`chatcli.tui.app.ChatApp`: every registered slash command is
-a palette entry (commands with arguments are put in the prompt to complete),
-and the ``screen`` TUI extensions of the app's plugin manager (``app.plugins``) open from here.
+:func:`palette_commands` yields what :meth:`chatcli.tui.app.ChatApp.get_system_commands`
+adds to Textual's own entries: every registered slash command (commands with
+arguments are put in the prompt to complete, the others run with ``app.commands``),
+the F2/F3/F4 view toggles, and the ``screen`` TUI extensions of the app's plugin
+manager (``app.plugins``), whose factories get ``app.commands``. Only the app's public
+surface is used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from textual.app import SystemCommand
-from textual.screen import Screen
+from textual.app import App, SystemCommand
 
 from chatcli.chat.commands import execute
 from chatcli.errors import ChatcliError
 
 
-class PaletteMixin:
-    """get_system_commands and the callbacks its entries run."""
+def palette_commands(app: App) -> Iterable[SystemCommand]:
+    """The palette entries of the chat app ``app`` (a ChatApp; tui/app.py imports this module)."""
+    for c in app.registry.commands():
+        yield SystemCommand(c.usage, c.summary, _command_entry(app, c.name, bool(c.args)))
+    yield SystemCommand("Tint tokens by certainty", "cycle off / model_prob / entropy (F2)", app.action_cycle_tint)
+    yield SystemCommand("Toggle the probability panel", "show or hide the next-token distribution (F3)", app.action_toggle_panel)
+    yield SystemCommand("Show the sampled distribution", "raw model vs what was sampled from (F4)", app.action_toggle_compare)
+    for ext in app.plugins.tui_extensions("screen") if app.plugins is not None else ():
+        yield SystemCommand(ext.title, f"from the {ext.plugin} plugin", _screen_entry(app, ext))
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        for c in self.registry.commands():
-            yield SystemCommand(c.usage, c.summary, self._palette_callback(c.name, bool(c.args)))
-        yield SystemCommand("Tint tokens by certainty", "cycle off / model_prob / entropy (F2)", self.action_cycle_tint)
-        yield SystemCommand("Toggle the probability panel", "show or hide the next-token distribution (F3)", self.action_toggle_panel)
-        yield SystemCommand("Show the sampled distribution", "raw model vs what was sampled from (F4)", self.action_toggle_compare)
-        for ext in self.plugins.tui_extensions("screen") if self.plugins is not None else ():
-            yield SystemCommand(ext.title, f"from the {ext.plugin} plugin", self._plugin_screen_callback(ext))
 
-    def _plugin_screen_callback(self, ext):
-        def run() -> None:
-            try:
-                self.push_screen(ext.factory(self.commands))
-            except ChatcliError as e:
-                self.say(e.message, "error")
+def _screen_entry(app: App, ext: Any) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            app.push_screen(ext.factory(app.commands))
+        except ChatcliError as e:
+            app.say(e.message, "error")
 
-        return run
+    return run
 
-    def _palette_callback(self, name: str, has_args: bool):
-        def run() -> None:
-            if has_args:
-                self.prompt.load_text(f"/{name} ")
-                self.prompt.move_cursor(self.prompt.document.end)
-                self.prompt.focus()
-            else:
-                execute(self.commands, f"/{name}")
-                self.refresh_status()
 
-        return run
+def _command_entry(app: App, name: str, has_args: bool) -> Callable[[], None]:
+    def run() -> None:
+        if has_args:
+            app.prompt.load_text(f"/{name} ")
+            app.prompt.move_cursor(app.prompt.document.end)
+            app.prompt.focus()
+        else:
+            execute(app.commands, f"/{name}")
+            app.refresh_status()
+
+    return run
