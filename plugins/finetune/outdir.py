@@ -6,15 +6,23 @@ Layout::
     OUT/training_args.json                               every setting of the run
     OUT/metrics.jsonl                                    one metrics object per line
     OUT/loss.png                                         train / validation loss curve
+    OUT/data_split.json                                  which data lines trained, which were held out
     OUT/checkpoint-<step>/                               trainable.safetensors, optimizer.safetensors, state.json
 
 A checkpoint is written into ``checkpoint-<step>.tmp`` and renamed into place (a
 rename is atomic), then older checkpoints are removed; a ``.tmp`` left by a crash is
 never read. ``--resume`` continues from the newest complete checkpoint.
+
+``data_split.json`` records the held-out split: the data file's line numbers for
+training and validation and, for preference data, a key per pair
+(:func:`pair_key`: a hash of the prompt, chosen and rejected texts with whitespace
+normalised), so a reward model can later be checked on pairs it never saw
+(``chatcli rank stats --reward DIR``) without its data file or tokenizer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -28,6 +36,7 @@ from chatcli.errors import UsageError
 
 ARGS_NAME = "training_args.json"
 METRICS_NAME = "metrics.jsonl"
+SPLIT_NAME = "data_split.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -134,3 +143,65 @@ def read_metrics(out: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+# --- the held-out split -------------------------------------------------------------------------
+
+
+def _turns(value, role: str) -> list[list[str]]:
+    """Text or messages -> [[role, normalised content], ...]."""
+    if isinstance(value, str):
+        return [[role, " ".join(value.split())]]
+    return [[str(m.get("role", "")), " ".join(str(m.get("content", "")).split())] for m in value if isinstance(m, dict)]
+
+
+def pair_key(prompt, chosen, rejected) -> str:
+    """A preference pair's identity: prompt (text or messages), chosen and rejected (text or messages)."""
+    rows = [_turns(prompt, "user"), _turns(chosen, "assistant"), _turns(rejected, "assistant")]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
+def record_pair_key(obj: dict) -> str | None:
+    """:func:`pair_key` of a preference record (TRL's explicit or implicit prompt); None for other records."""
+    chosen, rejected = obj.get("chosen"), obj.get("rejected")
+    if chosen is None or rejected is None:
+        return None
+    if "prompt" in obj:
+        return pair_key(obj["prompt"], chosen, rejected)
+    if isinstance(chosen, list) and isinstance(rejected, list):  # implicit prompt: the shared leading messages
+        k = 0
+        while k < min(len(chosen), len(rejected)) - 1 and chosen[k] == rejected[k]:
+            k += 1
+        return pair_key(chosen[:k], chosen[k:], rejected[k:])
+    return None
+
+
+def write_split(out: Path, data: Path, train: list, val: list) -> None:
+    """Record which lines of ``data`` (items with ``.line``) trained and which were held out."""
+    from chatcli.jsonl import read_objects
+
+    rows, _ = read_objects(Path(data))
+    by_line = dict(rows)
+
+    def keys(items: list) -> list[str]:
+        found = (record_pair_key(by_line.get(x.line, {})) for x in items)
+        return sorted({k for k in found if k is not None})
+
+    write_json(out / SPLIT_NAME, {
+        "data": str(data), "train_lines": sorted(x.line for x in train), "val_lines": sorted(x.line for x in val),
+        "train_pairs": keys(train), "val_pairs": keys(val),
+    })  # fmt: skip
+
+
+def read_split(out: Path) -> dict | None:
+    """``data_split.json`` of a run directory, or None when the run recorded none (older runs)."""
+    path = Path(out) / SPLIT_NAME
+    if not path.is_file():
+        return None
+    try:
+        split = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path} cannot be read ({e}); it is not what 'chatcli finetune' wrote") from None
+    if not isinstance(split, dict) or not all(isinstance(split.get(k), list) for k in ("train_pairs", "val_pairs")):
+        raise UsageError(f"{path} is not what 'chatcli finetune' wrote (no train_pairs / val_pairs lists)")
+    return split

@@ -118,6 +118,8 @@ def run_training(args: TrainArgs, reporter=None, *, resume: bool = False, overwr
     loaded = load_examples(Path(args.data), encoder, "sft" if args.kind == "sft" else "pref", args.max_len)
     check_loaded(loaded, Path(args.data), args.max_len, args.strict, reporter.message)
     train, val = split(loaded.items, args.val_split, args.seed)
+    if d.main:  # which pairs were held out: what `chatcli rank stats --reward DIR` checks the model on
+        outdir.write_split(out, Path(args.data), train, val)
 
     spec = LoRASpec(args.rank, args.alpha, args.rslora, parse_targets(args.targets),
                     parse_layers(args.layers, model.config.num_hidden_layers), args.dropout)  # fmt: skip

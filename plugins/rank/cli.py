@@ -172,11 +172,23 @@ def export(
 def stats(
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
     store_path: Path | None = StoreOpt,
+    reward: Path | None = typer.Option(None, "--reward", help="A 'chatcli finetune reward' folder: how often it agrees with your pairs."),
+    model: str | None = typer.Option(None, "--model", "-m", help="The reward model's base model (default: the one it was trained on)."),
+    dtype: str = DtypeOpt,
+    device: str = DeviceOpt,
 ) -> None:
-    """Prompts, rankings, pairs, ties and per-model counts in the ranking store."""
+    """Counts, contradictions and agreement between rankings (and a reward model's) in the ranking store."""
     from chatcli_rank.stats import compute_stats, render_stats
 
-    data = compute_stats(_open_store(store_path))
+    store = _open_store(store_path)
+    data = compute_stats(store)
+    if reward is not None:
+        from chatcli.progress import stderr_progress
+        from chatcli_rank.reward_agreement import reward_agreement
+
+        check_dtype(dtype)
+        with stderr_progress() as progress:
+            data["reward_agreement"] = reward_agreement(store, reward, model=model, dtype=dtype, device=device, progress=progress)
     if as_json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
     else:
