@@ -4,7 +4,10 @@ Contract: :func:`read_objects` returns ``(line number, object)`` for every non-b
 line holding a JSON object and a :class:`LineError` (``FILE:LINE: what``) for every
 other non-blank line; callers add their own per-record errors with the same class and
 decide to skip the bad lines or refuse the file (``--strict``). A file that cannot be
-opened is a :class:`UsageError`.
+opened, or is not a regular file (a FIFO would block, a device never end), is a
+:class:`UsageError`; a line nested deeper than
+:data:`~chatcli.bounded_json.MAX_DEPTH` or holding a number too long to convert is a
+bad line.
 
 Text that is not text is refused, never replaced (a data file is trained on or
 stored, and U+FFFD in it would be silent damage): a file with bytes that are not
@@ -16,12 +19,14 @@ record, since the tokenizer, SQLite and UTF-8 output all reject such strings.
 
 from __future__ import annotations
 
-import json
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatcli.bounded_json import JSONError, loads
 from chatcli.errors import UsageError
+from chatcli.regular_file import NotRegularFile, open_regular
 
 # In a raw line: an undecodable byte (read with surrogateescape); in a parsed string: a bad escape.
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -42,7 +47,9 @@ def read_objects(path: Path | str) -> tuple[list[tuple[int, dict]], list[LineErr
     path = Path(path)
     try:
         # surrogateescape: an undecodable byte arrives as a lone surrogate, so its line can be named.
-        f = open(path, encoding="utf-8", errors="surrogateescape")
+        f = io.TextIOWrapper(open_regular(path, "data file"), encoding="utf-8", errors="surrogateescape")
+    except NotRegularFile as e:  # a FIFO or device would block or never end
+        raise UsageError(e.message) from None
     except OSError as e:
         raise UsageError(f"cannot read {path} ({e.strerror or e})") from None
     rows: list[tuple[int, dict]] = []
@@ -56,10 +63,10 @@ def read_objects(path: Path | str) -> tuple[list[tuple[int, dict]], list[LineErr
                                  "save the file as UTF-8")
             if not raw.strip():
                 continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                errors.append(LineError(path, n, f"not valid JSON ({e.msg} at column {e.colno})"))
+            try:  # bounded: a line nested 100 000 deep or a 5 000-digit number is a bad line, not a crash
+                obj = loads(raw)
+            except JSONError as e:
+                errors.append(LineError(path, n, str(e)))
                 continue
             if not isinstance(obj, dict):
                 errors.append(LineError(path, n, "not a JSON object"))

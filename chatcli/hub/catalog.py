@@ -12,7 +12,7 @@ A model spec is one of:
 
 Cache entries are complete or absent: each is built in a temporary sibling and
 renamed into place, and is verified (manifest, sizes, weights header) before
-reuse; a damaged one is rebuilt. A per-entry lock file keeps two chatcli
+reuse; a damaged one is rebuilt, saying so in one progress line. A per-entry lock file keeps two chatcli
 processes from building the same entry at once.
 """
 
@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from chatcli.bounded_json import loads
 from chatcli.hub import hf_fetch
 from chatcli.hub import pypi_fetch
 from chatcli.hub.gguf.importer import import_gguf
@@ -34,6 +35,7 @@ from chatcli.hub.manifest import read_manifest, sha256_file, verify_model_dir
 from chatcli.hub.resources import count_parameters
 from chatcli.paths import cache_dir, models_dir
 from chatcli.errors import ModelError
+from chatcli.regular_file import NotRegularFile, check_regular, read_bytes
 
 Progress = Callable[[str, int, "int | None"], None]
 
@@ -101,6 +103,7 @@ def resolve_model(spec: str, progress: Progress | None = None, auto_pull: bool =
         if not auto_pull:
             state = "is not downloaded yet" if not dest.exists() else f"is damaged ({problems[0]})"
             raise ModelError(f"model {spec} {state}: run `chatcli models pull {spec}`")
+        _say_rebuilding(dest, problems, progress)
         return pull(spec, progress=progress)
     if spec.startswith("hf:"):
         return _resolve_hf(spec[3:], progress, auto_pull)
@@ -113,6 +116,8 @@ def resolve_model(spec: str, progress: Progress | None = None, auto_pull: bool =
         if path.suffix.lower() != ".gguf":
             raise ModelError(f"{path} is not a .gguf file or a model directory")
         return import_gguf_cached(path, progress=progress)
+    if path.exists():  # neither a directory nor a regular file: a FIFO, a device, a socket
+        check_regular(path, "model file")
     cached = models_dir() / spec
     if "/" not in spec and os.sep not in spec and not spec.startswith(".") and cached.is_dir():
         problems = verify_model_dir(cached)
@@ -133,11 +138,18 @@ def _resolve_hf(spec: str, progress: Progress | None, auto_pull: bool) -> Path:
         return dest
     if not auto_pull:
         raise ModelError(f"hf:{spec} is not downloaded yet: run `chatcli models pull hf:{spec}`")
+    _say_rebuilding(dest, verify_model_dir(dest), progress)
     with _lock(dest):
         if not verify_model_dir(dest):  # another process finished it while we waited
             return dest
         _clean_stale(dest)
         return hf_fetch.fetch(spec, dest, progress)
+
+
+def _say_rebuilding(dest: Path, problems: list[str], progress: Progress | None) -> None:
+    """One line before a damaged cache entry is rebuilt (an absent one is simply built)."""
+    if progress and dest.exists() and problems:
+        progress(f"rebuilding the damaged cache entry {dest.name} ({problems[0]})", 0, None)
 
 
 def import_gguf_cached(
@@ -170,8 +182,8 @@ def _gguf_digest(path: Path, progress: Progress | None) -> str:
     """sha256 of a GGUF, remembered by (path, size, mtime) so a big file is hashed once."""
     index_path = cache_dir() / "gguf-index.json"
     try:
-        index = json.loads(index_path.read_text())
-    except (OSError, ValueError):
+        index = loads(read_bytes(index_path))
+    except (OSError, ValueError, NotRegularFile):  # a damaged index is rebuilt: it is only a cache
         index = {}
     st = path.stat()
     key = str(path)
@@ -315,7 +327,7 @@ def _info_for_dir(name: str, path: Path) -> ModelInfo:
         status = "damaged: no config.json"
     return ModelInfo(
         name=name, status=status, path=str(path),
-        architecture=(config.get("architectures") or [config.get("model_type")])[0] if config else None,
+        architecture=_architecture(config),
         parameters=params,
         dtype=manifest.get("dtype") or config.get("torch_dtype") or config.get("dtype"),
         size_bytes=sum(p.stat().st_size for p in path.rglob("*") if p.is_file()),
@@ -324,6 +336,14 @@ def _info_for_dir(name: str, path: Path) -> ModelInfo:
         converter_version=manifest.get("converter_version"),
         created=manifest.get("created"),
     )
+
+
+def _architecture(config: dict) -> str | None:
+    archs = config.get("architectures")
+    if isinstance(archs, list) and archs and isinstance(archs[0], str):
+        return archs[0]
+    model_type = config.get("model_type")
+    return model_type if isinstance(model_type, str) else None
 
 
 def _known_source(m: KnownModel) -> str:
@@ -345,7 +365,7 @@ def _describe_source(src: dict | None) -> str | None:
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = loads(read_bytes(path))
+    except (OSError, ValueError, NotRegularFile):
         return {}
     return data if isinstance(data, dict) else {}

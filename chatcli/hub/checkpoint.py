@@ -7,7 +7,9 @@ memory), checks every tensor name and shape against the model *before* reading
 any data (one error lists all problems), then reads each tensor from the
 memory-mapped file, casts it, moves it to the device and assigns it in place, so
 the weights are allocated once. Pickle files (``.bin``, ``.pt``, ...) are refused:
-unpickling can run arbitrary code.
+unpickling can run arbitrary code. Every file is opened as a regular file only (a
+FIFO is refused, not waited on), JSON nesting is bounded, and each safetensors
+header passes :mod:`chatcli.hub.safetensors_header` before the library maps it.
 
 ``resolve_device("auto")`` picks cuda, then mps, then cpu; ``resolve_dtype`` maps
 names (``float32``, ``bf16``, ``auto``, ...) to torch dtypes.
@@ -15,17 +17,19 @@ names (``float32``, ``bf16``, ``auto``, ...) to torch dtypes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from torch.overrides import TorchFunctionMode
 
+from chatcli.bounded_json import JSONError, loads
+from chatcli.errors import ModelError, UsageError
+from chatcli.hub.safetensors_header import HeaderError, parse_header
+from chatcli.hub.safetensors_io import open_mapped
 from chatcli.model.config import ModelConfig, normalize_ids
 from chatcli.model.model import DecoderLM
-from chatcli.errors import ModelError, UsageError
+from chatcli.regular_file import NotRegularFile, read_bytes
 
 Progress = Callable[[str, int, "int | None"], None]
 
@@ -188,10 +192,18 @@ def load_checkpoint(
 
 
 def _mapped_tensors(file: Path, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Tensors as views of the memory-mapped file (pages read on first use)."""
-    with safe_open(str(file), framework="pt", device="cpu") as f:
-        for key in keys:
-            yield key, f.get_tensor(key)
+    """Tensors as views of the memory-mapped file (pages read on first use).
+
+    The header was checked by :func:`_check_keys`; the file is re-checked to be a regular
+    file (a FIFO swapped in would block the library) and the library's errors are one line."""
+    try:
+        with open_mapped(file, checked=True) as f:
+            for key in keys:
+                yield key, f.get_tensor(key)
+    except NotRegularFile as e:
+        raise ModelError(e.message) from None
+    except (OSError, HeaderError) as e:
+        raise ModelError(f"cannot read {file.name}: {e}; the file is corrupt, re-download the model") from None
 
 
 def _separately_mapped(file: Path, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -224,31 +236,32 @@ class _SkipMetaInit(TorchFunctionMode):
 
 
 def _check_keys(files: list[Path], expected: dict[str, tuple[int, ...]], config: ModelConfig) -> dict[str, Path]:
-    """Map each expected key to its file; raise one ModelError listing every problem."""
+    """Map each expected key to its file; raise one ModelError listing every problem.
+
+    Each header is parsed as strictly as the safetensors library parses it (a FIFO or a
+    damaged header is one line here, not a hang or a traceback in the library)."""
     located: dict[str, Path] = {}
     unexpected: list[str] = []
     wrong_shape: list[str] = []
     bad_dtype: list[str] = []
     for file in files:
         try:
-            with safe_open(str(file), framework="pt", device="cpu") as f:
-                for key in f.keys():
-                    if key not in expected:
-                        if _ignorable(key, config):
-                            continue
-                        unexpected.append(key)
-                        continue
-                    sl = f.get_slice(key)
-                    shape = tuple(sl.get_shape())
-                    if shape != expected[key]:
-                        wrong_shape.append(f"{key} {list(shape)} (expected {list(expected[key])})")
-                    if sl.get_dtype() not in _FLOAT_TAGS:
-                        bad_dtype.append(f"{key} {sl.get_dtype()}")
-                    located[key] = file
-        except ModelError:
-            raise
-        except Exception as e:  # safetensors raises its own error types for corrupt headers
+            tensors = parse_header(file, what="weights").tensors
+        except NotRegularFile as e:
+            raise ModelError(e.message) from None
+        except (OSError, HeaderError) as e:
             raise ModelError(f"cannot read {file.name}: {e}; the file is corrupt, re-download the model") from None
+        for key, entry in tensors.items():
+            if key not in expected:
+                if _ignorable(key, config):
+                    continue
+                unexpected.append(key)
+                continue
+            if entry.shape != expected[key]:
+                wrong_shape.append(f"{key} {list(entry.shape)} (expected {list(expected[key])})")
+            if entry.dtype not in _FLOAT_TAGS:
+                bad_dtype.append(f"{key} {entry.dtype}")
+            located[key] = file
     missing = [k for k in expected if k not in located]
     problems = []
     for label, items in (
@@ -306,8 +319,10 @@ def _model_dir(path: str | Path) -> Path:
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = loads(read_bytes(path, path.name))  # a regular file, nesting bounded
+    except NotRegularFile as e:
+        raise ModelError(e.message) from None
+    except (OSError, JSONError) as e:
         raise ModelError(f"cannot read {path.name} in {path.parent}: {e}; re-download the model") from None
     if not isinstance(data, dict):
         raise ModelError(f"{path.name} in {path.parent} is not a JSON object: re-download the model")

@@ -7,8 +7,11 @@ every file written. :func:`verify_model_dir` uses it to tell a complete entry
 from a damaged one.
 
 The default check is cheap (stats and the safetensors header, a few KB read):
-every listed file present with its recorded size, the weights header identical
-(sha256) to the one written, and the header's data extent equal to the file size.
+every listed file present with its recorded size, the weights header as valid as
+the safetensors library demands (:mod:`chatcli.hub.safetensors_header`) and
+identical (sha256) to the one written, and the header's data extent equal to the
+file size. Whatever is wrong is a problem string, never an exception: a damaged
+cache entry is reported or rebuilt, not crashed on.
 That catches what actually happens to a cache (an interrupted copy, a truncated
 or deleted file, a file replaced by another model) in milliseconds, so it can run
 on every start. ``full=True`` also re-hashes the weights (about a second per
@@ -22,7 +25,9 @@ import json
 import os
 from pathlib import Path
 
-from chatcli.hub.safetensors_io import check_file, read_header
+from chatcli.bounded_json import JSONError, loads
+from chatcli.hub.safetensors_header import HeaderError, parse_header, read_raw
+from chatcli.regular_file import NotRegularFile, open_regular, read_bytes
 
 MANIFEST_NAME = "chatcli.json"
 MANIFEST_FORMAT = 1
@@ -44,18 +49,18 @@ def write_json(path: Path, obj: dict) -> int:
 
 
 def read_manifest(model_dir: Path) -> dict | None:
-    """The manifest, or None when the directory has none or it is unreadable."""
+    """The manifest, or None when the directory has none or it is unreadable (a FIFO, bad JSON, ...)."""
     path = Path(model_dir) / MANIFEST_NAME
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = loads(read_bytes(path, MANIFEST_NAME))
+    except (OSError, JSONError, NotRegularFile):
         return None
     return data if isinstance(data, dict) else None
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -80,7 +85,7 @@ def verify_model_dir(model_dir: Path, *, full: bool = False) -> list[str]:
     problems: list[str] = []
     for name, size in files.items():
         path = model_dir / name
-        if not path.is_file():
+        if not path.is_file():  # a FIFO or a directory in a file's place is as good as missing
             problems.append(f"{name} is missing")
         elif path.stat().st_size != size:
             problems.append(f"{name} is {path.stat().st_size} bytes, expected {size}")
@@ -98,20 +103,29 @@ def _verify_weights(model_dir: Path, record: dict, full: bool) -> str | None:
         return f"weights file {record.get('file')!r} is missing"
     if wpath.stat().st_size != record.get("size"):
         return f"{wpath.name} is {wpath.stat().st_size} bytes, expected {record.get('size')}"
-    problem = check_file(wpath)
-    if problem:
-        return problem
-    _, raw, _ = read_header(wpath)
-    if hashlib.sha256(raw).hexdigest() != record.get("header_sha256"):
+    try:  # as strictly as the safetensors library reads it: a header it accepts, the loader can map
+        header = parse_header(wpath)
+    except OSError as e:
+        return f"cannot read {wpath.name} ({e.strerror or e})"
+    except (HeaderError, NotRegularFile) as e:
+        return f"{wpath.name}: {e}"
+    if hashlib.sha256(header.raw).hexdigest() != record.get("header_sha256"):
         return f"{wpath.name} header differs from the one written"
-    if full and sha256_file(wpath) != record.get("sha256"):
+    if full and _sha256_or_none(wpath) != record.get("sha256"):
         return f"{wpath.name} content differs from the one written (sha256 mismatch)"
     return None
+
+
+def _sha256_or_none(path: Path) -> str | None:
+    try:
+        return sha256_file(path)
+    except (OSError, NotRegularFile):
+        return None
 
 
 def weights_record(path: Path, name: str | None = None) -> dict:
     """The manifest record of an existing safetensors file (hashes it whole)."""
     path = Path(path)
-    _, raw, _ = read_header(path)
+    raw, _, _ = read_raw(path)
     return {"file": name or path.name, "size": path.stat().st_size, "sha256": sha256_file(path),
             "header_sha256": hashlib.sha256(raw).hexdigest()}

@@ -38,6 +38,7 @@ import jinja2.ext
 import jinja2.utils
 
 from chatcli.errors import ChatcliError
+from chatcli.regular_file import NotRegularFile, read_text
 from chatcli.tokenizer.template_sandbox import BoundedEnvironment, TemplateLimitError, render
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
@@ -75,7 +76,9 @@ def load_chat_template(model_dir: Path, override: Path | None = None) -> str | N
 def _read_text(path: Path, fix: str) -> str:
     """A template file's text: UTF-8 only, and valid Unicode (no lone surrogates from escapes)."""
     try:
-        return path.read_text(encoding="utf-8")
+        return read_text(path, "chat template file")  # a regular file only: a FIFO would block
+    except NotRegularFile as e:
+        raise ChatTemplateError(f"{e.message}; {fix}") from None
     except UnicodeDecodeError as e:
         raise ChatTemplateError(
             f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); {fix}"

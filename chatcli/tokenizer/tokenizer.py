@@ -24,7 +24,9 @@ from typing import Any, Mapping, Sequence
 from tokenizers import Tokenizer
 
 from chatcli.tokenizer.chat_template import load_chat_template, render_chat_template
+from chatcli.bounded_json import loads
 from chatcli.errors import ModelError
+from chatcli.regular_file import NotRegularFile, read_bytes, read_text
 
 # The special-token names transformers passes to chat templates (its special_tokens_map).
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -69,9 +71,11 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads(read_bytes(path, path.name))  # a regular file, nesting bounded
+    except NotRegularFile as e:
+        raise ModelError(e.message) from None
     except (OSError, ValueError) as e:
-        raise ModelError(f"cannot read {path}: {e}; fix or re-download the model") from e
+        raise ModelError(f"cannot read {path}: {e}; fix or re-download the model") from None
     return data if isinstance(data, dict) else {}
 
 
@@ -137,7 +141,12 @@ class ChatTokenizer:
             raise ModelError(
                 f"{path} has no tokenizer.json; chatcli needs a fast-tokenizer file (re-import or re-download the model)"
             )
-        raw = tok_file.read_text(encoding="utf-8")
+        try:
+            raw = read_text(tok_file, "tokenizer.json")  # a regular file only: a FIFO would block
+        except NotRegularFile as e:
+            raise ModelError(e.message) from None
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot read {tok_file}: {e}; re-import or re-download the model") from None
         try:
             tokenizer = Tokenizer.from_str(raw)
         except Exception as e:  # the tokenizers library raises plain Exceptions

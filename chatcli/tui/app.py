@@ -1,13 +1,11 @@
 """The Textual chat app: ``make_app(engine_factory, ...)`` is shared by ``chatcli chat`` and the tests.
 
-Threads: the model loads in a thread worker (progress posted as messages) and
-every answer streams in a thread worker run by :attr:`ChatApp.stream`, a
-:class:`~chatcli.tui.stream_controller.StreamController`: it posts a
-:class:`StreamTick` only when none is pending, and the UI takes every new step at
-once and then waits ``flush_interval`` (50 ms) before the next tick: a fast model
-never floods the message queue or makes rendering the bottleneck, and a slow UI
-only sees bigger batches. Esc (or Ctrl+C) sets the stream's cancel event; the
-engine ends with ``Done("cancelled")`` and the partial answer stays, marked stopped.
+Threads: the model loads in a thread worker (:mod:`chatcli.tui.loading`, progress
+posted as messages) and every answer streams in a thread worker run by
+:attr:`ChatApp.stream`, a :class:`~chatcli.tui.stream_controller.StreamController`,
+which paces the UI's updates (at most one per ``flush_interval``). Esc (or Ctrl+C)
+sets the stream's cancel event; the engine ends with ``Done("cancelled")`` and the
+partial answer stays, marked stopped.
 
 Slash commands, the command palette and F8 run with :attr:`ChatApp.commands`, a
 :class:`~chatcli.tui.command_context.TuiCommandContext` over the app's public methods,
@@ -16,16 +14,13 @@ so the TUI and the plain REPL run the same command functions.
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import RenderableType
-from textual import on, work
+from textual import on
 from textual.actions import SkipAction
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -41,6 +36,8 @@ from chatcli.errors import ChatcliError
 from chatcli.chat.store import Store
 from chatcli.tui.widgets.answer import AnswerView
 from chatcli.tui.command_context import TuiCommandContext
+from chatcli.tui.hangup import install_hangup
+from chatcli.tui.loading import load_engine
 from chatcli.tui.messages import (
     BranchRequested, EngineFailed, EngineLoaded, EngineNotice, LeaveAlternatives, LoadProgress, PickAlternative,
     SiblingRequested, StreamDone, StreamTick, TokenSelected,
@@ -121,8 +118,7 @@ class ChatApp(App):
         self.commands = TuiCommandContext(self)  # what slash commands and plugin screens get
         self._queued: str | None = None  # a message sent while the model was loading
         self._activity: str | None = None  # a command's long-running work (set_activity), shown as the status state
-        self._load_started = 0.0
-        self._old_sighup = None
+        self._restore_sighup = None
 
     # --- layout ----------------------------------------------------------------------------
 
@@ -179,31 +175,12 @@ class ChatApp(App):
         await self.transcript.mount(LoadingBanner(self.model_name or "model"))
         self.refresh_status(state="loading")
         self.prompt.focus()
-        self._load_started = time.monotonic()
-        self._load_engine()
-        self._install_sighup()
+        load = partial(load_engine, self.engine_factory, self.post_message)
+        self.run_worker(load, name="load", group="load", exclusive=True, thread=True, exit_on_error=False)
+        if not self.is_headless:  # a closing terminal: stop the answer, let it be saved, leave
+            self._restore_sighup = install_hangup(lambda: self.stream.shutdown(3.0))
 
     # --- model loading ---------------------------------------------------------------------
-
-    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def _load_engine(self) -> None:
-        last = [0.0]
-
-        def progress(stage: str, done: int, total: int | None) -> None:
-            now = time.monotonic()
-            if now - last[0] >= 0.05 or (total is not None and done >= total):
-                last[0] = now
-                self.post_message(LoadProgress(stage, done, total))
-
-        try:
-            engine = self.engine_factory(progress)
-        except ChatcliError as e:
-            self.post_message(EngineFailed(e.message))
-            return
-        except Exception as e:  # a bug in a loader must not take the app down
-            self.post_message(EngineFailed(f"{type(e).__name__}: {e}"))
-            return
-        self.post_message(EngineLoaded(engine))
 
     def on_load_progress(self, message: LoadProgress) -> None:
         for banner in self.query(LoadingBanner):
@@ -516,46 +493,12 @@ class ChatApp(App):
         self.refresh_status()
 
     def refresh_status(self, **changes) -> None:
-        try:
-            usage = self.core.context_usage()
-        except Exception:
-            usage = None
-        self.status.update_info(
-            identity=self.core.identity, model=self.model_name or "", params=self.core.conv.params, context=usage,
-            conv_id=self.core.conv.id, saving=self.core.store is not None, tint=self.tint,
-            adapters=self._adapters_text(), **changes,
-        )
-
-    def _adapters_text(self) -> str:
-        if self.core.engine is None:
-            return ""
-        try:
-            from chatcli.chat.lora_commands import status_text
-
-            return status_text(self.core.engine)
-        except Exception:  # a fake or remote engine without adapters
-            return ""
-
-    def _install_sighup(self) -> None:
-        # A closing terminal sends SIGHUP. There is no screen left to shut down gracefully
-        # (Textual's writer can block on the dead terminal), so: stop the answer, let the
-        # worker save its tail, and leave. Everything else is already in the store.
-        if self.is_headless or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
-            return
-
-        def on_hup(signum, frame) -> None:
-            self.stream.shutdown(3.0)
-            os._exit(128 + signum)
-
-        try:
-            self._old_sighup = signal.signal(signal.SIGHUP, on_hup)
-        except ValueError:
-            pass
+        self.status.show_chat(self.core, model=self.model_name or "", tint=self.tint, **changes)
 
     def on_unmount(self) -> None:
         self.stream.cancel()
-        if self._old_sighup is not None:
-            signal.signal(signal.SIGHUP, self._old_sighup)
+        if self._restore_sighup is not None:
+            self._restore_sighup()
 
 
 def make_app(engine_factory: EngineFactory, **options) -> ChatApp:

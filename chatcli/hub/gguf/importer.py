@@ -11,7 +11,9 @@ template carried over) and the manifest ``chatcli.json``.
 Everything is written into a temporary sibling of ``out_dir``, fsynced, then
 renamed into place, so an interrupted import leaves no directory that loads. An
 existing ``out_dir`` is replaced only if it is empty or chatcli made it.
-Disk and memory needs are checked first and refused with numbers.
+Disk and memory needs are checked first and refused with numbers. The file is
+untrusted data: it must be a regular file, and any failure while interpreting its
+metadata, tensor table or tensor bytes is one :class:`ModelError` naming the file.
 
 Scope: the ``llama`` architecture (Llama 1/2, SmolLM, TinyLlama, Mistral-style
 GQA); tensor types F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants
@@ -26,7 +28,8 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +49,8 @@ from chatcli.hub.resources import fmt_bytes, physical_memory
 from chatcli.hub.manifest import read_manifest, sha256_file, write_json, write_manifest
 from chatcli.paths import fsync_dir, fsync_file, replace_dir
 from chatcli.hub.safetensors_io import SafetensorsStreamWriter
-from chatcli.errors import ModelError
+from chatcli.errors import ChatcliError, ModelError
+from chatcli.regular_file import NotRegularFile, check_regular
 
 CONVERTER = "chatcli.gguf_import"
 CONVERTER_VERSION = "1"  # bump when the output for the same input changes
@@ -75,14 +79,38 @@ def read_metadata(reader) -> dict[str, Any]:
 
 
 def open_gguf(path: Path):
+    """A ``gguf.GGUFReader`` of a regular file (a FIFO or device is refused, never mapped)."""
     import gguf
 
     try:
+        check_regular(path, "GGUF file")
         return gguf.GGUFReader(str(path))
     except FileNotFoundError:
         raise ModelError(f"GGUF file not found: {path}") from None
+    except NotRegularFile:
+        raise
     except Exception as e:  # the reader raises ValueError/struct errors on foreign or truncated files
-        raise ModelError(f"{path} is not a readable GGUF file ({e.__class__.__name__}: {e}); re-download it") from None
+        raise ModelError(f"{path} is not a readable GGUF file ({_reason(e)}); re-download it") from None
+
+
+@contextmanager
+def _malformed(path: Path, what: str) -> Iterator[None]:
+    """Turn any failure while *interpreting* the file's contents into one ModelError.
+
+    The metadata and tensor table are data from the file: a value of the wrong type or an
+    impossible size surfaces as whatever ``int()``, numpy, the gguf reader or the tokenizers
+    library raise. Only reading is wrapped, never writing (a full disk is not a bad file)."""
+    try:
+        yield
+    except ChatcliError:
+        raise
+    except Exception as e:
+        raise ModelError(f"{path.name}: {what} ({_reason(e)}); the GGUF file is damaged, re-download it") from None
+
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{e.__class__.__name__}: {text[:160]}{'...' if len(text) > 160 else ''}"
 
 
 def import_gguf(
@@ -103,25 +131,29 @@ def import_gguf(
         raise ModelError(f"{out_dir} already exists and was not made by chatcli: choose a new or empty directory")
     report = progress or (lambda stage, done, total: None)
     reader = open_gguf(gguf_path)
-    meta = read_metadata(reader)
-    arch = meta.get("general.architecture")
-    if arch not in SUPPORTED_ARCHS:
-        raise ModelError(
-            f"GGUF architecture {arch!r} is not supported yet (supported: {', '.join(SUPPORTED_ARCHS)}); "
-            "use the model's Hugging Face checkpoint instead"
-        )
-    shape = llama_shape(meta, reader.tensors)
-    plan = plan_tensors(reader.tensors, shape)
-    n_params = sum(int(np.prod(item.shape)) for item in plan)
+    with _malformed(gguf_path, "unusable metadata or tensor table"):
+        meta = read_metadata(reader)
+        arch = meta.get("general.architecture")
+        if arch not in SUPPORTED_ARCHS:
+            raise ModelError(
+                f"GGUF architecture {str(arch)[:40]!r} is not supported yet (supported: {', '.join(SUPPORTED_ARCHS)}); "
+                "use the model's Hugging Face checkpoint instead"
+            )
+        shape = llama_shape(meta, reader.tensors)
+        plan = plan_tensors(reader.tensors, shape)
+        n_params = sum(int(np.prod(item.shape, dtype=object)) for item in plan)  # Python ints: no overflow
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     if check_resources:
         check_resources_for(n_params, dtype, out_dir.parent)
-    tokenizer = tokenizer_from_gguf(meta)  # fails fast, before the long part
-    if tokenizer.get_vocab_size(with_added_tokens=True) > shape.vocab:
-        raise ModelError(
-            f"GGUF tokenizer has {tokenizer.get_vocab_size()} tokens but the embedding only {shape.vocab} rows: "
-            "the file is inconsistent"
-        )
+    with _malformed(gguf_path, "unusable tokenizer metadata"):
+        tokenizer = tokenizer_from_gguf(meta)  # fails fast, before the long part
+        if tokenizer.get_vocab_size(with_added_tokens=True) > shape.vocab:
+            raise ModelError(
+                f"GGUF tokenizer has {tokenizer.get_vocab_size()} tokens but the embedding only {shape.vocab} rows: "
+                "the file is inconsistent"
+            )
+        tok_config = tokenizer_config_from_gguf(meta, tokenizer, shape.context)
+        configs = hf_config(shape, meta, dtype), generation_config(meta)
 
     src = {"kind": "gguf", "file": gguf_path.name, "name": meta.get("general.name"), **(source or {})}
     if "sha256" not in src:
@@ -135,14 +167,13 @@ def import_gguf(
     tmp.mkdir()
     try:
         files = {}
-        files["config.json"] = write_json(tmp / "config.json", hf_config(shape, meta, dtype))
-        files["generation_config.json"] = write_json(tmp / "generation_config.json", generation_config(meta))
+        files["config.json"] = write_json(tmp / "config.json", configs[0])
+        files["generation_config.json"] = write_json(tmp / "generation_config.json", configs[1])
         tokenizer.save(str(tmp / "tokenizer.json"))
         fsync_file(tmp / "tokenizer.json")
         files["tokenizer.json"] = (tmp / "tokenizer.json").stat().st_size
-        tok_config = tokenizer_config_from_gguf(meta, tokenizer, shape.context)
         files["tokenizer_config.json"] = write_json(tmp / "tokenizer_config.json", tok_config)
-        written = _convert_weights(plan, tmp / WEIGHTS_FILE, dtype, report)
+        written = _convert_weights(plan, tmp / WEIGHTS_FILE, dtype, report, gguf_path)
         write_manifest(tmp, {
             "converter": CONVERTER,
             "converter_version": CONVERTER_VERSION,
@@ -163,7 +194,7 @@ def import_gguf(
     return out_dir
 
 
-def _convert_weights(plan: list[TensorPlan], path: Path, dtype: str, report: Progress):
+def _convert_weights(plan: list[TensorPlan], path: Path, dtype: str, report: Progress, source: Path):
     import gguf
 
     st_dtype, _ = DTYPES[dtype]
@@ -171,10 +202,11 @@ def _convert_weights(plan: list[TensorPlan], path: Path, dtype: str, report: Pro
     writer = SafetensorsStreamWriter(path, entries, metadata={"format": "pt", "converted_by": CONVERTER})
     try:
         for n, item in enumerate(plan):
-            arr = gguf.quants.dequantize(item.tensor.data, item.tensor.tensor_type)
-            arr = np.asarray(arr, dtype=np.float32).reshape(item.shape)
-            if item.heads is not None:
-                arr = unpermute_rotary(arr, item.heads)
+            with _malformed(source, f"tensor {item.tensor.name!r} cannot be dequantized"):
+                arr = gguf.quants.dequantize(item.tensor.data, item.tensor.tensor_type)
+                arr = np.asarray(arr, dtype=np.float32).reshape(item.shape)
+                if item.heads is not None:
+                    arr = unpermute_rotary(arr, item.heads)
             writer.write(item.hf_name, _cast(arr, dtype, item.hf_name))
             report("converting tensors", n + 1, len(plan))
         return writer.close()

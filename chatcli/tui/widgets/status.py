@@ -21,6 +21,7 @@ from chatcli.engine.params import SamplingParams
 from chatcli.tui.token_text import bar
 
 if TYPE_CHECKING:
+    from chatcli.chat.core import ChatCore
     from chatcli.plugins.manager import PluginManager
 
 STATE_STYLE = {
@@ -106,6 +107,17 @@ def right_content(info: StatusInfo) -> Content:
     return Content.assemble(*parts)
 
 
+def _adapters_text(engine) -> str:
+    if engine is None:
+        return ""
+    try:
+        from chatcli.chat.lora_commands import status_text
+
+        return status_text(engine)
+    except Exception:  # a fake or remote engine without adapters
+        return ""
+
+
 class StatusBar(Horizontal):
     def __init__(self, plugins: PluginManager | None = None) -> None:
         super().__init__(id="status")
@@ -130,6 +142,18 @@ class StatusBar(Horizontal):
             self.app.notify(f"{text}\nF8 runs {action}", title="ready", timeout=15)
         if (text, action) != (self.info.plugin, self.info.action):
             self.update_info(plugin=text, action=action)
+
+    def show_chat(self, core: ChatCore, *, model: str, tint: str, **changes) -> None:
+        """Show the chat's state (model, settings, context used, history id, adapters, tint),
+        with ``changes`` (state, speed...) on top."""
+        try:
+            usage = core.context_usage()
+        except Exception:  # no engine yet, or one that cannot count
+            usage = None
+        self.update_info(
+            identity=core.identity, model=model, params=core.conv.params, context=usage, conv_id=core.conv.id,
+            saving=core.store is not None, tint=tint, adapters=_adapters_text(core.engine), **changes,
+        )
 
     def update_info(self, **changes) -> None:
         for k, v in changes.items():
