@@ -313,6 +313,13 @@ def str_method_args(method: Any, args: tuple, kwargs: dict) -> tuple:
 # every other filter given just a string value is checked by its result alone.
 FILTERS_WITH_ARGUMENT_CHECKS = frozenset({"format", "indent", "join", "pprint", "replace", "tojson", "urlize", "wordwrap"})
 
+# Filters that go through their value item by item, with Python work per item (a string's items
+# are its characters): at most MAX_ITEMS items, so one call cannot outlast the deadline by much.
+ITERATING_FILTERS = frozenset({
+    "batch", "groupby", "join", "list", "map", "max", "min", "reject", "rejectattr", "select", "selectattr",
+    "slice", "sort", "sum", "unique",
+})  # fmt: skip
+
 # Filters that do not turn their value into text (so a large value is fine as it is).
 STRUCTURAL_FILTERS = frozenset({
     "abs", "attr", "batch", "count", "d", "default", "dictsort", "filesizeformat", "first", "float", "groupby",
@@ -324,6 +331,8 @@ STRUCTURAL_FILTERS = frozenset({
 def filter_args(name: str, value: Any, params: tuple, kwargs: dict) -> tuple[Any, tuple]:
     """Check one filter call before it runs; returns the (value, params) to run it with."""
     check_size_arguments(f"the {name} filter", params, kwargs)
+    if name in ITERATING_FILTERS and isinstance(value, (str, list, tuple, range)) and len(value) > MAX_ITEMS:
+        raise TemplateLimitError(f"the {name} filter would go through {len(value):,} items (at most {MAX_ITEMS:,})")
     if name == "tojson":  # tojson(ensure_ascii, indent, separators, sort_keys): indent and separators repeat per item
         indent = kwargs.get("indent", params[1] if len(params) > 1 else None)
         separators = kwargs.get("separators", params[2] if len(params) > 2 else None)

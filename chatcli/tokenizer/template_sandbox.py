@@ -36,6 +36,7 @@ from jinja2.utils import _PassArg
 
 from chatcli.tokenizer.template_limits import (
     FILTERS_WITH_ARGUMENT_CHECKS,
+    ITERATING_FILTERS,
     MAX_OUTPUT_BYTES,
     MAX_TEXT,
     MAX_VOLUME,
@@ -131,7 +132,7 @@ def _finalize(value: Any) -> Any:
 
 def _guard_filter(name: str, func: Callable) -> Callable:
     skip = 0 if _PassArg.from_obj(func) is None else 1  # the context/eval_ctx/environment argument
-    plain = name not in FILTERS_WITH_ARGUMENT_CHECKS
+    plain = name not in FILTERS_WITH_ARGUMENT_CHECKS and name not in ITERATING_FILTERS
 
     @functools.wraps(func)  # keeps jinja_pass_arg, so Jinja passes what ``func`` expects
     def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -169,7 +170,9 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
                 return produced(budget, super().call(__context, __obj, *args, **kwargs))
             finally:
                 leave_call(budget)
-        if type(__obj) in _BUILTIN:  # message.get(...), 'x'.ljust(...), ...
+        kind = type(__obj)
+        if kind in _BUILTIN or (kind is types.MethodType and issubclass(type(__obj.__self__), (str, bytes))):
+            # message.get(...), 'x'.ljust(...), and Markup's methods, which are Python wrappers of str's
             name = __obj.__name__
             if args or kwargs:
                 check_size_arguments(f"{name}()", args, kwargs)

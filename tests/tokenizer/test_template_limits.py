@@ -57,6 +57,9 @@ HOSTILE = {
     "macro_argument_doubling": ("{% macro m(s, n) %}{% if n %}{{ m(s ~ s, n - 1) }}{% endif %}{% endmacro %}"
                                 "{{ m('a', 45) }}", "concatenation"),
     "ljust": ("{{ 'a'.ljust(10**10) }}", "ljust() got the number 10,000,000,000"),
+    "markup_ljust": ("{{ lipsum(1).ljust(10**10) }}", "ljust() got the number"),  # Markup's methods are Python's
+    "markup_replace": ("{% set s = 'a' * 100000 %}{{ ('a' * 100)|e|attr('replace')('', s) }}", "str.replace"),
+    "markup_join": ("{% set s = 'a' * 100000 %}{{ ('x'|e).join([s] * 100) }}", "join would build"),
     "to_bytes": ("{{ (1).to_bytes(10**10, 'big') }}", "to_bytes()"),
     "expandtabs": ("{% set s = '\t' * 100000 %}{{ s.expandtabs(1000) }}", "str.expandtabs"),
     "str_replace_empty": ("{% set s = 'a' * 100000 %}{{ s.replace('', s) }}", "str.replace"),
