@@ -316,3 +316,20 @@ def test_the_pre_flight_refuses_before_the_model_is_loaded(tmp_path, tiny_model_
     monkeypatch.setattr(checkpoint, "load_checkpoint", lambda *a, **k: pytest.fail("model loaded"))
     code, out, err = run_cli("generate", "hi", "--model", str(tiny_model_dir), "--lora", str(d))
     assert code == 1 and out == "" and err.count("\n") == 1 and "selects none" in err
+
+
+# --- other readers of adapter folders ----------------------------------------------------------
+
+
+def test_the_tui_adapter_list_skips_hostile_folders_instead_of_crashing(tmp_path):
+    from chatcli.tui.widgets.adapter_picker import find_adapters
+
+    root = tmp_path / "adapters"
+    _adapter(root / "good")
+    deep = _adapter(root / "deep")
+    (deep / "adapter_config.json").write_text('{"r": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    fifo = _adapter(root / "fifo")
+    (fifo / "adapter_model.safetensors").unlink()
+    os.mkfifo(fifo / "adapter_model.safetensors")
+    entries = _in_thread(lambda: find_adapters([(root, "test")]))
+    assert {e.name: e.rank for e in entries} == {"deep": None, "good": 4}

@@ -14,7 +14,6 @@ marked and not selectable) and dismisses with the chosen path, or None on Esc.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,8 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
+
+from chatcli.bounded_json import loads
 
 MAX_CONFIG_BYTES = 1 << 20  # a PEFT config is a few KB; a bigger file is not read
 
@@ -49,7 +50,7 @@ def _config_summary(config: Path) -> tuple[int | None, str]:
     try:
         if config.stat().st_size > MAX_CONFIG_BYTES:
             return None, ""
-        data = json.loads(config.read_text(encoding="utf-8"))
+        data = loads(config.read_bytes())  # bounded nesting: a hostile config is skipped, not a crash
     except (OSError, ValueError):
         return None, ""
     if not isinstance(data, dict):
