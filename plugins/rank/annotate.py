@@ -5,16 +5,19 @@ recognised by a hash of their messages, candidate texts and seeds
 (:attr:`QueueItem.key`), so running ``chatcli rank annotate FILE`` again
 continues with the first item not done, whatever happened in between (Esc,
 Ctrl+Q, a closed terminal, ``kill -9``). Each submit is stored before the next
-item appears: the store is durable at every commit.
+item appears: the store is durable at every commit. The screens get the person's
+judgements so far (the store's, then each new submit), for the contradiction notice.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from textual.app import App
 from textual.binding import Binding
 
+from chatcli_rank.consistency import judgement, judgements
 from chatcli_rank.jsonl import QueueItem
 from chatcli_rank.screen import RankOutcome, RankScreen
 from chatcli_rank.store import RankStore
@@ -52,6 +55,7 @@ class AnnotateApp(App):
         self.done_before = self.total - len(items)
         self.position = 0
         self.tally = Tally()
+        self.earlier = judgements(store.submissions())  # grows with every submit of this session
 
     def on_mount(self) -> None:
         self._show_next()
@@ -63,7 +67,8 @@ class AnnotateApp(App):
         item = self.items[self.position]
         k = self.done_before + self.position + 1
         title = f"Item {k} of {self.total} ({self.source}:{item.line}) — 1-9 pick best first · Enter submits · s skips · Esc stops"
-        screen = RankScreen(item.messages, candidates=item.candidates, title=title, on_done=lambda o, it=item: self._store(it, o))
+        screen = RankScreen(item.messages, candidates=item.candidates, title=title, earlier=self.earlier,
+                            on_done=lambda o, it=item: self._store(it, o))  # fmt: skip
         self.push_screen(screen, callback=self._after)
 
     def _store(self, item: QueueItem, outcome: RankOutcome) -> None:
@@ -76,6 +81,9 @@ class AnnotateApp(App):
         )
         rid = self.store.add_ranking(set_id, outcome.ranking)
         self.tally.ranking_ids.append(rid)
+        made = judgement(rid, set_id, time.time(), item.messages, [c.text for c in item.candidates], outcome.ranking)
+        if made is not None:
+            self.earlier.append(made)
         status = outcome.ranking.status
         if status == "ranked":
             self.tally.ranked += 1

@@ -226,6 +226,7 @@ def rank_command(ctx: Any, text: str) -> None:
 
 def build_screen(ctx: Any, args: RankArgs | None = None):
     """The ranking screen for the chat's current conversation (also the register_tui factory)."""
+    from chatcli_rank.consistency import judgements
     from chatcli_rank.screen import RankScreen
     from chatcli_rank.store import shared_store
 
@@ -236,9 +237,10 @@ def build_screen(ctx: Any, args: RankArgs | None = None):
     plan(args.n, args.temperatures, args.lora_mix, ctx.core.engine)  # e.g. --lora-mix without adapters
     store = shared_store()
     run = ChatRanking(ctx, args, store)
+    earlier = judgements(store.submissions())  # for the screen's contradiction notice
     mix = " with adapters mixed" if args.lora_mix else ""
     temps = ", ".join(f"{t:g}" for t in args.temperatures)
     reward = reward_model_name(ctx.core.engine)
     sort = f", best first by reward model {reward}" if reward else ""
     title = f"Rank {args.n} answers (temperature {temps}{mix}{sort}) — 1-9 pick best first · Enter submits · Esc leaves"
-    return RankScreen(run.messages, generate=run.generate, title=title, n=args.n, on_done=run.done)
+    return RankScreen(run.messages, generate=run.generate, title=title, n=args.n, on_done=run.done, earlier=earlier)

@@ -11,6 +11,14 @@ annotate`` alike.
 Keys: 1-9 and 0 (=10) place that answer as the next best (again: take it back),
 up/down select, shift+up/down (or K/J) move the selected answer, t ties it with
 the one above, b marks all bad, n edits a note, s skips, Enter submits, Esc leaves.
+
+Consistency: given the person's ``earlier`` judgements (:mod:`chatcli_rank.consistency`),
+the screen warns while a ranking is made when it puts two answers the other way
+round from an earlier ranking of the same prompt (or ranks two equal texts apart),
+and again when such a ranking is submitted. Rewards: when a reward model scored the
+candidates, their rewards stay hidden while the person ranks (so the ranking is the
+person's own) and appear on the cards after the submit, with how many of the
+ranking's pairs the reward model orders the same way; Enter or Esc then closes.
 Styles are in ``DEFAULT_CSS`` because the screen is pushed onto apps that do
 not know this plugin's stylesheet.
 """
@@ -19,7 +27,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from textual import on, work
@@ -32,6 +40,7 @@ from textual.widgets import Footer, Input, ProgressBar, Static
 from chatcli.errors import ChatcliError
 from chatcli.tui.widgets.markdown_body import AnswerMarkdown
 from chatcli_rank.candidates import Candidate, CandidateProgressFn
+from chatcli_rank.consistency import Conflict, Judgement, conflicts
 from chatcli_rank.ranking import Ranking, RankingDraft
 
 GenerateFn = Callable[[CandidateProgressFn, threading.Event], list[Candidate]]
@@ -56,10 +65,11 @@ class CandidateCard(Static):
         super().__init__(AnswerMarkdown(text) if text else Content("(empty answer)"), classes="rank-card")
         self.candidate = candidate
 
-    def render_card(self, place: str, selected: bool, tied: bool) -> None:
+    def render_card(self, place: str, selected: bool, tied: bool, show_reward: bool = False) -> None:
         c = self.candidate
         mean = f"mean p {c.mean_model_prob:.2f}" if c.mean_model_prob is not None else "mean p -"
-        reward = [f"reward {c.reward:+.2f}"] if c.reward is not None else []  # scored by a loaded reward model
+        # Scored by a loaded reward model: shown once the person's ranking is in, never before.
+        reward = [f"reward {c.reward:+.2f}"] if c.reward is not None and show_reward else []
         bits = [mean, *reward, f"{c.tokens} tokens", f"T {c.params.get('temperature', '?')}", f"seed {c.seed}"]
         if c.adapters:
             bits.append("+".join(f"{a['name']}×{a['scale']:g}" for a in c.adapters))
@@ -82,6 +92,8 @@ class RankScreen(Screen[RankOutcome]):
     RankScreen .rank-card.-placed { border: round $success 60%; }
     RankScreen .rank-card.-selected { border: heavy $accent; background: $accent 6%; }
     RankScreen #rank-status { height: auto; padding: 0 1; background: $boost; }
+    RankScreen #rank-conflict { height: auto; padding: 0 1; color: $warning; background: $warning 10%; display: none; }
+    RankScreen #rank-conflict.-shown { display: block; }
     RankScreen #rank-note { display: none; }
     RankScreen #rank-note.-open { display: block; }
     """
@@ -108,6 +120,7 @@ class RankScreen(Screen[RankOutcome]):
         title: str = "",
         n: int | None = None,
         on_done: Callable[[RankOutcome], None] | None = None,
+        earlier: Sequence[Judgement] = (),
     ) -> None:
         super().__init__()
         if candidates is None and generate is None:
@@ -123,6 +136,8 @@ class RankScreen(Screen[RankOutcome]):
         self._cancel = threading.Event()
         self._shown_at = 0.0
         self._on_done = on_done
+        self.earlier = earlier  # the person's earlier judgements (the caller may keep adding to it)
+        self.revealed: RankOutcome | None = None  # stored; the rewards are on show until Enter/Esc
 
     def finish(self, outcome: RankOutcome) -> None:
         """Hand the outcome to ``on_done`` (it stores it), then close the screen with it."""
@@ -132,6 +147,15 @@ class RankScreen(Screen[RankOutcome]):
             except ChatcliError as e:  # e.g. the store went away: say so, keep the screen
                 self.notify(e.message, severity="error", timeout=5)
                 return
+        r = outcome.ranking
+        found = self.conflicts(r.tiers) if r is not None and r.status == "ranked" else []
+        if found:
+            more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
+            self.app.notify(f"stored, but it contradicts what you said before: {found[0].describe()}{more}",
+                            severity="warning", timeout=8)  # fmt: skip
+        if r is not None and r.status != "skipped" and any(c.reward is not None for c in outcome.candidates):
+            self.reveal(outcome)
+            return
         self.dismiss(outcome)
 
     # --- layout ----------------------------------------------------------------------------
@@ -145,6 +169,7 @@ class RankScreen(Screen[RankOutcome]):
             yield ProgressBar(total=self.n, show_eta=False, id="rank-gen-bar")
         yield VerticalScroll(id="rank-cards", can_focus=False)
         yield Input(placeholder="a note for this ranking (Enter keeps it, Esc closes)", id="rank-note")
+        yield Static("", id="rank-conflict")
         yield Static("", id="rank-status")
         yield Footer(compact=True)
 
@@ -220,11 +245,35 @@ class RankScreen(Screen[RankOutcome]):
             if d.is_placed(i):
                 tier = next(k for k, t in enumerate(d.tiers()) if i in t)
                 place = ORDINAL.get(tier + 1, f"{tier + 1}th")
-            card.render_card(place, selected=(i == self.cursor), tied=i in d.tied)
+            card.render_card(place, selected=(i == self.cursor), tied=i in d.tied, show_reward=self.revealed is not None)
             if container.children.index(card) != pos:
                 container.move_child(card, before=pos)
         cards[self.cursor].scroll_visible(animate=False)
         self.query_one("#rank-status", Static).update(self.summary())
+        found = [] if d.all_bad or self.revealed is not None else self.conflicts(d.tiers())
+        notice = self.query_one("#rank-conflict", Static)
+        notice.set_class(bool(found), "-shown")
+        notice.update(Content("⚠ " + "; ".join(c.describe() for c in found[:2])
+                              + (f" (+{len(found) - 2} more)" if len(found) > 2 else "")) if found else "")  # fmt: skip
+
+    def conflicts(self, tiers: Sequence[Sequence[int]]) -> list[Conflict]:
+        """Where ranking the candidates as ``tiers`` contradicts the earlier judgements (or itself)."""
+        return conflicts(self.earlier, self.messages, [c.text for c in self.candidates], tiers)
+
+    def reveal(self, outcome: RankOutcome) -> None:
+        """After a submit: the rewards on the cards and the reward model's agreement with this ranking."""
+        from chatcli_rank.reward_agreement import ranking_agreement
+
+        self.revealed = outcome
+        self.refresh_cards()
+        agree, total, against = ranking_agreement(outcome.ranking, [c.reward for c in outcome.candidates])
+        if total:
+            line = f"stored · the reward model orders {agree} of your {total} pairs the same way"
+            if against:
+                line += " (not " + ", ".join(f"{w + 1} > {l + 1}" for w, l in against[:4]) + ("…" if len(against) > 4 else "") + ")"
+        else:
+            line = "stored · no pairs to compare with the reward model (all bad, or one tie)"
+        self.query_one("#rank-status", Static).update(Content(line + " · Enter or Esc closes"))
 
     def summary(self) -> Content:
         d = self.draft
@@ -246,7 +295,7 @@ class RankScreen(Screen[RankOutcome]):
     # --- actions ---------------------------------------------------------------------------
 
     def _ready(self) -> bool:
-        return self.draft is not None and not self.query_one("#rank-note").has_class("-open")
+        return self.draft is not None and self.revealed is None and not self.query_one("#rank-note").has_class("-open")
 
     def action_pick(self, i: int) -> None:
         if not self._ready():
@@ -283,7 +332,7 @@ class RankScreen(Screen[RankOutcome]):
             self.refresh_cards()
 
     def action_note(self) -> None:
-        if self.draft is None:
+        if self.draft is None or self.revealed is not None:
             return
         note = self.query_one("#rank-note", Input)
         note.value = self.draft.note
@@ -307,6 +356,9 @@ class RankScreen(Screen[RankOutcome]):
             self.finish(RankOutcome(Ranking(tiers, "skipped", self.draft.note.strip(), self._elapsed()), self.candidates))
 
     def action_submit(self) -> None:
+        if self.revealed is not None:
+            self.dismiss(self.revealed)
+            return
         if not self._ready():
             return
         try:
@@ -317,6 +369,9 @@ class RankScreen(Screen[RankOutcome]):
         self.finish(RankOutcome(ranking, self.candidates))
 
     def action_leave(self) -> None:
+        if self.revealed is not None:
+            self.dismiss(self.revealed)
+            return
         if self.query_one("#rank-note").has_class("-open"):
             self._close_note()
             return

@@ -194,12 +194,15 @@ def test_screen_all_bad_skip_and_leave():
     assert run(go(["escape"])) is None
 
 
-def test_cards_show_the_reward_score_next_to_the_mean_probability():
+def test_cards_show_the_reward_score_next_to_the_mean_probability_once_submitted():
     async def go():
         scored = [replace(c, reward=r) for c, r in zip(candidates(["a", "b"], model_probs=[0.9, 0.4]), [1.5, -0.25])]
         app = _Host(RankScreen(conversation(), candidates=scored))
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_for(pilot, lambda: app.rank_screen.draft is not None)
+            assert "reward" not in str(app.rank_screen.cards()[0].border_subtitle)  # the person ranks unswayed
+            await pilot.press("1", "enter")
+            await wait_for(pilot, lambda: app.rank_screen.revealed is not None)
             subtitles = [str(app.rank_screen.cards()[i].border_subtitle) for i in (0, 1)]
         assert subtitles[0].startswith("mean p 0.90  ·  reward +1.50  ·  ")
         assert subtitles[1].startswith("mean p 0.40  ·  reward -0.25  ·  ")
