@@ -1,30 +1,108 @@
-"""Loss curves without matplotlib: a PNG from a tiny pure-Python writer, and a terminal chart.
+"""Training curves: ``loss.png`` drawn with matplotlib, and a text chart for the terminal.
 
-matplotlib is not a dependency of chatcli, so :func:`write_png` draws the train
-(blue) and validation (orange) curves on a white canvas with axes and writes the PNG
-itself (zlib + CRC chunks, 8-bit RGB). :func:`terminal_plot` draws the same curves
-in text, one column per bucket of steps ('•' train, 'o' validation).
+:func:`write_png` draws one panel per quantity the metrics have, against the
+optimizer step: the loss always, then accuracy, reward margin, reward and KL
+where the run logs them (``accuracy``/``val_accuracy``, ``margin``/``val_margin``,
+``reward``/``val_reward``, ``kl``/``val_kl``). Each panel shows the raw training
+values as faint points, a smoothed line through them (:func:`smooth`, a centred
+moving average) and the validation values as larger markers, with labelled axes,
+tick numbers and a legend; the title names the run kind and the model.
+matplotlib is imported inside :func:`figure` (its Agg canvas, no display), so
+nothing else pays for it.
+:func:`terminal_plot` draws the loss in text, one column per bucket of steps
+('•' train, 'o' validation).
 """
 
 from __future__ import annotations
 
-import struct
-import zlib
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 Series = list[tuple[float, float]]  # (step, value)
 
-TRAIN_RGB = (31, 119, 180)
-VAL_RGB = (255, 127, 14)
+TRAIN_RGB = "#1f77b4"
+VAL_RGB = "#ff7f0e"
+KIND_TITLE = {"sft": "SFT", "dpo": "DPO", "reward": "Reward model", "rl": "RL"}
+# (metric logged per step, its validation twin, the panel's y-axis label)
+PANELS = [
+    ("loss", "val_loss", "loss"),
+    ("accuracy", "val_accuracy", "pair accuracy"),
+    ("margin", "val_margin", "reward margin (chosen - rejected)"),
+    ("reward", "val_reward", "reward"),
+    ("kl", "val_kl", "KL to the base model"),
+]
 
 
-def _png(width: int, height: int, pixels: list[bytearray]) -> bytes:
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+def series(history: Sequence[dict], key: str) -> Series:
+    """(step, value) of every metrics line that has a finite ``key``."""
+    out = []
+    for m in history:
+        v = m.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and "step" in m:
+            out.append((float(m["step"]), float(v)))
+    return out
 
-    raw = b"".join(b"\x00" + bytes(row) for row in pixels)  # filter type 0 per row
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+def smooth(values: Sequence[float], window: int | None = None) -> list[float]:
+    """A centred moving average (the mean of the ``window`` values around each, fewer at the ends).
+
+    Centred, so the line follows a falling loss without the lag of an exponential
+    average; ``window`` defaults to about an eighth of the run (odd, 3 to 51; none
+    under 5 points), so a short run is drawn as it is and a long one as its trend.
+    """
+    n = len(values)
+    if window is None:
+        window = 1 if n < 5 else max(3, min(51, n // 8 | 1))
+    half = window // 2
+    out = []
+    for i in range(n):
+        part = values[max(0, i - half) : i + half + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
+def write_png(path: Path, history: Sequence[dict], kind: str = "", model: str = "") -> Path | None:
+    """Draw the run's curves into ``path`` (atomically); None when no metrics line has a loss."""
+    fig = figure(history, kind, model)
+    if fig is None:
+        return None
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    tmp.replace(path)
+    return path
+
+
+def figure(history: Sequence[dict], kind: str = "", model: str = ""):
+    """The matplotlib ``Figure`` of :func:`write_png` (None without a loss to draw)."""
+    panels = [(k, vk, label) for k, vk, label in PANELS if series(history, k) or series(history, vk)]
+    if not series(history, "loss") and not series(history, "val_loss"):
+        return None
+    # The Agg canvas directly, not pyplot: files only, no window, no process-wide backend switch.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 2.6 + 2.2 * len(panels)), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (key, val_key, label) in zip(axes, panels):
+        train, val = series(history, key), series(history, val_key)
+        if train:
+            xs, ys = zip(*train)
+            ax.plot(xs, ys, "o", ms=2.5, color=TRAIN_RGB, alpha=0.3, label=f"train {key} (each step)")
+            ax.plot(xs, smooth(ys), "-", lw=1.8, color=TRAIN_RGB, label=f"train {key} (smoothed)")
+        if val:
+            vx, vy = zip(*val)
+            ax.plot(vx, vy, "s--", ms=6, lw=1, color=VAL_RGB, label=f"validation {key}")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    axes[-1].set_xlabel("optimizer step")
+    steps = int(max(m.get("step", 0) for m in history))
+    title = f"{KIND_TITLE.get(kind, kind or 'Fine-tuning')} run" + (f" on {Path(model).name or model}" if model else "")
+    fig.suptitle(f"{title}: {steps} step{'s' if steps != 1 else ''}")
+    return fig
 
 
 def _bounds(series: list[Series]) -> tuple[float, float, float, float]:
@@ -36,52 +114,6 @@ def _bounds(series: list[Series]) -> tuple[float, float, float, float]:
     if y1 == y0:
         y1 = y0 + 1
     return x0, x1, y0, y1
-
-
-def write_png(path: Path, train: Series, val: Series, width: int = 640, height: int = 360) -> Path | None:
-    """Draw the curves; returns the path, or None when there is nothing to draw."""
-    if not train and not val:
-        return None
-    px = [bytearray(b"\xff" * (3 * width)) for _ in range(height)]
-    left, right, top, bottom = 40, width - 15, 15, height - 30
-    x0, x1, y0, y1 = _bounds([s for s in (train, val) if s])
-
-    def put(x: int, y: int, rgb: tuple[int, int, int]) -> None:
-        if 0 <= x < width and 0 <= y < height:
-            px[y][3 * x : 3 * x + 3] = bytes(rgb)
-
-    def to_xy(p: tuple[float, float]) -> tuple[int, int]:
-        x = left + (p[0] - x0) / (x1 - x0) * (right - left)
-        y = bottom - (p[1] - y0) / (y1 - y0) * (bottom - top)
-        return round(x), round(y)
-
-    for y in range(top, bottom + 1):  # axes and light grid
-        put(left, y, (0, 0, 0))
-    for x in range(left, right + 1):
-        put(x, bottom, (0, 0, 0))
-        for k in (1, 2, 3):
-            put(x, top + k * (bottom - top) // 4, (225, 225, 225))
-    for series, rgb in ((train, TRAIN_RGB), (val, VAL_RGB)):
-        pts = [to_xy(p) for p in series]
-        for (ax, ay), (bx, by) in zip(pts, pts[1:]):
-            n = max(abs(bx - ax), abs(by - ay), 1)
-            for i in range(n + 1):
-                x, y = round(ax + (bx - ax) * i / n), round(ay + (by - ay) * i / n)
-                for dx, dy in ((0, 0), (0, 1), (1, 0)):
-                    put(x + dx, y + dy, rgb)
-        for x, y in pts if len(pts) < 40 else pts[-1:]:
-            for dx in (-2, -1, 0, 1, 2):
-                for dy in (-2, -1, 0, 1, 2):
-                    put(x + dx, y + dy, rgb)
-    for i, rgb in enumerate((TRAIN_RGB, VAL_RGB)):  # legend swatches (train, validation) top right
-        for dx in range(14):
-            for dy in range(6):
-                put(right - 40 + dx, top + 4 + 12 * i + dy, rgb)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(_png(width, height, px))
-    tmp.replace(path)
-    return path
 
 
 def terminal_plot(train: Series, val: Series, width: int = 60, height: int = 12) -> str:

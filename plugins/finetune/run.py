@@ -218,7 +218,7 @@ def run_training(args: TrainArgs, reporter=None, *, resume: bool = False, overwr
             summary["resume"] = "continue with the same command plus --resume"
         train_pts = [(m["step"], m["loss"]) for m in hist]
         val_pts = [(m["step"], m["val_loss"]) for m in vals]
-        png = write_png(out / "loss.png", train_pts, val_pts)
+        png = write_png(out / "loss.png", hist, kind=args.kind, model=args.model)
         summary["plot"] = str(png) if png else None
         plot_text = terminal_plot(train_pts, val_pts)
         outdir.write_json(out / "summary.json", summary)
