@@ -334,3 +334,24 @@ def test_sibling_arrows_in_the_header_are_clickable():
             assert view.node is first and app.core.conv.leaf is first
 
     run(go())
+
+
+def test_a_job_started_while_an_answer_streams_is_refused_and_the_stream_goes_on():
+    async def go():
+        engine = FakeEngine(length=100000, delay=0.001)
+        engine.hold_at = 10
+        app = build_app(engine)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await send(pilot, "write")
+            await wait_for(pilot, lambda: app.stream.streaming and len(app.stream.job.node.steps) == 10, what="a held answer")
+            job, worker = app.stream.job, app.stream.handle
+            app.commands.run_job(job)  # e.g. a plugin command that does not wait for the answer
+            await pilot.pause(0.1)
+            assert app.stream.job is job and app.stream.handle is worker  # no second worker
+            assert any("still streaming" in str(n.message) for n in app._notifications)
+            await pilot.press("escape")
+            await until_idle(pilot)
+            assert job.node.status == "cancelled"
+
+    run(go())
