@@ -37,8 +37,8 @@ def register_commands(register):
     register(
         "finetune",
         _finetune_command,
-        "train a LoRA adapter in the background: /finetune sft|dpo|reward [FILE] [--load] [flags] | status | stop | load",
-        args=(Arg("args", "text", optional=True, help="sft|dpo|reward [FILE] [--load] [flags], status, stop, load"),),
+        "train a LoRA adapter in the background: /finetune sft|dpo|reward [FILE] [--load] [flags] | status | stop | load | plot",
+        args=(Arg("args", "text", optional=True, help="sft|dpo|reward [FILE] [--load] [flags], status, stop, load, plot [DIR]"),),
     )
     register(
         "score",
@@ -47,6 +47,17 @@ def register_commands(register):
         args=(Arg("args", "text", optional=True, help="NAME of a loaded reward model, or load DIR [NAME]"),),
         idle_only=True,
     )
+
+
+def _plot_screen(ctx):
+    from chatcli_finetune.command import plot_screen
+
+    return plot_screen(ctx)
+
+
+@hookimpl
+def register_tui(register):
+    register("finetune-plot", _plot_screen, kind="screen", title="Fine-tuning curves (live)")
 
 
 @hookimpl

@@ -3,13 +3,15 @@
 Forms::
 
     /finetune sft|dpo|reward [FILE | --from-history [IDS] | --from-rankings] [--load] [any `chatcli finetune` flag ...]
-    /finetune status | stop | load
+    /finetune status | stop | load | plot [DIR]
 
 Without FILE, ``sft`` trains on the current conversation (``--from-history``: on
 saved conversations; ``--from-rankings``: on the best ranked answers) and ``dpo`` /
 ``reward`` on the saved rankings (what ``chatcli rank export --pairs all`` would write). ``--load`` loads
 the adapter as soon as the run finishes; otherwise ``/finetune load`` does. One run
-at a time per chat session.
+at a time per chat session. ``/finetune plot`` (F8 while a run is
+going) opens the live curves of the run, or of the run folder DIR
+(:mod:`chatcli_finetune.live_plot`).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def status_item() -> str | tuple[str, str] | None:
     if run is None or run.proc is None:
         return None
     if run.running:
-        return run.status_line()
+        return run.status_line(), "/finetune plot"  # F8: the live curves
     if run.finished:
         if run.loaded:
             return None
@@ -88,6 +90,23 @@ def status_item() -> str | tuple[str, str] | None:
     if run.ended_at is not None and time.monotonic() - run.ended_at < 60:
         return run.status_line()
     return None
+
+
+def plot_screen(ctx, folder: str | None = None):
+    """The live curves of run folder ``folder``, or of this session's run (also the register_tui factory)."""
+    if not ctx.frontend.screens:
+        raise UsageError("/finetune plot needs the full-screen chat; elsewhere: chatcli finetune report DIR")
+    from chatcli_finetune.live_plot import LivePlotScreen
+
+    if folder is not None:
+        out = Path(folder).expanduser()
+        if not out.is_dir():
+            raise UsageError(f"no fine-tuning run folder at {out}")
+        return LivePlotScreen(out)
+    run = current_run()
+    if run is None or run.proc is None:
+        raise UsageError("no fine-tuning run in this session: /finetune plot DIR shows a run folder's curves")
+    return LivePlotScreen(run.out, status=run.status_line, title=f"Fine-tuning ({run.kind}) curves: {run.out}")
 
 
 def finetune_command(ctx, args: str) -> None:
@@ -110,8 +129,11 @@ def finetune_command(ctx, args: str) -> None:
             raise UsageError("no finished fine-tuning run to load: see /finetune status")
         ctx.say(_load(ctx, run), "result")
         return
+    if action == "plot":
+        ctx.push_screen(plot_screen(ctx, " ".join(words[1:]) or None))
+        return
     if action not in KINDS:
-        raise UsageError(f"unknown /finetune {action!r}: use sft, dpo, reward, status, stop or load")
+        raise UsageError(f"unknown /finetune {action!r}: use sft, dpo, reward, status, stop, load or plot")
     if current_run() is not None and current_run().running:
         raise UsageError("a fine-tuning run is already going: /finetune status, or /finetune stop")
     rest = words[1:]

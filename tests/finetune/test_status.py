@@ -95,8 +95,9 @@ def test_finetune_status_item_follows_the_run(tmp_path):
                             last={"step": 3, "total_steps": 10, "loss": 1.25, "tokens_per_s": 40.0, "eta_s": 75})  # fmt: skip
     command._RUN["current"] = running
     try:
-        text = command.status_item()
+        text, offer = command.status_item()
         assert text == "finetune sft: step 3/10 loss 1.250 40 tok/s ETA 1:15 (answers slower meanwhile)"
+        assert offer == "/finetune plot"  # F8 opens the live curves
     finally:
         running.proc.kill()
         running.proc.wait()
