@@ -1,4 +1,4 @@
-"""``chatcli finetune sft|dpo|reward DATA.jsonl --out DIR [flags]`` (the CLI group of the plugin).
+"""``chatcli finetune sft|dpo|reward DATA.jsonl --out DIR [flags]`` and ``chatcli finetune report DIR``.
 
 Imported only when ``chatcli finetune ...`` runs. The three commands share their
 flags (``--beta`` is DPO's); every run works the same under
@@ -122,3 +122,19 @@ def reward(data: Path | None = DataArg, out: Path = OutOpt, model: str = ModelOp
            threads: int | None = ThreadsOpt, from_rankings: bool = RankingsOpt) -> None:  # fmt: skip
     """A reward model: LoRA + a scalar score head, pairwise (Bradley-Terry) loss; saved as PEFT SEQ_CLS."""
     _run("reward", from_history=False, **locals())
+
+
+@finetune_app.command("report")
+def report(out: Path = typer.Argument(..., help="A run folder (the --out of 'chatcli finetune ...')."),
+           as_json: bool = _O(False, "--json", help="One JSON object: settings, summary, metrics, what changed."),
+           all_steps: bool = _O(False, "--all", help="Every step in the metrics table (default: about 25 rows).")) -> None:  # fmt: skip
+    """Print a run's metrics table, its settings and its "what changed" report (opens nothing)."""
+    import json as json_
+
+    from chatcli_finetune.run_report import load_report, render_report
+
+    data = load_report(out)
+    if as_json:
+        print(json_.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        render_report(data, all_steps=all_steps)
