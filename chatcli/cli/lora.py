@@ -1,9 +1,9 @@
 """``chatcli lora``: inspect an adapter, merge adapters into a new checkpoint, show what one changes.
 
 * ``lora info PATH`` — config, tensors, parameter count and the base it expects
-  (``--model M`` also checks that it fits that model); reads only the header
-  unless ``--model`` is given, and exits 1 on any adapter loading would refuse
-  without a model.
+  (``--model M`` also checks that it fits that model, reading no weights of it);
+  exits 1 on anything loading would refuse that needs no model (NaN/Inf values
+  included).
 * ``lora merge --model M --lora PATH[:SCALE]... --out DIR`` — a plain safetensors
   checkpoint with the adapters folded in, config and tokenizer files copied: it
   loads like any model. A tied LM head that an adapter changes is written untied.
@@ -34,14 +34,15 @@ LoraOpt = typer.Option(..., "--lora", "-l", help="Adapter PATH or NAME, optional
 
 
 def describe_adapter(path: Path) -> dict:
-    """What ``lora info`` shows, from the config and the safetensors header alone.
+    """What ``lora info`` shows, from the config and the safetensors header.
 
     The adapter first passes every check loading makes that needs no model
-    (:func:`~chatcli.lora.peft_io.plan_adapter`): what loading would refuse, info refuses."""
+    (:func:`~chatcli.lora.peft_io.plan_adapter`, values included): what loading would
+    refuse, info refuses."""
     from chatcli.lora.info import sort_targets
     from chatcli.lora.peft_io import parse_key, plan_adapter
 
-    plan = plan_adapter(path)
+    plan = plan_adapter(path, values=True)
     config, entries, weights = plan.config, plan.entries, plan.weights
     modules: dict[str, dict[str, tuple[int, ...]]] = {}
     others: dict[str, tuple[int, ...]] = {}

@@ -3,37 +3,26 @@
 An adapter is a directory holding both files, or a ``.safetensors`` file with its
 config beside it (``adapter_config.json`` in the same folder, or ``<stem>.json``).
 The config is parsed by :mod:`chatcli.lora.config` (what is honoured, what
-is refused); :func:`plan_adapter` runs every check that needs no model (files are
-regular files, the header passes the safetensors library's rules, keys, targets,
-ranks; :mod:`chatcli.lora.validate`), :func:`read_adapter` adds the checks against
-the model before returning a :class:`LoRAAdapter`, and :func:`write_adapter` writes
-the same format so PEFT loads it. A ``SEQ_CLS`` reward model's ``score`` head is read into
-``LoRAAdapter.heads``.
-
-Tensor keys map through one table (``PEFT_PREFIX`` + module + suffix)::
-
-    base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight  <->  (model.layers.3.self_attn.q_proj, A)
-    base_model.model.lm_head.weight                                  <->  (lm_head, replacement weight)
-
-Module names are the model's own (they mirror Hugging Face's), so the table only
-adds PEFT's prefix and part suffixes.
+is refused); :func:`~chatcli.lora.plan.plan_adapter` runs every check that needs no
+model, :func:`read_adapter` adds the checks against the model
+(:mod:`chatcli.lora.validate`) before returning a :class:`LoRAAdapter`, and
+:func:`write_adapter` writes the same format so PEFT loads it. Key names go through
+the one table in :mod:`chatcli.lora.peft_keys`. A ``SEQ_CLS`` reward model's
+``score`` head is read into ``LoRAAdapter.heads``. The names of those modules are
+re-exported here: this is the format's public face.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from chatcli.bounded_json import JSONError, loads
-from chatcli.hub.safetensors_header import HeaderError, TensorEntry
+from chatcli.hub.safetensors_header import HeaderError
 from chatcli.hub.safetensors_io import open_mapped
-from chatcli.regular_file import NotRegularFile, check_regular, read_bytes
-
 from chatcli.lora.config import (  # noqa: F401  (re-exported: the format's public names)
     DEFAULT_TARGETS,
     HEAD_MODULES,
@@ -42,69 +31,22 @@ from chatcli.lora.config import (  # noqa: F401  (re-exported: the format's publ
     AdapterConfig,
     short_repr,
 )
+from chatcli.lora.peft_keys import KEY_SUFFIXES, PEFT_PREFIX, parse_key, peft_key  # noqa: F401  (re-exported)
+from chatcli.lora.plan import (  # noqa: F401  (re-exported)
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    AdapterPlan,
+    adapter_files,
+    plan_adapter,
+    read_config,
+)
 from chatcli.lora.validate import (
     DEFAULT_MAX_RANK,
-    PICKLE_SUFFIXES,
     AdapterError,
     ModuleShapes,
     check_against_model,
-    check_dtypes,
     check_finite,
-    check_lora_shapes,
-    check_safetensors,
-    max_rank_limit,
-    refuse_pickles,
 )
-
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
-PEFT_PREFIX = "base_model.model."
-
-# --- the key table ----------------------------------------------------------------------------
-
-# Tensor-name suffix -> (kind, part). "lora" parts belong to a LoRA-wrapped linear layer,
-# "saved" parts to a modules_to_save replacement; "refuse" names what chatcli does not run.
-KEY_SUFFIXES: dict[str, tuple[str, str]] = {
-    ".lora_A.weight": ("lora", "A"),
-    ".lora_B.weight": ("lora", "B"),
-    ".lora_A.bias": ("refuse", "LoRA bias (lora_bias)"),
-    ".lora_B.bias": ("refuse", "LoRA bias (lora_bias)"),
-    ".lora_magnitude_vector": ("refuse", "DoRA (use_dora)"),
-    ".lora_magnitude_vector.weight": ("refuse", "DoRA (use_dora)"),
-    ".lora_embedding_A": ("refuse", "LoRA on embeddings (lora_embedding_A/B); use modules_to_save"),
-    ".lora_embedding_B": ("refuse", "LoRA on embeddings (lora_embedding_A/B); use modules_to_save"),
-    ".base_layer.weight": ("base", "weight"),
-    ".weight": ("saved", "weight"),
-    ".bias": ("saved", "bias"),
-}
-_SUFFIX_ORDER = sorted(KEY_SUFFIXES, key=len, reverse=True)  # longest first: ".lora_A.weight" before ".weight"
-
-def peft_key(module: str, part: str) -> str:
-    """Our (module, part) -> PEFT key; part is "A", "B", "weight" or "bias"."""
-    suffix = {"A": ".lora_A.weight", "B": ".lora_B.weight", "weight": ".weight", "bias": ".bias"}[part]
-    return PEFT_PREFIX + module + suffix
-
-
-def parse_key(key: str, source: str) -> tuple[str, str, str]:
-    """PEFT key -> (kind "lora" | "saved" | "base", module, part). Raises for keys chatcli cannot use.
-
-    "base" is a copy of the base model's own lm_head / embed_tokens that PEFT saves
-    beside an adapter targeting them (``save_embedding_layers``)."""
-    if not key.startswith(PEFT_PREFIX):
-        raise AdapterError(f"{source}: tensor {key!r} is not a PEFT adapter key (they start with {PEFT_PREFIX!r})")
-    rest = key[len(PEFT_PREFIX):]
-    for suffix in _SUFFIX_ORDER:
-        if rest.endswith(suffix) and len(rest) > len(suffix):
-            kind, part = KEY_SUFFIXES[suffix]
-            module = rest[: -len(suffix)]
-            if kind == "refuse":
-                raise AdapterError(f"{source}: tensor {key!r} is {part}, which chatcli does not support")
-            if kind == "saved" and module in HEAD_MODULES:
-                return "head", module, part
-            if kind in ("saved", "base") and module not in SAVED_MODULES.values():
-                break  # a plain weight of some other module: reported below
-            return kind, module, part
-    raise AdapterError(f"{source}: tensor {key!r} is not a LoRA tensor of any module chatcli knows")
 
 
 # --- adapters in memory -----------------------------------------------------------------------
@@ -161,157 +103,7 @@ class LoRAAdapter:
         )
 
 
-# --- files ------------------------------------------------------------------------------------
-
-
-def adapter_files(path: str | Path) -> tuple[Path, Path]:
-    """(config file, weights file) of an adapter directory or ``.safetensors`` file, both regular files."""
-    p = Path(path).expanduser()
-    if not os.path.lexists(p):
-        raise AdapterError(f"adapter {p} does not exist: check the path (or the name, see 'chatcli lora info')")
-    if p.is_dir():
-        weights = p / WEIGHTS_NAME
-        if not os.path.lexists(weights):
-            others = sorted(x.name for x in p.glob("*.safetensors"))
-            if len(others) == 1:
-                weights = p / others[0]
-            else:
-                refuse_pickles(p)
-                raise AdapterError(f"no {WEIGHTS_NAME} in {p}: an adapter folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-        config = p / CONFIG_NAME
-        if not os.path.lexists(config):
-            raise AdapterError(f"no {CONFIG_NAME} in {p}: the adapter needs PEFT's config (r, lora_alpha, target_modules)")
-        return _regular(config, "adapter config"), _regular(weights, "adapter weights")
-    if p.suffix in PICKLE_SUFFIXES:
-        raise AdapterError(
-            f"{p.name} is a pickle file: it is never unpickled (that can run arbitrary code); "
-            "save the adapter as safetensors"
-        )
-    if p.suffix != ".safetensors":
-        raise AdapterError(f"{p} is not an adapter: point at a folder with {CONFIG_NAME} or a .safetensors file")
-    for config in (p.parent / CONFIG_NAME, p.with_suffix(".json")):
-        if os.path.lexists(config):
-            return _regular(config, "adapter config"), _regular(p, "adapter weights")
-    raise AdapterError(f"no {CONFIG_NAME} beside {p.name}: put PEFT's config next to the weights")
-
-
-def _regular(path: Path, what: str) -> Path:
-    """``path`` if it is a regular file; a FIFO, device or directory is refused, never opened blocking."""
-    try:
-        check_regular(path, what)
-    except NotRegularFile as e:
-        raise AdapterError(e.message) from None
-    except OSError as e:
-        raise AdapterError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    return path
-
-
-def read_config(path: Path) -> AdapterConfig:
-    """The checked :class:`AdapterConfig` of an ``adapter_config.json`` (regular file, bounded JSON)."""
-    try:
-        d = loads(read_bytes(path, "adapter config"))
-    except NotRegularFile as e:
-        raise AdapterError(e.message) from None
-    except (OSError, JSONError) as e:
-        reason = e.strerror or e if isinstance(e, OSError) else e
-        raise AdapterError(f"cannot read {path}: {reason}; the adapter config is broken") from None
-    if not isinstance(d, dict):
-        raise AdapterError(f"{path} is not a JSON object: the adapter config is broken")
-    return AdapterConfig.from_dict(d, source=str(path))
-
-
-@dataclass(frozen=True)
-class AdapterPlan:
-    """An adapter's files checked without a model: its config and its tensors grouped by module.
-
-    :func:`plan_adapter` makes it; everything a loader would refuse that does not depend
-    on the model is refused there, so ``lora info`` and the pre-flight of ``--lora``
-    refuse exactly what loading refuses, before any model is read.
-    """
-
-    config_path: Path
-    weights: Path
-    config: AdapterConfig
-    entries: dict[str, TensorEntry]
-    lora_keys: dict[str, dict[str, str]]  # module -> "A"/"B" -> key
-    saved_keys: dict[str, dict[str, str]]  # module -> "weight"/"bias" -> key (modules_to_save)
-    base_keys: dict[str, str]  # module -> key of a saved copy of the base weight
-    head_keys: dict[str, str]  # SEQ_CLS head -> key
-    deadline: float  # the end of this adapter's regex budget (chatcli.lora.patterns)
-
-    @property
-    def source(self) -> str:
-        return str(self.weights)
-
-
-def plan_adapter(path: str | Path, *, max_rank: int | None = None) -> AdapterPlan:
-    """Every check of an adapter that needs no model (files, config, header, keys, targets, ranks)."""
-    config_path, weights = adapter_files(path)
-    source = str(weights)
-    config = read_config(config_path)
-    entries = check_safetensors(weights)
-    check_dtypes(entries, source)
-
-    lora_keys: dict[str, dict[str, str]] = {}
-    saved_keys: dict[str, dict[str, str]] = {}
-    base_keys: dict[str, str] = {}
-    head_keys: dict[str, str] = {}
-    listed = {SAVED_MODULES[m] for m in config.modules_to_save}
-    for key in entries:
-        kind, module, part = parse_key(key, source)
-        if kind == "head":
-            if module not in config.heads or part != "weight":
-                raise AdapterError(
-                    f"{source}: tensor {key!r} is a classification head, but adapter_config.json is not a SEQ_CLS "
-                    "adapter listing it in modules_to_save"
-                )
-            head_keys[module] = key
-        elif kind == "base" or (kind == "saved" and module not in listed and part == "weight"):
-            base_keys[module] = key  # a copy of the base weight, not a replacement
-        else:
-            (lora_keys if kind == "lora" else saved_keys).setdefault(module, {})[part] = key
-    if not lora_keys and not saved_keys:
-        raise AdapterError(f"{source} holds no LoRA tensors: it is not an adapter")
-    for module, parts in lora_keys.items():
-        if set(parts) != {"A", "B"}:
-            missing = "lora_B" if "A" in parts else "lora_A"
-            raise AdapterError(f"{source}: {module} has no {missing}.weight; the adapter is incomplete")
-    for m, p in saved_keys.items():
-        if "weight" not in p:
-            raise AdapterError(f"{source}: {p['bias']} has no matching weight")
-
-    matcher = config.matcher(source)
-    untargeted = [m for m in lora_keys if not matcher.targets(m)]
-    if untargeted and len(untargeted) == len(lora_keys):
-        raise AdapterError(
-            f"{source}: target_modules {short_repr(config.target_modules)} selects none of the {len(lora_keys)} modules "
-            "the file has tensors for (PEFT refuses it: target modules not found)"
-        )
-    if untargeted:
-        raise AdapterError(
-            f"{source}: has tensors for {untargeted[0]}, which adapter_config.json does not target "
-            "(check target_modules, layers_to_transform, exclude_modules)"
-        )
-    ranks = {m: (entries[p["A"]].shape, entries[p["B"]].shape, matcher.rank_alpha(m)[0]) for m, p in lora_keys.items()}
-    check_lora_shapes(ranks, source, max_rank_limit() if max_rank is None else max_rank)
-    if set(saved_keys) - listed:
-        extra = sorted(set(saved_keys) - listed)[0]
-        raise AdapterError(f"{source}: replaces {extra} but adapter_config.json does not list it in modules_to_save")
-    missing_heads = sorted(set(config.heads) - set(head_keys))
-    if missing_heads:
-        raise AdapterError(f"{source}: modules_to_save lists {missing_heads[0]} but the file has no {peft_key(missing_heads[0], 'weight')}")
-    for m, key in head_keys.items():
-        if len(entries[key].shape) != 2:
-            raise AdapterError(f"{source}: head {m} has shape {tuple(entries[key].shape)}; expected [labels, hidden]")
-    if listed - set(saved_keys):
-        missing = sorted(listed - set(saved_keys))[0]
-        raise AdapterError(f"{source}: modules_to_save lists {missing} but the file has no {peft_key(missing, 'weight')}")
-    try:  # the library itself must accept the file too (the header check mirrors it; this proves it)
-        with open_mapped(weights, checked=True) as f:
-            f.keys()
-    except HeaderError as e:
-        raise AdapterError(f"{source} is not a valid safetensors file ({e}): re-save or re-download the adapter") from None
-    return AdapterPlan(config_path, weights, config, entries, lora_keys, saved_keys, base_keys, head_keys, matcher.deadline)
+# --- reading and writing ------------------------------------------------------------------------
 
 
 def read_adapter(

@@ -120,7 +120,7 @@ def _name_of(path: Path) -> str:
 
 def preflight(texts: list[str], cwd: Path | None = None) -> list[AdapterSpec]:
     """Resolve ``--lora`` arguments and run every check that needs no model (files, config,
-    safetensors header, keys, targets, ranks: :func:`~chatcli.lora.peft_io.plan_adapter`)
+    safetensors header, keys, targets, ranks, NaN/Inf: :func:`~chatcli.lora.peft_io.plan_adapter`)
     before a model is loaded (a typo should not cost a model load). Names must be distinct."""
     from chatcli.lora.peft_io import plan_adapter
 
@@ -130,7 +130,7 @@ def preflight(texts: list[str], cwd: Path | None = None) -> list[AdapterSpec]:
     if dup is not None:
         raise UsageError(f"two adapters would both be named {dup!r}: give them different folder names")
     for spec in specs:
-        plan_adapter(spec.path)  # everything loading would refuse that needs no model
+        plan_adapter(spec.path, values=True)  # everything loading would refuse that needs no model
     return specs
 
 

@@ -309,6 +309,17 @@ def test_lora_info_refuses_what_loading_refuses(tmp_path, run_cli):
     assert plan_adapter(_adapter(tmp_path / "fine")).lora_keys  # a sound adapter still plans
 
 
+def test_lora_info_and_the_pre_flight_refuse_nan_values(tmp_path, run_cli):
+    gen = torch.Generator().manual_seed(0)
+    b = torch.randn(HIDDEN, 4, generator=gen)
+    b[0, 0] = float("nan")
+    d = write_adapter(LoRAAdapter(modules={"model.layers.0.self_attn.q_proj": ModuleLoRA(torch.randn(4, HIDDEN, generator=gen), b, 8.0)}), tmp_path / "nan")
+    code, out, err = run_cli("lora", "info", str(d))
+    assert code == 1 and out == "" and "NaN/Inf" in err and err.count("\n") == 1
+    with pytest.raises(ChatcliError, match="NaN/Inf"):
+        preflight([str(d)])
+
+
 def test_the_pre_flight_refuses_before_the_model_is_loaded(tmp_path, tiny_model_dir, run_cli, monkeypatch):
     import chatcli.hub.checkpoint as checkpoint
 
