@@ -95,7 +95,7 @@ def produced(budget: Budget | None, value: Any) -> Any:
     # type() + issubclass, not isinstance: isinstance on a Jinja namespace runs its Python
     # __getattribute__, and this runs after every call, filter and operator.
     cls = type(value)
-    if issubclass(cls, _TEXT_TYPES):
+    if cls is str or issubclass(cls, _TEXT_TYPES):
         size = len(value)
         if size > MAX_TEXT:
             raise TemplateLimitError(f"the template built a string of {size:,} characters (at most {MAX_TEXT:,})")
@@ -308,10 +308,6 @@ def str_method_args(method: Any, args: tuple, kwargs: dict) -> tuple:
 
 
 # --- filters -------------------------------------------------------------------------------------
-
-# Filters that can amplify a string value even without arguments are listed in filter_args;
-# every other filter given just a string value is checked by its result alone.
-FILTERS_WITH_ARGUMENT_CHECKS = frozenset({"format", "indent", "join", "pprint", "replace", "tojson", "urlize", "wordwrap"})
 
 # Filters that go through their value item by item, with Python work per item (a string's items
 # are its characters): at most MAX_ITEMS items, so one call cannot outlast the deadline by much.
