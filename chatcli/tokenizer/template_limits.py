@@ -13,7 +13,8 @@ concurrent renders on other threads keep their own):
 * ``MAX_VOLUME`` characters built or printed over the whole render, which bounds
   memory a loop could fill with references to one big string;
 * ``MAX_DEPTH`` nested macro / recursive-loop calls, ``MAX_RANGE`` items per
-  ``range()``, ``MAX_INT_BITS`` bits per integer, ``MAX_OUTPUT_BYTES`` of prompt.
+  ``range()``, ``MAX_ITEMS`` items for a filter that walks its value (``groupby``,
+  ``map``, ...), ``MAX_INT_BITS`` bits per integer, ``MAX_OUTPUT_BYTES`` of prompt.
 
 Crossing one raises :class:`TemplateLimitError`, a one-line message saying which.
 The checks are upper bounds (``printed_size`` may overestimate), never guesses that
@@ -66,10 +67,10 @@ class Budget:
 _budget: ContextVar[Budget | None] = ContextVar("chatcli_template_budget", default=None)
 
 
-def start_budget(seconds: float | None = None) -> Token:
-    """Give this thread's render a fresh budget (``seconds`` defaults to ``MAX_SECONDS``);
-    pass the token to :func:`end_budget` in a ``finally``."""
-    return _budget.set(Budget(monotonic() + (MAX_SECONDS if seconds is None else seconds)))
+def start_budget() -> Token:
+    """Give this thread's render a fresh budget; pass the token to :func:`end_budget` in a
+    ``finally``. (``MAX_SECONDS`` is read now, so a test can shorten it.)"""
+    return _budget.set(Budget(monotonic() + MAX_SECONDS))
 
 
 def end_budget(token: Token) -> None:

@@ -9,7 +9,8 @@ memory, with no thread and no tracing:
   arguments of built-in methods, ``str.replace``/``join``/``expandtabs``/``translate``
   and ``str.format`` before they run, and the size of what comes back;
 * the operators ``*``, ``**`` and ``%`` (``intercepted_binops``), checked before they
-  build a result, and ``+`` chains (the code generator emits one bounded ``add_all``);
+  build a result, and ``+`` chains (the code generator measures a chain's result, or each
+  step of a long chain, instead of intercepting every ``+``);
 * every filter (wrapped when the environment is made), ``{{ ... }}`` output
   (``finalize``) and ``~`` concatenation (the code generator emits a bounded join);
 * every ``{% for %}`` loop (the code generator wraps its iterable in ``loop_items``, so
@@ -154,10 +155,11 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%"})  # '+' chains go through add_all
     code_generator_class = _BoundedCodeGenerator
 
-    def __init__(self, *, filters: Mapping[str, Callable] = {}, globals: Mapping[str, Any] = {}, **options: Any):
+    def __init__(self, *, filters: Mapping[str, Callable] | None = None, globals: Mapping[str, Any] | None = None,
+                 **options: Any):  # fmt: skip
         super().__init__(finalize=_finalize, **options)
-        self.globals.update(range=bounded_range, lipsum=bounded_lipsum, **globals)
-        all_filters = {**self.filters, **filters}
+        self.globals.update(range=bounded_range, lipsum=bounded_lipsum, **(globals or {}))
+        all_filters = {**self.filters, **(filters or {})}
         self.filters = {name: _guard_filter(name, f) for name, f in all_filters.items()}
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's signature)
@@ -240,10 +242,10 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         return produced(current(), markup_join(parts) if markup else str_join(parts))
 
 
-def render(template: jinja2.Template, variables: Mapping[str, Any], seconds: float | None = None) -> str:
+def render(template: jinja2.Template, variables: Mapping[str, Any]) -> str:
     """The whole rendered text of ``template``, within the limits, or TemplateLimitError."""
     pieces, size = [], 0
-    token = start_budget(seconds)
+    token = start_budget()
     try:
         for piece in template.generate(**variables):
             size += len(piece)  # characters <= bytes: past the limit already
