@@ -66,13 +66,16 @@ class Matcher:
         deadline: float | None = None,
     ):
         self.source = source
-        # ``deadline`` (time.monotonic) continues another Matcher's budget: one adapter, one budget.
+        self.r, self.alpha = r, alpha
+        # Name lists become sets, matched through the key's dotted suffixes: a config listing a
+        # million names costs a few set lookups per module, not a million endswith() calls.
+        self._targets = None if target_modules is None or isinstance(target_modules, str) else frozenset(target_modules)
+        self._exclude = None if not exclude_modules or isinstance(exclude_modules, str) else frozenset(exclude_modules)
+        self._layers = frozenset(layers_to_transform) if isinstance(layers_to_transform, (list, tuple)) else layers_to_transform
+        # The regex budget starts now; ``deadline`` (time.monotonic) continues another Matcher's:
+        # one adapter, one budget.
         self.deadline = time.monotonic() + budget_s if deadline is None else deadline
         self._budget = budget_s
-        self.r, self.alpha = r, alpha
-        self._targets = target_modules
-        self._layers = layers_to_transform
-        self._exclude = exclude_modules
         self._target_re = self._compile("target_modules", target_modules) if isinstance(target_modules, str) else None
         self._exclude_re = self._compile("exclude_modules", exclude_modules) if isinstance(exclude_modules, str) else None
         self._saved = [self._compile("modules_to_save", rf"(^|.*\.){m}($|\..*)", m) for m in modules_to_save]
@@ -86,26 +89,23 @@ class Matcher:
 
     def targets(self, key: str) -> bool:
         """Does the config select module ``key``? (PEFT's check_target_module_exists.)"""
-        ex = self._exclude
-        if ex:
-            if self._exclude_re is not None:
-                if self._match(self._exclude_re, "fullmatch", key):
-                    return False
-            elif key in ex or any(key.endswith(f".{e}") for e in ex):
-                return False
-        if any(self._match(p, "match", key) for p in self._saved):
+        if self._exclude_re is not None and self._match(self._exclude_re, "fullmatch", key):
             return False
-        t = self._targets
-        if t is None:
+        if self._exclude is not None and (key in self._exclude or not self._exclude.isdisjoint(_suffixes(key))):
+            return False
+        if any(self._match(p, "match", key) for p in self._saved):
             return False
         if self._target_re is not None:
             return self._match(self._target_re, "fullmatch", key) is not None
+        t = self._targets
+        if t is None:
+            return False
         if key in t:
             return True  # an exact name is taken as is (layers_to_transform does not apply, as in PEFT)
-        if not any(key.endswith(f".{name}") for name in t):
+        if t.isdisjoint(_suffixes(key)):  # PEFT: any(key.endswith(f".{name}") for name in target_modules)
             return False
         layers = self._layers
-        if layers is None or layers == []:
+        if layers is None or not layers and not isinstance(layers, int):
             return True
         match = next((m for p in self._layer_res if (m := self._match(p, "match", key)) is not None), None)
         if match is None:
@@ -153,6 +153,12 @@ class _Pattern:
 
     def __init__(self, field: str, shown: str, compiled):
         self.field, self.shown, self.compiled = field, shown, compiled
+
+
+def _suffixes(key: str) -> set[str]:
+    """Every ``name`` with ``key.endswith("." + name)``: the parts after each dot."""
+    parts = key.split(".")
+    return {".".join(parts[i:]) for i in range(1, len(parts))}
 
 
 def _show(pattern: str) -> str:

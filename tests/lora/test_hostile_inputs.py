@@ -192,6 +192,16 @@ def test_one_budget_covers_all_patterns_of_an_adapter():
     assert time.monotonic() - start < 1.0  # not 0.3 s per pattern per call
 
 
+def test_a_million_listed_names_cost_set_lookups_not_a_scan():
+    names = [f"x{i}" for i in range(1_000_000)]
+    config = AdapterConfig.from_dict({"target_modules": [*names, "q_proj"], "exclude_modules": names})
+    m = config.matcher("big", budget_s=0.3)
+    start = time.monotonic()
+    keys = [f"model.layers.{i}.{p}" for i in range(80) for p in ("self_attn.q_proj", "self_attn.k_proj", "mlp.up_proj")]
+    assert sum(m.targets(k) for k in keys) == 80
+    assert time.monotonic() - start < 1.0
+
+
 def test_a_pattern_selecting_no_module_of_the_model_is_refused(tmp_path, model):
     """An adapter with only a replaced lm_head and a target regex that matches nothing (PEFT: not found)."""
     head = {"lm_head": {"weight": torch.zeros(400, HIDDEN)}}
