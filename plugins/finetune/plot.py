@@ -82,6 +82,7 @@ def figure(history: Sequence[dict], kind: str = "", model: str = ""):
     # The Agg canvas directly, not pyplot: files only, no window, no process-wide backend switch.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(8, 2.6 + 2.2 * len(panels)), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -99,6 +100,7 @@ def figure(history: Sequence[dict], kind: str = "", model: str = ""):
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", fontsize="small")
     axes[-1].set_xlabel("optimizer step")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no "2.5" ticks
     steps = int(max(m.get("step", 0) for m in history))
     title = f"{KIND_TITLE.get(kind, kind or 'Fine-tuning')} run" + (f" on {Path(model).name or model}" if model else "")
     fig.suptitle(f"{title}: {steps} step{'s' if steps != 1 else ''}")

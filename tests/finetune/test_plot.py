@@ -68,3 +68,10 @@ def test_importing_the_plot_module_does_not_import_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_step_ticks_are_whole_numbers():
+    fig = figure([{"step": s, "loss": 1.0 / s} for s in range(1, 6)], kind="sft")
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert ticks and all(t.lstrip("−-").isdigit() for t in ticks), ticks
