@@ -7,7 +7,8 @@
   (stopped, failed, empty): a truncated answer would teach the model to stop mid-way.
 * ``--from-rankings``: the ranking store through the rank plugin's own exporter
   (:func:`chatcli_rank.export.records`, the pairing of ``chatcli rank export --pairs
-  all``): best answers for ``sft``, chosen/rejected pairs for ``dpo`` and ``reward``.
+  all``): best answers for ``sft``, chosen/rejected pairs for ``dpo`` and ``reward``;
+  truncated answers (cut at max_tokens, or stopped) are never a target, as in the export.
 
 :func:`materialize` writes the records to ``<data dir>/finetune/<kind>-<source>-<hash>.jsonl``,
 named by their content: the same saved data gives the same path, so ``--resume``
@@ -83,15 +84,18 @@ def history_records(ids: Sequence[int] | None = None, store_path: Path | str | N
 
 def ranking_records(kind: str, store_path: Path | str | None = None, pairs: str = "all") -> list[dict]:
     """Records of the rank plugin's export: ``sft`` best answers, ``dpo``/``reward`` pairs."""
-    from chatcli_rank.export import records
+    from chatcli_rank.export import Skipped, records
     from chatcli_rank.store import RankStore
 
+    skipped = Skipped()  # truncated answers are never targets (rank export's default)
     with RankStore.open(store_path) as store:
         items = store.items()
-        rows = list(records(items, "sft" if kind == "sft" else kind, pairs))
+        rows = list(records(items, "sft" if kind == "sft" else kind, pairs, skipped=skipped))
     if not rows:
         what = "best answers" if kind == "sft" else "ranked pairs (a ranking with at least two tiers)"
-        raise UsageError(f"no {what} in the ranking store ({len(items)} ranking(s)): rank answers with /rank or 'chatcli rank annotate'")
+        cut = f"; {skipped.truncated} left out as truncated" if skipped.truncated else ""
+        raise UsageError(f"no {what} in the ranking store ({len(items)} ranking(s){cut}): "
+                         "rank answers with /rank or 'chatcli rank annotate'")  # fmt: skip
     return rows
 
 

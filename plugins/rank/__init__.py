@@ -1,6 +1,6 @@
 """The ``rank`` plugin: rank several answers to one question and keep the result as preference data.
 
-Adds the ``/rank [N] [--temperature T] [--lora-mix]`` slash command, the
+Adds the ``/rank [N] [--temperature T] [--lora-mix] [--no-existing]`` slash command, the
 ``chatcli rank`` CLI group (generate, annotate, export, stats) and the ranking
 screen. This module only registers them; everything heavy (torch, textual,
 SQLite) is imported when a command runs.
@@ -26,8 +26,9 @@ def register_commands(register):
     register(
         "rank",
         _rank_command,
-        "answer the last message N times (default 4) and rank the answers: /rank [N] [--temperature T] [--lora-mix]",
-        args=(Arg("args", "text", optional=True, help="N, --temperature T, --lora-mix"),),
+        "rank N answers to the last message (default 4; the existing reply is one of them unless --no-existing): "
+        "/rank [N] [--temperature T] [--lora-mix] [--no-existing]",
+        args=(Arg("args", "text", optional=True, help="N, --temperature T, --lora-mix, --no-existing"),),
         idle_only=True,
     )
 

@@ -14,7 +14,10 @@ text, seed, sampling parameters, adapters and scales, finish reason, token
 count and its mean token probability (the model's own, temperature 1, and the
 one of the distribution it was sampled from), and, when a reward model scored
 it (``/rank`` with one loaded), its reward. Its steps are kept in memory so
-the chosen answer shows its probabilities in the chat.
+the chosen answer shows its probabilities in the chat. ``existing`` marks the
+conversation's own reply offered among the candidates (``/rank`` does by default),
+and :attr:`Candidate.truncated` an answer that did not end by itself (cut at
+``max_tokens``, or stopped): shown as such, and never exported as a target.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from chatcli.errors import ChatcliError, UsageError
 
 MIN_N, MAX_N, DEFAULT_N = 2, 10, 4
 DEFAULT_TEMPERATURE = 0.8
+UNFINISHED = ("length", "cancelled")  # finish reasons of an answer that did not end by itself
 
 # (tokens generated per candidate, finished flags); called at most every ~50 ms and once at the end.
 CandidateProgressFn = Callable[[list[int], list[bool]], None]
@@ -50,14 +54,21 @@ class Candidate:
     mean_prob: float | None = None  # in the distribution sampled from
     mean_model_prob: float | None = None  # under the raw model (temperature 1)
     reward: float | None = None  # the loaded reward model's score, when one scored the set
+    existing: bool = False  # the conversation's own reply, offered beside the sampled answers
     steps: list[Step] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def truncated(self) -> bool:
+        """Cut at max_tokens (or stopped): not a whole answer, so never a training target."""
+        return self.finish_reason in UNFINISHED
 
     def to_json(self) -> dict:
         return {
             "text": self.text, "seed": self.seed, "params": self.params, "adapters": self.adapters,
             "finish_reason": self.finish_reason, "tokens": self.tokens, "mean_prob": self.mean_prob,
             "mean_model_prob": self.mean_model_prob,
-        } | ({"reward": self.reward} if self.reward is not None else {})  # unscored: the layout stays as it was
+        } | ({"reward": self.reward} if self.reward is not None else {}) | (  # unscored: the layout stays as it was
+            {"existing": True} if self.existing else {})  # fmt: skip
 
     @classmethod
     def from_json(cls, index: int, d: dict) -> "Candidate":
@@ -77,7 +88,7 @@ class Candidate:
             index=index, text=text, seed=seed, params=params, adapters=adapters,
             finish_reason=str(d.get("finish_reason", "stop")), tokens=_int(d.get("tokens"), 0),
             mean_prob=_float(d.get("mean_prob")), mean_model_prob=_float(d.get("mean_model_prob")),
-            reward=_float(d.get("reward")),
+            reward=_float(d.get("reward")), existing=d.get("existing") is True,
         )
 
 
@@ -115,8 +126,10 @@ def active_adapters(engine: Any) -> list[dict]:
 
 
 def plan(n: int, temperatures: Sequence[float], lora_mix: bool, engine: Any = None) -> list[Variant]:
-    """Spread ``n`` candidates round-robin over temperatures x adapter settings."""
-    check_n(n)
+    """Spread ``n`` candidates round-robin over temperatures x adapter settings (one is allowed:
+    ``/rank`` samples N - 1 beside the conversation's own reply)."""
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_N:
+        raise UsageError(f"cannot sample {n!r} answers: between 1 and {MAX_N}")
     settings: list[tuple[tuple[str, ...] | None, str]] = [(None, "")]
     if lora_mix:
         manager = adapter_manager(engine)

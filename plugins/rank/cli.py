@@ -143,12 +143,15 @@ def annotate(
 @rank_app.command("export")
 def export(
     fmt: str = typer.Option(..., "--format", "-f", help="dpo, reward, kto, sft or oasst."),
-    out: Path = typer.Option(..., "-o", "--output", help="The JSONL file to write ('-' for stdout)."),
+    out: Path | None = typer.Option(None, "-o", "--output", help="The JSONL file to write (default, or '-': stdout).",
+                                    show_default=False),
     pairs: str = typer.Option("all", "--pairs", help="all, adjacent or best-vs-rest (dpo and reward)."),
+    include_truncated: bool = typer.Option(False, "--include-truncated", help="Also export answers cut at max_tokens "
+                                           "(or stopped) as sft targets, chosen answers and kto 'true' examples."),
     store_path: Path | None = StoreOpt,
 ) -> None:
     """Write the stored rankings as training data (TRL conversational formats, or OASST trees)."""
-    from chatcli_rank.export import FORMATS, PAIRS, records, write_jsonl
+    from chatcli_rank.export import FORMATS, PAIRS, Skipped, records, write_jsonl
 
     fmt, pairs = fmt.lower(), pairs.lower()
     if fmt not in FORMATS:
@@ -157,15 +160,22 @@ def export(
         raise UsageError(f"unknown --pairs {pairs!r}: use {', '.join(PAIRS)}")
     store = _open_store(store_path)
     items = store.items()
-    if str(out) == "-":
+    skipped = Skipped()
+    rows = records(items, fmt, pairs, include_truncated=include_truncated, skipped=skipped)
+    to_stdout = out is None or str(out) == "-"
+    if to_stdout:
         count = 0
-        for row in records(items, fmt, pairs):
+        for row in rows:
             sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
+        sys.stdout.flush()
     else:
-        count = write_jsonl(out, records(items, fmt, pairs))
-    where = "stdout" if str(out) == "-" else str(out)
+        count = write_jsonl(out, rows)
+    where = "stdout" if to_stdout else str(out)
     sys.stderr.write(f"chatcli: wrote {count} {fmt} record(s) from {len(items)} ranking(s) to {where}\n")
+    if skipped.truncated:
+        sys.stderr.write(f"chatcli: left out {skipped.truncated} record(s) whose target answer is truncated "
+                         "(cut at max_tokens or stopped); --include-truncated keeps them\n")  # fmt: skip
 
 
 @rank_app.command("stats")

@@ -1,12 +1,15 @@
-"""``/rank [N] [--temperature T[,T...]] [--lora-mix]`` in the chat.
+"""``/rank [N] [--temperature T[,T...]] [--lora-mix] [--no-existing]`` in the chat.
 
 Flow: check the arguments and that there is a user message to answer (one-line
 errors, nothing changes), open the ranking store, push a :class:`RankScreen`
-that generates N candidates in one batch (stored as soon as they exist, so a
+that generates the candidates in one batch (stored as soon as they exist, so a
 crash during ranking loses no generated text), and on submit store the ranking
 and make the best answer the assistant's reply: a new child of the last user
 message (a sibling of any answer already there), with its steps, so the
-probability view works on it and the chat goes on from it. An "all bad"
+probability view works on it and the chat goes on from it. The conversation's own
+reply to that message, when it has one, is one of the N candidates (the last,
+marked "existing reply"; ``--no-existing`` samples all N): ranking it best keeps it
+as the reply, no copy is added. An "all bad"
 ranking is stored and leaves the conversation as it was. With a reward model
 loaded (``/score load``), the candidates are shown best first by its reward,
 and each candidate's score and the reward model's name are stored with the set.
@@ -26,7 +29,7 @@ from chatcli.chat.frontend import after_redraw, on_ui_thread
 from chatcli.errors import ChatcliError, UsageError
 from chatcli_rank.candidates import DEFAULT_N, DEFAULT_TEMPERATURE, Candidate, adapter_manager, check_n, generate_candidates, plan
 
-USAGE = "/rank [N] [--temperature T[,T...]] [--lora-mix]"
+USAGE = "/rank [N] [--temperature T[,T...]] [--lora-mix] [--no-existing]"
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class RankArgs:
     n: int = DEFAULT_N
     temperatures: tuple[float, ...] = (DEFAULT_TEMPERATURE,)
     lora_mix: bool = False
+    existing: bool = True  # offer the conversation's own reply as one of the N
 
 
 def parse_rank_args(text: str) -> RankArgs:
@@ -45,11 +49,14 @@ def parse_rank_args(text: str) -> RankArgs:
     n: int | None = None
     temps: tuple[float, ...] | None = None
     lora_mix = False
+    existing = True
     k = 0
     while k < len(words):
         w = words[k]
         if w in ("--lora-mix", "--lora_mix"):
             lora_mix = True
+        elif w in ("--no-existing", "--existing"):
+            existing = w == "--existing"
         elif w in ("--temperature", "-t", "--temp") or w.startswith(("--temperature=", "--temp=")):
             if "=" in w:
                 value = w.split("=", 1)[1]
@@ -69,7 +76,7 @@ def parse_rank_args(text: str) -> RankArgs:
         else:
             raise UsageError(f"/rank: too many arguments ({w!r}); usage: {USAGE}")
         k += 1
-    return RankArgs(check_n(DEFAULT_N if n is None else n), temps or (DEFAULT_TEMPERATURE,), lora_mix)
+    return RankArgs(check_n(DEFAULT_N if n is None else n), temps or (DEFAULT_TEMPERATURE,), lora_mix, existing)
 
 
 def parse_temperatures(value: str) -> tuple[float, ...]:
@@ -96,6 +103,30 @@ def rank_prompt(conv) -> tuple[list[dict], int]:
     return messages, path[last].id
 
 
+def existing_reply(conv) -> Candidate | None:
+    """The conversation's own reply to its last user message as a candidate (``existing``), or
+    None: no reply yet, an empty one, or one that failed. Its steps come along, so its mean
+    probabilities show and adopting it needs no copy; a reply that stopped early or was cut
+    at max_tokens keeps that finish reason (shown and exported as truncated)."""
+    path = conv.path()
+    last = max((k for k, node in enumerate(path) if node.role == "user"), default=None)
+    if last is None or last + 1 >= len(path):
+        return None
+    node = path[last + 1]
+    if node.role != "assistant" or not node.content.strip() or node.status not in ("stop", "length", "cancelled"):
+        return None
+    params = node.meta.get("params") if isinstance(node.meta.get("params"), dict) else {}
+    seed = params.get("seed")
+    steps = list(node.steps)
+    return Candidate(
+        index=0, text=node.content, seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else 0,
+        params=dict(params), finish_reason=node.status, tokens=len(steps) or int(node.meta.get("completion_tokens") or 0),
+        mean_prob=sum(s.prob for s in steps) / len(steps) if steps else None,
+        mean_model_prob=sum(s.model_prob for s in steps) / len(steps) if steps else None,
+        existing=True, steps=steps,
+    )  # fmt: skip
+
+
 def identity_json(engine: Any) -> dict:
     ident = getattr(engine, "identity", None)
     try:
@@ -114,16 +145,20 @@ class ChatRanking:
         self.args = args
         self.store = store
         self.messages, self.parent_id = rank_prompt(self.core.conv)
+        self.existing = existing_reply(self.core.conv) if args.existing else None
         self.set_id: int | None = None
 
     def generate(self, progress, cancel) -> list[Candidate]:
         """Runs in the screen's worker thread; the chat shows it is busy ranking meanwhile."""
         self._activity("ranking")
         try:
+            sampled = self.args.n - (self.existing is not None)  # the existing reply takes the last place
             cands = generate_candidates(
-                self.engine, self.messages, self.core.conv.params, self.args.n,
+                self.engine, self.messages, self.core.conv.params, sampled,
                 temperatures=self.args.temperatures, lora_mix=self.args.lora_mix, progress=progress, cancel=cancel,
             )
+            if self.existing is not None:
+                cands.append(replace(self.existing, index=len(cands)))
             if not cancel.is_set():
                 cands, reward_model = presort_by_reward(self.engine, self.messages, cands)  # the model is busy here too
                 conv_id = self.core.conv.id
@@ -158,6 +193,9 @@ class ChatRanking:
             self.ctx.say(f"ranking {rid} stored: all answers bad; the conversation is unchanged (/retry or rephrase)", "info")
             return
         best = outcome.candidates[ranking.best[0]]
+        if best.existing:
+            self.ctx.say(f"ranking {rid} stored; the existing reply (answer {best.index + 1}) ranked best and stays the reply", "info")
+            return
         try:
             node = self.adopt(best, rid)
         except ChatcliError as e:
@@ -242,5 +280,6 @@ def build_screen(ctx: Any, args: RankArgs | None = None):
     temps = ", ".join(f"{t:g}" for t in args.temperatures)
     reward = reward_model_name(ctx.core.engine)
     sort = f", best first by reward model {reward}" if reward else ""
-    title = f"Rank {args.n} answers (temperature {temps}{mix}{sort}) — 1-9 pick best first · Enter submits · Esc leaves"
+    own = ", the last is the existing reply" if run.existing is not None else ""
+    title = f"Rank {args.n} answers (temperature {temps}{mix}{sort}{own}) — 1-9 pick best first · Enter submits · Esc leaves"
     return RankScreen(run.messages, generate=run.generate, title=title, n=args.n, on_done=run.done, earlier=earlier)

@@ -17,12 +17,20 @@ Formats (one JSON object per line, exactly these keys):
 * ``oasst``: one message tree per ranking (prompter/assistant chain, the ranked
   answers as sibling replies with ``rank``, 0 = best; tied answers share a rank;
   ``null`` in an "all bad" ranking).
+
+A truncated answer (cut at max_tokens, or stopped: :attr:`Candidate.truncated`) is
+not a whole answer, so by default it is never a target: no ``sft`` line, no pair in
+which it is ``chosen`` (``dpo``, ``reward``), no ``kto`` line labelled ``true``. It
+still serves as a rejected answer, a ``false`` example and an OASST reply.
+``include_truncated=True`` (``--include-truncated``) keeps everything; ``skipped``
+counts what was left out.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from chatcli.errors import UsageError
@@ -51,28 +59,49 @@ def pairs(ranking: Ranking, mode: str = "all") -> list[tuple[int, int]]:
     return out
 
 
-def records(items: Sequence[RankedItem], fmt: str, pair_mode: str = "all") -> Iterator[dict]:
+@dataclass
+class Skipped:
+    """What :func:`records` left out because the answer that would be the target is truncated."""
+
+    truncated: int = 0
+
+
+def records(items: Sequence[RankedItem], fmt: str, pair_mode: str = "all", *, include_truncated: bool = False,
+            skipped: Skipped | None = None) -> Iterator[dict]:  # fmt: skip
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}: use {', '.join(FORMATS)}")
     if pair_mode not in PAIRS:
         raise UsageError(f"unknown --pairs {pair_mode!r}: use all, adjacent or best-vs-rest")
+    skipped = skipped if skipped is not None else Skipped()
     for item in items:
         prompt = _prompt(item.messages)
         texts = [c.text for c in item.candidates]
+        cut = set() if include_truncated else {c.index for c in item.candidates if c.truncated}
         r = item.ranking
         if fmt in ("dpo", "reward"):
             for w, l in pairs(r, pair_mode):
+                if w in cut:
+                    skipped.truncated += 1
+                    continue
                 yield {"prompt": prompt, "chosen": [_assistant(texts[w])], "rejected": [_assistant(texts[l])]}
         elif fmt == "kto":
-            yield from _kto(prompt, texts, r)
+            for row in _kto(prompt, texts, r):
+                if row.pop("_index") in cut and row["label"]:
+                    skipped.truncated += 1
+                    continue
+                yield row
         elif fmt == "sft":
             for i in r.best:
+                if i in cut:
+                    skipped.truncated += 1
+                    continue
                 yield {"messages": [*prompt, _assistant(texts[i])]}
         else:
             yield oasst_tree(item)
 
 
 def _kto(prompt: list[dict], texts: list[str], r: Ranking) -> Iterator[dict]:
+    """KTO rows, each with the candidate's ``_index`` (for the caller, removed before writing)."""
     if r.status == "skipped":
         return
     if r.status == "all_bad":
@@ -82,7 +111,7 @@ def _kto(prompt: list[dict], texts: list[str], r: Ranking) -> Iterator[dict]:
     else:
         labels = {i: k == 0 for i, k in r.tier_of().items()}
     for i in r.order:
-        yield {"prompt": prompt, "completion": [_assistant(texts[i])], "label": labels[i]}
+        yield {"prompt": prompt, "completion": [_assistant(texts[i])], "label": labels[i], "_index": i}
 
 
 def oasst_tree(item: RankedItem) -> dict:

@@ -11,6 +11,8 @@ annotate`` alike.
 Keys: 1-9 and 0 (=10) place that answer as the next best (again: take it back),
 up/down select, shift+up/down (or K/J) move the selected answer, t ties it with
 the one above, b marks all bad, n edits a note, s skips, Enter submits, Esc leaves.
+A card's title marks the conversation's own reply ("existing reply") and an answer
+that did not end by itself ("TRUNCATED": cut at max_tokens, or stopped).
 
 Consistency: given the person's ``earlier`` judgements (:mod:`chatcli_rank.consistency`),
 the screen warns while a ranking is made when it puts two answers the other way
@@ -73,9 +75,17 @@ class CandidateCard(Static):
         bits = [mean, *reward, f"{c.tokens} tokens", f"T {c.params.get('temperature', '?')}", f"seed {c.seed}"]
         if c.adapters:
             bits.append("+".join(f"{a['name']}×{a['scale']:g}" for a in c.adapters))
-        if c.finish_reason not in ("stop", ""):
-            bits.append({"length": "cut at max_tokens", "cancelled": "stopped"}.get(c.finish_reason, c.finish_reason))
-        self.border_title = Content.from_markup(f"[b]{c.index + 1}[/b]  $place", place=place + ("  (tie)" if tied else ""))
+        if c.finish_reason not in ("stop", "") and not c.truncated:
+            bits.append(c.finish_reason)
+        # Marks in the title, where the eye is: the chat's own reply, and an answer that did not end
+        # (cut at max_tokens, or stopped): truncated answers are never exported as a training target.
+        marks = (["existing reply"] if c.existing else []) + (
+            [f"TRUNCATED ({'cut at max_tokens' if c.finish_reason == 'length' else 'stopped'})"] if c.truncated else [])
+        self.border_title = Content.from_markup(
+            f"[b]{c.index + 1}[/b]  $place$marks", place=place + ("  (tie)" if tied else ""),
+            marks="".join(f"  · {m}" for m in marks),
+        )  # fmt: skip
+        self.set_class(c.truncated, "-truncated")
         self.border_subtitle = "  ·  ".join(bits)
         self.set_class(selected, "-selected")
         self.set_class(place != "unranked", "-placed")
@@ -91,6 +101,7 @@ class RankScreen(Screen[RankOutcome]):
     RankScreen .rank-card { height: auto; margin: 1 0 0 0; padding: 0 1; border: round $foreground 30%; }
     RankScreen .rank-card.-placed { border: round $success 60%; }
     RankScreen .rank-card.-selected { border: heavy $accent; background: $accent 6%; }
+    RankScreen .rank-card.-truncated { border-title-color: $warning; }
     RankScreen #rank-status { height: auto; padding: 0 1; background: $boost; }
     RankScreen #rank-conflict { height: auto; padding: 0 1; color: $warning; background: $warning 10%; display: none; }
     RankScreen #rank-conflict.-shown { display: block; }

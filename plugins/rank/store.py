@@ -6,7 +6,8 @@ Contract:
   moment loses no submitted ranking, and SQLite's recovery makes the file open
   afterwards. Every write is one ``BEGIN IMMEDIATE`` transaction.
 - The schema carries ``PRAGMA user_version`` and migrates forward only (version 2
-  adds the nullable reward columns; stores written before it open and migrate).
+  adds the nullable reward columns, version 3 the mark of the conversation's own
+  reply among the candidates; stores written before them open and migrate).
 - Opening fails with :class:`RankStoreError`, one line saying where and what to do;
   so does any later SQLite error (a file with the current ``user_version`` but other
   columns, a corrupt page) and a stored JSON cell that does not parse: no traceback.
@@ -83,6 +84,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE candidates ADD COLUMN reward REAL;
     ALTER TABLE candidate_sets ADD COLUMN reward_model TEXT;
+    """,
+    # 3: the conversation's own reply offered among the candidates (/rank); 0 for sampled answers.
+    """
+    ALTER TABLE candidates ADD COLUMN existing INTEGER NOT NULL DEFAULT 0;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -201,9 +206,9 @@ class RankStore:
             set_id = int(cur.lastrowid)
             c.executemany(
                 "INSERT INTO candidates(set_id, idx, text, seed, params, adapters, finish_reason, tokens, mean_prob, mean_model_prob,"
-                " reward) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " reward, existing) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(set_id, i, k.text, k.seed, _dumps(k.params), _dumps(k.adapters), k.finish_reason, k.tokens,
-                  k.mean_prob, k.mean_model_prob, k.reward) for i, k in enumerate(candidates)],  # fmt: skip
+                  k.mean_prob, k.mean_model_prob, k.reward, int(k.existing)) for i, k in enumerate(candidates)],  # fmt: skip
             )
             return set_id
 
@@ -270,13 +275,13 @@ class RankStore:
 
     def _candidates(self, set_id: int) -> list[Candidate]:
         rows = self._conn.execute(
-            "SELECT idx, text, seed, params, adapters, finish_reason, tokens, mean_prob, mean_model_prob, reward"
+            "SELECT idx, text, seed, params, adapters, finish_reason, tokens, mean_prob, mean_model_prob, reward, existing"
             " FROM candidates WHERE set_id=? ORDER BY idx", (set_id,),
         ).fetchall()
         return [
             Candidate(int(i), text, int(seed or 0), json.loads(params or "{}"), json.loads(adapters or "[]"),
-                      finish or "stop", int(tokens or 0), mp, mmp, reward)  # fmt: skip
-            for i, text, seed, params, adapters, finish, tokens, mp, mmp, reward in rows
+                      finish or "stop", int(tokens or 0), mp, mmp, reward, bool(existing))  # fmt: skip
+            for i, text, seed, params, adapters, finish, tokens, mp, mmp, reward, existing in rows
         ]
 
     def submissions(self) -> list[Submission]:

@@ -120,12 +120,15 @@ def test_generate_writes_candidates_and_annotation_resumes(tmp_path, tiny_model_
     code, text, _ = run_cli(capsys, "rank", "annotate", out)
     assert code == 0 and "all 3 item(s)" in text and "ranked already" in text
 
-    rows = list(records(store.items(), "dpo"))
+    rows = list(records(store.items(), "dpo", include_truncated=True))
     texts = [c.text for c in items[0].candidates]
     assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [
         (texts[2], texts[0]), (texts[2], texts[1]), (texts[0], texts[1]),
     ]
     assert rows[0]["prompt"] == [{"role": "user", "content": "What is a token?"}]
+    # By default an answer cut at max_tokens is never the chosen one (the tiny model's often are).
+    cut = {c.text for c in items[0].candidates if c.truncated}
+    assert list(records(store.items(), "dpo")) == [r for r in rows if r["chosen"][0]["content"] not in cut]
 
 
 def test_annotate_refuses_bad_files_and_needs_a_terminal(tmp_path, capsys):

@@ -34,18 +34,19 @@ def test_a_store_from_the_old_schema_opens_migrates_and_keeps_its_rankings(tmp_p
     path = tmp_path / "rankings.sqlite3"
     _old_store(path)
     with RankStore.open(path) as store:
-        assert SCHEMA_VERSION == 2
-        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert SCHEMA_VERSION == 3
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == 3
         [old] = store.items()
         assert [c.text for c in old.candidates] == ["old answer a", "old answer b"]
         assert [c.reward for c in old.candidates] == [None, None] and old.reward_model is None
+        assert [c.existing for c in old.candidates] == [False, False]  # version 3's mark defaults to "sampled"
         assert old.ranking.tiers == ((1,), (0,)) and old.model == {"name": "old"}
         # New sets carry scores beside the migrated one.
         scored = [replace(c, reward=r) for c, r in zip(candidates(["new a", "new b"]), [1.25, -0.5])]
         sid = store.add_set(conversation("new?"), scored, model={"name": "m"}, reward_model="rm")
         store.add_ranking(sid, Ranking(((0,), (1,)), "ranked"))
         assert store.integrity_ok()
-    with RankStore.open(path) as store:  # already at version 2: opening again changes nothing
+    with RankStore.open(path) as store:  # already at version 3: opening again changes nothing
         old, new = store.items()
         assert [c.reward for c in new.candidates] == [1.25, -0.5] and new.reward_model == "rm"
         assert [c.reward for c in old.candidates] == [None, None]

@@ -32,7 +32,7 @@ def test_rank_in_chat_ranks_with_keys_stores_and_the_chat_continues_from_the_bes
             await send(pilot, "What is the capital of France?")
             await until_idle(pilot)
             first_answer = app.core.conv.leaf
-            await send(pilot, "/rank 3")
+            await send(pilot, "/rank 3 --no-existing")  # three new answers (the existing reply: test_existing_and_truncated)
             await wait_for(pilot, lambda: _rank_screen(app) is not None and _rank_screen(app).draft is not None, what="candidates")
             screen = _rank_screen(app)
             assert app.status.info.state == "ready" and not app.busy  # generation over: ranking needs no model
