@@ -15,6 +15,7 @@ from chatcli.engine.loader import load_engine
 from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA
 from chatcli.errors import UsageError
 from chatcli.chat.session import Conversation
+from chatcli.chat.frontend import FrontEnd
 from chatcli_finetune.args import TrainArgs
 from chatcli_finetune.data import collate
 from chatcli_finetune.losses import rewards
@@ -46,8 +47,10 @@ def trained(tmp_path_factory, tiny_model_dir):
 
 def _ctx(engine, conv):
     said: list = []
-    ctx = SimpleNamespace(core=SimpleNamespace(engine=engine, conv=conv), said=said,
-                          say=lambda m, kind="info": said.append((m, kind)))  # fmt: skip
+    # A line-based front end: no screens, adapters_changed() required of every CommandContext.
+    ctx = SimpleNamespace(core=SimpleNamespace(engine=engine, conv=conv, announce=lambda *a, **k: None), said=said,
+                          say=lambda m, kind="info": said.append((m, kind)), frontend=FrontEnd("test"),
+                          adapters_changed=lambda: None)  # fmt: skip
     return ctx
 
 
