@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from typing import Any
 
 import typer
@@ -29,6 +30,9 @@ def list_(as_json: bool = typer.Option(False, "--json", help="One JSON array of 
 
     problems: list[str] = []
     infos = PluginManager(report=problems.append).list()  # errors show in the table, not twice
+    for problem in problems:  # ...but a broken setting (config file) belongs to no plugin's row
+        if not problem.startswith("plugin "):
+            print(f"chatcli: warning: {problem}", file=sys.stderr)
     if as_json:
         print(json.dumps([i.to_json() for i in infos], ensure_ascii=False, indent=2))
         return

@@ -8,10 +8,13 @@ the same. User plugin files live in ``<config dir>/plugins/``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+
+from chatcli import bounded_json
+from chatcli.errors import ChatcliError
+from chatcli.regular_file import open_regular, read_bytes
 
 ENV = "CHATCLI_PLUGINS"
 
@@ -38,9 +41,9 @@ def selection_setting() -> tuple[str | list | None, str]:
         if toml_path.is_file():
             return _read_toml(toml_path).get("plugins"), str(toml_path)
         if json_path.is_file():
-            data = json.loads(json_path.read_text(encoding="utf-8"))
+            data = bounded_json.loads(read_bytes(json_path, "config file"))  # a regular file, nesting bounded
             return (data.get("plugins") if isinstance(data, dict) else None), str(json_path)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, ChatcliError) as e:
         where = toml_path if toml_path.is_file() else json_path
         raise ValueError(f"cannot read {where} ({' '.join(str(e).split())})") from None
     return None, "default"
@@ -70,8 +73,10 @@ def _read_toml(path: Path) -> dict:
             import tomli as tomllib  # type: ignore[no-redef]
         except ImportError:
             raise ValueError("reading config.toml needs Python 3.11 or the tomli package; use config.json") from None
-    with open(path, "rb") as f:
+    with open_regular(path, "config file") as f:
         try:
             return tomllib.load(f)
         except tomllib.TOMLDecodeError as e:
             raise ValueError(str(e)) from None
+        except RecursionError:  # tomllib recurses once per nested array or inline table
+            raise ValueError("nested too deeply") from None
