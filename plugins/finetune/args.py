@@ -1,4 +1,10 @@
-"""The settings of one fine-tuning run (every CLI flag), checked at the boundary."""
+"""The settings of one fine-tuning run (every CLI flag), checked at the boundary.
+
+The settings :data:`AUTO` names (learning rate, epochs, LoRA rank, alpha and targets)
+default to ``None``: "not given". :func:`chatcli_finetune.auto_defaults.resolve`
+fills them from the data once it is loaded, and never touches a value the person
+gave, so a flag always wins over the rule.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,9 @@ from chatcli.errors import UsageError
 
 KINDS = ("sft", "dpo", "reward")
 SCHEDULES = ("constant", "linear", "cosine")
-DEFAULT_LR = {"sft": 2e-4, "dpo": 5e-5, "reward": 1e-4}
+DEFAULT_LR = {"sft": 2e-4, "dpo": 5e-5, "reward": 1e-4}  # the usual rates: the floor of the automatic choice
+# Settings left None mean "not given": chosen from the data (chatcli_finetune.auto_defaults).
+AUTO = ("lr", "epochs", "rank", "alpha", "targets")
 # Settings a resumed run must share with the run it continues (the rest may change, e.g. --max-steps).
 RESUME_FIXED = ("kind", "data", "model", "rank", "alpha", "rslora", "targets", "layers", "seed", "batch_size",
                 "grad_accum", "max_len", "val_split", "dtype", "beta", "world_size")  # fmt: skip
@@ -22,15 +30,15 @@ class TrainArgs:
     data: str
     out: str
     model: str = "smollm2-135m-instruct"
-    rank: int = 8
-    alpha: float = 16.0
+    rank: int | None = None  # None: chosen from the data (auto_defaults)
+    alpha: float | None = None  # None: 2 x rank
     rslora: bool = False
-    targets: str = "all-linear"
+    targets: str | None = None  # None: all-linear
     layers: str | None = None
     dropout: float = 0.05
-    epochs: float = 3.0
+    epochs: float | None = None  # None: chosen from the data (ignored with max_steps)
     max_steps: int | None = None
-    lr: float | None = None  # None: the kind's default (DEFAULT_LR)
+    lr: float | None = None  # None: chosen from the data and the steps (auto_defaults)
     schedule: str = "cosine"
     warmup: float = 0.0  # >= 1: steps; < 1: a fraction of all steps
     batch_size: int = 4
@@ -48,10 +56,6 @@ class TrainArgs:
     strict: bool = False
     world_size: int = 1
 
-    def __post_init__(self) -> None:
-        if self.lr is None:
-            self.lr = DEFAULT_LR.get(self.kind, 1e-4)
-
     def check(self) -> "TrainArgs":
         if self.kind not in KINDS:
             raise UsageError(f"unknown fine-tuning kind {self.kind!r}: use sft, dpo or reward")
@@ -66,10 +70,14 @@ class TrainArgs:
             raise UsageError("--max-len must be at least 2 tokens")
         if self.max_steps is not None and self.max_steps < 1:
             raise UsageError(f"invalid --max-steps {self.max_steps}: use an integer >= 1")
-        if not (math.isfinite(self.epochs) and self.epochs > 0):
+        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
             raise UsageError(f"invalid --epochs {self.epochs}: use a positive number")
-        if not (math.isfinite(self.lr) and self.lr > 0):
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise UsageError(f"invalid --lr {self.lr}: use a positive number")
+        if self.rank is not None and self.rank < 1:
+            raise UsageError(f"invalid --rank {self.rank}: use an integer >= 1")
+        if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise UsageError(f"invalid --alpha {self.alpha}: use a positive number")
         if not 0.0 <= self.val_split < 1.0:
             raise UsageError(f"invalid --val-split {self.val_split}: use 0 <= fraction < 1")
         if self.warmup < 0:
@@ -80,6 +88,10 @@ class TrainArgs:
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise UsageError(f"invalid --dtype {self.dtype!r}: use float32 or bfloat16 (float16 trains poorly)")
         return self
+
+    def unresolved(self) -> list[str]:
+        """The :data:`AUTO` settings not given (still None)."""
+        return [k for k in AUTO if getattr(self, k) is None]
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -3,7 +3,9 @@
 :class:`BackgroundRun` starts ``python -m chatcli finetune KIND DATA --out DIR --json
 ...`` (training and chatting then share the CPU; the chat's answers are slower
 meanwhile), reads its JSON lines on a daemon thread, and exposes the latest
-progress (step, loss, tokens/s, ETA) as :meth:`status_line`. :meth:`stop` sends
+progress (step, loss, tokens/s, ETA) as :meth:`status_line`, the settings chosen
+from the data (``defaults``) and the finished run's "what changed" report
+(``what_changed``), each handed to ``on_event`` as it arrives. :meth:`stop` sends
 SIGTERM: the trainer finishes the current step and writes a checkpoint, so the
 same command with ``--resume`` continues it. Nothing here imports torch.
 """
@@ -23,12 +25,16 @@ from pathlib import Path
 
 class BackgroundRun:
     def __init__(self, kind: str, data: Path, out: Path, extra: Sequence[str] = (), model: str | None = None,
-                 on_end: Callable[["BackgroundRun"], None] | None = None):  # fmt: skip
+                 on_end: Callable[["BackgroundRun"], None] | None = None,
+                 on_event: Callable[[str, dict], None] | None = None):  # fmt: skip
         self.kind, self.data, self.out = kind, Path(data), Path(out)
         self.cmd = [sys.executable, "-m", "chatcli", "finetune", kind, str(data), "--out", str(out), "--json", *extra]
         if model and "--model" not in extra:
             self.cmd += ["--model", model]
         self.on_end = on_end
+        self.on_event = on_event  # (event, object) for "defaults" and "what_changed", on the watcher thread
+        self.defaults: list[str] = []  # lines: the settings chosen from the data, and why
+        self.what_changed: dict = {}  # the report of a finished run (its "lines" are for people)
         self.last: dict = {}
         self.plan: dict = {}
         self.summary: dict = {}
@@ -65,6 +71,12 @@ class BackgroundRun:
                 self.last = obj
             elif event == "summary":
                 self.summary = obj
+            elif event == "defaults":
+                self.defaults = list(obj.get("lines") or [])
+            elif event == "what_changed":
+                self.what_changed = obj
+            if event in ("defaults", "what_changed") and self.on_event is not None:
+                self.on_event(event, obj)
         self.proc.wait()
         self.ended_at = time.monotonic()
         if self.on_end is not None:

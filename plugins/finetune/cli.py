@@ -23,15 +23,18 @@ DataArg = typer.Argument(None, help="JSONL data (TRL formats; what 'chatcli rank
                          "with --from-history: conversation ids (3,5,9) or all.", show_default=False)
 OutOpt = _O(..., "--out", "-o", help="Output directory (the PEFT adapter, metrics, loss plot, checkpoints).")
 ModelOpt = _O(DEFAULT_MODEL, "--model", "-m", help="Base model: name, local directory, .gguf or hf:ORG/NAME.")
-RankOpt = _O(8, "--rank", help="LoRA rank r.")
-AlphaOpt = _O(16.0, "--alpha", help="LoRA alpha (scaling alpha/r).")
+RankOpt = _O(None, "--rank", help="LoRA rank r (default: from the data: 8 below 1,000 examples, 16 below 10,000, "
+             "else 32).", show_default=False)
+AlphaOpt = _O(None, "--alpha", help="LoRA alpha (scaling alpha/r; default: 2 x rank).", show_default=False)
 RsloraOpt = _O(False, "--rslora", help="Rank-stabilised scaling alpha/sqrt(r).")
-TargetsOpt = _O("all-linear", "--targets", help="all-linear or a comma list: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj.")
+TargetsOpt = _O(None, "--targets", help="all-linear (default) or a comma list: "
+                "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj.", show_default=False)
 LayersOpt = _O(None, "--layers", help="Layers to adapt: e.g. 0-5,9 or last:4 (default: all).")
 DropoutOpt = _O(0.05, "--dropout", help="LoRA dropout.")
-EpochsOpt = _O(3.0, "--epochs", help="Passes over the training data (ignored with --max-steps).")
+EpochsOpt = _O(None, "--epochs", help="Passes over the training data (ignored with --max-steps; default: from the data, "
+               "3 for sft and 2 for dpo/reward, more for small sets).", show_default=False)
 MaxStepsOpt = _O(None, "--max-steps", help="Optimizer steps to run (overrides --epochs).")
-LrOpt = _O(None, "--lr", help="Peak learning rate (default: sft 2e-4, dpo 5e-5, reward 1e-4).")
+LrOpt = _O(None, "--lr", help="Peak learning rate (default: from the data and the steps; see the README).", show_default=False)
 ScheduleOpt = _O("cosine", "--schedule", help="constant, linear or cosine.")
 WarmupOpt = _O(0.0, "--warmup", help="Warmup: steps (>= 1) or a fraction of all steps (< 1).")
 BatchOpt = _O(4, "--batch-size", help="Examples per micro-batch (per process).")
@@ -83,9 +86,10 @@ def _run(kind: str, **kw) -> None:
 
 
 @finetune_app.command("sft")
-def sft(data: Path | None = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int = RankOpt, alpha: float = AlphaOpt,
-        rslora: bool = RsloraOpt, targets: str = TargetsOpt, layers: str | None = LayersOpt, dropout: float = DropoutOpt,
-        epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt, lr: float | None = LrOpt,
+def sft(data: Path | None = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int | None = RankOpt,
+        alpha: float | None = AlphaOpt, rslora: bool = RsloraOpt, targets: str | None = TargetsOpt,
+        layers: str | None = LayersOpt, dropout: float = DropoutOpt,
+        epochs: float | None = EpochsOpt, max_steps: int | None = MaxStepsOpt, lr: float | None = LrOpt,
         schedule: str = ScheduleOpt, warmup: float = WarmupOpt, batch_size: int = BatchOpt, grad_accum: int = AccumOpt,
         max_len: int = MaxLenOpt, val_split: float = ValOpt, seed: int = SeedOpt, dtype: str = DtypeOpt,
         device: str = DeviceOpt, grad_checkpointing: bool = CkptOpt, resume: bool = ResumeOpt,
@@ -97,9 +101,10 @@ def sft(data: Path | None = DataArg, out: Path = OutOpt, model: str = ModelOpt, 
 
 
 @finetune_app.command("dpo")
-def dpo(data: Path | None = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int = RankOpt, alpha: float = AlphaOpt,
-        rslora: bool = RsloraOpt, targets: str = TargetsOpt, layers: str | None = LayersOpt, dropout: float = DropoutOpt,
-        epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt, lr: float | None = LrOpt,
+def dpo(data: Path | None = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int | None = RankOpt,
+        alpha: float | None = AlphaOpt, rslora: bool = RsloraOpt, targets: str | None = TargetsOpt,
+        layers: str | None = LayersOpt, dropout: float = DropoutOpt,
+        epochs: float | None = EpochsOpt, max_steps: int | None = MaxStepsOpt, lr: float | None = LrOpt,
         schedule: str = ScheduleOpt, warmup: float = WarmupOpt, batch_size: int = BatchOpt, grad_accum: int = AccumOpt,
         max_len: int = MaxLenOpt, val_split: float = ValOpt, seed: int = SeedOpt, dtype: str = DtypeOpt,
         device: str = DeviceOpt, grad_checkpointing: bool = CkptOpt, resume: bool = ResumeOpt,
@@ -111,9 +116,10 @@ def dpo(data: Path | None = DataArg, out: Path = OutOpt, model: str = ModelOpt, 
 
 
 @finetune_app.command("reward")
-def reward(data: Path | None = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int = RankOpt,
-           alpha: float = AlphaOpt, rslora: bool = RsloraOpt, targets: str = TargetsOpt, layers: str | None = LayersOpt,
-           dropout: float = DropoutOpt, epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt,
+def reward(data: Path | None = DataArg, out: Path = OutOpt, model: str = ModelOpt, rank: int | None = RankOpt,
+           alpha: float | None = AlphaOpt, rslora: bool = RsloraOpt, targets: str | None = TargetsOpt,
+           layers: str | None = LayersOpt,
+           dropout: float = DropoutOpt, epochs: float | None = EpochsOpt, max_steps: int | None = MaxStepsOpt,
            lr: float | None = LrOpt, schedule: str = ScheduleOpt, warmup: float = WarmupOpt, batch_size: int = BatchOpt,
            grad_accum: int = AccumOpt, max_len: int = MaxLenOpt, val_split: float = ValOpt, seed: int = SeedOpt,
            dtype: str = DtypeOpt, device: str = DeviceOpt, grad_checkpointing: bool = CkptOpt,

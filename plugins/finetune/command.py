@@ -9,7 +9,9 @@ Without FILE, ``sft`` trains on the current conversation (``--from-history``: on
 saved conversations; ``--from-rankings``: on the best ranked answers) and ``dpo`` /
 ``reward`` on the saved rankings (what ``chatcli rank export --pairs all`` would write). ``--load`` loads
 the adapter as soon as the run finishes; otherwise ``/finetune load`` does. One run
-at a time per chat session. ``/finetune plot`` (F8 while a run is
+at a time per chat session. The settings the run chose from the data, and when it
+finishes its "what changed" report, are said in the chat as they arrive (and
+``/finetune status`` repeats the report). ``/finetune plot`` (F8 while a run is
 going) opens the live curves of the run, or of the run folder DIR
 (:mod:`chatcli_finetune.live_plot`).
 """
@@ -113,7 +115,10 @@ def finetune_command(ctx, args: str) -> None:
     words = shlex.split(args or "")
     if not words or words[0] == "status":
         run = current_run()
-        ctx.say(run.status_line() if run else "no fine-tuning run in this session: /finetune sft|dpo|reward [FILE]", "result")
+        if run is None:
+            ctx.say("no fine-tuning run in this session: /finetune sft|dpo|reward [FILE]", "result")
+            return
+        ctx.say("\n".join([run.status_line(), *run.what_changed.get("lines", [])]), "result")
         return
     action = words[0]
     if action == "stop":
@@ -190,7 +195,16 @@ def finetune_command(ctx, args: str) -> None:
         except RuntimeError:  # the app has closed meanwhile
             pass
 
-    run = BackgroundRun(action, data, out, rest, model=model, on_end=on_end)
+    def on_event(event: str, obj: dict) -> None:
+        # Watcher thread: the settings chosen from the data, then what the run changed.
+        kind = "warning" if event == "what_changed" and obj.get("verdict") != "changed" else "info"
+        text = "\n".join(f"finetune {action}: {line}" for line in obj.get("lines") or [])
+        try:
+            on_ui_thread(ctx, ctx.say, text, kind)
+        except RuntimeError:  # the app has closed meanwhile
+            pass
+
+    run = BackgroundRun(action, data, out, rest, model=model, on_end=on_end, on_event=on_event)
     run.auto_load = auto_load
     run.start()
     _RUN["current"] = run

@@ -42,6 +42,10 @@ GPU) is shown beside the prediction at the end of the run.
 Reporters: :class:`RichReporter` (a progress bar on stderr with loss, learning rate,
 tokens/s and ETA), :class:`JsonReporter` (one metrics object per line on stdout, for
 ``--json`` and for the chat's background runs) and :class:`QuietReporter` (tests).
+Besides the plan, the steps and the summary, each gets the settings chosen from the
+data (:meth:`~QuietReporter.defaults`: ``{"event": "defaults", "lines": [...]}`` in
+JSON) and the "what changed" report of a finished run (:meth:`~QuietReporter.what_changed`:
+``{"event": "what_changed", "lines": [...], ...}``, just before the summary line).
 """
 
 from __future__ import annotations
@@ -145,6 +149,16 @@ class QuietReporter:
     def plan(self, plan: Plan) -> None:
         self.lines.append(json.dumps(plan.to_json()))
 
+    def defaults(self, lines: list[str]) -> None:
+        """The settings chosen from the data, and why (nothing when every one was given)."""
+        self.lines.extend(lines)
+
+    def what_changed(self, report: dict) -> None:
+        """The finished run's "what changed" report (:mod:`chatcli_finetune.what_changed`)."""
+        from chatcli_finetune.what_changed import lines
+
+        self.lines.extend(lines(report))
+
     def start(self, total: int, done: int) -> None:
         pass
 
@@ -171,6 +185,15 @@ class JsonReporter(QuietReporter):
     def plan(self, plan: Plan) -> None:
         self._emit(plan.to_json())
 
+    def defaults(self, lines: list[str]) -> None:
+        if lines:
+            self._emit({"event": "defaults", "lines": lines})
+
+    def what_changed(self, report: dict) -> None:
+        from chatcli_finetune.what_changed import lines
+
+        self._emit({"event": "what_changed", "lines": lines(report), **report})
+
     def step(self, m: dict) -> None:
         self._emit({"event": "step", **m})
 
@@ -186,6 +209,7 @@ class RichReporter(QuietReporter):
         self.console = Console(stderr=True)
         self.progress = None
         self.task = None
+        self.report_lines: list[str] = []
 
     def message(self, text: str) -> None:
         self.console.print(f"chatcli: {text}", highlight=False, markup=False)
@@ -197,6 +221,15 @@ class RichReporter(QuietReporter):
         c.print(f"trainable parameters: {p.trainable:,} of {p.total_params:,} ({p.share:.3f}%)")
         c.print(f"predicted memory: {p.rule_bytes / MB:,.0f} MB rule of thumb (frozen model + ~10x trainable) "
                 f"+ {p.activation_bytes / MB:,.0f} MB activations = {p.predicted_bytes / MB:,.0f} MB")  # fmt: skip
+
+    def defaults(self, lines: list[str]) -> None:
+        for line in lines:
+            self.console.print(line, highlight=False, markup=False)
+
+    def what_changed(self, report: dict) -> None:
+        from chatcli_finetune.what_changed import lines
+
+        self.report_lines = lines(report)  # printed last, under the summary
 
     def start(self, total: int, done: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -222,6 +255,8 @@ class RichReporter(QuietReporter):
         for k, v in summary.items():
             if k != "event":
                 c.print(f"  {k}: {v}", highlight=False, markup=False)
+        for line in self.report_lines:
+            c.print(line, highlight=False, markup=False)
 
     def close(self) -> None:
         if self.progress is not None:

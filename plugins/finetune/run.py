@@ -2,7 +2,10 @@
 
 :func:`run_training` is what ``chatcli finetune sft|dpo|reward`` calls (and the
 tests, with a tiny model directory as ``args.model``). Under ``torchrun`` every
-process runs it; process 0 alone writes files and reports. Returns a dict with the
+process runs it; process 0 alone writes files and reports. Settings the person did
+not give are chosen from the loaded data (:mod:`chatcli_finetune.auto_defaults`,
+reported before training); a finished run ends with the "what changed" report
+(:mod:`chatcli_finetune.what_changed`, ``OUT/what_changed.json``). Returns a dict with the
 ``summary`` (also the last ``--json`` line and ``OUT/summary.json``) and, for callers
 that keep going in-process, the trained ``model`` (adapter attached as
 ``finetune``), ``tokenizer``, adapter ``manager``, reward ``head`` and the
@@ -15,14 +18,17 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from chatcli.errors import UsageError
-from chatcli_finetune import outdir
+from chatcli_finetune import outdir, what_changed
 from chatcli_finetune.args import RESUME_FIXED, TrainArgs
+from chatcli_finetune.auto_defaults import resolve
 from chatcli_finetune.data import Encoder, check_loaded, load_examples
 from chatcli_finetune.plot import terminal_plot, write_png
 from chatcli_finetune.report import Plan, QuietReporter, activation_memory, peak_memory, predicted_memory
@@ -55,6 +61,8 @@ def split(items: list, val_split: float, seed: int) -> tuple[list, list]:
 
 def _resumed_args(args: TrainArgs, out: Path) -> TrainArgs:
     saved = TrainArgs.from_json(outdir.read_args(out))
+    # Settings not given continue as the run being resumed chose them.
+    args = replace(args, **{k: getattr(saved, k) for k in args.unresolved() if getattr(saved, k) is not None})
     changed = [k for k in RESUME_FIXED if k not in ("world_size",) and getattr(args, k) != getattr(saved, k)]
     if changed:
         raise UsageError(
@@ -96,6 +104,53 @@ def load_model(args: TrainArgs, rank_device: str):
     return engine.model, engine.tokenizer, engine.adapters
 
 
+def run_loop(trainer: Trainer, train: list, val: list, out: Path, args: TrainArgs, params: list, reporter, *,
+             resume: bool, total: int, main: bool = True, trainer_hook=None,
+             truncate: Callable[[int], None] | None = None) -> LoopState:  # fmt: skip
+    """The loop with its files: continue from the newest checkpoint (``--resume``), record the settings,
+    append each step's metrics to ``OUT/metrics.jsonl``, checkpoint every ``--save-every`` steps, and
+    stop after the current step on Ctrl+C / SIGTERM. ``truncate(step)`` drops a kind's own per-step
+    files past the checkpoint being resumed (``metrics.jsonl`` is handled here)."""
+    state = LoopState()
+    ckpt = outdir.latest_checkpoint(out) if resume else None
+    if resume and ckpt is not None:
+        saved = outdir.load_checkpoint(ckpt, params, trainer.optimizer)
+        state = LoopState(step=saved["step"], tokens=saved.get("tokens", 0), elapsed=saved.get("elapsed", 0.0),
+                          history=[m for m in outdir.read_metrics(out) if m.get("step", 0) <= saved["step"]])  # fmt: skip
+        reporter.message(f"resuming from step {state.step} ({ckpt.name})")
+    elif resume:
+        reporter.message("no checkpoint yet: starting from step 0")
+    if main:
+        if resume:
+            outdir.truncate_metrics(out, state.step)
+            if truncate is not None:
+                truncate(state.step)
+        outdir.write_json(out / outdir.ARGS_NAME, args.to_json())
+
+    metrics_file = out / outdir.METRICS_NAME
+
+    def on_step(m: dict) -> None:
+        if main:
+            with metrics_file.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(m) + "\n")
+        reporter.step(m)
+        if trainer_hook is not None:
+            trainer_hook(trainer, m)
+
+    def on_checkpoint(step: int) -> None:
+        if main:
+            outdir.save_checkpoint(out, step, params, trainer.optimizer,
+                                   {"tokens": state.tokens, "elapsed": state.elapsed})  # fmt: skip
+
+    reporter.start(total, state.step)
+    try:
+        with _stop_on_signals(trainer, reporter):
+            state = trainer.run(train, val, state, on_step, on_checkpoint)
+    finally:
+        reporter.close()
+    return state
+
+
 def run_training(args: TrainArgs, reporter=None, *, resume: bool = False, overwrite: bool = False,
                  trainer_hook=None) -> dict:  # fmt: skip
     reporter = reporter or QuietReporter()
@@ -120,6 +175,10 @@ def run_training(args: TrainArgs, reporter=None, *, resume: bool = False, overwr
     train, val = split(loaded.items, args.val_split, args.seed)
     if d.main:  # which pairs were held out: what `chatcli rank stats --reward DIR` checks the model on
         outdir.write_split(out, Path(args.data), train, val)
+    # Settings not given (lr, epochs, LoRA shape) are chosen from the data now that it is known.
+    tokens = sum(len(s.ids) for x in train for s in ((x,) if args.kind == "sft" else (x.chosen, x.rejected)))
+    args, chosen = resolve(args, len(train), tokens, sum(p.numel() for p in model.parameters()))
+    reporter.defaults(chosen)
 
     spec = LoRASpec(args.rank, args.alpha, args.rslora, parse_targets(args.targets),
                     parse_layers(args.layers, model.config.num_hidden_layers), args.dropout)  # fmt: skip
@@ -145,43 +204,8 @@ def run_training(args: TrainArgs, reporter=None, *, resume: bool = False, overwr
     )  # fmt: skip
     reporter.plan(plan)
 
-    state = LoopState()
-    ckpt = outdir.latest_checkpoint(out) if resume else None
-    if resume and ckpt is not None:
-        saved = outdir.load_checkpoint(ckpt, params, trainer.optimizer)
-        state = LoopState(step=saved["step"], tokens=saved.get("tokens", 0), elapsed=saved.get("elapsed", 0.0),
-                          history=[m for m in outdir.read_metrics(out) if m.get("step", 0) <= saved["step"]])  # fmt: skip
-        if d.main:
-            outdir.truncate_metrics(out, state.step)
-        reporter.message(f"resuming from step {state.step} ({ckpt.name})")
-    elif resume:
-        reporter.message("no checkpoint yet: starting from step 0")
-        if d.main:
-            outdir.truncate_metrics(out, 0)
-    if d.main:
-        outdir.write_json(out / outdir.ARGS_NAME, args.to_json())
-
-    metrics_file = out / outdir.METRICS_NAME
-
-    def on_step(m: dict) -> None:
-        if d.main:
-            with metrics_file.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(m) + "\n")
-        reporter.step(m)
-        if trainer_hook is not None:
-            trainer_hook(trainer, m)
-
-    def on_checkpoint(step: int) -> None:
-        if d.main:
-            outdir.save_checkpoint(out, step, params, trainer.optimizer,
-                                   {"tokens": state.tokens, "elapsed": state.elapsed})  # fmt: skip
-
-    reporter.start(plan.total_steps, state.step)
-    try:
-        with _stop_on_signals(trainer, reporter):
-            state = trainer.run(train, val, state, on_step, on_checkpoint)
-    finally:
-        reporter.close()
+    state = run_loop(trainer, train, val, out, args, params, reporter, resume=resume, total=plan.total_steps,
+                     main=d.main, trainer_hook=trainer_hook)  # fmt: skip
 
     finished = state.step >= plan.total_steps
     hist = state.history
@@ -214,6 +238,12 @@ def run_training(args: TrainArgs, reporter=None, *, resume: bool = False, overwr
                 import shutil
 
                 shutil.rmtree(old, ignore_errors=True)
+            reporter.message("measuring what changed (base model vs adapter)...")
+            report = what_changed.measure(model, tok, manager, TRAIN_NAME, args.kind, train, val, beta=args.beta,
+                                          head=head, pad_id=pad_id)  # fmt: skip
+            outdir.write_json(out / what_changed.REPORT_NAME, report)
+            summary["what_changed"] = report["verdict"]
+            reporter.what_changed(report)
         else:
             summary["resume"] = "continue with the same command plus --resume"
         train_pts = [(m["step"], m["loss"]) for m in hist]

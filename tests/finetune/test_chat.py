@@ -41,6 +41,15 @@ class Ctx:
         self.adapter_updates += 1
 
 
+def run_lr(saved: dict) -> float:
+    """The rate the rule gives a run with these saved settings (no --lr given)."""
+    from chatcli_finetune.args import TrainArgs
+    from chatcli_finetune.auto_defaults import choose
+
+    args = TrainArgs.from_json({**saved, "lr": None})
+    return choose(args, 1, 0, 10**6).lr
+
+
 def _wait(run: BackgroundRun, timeout: float = 120) -> None:
     run.wait(timeout)
     assert not run.running
@@ -54,7 +63,8 @@ def test_finetune_on_the_conversation_in_background_then_load(tiny_model_dir, tm
     ids = torch.tensor([engine.tokenizer.encode_chat(msgs[:1])])
     before = engine.model(ids)
 
-    command.finetune_command(ctx, f"sft --out {tmp_path / 'run'} --max-steps 6 --lr 1e-2 --rank 4 --val-split 0 --load")
+    # No --lr: the run chooses it from the data (and says so in the chat); --rank given: kept.
+    command.finetune_command(ctx, f"sft --out {tmp_path / 'run'} --max-steps 6 --rank 4 --val-split 0 --load")
     run = command.current_run()
     assert "started in the background" in ctx.said[-1][0]
     with pytest.raises(UsageError, match="already going"):
@@ -67,6 +77,16 @@ def test_finetune_on_the_conversation_in_background_then_load(tiny_model_dir, tm
     assert any(k == "result" and "loaded adapter run" in s for s, k in ctx.said), ctx.said  # --load
     assert "run" in engine.adapters
     assert not torch.allclose(engine.model(ids), before)
+    # The chat heard the settings chosen from the data, then the "what changed" report (also in DIR).
+    said = "\n".join(s for s, _ in ctx.said)
+    assert "finetune sft: chosen from the data (1 training example," in said and "lr " in said
+    assert "finetune sft: what changed, on 1 training prompt (too few held out)" in said and "first-token KL" in said
+    report = json.loads((tmp_path / "run" / "what_changed.json").read_text())
+    assert report["kind"] == "sft" and run.what_changed["verdict"] == report["verdict"]
+    args = json.loads((tmp_path / "run" / "training_args.json").read_text())
+    assert args["rank"] == 4 and args["max_steps"] == 6 and args["lr"] == pytest.approx(run_lr(args))
+    command.finetune_command(ctx, "status")  # repeats the report
+    assert "what changed" in ctx.said[-1][0]
     command.finetune_command(ctx, "load")  # reload replaces it
     assert engine.adapters.names == ["run"]
     assert ctx.adapter_updates == 2  # the front end heard of both loads

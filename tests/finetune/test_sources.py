@@ -152,7 +152,7 @@ def test_chat_finetune_from_history_and_rankings_build_the_data(monkeypatch, tmp
     started: list = []
 
     class FakeRun:  # stands in for the background process: what would it be given?
-        def __init__(self, kind, data, out, extra, model=None, on_end=None):
+        def __init__(self, kind, data, out, extra, model=None, on_end=None, on_event=None):
             started.append((kind, data, extra))
             self.running = False
 
