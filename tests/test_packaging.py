@@ -13,6 +13,8 @@ def test_every_package_folder_is_listed_in_pyproject():
     listed = set(config["packages"])
     mapped = {pkg: ROOT / folder for pkg, folder in config["package-dir"].items()}
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "chatcli").rglob("__init__.py")}
+    for pkg, folder in mapped.items():  # a plugin's sub-packages (chatcli_finetune.rl) install only when listed
+        found |= {".".join([pkg, *p.parent.relative_to(folder).parts]) for p in folder.rglob("__init__.py")}
     assert found | set(mapped) == listed
     assert all((folder / "__init__.py").is_file() for folder in mapped.values())
     # every first-party plugin folder installs, under a name of ours

@@ -19,6 +19,10 @@ without importing chatcli internals:
   the chat's CommandContext (the TUI's, whose ``ctx.app`` is the Textual app) and
   returns a Textual ``Screen`` to push (or a ``Widget`` for a panel); it may raise
   ``chatcli.errors.ChatcliError``.
+* ``register_graders(register)`` — answer graders for reinforcement learning
+  (``chatcli finetune rl --reward NAME``) and ``/best N --reward NAME``:
+  ``register(name, fn, help="")`` where ``fn(prompt_messages, answer_text) -> float``
+  (higher is better; ``prompt_messages`` are the messages up to the question).
 
 ``status_item()`` is polled (about once a second, on the UI thread, so it must be
 quick) for a short live status in the chat's status bar: ``None``, a text, or
@@ -51,6 +55,11 @@ def register_cli(register):
 @hookspec
 def register_tui(register):
     """Add TUI screens or panels: ``register(name, factory, kind="screen", title="")``."""
+
+
+@hookspec
+def register_graders(register):
+    """Add answer graders: ``register(name, fn, help="")``, ``fn(prompt_messages, answer_text) -> float``."""
 
 
 @hookspec

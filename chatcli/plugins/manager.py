@@ -38,7 +38,7 @@ from chatcli.plugins import hookspecs
 from chatcli.plugins.discovery import GROUP, USER_PREFIX, Candidate, discover  # noqa: F401  (GROUP, USER_PREFIX re-exported)
 from chatcli.plugins.settings import parse_selection, selection_setting
 
-REGISTRATION_HOOKS = ("register_commands", "register_cli", "register_tui")
+REGISTRATION_HOOKS = ("register_commands", "register_cli", "register_tui", "register_graders")
 
 Report = Callable[[str], None]
 
@@ -69,6 +69,16 @@ class CliCommand:
 
     name: str
     target: str  # "package.module:attr"
+    help: str
+    plugin: str
+
+
+@dataclass(frozen=True)
+class GraderRegistration:
+    """A plugin's answer grader: ``fn(prompt_messages, answer_text) -> float``, higher is better."""
+
+    name: str
+    fn: Callable[[list, str], float]
     help: str
     plugin: str
 
@@ -187,7 +197,7 @@ class PluginManager:
             if self._registrations is not None:
                 return self._registrations
             self.load()
-            regs: dict[str, list] = {"commands": [], "cli": [], "tui": []}
+            regs: dict[str, list] = {"commands": [], "cli": [], "tui": [], "graders": []}
             for impl in self._impls("register_commands"):
                 def add_command(name, func, summary, args=(), aliases=(), idle_only=False, _p=impl.plugin_name):
                     from chatcli.chat.commands import Command
@@ -213,6 +223,16 @@ class PluginManager:
                     self.infos[_p].tui.append(f"{name} ({kind})")
 
                 self._call_impl(impl, "register_tui", {"register": add_tui})
+            for impl in self._impls("register_graders"):
+                def add_grader(name, fn, help="", _p=impl.plugin_name):
+                    name = str(name)
+                    if not callable(fn):
+                        raise ValueError(f"grader {name!r} must be a function (prompt_messages, answer_text) -> float")
+                    if not name or name.startswith("rule:") or any(c in name for c in "/\\ "):
+                        raise ValueError(f"invalid grader name {name!r}: no spaces or slashes, and not 'rule:...'")
+                    regs["graders"].append(GraderRegistration(name, fn, str(help), _p))
+
+                self._call_impl(impl, "register_graders", {"register": add_grader})
             # A plugin that failed in a later registration hook is off: drop what it added earlier.
             failed = {n for n, i in self.infos.items() if i.status == "error"}
             regs = {k: [r for r in v if _plugin_of(r) not in failed] for k, v in regs.items()}
@@ -242,6 +262,16 @@ class PluginManager:
 
     def cli_commands(self) -> list[CliCommand]:
         return list(self._collect()["cli"])
+
+    def graders(self) -> list[GraderRegistration]:
+        """Answer graders the loaded plugins add (a name registered twice: the first one wins, reported)."""
+        out: dict[str, GraderRegistration] = {}
+        for g in self._collect()["graders"]:
+            if g.name in out:
+                self.report_problem(f"plugin {g.plugin!r}: grader {g.name!r} is already registered by {out[g.name].plugin!r}; left out")
+                continue
+            out[g.name] = g
+        return list(out.values())
 
     def tui_extensions(self, kind: str | None = None) -> list[TuiExtension]:
         return [t for t in self._collect()["tui"] if kind is None or t.kind == kind]

@@ -1,8 +1,9 @@
-"""The ``finetune`` plugin: LoRA SFT, DPO and reward models from chats and rankings.
+"""The ``finetune`` plugin: LoRA SFT, DPO, reward models and RL from chats, rankings and graders.
 
-Adds the ``chatcli finetune sft|dpo|reward`` CLI group and the ``/finetune`` chat command
-(background runs, status, stop, hot-load) and ``/score`` (rewards of the conversation's
-answers by a loaded reward model). This module only registers
+Adds the ``chatcli finetune sft|dpo|reward|rl`` CLI group and the ``/finetune`` chat command
+(background runs, status, stop, hot-load, an RL run's groups), ``/score`` (rewards of the
+conversation's answers by a loaded reward model) and ``/best N`` (N answers, graded, the
+best kept). This module only registers
 it; torch and the training code are imported when a command runs.
 """
 
@@ -24,6 +25,12 @@ def _finetune_command(ctx, args: str | None = None) -> None:
     finetune_command(ctx, args or "")
 
 
+def _best_command(ctx, args: str | None = None) -> None:
+    from chatcli_finetune.rl.best import best_command
+
+    best_command(ctx, args or "")
+
+
 def _score_command(ctx, args: str | None = None) -> None:
     from chatcli_finetune.score_command import score_command
 
@@ -37,8 +44,15 @@ def register_commands(register):
     register(
         "finetune",
         _finetune_command,
-        "train a LoRA adapter in the background: /finetune sft|dpo|reward [FILE] [--load] [flags] | status | stop | load | plot",
-        args=(Arg("args", "text", optional=True, help="sft|dpo|reward [FILE] [--load] [flags], status, stop, load, plot [DIR]"),),
+        "train a LoRA adapter in the background: /finetune sft|dpo|reward|rl [FILE] [--load] [flags] | status | stop | load | plot | groups",
+        args=(Arg("args", "text", optional=True, help="sft|dpo|reward|rl [FILE] [--load] [flags], status, stop, load, plot [DIR], groups [DIR]"),),
+    )
+    register(
+        "best",
+        _best_command,
+        "answer N times, grade the answers and keep the best: /best [N] [--reward DIR|rule:...|NAME]",
+        args=(Arg("args", "text", optional=True, help="N (2-10), --reward DIR|rule:max-words=N|rule:contains=WORD|rule:regex=P|NAME"),),
+        idle_only=True,
     )
     register(
         "score",

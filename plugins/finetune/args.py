@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from chatcli.engine.params import check_seed
 from chatcli.errors import UsageError
 
-KINDS = ("sft", "dpo", "reward")
+KINDS = ("sft", "dpo", "reward", "rl")  # rl: chatcli_finetune.rl.args.RLArgs
 SCHEDULES = ("constant", "linear", "cosine")
 DEFAULT_LR = {"sft": 2e-4, "dpo": 5e-5, "reward": 1e-4}  # the usual rates: the floor of the automatic choice
 # Settings left None mean "not given": chosen from the data (chatcli_finetune.auto_defaults).

@@ -124,5 +124,7 @@ class BackgroundRun:
         if not m:
             return f"finetune {self.kind}: loading (answers are slower while training)"
         eta = int(m.get("eta_s", 0))
+        # RL: the step's mean reward and KL to the base model (bits/token) say more than tokens/s.
+        rl = f"reward {m['reward']:+.3f} KL {m.get('kl', 0.0):.3f} " if "reward" in m else f"{m.get('tokens_per_s', 0):.0f} tok/s "
         return (f"finetune {self.kind}: step {m['step']}/{m['total_steps']} loss {m['loss']:.3f} "
-                f"{m.get('tokens_per_s', 0):.0f} tok/s ETA {eta // 60}:{eta % 60:02d} (answers slower meanwhile)")  # fmt: skip
+                f"{rl}ETA {eta // 60}:{eta % 60:02d} (answers slower meanwhile)")  # fmt: skip

@@ -1,4 +1,5 @@
-"""``chatcli finetune sft|dpo|reward DATA.jsonl --out DIR [flags]`` and ``chatcli finetune report DIR``.
+"""``chatcli finetune sft|dpo|reward DATA.jsonl --out DIR [flags]``, ``chatcli finetune rl PROMPTS.jsonl
+--reward GRADER --out DIR [flags]`` and ``chatcli finetune report DIR``.
 
 Imported only when ``chatcli finetune ...`` runs. The three commands share their
 flags (``--beta`` is DPO's); every run works the same under
@@ -13,9 +14,10 @@ import typer
 
 from chatcli.cli.common import DEFAULT_MODEL
 from chatcli.errors import UsageError
+from chatcli_finetune.rl import options as rlo
 
 finetune_app = typer.Typer(
-    help="Train LoRA adapters (PEFT format): sft, dpo, reward.", no_args_is_help=True, add_completion=False
+    help="Train LoRA adapters (PEFT format): sft, dpo, reward, rl.", no_args_is_help=True, add_completion=False
 )
 
 _O = typer.Option
@@ -128,6 +130,27 @@ def reward(data: Path | None = DataArg, out: Path = OutOpt, model: str = ModelOp
            threads: int | None = ThreadsOpt, from_rankings: bool = RankingsOpt) -> None:  # fmt: skip
     """A reward model: LoRA + a scalar score head, pairwise (Bradley-Terry) loss; saved as PEFT SEQ_CLS."""
     _run("reward", from_history=False, **locals())
+
+
+@finetune_app.command("rl")
+def rl(data: Path = rlo.PromptsArg, out: Path = OutOpt, reward: str = rlo.RewardOpt, group_size: int | None = rlo.GroupOpt,
+       max_new_tokens: int | None = rlo.MaxNewOpt, temperature: float | None = rlo.TemperatureOpt,
+       beta: float | None = rlo.BetaOpt, model: str = ModelOpt, rank: int | None = rlo.RankOpt,
+       alpha: float | None = rlo.AlphaOpt, rslora: bool = RsloraOpt, targets: str | None = rlo.TargetsOpt,
+       layers: str | None = LayersOpt, dropout: float | None = rlo.DropoutOpt, epochs: float | None = rlo.EpochsOpt,
+       max_steps: int | None = MaxStepsOpt, lr: float | None = rlo.LrOpt, schedule: str | None = rlo.ScheduleOpt,
+       warmup: float = WarmupOpt, batch_size: int | None = rlo.BatchOpt, grad_accum: int = AccumOpt,
+       max_len: int = MaxLenOpt, val_split: float = ValOpt, seed: int = SeedOpt, dtype: str = DtypeOpt,
+       device: str = DeviceOpt, grad_checkpointing: bool = CkptOpt, resume: bool = ResumeOpt,
+       overwrite: bool = OverwriteOpt, json: bool = JsonOpt, strict: bool = StrictOpt,
+       save_every: int | None = rlo.SaveEveryOpt, eval_every: int = EvalEveryOpt,
+       threads: int | None = ThreadsOpt) -> None:  # fmt: skip
+    """Reinforcement learning (GRPO): G answers per prompt, graded; the better ones pushed up, KL to the base."""
+    kw = dict(locals())
+    from chatcli_finetune.rl.run import cli_rl
+
+    if cli_rl(**kw)["summary"]["status"] != "finished":
+        raise typer.Exit(130)
 
 
 @finetune_app.command("report")

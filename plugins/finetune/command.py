@@ -3,7 +3,8 @@
 Forms::
 
     /finetune sft|dpo|reward [FILE | --from-history [IDS] | --from-rankings] [--load] [any `chatcli finetune` flag ...]
-    /finetune status | stop | load | plot [DIR]
+    /finetune rl PROMPTS --reward GRADER [--load] [any `chatcli finetune rl` flag ...]
+    /finetune status | stop | load | plot [DIR] | groups [DIR]
 
 Without FILE, ``sft`` trains on the current conversation (``--from-history``: on
 saved conversations; ``--from-rankings``: on the best ranked answers) and ``dpo`` /
@@ -13,7 +14,8 @@ at a time per chat session. The settings the run chose from the data, and when i
 finishes its "what changed" report, are said in the chat as they arrive (and
 ``/finetune status`` repeats the report). ``/finetune plot`` (F8 while a run is
 going) opens the live curves of the run, or of the run folder DIR
-(:mod:`chatcli_finetune.live_plot`).
+(:mod:`chatcli_finetune.live_plot`). ``/finetune groups`` shows the last step of an RL run:
+each group's answers with their rewards and advantages (:mod:`chatcli_finetune.rl.groups`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from chatcli.errors import UsageError
 from chatcli_finetune.background import BackgroundRun
 
 _RUN: dict[str, BackgroundRun | None] = {"current": None}
-KINDS = ("sft", "dpo", "reward")
+KINDS = ("sft", "dpo", "reward", "rl")
 
 
 def current_run() -> BackgroundRun | None:
@@ -137,8 +139,13 @@ def finetune_command(ctx, args: str) -> None:
     if action == "plot":
         ctx.push_screen(plot_screen(ctx, " ".join(words[1:]) or None))
         return
+    if action == "groups":
+        from chatcli_finetune.rl.groups import groups_view
+
+        ctx.say(groups_view(" ".join(words[1:]) or None, current_run()), "result")
+        return
     if action not in KINDS:
-        raise UsageError(f"unknown /finetune {action!r}: use sft, dpo, reward, status, stop, load or plot")
+        raise UsageError(f"unknown /finetune {action!r}: use sft, dpo, reward, rl, status, stop, load, plot or groups")
     if current_run() is not None and current_run().running:
         raise UsageError("a fine-tuning run is already going: /finetune status, or /finetune stop")
     rest = words[1:]
@@ -165,6 +172,8 @@ def finetune_command(ctx, args: str) -> None:
         data = Path(rest.pop(0)).expanduser()
         if not data.is_file():
             raise UsageError(f"data file not found: {data}")
+    elif action == "rl":
+        raise UsageError("/finetune rl needs a PROMPTS file (JSONL, as for 'chatcli rank generate') and --reward GRADER")
     elif action == "sft" and from_history is None and not from_rankings:
         _data_dir().mkdir(parents=True, exist_ok=True)
         data = _conversation_data(ctx, _data_dir() / f"{action}-{stamp}.jsonl")
@@ -174,6 +183,9 @@ def finetune_command(ctx, args: str) -> None:
         # dpo and reward learn from the saved rankings unless told otherwise.
         data = build_data(action, from_history=from_history, from_rankings=from_rankings or from_history is None,
                           warn=lambda m: ctx.say(m, "warning"))  # fmt: skip
+    if action == "rl" and not any(w in ("--reward", "-r") or w.startswith("--reward=") for w in rest):
+        raise UsageError("/finetune rl needs --reward: a reward model folder, rule:max-words=N, rule:contains=WORD, "
+                         "rule:regex=PATTERN or a plugin grader's name")  # fmt: skip
     model = ctx.core.engine.identity.name if ctx.core.engine is not None else None
     pending: dict[str, bool] = {"load": auto_load}
 

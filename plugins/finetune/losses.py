@@ -11,6 +11,10 @@ equals the gradient of the global mean, however the batch is split.
   adapter switched off (computed without gradients).
 * Reward (Bradley–Terry): Σ −log σ(r(c) − r(r)), r = the score head on the last real
   token's final hidden state.
+
+The per-pair formulas are :func:`dpo_losses` and :func:`bradley_terry_losses`, on
+plain tensors, so ``tests/finetune/test_losses_vs_trl.py`` checks them against TRL's
+own loss code; the GRPO objective of ``finetune rl`` is :mod:`chatcli_finetune.rl.grpo`.
 """
 
 from __future__ import annotations
@@ -55,6 +59,16 @@ def sequence_logps(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor, targ
     return (lp * (target[:, 1:] & attn[:, 1:].bool())).sum(-1)
 
 
+def dpo_losses(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per-pair DPO loss [P] from log π(y) − log π_ref(y) of the chosen and rejected answers [P]."""
+    return -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
+
+
+def bradley_terry_losses(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
+    """Per-pair reward-model loss [P]: −log σ(r(chosen) − r(rejected))."""
+    return -F.logsigmoid(chosen_rewards - rejected_rewards)
+
+
 def dpo_sums(
     model: nn.Module,
     ids: torch.Tensor,
@@ -70,8 +84,7 @@ def dpo_sums(
     pol = sequence_logps(model, ids, attn, target)  # [2P]
     chosen = pol[:P] - ref[:P]  # implicit rewards / beta
     rejected = pol[P:] - ref[P:]
-    logits = beta * (chosen - rejected)  # [P]
-    loss = -F.logsigmoid(logits).sum()
+    loss = dpo_losses(chosen, rejected, beta).sum()  # [P] -> sum
     margin = (beta * (chosen - rejected)).detach()
     stats = {
         "loss": float(loss.detach()),
@@ -101,7 +114,7 @@ def reward_sums(model: nn.Module, head: nn.Module, ids: torch.Tensor, attn: torc
     P = ids.shape[0] // 2
     r = rewards(model, head, ids, attn)  # [2P]
     diff = r[:P] - r[P:]
-    loss = -F.logsigmoid(diff).sum()
+    loss = bradley_terry_losses(r[:P], r[P:]).sum()
     d = diff.detach()
     stats = {
         "loss": float(loss.detach()),

@@ -158,10 +158,14 @@ class Trainer:
         self.optimizer.step()
         n = len(batch)
         out = {"loss": stats["loss"] / denom, "lr": lr, "grad_norm": grad_norm, "tokens": int(stats.get("tokens", 0))}
-        if a.kind != "sft":
-            out["margin"] = stats.get("margin", 0.0) / n
-            out["accuracy"] = stats.get("accuracy", 0.0) / n
+        out.update(self.step_metrics(stats, n))
         return out
+
+    def step_metrics(self, stats: dict[str, float], n: int) -> dict:
+        """The kind's own metrics of one step, from the step's summed stats over ``n`` examples."""
+        if self.args.kind == "sft":
+            return {}
+        return {"margin": stats.get("margin", 0.0) / n, "accuracy": stats.get("accuracy", 0.0) / n}
 
     # --- validation -------------------------------------------------------------------------
 
