@@ -14,7 +14,15 @@ documented wire formats of the servers it stands in for:
   ``/v1/unload_lora_adapter {lora_name}`` (plain-text answers; loaded adapters are
   listed in /v1/models with ``parent`` and are chosen by model name);
 * llama.cpp: ``GET /lora-adapters`` -> ``[{id, path, scale}]``, ``POST /lora-adapters``
-  ``[{id, scale}]`` -> ``{"success": true}``.
+  ``[{id, scale}]`` -> ``{"success": true}``;
+* vLLM with ``echo=True``: ``POST /tokenize {messages, add_generation_prompt, continue_final_message}``
+  -> ``{tokens, count, max_model_len}`` (a ChatML-like template over :data:`VOCAB`, longest match
+  first) and ``POST /v1/completions {prompt: ids, echo: true, logprobs: k, stream: false}`` -> one
+  JSON completion whose ``logprobs`` score every prompt token given the ones before it
+  (:func:`echo_probs`: the scored token and k-1 alternatives, the adapter's rotated by one, so
+  each side returns a token the other does not).
+
+An adapter's alternatives are rotated by one place (``OTHERS``) in streamed answers too.
 
 Behaviours for the error tests: ``key`` (401 without the right bearer key),
 ``rate_limit`` (429 with ``Retry-After``), ``cut_after`` (close the stream after N
@@ -35,15 +43,55 @@ ANSWER = ["The", " capital", " of", " France", " is", " Paris", "."]
 OTHERS = [" city", " Rome", " a", " London", "!", " the"]
 
 
+SPECIALS = ["<|im_start|>", "<|im_end|>", "user", "assistant", "system", "\n"]
+VOCAB = SPECIALS + ANSWER + OTHERS + [chr(c) for c in range(32, 127)]  # the fake's token ids are indices here
+BASE_ALT = [0.2, 0.1, 0.05, 0.03]  # echo: the alternatives' probabilities beside the scored token's
+ADAPTER_ALT = [0.2, 0.15, 0.1, 0.055]
+
+
 def logprob_of(i: int, adapter: str | None) -> float:
     # an adapter shifts the distribution a little, so /compare sees a difference
     return -0.05 * (i + 1) - (0.3 if adapter else 0.0)
 
 
+def alternatives(i: int, adapter: str | None) -> list[str]:
+    """The alternatives at step i: the adapter's rotated by one, so each side has one the other lacks."""
+    shift = 1 if adapter else 0
+    return [OTHERS[(i + j + shift) % len(OTHERS)] for j in range(len(OTHERS))]
+
+
+def echo_probs(token: str, adapter: str | None, k: int, i: int) -> dict[str, float]:
+    """The probabilities /v1/completions with echo returns for a scored prompt token: itself (the most
+    probable, 0.5 base or 0.35 with an adapter) and k-1 alternatives."""
+    alts = BASE_ALT if adapter is None else ADAPTER_ALT
+    out = {token: 0.35 if adapter else 0.5}
+    for t, p in zip([a for a in alternatives(i, adapter) if a != token], alts[: max(0, k - 1)]):
+        out[t] = p
+    return out
+
+
+def tokenize(text: str) -> list[int]:
+    """Longest match first over VOCAB."""
+    ids, i = [], 0
+    by_length = sorted(range(len(VOCAB)), key=lambda v: -len(VOCAB[v]))
+    while i < len(text):
+        v = next(v for v in by_length if text.startswith(VOCAB[v], i))
+        ids.append(v)
+        i += len(VOCAB[v])
+    return ids
+
+
+def render(messages: list[dict], add_generation_prompt: bool, continue_final_message: bool = False) -> str:
+    out = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
+    if continue_final_message and messages:
+        out[-1] = out[-1].removesuffix("<|im_end|>\n")
+    return "".join(out) + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+
 class FakeServer:
     def __init__(self, flavor: str = "vllm", *, model: str = "fake-model", key: str | None = None,
                  logprobs: bool = True, rate_limit: float | None = None, cut_after: int | None = None,
-                 delay: float = 0.0, answer: list[str] | None = None, lora_files: list[str] = ()):
+                 delay: float = 0.0, answer: list[str] | None = None, lora_files: list[str] = (), echo: bool = False):
         self.flavor = flavor
         self.model = model
         self.key = key
@@ -52,6 +100,7 @@ class FakeServer:
         self.cut_after = cut_after
         self.delay = delay
         self.answer = list(answer or ANSWER)
+        self.echo = echo  # vLLM's /tokenize and echo: a given text can be scored
         self.requests: list[tuple[str, dict | list | None]] = []
         self.headers: list[dict] = []
         self.vllm_adapters: dict[str, str] = {}  # name -> path
@@ -93,7 +142,7 @@ class FakeServer:
 
     def entry(self, i: int, token: str, k: int, adapter: str | None) -> dict:
         lp = logprob_of(i, adapter)
-        tops = [(token, lp)] + [(OTHERS[(i + j) % len(OTHERS)], lp - 1.5 * (j + 1)) for j in range(max(0, k - 1))]
+        tops = [(token, lp)] + [(t, lp - 1.5 * (j + 1)) for j, t in enumerate(alternatives(i, adapter)[: max(0, k - 1)])]
         def one(t: str, v: float) -> dict:
             d = {"token": t, "logprob": v, "bytes": list(t.encode())}
             if self.flavor == "llama.cpp":
@@ -153,6 +202,9 @@ def _handler(server: FakeServer):
                     self._json(404, {"object": "error", "message": f"The model `{body.get('model')}` does not exist.",
                                      "type": "NotFoundError", "code": 404})
                     return
+                if server.echo and body.get("echo") and not body.get("stream"):
+                    self._json(200, self._echo(body))
+                    return
                 try:
                     self._stream(body, chat=self.path.endswith("chat/completions"))
                 except (BrokenPipeError, ConnectionResetError):
@@ -172,12 +224,34 @@ def _handler(server: FakeServer):
                                      "type": "NotFoundError", "code": 404})
                     return
                 self._json(200, f"Success: LoRA adapter '{name}' removed successfully.")
+            elif self.path == "/tokenize" and server.echo:
+                ids = tokenize(render(body["messages"], body.get("add_generation_prompt", True),
+                                      body.get("continue_final_message", False)))
+                self._json(200, {"tokens": ids, "count": len(ids), "max_model_len": 4096})
             elif self.path == "/lora-adapters" and server.flavor == "llama.cpp":
                 for item in body:
                     server.llama_adapters[item["id"]]["scale"] = float(item["scale"])
                 self._json(200, {"success": True})
             else:
                 self._json(404, {"error": {"message": f"File Not Found: {self.path}", "type": "not_found_error"}})
+
+        def _echo(self, body: dict) -> dict:
+            """A non-streamed completion that scores the prompt (ids) and adds one token."""
+            ids = body["prompt"] if isinstance(body["prompt"], list) else tokenize(body["prompt"])
+            adapter, k = server.adapter_of(body), int(body.get("logprobs") or 0)
+            tokens = [VOCAB[i] for i in ids] + [ANSWER[0]]
+            lps: list = [None]
+            tops: list = [None]
+            for i, tok in enumerate(tokens[1:], start=1):
+                probs = echo_probs(tok, adapter, k, i)
+                lps.append(math.log(probs[tok]))
+                tops.append({t: math.log(p) for t, p in probs.items()})
+            offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+            return {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "text": "".join(tokens), "finish_reason": "length",
+                                 "logprobs": {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops,
+                                              "text_offset": offsets}}],
+                    "usage": {"prompt_tokens": len(ids), "completion_tokens": 1, "total_tokens": len(ids) + 1}}
 
         def _send(self, obj) -> None:
             self.wfile.write(f"data: {json.dumps(obj) if not isinstance(obj, str) else obj}\n\n".encode())

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from chatcli.chat import lora_commands
 from chatcli.chat.commands import Arg, Command, CommandContext, Registry
+from chatcli.chat.frontend import after_redraw
 from chatcli.chat.params import resolve_param
 from chatcli.errors import ChatcliError, UsageError, did_you_mean
 
@@ -99,13 +100,16 @@ def _system(ctx: CommandContext, text: str | None = None) -> None:
 
 
 def _clear(ctx: CommandContext) -> None:
-    ctx.core.new_conversation(keep_settings=True)
+    ctx.core.new_conversation(keep_system=True)
     ctx.conversation_changed()
 
 
 def _new(ctx: CommandContext) -> None:
-    ctx.core.new_conversation(keep_settings=False)
+    ctx.core.new_conversation(keep_system=False)
     ctx.conversation_changed()
+    kept = ctx.core.changed_params()
+    if kept:  # said after the redraw, which would clear it
+        after_redraw(ctx, ctx.say, f"new conversation; kept /set {' '.join(kept)}", "info")
 
 
 def _retry(ctx: CommandContext) -> None:
@@ -117,11 +121,25 @@ def _continue(ctx: CommandContext) -> None:
 
 
 def _raw(ctx: CommandContext) -> None:
-    prompt = ctx.core.raw_prompt()
+    """After an answer: the prompt that produced it, then what the next prompt starts with;
+    before one: the prompt the next answer will get."""
+    core = ctx.core
+    leaf = core.conv.leaf
+    if leaf is None or leaf.role != "assistant":
+        ctx.say(_prompt_text("raw prompt", core.raw_prompt(), core.engine), "result")
+        return
+    ctx.say(Text.assemble(
+        _prompt_text("prompt of the last answer, as rendered when it was generated", core.answer_prompt(leaf), core.engine),
+        "\n",
+        _prompt_text("the next turn's prompt starts with", core.next_prompt_start(), core.engine,
+                     "; your message and a new assistant header follow"),
+    ), "result")  # fmt: skip
+
+
+def _prompt_text(title: str, prompt: str, engine, after: str = "") -> Text:
     text = Text(prompt)
     text.highlight_regex(r"<\|[^|>]*\|>|<s>|</s>|\[INST\]|\[/INST\]", "bold magenta")
-    n = ctx.core.engine.count_tokens(prompt)
-    ctx.say(Text.assemble(Text(f"raw prompt ({n} tokens):\n", style="dim"), text), "result")
+    return Text.assemble(Text(f"{title} ({engine.count_tokens(prompt)} tokens{after}):\n", style="dim"), text)
 
 
 def _save(ctx: CommandContext, path: str | None = None) -> None:
@@ -194,10 +212,10 @@ COMMANDS = (
     Command("set", _set, "show sampling settings, or change one: /set temperature 0.3", (Arg("name", optional=True), Arg("value", optional=True))),
     Command("system", _system, "show the system prompt, set it (/system TEXT) or remove it (/system -)", (Arg("text", "text", optional=True),)),
     Command("clear", _clear, "start over with the same system prompt and settings (the chat stays in /history)", (), idle_only=True),
-    Command("new", _new, "start a new conversation with the default settings", (), idle_only=True),
+    Command("new", _new, "start a new conversation with the default system prompt (/set values are kept)", (), idle_only=True),
     Command("retry", _retry, "regenerate the last answer (the old one stays as a sibling)", (), aliases=("regen",), idle_only=True),
     Command("continue", _continue, "continue a stopped or cut-off answer", (), aliases=("cont",), idle_only=True),
-    Command("raw", _raw, "show the exact prompt string the model sees, special tokens included"),
+    Command("raw", _raw, "show the exact prompt of the last answer (special tokens included) and how the next one starts"),
     Command("save", _save, "export the conversation as Markdown and JSON (default: ./chatcli-ID.md/.json)", (Arg("path", optional=True),)),
     Command("history", _history, "list saved conversations (newest first)", (Arg("limit", "int", optional=True),), aliases=("ls",)),
     Command("resume", _resume, "reopen a saved conversation (default: the latest)", (Arg("id", "int", optional=True),), aliases=("open",), idle_only=True),

@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from chatcli.chat.params import PARAM_HELP, format_param, parse_param_value, resolve_param
+from chatcli.chat.answer_record import active_adapters, drawn_seed, prompt_messages
+from chatcli.chat.params import format_param, param_rows, parse_param_value, resolve_param
 from chatcli.engine.protocol import ChatEngine, ModelIdentity, capabilities
 from chatcli.engine.events import Done, Event, Notice, Step
 from chatcli.engine.params import SamplingParams
@@ -170,8 +171,10 @@ class ChatCore:
                              "/retry asks for a new answer")
 
     def _job(self, kind: str, node: Node, prefix_ids: list[int]) -> Job:
+        # What produced the answer (chatcli.chat.answer_record); the adapters are read in run().
         params = self.conv.params
         node.meta["params"] = params.to_json()
+        node.meta["system"] = self.conv.system
         if self.engine is not None:
             node.meta["model"] = self.engine.identity.name
         return Job(kind, node, self.conv.messages(before=node), list(prefix_ids), params)
@@ -191,6 +194,12 @@ class ChatCore:
         saved = start_steps
         last_save = time.monotonic()
         done: Done | None = None
+        # Read here, in the worker: a server's adapter control may ask the server.
+        adapters = active_adapters(engine)
+        if adapters is None:
+            node.meta.pop("adapters", None)  # unknown: /compare will not guess
+        else:
+            node.meta["adapters"] = adapters
         try:
             stream = engine.chat(job.messages, job.params, cancel=cancel, answer_prefix_ids=job.prefix_ids)
             for event in stream:
@@ -208,10 +217,14 @@ class ChatCore:
                     yield step
                 elif isinstance(event, Done):
                     done = event
+                    if job.params.seed is None and drawn_seed(engine) is not None:
+                        node.meta["seed_used"] = drawn_seed(engine)
                     self._finish(node, event, start_steps)
                     self.announce("answer_finished", message=node, done=event, conversation=self.conv)
                     yield event
                 elif isinstance(event, Notice):
+                    if isinstance(event.data.get("dropped_messages"), int):  # /raw shows the prompt without them
+                        node.meta["dropped_messages"] = event.data["dropped_messages"]
                     yield event
         except ChatcliError as e:
             done = Done("error", 0, len(node.steps) - start_steps, None, None, text="", error=e.message)
@@ -258,20 +271,24 @@ class ChatCore:
         return f"{key} = {format_param(key, parsed)}"
 
     def param_rows(self) -> list[tuple[str, str, str]]:
-        p = self.conv.params
-        values = {**{k: getattr(p, k) for k in PARAM_HELP if k != "top_shown"}, "top_shown": p.top_n}
-        return [(k, format_param(k, values[k]), PARAM_HELP[k]) for k in PARAM_HELP]
+        return param_rows(self.conv.params)
 
     def set_system(self, text: str | None) -> None:
         self.conv.system = text or None
         self._persist(lambda s: s.save_conversation(self.conv) if self.conv.id is not None else None)
 
-    def new_conversation(self, *, keep_settings: bool) -> None:
-        """Start over; the previous conversation stays in the history."""
-        system, params = (self.conv.system, self.conv.params) if keep_settings else (self.default_system, self.default_params)
-        self.conv = Conversation(system=system, params=params)
+    def new_conversation(self, *, keep_system: bool) -> None:
+        """Start over with the same sampling parameters (``/set`` values carry over), the system
+        prompt kept or back to the session's default; the previous conversation stays in the history."""
+        system = self.conv.system if keep_system else self.default_system
+        self.conv = Conversation(system=system, params=self.conv.params)
         if self.engine is not None:
             self.conv.model = self.engine.identity.name
+
+    def changed_params(self) -> list[str]:
+        """``name=value`` of each sampling parameter that differs from the session's start."""
+        start = param_rows(self.default_params)
+        return [f"{key}={value}" for (key, value, _), (_, was, _) in zip(self.param_rows(), start) if value != was]
 
     def resume(self, conv_id: int | str | None = None) -> Conversation:
         """Load a saved conversation and make it current.
@@ -313,6 +330,17 @@ class ChatCore:
     def raw_prompt(self) -> str:
         """The exact string the model sees for the next answer (special tokens included)."""
         return self._engine().render_prompt(self.conv.messages(), add_generation_prompt=True)
+
+    def answer_prompt(self, node: Node) -> str:
+        """The prompt that produced answer ``node``, as it was rendered then (see
+        :func:`chatcli.chat.answer_record.prompt_messages`)."""
+        messages = prompt_messages(self.conv.messages(before=node), node.meta)
+        return self._engine().render_prompt(messages, add_generation_prompt=True)
+
+    def next_prompt_start(self) -> str:
+        """What the next answer's prompt starts with: the conversation so far, its last turn
+        closed (the next message and a new assistant header follow it)."""
+        return self._engine().render_prompt(self.conv.messages(), add_generation_prompt=False)
 
     def context_usage(self) -> tuple[int, int] | None:
         """(tokens the conversation fills, context length), or None before the model loads.

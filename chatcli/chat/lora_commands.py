@@ -9,9 +9,13 @@ They act on the engine's adapters (``engine.adapters``: the
 :class:`~chatcli.lora.manager.AdapterManager` built with a local engine, a server's
 adapter control on a remote one): changes wait for no answer
 (``idle_only``, and the engine's own lock) and reset the KV cache. ``/compare``
-re-scores the last answer with the adapters off and on; a front end that declares
-``inline_compare`` (:class:`chatcli.chat.frontend.FrontEnd`) tints its transcript
-with it, others get a tinted copy of the answer and the steps that moved most.
+re-scores the last answer with and without exactly the adapters that made it, at
+the scales they had (recorded with the answer, :mod:`chatcli.chat.answer_record`;
+``/compare NAME``: that adapter at its scale now); a reward model is never part of
+it. A front end that declares ``inline_compare`` (:class:`chatcli.chat.frontend.FrontEnd`)
+tints its transcript with a comparison of the answer's own tokens, others (and a
+server's comparison of two new answers) get a tinted copy and the steps that moved
+most; a probability a server did not return is shown as "< the smallest it did".
 ``/load-lora`` with no argument opens the front end's adapter picker where it
 declares ``screens``, and is a usage error otherwise. A loaded adapter is announced
 to the chat core's listeners (the ``adapter_loaded`` plugin hook).
@@ -21,6 +25,7 @@ to the chat core's listeners (the ``adapter_loaded`` plugin hook).
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 from typing import Any
@@ -194,30 +199,59 @@ def unmerge(ctx: CommandContext, name: str) -> None:
 
 
 def compare(ctx: CommandContext, name: str | None = None) -> None:
-    from chatcli.lora.compare import compare_answer
+    from chatcli.chat.answer_record import prompt_messages
     from chatcli.engine.fit import fit_messages
+    from chatcli.lora.compare import compare_answer
 
-    mgr = _loaded(ctx)
-    names = [name] if name else None
-    if name:
-        mgr.info(name)  # a clear error for an unknown name
+    mgr = _manager(ctx)
     node = _last_answer(ctx)
+    if name:  # that adapter, at its scale now, against the model without it
+        _loaded(ctx).info(name)  # a clear error for an unknown name
+        names, scales, off = [name], None, []
+    else:  # exactly the adapters that made the answer, at the scales they had
+        scales = _answer_adapters(ctx, mgr, node)
+        if scales is None:
+            return
+        names, off = list(scales), [n for n in mgr.names if n not in scales]
     engine = ctx.core.engine
-    if not capabilities(engine).weights_in_process:  # a server: two requests, compared where they agree
+    messages = prompt_messages(ctx.core.conv.messages(before=node), node.meta)  # the prompt the answer had
+    if not capabilities(engine).weights_in_process:  # a server: what it returns of both distributions
         from chatcli.remote.compare import compare_remote
 
-        ctx.say(comparison_view(compare_remote(engine, mgr, ctx.core.conv.messages(before=node), node, names)), "result")
-        return
-    answer = node.ids
-    messages = ctx.core.conv.messages(before=node)
-    kept, _ = fit_messages(messages, engine.tokenizer, engine.context_length, len(answer))
-    prompt = engine.tokenizer.encode_chat(kept)
-    result = compare_answer(engine.model, mgr, prompt, answer, names=names, top_n=5, tokenizer=engine.tokenizer)
+        result = compare_remote(engine, mgr, messages, node, names, scales)
+    else:
+        answer = node.ids
+        kept, _ = fit_messages(messages, engine.tokenizer, engine.context_length, len(answer))
+        prompt = engine.tokenizer.encode_chat(kept)
+        result = compare_answer(engine.model, mgr, prompt, answer, names=names, scales=scales, off=off, top_n=5,
+                                tokenizer=engine.tokenizer)  # fmt: skip
     node.meta["compare"] = result.to_json()
-    if ctx.frontend.inline_compare:
+    if ctx.frontend.inline_compare and result.method == "teacher-forced":  # the answer's own tokens: tint them
         ctx.show_comparison(node, result)
         return
     ctx.say(comparison_view(result), "result")
+
+
+def _answer_adapters(ctx: CommandContext, mgr, node) -> dict[str, float] | None:
+    """The generation adapters recorded with ``node`` (name -> scale); None when it had none (said)."""
+    from chatcli.chat.answer_record import recorded_adapters
+    from chatcli.lora.compare import is_reward_model
+
+    recorded = recorded_adapters(node.meta)
+    if recorded is None:
+        raise UsageError("this answer does not record which adapters made it (it predates the record): "
+                         "/compare NAME compares one")
+    rewards = [n for n in recorded if n in mgr and is_reward_model(mgr, n)]
+    made = {n: s for n, s in recorded.items() if n not in rewards}
+    if not made:
+        aside = f" (only the reward model {', '.join(rewards)}, which is not compared)" if rewards else ""
+        ctx.say(f"this answer was generated without adapters{aside}: /compare NAME compares one", "info")
+        return None
+    gone = [n for n in made if n not in mgr]
+    if gone:
+        raise UsageError(f"adapter {gone[0]} made this answer and is no longer loaded: /load-lora it again, "
+                         "or /compare NAME compares a loaded one")
+    return made
 
 
 def _last_answer(ctx: CommandContext):
@@ -242,28 +276,41 @@ def kl_style(kl_bits: float) -> str:
 
 
 def comparison_view(result, rows: int = 8) -> RenderableType:
-    """The answer tinted by KL, then the steps that moved most with both distributions."""
+    """The answer tinted by KL, then the steps that moved most with both distributions.
+
+    A probability a server did not return is shown as ``<`` the smallest it did return."""
     summary = result.to_json()
+    note = f"\n{result.note}" if result.note else ""
     head = Text(
         f"{', '.join(result.adapters)} vs without: mean KL {summary['mean_kl_bits']:.3f} bits over "
-        f"{summary['tokens']} tokens; top choice changed at {summary['choices_changed']} step(s)\n",
+        f"{summary['tokens']} tokens; top choice changed at {summary['choices_changed']} step(s){note}\n",
         style="bold",
     )
     body = Text()
     for s in result.steps:
         body.append(s.token, style=kl_style(s.kl_bits))
     table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold", title="steps that moved most", title_justify="left")
-    for col in ("#", "token", "KL bits", "p base", "p adapter", "base top", "adapter top"):
+    for col in ("#", "token", "KL bits", "p base", "p adapter", "base top (adapter)", "adapter top (base)"):
         table.add_column(col, justify="right" if col in ("#", "KL bits", "p base", "p adapter") else "left")
     for s in sorted(result.steps, key=lambda s: -s.kl_bits)[:rows]:
-        by_base = sorted(s.top, key=lambda t: -t.p_base)[:3]
-        by_adapter = sorted(s.top, key=lambda t: -t.p_adapter)[:3]
+        by_base = sorted((t for t in s.top if t.p_base is not None), key=lambda t: -t.p_base)[:3]
+        by_adapter = sorted((t for t in s.top if t.p_adapter is not None), key=lambda t: -t.p_adapter)[:3]
         table.add_row(
-            str(s.index), repr(s.token), f"{s.kl_bits:.3f}", f"{s.p_base:.3f}", f"{s.p_adapter:.3f}",
-            "  ".join(f"{t.token!r} {t.p_base:.2f}" for t in by_base),
-            "  ".join(f"{t.token!r} {t.p_adapter:.2f}" for t in by_adapter),
+            str(s.index), repr(s.token), ("≥" if result.partial else "") + f"{s.kl_bits:.3f}",
+            probability(s.p_base, s.base_floor), probability(s.p_adapter, s.adapter_floor),
+            "  ".join(f"{t.token!r} {t.p_base:.3f} ({probability(t.p_adapter, s.adapter_floor)})" for t in by_base),
+            "  ".join(f"{t.token!r} {t.p_adapter:.3f} ({probability(t.p_base, s.base_floor)})" for t in by_adapter),
         )  # fmt: skip
     return Group(head, body, Text(""), table)
+
+
+def probability(p: float | None, floor: float | None, digits: int = 3) -> str:
+    """``0.123``; a probability the server did not return: ``<0.055`` (below the smallest it did)."""
+    if p is not None:
+        return f"{p:.{digits}f}"
+    if floor is None:
+        return "?"
+    return f"<{math.ceil(floor * 10**digits) / 10**digits:.{digits}f}"  # rounded up: still a bound
 
 
 def status_text(engine: Any) -> str:
@@ -293,7 +340,7 @@ COMMANDS = (
     Command("lora-off", lora_off, "switch an adapter off", (Arg("name"),), idle_only=True),
     Command("merge", merge, "merge an adapter into the weights (faster; /unmerge separates it)", (Arg("name"),), idle_only=True),
     Command("unmerge", unmerge, "separate a merged adapter from the weights again", (Arg("name"),), idle_only=True),
-    Command("compare", compare, "re-score the last answer without the adapters (or without NAME): per-token KL and shifts",
+    Command("compare", compare, "re-score the last answer without the adapters that made it (or without NAME): per-token KL and shifts",
             (Arg("name", optional=True),), idle_only=True),
 )  # fmt: skip
 

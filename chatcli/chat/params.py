@@ -65,3 +65,10 @@ def format_param(key: str, value) -> str:
     if key in _OFF and value == _OFF[key]:
         return f"{value} (off)"
     return str(value)
+
+
+def param_rows(p) -> list[tuple[str, str, str]]:
+    """(name, value as ``/set`` shows it, help) of every parameter ``/set`` knows, for ``p``
+    (a :class:`~chatcli.engine.params.SamplingParams`)."""
+    values = {**{k: getattr(p, k) for k in PARAM_HELP if k != "top_shown"}, "top_shown": p.top_n}
+    return [(k, format_param(k, values[k]), PARAM_HELP[k]) for k in PARAM_HELP]

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from chatcli.chat.answer_record import describe
 from chatcli.engine.events import Step, TopToken, text_token_id
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import UsageError
@@ -45,7 +46,8 @@ class Node:
     steps: list[Step] = field(default_factory=list)
     status: str = "stop"
     created: float = field(default_factory=time.time)
-    # tokens_per_s, ttft_s, prompt_tokens, completion_tokens, model, params, forced_at, error
+    # tokens_per_s, ttft_s, prompt_tokens, completion_tokens, forced_at, error; and what produced
+    # an answer: params, model, system, adapters, seed_used, dropped_messages (chatcli.chat.answer_record)
     meta: dict = field(default_factory=dict)
 
     @property
@@ -234,8 +236,8 @@ class Conversation:
         if self.model:
             lines.append(f"*model:* `{self.model}`  ")
         p = self.params
-        lines.append(
-            f"*sampling:* temperature {p.temperature}, top_k {p.top_k}, top_p {p.top_p}, "
+        lines.append(  # the settings now; each answer is followed by those it was generated with
+            f"*sampling now:* temperature {p.temperature}, top_k {p.top_k}, top_p {p.top_p}, "
             f"min_p {p.min_p}, repetition_penalty {p.repetition_penalty}, seed {p.seed}"
         )
         lines.append("")
@@ -245,6 +247,9 @@ class Conversation:
             who = "You" if node.role == "user" else "Assistant"
             note = "" if node.role == "user" or node.status == "stop" else f" *({status_label(node.status)})*"
             lines += [f"## {who}{note}", "", node.content, ""]
+            made_with = describe(node.meta, self.model) if node.role == "assistant" else ""
+            if made_with:
+                lines += [f"*generated with:* {made_with}", ""]
         return "\n".join(lines).rstrip() + "\n"
 
 

@@ -1,23 +1,34 @@
 """What an adapter changes: both distributions at every step of an answer, teacher-forced.
 
 ``compare_answer(model, manager, prompt_ids, answer_ids)`` scores the same tokens
-twice with one forward each (no sampling, no cache): once with the adapters as
-they are ("adapter"), once with them off ("base"). With ``names``, only those
-adapters are switched (on for the adapter pass, off for the base pass); the
-others stay as they are in both. For every answer token t with prefix x:
+twice with one forward each (no sampling, no cache): once with the adapters on
+("adapter"), once with them off ("base"). ``names`` chooses the adapters compared
+(default: every loaded generation adapter), ``scales`` the scales they run at in the
+adapter pass (default: their current ones; ``/compare`` passes the scales an answer
+was generated with), and ``off`` adapters kept off in both passes (``/compare`` of an
+answer: every adapter that did not make it). The others stay as they are in both.
+A reward model (an adapter with a score head) is never part of a generation
+comparison: it is off in both passes, and naming it is refused. For every answer
+token t with prefix x:
 
     KL(adapter || base) = Σ_v p_a(v|x) · (log p_a(v|x) − log p_b(v|x))     [bits]
     shift              = p_a(t|x) − p_b(t|x)
 
 plus the top tokens of either distribution with both probabilities, so a front
 end can show the two distributions side by side. The manager's ``override``
-restores every switch and weight afterwards.
+restores every switch, scale and weight afterwards.
+
+The same :class:`Comparison` carries a remote server's comparison
+(:mod:`chatcli.remote.compare`), where only the top alternatives of each side are
+known: a probability a side did not return is ``None`` (shown as "< floor", the
+smallest probability that side returned at that step, never a made-up number), and
+``partial`` is set.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,12 +41,12 @@ LN2 = math.log(2.0)
 
 @dataclass(frozen=True)
 class PairedToken:
-    """One token with its probability under both distributions."""
+    """One token with its probability under both distributions (None: that side did not return it)."""
 
     id: int
     token: str
-    p_base: float
-    p_adapter: float
+    p_base: float | None
+    p_adapter: float | None
 
     def to_json(self) -> dict:
         return {"id": self.id, "token": self.token, "p_base": self.p_base, "p_adapter": self.p_adapter}
@@ -48,16 +59,19 @@ class TokenShift:
     index: int
     id: int
     token: str
-    kl_bits: float  # KL(adapter || base)
-    p_base: float  # the chosen token's probability without the adapter(s)
-    p_adapter: float  # ... and with them
+    kl_bits: float  # KL(adapter || base); partial comparisons: a lower bound (see chatcli.remote.compare)
+    p_base: float | None  # the chosen token's probability without the adapter(s) (None: not returned)
+    p_adapter: float | None  # ... and with them
     base_top1: int  # the base model's most probable token here
     adapter_top1: int
     top: tuple[PairedToken, ...]  # union of both top-n lists, most probable first
+    # Partial comparisons: the smallest probability each side returned; a None above is below it.
+    base_floor: float | None = None
+    adapter_floor: float | None = None
 
     @property
-    def shift(self) -> float:
-        return self.p_adapter - self.p_base
+    def shift(self) -> float | None:
+        return None if self.p_adapter is None or self.p_base is None else self.p_adapter - self.p_base
 
     @property
     def choice_changed(self) -> bool:
@@ -65,18 +79,26 @@ class TokenShift:
         return self.base_top1 != self.adapter_top1
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "type": "token", "index": self.index, "id": self.id, "token": self.token,
             "kl_bits": self.kl_bits, "p_base": self.p_base, "p_adapter": self.p_adapter,
             "shift": self.shift, "choice_changed": self.choice_changed,
             "top": [t.to_json() for t in self.top],
         }  # fmt: skip
+        if self.base_floor is not None or self.adapter_floor is not None:
+            out.update(base_floor=self.base_floor, adapter_floor=self.adapter_floor)
+        return out
 
 
 @dataclass(frozen=True)
 class Comparison:
-    adapters: tuple[str, ...]  # what was switched
+    adapters: tuple[str, ...]  # what was switched ("sft", or "sft×0.5" when compared at another scale)
     steps: tuple[TokenShift, ...]
+    # "teacher-forced": the steps are the answer's own tokens; "greedy": two fresh answers
+    # (a server that cannot score a given text), compared while they agree.
+    method: str = "teacher-forced"
+    partial: bool = False  # only the alternatives a server returned are known
+    note: str = ""  # how it was made, for the summary line (a remote server's comparison)
 
     @property
     def mean_kl_bits(self) -> float:
@@ -88,13 +110,29 @@ class Comparison:
 
     def to_json(self) -> dict:
         top = self.max_step
-        return {
+        shifts = [s.shift for s in self.steps if s.shift is not None]
+        out = {
             "type": "summary", "adapters": list(self.adapters), "tokens": len(self.steps),
             "mean_kl_bits": self.mean_kl_bits, "max_kl_bits": top.kl_bits if top else 0.0,
             "max_kl_index": top.index if top else None,
             "choices_changed": sum(s.choice_changed for s in self.steps),
-            "mean_shift": sum(s.shift for s in self.steps) / len(self.steps) if self.steps else 0.0,
+            "mean_shift": sum(shifts) / len(shifts) if shifts else None if self.steps else 0.0,
+            "method": self.method,
         }  # fmt: skip
+        if self.partial:
+            out.update(partial=True, note=self.note)
+        return out
+
+
+def is_reward_model(manager, name: str) -> bool:
+    """An adapter with a score head scores answers; it never generates them."""
+    adapter = getattr(manager, "adapter", None)  # a server's adapter control has no local adapters
+    return adapter is not None and bool(adapter(name).heads)
+
+
+def label(name: str, scale: float | None) -> str:
+    """How a compared adapter is named in a summary: with its scale when that is not 1."""
+    return name if scale is None or scale == 1.0 else f"{name}×{scale:g}"
 
 
 @torch.no_grad()
@@ -112,6 +150,8 @@ def compare_answer(
     answer_ids: Sequence[int],
     *,
     names: Iterable[str] | None = None,
+    scales: Mapping[str, float] | None = None,
+    off: Iterable[str] = (),
     top_n: int = 5,
     tokenizer=None,
 ) -> Comparison:
@@ -120,9 +160,21 @@ def compare_answer(
         raise UsageError("nothing to compare: the prompt is empty")
     if not answer_ids:
         raise UsageError("nothing to compare: the answer has no tokens yet")
-    names = list(manager.names if names is None else names)
+    rewards = [n for n in manager.names if is_reward_model(manager, n)]
+    if names is None:
+        names = [n for n in manager.names if n not in rewards]
+        if not names and rewards:
+            raise UsageError(f"only a reward model is loaded ({', '.join(rewards)}): it scores answers and is not "
+                             "compared; /load-lora a generation adapter")
+    names = list(names)
     if not names:
         raise UsageError("no adapter is loaded: load one with /load-lora first")
+    for n in names:
+        manager.info(n)  # a clear error for an unknown name
+        if n in rewards:
+            raise UsageError(f"{n} is a reward model: it scores answers and generates none, so /compare leaves it out")
+    scales = dict(scales or {})
+    off = [n for n in dict.fromkeys([*off, *rewards]) if n not in names]
     total = len(prompt_ids) + len(answer_ids)
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if limit is not None and total > limit:
@@ -131,9 +183,9 @@ def compare_answer(
     ids = torch.tensor([list(prompt_ids) + list(answer_ids)], dtype=torch.long, device=device)
     start = len(prompt_ids) - 1
     with manager.guarded():
-        with manager.override(on=names):
+        with manager.override(on=names, off=off, scales=scales):
             lp_a = _log_probs(model, ids, start)  # [n, V]
-        with manager.override(off=names):
+        with manager.override(off=[*names, *off]):
             lp_b = _log_probs(model, ids, start)
     if not (torch.isfinite(lp_a).all() and torch.isfinite(lp_b).all()):
         raise GenerationError("the model produced NaN/Inf logits; the comparison is meaningless")
@@ -163,4 +215,4 @@ def compare_answer(
                 base_top1=int(top_b[i, 0]), adapter_top1=int(top_a[i, 0]), top=tuple(paired),
             )  # fmt: skip
         )
-    return Comparison(adapters=tuple(names), steps=tuple(steps))
+    return Comparison(adapters=tuple(label(n, scales.get(n)) for n in names), steps=tuple(steps))

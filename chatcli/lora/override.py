@@ -1,8 +1,9 @@
 """Temporary adapter switches for :class:`~chatcli.lora.manager.AdapterManager`.
 
-``override(on, off)`` runs a block with some adapters switched on or off (the base
-model for ``/compare``, DPO's reference, reward scoring, ``/rank --lora-mix``) and
-restores every switch, scale and merged weight in ``finally``. Merged weights come
+``override(on, off, scales)`` runs a block with some adapters switched on or off
+(the base model for ``/compare``, DPO's reference, reward scoring, ``/rank --lora-mix``),
+optionally at other scales (``/compare`` of an answer made at the scales of its time),
+and restores every switch, scale and merged weight in ``finally``. Merged weights come
 back from a copy taken before, not by re-adding deltas, so they are bit-exact.
 Entering and leaving bump the manager's weights version, so no KV cache filled under
 the other weights is reused.
@@ -13,24 +14,32 @@ A mixin: it works on the manager's state (``_adapters``, ``_current``, ``_apply`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import ContextManager
 
 import torch
 
+from chatcli.lora.info import check_scale
+
 
 class TemporarySwitches:
     @contextmanager
-    def override(self, on: Iterable[str] = (), off: Iterable[str] = ()) -> Iterator[None]:
-        """Temporarily switch adapters on/off; every switch, scale and weight is restored after."""
-        on, off = list(on), list(off)
-        for n in [*on, *off]:
+    def override(self, on: Iterable[str] = (), off: Iterable[str] = (),
+                 scales: Mapping[str, float] | None = None) -> Iterator[None]:
+        """Temporarily switch adapters on/off (``scales``: those of ``on`` at these scales);
+        every switch, scale and weight is restored after."""
+        on, off, scales = list(on), list(off), dict(scales or {})
+        for n in [*on, *off, *scales]:
             self._get(n)
+        for n in scales:
+            scales[n] = check_scale(scales[n])
         saved_states = {n: (a.scale, a.enabled, a.merged) for n, a in self._adapters.items()}
-        # Merged weights come back from a copy, not by re-adding deltas (no rounding drift).
+        # Merged weights come back from a copy, not by re-adding deltas (no rounding drift):
+        # an adapter switched off, or re-merged at another scale, changes them.
         weights: dict[str, torch.Tensor] = {}
-        for n in off:
+        rescaled = [n for n in on if n in scales and n not in off and scales[n] != self._adapters[n].scale]
+        for n in [*off, *rescaled]:
             if self._adapters[n].merged:
                 for module in self._adapters[n].adapter.modules:
                     if module not in weights:
@@ -40,7 +49,7 @@ class TemporarySwitches:
                 self._apply(n, enabled=False)
             for n in on:
                 if n not in off:
-                    self._apply(n, enabled=True)
+                    self._apply(n, enabled=True, scale=scales.get(n))
             self._bump()  # caches filled before the switch hold other weights' keys/values
             yield
         finally:

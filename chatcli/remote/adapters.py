@@ -186,11 +186,12 @@ class VllmAdapters(_Control):
             return self.disable(name)
         raise UsageError(f"{self.server} applies adapters at scale 1 only; /lora-on and /lora-off switch {name}")
 
-    def selection(self, names: list[str] | None, on: bool) -> dict:
-        """Request fields for /compare: the adapter's model name, or the base's."""
+    def selection(self, names: list[str] | None, on: bool, scales: dict[str, float] | None = None) -> dict:
+        """Request fields for /compare: the adapter's model name, or the base's (``scales``: the
+        adapters an answer was made with, which on vLLM is one at scale 1)."""
         if not on:
             return {"model": self.model.base}
-        name = (names or [self.model.current])[0]
+        name = (list(scales or ()) or names or [self.model.current])[0]
         if name == self.model.base:
             raise UsageError("no adapter is on: /lora-on NAME, or /compare NAME")
         self.info(name)
@@ -261,9 +262,14 @@ class LlamaCppAdapters(_Control):
     def set_scale(self, name: str, scale: float) -> None:
         self._apply({self._find(name)["id"]: check_scale(scale)})
 
-    def selection(self, names: list[str] | None, on: bool) -> dict:
-        """Request fields for /compare: a per-request ``lora`` list (the named ones or all off)."""
+    def selection(self, names: list[str] | None, on: bool, scales: dict[str, float] | None = None) -> dict:
+        """Request fields for /compare: a per-request ``lora`` list (the named ones or all off).
+        ``scales``: exactly these adapters at these scales, every other one off (all off without)."""
         rows = self._rows()
+        if scales is not None:
+            for n in scales:
+                self._find(n)
+            return {"lora": [{"id": r["id"], "scale": scales.get(self._name(r), 0.0) if on else 0.0} for r in rows]}
         chosen = {self._find(n)["id"] for n in names} if names else {r["id"] for r in rows if float(r.get("scale", 0)) != 0}
         if on and not chosen:
             raise UsageError("no adapter is on: /lora-on NAME, or /compare NAME")

@@ -13,6 +13,9 @@ conversation can be retried.
 What a server cannot do is declared in :attr:`RemoteEngine.capabilities`: no exact
 prompt (the server applies its own chat template), no token ids, no continuation
 after given tokens (/continue, branching), no weights for teacher-forced scoring.
+Whether the server scores a given text over HTTP instead (vLLM's ``/tokenize`` and
+``echo``, :mod:`chatcli.remote.scoring`) is asked once, on first use, and kept in
+:attr:`RemoteEngine.text_scorer`.
 """
 
 from __future__ import annotations
@@ -137,6 +140,14 @@ class RemoteEngine:
         """The server's adapter control (vLLM or llama.cpp), or None when it offers none
         (asked on first use: llama.cpp is probed with a request)."""
         return adapter_control(self.client, self.flavor, self.request_model)
+
+    @cached_property
+    def text_scorer(self):
+        """Teacher-forced scoring of a given answer (:class:`chatcli.remote.scoring.EchoScorer`), or
+        None when the server has none: probed once, on first use (/compare), and kept."""
+        from chatcli.remote.scoring import probe
+
+        return probe(self.client, self.base_model, self.logprobs_mode)
 
     # --- streams ---------------------------------------------------------------------------
 

@@ -192,10 +192,12 @@ def test_new_clear_and_resume(tmp_path):
     list(core.run(core.send("first chat")))
     first_id = core.conv.id
     core.set_param("temperature", "1.2")
-    core.new_conversation(keep_settings=True)
-    assert core.conv.system == "S" and core.conv.params.temperature == 1.2 and core.conv.is_empty()
-    core.new_conversation(keep_settings=False)
-    assert core.conv.params.temperature == 0.5
+    core.set_system("T")
+    core.new_conversation(keep_system=True)
+    assert core.conv.system == "T" and core.conv.params.temperature == 1.2 and core.conv.is_empty()
+    core.new_conversation(keep_system=False)  # /new: the default system prompt, the /set values kept
+    assert core.conv.system == "S" and core.conv.params.temperature == 1.2
+    assert core.changed_params() == ["temperature=1.2"]
     conv = core.resume(first_id)
     assert conv.id == first_id and conv.params.temperature == 1.2 and conv.leaf.steps
     list(core.run(core.send("follow-up")))

@@ -141,8 +141,13 @@ def test_system_clear_new(ctx):
     execute(ctx, "/clear")
     assert ctx.changed == 1 and ctx.core.conv.is_empty() and ctx.core.conv.system == "You are a pirate.  Arr."
     assert ctx.core.conv.params.temperature == 1.1
+    execute(ctx, "/new")  # the default system prompt; the /set values carry over, and it says so
+    assert ctx.core.conv.system is None and ctx.core.conv.params.temperature == 1.1
+    assert ctx.last == ("new conversation; kept /set temperature=1.1", "info")
+    ctx.core.set_param("temperature", "0.7")  # back to the session's start: nothing to mention
+    said = len(ctx.said)
     execute(ctx, "/new")
-    assert ctx.core.conv.system is None and ctx.core.conv.params.temperature == 0.7
+    assert len(ctx.said) == said and ctx.core.conv.params.temperature == 0.7
     execute(ctx, "/system -")
     assert ctx.core.conv.system is None
     assert ctx.core.store.load(old).title == "hi"

@@ -182,3 +182,76 @@ def test_load_lora_announces_the_adapter_and_opens_a_declared_picker(ctx, adapte
     ctx.frontend = FrontEnd("test", screens=True)  # a front end with screens picks from a list
     ctx.pick_adapter = lambda: picked.append(True)
     assert execute(ctx, "/load-lora") and picked == [True]
+
+
+def _other_adapter(tmp_path, name: str, seed: int, heads: bool = False):
+    gen = torch.Generator().manual_seed(seed)
+    mods = {f"model.layers.{i}.self_attn.q_proj": ModuleLoRA(torch.randn(4, 64, generator=gen), torch.randn(64, 4, generator=gen), 8.0)
+            for i in (0, 1)}
+    extra = {"heads": {"score": torch.randn(1, 64, generator=gen)}} if heads else {}
+    return write_adapter(LoRAAdapter(modules=mods, **extra), tmp_path / name)
+
+
+def test_compare_uses_the_adapters_and_scales_that_made_the_answer(ctx, adapter_dir, tmp_path, tiny_model_dir):
+    """Regression (issue 14): /compare compared every loaded adapter, switched-off ones and a reward
+    model included, at today's scales; it compares what made the answer."""
+    assert execute(ctx, f"/load-lora {adapter_dir} --name sft --scale 0.5")
+    assert execute(ctx, f"/load-lora {_other_adapter(tmp_path, 'b', 3)} --name b")
+    assert execute(ctx, "/lora-off b")
+    assert execute(ctx, f"/load-lora {_other_adapter(tmp_path, 'rm', 4, heads=True)} --name rm") and "reward model" in ctx.last[0]
+    ctx.run_job(ctx.core.send("hello there"))
+    node = ctx.core.conv.leaf
+    assert node.meta["adapters"] == [{"name": "sft", "scale": 0.5}] and node.meta["system"] is None
+    assert execute(ctx, "/lora-scale sft 1") and execute(ctx, "/lora-on b")  # changed after the answer
+    shown = []
+    ctx.frontend = FrontEnd("test", inline_compare=True)
+    ctx.show_comparison = lambda n, result: shown.append(result)
+    before = _logits(ctx)
+    assert execute(ctx, "/compare"), ctx.last
+    got = shown[-1]
+    assert got.adapters == ("sft×0.5",) and node.meta["compare"]["adapters"] == ["sft×0.5"]
+    assert torch.equal(_logits(ctx), before) and ctx.core.engine.adapters.info("sft").scale == 1.0
+
+    # the reference: a model with sft alone at 0.5, against the bare model
+    from chatcli.engine.fit import fit_messages
+    from chatcli.lora.compare import compare_answer
+
+    ref = _engine(tiny_model_dir)
+    ref.adapters.load(adapter_dir, name="sft", scale=0.5)
+    kept, _ = fit_messages(ctx.core.conv.messages(before=node), ref.tokenizer, ref.context_length, len(node.ids))
+    want = compare_answer(ref.model, ref.adapters, ref.tokenizer.encode_chat(kept), node.ids, tokenizer=ref.tokenizer)
+    assert [s.kl_bits for s in got.steps] == pytest.approx([s.kl_bits for s in want.steps], abs=1e-5)
+    assert [s.p_base for s in got.steps] == pytest.approx([s.p_base for s in want.steps], abs=1e-6)
+    assert [s.p_adapter for s in got.steps] == pytest.approx([s.p_adapter for s in want.steps], abs=1e-6)
+
+    assert execute(ctx, "/compare b") and shown[-1].adapters == ("b",)  # a name: that adapter at its scale now
+    assert not execute(ctx, "/compare rm") and "rm is a reward model" in ctx.last[0] and ctx.last[1] == "error"
+
+
+def test_compare_of_an_answer_made_without_adapters_or_with_one_since_unloaded(ctx, adapter_dir):
+    ctx.run_job(ctx.core.send("hello there"))
+    assert ctx.core.conv.leaf.meta["adapters"] == []
+    assert execute(ctx, f"/load-lora {adapter_dir} --name sft")
+    assert execute(ctx, "/compare")
+    assert ctx.last == ("this answer was generated without adapters: /compare NAME compares one", "info")
+    assert "compare" not in ctx.core.conv.leaf.meta
+    ctx.run_job(ctx.core.send("and again"))
+    assert execute(ctx, "/unload-lora sft") and execute(ctx, f"/load-lora {adapter_dir} --name other")
+    assert not execute(ctx, "/compare") and "adapter sft made this answer and is no longer loaded" in ctx.last[0]
+    del ctx.core.conv.leaf.meta["adapters"]  # an answer saved before adapters were recorded
+    assert not execute(ctx, "/compare") and "does not record which adapters" in ctx.last[0]
+    assert execute(ctx, "/compare other")  # a name still works
+
+
+def test_repl_compare_names_the_recorded_adapter_at_its_scale(tiny_model_dir, adapter_dir):
+    """The plain REPL: /compare after a scale change still compares the answer's own scale."""
+    from chatcli.chat.repl import run_repl
+
+    out, err = io.StringIO(), io.StringIO()
+    lines = f"/load-lora {adapter_dir} --name sft --scale 0.5\nhello there\n/lora-scale sft 2\n/compare\n/compare sft\n"
+    rc = run_repl(lambda progress: _engine(tiny_model_dir), params=GREEDY, stdin=io.StringIO(lines),
+                  console=Console(file=out, width=200, highlight=False), err=Console(file=err, width=200),
+                  interactive=False, progress_enabled=False)
+    assert rc == 0, err.getvalue()
+    text = out.getvalue()
+    assert "sft×0.5 vs without: mean KL" in text and "sft vs without: mean KL" in text

@@ -103,8 +103,11 @@ def test_conversation_commands(tmp_path):
             await until_idle(pilot)
             first = app.core.conv.id
             await send(pilot, "/raw")
-            raw = _last_note(app).plain
-            assert "<|im_start|>system\nAnswer in French.<|im_end|>" in raw and raw.rstrip().endswith("<|im_start|>assistant")
+            raw = _last_note(app).plain  # the last answer's own prompt, then how the next one starts
+            asked, _, nxt = raw.partition("the next turn's prompt starts with")
+            assert "<|im_start|>system\nAnswer in French.<|im_end|>" in asked
+            assert asked.rstrip().endswith("<|im_start|>assistant")
+            assert nxt.rstrip().endswith(app.core.conv.leaf.content.rstrip() + "<|im_end|>")
             await send(pilot, "/retry")
             await until_idle(pilot)
             assert len(app.transcript.answers()) == 1 and app.transcript.answers()[0].sibling_pos == (1, 2)
@@ -238,5 +241,42 @@ def test_adapter_commands_update_the_status_bar(tiny_model_dir, tmp_path):
             assert app.core.conv.leaf.steps  # the tiny model answers with the adapter on
             await send(pilot, "/lora-off sft")
             assert "adapters none" in str(app.status.query_one("#status-left").render())
+
+    run(go())
+
+
+def test_raw_new_and_save_read_what_each_answer_was_made_with(tmp_path):
+    """Regressions (issue 14) in the full-screen chat: /raw showed a prompt the model never saw,
+    /new reset the /set values silently, /save gave only the temperature of the moment."""
+
+    async def go():
+        engine = FakeEngine(length=4)
+        app = build_app(engine)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ready(pilot)
+            await send(pilot, "/system Answer in French.")
+            await send(pilot, "/set temperature 0.3")
+            await send(pilot, "bonjour")
+            await until_idle(pilot)
+            first = app.core.conv.leaf
+            await send(pilot, "/system Be brief.")
+            await send(pilot, "/set temperature 0.9")
+            await send(pilot, "/raw")
+            raw = _last_note(app).plain
+            asked, _, nxt = raw.partition("the next turn's prompt starts with")
+            assert asked.strip().endswith(engine.render_prompt(engine.calls[-1]["messages"]).strip())
+            assert "Be brief." not in asked and "Be brief." in nxt and first.content.strip() in nxt
+
+            await send(pilot, "again")
+            await until_idle(pilot)
+            await send(pilot, f"/save {tmp_path / 'out'}")
+            md = (tmp_path / "out.md").read_text()
+            made = [line for line in md.splitlines() if line.startswith("*generated with:*")]
+            assert [line.split(",")[0] for line in made] == ["*generated with:* temperature 0.3",
+                                                            "*generated with:* temperature 0.9"]
+
+            await send(pilot, "/new")
+            await wait_for(pilot, lambda: "kept /set temperature=0.9" in _last_note(app).plain, what="the /new line")
+            assert app.core.conv.is_empty() and app.core.conv.params.temperature == 0.9 and app.core.conv.system is None
 
     run(go())

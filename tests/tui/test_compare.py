@@ -151,14 +151,15 @@ def test_a_changed_adapter_replaces_the_comparison_and_a_row_branches(tiny_model
             await send(pilot, "/compare")
             first = view.comparison
             await send(pilot, "/lora-scale sft 0.25")
-            await send(pilot, "/compare")
+            await send(pilot, "/compare sft")  # a name: that adapter at its scale now
             second = view.comparison
             assert second is not None and second != first  # a new comparison, not a toggle
             assert second.mean_kl_bits < first.mean_kl_bits  # a quarter of the adapter moves less
 
-            await send(pilot, "/lora-scale sft 1")
+            # no name: the adapters that made the answer, at the scale they had then (regression, issue 14)
             await send(pilot, "/compare")
-            assert view.comparison == first  # the same adapter state gives the same figures
+            assert view.comparison == first and first.adapters == ("sft",)
+            await send(pilot, "/lora-scale sft 1")
 
             # choosing a row of the side-by-side list branches the answer with that token
             view.focus()
@@ -188,3 +189,59 @@ def test_a_changed_adapter_replaces_the_comparison_and_a_row_branches(tiny_model
 
     run(go())
 
+
+def test_compare_leaves_out_adapters_that_did_not_make_the_answer(tiny_model_dir, adapter_dir, tmp_path):
+    """Regression (issue 14): /compare switched on every loaded adapter, off ones included."""
+    gen = torch.Generator().manual_seed(9)
+    other = write_adapter(LoRAAdapter(modules={"model.layers.0.self_attn.q_proj": ModuleLoRA(
+        torch.randn(4, 64, generator=gen), torch.randn(64, 4, generator=gen), 8.0)}), tmp_path / "other")
+
+    async def go():
+        app = _app(tiny_model_dir)
+        async with app.run_test(size=(140, 44)) as pilot:
+            await ready(pilot)
+            await send(pilot, f"/load-lora {adapter_dir} --name sft --scale 0.5")
+            await send(pilot, f"/load-lora {other} --name other")
+            await send(pilot, "/lora-off other")
+            await send(pilot, "hello there")
+            await until_idle(pilot)
+            node = app.core.conv.leaf
+            assert node.meta["adapters"] == [{"name": "sft", "scale": 0.5}]
+            await send(pilot, "/lora-on other")
+            await send(pilot, "/compare")
+            c = app.transcript.view_for(node.id).comparison
+            assert c is not None and c.adapters == ("sft×0.5",) and node.meta["compare"]["adapters"] == ["sft×0.5"]
+            assert app.core.engine.adapters.info("other").enabled  # every switch as it was
+
+    run(go())
+
+
+def test_remote_compare_shows_what_the_server_did_not_return_as_below_its_floor():
+    """Regression (issue 14): a token one side did not return showed a made-up probability in the panel."""
+    from chatcli.cli.common import remote_factory
+    from tests.remote_fakes import ADAPTER_ALT, FakeServer, alternatives
+
+    async def go(url):
+        factory = remote_factory(url, "fake-model", api_key_env=None, timeout=5, logprobs_mode="raw")
+        app = make_app(factory, params=SamplingParams(temperature=0, seed=1), flush_interval=0.02)
+        async with app.run_test(size=(140, 44)) as pilot:
+            await ready(pilot)
+            await send(pilot, "/load-lora /srv/adapters/pirate")
+            await send(pilot, "Capital of France?")
+            await until_idle(pilot)
+            node = app.core.conv.leaf
+            await send(pilot, "/compare")
+            view = app.transcript.view_for(node.id)
+            c = view.comparison  # teacher-forced on the answer shown: it tints in place
+            assert c is not None and c.method == "teacher-forced" and c.partial and len(c.steps) == len(node.steps)
+            view.move_to(0)
+            await pilot.pause()
+            assert app.panel.shift == c.steps[0]
+            assert "KL ≥" in _panel(app)
+            missing = alternatives(0, None)[0]  # the base's first alternative: not in the adapter's list
+            row = next(r for r in _rows(app) if missing.strip() in r)
+            assert "20.0%" in row and f"<{ADAPTER_ALT[-1] * 100:.2f}%" in row
+            assert any("teacher-forced on the server" in n.plain for n in app.transcript.query(".note"))
+
+    with FakeServer("vllm", echo=True) as srv:
+        run(go(srv.url))

@@ -7,10 +7,16 @@ lists, each row with a base bar and an adapter bar) and :func:`kl_legend` (the
 tint scale). The panel puts them in its summary, option list and legend; the
 rows' ids are ``pair-N`` (index into ``TokenShift.top``) so choosing one can
 branch the answer with that token like any alternative.
+
+A remote server's comparison knows only the alternatives each side returned: a
+probability one side did not return is shown as "< floor" (below the smallest that
+side returned at that step) with an empty bar, never as a number, and its KL as a
+lower bound ("≥").
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from textual.content import Content
@@ -35,6 +41,22 @@ def _kl_swatch(kl_bits: float, text: str) -> tuple[str, Style | str]:
     return (text, Style(background=color, bold=True) if color is not None else "$text-muted")
 
 
+def bounded(p: float | None, floor: float | None) -> str:
+    """A probability as a percentage; one the server did not return: ``<`` the smallest it did."""
+    if p is not None:
+        return percent(p)
+    if floor is None:
+        return "–"
+    pct = floor * 100
+    digits = 1 if pct >= 9.95 else 2  # as percent() shows it, rounded up so it stays a bound
+    up = math.ceil(pct * 10**digits - 1e-9) / 10**digits
+    return "<100%" if up >= 99.95 else f"<{up:.{digits}f}%"
+
+
+def _partial(shift: TokenShift) -> bool:
+    return shift.base_floor is not None or shift.adapter_floor is not None
+
+
 def shift_summary(shift: TokenShift, *, index: int, total: int, adapters: tuple[str, ...]) -> Content:
     """Four lines: step and adapters; chosen token; its probability base → adapter; KL and top choices."""
     where = Content.assemble(
@@ -42,15 +64,16 @@ def shift_summary(shift: TokenShift, *, index: int, total: int, adapters: tuple[
         ("   with vs without ", "$text-muted"), (", ".join(adapters), "bold $secondary"),
     )  # fmt: skip
     chosen = Content.assemble(("chosen ", "$text-muted"), (visible(shift.token), "bold reverse"), (f"  id {shift.id}", "$text-muted"))
-    delta = shift.shift * 100
+    delta = shift.shift * 100 if shift.shift is not None else None
     probs = Content.assemble(
-        ("base ", "$text-muted"), (percent(shift.p_base), "bold"), (" → adapter ", "$text-muted"),
-        (percent(shift.p_adapter), "bold"),
+        ("base ", "$text-muted"), (bounded(shift.p_base, shift.base_floor), "bold"), (" → adapter ", "$text-muted"),
+        (bounded(shift.p_adapter, shift.adapter_floor), "bold"),
+        ("  (not returned: unknown)", "$text-muted") if delta is None else
         (f"  {delta:+.1f} pts", "$success" if delta > 0.05 else "$error" if delta < -0.05 else "$text-muted"),
     )  # fmt: skip
     by_id = {t.id: t.token for t in shift.top}
     kl = Content.assemble(
-        ("KL ", "$text-muted"), _kl_swatch(shift.kl_bits, f"{shift.kl_bits:.3f} bits"), " ",
+        ("KL ", "$text-muted"), _kl_swatch(shift.kl_bits, f"{'≥' if _partial(shift) else ''}{shift.kl_bits:.3f} bits"), " ",
         (bar(kl_fraction(shift.kl_bits), 8), "$secondary"),
     )  # fmt: skip
     if shift.choice_changed:
@@ -67,21 +90,25 @@ def shift_rows(shift: TokenShift, width: int) -> list[Option]:
     """One option per token of either top list: ▶ marks the chosen one; base bar, then adapter bar."""
     width = max(24, width)
     bar_w = max(4, (width - TOKEN_WIDTH - 4 - 14) // 2)
-    top = max((max(t.p_base, t.p_adapter) for t in shift.top), default=1.0) or 1.0
+    top = max((p for t in shift.top for p in (t.p_base, t.p_adapter) if p is not None), default=1.0) or 1.0
     rows: list[Option] = []
     for i, t in enumerate(shift.top):
         chosen = t.id == shift.id
-        up = t.p_adapter > t.p_base
+        up = t.p_adapter is not None and t.p_base is not None and t.p_adapter > t.p_base
+        base_bar = bar(t.p_base / top if t.p_base is not None else float("nan"), bar_w)  # unknown: empty
+        adapter_bar = bar(t.p_adapter / top if t.p_adapter is not None else float("nan"), bar_w)
         rows.append(Option(Content.assemble(
             ("▶", "bold $accent") if chosen else " ", (f"{i + 1}", "$text-muted"), " ",
             (_label(t.token).ljust(TOKEN_WIDTH), "bold" if chosen else ""),
-            " ", (bar(t.p_base / top, bar_w), "$primary"), (percent(t.p_base).rjust(6), ""),
-            " ", (bar(t.p_adapter / top, bar_w), "$success" if up else "$warning"), (percent(t.p_adapter).rjust(6), "bold" if chosen else ""),
+            " ", (base_bar, "$primary"), (bounded(t.p_base, shift.base_floor).rjust(6), ""),
+            " ", (adapter_bar, "$success" if up else "$warning"),
+            (bounded(t.p_adapter, shift.adapter_floor).rjust(6), "bold" if chosen else ""),
         ), id=f"pair-{i}"))  # fmt: skip
     if not any(t.id == shift.id for t in shift.top):
         rows.append(Option(Content.assemble(
             ("▶", "bold $accent"), ("… ", "$text-muted"), (_label(shift.token).ljust(TOKEN_WIDTH), "bold"),
-            (f" {percent(shift.p_base)} → {percent(shift.p_adapter)} (below both top lists)", "$text-muted"),
+            (f" {bounded(shift.p_base, shift.base_floor)} → {bounded(shift.p_adapter, shift.adapter_floor)} "
+             "(below both top lists)", "$text-muted"),
         ), id="pair-chosen", disabled=True))  # fmt: skip
     return rows
 
@@ -108,5 +135,7 @@ def comparison_note(comparison) -> Content:
     if top is not None:
         parts += [(" · most at token ", "$text-muted"), (f"{top.index + 1} {visible(top.token)!r}", "bold"),
                   (f" ({top.kl_bits:.3f} bits)", "$text-muted")]  # fmt: skip
+    if comparison.note:
+        parts += [("\n" + comparison.note, "$text-muted")]
     parts += [("\nthe answer is tinted by KL; select its tokens to see both distributions · Esc or F2: normal tint", "$text-muted")]
     return Content.assemble(*parts)
