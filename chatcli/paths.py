@@ -54,6 +54,11 @@ def config_dir() -> Path:
     return _user_dir("config")
 
 
+def ui_state_path() -> Path:
+    """The chat TUI's remembered view settings (tint, panel), a small JSON file (chatcli/tui/ui_state.py)."""
+    return config_dir() / "ui-state.json"
+
+
 def models_dir() -> Path:
     """One sub-directory per model, each a complete HF-style directory."""
     return _ensure(cache_dir() / "models")

@@ -6,11 +6,16 @@ loads through :func:`chatcli.engine.loader.load_engine` inside the front end, so
 the TUI shows progress and stays responsive while it loads. ``chat`` creates this
 invocation's plugin manager and the front end's command registry
 (:func:`chatcli.chat.builtin_commands.build_registry`) and passes both in.
+
+The full-screen chat remembers its view settings in :func:`chatcli.paths.ui_state_path`;
+if it crashes, ``chat`` exits with its non-zero code after its one-line report (a plain
+traceback with ``chatcli --debug``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -51,6 +56,7 @@ def engine_factory(model: str, dtype: str, device: str, chat_template: str | Non
 
 
 def chat(
+    ctx: typer.Context,
     conv_id: int | None = typer.Argument(None, metavar="[ID]", help="With --resume: the conversation to reopen."),
     model: str = ModelOpt,
     system: str | None = typer.Option(None, "--system", "-s", help="System prompt (default: the chat template decides)."),
@@ -125,16 +131,21 @@ def chat(
         )
         raise typer.Exit(rc)
 
+    from chatcli.paths import ui_state_path
     from chatcli.tui.app import make_app
 
+    debug = bool(ctx.find_root().params.get("debug")) or os.environ.get("CHATCLI_DEBUG") == "1"
     app = make_app(
         factory, model_name=model, params=params, system=system, store=store, store_warning=warning,
-        resume=resume_id, tint=tint or "off", notes=problems, registry=registry, plugins=plugins,
+        resume=resume_id, tint=tint, notes=problems, registry=registry, plugins=plugins,
+        ui_state=ui_state_path(), tracebacks=debug,
     )
     app.run()
     conv = app.core.conv
     if store is not None and conv.id is not None:
         sys.stderr.write(f"chatcli: conversation saved as #{conv.id} (chatcli chat --resume {conv.id})\n")
+    if app.return_code:  # a crash: the app has printed its one line; the shell sees the failure
+        raise typer.Exit(app.return_code)
 
 
 def chat_plugins(report: Callable[[str], None] | None = None) -> tuple[PluginManager | None, Registry]:

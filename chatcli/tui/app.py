@@ -9,7 +9,18 @@ partial answer stays, marked stopped.
 
 Slash commands, the command palette and F8 run with :attr:`ChatApp.commands`, a
 :class:`~chatcli.tui.command_context.TuiCommandContext` over the app's public methods,
-so the TUI and the plain REPL run the same command functions.
+so the TUI and the plain REPL run the same command functions; a command's bug is one
+error line and the chat goes on. Any other unhandled exception ends the app with exit
+code 1 and one line on stderr (:func:`chatcli.tui.crash.crash_report`; a plain
+traceback with ``tracebacks=True``), never Textual's report with every frame's locals.
+
+Focus: typed text goes to the prompt. The token inspector takes keys only when the
+person enters it (Ctrl+↑, a click on a token); Esc leaves it for the prompt in one press.
+Esc works one layer at a time: stop the answer, close the command hints, leave the
+inspector, end a ``/compare`` tint.
+
+The tint (F2, ``/tint``) and the panel (F3, F4) are remembered in the ``ui_state`` file
+(:mod:`chatcli.tui.ui_state`) when the app is given one.
 """
 
 from __future__ import annotations
@@ -20,27 +31,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import RenderableType
+from rich.text import Text
 from textual import on
 from textual.actions import SkipAction
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import Footer
 
 from chatcli.chat.core import ChatCore, EngineFactory, Job
 from chatcli.chat.builtin_commands import build_registry
-from chatcli.chat.commands import Registry, execute, is_command, message_text
+from chatcli.chat.commands import Registry, is_command, message_text
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError
 from chatcli.chat.store import Store
 from chatcli.tui.widgets.answer import AnswerView
 from chatcli.tui.command_context import TuiCommandContext
+from chatcli.tui.crash import crash_report
 from chatcli.tui.hangup import install_hangup
 from chatcli.tui.loading import load_engine
 from chatcli.tui.messages import (
     BranchRequested, EngineFailed, EngineLoaded, EngineNotice, LeaveAlternatives, LoadProgress, PickAlternative,
-    SiblingRequested, StreamDone, StreamTick, TokenSelected,
+    SiblingRequested, StatusHint, StreamDone, StreamTick, TokenSelected,
 )  # fmt: skip
 from chatcli.tui.palette import palette_commands
 from chatcli.tui.widgets.probs import ProbabilityPanel
@@ -48,6 +62,7 @@ from chatcli.tui.widgets.prompt import ChatInput, CommandHints
 from chatcli.tui.widgets.status import StatusBar
 from chatcli.tui.stream_controller import StreamController
 from chatcli.tui.token_text import TINTS
+from chatcli.tui.ui_state import ViewSettings
 from chatcli.tui.widgets.transcript import TINT_HELP, LoadingBanner, Transcript, welcome_content
 
 if TYPE_CHECKING:
@@ -89,21 +104,31 @@ class ChatApp(App):
         store: Store | None = None,
         store_warning: str | None = None,
         resume: int | str | None = None,
-        tint: str = "off",
+        tint: str | None = None,
         flush_interval: float = 0.05,
         registry: Registry | None = None,
         plugins: PluginManager | None = None,
         notes: Iterable[str] = (),
+        ui_state: Path | None = None,
+        tracebacks: bool = False,
     ) -> None:
         super().__init__()
+        self.tracebacks = tracebacks  # --debug: a crash prints a plain traceback, command bugs show one
         self.engine_factory = engine_factory
         self.model_name = model_name
         self.plugins = plugins  # this chat's plugin manager (the CLI's), or None: no plugins
         self.registry = registry if registry is not None else build_registry(plugins)
         self.store_warning = store_warning
         self.resume_id = resume
-        self._start_tint = tint if tint in TINTS else "off"  # then the transcript keeps it
         self._notices: list[tuple[str, str]] = [(n, "warning") for n in notes]
+        self.view_settings = ViewSettings(ui_state)  # the tint and the panel, kept across restarts
+        if self.view_settings.warning:
+            self._notices.append((self.view_settings.warning, "warning"))
+        # An explicit --tint wins for this session; otherwise the remembered one. The transcript keeps it.
+        self._start_tint = tint if tint in TINTS else self.view_settings.state.tint
+        self._told_panel_hidden = False  # the "panel hidden at this width" line is said once
+        self._laid_out = False  # on_mount has drawn the transcript (a note said before would be wiped)
+        self._crash: BaseException | None = None
         self.core = ChatCore(None, store=store, params=params, system=system, on_notice=self._notice_from_core,
                              listeners=(plugins.notify,) if plugins is not None else ())
         self.stream = StreamController(
@@ -125,7 +150,7 @@ class ChatApp(App):
     def compose(self):
         with Horizontal(id="main"):
             yield Transcript(id="transcript", tint=self._start_tint)
-            yield ProbabilityPanel()
+            yield ProbabilityPanel(wanted=self.view_settings.state.panel, compare=self.view_settings.state.sampled)
         yield CommandHints()
         yield ChatInput(self.registry, self._initial_history(), placeholder=self._placeholder())
         yield StatusBar(self.plugins)
@@ -172,6 +197,8 @@ class ChatApp(App):
         for message, kind in self._notices:
             self.say(message, kind)
         self._notices.clear()
+        self._laid_out = True
+        self._fit_panel(self.size.width)
         await self.transcript.mount(LoadingBanner(self.model_name or "model"))
         self.refresh_status(state="loading")
         self.prompt.focus()
@@ -214,7 +241,7 @@ class ChatApp(App):
         text = event.text
         self.query_one(CommandHints).display = False
         if is_command(text):
-            execute(self.commands, text.strip())
+            self.commands.run(text.strip())
             self.refresh_status()
             return
         await self._send(message_text(text))
@@ -351,6 +378,10 @@ class ChatApp(App):
             view.move_to(len(node.steps) - 1)
         self.refresh_status()
 
+    @on(StatusHint)
+    def _status_hint(self, message: StatusHint) -> None:
+        self.status.flash(message.text)
+
     @on(PickAlternative)
     def _pick_alternative(self) -> None:
         self.panel.focus_alternatives()
@@ -366,10 +397,31 @@ class ChatApp(App):
         return self.transcript.tint
 
     def set_tint(self, mode: str) -> None:
+        """The person chose a tint (F2, /tint): every answer shows it, and it is remembered."""
         self.end_comparison()
         self.transcript.set_tint(mode)
         self.refresh_status()
         self.notify(f"tint: {mode} — {TINT_HELP[mode]}", timeout=2)
+        self._remember(tint=mode)
+
+    # --- the panel: hidden on a narrow screen (one line says so), remembered when toggled -----
+
+    def on_resize(self, event: Resize) -> None:
+        if self._laid_out:  # before that, on_mount fits the panel to the first size
+            self._fit_panel(event.size.width)
+
+    def _fit_panel(self, width: int) -> None:
+        panel = self.panel
+        panel.fit(width)
+        if panel.hidden_by_width and not self._told_panel_hidden:
+            self._told_panel_hidden = True
+            self.say("the probability panel is hidden at this width — F3 shows it", "info")
+
+    def _remember(self, **changes) -> None:
+        """Keep the view settings for the next start (when the app was given a file for them)."""
+        warning = self.view_settings.remember(**changes)
+        if warning:
+            self.say(warning, "warning")
 
     # --- /compare: per-token KL tinting ----------------------------------------------------
 
@@ -388,17 +440,17 @@ class ChatApp(App):
     def action_escape(self) -> None:
         if self.screen is not self.screen_stack[0]:
             raise SkipAction()  # a modal (the command palette) closes itself
+        # One layer per press: the answer being written, the command hints, the inspector
+        # (back to the prompt at once, the /compare tint stays), then the /compare tint.
         hints = self.query_one(CommandHints)
         if self.stream.streaming and not self.stream.stopping:
             self.action_stop()
-        elif isinstance(self.focused, ChatInput) and hints.display:
-            hints.display = False
-        elif self.end_comparison():
-            pass
         elif not isinstance(self.focused, ChatInput):
             self.prompt.focus()
         elif hints.display:
             hints.display = False
+        elif self.end_comparison():
+            self.refresh_status()
         else:
             raise SkipAction()
 
@@ -430,10 +482,12 @@ class ChatApp(App):
         self.set_tint(TINTS[(TINTS.index(self.tint) + 1) % len(TINTS)])
 
     def action_toggle_panel(self) -> None:
-        self.panel.display = not self.panel.display
+        self.panel.toggle()
+        self._remember(panel=self.panel.wanted)
 
     def action_toggle_compare(self) -> None:
         self.panel.toggle_compare()
+        self._remember(panel=self.panel.wanted, sampled=self.panel.compare)
 
     def action_status_action(self) -> None:
         """F8: run the slash command a plugin's status item offers (e.g. /finetune load)."""
@@ -441,7 +495,7 @@ class ChatApp(App):
         if not action:
             self.notify("nothing to run: F8 runs what the status bar offers (e.g. /finetune load when a run is done)", timeout=3)
             return
-        execute(self.commands, action)
+        self.commands.run(action)
         self.refresh_status()
         self.status.poll_plugins()
 
@@ -500,17 +554,38 @@ class ChatApp(App):
         if self._restore_sighup is not None:
             self._restore_sighup()
 
+    # --- a crash: exit code 1 and one line, never the frames' locals -----------------------
+
+    def _handle_exception(self, error: Exception) -> None:
+        # Textual's path for an exception no handler caught: it sets return_code 1, keeps
+        # the error for run_test, and calls _fatal_error (below) to report and leave.
+        self._crash = error
+        super()._handle_exception(error)
+
+    def _fatal_error(self) -> None:
+        # Replaces Textual's report, a Rich traceback with show_locals=True: it would print
+        # whatever the frames held (an adapter's config, the conversation, a key).
+        self.bell()
+        error = self._crash
+        text = crash_report(error, tracebacks=self.tracebacks) if error is not None else "chatcli: internal error"
+        self.error_console.soft_wrap = True  # neither wrapped nor cropped at 80 columns: the line as it is
+        self._exit_renderables.append(Text(text))
+        self._close_messages_no_wait()
+
 
 def make_app(engine_factory: EngineFactory, **options) -> ChatApp:
     """The chat app on the engine ``engine_factory(progress)`` returns (loaded in a worker thread).
 
     Options: ``model_name``, ``params`` (SamplingParams), ``system``, ``store`` (a
     :class:`~chatcli.chat.store.Store` or None for no history), ``store_warning``,
-    ``resume`` (an id, or "latest"), ``tint`` ("off" | "model_prob" | "entropy"),
+    ``resume`` (an id, or "latest"), ``tint`` ("off" | "model_prob" | "entropy"; None: the
+    remembered one, else "off"),
     ``flush_interval`` (seconds between UI updates while streaming), ``plugins`` (a
     :class:`~chatcli.plugins.manager.PluginManager`: its commands, event hooks, status items
     and screens), ``registry`` (the slash commands; default: built from ``plugins``), ``notes``
-    (warnings to show at start, e.g. plugin problems).
+    (warnings to show at start, e.g. plugin problems), ``ui_state`` (the file that remembers the
+    tint and the panel: :func:`chatcli.paths.ui_state_path`; None, the default, remembers nothing),
+    ``tracebacks`` (``--debug``: a crash prints a plain traceback instead of one line).
     """
     return ChatApp(engine_factory, **options)
 

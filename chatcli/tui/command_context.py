@@ -7,12 +7,19 @@ of its own: it holds the app and calls the app's public methods and widgets
 (``say``, ``start_job``, ``redraw``, ``set_tint``, ``set_activity``,
 ``refresh_status``, ``end_comparison``, ``transcript``, ``panel``). Its ``frontend``
 declares what the TUI can do beyond the basics.
+
+A bug in a command never takes the chat down: :meth:`TuiCommandContext.run` (every
+command line the TUI runs) and the callbacks a command hands back (``run_job``,
+``call_later``, ``call_from_thread``...) turn an exception that is not a
+``ChatcliError`` into one error line in the transcript (:func:`chatcli.tui.crash.command_error`).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import RenderableType
@@ -21,6 +28,7 @@ from textual.app import App
 from chatcli.chat.commands import execute
 from chatcli.chat.core import Job
 from chatcli.chat.frontend import FrontEnd
+from chatcli.tui.crash import command_error, plain_traceback
 from chatcli.tui.widgets.compare_view import comparison_note
 
 
@@ -49,11 +57,42 @@ class TuiCommandContext:
     def say(self, message: RenderableType, kind: str = "info") -> None:
         self.app.say(message, kind)
 
+    def run(self, line: str) -> bool:
+        """Run the command line ``line`` (typed, from the palette, F8, a picker); True on success.
+
+        A ``ChatcliError`` is the command's own one-line message (``execute`` says it); any
+        other exception is a bug, reported as one error line, and the chat goes on.
+        """
+        try:
+            return execute(self, line)
+        except Exception as e:
+            self.report(line.split()[0] if line.split() else line, e)
+            return False
+
+    def report(self, where: str, error: Exception) -> None:
+        """``error`` escaped ``where``: one line in the transcript (and the traceback under --debug)."""
+        self.app.say(command_error(where, error), "error")
+        if getattr(self.app, "tracebacks", False):
+            self.app.say(plain_traceback(error), "info")
+
+    def _guarded(self, fn: Callable[..., Any], where: str) -> Callable[..., Any]:
+        """``fn`` (sync or async) with an exception turned into :meth:`report`'s line."""
+
+        async def call(*args: Any) -> Any:
+            try:
+                result = fn(*args)
+                return await result if inspect.isawaitable(result) else result
+            except Exception as e:
+                self.report(where, e)
+                return None
+
+        return call
+
     def run_job(self, job: Job) -> None:
-        self.app.call_later(self.app.start_job, job)
+        self.app.call_later(self._guarded(self.app.start_job, "a command's answer"), job)
 
     def conversation_changed(self) -> None:
-        self.app.call_later(self.app.redraw)
+        self.app.call_later(self._guarded(self.app.redraw, "the redraw after a command"))
 
     def set_tint(self, mode: str) -> None:
         self.app.set_tint(mode)
@@ -75,10 +114,11 @@ class TuiCommandContext:
     # --- ui_thread: the widgets belong to the app's thread ---------------------------------------
 
     def call_from_thread(self, fn, *args) -> Any:
-        return self.app.call_from_thread(fn, *args)
+        """Run ``fn(*args)`` on the UI thread from a command's background thread (None if it raised)."""
+        return self.app.call_from_thread(self._guarded(fn, _name(fn)), *args)
 
     def call_later(self, fn, *args) -> Any:
-        return self.app.call_later(fn, *args)
+        return self.app.call_later(self._guarded(fn, _name(fn)), *args)
 
     # --- screens ---------------------------------------------------------------------------------
 
@@ -98,7 +138,7 @@ class TuiCommandContext:
 
         def chosen(path) -> None:
             if path is not None:  # /load-lora splits its argument like a shell (not on Windows)
-                execute(self, "/load-lora " + (shlex.quote(str(path)) if os.name != "nt" else f'"{path}"'))
+                self.run("/load-lora " + (shlex.quote(str(path)) if os.name != "nt" else f'"{path}"'))
                 self.app.refresh_status()
 
         self.push_screen(AdapterPicker(entries, loaded), chosen)
@@ -126,7 +166,12 @@ class TuiCommandContext:
             return
         view.set_comparison(comparison)
         self.say(comparison_note(comparison), "result")
-        app.panel.display = True  # the side-by-side distributions are the point
-        if comparison.steps:
-            view.focus()
+        app.panel.pin()  # the side-by-side distributions are the point, whatever the width
+        if comparison.steps:  # the panel shows the step that moved most; the focus stays in the prompt
             view.move_to(comparison.max_step.index)
+
+
+def _name(fn: Any) -> str:
+    """A callback's name for the error line ("a command's callback" when it has none)."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    return f"{name}()" if name and "<lambda>" not in name else "a command's callback"

@@ -75,3 +75,10 @@ class PickAlternative(Message):
 @dataclass
 class LeaveAlternatives(Message):
     """Esc in the panel's alternatives: back to the answer being inspected (or the prompt)."""
+
+
+@dataclass
+class StatusHint(Message):
+    """A passing one-line hint for the status bar (``]`` past the last uncertain token...)."""
+
+    text: str

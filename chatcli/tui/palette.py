@@ -2,7 +2,7 @@
 
 :func:`palette_commands` yields what :meth:`chatcli.tui.app.ChatApp.get_system_commands`
 adds to Textual's own entries: every registered slash command (commands with
-arguments are put in the prompt to complete, the others run with ``app.commands``),
+arguments are put in the prompt to complete, the others run with ``app.commands.run``),
 the F2/F3/F4 view toggles, and the ``screen`` TUI extensions of the app's plugin
 manager (``app.plugins``), whose factories get ``app.commands``. Only the app's public
 surface is used.
@@ -15,7 +15,6 @@ from typing import Any
 
 from textual.app import App, SystemCommand
 
-from chatcli.chat.commands import execute
 from chatcli.errors import ChatcliError
 
 
@@ -36,6 +35,8 @@ def _screen_entry(app: App, ext: Any) -> Callable[[], None]:
             app.push_screen(ext.factory(app.commands))
         except ChatcliError as e:
             app.say(e.message, "error")
+        except Exception as e:  # a plugin's bug: one line, the chat goes on
+            app.commands.report(f"the {ext.plugin} plugin's screen", e)
 
     return run
 
@@ -47,7 +48,7 @@ def _command_entry(app: App, name: str, has_args: bool) -> Callable[[], None]:
             app.prompt.move_cursor(app.prompt.document.end)
             app.prompt.focus()
         else:
-            execute(app.commands, f"/{name}")
+            app.commands.run(f"/{name}")
             app.refresh_status()
 
     return run

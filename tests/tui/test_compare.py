@@ -91,9 +91,10 @@ def test_compare_tints_the_answer_and_shows_both_distributions(tiny_model_dir, a
             assert len(bg) >= len(c.steps) // 2
             assert bg == {s.index: kl_color(s.kl_bits) for s in c.steps if s.index in bg}
             assert any(v is not None for v in bg.values())
-            # the cursor goes to the step that moved most; the panel shows base vs adapter there
+            # the cursor goes to the step that moved most; the panel shows base vs adapter there;
+            # the focus stays in the prompt (typing goes on where it was)
             top = c.max_step
-            assert app.focused is view and view.cursor == top.index
+            assert app.focused is app.prompt and view.cursor == top.index
             assert app.panel.shift == top and app.panel.border_title == "base vs adapter"
             text = _panel(app)
             assert f"step {top.index + 1} of {len(node.steps)}" in text and "with vs without sft" in text
@@ -107,18 +108,23 @@ def test_compare_tints_the_answer_and_shows_both_distributions(tiny_model_dir, a
             assert "KL(adapter‖base)" in str(app.panel.query_one("#probs-legend").render())
             assert any("mean KL" in n.plain for n in app.transcript.query(".note"))
 
-            # moving the cursor follows the compared steps
+            # Ctrl+↑ enters the inspector on the compared answer; moving the cursor follows the compared steps
+            await pilot.press("ctrl+up")
+            assert app.focused is view and view.cursor == top.index
             await pilot.press("home")
             assert view.cursor == 0 and app.panel.shift == c.steps[0]
             await pilot.press("right")
             assert app.panel.shift == c.steps[1] and app.panel.step == node.steps[1]
 
-            # Esc: normal tinting again, the same token shows the plain distribution
+            # Esc leaves the inspector for the prompt at once (the KL tint stays); Esc again:
+            # normal tinting, the same token shows the plain distribution
+            await pilot.press("escape")
+            assert app.focused is app.prompt and view.comparison is c
             await pilot.press("escape")
             assert view.comparison is None and view.token_tint == "model_prob" and app.panel.shift is None
             assert "KL" not in str(view.query_one(".answer-header").render())
             assert app.panel.step == node.steps[1] and app.panel.border_title == "next-token distribution"
-            assert "sampled" in _panel(app) and app.focused is view
+            assert "sampled" in _panel(app) and app.focused is app.prompt
             assert _backgrounds(view)[0] != kl_color(c.steps[0].kl_bits) or kl_color(c.steps[0].kl_bits) is None
 
             # /compare again shows it; the same /compare once more switches it off
@@ -178,16 +184,17 @@ def test_a_changed_adapter_replaces_the_comparison_and_a_row_branches(tiny_model
             assert branch.ids[0] == shift.top[alt].id and branch.meta.get("forced_at") == 0
             assert view.comparison is None and app.panel.shift is None  # the new answer ends the comparison
 
-            # a compared answer switched to its sibling loses the tint; Esc then acts as usual
+            # a compared answer switched to its sibling (from the inspector) loses the tint; Esc then acts as usual
             await send(pilot, "/compare")
-            assert view.comparison is not None and view.node is branch and app.focused is view
-            await pilot.press("comma")
+            assert view.comparison is not None and view.node is branch and app.focused is app.prompt
+            await pilot.press("ctrl+up", "comma")
             await wait_for(pilot, lambda: view.node is node, what="the sibling switch")
             assert view.comparison is None and view.token_tint != "kl"
             await pilot.press("escape")
             assert app.focused is app.prompt
 
     run(go())
+
 
 
 def test_compare_leaves_out_adapters_that_did_not_make_the_answer(tiny_model_dir, adapter_dir, tmp_path):

@@ -142,8 +142,9 @@ def test_branch_from_an_alternative_and_switch_siblings():
             assert view.node is branch and view.sibling_pos == (1, 2)
             assert "2/2" in str(view.query_one(".answer-header").render())
             assert "branched at token 4" in str(view.query_one(".answer-header").render())
-            # switch back to the first version and forward again
-            view.focus()
+            # switch back to the first version and forward again (from the inspector: Ctrl+↑)
+            await pilot.press("ctrl+up")
+            assert app.focused is view
             await pilot.press("comma")
             assert view.node is original and app.core.conv.leaf is original and view.sibling_pos == (0, 2)
             await pilot.press("full_stop")

@@ -8,10 +8,18 @@ what the rest of the app should do it posts as messages (:mod:`chatcli.tui.messa
 the Markdown is split into segments at blank lines and the token view into
 chunks at newlines, so only the last segment or chunk re-renders.
 
-Keys while focused: ←/→ move the token cursor, [ / ] jump to the previous/next
+Keys in the inspector: ←/→ move the token cursor, [ / ] jump to the previous/next
 uncertain token, Home/End, PgUp/PgDn, 1-9 branch with that alternative, Enter
 picks an alternative in the panel, , / . switch between sibling answers,
 ↑/↓ go to the previous/next answer, Esc returns to the prompt.
+
+The printable ones among those keys (l, h, g, [, ], 1-9, , and .) act only while the
+person has entered the inspector on purpose (:meth:`AnswerView.enter_inspector`: Ctrl+↑,
+a click on a token, ↑/↓ from another answer, back from the alternatives). An answer
+that got the focus any other way (a click beside the tokens, Tab, a switch of versions
+from its header) passes typed text to the prompt, and so does the inspector itself from
+the first key it does not bind: the keys typed right after it follow, so typed text
+never lands half in the prompt and half in the inspector.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from textual.widgets import Static
 from chatcli.engine.events import Done
 from chatcli.chat.session import Node, status_label
 from chatcli.tui.widgets.markdown_body import MarkdownBody
-from chatcli.tui.messages import BranchRequested, PickAlternative, SiblingRequested, TokenSelected
+from chatcli.tui.messages import BranchRequested, PickAlternative, SiblingRequested, StatusHint, TokenSelected
 from chatcli.tui.token_text import UNCERTAIN, chunk_bounds, token_content
 
 if TYPE_CHECKING:  # the comparison module pulls in torch; the view only reads its dataclasses
@@ -66,7 +74,7 @@ class TokenChunk(Static):
         index = event.style.meta.get("token")
         if index is not None:
             event.stop()
-            self.answer.focus()
+            self.answer.enter_inspector()
             self.answer.move_to(int(index))
 
 
@@ -104,6 +112,7 @@ class AnswerView(Vertical, can_focus=True):
         self.model = model
         self.tint = tint  # the app's tint: "off" shows Markdown unless inspecting
         self.inspecting = False
+        self.inspector_keys = False  # entered on purpose (enter_inspector): its printable keys act here
         self.comparison: Comparison | None = None  # set by /compare: tint by KL(adapter || base)
         self.kl_bits: list[float] | None = None
         self.cursor: int | None = None
@@ -280,13 +289,28 @@ class AnswerView(Vertical, can_focus=True):
 
     # --- navigation ------------------------------------------------------------------------
 
+    def enter_inspector(self) -> None:
+        """The person chose to inspect this answer (Ctrl+↑, a click on a token...): focus it, keys act."""
+        self.inspector_keys = True
+        self.focus()
+
     def on_key(self, event: events.Key) -> None:
-        # Typing while an answer has the focus goes to the prompt (keys bound here excepted).
-        if event.is_printable and event.character and event.key not in self._bindings.key_to_bindings:
-            event.stop()
-            prompt = self.app.prompt  # type: ignore[attr-defined]
-            prompt.focus()
-            prompt.insert(event.character)
+        # Typed text goes to the prompt, unless it is a key of the inspector entered on purpose.
+        if not (event.is_printable and event.character):
+            return
+        if self.inspector_keys and event.key in self._bindings.key_to_bindings:
+            return
+        event.stop()
+        event.prevent_default()
+        # The focus moves after this key; keys already queued behind it reach this answer
+        # first and must follow it into the prompt, not move the cursor or branch.
+        self.inspector_keys = False
+        prompt = self.app.prompt  # type: ignore[attr-defined]
+        prompt.focus()
+        prompt.insert(event.character)
+
+    def on_blur(self) -> None:
+        self.inspector_keys = False
 
     def on_focus(self) -> None:
         # The transcript marks this answer inspected (it sees the focus as DescendantFocus).
@@ -332,6 +356,9 @@ class AnswerView(Vertical, can_focus=True):
                 return
             i += direction
         self.app.bell()
+        where = "after" if direction > 0 else "before"
+        self.post_message(StatusHint(f"no more uncertain tokens {where} this one" if self.cursor is not None
+                                     else "no uncertain tokens in this answer"))  # fmt: skip
 
     def action_sibling(self, delta: int) -> None:
         self.post_message(SiblingRequested(self.node.id, delta))

@@ -9,6 +9,11 @@ those settings is visible. For a token of a ``/compare``d answer,
 :meth:`ProbabilityPanel.show_shift` shows the base and adapter distributions side
 by side instead (see :mod:`chatcli.tui.widgets.compare_view`). Choosing a row (Enter, click, or 1-9 on the answer)
 asks the app to branch the answer there with that token.
+
+Whether it shows: :attr:`ProbabilityPanel.wanted` is the person's choice (F3, kept
+across restarts); a screen narrower than :data:`MIN_SCREEN_WIDTH` hides it anyway
+unless it was shown on purpose in this session (F3, F4, ``/compare``: :meth:`pin`).
+The app tells it the screen's width (:meth:`ProbabilityPanel.fit`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ EMPTY_HELP = (
 )
 
 
+MIN_SCREEN_WIDTH = 96  # below this many columns the transcript needs the room: the panel starts hidden
+
 NO_LOGPROBS = ("no probabilities for this token: the server sent no logprobs "
                "(it does not support them, or they are switched off), so there is no distribution to show")
 
@@ -51,10 +58,13 @@ class AltList(OptionList):
 
 
 class ProbabilityPanel(Vertical):
-    def __init__(self) -> None:
+    def __init__(self, *, wanted: bool = True, compare: bool = False) -> None:
         super().__init__(id="probs")
         self.border_title = "next-token distribution"
-        self.compare = False
+        self.compare = compare
+        self.wanted = wanted  # the person wants the panel (F3); saved across restarts
+        self.pinned = False  # shown on purpose in this session: it stays even on a narrow screen
+        self.wide = True  # the screen has room for it (set by fit)
         self.node_id: int | None = None
         self.index: int | None = None
         self.step: Step | None = None
@@ -69,11 +79,39 @@ class ProbabilityPanel(Vertical):
         self.query_one(AltList).display = False
         self._legend()
 
+    # --- showing and hiding ----------------------------------------------------------------
+
+    @property
+    def hidden_by_width(self) -> bool:
+        """Wanted, but hidden because the screen is too narrow (and not shown on purpose)."""
+        return self.wanted and not self.wide and not self.pinned
+
+    def fit(self, screen_width: int) -> None:
+        """The screen is ``screen_width`` columns wide: show the panel if it is wanted and fits."""
+        self.wide = screen_width >= MIN_SCREEN_WIDTH
+        self._apply()
+
+    def pin(self) -> None:
+        """Show the panel for the rest of this session, whatever the width (F4, /compare)."""
+        self.pinned = True
+        self._apply()
+
+    def toggle(self) -> bool:
+        """F3: hide the panel if it shows, else show it (even on a narrow screen); returns whether it shows."""
+        on = not self.display
+        self.wanted = self.pinned = on
+        self._apply()
+        return on
+
+    def _apply(self) -> None:
+        self.display = self.pinned or (self.wanted and self.wide)
+
     def toggle_compare(self) -> None:
         """F4: also show (or hide) the distribution actually sampled from; shows the panel."""
         self.set_compare(not self.compare)
         if not self.display:
-            self.display = True
+            self.wanted = True
+            self.pin()
 
     def focus_alternatives(self) -> None:
         """Enter on an answer: the alternatives get the focus (when the panel shows some)."""

@@ -138,20 +138,21 @@ class Transcript(VerticalScroll, can_focus=False):
         """Give the focus back to the inspected answer; False when there is none."""
         if self.inspected is None or not self.inspected.is_attached:
             return False
-        self.inspected.focus()
+        self.inspected.enter_inspector()
         return True
 
     # --- moving between answers (Ctrl+↑, and ↑/↓ on an answer) -----------------------------
 
     def inspect_next(self, focused: Widget | None) -> bool:
-        """Focus the last answer, or the one above ``focused``, with its token cursor; False: none yet."""
+        """Enter the inspector on the answer a /compare tints, else the last one, or from an answer
+        the one above ``focused``, with its token cursor; False: no answer yet."""
         answers = self.answers()
         if not answers:
             return False
-        target = answers[-1]
+        target = self.compared or answers[-1]
         if isinstance(focused, AnswerView) and focused in answers:
             target = answers[max(0, answers.index(focused) - 1)]
-        target.focus()
+        target.enter_inspector()
         if target.node.steps:
             target.move_to(target.cursor if target.cursor is not None else len(target.node.steps) - 1)
         return True
@@ -165,7 +166,7 @@ class Transcript(VerticalScroll, can_focus=False):
         if idx >= len(answers):
             return True
         if idx >= 0:
-            answers[idx].focus()
+            answers[idx].enter_inspector()
             answers[idx].scroll_visible(animate=False)
         return False
 
