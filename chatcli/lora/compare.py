@@ -117,10 +117,9 @@ class Comparison:
             "max_kl_index": top.index if top else None,
             "choices_changed": sum(s.choice_changed for s in self.steps),
             "mean_shift": sum(shifts) / len(shifts) if shifts else None if self.steps else 0.0,
-            "method": self.method,
         }  # fmt: skip
-        if self.partial:
-            out.update(partial=True, note=self.note)
+        if self.partial:  # a server's comparison (the local one's schema stays as it was)
+            out.update(partial=True, method=self.method, note=self.note)
         return out
 
 

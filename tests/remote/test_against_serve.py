@@ -71,6 +71,7 @@ def test_compare_on_chatcli_serve_falls_back_to_greedy_answers_with_a_true_lower
         result = compare_remote(remote, remote.adapters, core.conv.messages(before=node), node, None, {"ad": 1.0})
         assert remote.text_scorer is None and "text_scorer" in vars(remote)  # probed, and kept
     assert result.method == "greedy" and result.partial and "2 greedy requests" in result.note
+    assert result.to_json()["method"] == "greedy" and result.to_json()["partial"] is True
     local = tiny_engine(tiny_model_dir)
     first, _ = reference(local.chat(HELLO, greedy(1)))  # the base's greedy first token: step 0 of both requests
     local.adapters.load(tmp_path / "ad", name="ad")

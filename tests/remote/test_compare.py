@@ -113,3 +113,14 @@ def test_compare_of_a_remote_answer_made_without_an_adapter():
     assert rc == 0, err
     assert "this answer was generated without adapters: /compare NAME compares one" in err
     assert not [b for p, b in srv.requests if p == "/v1/completions"]
+
+
+def test_llamacpp_compare_uses_the_scales_the_answer_was_made_with():
+    with FakeServer("llama.cpp", lora_files=["/models/pirate.gguf", "/models/concise.gguf"]) as srv:
+        rc, out, err = repl(srv.url, "/load-lora pirate.gguf --scale 0.5\nhi\n/lora-scale pirate 2\n"
+                                     "/lora-scale concise 1\n/compare\n")
+    assert rc == 0, err
+    chats = [b for p, b in srv.requests if p == "/v1/chat/completions"]
+    assert [b["lora"] for b in chats[1:]] == [[{"id": 0, "scale": 0.5}, {"id": 1, "scale": 0.0}],  # as it was made
+                                              [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}]]  # the base
+    assert "pirate×0.5 vs without" in out and "2 greedy requests" in out
