@@ -41,6 +41,16 @@ def active_adapters(engine: Any) -> list[dict] | None:
     return [{"name": i.name, "scale": float(i.scale)} for i in infos if i.enabled and i.scale != 0.0]
 
 
+def record_adapters(meta: dict, engine: Any) -> None:
+    """Set ``meta["adapters"]`` to the adapters on now, or remove it when the engine cannot say
+    (an unknown set is never recorded as "none": /compare would not compare it)."""
+    adapters = active_adapters(engine)
+    if adapters is None:
+        meta.pop("adapters", None)
+    else:
+        meta["adapters"] = adapters
+
+
 def drawn_seed(engine: Any) -> int | None:
     """The seed the local engine drew for its last answer; None for an engine that does not say."""
     seed = getattr(getattr(engine, "generator", None), "last_seed", None)

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from chatcli.chat.answer_record import active_adapters, drawn_seed, prompt_messages
-from chatcli.chat.params import format_param, param_rows, parse_param_value, resolve_param
+from chatcli.chat.answer_record import drawn_seed, prompt_messages, record_adapters
+from chatcli.chat.params import changed_params, format_param, param_rows, parse_param_value, resolve_param
 from chatcli.engine.protocol import ChatEngine, ModelIdentity, capabilities
 from chatcli.engine.events import Done, Event, Notice, Step
 from chatcli.engine.params import SamplingParams
@@ -194,12 +194,7 @@ class ChatCore:
         saved = start_steps
         last_save = time.monotonic()
         done: Done | None = None
-        # Read here, in the worker: a server's adapter control may ask the server.
-        adapters = active_adapters(engine)
-        if adapters is None:
-            node.meta.pop("adapters", None)  # unknown: /compare will not guess
-        else:
-            node.meta["adapters"] = adapters
+        record_adapters(node.meta, engine)  # here, in the worker: a server's adapter control may ask the server
         try:
             stream = engine.chat(job.messages, job.params, cancel=cancel, answer_prefix_ids=job.prefix_ids)
             for event in stream:
@@ -287,8 +282,7 @@ class ChatCore:
 
     def changed_params(self) -> list[str]:
         """``name=value`` of each sampling parameter that differs from the session's start."""
-        start = param_rows(self.default_params)
-        return [f"{key}={value}" for (key, value, _), (_, was, _) in zip(self.param_rows(), start) if value != was]
+        return changed_params(self.conv.params, self.default_params)
 
     def resume(self, conv_id: int | str | None = None) -> Conversation:
         """Load a saved conversation and make it current.

@@ -72,3 +72,8 @@ def param_rows(p) -> list[tuple[str, str, str]]:
     (a :class:`~chatcli.engine.params.SamplingParams`)."""
     values = {**{k: getattr(p, k) for k in PARAM_HELP if k != "top_shown"}, "top_shown": p.top_n}
     return [(k, format_param(k, values[k]), PARAM_HELP[k]) for k in PARAM_HELP]
+
+
+def changed_params(now, start) -> list[str]:
+    """``name=value`` (as ``/set`` shows it) of each parameter of ``now`` that differs from ``start``."""
+    return [f"{key}={value}" for (key, value, _), (_, was, _) in zip(param_rows(now), param_rows(start)) if value != was]

@@ -109,3 +109,19 @@ def test_new_keeps_the_set_values_and_says_so():
     last = engine.calls[-1]
     assert last["params"].temperature == 0.3 and last["params"].top_k == 5
     assert last["messages"] == [{"role": "user", "content": "hello"}]  # the system prompt is the default again
+
+
+def test_an_adapter_set_the_backend_cannot_tell_is_not_recorded_as_none():
+    from chatcli.chat.answer_record import record_adapters
+    from chatcli.errors import ChatcliError
+
+    class Unreachable:  # a server's adapter control whose listing fails
+        def list(self):
+            raise ChatcliError("cannot reach the server")
+
+    class Engine:
+        adapters = Unreachable()
+
+    meta = {"adapters": [{"name": "old", "scale": 1.0}]}  # from an earlier run of this answer
+    record_adapters(meta, Engine())
+    assert "adapters" not in meta and recorded_adapters(meta) is None
