@@ -252,7 +252,8 @@ class ChatApp(App):
 
     def on_descendant_focus(self, event) -> None:
         if isinstance(event.widget, ChatInput):  # inspection ends; the panel follows a live answer again
-            self.transcript.clear_inspected()
+            for transcript in self.query(Transcript):  # none left while the app is being torn down
+                transcript.clear_inspected()
             self.stream.follow()
 
     # --- sending and streaming (the state lives in self.stream) ---------------------------

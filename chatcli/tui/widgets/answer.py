@@ -113,6 +113,7 @@ class AnswerView(Vertical, can_focus=True):
         self.tint = tint  # the app's tint: "off" shows Markdown unless inspecting
         self.inspecting = False
         self.inspector_keys = False  # entered on purpose (enter_inspector): its printable keys act here
+        self._passing_on = False  # typed keys go to the prompt and its focus is on its way
         self.comparison: Comparison | None = None  # set by /compare: tint by KL(adapter || base)
         self.kl_bits: list[float] | None = None
         self.cursor: int | None = None
@@ -306,13 +307,16 @@ class AnswerView(Vertical, can_focus=True):
         # first and must follow it into the prompt, not move the cursor or branch.
         self.inspector_keys = False
         prompt = self.app.prompt  # type: ignore[attr-defined]
-        prompt.focus()
+        if not self._passing_on:  # one focus request for a burst of keys
+            self._passing_on = True
+            prompt.focus()
         prompt.insert(event.character)
 
     def on_blur(self) -> None:
-        self.inspector_keys = False
+        self.inspector_keys = self._passing_on = False
 
     def on_focus(self) -> None:
+        self._passing_on = False
         # The transcript marks this answer inspected (it sees the focus as DescendantFocus).
         if self.cursor is None and self.node.steps:
             self.move_to(len(self.node.steps) - 1, scroll=False)
