@@ -17,9 +17,9 @@ teacher-forced with the adapter off and on by :func:`chatcli.lora.compare.compar
   that makes the model's own fluent answers far less likely (more than
   :data:`DRIFT_RATIO` times the perplexity) has drifted too far (the collapse check).
 
-A preference run adds, on held-out pairs (same fallback), for DPO the implicit reward
-margin β·[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))] and the preference
-accuracy (ties count half). Before training both are fixed by construction: the adapter
+A preference run adds, on up to :data:`MAX_PROMPTS` held-out pairs (same fallback), for
+DPO the implicit reward margin β·[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))]
+and the preference accuracy (ties count half). Before training both are fixed by construction: the adapter
 starts at zero, so π = π_ref, every margin is 0 and every pair a tie (accuracy 0.5). A
 reward model reports its held-out pair accuracy and mean reward margin instead; its
 adapter scores answers, it does not write them, so the answer measures are skipped.
@@ -46,8 +46,8 @@ from chatcli_finetune.data import Example, Pair, collate
 
 REPORT_NAME = "what_changed.json"
 MIN_HELD_OUT = 4  # fewer validation prompts than this: the training prompts are used
-MAX_PROMPTS = 8  # prompts measured (bounds the report's time: one greedy answer each)
-ANSWER_TOKENS = 32  # greedy base answer length measured per prompt
+MAX_PROMPTS = 8  # prompts (and pairs) measured: bounds the report's time, one greedy answer each
+ANSWER_TOKENS = 24  # greedy base answer length measured per prompt
 EXAMPLES = 2  # changed answers shown with the adapter's own greedy text
 KL_VISIBLE_BITS = 0.01  # below this mean first-token KL (and no answer changed): nothing measurable
 DRIFT_RATIO = 4.0  # base-answer perplexity under the adapter / under the base beyond this: drifted
@@ -205,11 +205,11 @@ def measure(model, tokenizer, manager, name: str, kind: str, train: Sequence, va
     try:
         report: dict = {"kind": kind, "split": split}
         if kind == "reward":
-            report["pairs"] = reward_margins(model, manager, name, head, items, pad_id)
+            report["pairs"] = reward_margins(model, manager, name, head, items[:MAX_PROMPTS], pad_id)
         else:
             report["answers"] = answer_changes(model, tokenizer, manager, name, items)
             if kind == "dpo":
-                after = dpo_margins(model, manager, name, items, beta, pad_id)
+                after = dpo_margins(model, manager, name, items[:MAX_PROMPTS], beta, pad_id)
                 report["pairs"] = {"before": {"pairs": after["pairs"], "margin": 0.0, "accuracy": 0.5}, "after": after}
     finally:
         model.train(was_training)

@@ -97,3 +97,34 @@ def test_a_run_records_what_it_chose_and_a_resume_keeps_it(tmp_path, tiny_model_
     done = run_training(again, resume=True)
     assert done["summary"]["status"] == "finished"
     assert json.loads((tmp_path / "run" / "training_args.json").read_text())["lr"] == saved["lr"]
+
+
+def _sft(tmp_path, n: int = 4):
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]}
+            for i in range(n)]  # fmt: skip
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("preset", [None, "ACTIVE"])
+def test_the_cli_leaves_settings_to_the_data_and_lets_openmp_threads_sleep(tmp_path, tiny_model_dir, capsys, monkeypatch,
+                                                                          preset):  # fmt: skip
+    from chatcli.cli.main import main
+
+    if preset is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", preset)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["finetune", "sft", str(_sft(tmp_path)), "--out", str(out), "--model", str(tiny_model_dir), "--max-steps", "2",
+              "--val-split", "0", "--json"])  # fmt: skip
+    assert exc.value.code in (0, None)
+    events = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert events[0]["event"] == "defaults" and "lr " in events[0]["lines"][0]
+    saved = json.loads((out / "training_args.json").read_text())
+    assert saved["lr"] is not None and saved["rank"] == 8 and saved["max_steps"] == 2
+    import os
+
+    assert os.environ["OMP_WAIT_POLICY"] == (preset or "PASSIVE")  # a value the person set wins
