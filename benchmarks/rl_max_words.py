@@ -48,7 +48,8 @@ def show(label: str, r) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads, here and in the run")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, here and in the run (default 1: the run's "
+                    "sampling then repeats exactly, and a machine shared with other work is not oversubscribed)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the run's folder here (default: a temporary one)")
     ap.add_argument("--show", action="store_true", help="print every held-out answer before and after")
     ap.add_argument("extra", nargs="*", help="more 'chatcli finetune rl' flags, after --")
@@ -83,11 +84,11 @@ def main() -> int:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     train_s = time.perf_counter() - t0
-    for line in proc.stderr.splitlines():
-        if "rl settings" in line or "error" in line.lower():
-            print(line)
-    steps = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{") and '"step"' in x]
-    steps = [m for m in steps if m.get("event") == "step"]
+    events = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    for e in events:
+        if e.get("event") == "defaults":  # the settings the run used
+            print("\n".join(e["lines"]))
+    steps = [m for m in events if m.get("event") == "step"]
     if proc.returncode != 0:
         print(proc.stderr[-2000:])
         return proc.returncode

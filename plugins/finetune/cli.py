@@ -142,7 +142,7 @@ def rl(data: Path = rlo.PromptsArg, out: Path = OutOpt, reward: str = rlo.Reward
        max_new_tokens: int | None = rlo.MaxNewOpt, temperature: float | None = rlo.TemperatureOpt,
        beta: float | None = rlo.BetaOpt, model: str = ModelOpt, rank: int | None = rlo.RankOpt,
        alpha: float | None = rlo.AlphaOpt, rslora: bool = RsloraOpt, targets: str | None = rlo.TargetsOpt,
-       layers: str | None = LayersOpt, dropout: float | None = rlo.DropoutOpt, epochs: float | None = rlo.EpochsOpt,
+       layers: str | None = rlo.LayersOpt, dropout: float | None = rlo.DropoutOpt, epochs: float | None = rlo.EpochsOpt,
        max_steps: int | None = MaxStepsOpt, lr: float | None = rlo.LrOpt, schedule: str | None = rlo.ScheduleOpt,
        warmup: float = WarmupOpt, batch_size: int | None = rlo.BatchOpt, grad_accum: int = AccumOpt,
        max_len: int = MaxLenOpt, val_split: float = ValOpt, seed: int = SeedOpt, dtype: str = DtypeOpt,

@@ -134,6 +134,8 @@ def _fmt_metrics(m: dict) -> str:
         parts.append(f"val {m['val_loss']:.4f}")
     if "accuracy" in m:
         parts.append(f"acc {m['accuracy']:.2f}")
+    if "reward" in m:  # rl: the step's mean reward and KL to the base model (bits/token)
+        parts.append(f"reward {m['reward']:+.3f}  KL {m['kl']:.3f}")
     parts += [f"lr {m['lr']:.2e}", f"{m['tokens_per_s']:.0f} tok/s"]
     return "  ".join(parts)
 

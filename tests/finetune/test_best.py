@@ -109,3 +109,33 @@ def test_parse(text, expected):
 def test_parse_refuses(text):
     with pytest.raises(UsageError, match="/best"):
         parse_best_args(text)
+
+
+class ThreadedCtx(Ctx):
+    """A front end whose widgets live on one thread (the TUI): /best works on a background thread."""
+
+    frontend = FrontEnd("tui-like", live_status=True, ui_thread=True)
+
+    def __init__(self, core):
+        super().__init__(core)
+        self.activity: list = []
+        self.done = __import__("threading").Event()
+
+    def set_activity(self, state):
+        self.activity.append(state)
+
+    def call_from_thread(self, fn, *args):
+        fn(*args)
+        self.done.set()
+
+    def call_later(self, fn, *args):
+        fn(*args)
+
+
+def test_best_in_a_tui_like_chat_works_in_the_background_and_shows_it(chat):
+    ctx = ThreadedCtx(chat.core)
+    best_command(ctx, "2 --reward rule:contains=e")
+    assert ctx.activity == ["best of 2"]  # busy at once: idle-only commands and new messages wait
+    assert ctx.done.wait(120)
+    assert ctx.activity == ["best of 2", None]
+    assert chat.core.conv.path()[-1].meta["best_of"]["n"] == 2 and ctx.said[-1][1] == "result"

@@ -17,6 +17,11 @@ from chatcli.errors import UsageError
 from chatcli_finetune.args import RESUME_FIXED, TrainArgs
 
 MIN_G, MAX_G = 2, 10  # a group needs two answers to compare; ten is the batch /rank also draws
+# Without --layers, the top TOP_LAYERS layers are adapted (all of a smaller model): backward stops
+# at the lowest adapted layer, so a step costs about half (measured on SmolLM2-135M, 8 rows x 88
+# tokens, one CPU thread: forward 3.1 s + backward 1.4 s against 7.2 + 8.1 s for all 30 layers);
+# when to end an answer is the top layers' decision.
+TOP_LAYERS = 8
 # What a resumed run must share with the run it continues, besides the shared settings.
 RL_RESUME_FIXED = (*RESUME_FIXED, "reward", "group_size", "max_new_tokens", "temperature")
 
@@ -32,8 +37,8 @@ class RLArgs(TrainArgs):
     alpha: float | None = 16.0
     targets: str | None = "all-linear"
     dropout: float = 0.0  # dropout would make the trained policy differ from the one that sampled
-    epochs: float | None = 1.0
-    lr: float | None = 1e-3
+    epochs: float | None = 1.5
+    lr: float | None = 2e-3
     schedule: str = "constant"
     batch_size: int = 2  # prompts per micro-batch (x G answers each)
     beta: float = 0.04  # TRL's long-time default KL weight
@@ -52,10 +57,14 @@ class RLArgs(TrainArgs):
             raise UsageError("finetune rl runs in one process: start it without torchrun")
         return self
 
-    def chosen(self) -> str:
+    def layer_spec(self, n_layers: int) -> str:
+        """``--layers`` as given, or the top :data:`TOP_LAYERS` of a model with ``n_layers``."""
+        return self.layers or f"last:{min(TOP_LAYERS, n_layers)}"
+
+    def chosen(self, n_layers: int) -> str:
         """The one line that says which settings this run uses (printed before training)."""
         steps = f"{self.max_steps} steps" if self.max_steps is not None else f"{self.epochs:g} epoch(s)"
         return (f"rl settings: {steps} of {self.batch_size * self.grad_accum} prompt(s) x G={self.group_size} answers, "
                 f"lr {self.lr:g} ({self.schedule}), beta {self.beta:g}, temperature {self.temperature:g}, "
-                f"max new tokens {self.max_new_tokens}, LoRA r {self.rank} alpha {self.alpha:g} {self.targets}"
-                + (f" layers {self.layers}" if self.layers else "") + " (any flag overrides)")  # fmt: skip
+                f"max new tokens {self.max_new_tokens}, LoRA r {self.rank} alpha {self.alpha:g} {self.targets} "
+                f"layers {self.layer_spec(n_layers)} (any flag overrides)")  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from chatcli_finetune.rl.args import MAX_G, MIN_G, RLArgs
+from chatcli_finetune.rl.args import MAX_G, MIN_G, TOP_LAYERS, RLArgs
 
 _O = typer.Option
 _D = RLArgs(kind="rl", data="", out="")  # the defaults, for the help texts
@@ -35,4 +35,6 @@ RankOpt = _O(None, "--rank", help=f"LoRA rank r (default {_D.rank}).", show_defa
 AlphaOpt = _O(None, "--alpha", help=f"LoRA alpha (default {_D.alpha:g}).", show_default=False)
 TargetsOpt = _O(None, "--targets", help=f"all-linear or a comma list of q_proj,...,down_proj (default {_D.targets}).",
                 show_default=False)  # fmt: skip
+LayersOpt = _O(None, "--layers", help=f"Layers to adapt: e.g. 0-5,9, last:4 or all (default: the last {TOP_LAYERS}).",
+               show_default=False)  # fmt: skip
 SaveEveryOpt = _O(None, "--save-every", help=f"Write a checkpoint every N steps (default {_D.save_every}).", show_default=False)

@@ -111,7 +111,8 @@ def run_rl(args: RLArgs, reporter=None, *, resume: bool = False, overwrite: bool
     model, tok = engine.model, engine.tokenizer
     train, val = split(prompts, args.val_split, args.seed)
     lora = LoRASpec(args.rank, args.alpha, args.rslora, parse_targets(args.targets),
-                    parse_layers(args.layers, model.config.num_hidden_layers), args.dropout)  # fmt: skip
+                    parse_layers(args.layer_spec(model.config.num_hidden_layers), model.config.num_hidden_layers),
+                    args.dropout)  # fmt: skip
     manager = attach_trainable(engine.adapters, lora, args.seed, base_model=args.model)
     grader = build_grader(spec, engine, name=REWARD_NAME)  # after the policy adapter: its A/B stay frozen
     if args.grad_checkpointing:
@@ -131,8 +132,7 @@ def run_rl(args: RLArgs, reporter=None, *, resume: bool = False, overwrite: bool
                 total_steps=total_steps(len(train), args), trainable=trainable, total_params=manager.base_params + trainable,
                 predicted_bytes=rule + acts, rule_bytes=rule, activation_bytes=acts)  # fmt: skip
     reporter.plan(plan)
-    reporter.message(args.chosen())
-    reporter.message(f"grader: {grader.name}")
+    reporter.defaults([args.chosen(model.config.num_hidden_layers), f"grader: {grader.name}"])
 
     state = run_loop(trainer, train, val, out, args, params, reporter, resume=resume, total=plan.total_steps,
                      trainer_hook=trainer_hook, truncate=log.truncate)  # fmt: skip
