@@ -181,7 +181,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, tiny_model_dir
     assert "Traceback" not in err and not out.exists()
 
 
-def test_the_grader_is_checked_before_a_resume_or_a_model_load(tmp_path):
+def test_the_grader_is_checked_before_the_model_loads(tmp_path):
     with pytest.raises(ChatcliError, match="no reward model at"):
         run_rl(_args(_prompts(tmp_path), tmp_path / "out", Path("/nonexistent/model"), reward="./missing-rm"))
     assert not (tmp_path / "out").exists()
@@ -241,3 +241,25 @@ def test_status_line_of_an_rl_run_shows_reward_and_kl(tmp_path):
     finally:
         run.proc.kill()
         run.proc.wait()
+
+
+def test_finetune_rl_in_the_background_reports_its_settings_and_loads(tmp_path, tiny_model_dir, monkeypatch):
+    from chatcli.engine.loader import load_engine
+    from chatcli_finetune import command
+
+    monkeypatch.setattr(command, "_RUN", {"current": None})
+    ctx = _Ctx()
+    ctx.core.engine = load_engine(str(tiny_model_dir), device="cpu")
+    ctx.adapters_changed = lambda: None
+    out = tmp_path / "bg"
+    command.finetune_command(ctx, f"rl {_prompts(tmp_path)} --reward {GRADER} --out {out} --max-steps 2 --group-size 2 "
+                                  "--max-new-tokens 4 --val-split 0 --load")  # fmt: skip
+    run = command.current_run()
+    run.wait(300)
+    assert run.finished, run.errors
+    assert run.last["reward"] <= 0 and "kl" in run.last  # what the status bar showed while it ran
+    said = [str(m) for m, _ in ctx.said]
+    assert any("finetune rl: rl settings: 2 steps of 2 prompt(s) x G=2 answers" in s for s in said), said
+    assert any(f"finetune rl: grader: {GRADER}" in s for s in said)
+    assert any("loaded adapter bg" in s for s in said) and "bg" in ctx.core.engine.adapters
+    assert len(last_step(out)[1]) == 2
