@@ -106,8 +106,8 @@ def _measure_one(model, manager, name: str, prompt: Sequence[int], answer: Seque
     tiny = 1e-30  # a probability of exactly 0 would make the perplexity infinite
     return Measured(
         first_kl_bits=c.steps[0].kl_bits, mean_kl_bits=c.mean_kl_bits, changed=any(s.choice_changed for s in c.steps),
-        base_logp=sum(math.log(max(s.p_base, tiny)) for s in c.steps),
-        adapter_logp=sum(math.log(max(s.p_adapter, tiny)) for s in c.steps), tokens=len(c.steps),
+        base_logp=sum(math.log(max(s.p_base or 0.0, tiny)) for s in c.steps),  # local: never None
+        adapter_logp=sum(math.log(max(s.p_adapter or 0.0, tiny)) for s in c.steps), tokens=len(c.steps),
     )  # fmt: skip
 
 
