@@ -38,7 +38,9 @@ def test_two_gloo_processes_equal_one_process(tmp_path, tiny_model_dir):
     two = _cli([*common, "--out", str(tmp_path / "two")], nproc=2)
     assert two.returncode == 0, two.stderr[-2000:]
     plan = [json.loads(x) for x in two.stdout.splitlines() if x.startswith("{")]
-    assert plan[0]["event"] == "plan" and plan[0]["world_size"] == 2
+    # The settings chosen from the data (here: alpha and targets) come first, from rank 0 alone, then the plan.
+    assert [x["event"] for x in plan[:2]] == ["defaults", "plan"] and plan[1]["world_size"] == 2
+    assert sum(1 for x in plan if x["event"] in ("defaults", "what_changed")) == 2
     assert sum(1 for x in plan if x["event"] == "step") == 4  # only rank 0 reports
     a = load_file(str(tmp_path / "one" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "two" / "adapter_model.safetensors"))
