@@ -239,11 +239,15 @@ def run_training(args: TrainArgs, reporter=None, *, resume: bool = False, overwr
 
                 shutil.rmtree(old, ignore_errors=True)
             reporter.message("measuring what changed (base model vs adapter)...")
-            report = what_changed.measure(model, tok, manager, TRAIN_NAME, args.kind, train, val, beta=args.beta,
-                                          head=head, pad_id=pad_id)  # fmt: skip
-            outdir.write_json(out / what_changed.REPORT_NAME, report)
-            summary["what_changed"] = report["verdict"]
-            reporter.what_changed(report)
+            try:
+                report = what_changed.measure(model, tok, manager, TRAIN_NAME, args.kind, train, val, beta=args.beta,
+                                              head=head, pad_id=pad_id)  # fmt: skip
+            except Exception as e:  # the adapter is saved: a failed measurement must not cost the run
+                reporter.message(f"warning: could not measure what changed ({type(e).__name__}: {e})")
+            else:
+                outdir.write_json(out / what_changed.REPORT_NAME, report)
+                summary["what_changed"] = report["verdict"]
+                reporter.what_changed(report)
         else:
             summary["resume"] = "continue with the same command plus --resume"
         train_pts = [(m["step"], m["loss"]) for m in hist]

@@ -129,3 +129,22 @@ def test_a_reward_run_reports_pair_accuracy_only(tmp_path, tiny_model_dir):
     report = json.loads((tmp_path / "rm" / "what_changed.json").read_text())
     assert "answers" not in report and report["pairs"]["pairs"] == 6 and 0.0 <= report["pairs"]["accuracy"] <= 1.0
     assert lines(report)[0].startswith("what changed, on 6 training pairs (too few held out): pair accuracy")
+
+
+def test_a_failed_measurement_never_costs_the_finished_run(tmp_path, tiny_model_dir, monkeypatch):
+    from chatcli.errors import GenerationError
+    from chatcli_finetune import what_changed
+    from chatcli_finetune.report import QuietReporter
+
+    def broken(*a, **k):
+        raise GenerationError("the prompt has 9000 tokens but the context holds 8192")
+
+    monkeypatch.setattr(what_changed, "measure", broken)
+    rep = QuietReporter()
+    args = TrainArgs(kind="dpo", data=str(_prefs(tmp_path)), out=str(tmp_path / "run"), model=str(tiny_model_dir),
+                     val_split=0.0, max_steps=1, dropout=0.0)  # fmt: skip
+    r = run_training(args, rep)
+    assert r["summary"]["status"] == "finished" and "what_changed" not in r["summary"]
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file() and (tmp_path / "run" / "summary.json").is_file()
+    assert not (tmp_path / "run" / "what_changed.json").exists()
+    assert any(line.startswith("warning: could not measure what changed (GenerationError: the prompt has") for line in rep.lines)
