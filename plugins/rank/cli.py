@@ -143,7 +143,7 @@ def annotate(
 @rank_app.command("export")
 def export(
     fmt: str = typer.Option(..., "--format", "-f", help="dpo, reward, kto, sft or oasst."),
-    out: Path | None = typer.Option(None, "-o", "--output", help="The JSONL file to write (default, or '-': stdout).",
+    out: Path | None = typer.Option(None, "-o", "--output", help="The JSONL file to write (default: stdout, as with '-').",
                                     show_default=False),
     pairs: str = typer.Option("all", "--pairs", help="all, adjacent or best-vs-rest (dpo and reward)."),
     include_truncated: bool = typer.Option(False, "--include-truncated", help="Also export answers cut at max_tokens "
