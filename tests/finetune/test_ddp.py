@@ -51,3 +51,33 @@ def test_two_gloo_processes_equal_one_process(tmp_path, tiny_model_dir):
     losses_one = [json.loads(x)["loss"] for x in one.stdout.splitlines() if '"step"' in x and '"event": "step"' in x]
     losses_two = [x["loss"] for x in plan if x["event"] == "step"]
     assert losses_one == pytest.approx(losses_two, rel=1e-5)
+
+
+def test_rl_two_gloo_processes_equal_one_process(tmp_path, tiny_model_dir):
+    """GRPO under torchrun: each process samples and grades its share of the prompts (seeds depend on
+    the prompt, not the process), so two processes give one process's adapter and its group log."""
+    from safetensors.torch import load_file
+
+    data = tmp_path / "prompts.jsonl"
+    questions = ["Where is the fox?", "Say a number.", "What is Paris?", "Weather?"]
+    data.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in questions))
+    common = ["finetune", "rl", str(data), "--reward", "rule:max-words=1", "--model", str(tiny_model_dir),
+              "--group-size", "3", "--max-new-tokens", "6", "--max-steps", "2", "--lr", "1e-2", "--val-split", "0",
+              "--batch-size", "1", "--json", "--seed", "0"]  # fmt: skip
+    one = _cli([*common, "--out", str(tmp_path / "one"), "--grad-accum", "2"])
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _cli([*common, "--out", str(tmp_path / "two")], nproc=2)
+    assert two.returncode == 0, two.stderr[-2000:]
+    events = [json.loads(x) for x in two.stdout.splitlines() if x.startswith("{")]
+    assert sum(1 for x in events if x["event"] == "step") == 2  # only rank 0 reports
+    a = load_file(str(tmp_path / "one" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    def groups(run: str) -> list:
+        return [json.loads(x) for x in (tmp_path / run / "groups.jsonl").read_text().splitlines()]
+
+    g1, g2 = groups("one"), groups("two")
+    assert len(g2) == 4  # both processes' groups, logged once
+    key = lambda gs: sorted((g["step"], g["prompt"], tuple(x["text"] for x in g["answers"])) for g in gs)  # noqa: E731
+    assert key(g1) == key(g2)

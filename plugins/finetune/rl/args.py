@@ -53,8 +53,6 @@ class RLArgs(TrainArgs):
             raise UsageError(f"invalid --max-new-tokens {self.max_new_tokens}: use an integer >= 1")
         if not (math.isfinite(self.temperature) and 0 < self.temperature <= 5):
             raise UsageError(f"invalid --temperature {self.temperature}: use a number above 0 (0 gives G identical answers) up to 5")
-        if self.world_size > 1:
-            raise UsageError("finetune rl runs in one process: start it without torchrun")
         return self
 
     def layer_spec(self, n_layers: int) -> str:

@@ -33,7 +33,7 @@ from chatcli_finetune.rl.args import RL_RESUME_FIXED, RLArgs
 from chatcli_finetune.rl.graders import PluginGrader, build_grader, installed_plugin_graders, parse_grader
 from chatcli_finetune.rl.groups import GroupLog
 from chatcli_finetune.rl.trainer import RLPrompt, RLTrainer
-from chatcli_finetune.run import _resumed_args, run_loop, split
+from chatcli_finetune.run import _resumed_args, init_distributed, run_loop, split
 from chatcli_finetune.trainable import TRAIN_NAME, LoRASpec, attach_trainable, parse_layers, parse_targets, trainable_parameters
 from chatcli_finetune.trainer import total_steps
 
@@ -94,9 +94,11 @@ def run_rl(args: RLArgs, reporter=None, *, resume: bool = False, overwrite: bool
     from chatcli.engine.loader import load_engine, load_prompt_renderer
 
     reporter = reporter or QuietReporter()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UsageError("finetune rl runs in one process: start it without torchrun")
     args.check()
+    d = init_distributed(args.device)  # under torchrun: one process group, each process a share of every batch
+    args.world_size = d.world
+    if not d.main:
+        reporter = QuietReporter()
     out = Path(args.out).expanduser()
     if resume:
         outdir.prepare(out, resume=True, overwrite=overwrite)  # writes nothing; refuses "nothing to resume"
@@ -105,9 +107,13 @@ def run_rl(args: RLArgs, reporter=None, *, resume: bool = False, overwrite: bool
     items = read_rl_prompts(Path(args.data), args.strict, reporter.message)
     spec = parse_grader(args.reward, plugin_graders or installed_plugin_graders)
     prompts = encode_prompts(items, load_prompt_renderer(args.model).tokenizer, args, reporter.message)
-    outdir.prepare(out, resume=resume, overwrite=overwrite)
+    if d.main:
+        outdir.prepare(out, resume=resume, overwrite=overwrite)
+    device = args.device
+    if d.world > 1 and torch.cuda.is_available() and device in ("auto", "cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
 
-    engine = load_engine(args.model, dtype=args.dtype, device=args.device)
+    engine = load_engine(args.model, dtype=args.dtype, device=device)
     model, tok = engine.model, engine.tokenizer
     train, val = split(prompts, args.val_split, args.seed)
     lora = LoRASpec(args.rank, args.alpha, args.rslora, parse_targets(args.targets),
@@ -120,7 +126,8 @@ def run_rl(args: RLArgs, reporter=None, *, resume: bool = False, overwrite: bool
     params = trainable_parameters(model)
     eos = tok.eos_ids[0] if tok.eos_ids else 0
     log = GroupLog(out)
-    trainer = RLTrainer(engine, params, args, eos, eos, grader, reference=lambda: manager.disabled([TRAIN_NAME]), log=log)
+    trainer = RLTrainer(engine, params, args, eos, eos, grader, reference=lambda: manager.disabled([TRAIN_NAME]), log=log,
+                        dist_=d)  # fmt: skip
 
     trainable = sum(p.numel() for _, p in params)
     rule = predicted_memory(manager.base_params, model.dtype.itemsize, trainable, params[0][1].dtype.itemsize)
@@ -135,7 +142,7 @@ def run_rl(args: RLArgs, reporter=None, *, resume: bool = False, overwrite: bool
     reporter.defaults([args.chosen(model.config.num_hidden_layers), f"grader: {grader.name}"])
 
     state = run_loop(trainer, train, val, out, args, params, reporter, resume=resume, total=plan.total_steps,
-                     trainer_hook=trainer_hook, truncate=log.truncate)  # fmt: skip
+                     main=d.main, trainer_hook=trainer_hook, truncate=log.truncate)  # fmt: skip
 
     finished = state.step >= plan.total_steps
     hist = state.history
@@ -154,16 +161,21 @@ def run_rl(args: RLArgs, reporter=None, *, resume: bool = False, overwrite: bool
     peak, how = peak_memory(model.device)
     summary["peak_memory_mb"], summary["peak_memory_measure"] = round(peak / 2**20, 1), how
     summary["elapsed_s"] = round(state.elapsed, 1)
-    if finished:
-        manager.save(TRAIN_NAME, out)
-        for old in out.glob("checkpoint-*"):
-            shutil.rmtree(old, ignore_errors=True)
-    else:
+    if not finished:
         summary["resume"] = "continue with the same command plus --resume"
-    png = write_png(out / "loss.png", hist, kind="rl", model=args.model)
-    summary["plot"] = str(png) if png else None
-    outdir.write_json(out / "summary.json", summary)
+    if d.main:  # one process writes the adapter and the run's files
+        if finished:
+            manager.save(TRAIN_NAME, out)
+            for old in out.glob("checkpoint-*"):
+                shutil.rmtree(old, ignore_errors=True)
+        png = write_png(out / "loss.png", hist, kind="rl", model=args.model)
+        summary["plot"] = str(png) if png else None
+        outdir.write_json(out / "summary.json", summary)
     reporter.end(summary, terminal_plot(series(hist, "reward"), series(hist, "val_reward")))
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
     return {"summary": summary, "engine": engine, "manager": manager, "train": train, "val": val, "grader": grader}
 
 

@@ -20,7 +20,9 @@ An answer that ended by itself is trained with its end-of-turn token (that is ho
 policy learns *when to stop*); one cut at ``--max-new-tokens`` is not. The engine's
 prefix cache is dropped before every sampling: the optimizer changed the weights in
 place, which the adapter manager's version counter does not see. Every step's groups
-go to ``OUT/groups.jsonl`` (:mod:`chatcli_finetune.rl.groups`).
+go to ``OUT/groups.jsonl`` (:mod:`chatcli_finetune.rl.groups`). Under ``torchrun`` each process
+samples and grades its share of the global batch (the shared loop's split), gradients and
+statistics are summed across processes, and the first process logs every process's groups.
 
 Step metrics: ``loss``, ``reward`` (mean over the step's answers), ``reward_std`` (the
 mean spread inside a group: 0 means nothing to learn), ``kl`` (the mean per-token k3
@@ -37,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from chatcli.engine.params import SamplingParams
 from chatcli_finetune.data import Example, collate
@@ -45,7 +48,7 @@ from chatcli_finetune.rl.args import RLArgs
 from chatcli_finetune.rl.graders import Grader
 from chatcli_finetune.rl.grpo import group_advantages, k3, sequence_losses
 from chatcli_finetune.rl.groups import GroupLog
-from chatcli_finetune.trainer import Trainer
+from chatcli_finetune.trainer import Dist, Trainer
 
 LN2 = math.log(2)
 
@@ -71,8 +74,8 @@ def sampling_seed(seed: int, step: int, index: int) -> int:
 
 class RLTrainer(Trainer):
     def __init__(self, engine, params, args: RLArgs, pad_id: int, eos_id: int, grader: Grader,
-                 reference: Callable, log: GroupLog | None = None):  # fmt: skip
-        super().__init__(engine.model, params, args, pad_id, reference)
+                 reference: Callable, log: GroupLog | None = None, dist_: Dist | None = None):  # fmt: skip
+        super().__init__(engine.model, params, args, pad_id, reference, dist_=dist_)
         self.engine = engine
         self.grader = grader
         self.eos_id = eos_id
@@ -90,8 +93,13 @@ class RLTrainer(Trainer):
     def train_step(self, step: int, train: list, total: int) -> dict:
         self._step, self._groups = step, []
         m = super().train_step(step, train, total)
-        if self.log is not None:
-            self.log.append(self._groups)
+        groups = self._groups
+        if self.dist.world > 1:  # each process sampled its share of the prompts: the log holds them all
+            shares: list = [None] * self.dist.world
+            dist.all_gather_object(shares, groups)
+            groups = sorted((g for share in shares for g in share), key=lambda g: g["prompt_index"])
+        if self.log is not None and self.dist.main:
+            self.log.append(groups)
         return m
 
     def _group(self, item: RLPrompt) -> tuple[list[Example], list[float], dict]:
