@@ -132,8 +132,25 @@ class Server:
         return await respond(request, events, fmt, req.n, req.stream, cancel)
 
 
+MAX_BODY_BYTES = 8 * 2**20  # a long conversation is well under 1 MB; more is a mistake or an attack
+
+
 async def _json(request: Request):
-    return parse_json_body(await request.body())
+    """The request's JSON body, read with a size cap (declared length first, then as it streams in)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large()
+    chunks, size = [], 0
+    async for chunk in request.stream():  # a chunked body has no length to check up front
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large()
+        chunks.append(chunk)
+    return parse_json_body(b"".join(chunks))
+
+
+def _too_large() -> APIError:
+    return APIError(f"the request body is larger than {MAX_BODY_BYTES // 2**20} MB: send a shorter conversation", 413)
 
 
 def _server(request: Request) -> Server:

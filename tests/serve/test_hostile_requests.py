@@ -144,3 +144,20 @@ def test_a_wrong_key_is_401_and_the_connection_still_answers(http):
     bad = http.post("/chat/completions", content=_body(), headers={"Authorization": "Bearer wrong"})
     assert _error(bad, 401)["code"] == "invalid_api_key"
     assert _connection(_answers(http)) == _connection(bad)
+
+
+def test_an_oversized_body_is_a_413_declared_or_streamed(http, server):
+    from chatcli.serve.app import MAX_BODY_BYTES
+
+    big = _user(json.dumps("x" * (MAX_BODY_BYTES + 10)).encode())
+    err = _error(http.post("/chat/completions", content=big), 413)
+    assert "larger than" in err["message"]
+
+    def chunks():  # no Content-Length: the cap applies while the body streams in
+        for i in range(0, len(big), 2**20):
+            yield big[i : i + 2**20]
+
+    with httpx.Client(base_url=server.base_url, timeout=60, headers=JSON) as fresh:
+        _error(fresh.post("/chat/completions", content=chunks()), 413)
+    with httpx.Client(base_url=server.base_url, timeout=60, headers=JSON) as fresh:
+        _answers(fresh)  # the server goes on
