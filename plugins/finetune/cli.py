@@ -61,11 +61,15 @@ HistoryOpt = _O(False, "--from-history", help="SFT on saved conversations (activ
 RankingsOpt = _O(False, "--from-rankings", help="Use the ranking store: best answers (sft) or all pairs (dpo, reward).")
 
 
-def _run(kind: str, **kw) -> None:
+def _sleeping_omp_threads() -> None:
     # Before torch loads OpenMP: threads that spin while they wait for each other made a DPO step 3-4x
     # slower on a busy 2-core machine (50-59 s against 15-16 s, load 4; the chat shares the cores with
     # /finetune); sleeping threads cost next to nothing there. A value the person set wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _run(kind: str, **kw) -> None:
+    _sleeping_omp_threads()
     from chatcli.cli.common import set_threads
     from chatcli_finetune.args import TrainArgs
     from chatcli_finetune.report import JsonReporter, RichReporter
@@ -152,6 +156,7 @@ def rl(data: Path = rlo.PromptsArg, out: Path = OutOpt, reward: str = rlo.Reward
        threads: int | None = ThreadsOpt) -> None:  # fmt: skip
     """Reinforcement learning (GRPO): G answers per prompt, graded; the better ones pushed up, KL to the base."""
     kw = dict(locals())
+    _sleeping_omp_threads()  # as for the other trainers (see there)
     from chatcli_finetune.rl.run import cli_rl
 
     if cli_rl(**kw)["summary"]["status"] != "finished":

@@ -263,3 +263,17 @@ def test_finetune_rl_in_the_background_reports_its_settings_and_loads(tmp_path, 
     assert any(f"finetune rl: grader: {GRADER}" in s for s in said)
     assert any("loaded adapter bg" in s for s in said) and "bg" in ctx.core.engine.adapters
     assert len(last_step(out)[1]) == 2
+
+
+def test_the_rl_command_lets_openmp_threads_sleep_unless_told(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    import os
+
+    from chatcli.cli.main import main
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["finetune", "rl", str(_prompts(tmp_path)), "--reward", GRADER, "--out", str(tmp_path / "run"),
+              "--model", str(tiny_model_dir), "--max-steps", "1", "--group-size", "2", "--max-new-tokens", "3",
+              "--val-split", "0", "--json"])  # fmt: skip
+    assert exc.value.code in (0, None)
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
