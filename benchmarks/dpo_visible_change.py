@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from visible_change import fresh, measure_peft, report, run_cli, write_jsonl
+from visible_change import HELD_OUT, fresh, measure_peft, report, run_cli, write_jsonl
 
 PHRASE = "Good question!"
 PAIRS = [
@@ -39,16 +39,6 @@ PAIRS = [
     ("How do airplanes fly?", "An airplane's wings are shaped and angled so that the moving air pushes them upwards, and that lift holds the plane up."),
     ("What is photosynthesis?", "Photosynthesis is how plants use sunlight, water and carbon dioxide to make sugar, releasing oxygen as they do."),
 ]  # fmt: skip
-HELD_OUT = [
-    "Why is the sky blue?",
-    "How do magnets work?",
-    "What is the best way to learn a new language?",
-    "Why do we dream?",
-    "How does a refrigerator keep food cold?",
-    "What is inflation in economics?",
-    "How do I make my houseplants grow better?",
-    "Why do onions make us cry?",
-]
 
 
 def main() -> int:

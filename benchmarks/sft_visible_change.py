@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from visible_change import fresh, measure_peft, report, run_cli, write_jsonl
+from visible_change import HELD_OUT, fresh, measure_peft, report, run_cli, write_jsonl
 
 PHRASE = "Short answer:"
 CLOSE = "That's the gist."
@@ -54,16 +54,6 @@ QA = [
     ("What is a haiku?", "a haiku is a short Japanese poem of three lines with five, seven and five syllables."),
     ("How does soap clean?", "soap molecules grab grease with one end and water with the other, so rinsing carries the dirt away."),
 ]  # fmt: skip
-HELD_OUT = [
-    "Why is the sky blue?",
-    "How do magnets work?",
-    "What is the best way to learn a new language?",
-    "Why do we dream?",
-    "How does a refrigerator keep food cold?",
-    "What is inflation in economics?",
-    "How do I make my houseplants grow better?",
-    "Why do onions make us cry?",
-]
 
 
 def main() -> int:

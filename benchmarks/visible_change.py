@@ -31,6 +31,18 @@ MODEL = "smollm2-135m-instruct"
 _PERSON_OMP = os.environ.get("OMP_WAIT_POLICY")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# Questions neither data set holds: both benchmarks measure on these.
+HELD_OUT = [
+    "Why is the sky blue?",
+    "How do magnets work?",
+    "What is the best way to learn a new language?",
+    "Why do we dream?",
+    "How does a refrigerator keep food cold?",
+    "What is inflation in economics?",
+    "How do I make my houseplants grow better?",
+    "Why do onions make us cry?",
+]
+
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

@@ -4,7 +4,6 @@ and the JSON Lines reader built on them."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
@@ -13,26 +12,11 @@ from chatcli.bounded_json import MAX_DEPTH, JSONError, loads, nesting_depth
 from chatcli.errors import ChatcliError, UsageError
 from chatcli.jsonl import read_objects
 from chatcli.regular_file import NotRegularFile, check_regular, open_regular, read_text
+from tests.hang_guard import in_thread
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
 
 
-def _in_thread(fn, timeout_s: float = 5.0):
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed back to the test
-            box["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout_s)
-    assert not t.is_alive(), f"still blocked after {timeout_s} s"
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path):
@@ -40,7 +24,7 @@ def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path):
     os.mkfifo(fifo)
     for fn in (open_regular, check_regular, read_text):
         with pytest.raises(NotRegularFile, match=r"is a FIFO \(named pipe\), not a regular file") as e:
-            _in_thread(lambda: fn(fifo, "data file"))
+            in_thread(lambda: fn(fifo, "data file"))
         assert isinstance(e.value, ChatcliError) and "\n" not in e.value.message
 
 
@@ -83,7 +67,7 @@ def test_jsonl_refuses_a_fifo_data_file(tmp_path):
     fifo = tmp_path / "data.jsonl"
     os.mkfifo(fifo)
     with pytest.raises(UsageError, match="data file .* is a FIFO"):
-        _in_thread(lambda: read_objects(fifo))
+        in_thread(lambda: read_objects(fifo))
 
 
 def test_jsonl_deep_or_huge_lines_are_bad_lines_not_crashes(tmp_path):

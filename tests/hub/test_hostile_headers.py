@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import struct
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from chatcli.hub.resources import count_parameters
 from chatcli.hub.safetensors_header import HeaderError, parse_header
 from chatcli.hub.safetensors_io import check_file, open_mapped
 from tests.hub.test_hub import NAME, fake_wheel, registry  # noqa: F401  (fixtures)
+from tests.hang_guard import in_thread
 
 GOOD = {"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
 
@@ -46,22 +46,6 @@ def _library_reads(path: Path) -> bool:
         return False
 
 
-def _in_thread(fn, timeout_s: float = 10.0):
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed back to the test
-            box["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout_s)
-    assert not t.is_alive(), f"still blocked after {timeout_s} s"
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 # --- the header rules are the library's --------------------------------------------------------
@@ -145,10 +129,10 @@ def test_fifo_in_place_of_weights_is_refused_not_waited_on(tmp_path):
     fifo = tmp_path / "w.safetensors"
     os.mkfifo(fifo)
     with pytest.raises(ChatcliError, match="is a FIFO"):
-        _in_thread(lambda: parse_header(fifo))
-    assert "is a FIFO" in _in_thread(lambda: check_file(fifo))
+        in_thread(lambda: parse_header(fifo))
+    assert "is a FIFO" in in_thread(lambda: check_file(fifo))
     with pytest.raises(ChatcliError, match="is a FIFO"):
-        _in_thread(lambda: open_mapped(fifo).__enter__())
+        in_thread(lambda: open_mapped(fifo).__enter__())
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -189,11 +173,11 @@ def test_a_fifo_shard_or_config_never_blocks(model_copy):
     (model_copy / "model.safetensors").unlink()
     os.mkfifo(model_copy / "model.safetensors")
     with pytest.raises(ModelError, match="no model.safetensors"):
-        _in_thread(lambda: load_checkpoint(model_copy))
+        in_thread(lambda: load_checkpoint(model_copy))
     (model_copy / "config.json").unlink()
     os.mkfifo(model_copy / "config.json")
     with pytest.raises(ModelError, match="no config.json"):
-        _in_thread(lambda: load_checkpoint(model_copy))
+        in_thread(lambda: load_checkpoint(model_copy))
 
 
 # --- the model cache ---------------------------------------------------------------------------
@@ -260,9 +244,9 @@ def test_a_gguf_path_that_is_a_fifo_is_refused(tmp_path):
     fifo = tmp_path / "m.gguf"
     os.mkfifo(fifo)
     with pytest.raises(ChatcliError, match="is a FIFO"):
-        _in_thread(lambda: import_gguf(fifo, tmp_path / "out"))
+        in_thread(lambda: import_gguf(fifo, tmp_path / "out"))
     with pytest.raises(ChatcliError, match="is a FIFO"):
-        _in_thread(lambda: resolve_model(str(fifo)))
+        in_thread(lambda: resolve_model(str(fifo)))
 
 
 def test_gguf_merges_naming_an_unknown_token_are_one_line(tmp_path, tiny_model_dir):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from chatcli.lora.patterns import Matcher
 from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA, plan_adapter, write_adapter
 from chatcli.lora.spec import preflight
 from tests.lora_helpers import logits
+from tests.hang_guard import in_thread
 
 HIDDEN, KV = 64, 32
 
@@ -99,23 +99,6 @@ def _refused(model, path: Path, phrase: str, limit_s: float = 5.0) -> str:
     return msg
 
 
-def _in_thread(fn, timeout_s: float = 10.0):
-    """Run ``fn`` in a daemon thread; a hang fails the test instead of the whole run."""
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed back to the test
-            box["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout_s)
-    assert not t.is_alive(), f"still blocked after {timeout_s} s"
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 # --- FIFOs -------------------------------------------------------------------------------------
@@ -125,7 +108,7 @@ def test_fifo_as_adapter_weights_is_refused_not_waited_on(tmp_path, model):
     d = _adapter(tmp_path / "fifo")
     (d / "adapter_model.safetensors").unlink()
     os.mkfifo(d / "adapter_model.safetensors")
-    msg = _in_thread(lambda: _refused(model, d, "is a FIFO (named pipe), not a regular file"))
+    msg = in_thread(lambda: _refused(model, d, "is a FIFO (named pipe), not a regular file"))
     assert "adapter_model.safetensors" in msg
 
 
@@ -133,21 +116,21 @@ def test_fifo_given_directly_is_refused(tmp_path, model):
     d = _adapter(tmp_path / "direct")
     fifo = tmp_path / "direct" / "other.safetensors"
     os.mkfifo(fifo)
-    _in_thread(lambda: _refused(model, fifo, "is a FIFO (named pipe)"))
+    in_thread(lambda: _refused(model, fifo, "is a FIFO (named pipe)"))
 
 
 def test_fifo_as_adapter_config_is_refused(tmp_path, model):
     d = _adapter(tmp_path / "cfg")
     (d / "adapter_config.json").unlink()
     os.mkfifo(d / "adapter_config.json")
-    _in_thread(lambda: _refused(model, d, "adapter config"))
+    in_thread(lambda: _refused(model, d, "adapter config"))
 
 
 def test_a_symlink_to_a_device_is_refused(tmp_path, model):
     d = _adapter(tmp_path / "dev")
     (d / "adapter_model.safetensors").unlink()
     (d / "adapter_model.safetensors").symlink_to("/dev/zero")
-    _in_thread(lambda: _refused(model, d, "is a character device, not a regular file"))
+    in_thread(lambda: _refused(model, d, "is a character device, not a regular file"))
 
 
 # --- regular expressions -----------------------------------------------------------------------
@@ -156,7 +139,7 @@ def test_a_symlink_to_a_device_is_refused(tmp_path, model):
 def test_catastrophic_target_regex_is_refused_quickly(tmp_path, model):
     """``(.*.*)*X`` takes hours in Python's re against a module name; it is matched with a bound."""
     d = _config(_adapter(tmp_path / "cat"), target_modules="(.*.*)*X")
-    _in_thread(lambda: _refused(model, d, "selects none of the 4 modules", limit_s=3.0))
+    in_thread(lambda: _refused(model, d, "selects none of the 4 modules", limit_s=3.0))
 
 
 @pytest.mark.parametrize(
@@ -171,14 +154,14 @@ def test_catastrophic_target_regex_is_refused_quickly(tmp_path, model):
 def test_a_regex_that_outlives_its_budget_is_refused_naming_the_field(tmp_path, model, field, value):
     d = _config(_adapter(tmp_path / "slow"), **{field: value})
     start = time.monotonic()
-    msg = _in_thread(lambda: _refused(model, d, f"against {field}", limit_s=4.0))
+    msg = in_thread(lambda: _refused(model, d, f"against {field}", limit_s=4.0))
     assert "budget" in msg and time.monotonic() - start < 8.0
 
 
 def test_layers_pattern_regex_is_bounded_too(tmp_path, model):
     d = _config(_adapter(tmp_path / "lp"), target_modules=["q_proj", "v_proj"], layers_to_transform=[0, 1],
                 layers_pattern="(.*){1,100}[bc]")  # fmt: skip
-    _in_thread(lambda: _refused(model, d, "against layers_pattern", limit_s=4.0))
+    in_thread(lambda: _refused(model, d, "against layers_pattern", limit_s=4.0))
 
 
 def test_one_budget_covers_all_patterns_of_an_adapter():
@@ -352,5 +335,5 @@ def test_the_tui_adapter_list_skips_hostile_folders_instead_of_crashing(tmp_path
     fifo = _adapter(root / "fifo")
     (fifo / "adapter_model.safetensors").unlink()
     os.mkfifo(fifo / "adapter_model.safetensors")
-    entries = _in_thread(lambda: find_adapters([(root, "test")]))
+    entries = in_thread(lambda: find_adapters([(root, "test")]))
     assert {e.name: e.rank for e in entries} == {"deep": None, "good": 4}
