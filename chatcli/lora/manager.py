@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import TYPE_CHECKING, Any, ContextManager
 
 import torch
 from torch import nn
@@ -44,10 +44,12 @@ from chatcli.lora.info import (  # noqa: F401  (re-exported)
 )
 from chatcli.lora.override import TemporarySwitches
 from chatcli.model.lora_linear import LoRALinear, LoRAPair, Replacement, ReplacedModule
-from chatcli.lora.peft_io import LoRAAdapter, read_adapter, write_adapter
 from chatcli.lora.validate import AdapterError, ModuleShapes, check_against_model, max_rank_limit
 from chatcli.model.int8 import Int8Linear, float_dtype_device, quantize_int8, weight_shape
 from chatcli.errors import UsageError
+
+if TYPE_CHECKING:
+    from chatcli.lora.peft_io import LoRAAdapter
 
 REPLACEABLE = ("lm_head", "model.embed_tokens")
 
@@ -143,6 +145,10 @@ class AdapterManager(TemporarySwitches):
         p = Path(path).expanduser()
         name = self._new_name(name, p.stem if p.suffix == ".safetensors" else p.name)
         scale = check_scale(scale)
+        # PEFT I/O (and the regex module its config checks use) loads with the first adapter:
+        # a run without --lora does not pay for it at start-up.
+        from chatcli.lora.peft_io import read_adapter
+
         with self.guard():
             dtype, device = self._dtype_device()
             adapter = read_adapter(p, self.shapes, max_rank=self.max_rank, dtype=dtype, device=device)
@@ -291,6 +297,8 @@ class AdapterManager(TemporarySwitches):
 
     def save(self, name: str, out_dir: str | Path) -> Path:
         """Write adapter ``name`` in PEFT's format."""
+        from chatcli.lora.peft_io import write_adapter
+
         return write_adapter(self._get(name).adapter, out_dir)
 
     def base_parameters(self) -> dict[str, torch.Tensor]:

@@ -32,6 +32,7 @@ NOT_FOR_GENERATE = (
     "chatcli_rank", "chatcli_finetune",  # first-party plugins (rank, finetune and its training modules)
     "chatcli.tui", "chatcli.plugins", "chatcli_user_plugins",
     "torch._dynamo",  # ~1.4 s: what running initializers on meta tensors used to import
+    "chatcli.lora.peft_io", "regex",  # ~45 ms: PEFT I/O and its regex budget load with the first adapter
 )
 
 
