@@ -50,3 +50,14 @@ def did_you_mean(word: str, choices: Iterable[str], *, slash: bool = False) -> s
     if not close:
         return ""
     return f" (did you mean {'/' if slash else ''}{close[0]}?)"
+
+
+MAX_BUG_MESSAGE = 300  # an unexpected exception's message can be a whole data structure; a line is enough
+
+
+def describe_bug(error: BaseException) -> str:
+    """An exception chatcli did not expect, as ``Type: message`` on one shortened line (front ends say it)."""
+    message = " ".join(str(error).split())
+    if len(message) > MAX_BUG_MESSAGE:
+        message = message[: MAX_BUG_MESSAGE - 1] + "…"
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__

@@ -31,7 +31,7 @@ from chatcli.chat.core import ChatCore, EngineFactory, Job
 from chatcli.chat.frontend import FrontEnd
 from chatcli.engine.events import Done, Notice, Step
 from chatcli.engine.params import SamplingParams
-from chatcli.errors import ChatcliError
+from chatcli.errors import ChatcliError, describe_bug
 from chatcli.chat.printed_steps import step_style
 from chatcli.chat.store import Store
 from chatcli.chat.text_input import clean_text, tolerant
@@ -196,8 +196,7 @@ class Repl:
             try:
                 execute(self, line.strip())
             except Exception as e:  # a bug in a command (or a plugin's) is one line; the chat goes on
-                detail = " ".join(str(e).split())
-                self.say(f"{line.split()[0]} failed ({type(e).__name__}{': ' + detail if detail else ''})", "error")
+                self.say(f"{line.split()[0]} failed ({describe_bug(e)})", "error")
             return
         text = message_text(line)
         if not text:

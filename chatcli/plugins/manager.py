@@ -34,6 +34,7 @@ from typing import Any
 
 import pluggy
 
+from chatcli.errors import describe_bug
 from chatcli.plugins import hookspecs
 from chatcli.plugins.discovery import GROUP, USER_PREFIX, Candidate, discover  # noqa: F401  (GROUP, USER_PREFIX re-exported)
 from chatcli.plugins.settings import parse_selection, selection_setting
@@ -334,10 +335,9 @@ def _version_of(obj: object) -> str | None:
 
 
 def _describe(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    if isinstance(e, SyntaxError) and e.lineno:
-        text = f"{e.msg} at line {e.lineno}"
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+    if isinstance(e, SyntaxError) and e.lineno:  # a plugin file that does not parse: say where
+        return f"{type(e).__name__}: {e.msg} at line {e.lineno}"
+    return describe_bug(e)
 
 
 def _plugin_of(reg) -> str:

@@ -13,15 +13,8 @@ from __future__ import annotations
 
 import traceback
 
-MAX_MESSAGE = 300  # an exception's message can be a whole data structure; a line is enough
+from chatcli.errors import describe_bug as describe
 
-
-def describe(error: BaseException) -> str:
-    """``Type: message`` on one line, the message shortened."""
-    message = " ".join(str(error).split())
-    if len(message) > MAX_MESSAGE:
-        message = message[: MAX_MESSAGE - 1] + "…"
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def crash_report(error: BaseException, *, tracebacks: bool) -> str:
