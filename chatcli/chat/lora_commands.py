@@ -200,7 +200,7 @@ def unmerge(ctx: CommandContext, name: str) -> None:
 
 def compare(ctx: CommandContext, name: str | None = None) -> None:
     from chatcli.chat.answer_record import prompt_messages
-    from chatcli.engine.fit import fit_messages
+    from chatcli.chat.step_context import answer_prompt_ids
     from chatcli.lora.compare import compare_answer
 
     mgr = _manager(ctx)
@@ -220,10 +220,7 @@ def compare(ctx: CommandContext, name: str | None = None) -> None:
 
         result = compare_remote(engine, mgr, messages, node, names, scales)
     else:
-        answer = node.ids
-        kept, _ = fit_messages(messages, engine.tokenizer, engine.context_length, len(answer))
-        prompt = engine.tokenizer.encode_chat(kept)
-        result = compare_answer(engine.model, mgr, prompt, answer, names=names, scales=scales, off=off, top_n=5,
+        result = compare_answer(engine.model, mgr, answer_prompt_ids(ctx.core, node), node.ids, names=names, scales=scales, off=off, top_n=5,
                                 tokenizer=engine.tokenizer)  # fmt: skip
     node.meta["compare"] = result.to_json()
     if ctx.frontend.inline_compare and result.method == "teacher-forced":  # the answer's own tokens: tint them
