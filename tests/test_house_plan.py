@@ -26,7 +26,7 @@ LAYERS = [
     {"chatcli.lora"},
     {"chatcli.engine"},
     {"chatcli.serve", "chatcli.remote"},
-    {"chatcli.chat", "chatcli.commands"},
+    {"chatcli.chat", "chatcli.commands", "chatcli.settings", "chatcli.tour"},  # settings: config defaults, presets, where each value came from; tour: the guided chapters
     {"chatcli.plugins", "chatcli.hookspecs"},
     {"chatcli.tui"},
     {"chatcli.cli", "chatcli.bench", "chatcli.api"},
