@@ -145,15 +145,18 @@ def lora_table_cmd(ctx: CommandContext) -> None:
 
 
 def lora_table(infos) -> Table:
+    from chatcli.lora.info import scaling_rule
+
     table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
-    for col, justify in (("name", "left"), ("rank", "right"), ("alpha", "right"), ("targets", "left"),
+    for col, justify in (("name", "left"), ("rank", "right"), ("alpha", "right"), ("scaling", "right"), ("targets", "left"),
                          ("params", "right"), ("% base", "right"), ("scale", "right"), ("on", "left"), ("merged", "left")):  # fmt: skip
         table.add_column(col, justify=justify, style="cyan" if col == "name" else None)
     for i in infos:
         rank = "/".join(map(str, i.ranks)) if len(i.ranks) > 1 else str(i.rank)
         targets = ",".join(t.removesuffix("_proj") for t in i.targets) + (f" +{','.join(i.replaces)}" if i.replaces else "")
         table.add_row(
-            i.name, rank, f"{i.alpha:g}" + (" rs" if i.rslora else ""), f"{targets} ({i.layers}L)",
+            i.name, rank, f"{i.alpha:g}" + (" rs" if i.rslora else ""), f"{i.scaling:.3g} {scaling_rule(i.rslora)}",
+            f"{targets} ({i.layers}L)",
             f"{i.params:,}", f"{i.percent:.2f}", f"{i.scale:g}",
             "[green]on[/green]" if i.enabled else "[dim]off[/dim]", "yes" if i.merged else "",
         )  # fmt: skip

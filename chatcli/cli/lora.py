@@ -41,6 +41,7 @@ def describe_adapter(path: Path) -> dict:
     refuse, info refuses."""
     from chatcli.lora.info import sort_targets
     from chatcli.lora.peft_io import parse_key, plan_adapter
+    from chatcli.model.lora_linear import lora_scaling
 
     plan = plan_adapter(path, values=True)
     config, entries, weights = plan.config, plan.entries, plan.weights
@@ -67,6 +68,9 @@ def describe_adapter(path: Path) -> dict:
         "r": config.r,
         "lora_alpha": config.lora_alpha,
         "use_rslora": config.use_rslora,
+        # B·A is multiplied by this before it is added to W0 (the config's r and alpha; patterns may differ)
+        "scaling": lora_scaling(config.r, config.lora_alpha, config.use_rslora),
+        "scaling_rule": "alpha/sqrt(r)" if config.use_rslora else "alpha/r",
         "ranks": ranks,
         "rank_pattern": config.rank_pattern,
         "alpha_pattern": config.alpha_pattern,
@@ -127,9 +131,13 @@ def info(
         print(json.dumps(d, ensure_ascii=False))
         return
     rank = ", ".join(map(str, d["ranks"])) if len(d["ranks"]) > 1 else str(d["ranks"][0] if d["ranks"] else d["r"])
-    scaling = "alpha/sqrt(r), rsLoRA" if d["use_rslora"] else "alpha/r"
+    sqrt = "√" if d["use_rslora"] else ""
+    scaling = (f"α/{sqrt}r = {d['lora_alpha']:g}/{sqrt}{d['r']} = {d['scaling']:.4g}" + (" (rsLoRA)" if sqrt else "")
+               + f": ΔW = {d['scaling']:.4g}·B·A")  # fmt: skip
     layers = d["layers"]
     span = f"layers {layers[0]}-{layers[-1]} ({len(layers)})" if layers else "no transformer layers"
+    percent = d.get("check", {}).get("percent_of_base")
+    share = f" ({percent:.2f}% of the model's)" if percent is not None else "" if model else " (--model M: its share of M)"
     rows = [
         ("name", d["name"]),
         ("path", d["path"]),
@@ -137,10 +145,11 @@ def info(
         ("base model", d["base_model"] or "not recorded"),
         ("expects", f"hidden size {d['expects']['hidden_size'] or '?'}, at least {d['expects']['min_layers'] or '?'} layers"),
         ("rank", f"{rank} (config r={d['r']}{', patterns' if d['rank_pattern'] else ''})"),
-        ("alpha", f"{d['lora_alpha']:g}{' (+ patterns)' if d['alpha_pattern'] else ''}, scaling {scaling}"),
+        ("alpha", f"{d['lora_alpha']:g}{' (+ patterns)' if d['alpha_pattern'] else ''}"),
+        ("scaling", scaling + (" (modules in rank/alpha patterns differ)" if d["rank_pattern"] or d["alpha_pattern"] else "")),
         ("targets", f"{', '.join(d['targets']) or 'none'} on {d['wrapped_layers']} linear layers, {span}"),
         ("replaces", ", ".join(d["modules_to_save"]) or "nothing (no modules_to_save)"),
-        ("parameters", f"{d['parameters']:,}"),
+        ("parameters", f"{d['parameters']:,}" + share),
     ]
     if "check" in d:
         c = d["check"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chatcli.errors import UsageError
+from chatcli.model.lora_linear import lora_scaling
 
 if TYPE_CHECKING:
     from chatcli.lora.peft_io import LoRAAdapter
@@ -35,6 +36,7 @@ class AdapterInfo:
     ranks: tuple[int, ...]
     alpha: float
     rslora: bool
+    scaling: float  # c = alpha / r (rsLoRA: alpha / sqrt(r)), of most of its modules
     targets: tuple[str, ...]  # short module names: q_proj, v_proj, ...
     layers: int  # how many transformer layers it touches
     modules: int  # how many linear layers it wraps
@@ -48,6 +50,11 @@ class AdapterInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def scaling_rule(rslora: bool) -> str:
+    """How an adapter's B·A is scaled, as a person reads it: "α/r", or "α/√r" for rsLoRA."""
+    return "α/√r" if rslora else "α/r"
 
 
 def sort_targets(names: Iterable[str]) -> tuple[str, ...]:
@@ -75,6 +82,7 @@ def describe(name: str, a: "LoRAAdapter", scale: float, enabled: bool, merged: b
     """The :class:`AdapterInfo` of adapter ``a`` loaded as ``name``."""
     ranks = sorted({m.r for m in a.modules.values()})
     alphas = [m.alpha for m in a.modules.values()]
+    scalings = [lora_scaling(m.r, m.alpha, a.use_rslora) for m in a.modules.values()]
     layers = {int(x.group(1)) for m in a.modules if (x := _LAYER.search(m))}
     params = a.num_params()
     return AdapterInfo(
@@ -84,6 +92,7 @@ def describe(name: str, a: "LoRAAdapter", scale: float, enabled: bool, merged: b
         ranks=tuple(ranks),
         alpha=max(set(alphas), key=alphas.count) if alphas else 0.0,
         rslora=a.use_rslora,
+        scaling=max(set(scalings), key=scalings.count) if scalings else 0.0,
         targets=sort_targets(m.rsplit(".", 1)[-1] for m in a.modules),
         layers=len(layers),
         modules=len(a.modules),

@@ -98,6 +98,7 @@ def test_load_list_scale_switch_unload(ctx, adapter_dir):
     assert execute(ctx, "/lora")
     table = ctx.last[0]
     assert "sft" in table and "q,v (2L)" in table and "0.5" in table and "on" in table
+    assert "scaling" in table and "2 α/r" in table  # alpha 8, rank 4
 
     assert execute(ctx, "/lora-scale sft 0") and torch.equal(_logits(ctx), base)
     assert execute(ctx, "/lora-scale sft 0.5") and torch.equal(_logits(ctx), on)

@@ -177,3 +177,23 @@ def test_a_temporary_override_never_reuses_a_stale_kv_cache(tiny_model_dir, adap
     with engine.adapters.disabled():
         assert chatcli.generate(engine, msgs, temperature=0, max_tokens=8) == base
     assert chatcli.generate(engine, msgs, temperature=0, max_tokens=8) == adapted
+
+
+def test_info_shows_the_scaling_and_the_share(run, tmp_path, tiny_model_dir, adapter_dir):
+    code, out, err = run("lora", "info", str(adapter_dir))
+    assert code == 0, err
+    assert "α/r = 8/4 = 2: ΔW = 2·B·A" in out and "(--model M: its share of M)" in out
+    code, out, err = run("lora", "info", str(adapter_dir), "--json")
+    d = json.loads(out)
+    assert d["scaling"] == 2.0 and d["scaling_rule"] == "alpha/r" and "check" not in d
+    rs = _adapter(tiny_model_dir, head=False)
+    rs.use_rslora = True
+    rs_dir = write_adapter(rs, tmp_path / "rs")
+    code, out, err = run("lora", "info", str(rs_dir), "--json")
+    d = json.loads(out)
+    assert d["scaling"] == pytest.approx(8 / 2) and d["scaling_rule"] == "alpha/sqrt(r)"  # 8 / sqrt(4)
+    code, out, err = run("lora", "info", str(rs_dir), "--model", str(tiny_model_dir))
+    assert code == 0, err
+    assert "α/√r = 8/√4 = 4 (rsLoRA)" in out
+    share = 100.0 * rs.num_params() / sum(p.numel() for p in load_checkpoint(tiny_model_dir).parameters())
+    assert f"({share:.2f}% of the model's)" in out
