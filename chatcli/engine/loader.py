@@ -16,6 +16,7 @@ from pathlib import Path
 
 from chatcli.engine.protocol import Message, ModelIdentity
 from chatcli.engine.events import Event, Notice
+from chatcli.hub.generation_config import GenerationDefaults, read_generation_defaults
 from chatcli.hub.manifest import read_manifest
 from chatcli.engine.params import SamplingParams
 from chatcli.tokenizer.tokenizer import ChatTokenizer
@@ -44,13 +45,19 @@ class PromptRenderer:
 class LoadedModel(PromptRenderer):
     """A model ready to answer: implements :class:`chatcli.engine.protocol.ChatEngine`."""
 
-    def __init__(self, model, tokenizer: ChatTokenizer, identity: ModelIdentity):
+    def __init__(
+        self, model, tokenizer: ChatTokenizer, identity: ModelIdentity,
+        generation_defaults: GenerationDefaults | None = None,
+    ):
         from chatcli.engine.generate import Generator
         from chatcli.lora.manager import AdapterManager
 
         super().__init__(tokenizer)
         self.model = model
         self.identity = identity
+        # The model's sampling values (generation_config.json over the catalog's recommendation):
+        # the "model" layer under flags, /set, presets, env and config (chatcli.settings.param_sources).
+        self.generation_defaults = generation_defaults or GenerationDefaults()
         # The model's one adapter manager (every adapter change goes through it). The
         # generator asks it for the weights version, so a change drops the cached prefix,
         # and its changes wait for no answer to be running (Generator.idle).
@@ -160,7 +167,7 @@ def load_engine(
     :mod:`chatcli.model.quantize`); adapters then wrap the int8 layers.
     """
     from chatcli.hub.checkpoint import load_checkpoint, resolve_device, resolve_dtype
-    from chatcli.hub.catalog import resolve_model
+    from chatcli.hub.catalog import recommended_sampling, resolve_model
     from chatcli.hub.resources import check_load_fits
 
     from chatcli.model.quant_choice import check_quantize
@@ -192,7 +199,7 @@ def load_engine(
     quantize_model(model, quantize)  # after counting: int8 weights are buffers, not parameters
     if warm_up:
         _warm_up(model, progress)
-    engine = LoadedModel(model, tokenizer, identity)
+    engine = LoadedModel(model, tokenizer, identity, read_generation_defaults(path, recommended_sampling(spec, path)))
     if adapter_specs:
         from chatcli.lora.spec import load_adapter_specs
 

