@@ -1,7 +1,8 @@
 """The built-in slash commands, and the registry each front end builds from them.
 
 :func:`build_registry` returns a fresh :class:`~chatcli.chat.commands.Registry` with
-these commands, the adapter commands (:mod:`chatcli.chat.lora_commands`) and the
+these commands, the adapter commands (:mod:`chatcli.chat.lora_commands`), the probe
+commands ``/lens`` and ``/attention`` (:mod:`chatcli.chat.lens_commands`) and the
 commands of the plugins it is given: the TUI, the plain REPL and ``chatcli chat``
 each build their own, so nothing registered for one front end leaks into another.
 
@@ -20,7 +21,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from chatcli.chat import lora_commands
+from chatcli.chat import lens_commands, lora_commands
 from chatcli.chat.commands import Arg, Command, CommandContext, Registry
 from chatcli.chat.frontend import after_redraw
 from chatcli.chat.params import resolve_param
@@ -43,6 +44,7 @@ def build_registry(plugins: PluginHost | None = None) -> Registry:
     for command in COMMANDS:
         registry.add(command)
     lora_commands.install(registry)
+    lens_commands.install(registry)
     if plugins is not None:
         plugins.install_commands(registry)
     return registry

@@ -32,6 +32,9 @@ class FrontEnd:
     # call_from_thread(fn, *args) and call_later(fn, *args): the widgets belong to one thread, and
     # what a command shows after conversation_changed() must wait for the redraw it queued
     ui_thread: bool = False
+    # selected_step() -> (node, index) | None and show_view(name, node, index, **options): a panel with
+    # views of one step ("lens", "attention", ...) that /lens, /attention open instead of printing
+    panel_views: bool = False
 
     def unsupported(self, what: str) -> str:
         """The one-line message for an ability this front end lacks."""
