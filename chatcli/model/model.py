@@ -65,6 +65,22 @@ class Attention(nn.Module):
         self.qkv_group: FusedGroup | None = None  # set by pack_model
         self.o_group: FusedGroup | None = None
 
+    def project(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q [B, H, S, Dh], k and v [B, KV, S, Dh] for x [B, S, D]: the projections after the
+        q/k norms and RoPE, exactly what attention reads (the attention probe reads them too)."""
+        B, S, _ = x.shape
+        qkv = fused_linear(self, self.qkv_group, x)  # one matmul when packed, else None
+        q, k, v = qkv if qkv is not None else (self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        q = q.view(B, S, self.n_heads, self.head_dim)
+        k = k.view(B, S, self.n_kv, self.head_dim)
+        v = v.view(B, S, self.n_kv, self.head_dim)
+        if self.q_norm is not None:  # Qwen3: per-head norm before RoPE
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)  # cos/sin [B, S, 1, Dh]
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H|KV, S, Dh]
+
     def forward(
         self,
         x: torch.Tensor,
@@ -74,15 +90,7 @@ class Attention(nn.Module):
         cache: KVCache | None,
     ) -> torch.Tensor:
         B, S, _ = x.shape  # x: [B, S, D]
-        qkv = fused_linear(self, self.qkv_group, x)  # one matmul when packed, else None
-        q, k, v = qkv if qkv is not None else (self.q_proj(x), self.k_proj(x), self.v_proj(x))
-        q = q.view(B, S, self.n_heads, self.head_dim)
-        k = k.view(B, S, self.n_kv, self.head_dim)
-        v = v.view(B, S, self.n_kv, self.head_dim)
-        if self.q_norm is not None:  # Qwen3: per-head norm before RoPE
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = rotate(q, cos, sin), rotate(k, cos, sin)  # cos/sin [B, S, 1, Dh]
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H|KV, S, Dh]
+        q, k, v = self.project(x, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # [B, KV, T, Dh], T = cached + S
         out = _sdpa(q, k, v, mask, causal=mask is None and k.shape[2] == S and S > 1)  # [B, H, S, Dh]
