@@ -82,6 +82,7 @@ class AdapterManager(TemporarySwitches):
         self._adapters: dict[str, _Loaded] = {}
         self._version = 0  # bumped whenever the effective weights change (see weights_version)
         self._wrappers: dict[str, nn.Module] = {}  # module name -> its LoRALinear / ReplacedModule
+        self._norms: dict[tuple[str, torch.dtype], float] = {}  # (module, dtype) -> ‖W0‖_F (base_norm)
         # The original modules, by name, with where they hang (parent, attribute).
         self._slots: dict[str, tuple[nn.Module, str, nn.Module]] = {}
         for name, module in model.named_modules():
@@ -137,6 +138,30 @@ class AdapterManager(TemporarySwitches):
 
     def list(self) -> list[AdapterInfo]:
         return [self.info(n) for n in self._adapters]
+
+    def base_weight(self, module: str) -> torch.Tensor:
+        """W0 of linear ``module``: [out, in] float32, the weight without any adapter. An int8
+        layer is dequantised; a weight holding merged adapters gives back merged − s·c·B·A
+        (a new tensor, one module at a time; the model's weight is not touched)."""
+        layer = self._slots[module][2]
+        if isinstance(layer, Int8Linear):
+            return layer.dequantize(torch.float32)
+        w = layer.weight.detach().float()  # the weight itself when it is float32: never written below
+        wrapper = self._wrappers.get(module)
+        for pair in wrapper.lora.values() if isinstance(wrapper, LoRALinear) else ():
+            if pair.merged:
+                w = w - pair.delta(pair.merged_scale).to(w.device)
+        return w
+
+    def base_norm(self, module: str) -> float:
+        """‖W0‖_F of linear ``module`` (:meth:`base_weight`), remembered per module and dtype: the
+        base weights stay as they are while the model is loaded (merging changes them only
+        by what unmerging takes back), and reading them all takes a second on a small CPU."""
+        layer = self._slots[module][2]
+        key = (module, torch.int8 if isinstance(layer, Int8Linear) else layer.weight.dtype)
+        if key not in self._norms:
+            self._norms[key] = float(torch.linalg.vector_norm(self.base_weight(module)))
+        return self._norms[key]
 
     # --- loading -------------------------------------------------------------------------------
 
