@@ -134,8 +134,40 @@ def label(name: str, scale: float | None) -> str:
     return name if scale is None or scale == 1.0 else f"{name}×{scale:g}"
 
 
+def prepare(model, manager: AdapterManager, prompt_ids: Sequence[int], answer_ids: Sequence[int],
+            names: Iterable[str] | None, off: Iterable[str], command: str = "/compare") -> tuple[list[str], list[str], torch.Tensor, int]:
+    """What a teacher-forced pass over an answer needs, checked: the adapters switched (``names``;
+    default every generation adapter), those kept off throughout (``off`` and every reward
+    model), the ids [1, T] on the model's device, and the position predicting the first answer token."""
+    if not prompt_ids:
+        raise UsageError("nothing to compare: the prompt is empty")
+    if not answer_ids:
+        raise UsageError("nothing to compare: the answer has no tokens yet")
+    rewards = [n for n in manager.names if is_reward_model(manager, n)]
+    if names is None:
+        names = [n for n in manager.names if n not in rewards]
+        if not names and rewards:
+            raise UsageError(f"only a reward model is loaded ({', '.join(rewards)}): it scores answers and is not "
+                             "compared; /load-lora a generation adapter")
+    names = list(names)
+    if not names:
+        raise UsageError("no adapter is loaded: load one with /load-lora first")
+    for n in names:
+        manager.info(n)  # a clear error for an unknown name
+        if n in rewards:
+            raise UsageError(f"{n} is a reward model: it scores answers and generates none, so {command} leaves it out")
+    off = [n for n in dict.fromkeys([*off, *rewards]) if n not in names]
+    total = len(prompt_ids) + len(answer_ids)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if limit is not None and total > limit:
+        raise GenerationError(f"prompt + answer is {total} tokens, more than the model's context of {limit}")
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(prompt_ids) + list(answer_ids)], dtype=torch.long, device=device)
+    return names, off, ids, len(prompt_ids) - 1
+
+
 @torch.no_grad()
-def _log_probs(model, ids: torch.Tensor, start: int) -> torch.Tensor:
+def answer_log_probs(model, ids: torch.Tensor, start: int) -> torch.Tensor:
     """log p(· | prefix) at positions start .. T-2 (those predicting ids[start+1:]): [n, V] float32."""
     h = model.hidden_states(ids)  # [1, T, D]
     logits = model.lm_head(h[:, start:-1])  # [1, n, V]
@@ -155,37 +187,14 @@ def compare_answer(
     tokenizer=None,
 ) -> Comparison:
     """Score ``answer_ids`` after ``prompt_ids`` with and without the adapters (see module doc)."""
-    if not prompt_ids:
-        raise UsageError("nothing to compare: the prompt is empty")
-    if not answer_ids:
-        raise UsageError("nothing to compare: the answer has no tokens yet")
-    rewards = [n for n in manager.names if is_reward_model(manager, n)]
-    if names is None:
-        names = [n for n in manager.names if n not in rewards]
-        if not names and rewards:
-            raise UsageError(f"only a reward model is loaded ({', '.join(rewards)}): it scores answers and is not "
-                             "compared; /load-lora a generation adapter")
-    names = list(names)
-    if not names:
-        raise UsageError("no adapter is loaded: load one with /load-lora first")
-    for n in names:
-        manager.info(n)  # a clear error for an unknown name
-        if n in rewards:
-            raise UsageError(f"{n} is a reward model: it scores answers and generates none, so /compare leaves it out")
+    names, off, ids, start = prepare(model, manager, prompt_ids, answer_ids, names, off)
     scales = dict(scales or {})
-    off = [n for n in dict.fromkeys([*off, *rewards]) if n not in names]
-    total = len(prompt_ids) + len(answer_ids)
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if limit is not None and total > limit:
-        raise GenerationError(f"prompt + answer is {total} tokens, more than the model's context of {limit}")
-    device = next(model.parameters()).device
-    ids = torch.tensor([list(prompt_ids) + list(answer_ids)], dtype=torch.long, device=device)
-    start = len(prompt_ids) - 1
+    device = ids.device
     with manager.guarded():
         with manager.override(on=names, off=off, scales=scales):
-            lp_a = _log_probs(model, ids, start)  # [n, V]
+            lp_a = answer_log_probs(model, ids, start)  # [n, V]
         with manager.override(off=[*names, *off]):
-            lp_b = _log_probs(model, ids, start)
+            lp_b = answer_log_probs(model, ids, start)
     if not (torch.isfinite(lp_a).all() and torch.isfinite(lp_b).all()):
         raise GenerationError("the model produced NaN/Inf logits; the comparison is meaningless")
 

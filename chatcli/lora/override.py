@@ -5,6 +5,8 @@
 optionally at other scales (``/compare`` of an answer made at the scales of its time),
 and restores every switch, scale and merged weight in ``finally``. Merged weights come
 back from a copy taken before, not by re-adding deltas, so they are bit-exact.
+``modules_off(names, modules)`` does the same for some modules only (the per-layer
+ablation of :mod:`chatcli.lora.ablation`).
 Entering and leaving bump the manager's weights version, so no KV cache filled under
 the other weights is reused.
 
@@ -74,6 +76,45 @@ class TemporarySwitches:
                     rep.scale, rep.enabled = scale, enabled
                 st.scale, st.enabled, st.merged = scale, enabled, merged
                 self._place([*st.adapter.modules, *st.adapter.saved])
+            self._bump()
+
+    @contextmanager
+    def modules_off(self, names: Iterable[str], modules: Iterable[str]) -> Iterator[None]:
+        """Run a block with adapters ``names`` switched off in ``modules`` only (per-layer ablation):
+        their other modules, and every other adapter, stay as they are. A merged adapter is
+        subtracted from those modules' weights; the weights come back from a copy, and every
+        switch as it was, in ``finally``."""
+        names, wanted = list(names), set(modules)
+        for n in names:
+            self._get(n)
+        touched: list[tuple[str, str, bool, float | None]] = []  # (adapter, module, enabled, merged_scale)
+        weights: dict[str, torch.Tensor] = {}
+        try:
+            for n in names:
+                for module in self._adapters[n].adapter.modules:
+                    if module not in wanted:
+                        continue
+                    wrapper = self._current(module)
+                    pair = wrapper.lora[n]
+                    touched.append((n, module, pair.enabled, pair.merged_scale))
+                    if pair.merged:
+                        if module not in weights:
+                            weights[module] = wrapper.base.weight.detach().clone()
+                        wrapper.unmerge(n)
+                    pair.enabled = False
+                    wrapper.invalidate()
+            self._place({m for _, m, _, _ in touched})
+            self._bump()  # caches filled before hold other weights' keys/values
+            yield
+        finally:
+            with torch.no_grad():
+                for module, w in weights.items():
+                    self._current(module).base.weight.copy_(w)
+            for n, module, enabled, merged_scale in touched:
+                wrapper = self._current(module)
+                wrapper.lora[n].enabled, wrapper.lora[n].merged_scale = enabled, merged_scale
+                wrapper.invalidate()
+            self._place({m for _, m, _, _ in touched})
             self._bump()
 
     def disabled(self, names: Iterable[str] | None = None) -> ContextManager[None]:
