@@ -28,6 +28,7 @@ from chatcli.cli.common import (
     check_quantize, remote_factory,
     sampling_params, set_threads,
 )
+from chatcli.cli.completion import complete_history_ids
 from chatcli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -57,7 +58,8 @@ def engine_factory(model: str, dtype: str, device: str, chat_template: str | Non
 
 def chat(
     ctx: typer.Context,
-    conv_id: int | None = typer.Argument(None, metavar="[ID]", help="With --resume: the conversation to reopen."),
+    conv_id: int | None = typer.Argument(None, metavar="[ID]", help="With --resume: the conversation to reopen.",
+                                         autocompletion=complete_history_ids),
     model: str = ModelOpt,
     system: str | None = typer.Option(None, "--system", "-s", help="System prompt (default: the chat template decides)."),
     temperature: float | None = TemperatureOpt,
@@ -209,7 +211,8 @@ def history_list(
 
 @history_app.command("show")
 def history_show(
-    conv_id: int = typer.Argument(..., metavar="ID", help="Conversation id (chatcli history list)."),
+    conv_id: int = typer.Argument(..., metavar="ID", help="Conversation id (chatcli history list).",
+                                  autocompletion=complete_history_ids),
     as_json: bool = typer.Option(False, "--json", help="The JSON export, with every token's distribution."),
     tokens: bool = typer.Option(False, "--tokens", help="Also each answer's tokens with probabilities."),
 ) -> None:
@@ -237,7 +240,7 @@ def history_show(
 
 @history_app.command("export")
 def history_export(
-    conv_id: int = typer.Argument(..., metavar="ID", help="Conversation id."),
+    conv_id: int = typer.Argument(..., metavar="ID", help="Conversation id.", autocompletion=complete_history_ids),
     path: str | None = typer.Argument(None, help="Where to write PATH.md and PATH.json (default ./chatcli-ID)."),
     all_branches: bool = typer.Option(False, "--all-branches", help="JSON with every branch, not only the active path."),
 ) -> None:
@@ -255,7 +258,8 @@ def history_export(
 
 @history_app.command("rm")
 def history_rm(
-    conv_ids: list[int] = typer.Argument(..., metavar="ID...", help="Conversation ids to remove."),
+    conv_ids: list[int] = typer.Argument(..., metavar="ID...", help="Conversation ids to remove.",
+                                         autocompletion=complete_history_ids),
 ) -> None:
     """Remove saved conversations."""
     store = _store(write=True)

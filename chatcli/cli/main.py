@@ -46,11 +46,27 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _completion_flag(ctx: typer.Context, param, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from chatcli.cli.completion import run_flag
+
+        run_flag(param.opts[0], None)  # `chatcli --install-completion bash` (a shell named) is handled in main()
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+    install_completion: bool = typer.Option(
+        False, "--install-completion", callback=_completion_flag, is_eager=True, expose_value=False,
+        help="Install tab completion for this shell (or name one: --install-completion bash|zsh|fish|powershell).",
+    ),
+    show_completion: bool = typer.Option(
+        False, "--show-completion", callback=_completion_flag, is_eager=True, expose_value=False,
+        help="Print the completion script for this shell (or the one named), to install it yourself.",
     ),
 ) -> None:
     global _debug
@@ -78,6 +94,9 @@ def _register_commands() -> None:
     cli_models.register(app)
     cli_lora.register(app)
     cli_plugins.register(app)
+    from chatcli.cli import presets as cli_presets
+
+    cli_presets.register(app)
     from chatcli.bench import cli as cli_bench
 
     cli_bench.register(app)
@@ -102,6 +121,44 @@ def _usage_message(e) -> str:
     return f"{msg} (see '{where} --help')"
 
 
+def _run(command, args: list[str]):
+    """Run the command line: completion requests, plugin commands, help conventions, [defaults]."""
+    from chatcli.cli import completion
+    from chatcli.cli import plugins as cli_plugins
+    from chatcli.cli.help_format import polish
+
+    if args[:1] and args[0] in completion.FLAGS and len(args) <= 2:
+        completion.run_flag(args[0], args[1] if len(args) == 2 else None)
+        return 0
+    tab = completion.completing()
+    cli_plugins.attach(command, completion.typed_words() if tab else args)  # plugin sub-commands; none for core ones
+    polish(command)
+    if tab:
+        completion.prepare()
+    return command.main(args=args, prog_name="chatcli", standalone_mode=False,
+                        default_map=_default_map(command, args, quiet=tab))
+
+
+def _default_map(command, args: list[str], *, quiet: bool) -> dict | None:
+    """typer's default_map from the config file's [defaults].
+
+    A broken config file fails a command that takes [defaults] (one line, nothing run),
+    not one that takes none (``history list``, ``plugins list``: that one warns), a
+    ``--help`` or a shell's Tab.
+    """
+    from chatcli.cli.option_layers import default_map, keyed_params, target
+    from chatcli.settings.config_file import ConfigError, ConfigUnreadable, read_defaults
+
+    try:
+        defaults = read_defaults()
+    except (ConfigError, ConfigUnreadable):
+        runs = target(command, args)
+        if quiet or "--help" in args or "-h" in args or runs is None or not keyed_params(runs):
+            return None
+        raise
+    return default_map(command, defaults) or None
+
+
 def main(argv: list[str] | None = None) -> None:
     global _debug
     args = list(sys.argv[1:] if argv is None else argv)
@@ -109,10 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     _register_commands()
     command = typer.main.get_command(app)
     try:
-        from chatcli.cli import plugins as cli_plugins
-
-        cli_plugins.attach(command, args)  # plugin sub-commands, by name; none for core commands
-        rc = command.main(args=args, prog_name="chatcli", standalone_mode=False)
+        rc = _run(command, args)
     except _NoArgsHelp:  # `chatcli models` alone: typer has printed its help already
         sys.exit(0)
     except _UsageErrors as e:

@@ -26,18 +26,7 @@ from chatcli.lora.manager import adapter_name
 from chatcli.lora.peft_io import adapter_files
 from chatcli.lora.validate import AdapterError, check_contained
 from chatcli.errors import UsageError
-
-def _package_adapters() -> Path:
-    """The demo adapters installed with chatcli (the repository's adapters/ folder)."""
-    from importlib.util import find_spec
-
-    spec = find_spec("chatcli.demo_adapters")
-    if spec is not None and spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0])
-    return Path(__file__).resolve().parents[2] / "adapters"  # a source checkout not installed
-
-
-PACKAGE_ADAPTERS = _package_adapters()
+from chatcli.lora.search_dirs import PACKAGE_ADAPTERS, adapter_dirs, user_adapters_dir  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -46,18 +35,6 @@ class AdapterSpec:
     name: str
     scale: float = 1.0
     by_name: bool = False  # found through the search folders
-
-
-def user_adapters_dir() -> Path:
-    from chatcli.paths import data_dir
-
-    return data_dir() / "adapters"
-
-
-def adapter_dirs(cwd: Path | None = None) -> list[Path]:
-    """Where bare names are looked up, in order."""
-    here = Path.cwd() if cwd is None else Path(cwd)
-    return [here / "adapters", PACKAGE_ADAPTERS, user_adapters_dir()]
 
 
 def split_scale(text: str) -> tuple[str, float]:

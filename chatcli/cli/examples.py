@@ -1,0 +1,64 @@
+"""One or two examples per command, shown at the end of its ``--help`` (:mod:`chatcli.cli.help_format`).
+
+Keyed by command path (``"models pull"``; ``""`` is ``chatcli`` itself). Each example is a
+real command line: tests parse every one against the command it names, so an example
+cannot keep a flag that was renamed.
+"""
+
+from __future__ import annotations
+
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "": (
+        'chatcli generate "Why is the sky blue?" --show-probs',
+        "chatcli chat --preset terse",
+    ),
+    "generate": (
+        'chatcli generate "Name three primes." --temperature 0 --show-probs',
+        'cat notes.txt | chatcli generate - --preset terse --json',
+    ),
+    "chat": (
+        "chatcli chat --temperature 0.3 --lora pirate:0.5",
+        "chatcli chat --resume",
+    ),
+    "serve": (
+        "chatcli serve --port 8000",
+        "chatcli serve --lora pirate --adapter-dir ./adapters",
+    ),
+    "tokenize": (
+        'chatcli tokenize "Hello 123 今天"',
+        'chatcli tokenize "Hi" --chat --json',
+    ),
+    "score": (
+        'chatcli score "The capital of France is Paris."',
+        'chatcli score "Paris." --prompt "Capital of France?" --json',
+    ),
+    "bench": (
+        "chatcli bench --quick",
+        "chatcli bench --baseline transformers --only decode",
+    ),
+    "models": ("chatcli models list", "chatcli models pull"),
+    "models pull": ("chatcli models pull", "chatcli models pull hf:HuggingFaceTB/SmolLM2-135M-Instruct"),
+    "models import": ("chatcli models import ./my-model", "chatcli models import model.Q8_0.gguf --dtype bfloat16"),
+    "models list": ("chatcli models list", "chatcli models list --json"),
+    "models info": ("chatcli models info smollm2-135m-instruct",),
+    "models verify": ("chatcli models verify smollm2-135m-instruct",),
+    "models rm": ("chatcli models rm my-model",),
+    "lora": ("chatcli lora info pirate", 'chatcli lora diff --lora pirate "Tell me about the sea."'),
+    "lora info": ("chatcli lora info pirate", "chatcli lora info ./adapters/pirate --model smollm2-135m-instruct"),
+    "lora merge": ("chatcli lora merge --lora pirate:0.5 --out merged/",),
+    "lora diff": ('chatcli lora diff --lora pirate "Tell me about the sea."', 'chatcli lora diff -l pirate "Hi" --json'),
+    "plugins": ("chatcli plugins list",),
+    "plugins list": ("chatcli plugins list", "CHATCLI_PLUGINS=none chatcli plugins list --json"),
+    "history": ("chatcli history list", "chatcli history show 3 --tokens"),
+    "history list": ("chatcli history list -n 5", "chatcli history list --json"),
+    "history show": ("chatcli history show 3", "chatcli history show 3 --json"),
+    "history export": ("chatcli history export 3", "chatcli history export 3 notes/chat --all-branches"),
+    "history rm": ("chatcli history rm 3 4",),
+    "presets": ("chatcli presets list", "chatcli presets save terse --system \"Answer in one sentence.\" -t 0.2"),
+    "presets list": ("chatcli presets list", "chatcli presets list --json"),
+    "presets show": ("chatcli presets show terse",),
+    "presets save": (
+        'chatcli presets save terse --system "Answer in one sentence." --temperature 0.2',
+        "chatcli presets save mine --from-config --lora pirate:0.5",
+    ),
+}

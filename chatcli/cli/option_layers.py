@@ -1,0 +1,117 @@
+"""The config file's ``[defaults]``, the ``CHATCLI_*`` variables and ``--preset`` as layers of a command's options.
+
+Which option takes which setting is read from the option itself: an option whose
+``envvar`` is a setting's variable (``CHATCLI_TEMPERATURE``, see
+:mod:`chatcli.settings.env`) takes that setting — from the environment (click reads the
+variable) and from ``[defaults]`` (:func:`default_map`, typer's ``default_map``). So
+"``--help`` shows ``env var: CHATCLI_X``" and "``[defaults] x`` applies" always go
+together, and an option with the same name but another meaning (``lora diff``'s greedy
+``--temperature``, ``models import``'s ``--dtype``) takes neither.
+
+After click has parsed, :meth:`Layers.from_context` sorts each such value by where it came
+from (``ctx.get_parameter_source``: COMMANDLINE = "flag", ENVIRONMENT = "env",
+DEFAULT_MAP = "config") and adds the ``--preset``'s values; :meth:`Layers.value` picks
+flag > preset > env > config > built-in. That is how the values that are not sampling
+values (model, dtype, quantize, system, adapters) are chosen; the sampling values take the
+same sources through :func:`chatcli.cli.common.sampling_layers` to
+:func:`chatcli.settings.param_sources.resolve_sampling`, which adds the model's own layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatcli.settings.env import ENV_VARS
+
+ORDER = ("flag", "preset", "env", "config")  # highest first; "built-in" below them all
+_KEY_OF_VAR = {var: key for key, var in ENV_VARS.items()}
+_SOURCE = {"COMMANDLINE": "flag", "ENVIRONMENT": "env", "DEFAULT_MAP": "config"}
+
+
+def keyed_params(command: Any) -> dict[str, Any]:
+    """``{setting key: click parameter}`` for the options of ``command`` that carry a setting's variable."""
+    found = {}
+    for param in getattr(command, "params", ()):
+        var = getattr(param, "envvar", None)
+        if isinstance(var, str) and var in _KEY_OF_VAR:
+            found[_KEY_OF_VAR[var]] = param
+    return found
+
+
+def default_map(command: Any, defaults: Mapping[str, object]) -> dict[str, Any]:
+    """typer's ``default_map`` for the tree under ``command``: ``[defaults]`` for every option that takes it."""
+    out: dict[str, Any] = {}
+    for name, sub in getattr(command, "commands", {}).items():
+        if hasattr(sub, "commands"):
+            entry = default_map(sub, defaults)
+        else:
+            entry = {p.name: defaults[k] for k, p in keyed_params(sub).items() if k in defaults}
+        if entry:
+            out[name] = entry
+    return out
+
+
+def target(root: Any, args: list[str]) -> Any:
+    """The command ``args`` would run (groups followed by their first word); None for the root itself."""
+    command = None
+    group = root
+    for word in args:
+        if word.startswith("-"):
+            continue
+        sub = getattr(group, "commands", {}).get(word)
+        if sub is None:
+            break
+        command = group = sub
+        if not hasattr(sub, "commands"):
+            break
+    return command
+
+
+@dataclass
+class Layers:
+    """The values of one command run by where they came from; ``builtin``: what the option itself defaults to."""
+
+    layers: dict[str, dict[str, object]] = field(default_factory=lambda: {s: {} for s in ORDER})
+    builtin: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def from_context(cls, ctx: Any, preset: Mapping[str, object] | None = None) -> Layers:
+        """This run's layers; ``preset``: the values of a ``--preset`` (:func:`load_preset_values`)."""
+        made = cls()
+        keyed = keyed_params(ctx.command)
+        for key, param in keyed.items():
+            source = ctx.get_parameter_source(param.name)
+            value = ctx.params.get(param.name)
+            layer = _SOURCE.get(getattr(source, "name", ""))
+            if layer is None:
+                made.builtin[key] = value
+            elif value is not None and value != [] and value != ():  # an empty repeatable option gives nothing
+                made.layers[layer][key] = list(value) if isinstance(value, tuple) else value
+        made.layers["preset"] = {k: v for k, v in (preset or {}).items() if k in keyed}
+        return made
+
+    def value(self, key: str) -> Any:
+        """The value of ``key``: flag > preset > env > config > built-in."""
+        for source in ORDER:
+            if key in self.layers[source]:
+                return self.layers[source][key]
+        return self.builtin.get(key)
+
+    def source(self, key: str) -> str:
+        """Where :meth:`value` found ``key``: "flag", "preset", "env", "config" or "built-in"."""
+        return next((s for s in ORDER if key in self.layers[s]), "built-in")
+
+    def given(self, key: str) -> bool:
+        """Whether ``key`` was typed on this command line (local-only options refuse ``--endpoint`` only then)."""
+        return key in self.layers["flag"]
+
+
+def load_preset_values(name: str | None) -> dict[str, object]:
+    """The values of ``--preset NAME`` ({} without one); unknown or broken: one line, exit 2, before anything runs."""
+    if name is None:
+        return {}
+    from chatcli.settings.presets import load_preset
+
+    return dict(load_preset(name).values)
