@@ -8,6 +8,10 @@
     text = chatcli.generate(model, "Write a haiku about tokens.", seed=1)
     result = chatcli.score(model, "The capital of France is Paris.")
     pieces = chatcli.tokenize(model, "Hello 123 🙂")
+    lens = chatcli.lens(model, "The capital of France is", raw=True)   # the next token, layer by layer
+    print([(layer.layer, layer.top[0].token) for layer in lens.layers])
+    att = chatcli.attention(model, "The capital of France is", raw=True)  # what the last token looked at
+    print([(att.tokens[i], f"{w:.0%}") for i, w in att.top(3)])
 
 ``prompt`` is a user message (the model's chat template is applied), or a list of
 ``{"role", "content"}`` messages; ``raw=True`` continues plain text instead.
@@ -24,6 +28,9 @@ from collections.abc import Iterator, Sequence
 from chatcli.engine.events import Done, Event, Notice, Step
 from chatcli.engine.loader import LoadedModel, PromptRenderer, load_engine, load_prompt_renderer
 from chatcli.engine.params import SamplingParams
+from chatcli.chat.step_context import require_local
+from chatcli.engine.probes.attention import AttentionResult, attention_weights
+from chatcli.engine.probes.lens import LensResult, logit_lens
 from chatcli.engine.scoring import ScoreResult, score_ids
 from chatcli.tokenizer.pieces import TokenPiece, tokenize_pieces
 from chatcli.errors import GenerationError
@@ -31,8 +38,9 @@ from chatcli.errors import GenerationError
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 __all__ = [
-    "load_model", "stream", "generate", "score", "tokenize",
+    "load_model", "stream", "generate", "score", "tokenize", "lens", "attention",
     "LoadedModel", "SamplingParams", "Step", "Done", "Notice", "ScoreResult", "TokenPiece",
+    "LensResult", "AttentionResult",
 ]
 
 
@@ -117,3 +125,41 @@ def tokenize(model: LoadedModel | PromptRenderer | str, text: str) -> list[Token
     """
     renderer = load_prompt_renderer(model) if isinstance(model, str) else model
     return tokenize_pieces(renderer.tokenizer, text)
+
+
+def probe_ids(model: LoadedModel, text: str | Sequence[dict], *, raw: bool = False, system: str | None = None) -> list[int]:
+    """The ids the probes read: ``text`` as a plain continuation (``raw``), or as a user message
+    (or messages) under the chat template with the answer about to start, as ``generate`` sends it."""
+    if raw:
+        if not isinstance(text, str):
+            raise TypeError("raw=True reads a string; pass text, not messages")
+        return model.completion_ids(text)
+    model.require_chat_template()
+    return list(model.tokenizer.encode_chat(_messages(text, system)))
+
+
+def lens(
+    model: LoadedModel, text: str | Sequence[dict], *, raw: bool = False, top_n: int = 10, system: str | None = None,
+) -> LensResult:
+    """The logit lens for the token after ``text``: its top ``top_n`` tokens read out after every layer.
+
+    Layer 0 is the embeddings, the last layer the model's own distribution (with its
+    adapters on); see :mod:`chatcli.engine.probes.lens`.
+    """
+    require_local(model, "the logit lens")
+    ids = probe_ids(model, text, raw=raw, system=system)
+    return logit_lens(model.model, ids, top_n=top_n, tokenizer=model.tokenizer)
+
+
+def attention(
+    model: LoadedModel, text: str | Sequence[dict], *, raw: bool = False, position: int = -1,
+    system: str | None = None,
+) -> AttentionResult:
+    """What the token at ``position`` of ``text``'s ids (default: the last) attended to, per layer and head.
+
+    ``result.row(layer, head)`` / ``result.top(k, layer, head)`` average over any axis left
+    None; see :mod:`chatcli.engine.probes.attention`.
+    """
+    require_local(model, "attention weights")
+    ids = probe_ids(model, text, raw=raw, system=system)
+    return attention_weights(model.model, ids, position=position, tokenizer=model.tokenizer)

@@ -73,3 +73,34 @@ def test_tokenize_pieces_cover_the_text(tiny_model_dir, model):
     assert b"".join(p.bytes for p in pieces) == text.encode("utf-8")
     assert pieces[0].start == 0 and pieces[-1].end == len(text)
     assert any("\ufffd" in p.token for p in pieces)  # a character split over byte tokens
+
+
+def test_lens_reads_the_token_after_the_text(model):
+    from chatcli.engine.probes.lens import logit_lens
+
+    raw = chatcli.lens(model, "The quick brown fox", raw=True, top_n=3)
+    want = logit_lens(model.model, model.completion_ids("The quick brown fox"), top_n=3, tokenizer=model.tokenizer)
+    assert raw == want and len(raw.layers) == model.model.config.num_hidden_layers + 1
+    chat = chatcli.lens(model, "The quick brown fox", system="Be brief.")
+    ids = model.tokenizer.encode_chat([{"role": "system", "content": "Be brief."},
+                                       {"role": "user", "content": "The quick brown fox"}])
+    assert chat.position == len(ids) - 1 and chat.to_json()["type"] == "lens"
+
+
+def test_attention_of_a_chosen_position(model):
+    result = chatcli.attention(model, "The quick brown fox", raw=True, position=2)
+    ids = model.completion_ids("The quick brown fox")
+    assert result.position == 2 and result.ids == tuple(ids[:3]) and sum(result.row()) == pytest.approx(1.0)
+    with pytest.raises(UsageError, match="outside the text"):
+        chatcli.attention(model, "The quick brown fox", raw=True, position=len(ids))
+
+
+def test_probes_refuse_a_server_in_one_line():
+    from chatcli.engine.protocol import Capabilities
+
+    class Server:
+        capabilities = Capabilities(backend="remote", weights_in_process=False)
+
+    for probe in (chatcli.lens, chatcli.attention):
+        with pytest.raises(UsageError, match="a server returns no hidden states"):
+            probe(Server(), "hi")

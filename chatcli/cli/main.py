@@ -86,11 +86,13 @@ def _register_commands() -> None:
     from chatcli.cli import lora as cli_lora
     from chatcli.cli import models as cli_models
     from chatcli.cli import plugins as cli_plugins
+    from chatcli.cli import probes as cli_probes
     from chatcli.cli import serve as cli_serve
 
     cli_generate.register(app)
     cli_serve.register(app)
     cli_inspect.register(app)
+    cli_probes.register(app)
     cli_models.register(app)
     cli_lora.register(app)
     cli_plugins.register(app)
