@@ -58,8 +58,9 @@ class StepRef:
 # --- which step ----------------------------------------------------------------------------
 
 
-def _engine(ctx: CommandContext, what: str) -> Any:
-    engine = ctx.core.engine
+def local_engine(core: Any, what: str) -> Any:
+    """The chat's engine when ``what`` can run on it (weights in this process), else one line saying why."""
+    engine = core.engine
     if engine is None:
         raise ChatcliError("the model is still loading; try again in a moment")
     require_local(engine, what)
@@ -171,7 +172,7 @@ def text_lens(engine: Any, text: str, *, top_n: int = 10) -> Any:
 
 
 def lens(ctx: CommandContext, text: str | None = None) -> None:
-    engine = _engine(ctx, "the logit lens")
+    engine = local_engine(ctx.core, "the logit lens")
     number = _step_number(text) if text else None
     if text and number is None:
         run_probe(ctx, lambda: text_lens(engine, text), lambda r: ctx.say(lens_table(r, title=f"after {text!r} (plain text)"), "result"))
@@ -186,7 +187,7 @@ def lens(ctx: CommandContext, text: str | None = None) -> None:
 
 
 def attention(ctx: CommandContext, layer: int | None = None, head: int | None = None) -> None:
-    _engine(ctx, "attention")
+    local_engine(ctx.core, "attention")
     ref = resolve_step(ctx)
     if ctx.frontend.panel_views:
         ctx.show_view("attention", ref.node, ref.index, layer=layer, head=head)
@@ -263,23 +264,46 @@ def token_label(token: str, width: int = 10) -> str:
 def lens_table(result: Any, *, title: str, top: int = LENS_TOP) -> RenderableType:
     """A row per layer: the chosen token's probability (bar), the top tokens, where it leads and settles.
 
-    Fits 80 columns: tokens are cut to 10 characters, probabilities to 5."""
+    It fits the width it is drawn at: 3 top tokens from 76 columns, 2 from 60, else 1, and no
+    bar below 44 (tokens cut to 10 characters, probabilities to 5)."""
+    return _LensTable(result, title, top)
+
+
+@dataclass(frozen=True)
+class _LensTable:
+    result: Any
+    title: str
+    top: int
+
+    def __rich_console__(self, console: Any, options: Any):
+        width = options.max_width
+        top = min(self.top, 3 if width >= 76 else 2 if width >= 60 else 1)
+        narrow = width < 44
+        yield _lens_group(self.result, self.title, top, short_marks=width < 60, bar_w=0 if narrow else 6, token_w=8 if narrow else 10)
+
+
+def _lens_group(result: Any, title: str, top: int, short_marks: bool, bar_w: int, token_w: int) -> RenderableType:
     head = Text.assemble(("logit lens: ", "bold"), (title, "bold"), "\n", (lens_summary(result), "dim"))
     table = Table(box=None, padding=(0, 1, 0, 0), header_style="bold")
-    table.add_column("layer", justify="right", no_wrap=True)
-    table.add_column(f"p({token_label(result.target_token)})" if result.target_token is not None else "p(chosen)", no_wrap=True)
+    table.add_column("layer" if bar_w else "L", justify="right", no_wrap=True)
+    chosen = token_label(result.target_token) if result.target_token is not None else "chosen"
+    table.add_column(f"p({chosen})" if bar_w else "p", no_wrap=True)
     for k in range(top):
         table.add_column(f"top {k + 1}", no_wrap=True)
     table.add_column("", no_wrap=True)
     marks = lens_marks(result)
     for layer in result.layers:
         p = layer.target_prob
-        cells = [str(layer.layer), Text.assemble((_bar(p or 0.0, 6), "cyan"), short_pct(p).rjust(6))]
+        cells = [str(layer.layer), Text.assemble((_bar(p or 0.0, bar_w), "cyan"), short_pct(p).rjust(6 if bar_w else 5))]
         for t in layer.top[:top]:
-            cells.append(Text(f"{token_label(t.token)} {short_pct(t.prob)}", style="bold" if t.id == result.target_id else ""))
+            cells.append(Text(f"{token_label(t.token, token_w)} {short_pct(t.prob)}", style="bold" if t.id == result.target_id else ""))
         cells += [""] * (top - len(layer.top[:top]))
         mark = marks.get(layer.layer, "")
-        cells.append(Text(f"◀ {mark}" if mark else "", style="bold yellow"))
+        if short_marks and mark:
+            mark = "both" if "&" in mark else mark
+        if not bar_w and mark:  # a narrow screen: the summary line says it in words
+            mark = {"both": "★", "top-1": "◆"}.get(mark, "✓")
+        cells.append(Text(mark if not bar_w else f"◀ {mark}" if mark else "", style="bold yellow"))
         table.add_row(*cells)
     return Group(head, table)
 
