@@ -6,7 +6,8 @@ generated from a front end's :class:`Registry` (each front end builds its own wi
 :func:`chatcli.chat.builtin_commands.build_registry`; nothing here is global).
 :func:`execute` parses a line, and on a bad command or bad arguments reports one
 line through ``ctx.say(..., "error")`` and changes nothing. A line starting with
-``//`` is a message that starts with ``/``.
+``//`` is a message that starts with ``/``. A registry's observers
+(:meth:`Registry.observe`) hear each command that ran without error, with its arguments.
 
 Front ends implement :class:`CommandContext`: they own rendering and the way a
 generation runs (a worker thread in the TUI, a loop in the REPL), and declare their
@@ -58,6 +59,15 @@ class Command:
 class Registry:
     _commands: dict[str, Command] = field(default_factory=dict)
     _aliases: dict[str, str] = field(default_factory=dict)
+    _observers: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
+
+    def observe(self, fn: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``fn(name, args)`` after each command that ran without error (the guided tour watches them)."""
+        self._observers.append(fn)
+
+    def ran(self, cmd: Command, args: dict[str, Any]) -> None:
+        for fn in self._observers:
+            fn(cmd.name, args)
 
     def add(self, cmd: Command) -> Command:
         for key in (cmd.name, *cmd.aliases):
@@ -190,6 +200,7 @@ def execute(ctx: CommandContext, line: str) -> bool:
         if cmd.idle_only and ctx.busy:
             raise UsageError(f"/{cmd.name} has to wait: the model is busy (an answer or /rank is running; Esc stops it)")
         cmd.func(ctx, **kwargs)
+        ctx.registry.ran(cmd, kwargs)
         return True
     except ChatcliError as e:
         ctx.say(e.message, "error")
