@@ -2,32 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import typer
 
+from chatcli.cli.completion import (
+    choices_metavar, complete_adapters, complete_choices, complete_presets, models_completer,
+)
 from chatcli.errors import UsageError
 from chatcli.engine.params import SamplingParams
+from chatcli.model.quant_choice import CHOICES as QUANTIZE_CHOICES
+from chatcli.settings.env import ENV_VARS
+from chatcli.settings.keys import DTYPES
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+complete_models = models_completer((DEFAULT_MODEL,))
 
+# An option with envvar=ENV_VARS[key] also takes the config file's [defaults] key (chatcli.cli.option_layers).
 ModelOpt = typer.Option(
-    DEFAULT_MODEL, "--model", "-m", help="Model name, local directory, .gguf file, or hf:ORG/NAME."
+    DEFAULT_MODEL, "--model", "-m", help="Model name, local directory, .gguf file, or hf:ORG/NAME.",
+    envvar=ENV_VARS["model"], autocompletion=complete_models,
 )
-DtypeOpt = typer.Option("float32", "--dtype", help="float32 (reference), bfloat16 or float16.")
+DtypeOpt = typer.Option(
+    "float32", "--dtype", metavar=choices_metavar(DTYPES), help="float32 (reference), bfloat16 or float16.",
+    envvar=ENV_VARS["dtype"], autocompletion=complete_choices(DTYPES),
+)
 QuantizeOpt = typer.Option(
-    "none", "--quantize",
+    "none", "--quantize", metavar=choices_metavar(QUANTIZE_CHOICES),
     help="none, or int8: weight-only int8 projections and LM head (faster CPU decode, a small quality cost).",
+    envvar=ENV_VARS["quantize"], autocompletion=complete_choices(QUANTIZE_CHOICES),
 )
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice).")
 LoraOpt = typer.Option(
-    None, "--lora",
+    None, "--lora", metavar="PATH[:SCALE]", envvar=ENV_VARS["adapters"], autocompletion=complete_adapters,
     help="LoRA adapter PATH[:SCALE] (repeatable): a PEFT folder or .safetensors, or a name from ./adapters, "
     "the demo adapters or the user adapter folder.",
 )
 ChatTemplateOpt = typer.Option(
     None, "--chat-template", help="A Jinja chat template file that replaces the model's own."
+)
+PresetOpt = typer.Option(
+    None, "--preset", metavar="NAME", autocompletion=complete_presets,
+    help="A saved preset: model, system message, sampling values, adapters (chatcli presets list); "
+    "the flags given here win over it.",
 )
 
 # A remote OpenAI-compatible server instead of the local engine (chat, generate).
@@ -40,7 +59,8 @@ ApiKeyEnvOpt = typer.Option(
 )
 TimeoutOpt = typer.Option(60.0, "--timeout", help="With --endpoint: seconds to wait for the server before giving up.")
 LogprobsModeOpt = typer.Option(
-    "raw", "--logprobs-mode",
+    "raw", "--logprobs-mode", metavar=choices_metavar(("raw", "processed")),
+    autocompletion=complete_choices(("raw", "processed")),
     help="With --endpoint: raw (the server's logprobs are the model's, vLLM's default) or processed "
     "(the server reports post-sampling logprobs, e.g. vLLM --logprobs-mode processed_logprobs).",
 )
@@ -81,12 +101,21 @@ def remote_factory(endpoint: str, model: str, *, api_key_env: str | None, timeou
     return factory
 
 
-# Sampling options of the commands that generate (None: the SamplingParams default).
-TemperatureOpt = typer.Option(None, "--temperature", "-t", help="0 = greedy. [default: 0.7]")
-TopKOpt = typer.Option(None, "--top-k", help="Keep the k most probable tokens (0 = off).")
-TopPOpt = typer.Option(None, "--top-p", help="Nucleus sampling mass in (0, 1] (1 = off).")
-MinPOpt = typer.Option(None, "--min-p", help="Drop tokens below min_p x the top probability.")
-RepetitionPenaltyOpt = typer.Option(None, "--repetition-penalty", help="1 = off.")
+# Sampling options of the commands that generate (None: not given, so the layers below decide:
+# chatcli.settings.param_sources).
+TemperatureOpt = typer.Option(
+    None, "--temperature", "-t", help="0 = greedy. [default: the model's, else 0.7]",
+    envvar=ENV_VARS["temperature"],
+)
+TopKOpt = typer.Option(None, "--top-k", help="Keep the k most probable tokens (0 = off).", envvar=ENV_VARS["top_k"])
+TopPOpt = typer.Option(
+    None, "--top-p", help="Nucleus sampling mass in (0, 1] (1 = off). [default: the model's, else 1]",
+    envvar=ENV_VARS["top_p"],
+)
+MinPOpt = typer.Option(None, "--min-p", help="Drop tokens below min_p x the top probability.", envvar=ENV_VARS["min_p"])
+RepetitionPenaltyOpt = typer.Option(
+    None, "--repetition-penalty", help="1 = off.", envvar=ENV_VARS["repetition_penalty"]
+)
 
 
 def set_threads(threads: int | None) -> None:
@@ -139,6 +168,39 @@ def sampling_params(
     if stop:
         kwargs["stop"] = tuple(stop)
     return SamplingParams(**kwargs)
+
+
+# A command's sampling options (its parameter names) -> the SamplingParams field each sets.
+SAMPLING_OPTIONS = {
+    "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
+    "repetition_penalty": "repetition_penalty", "max_tokens": "max_tokens", "seed": "seed", "stop": "stop",
+    "top": "top_n",
+}  # fmt: skip
+# click's ParameterSource names -> the layers of chatcli.settings.param_sources.
+_LAYER_OF_SOURCE = {"COMMANDLINE": "flag", "ENVIRONMENT": "env", "DEFAULT_MAP": "config"}
+
+
+def sampling_layers(
+    ctx: typer.Context, values: Mapping[str, object], preset: Mapping[str, object] | None = None,
+) -> dict[str, dict[str, object]]:
+    """The sampling values a command was given, by the layer each came from.
+
+    ``values``: the command's sampling options (parameter name -> value as the command
+    cleaned it; None or empty = left out). typer says where each came from: the command
+    line ("flag"), a ``CHATCLI_*`` variable ("env") or the config file's ``[defaults]``
+    through ``default_map`` ("config"). ``preset`` is a ``--preset``'s values. The model's
+    layer is added once the model is loaded (:func:`chatcli.settings.param_sources.resolve_sampling`).
+    """
+    layers: dict[str, dict[str, object]] = {"flag": {}, "env": {}, "config": {}}
+    for name, value in values.items():
+        if value is None or (name == "stop" and not value):
+            continue
+        source = ctx.get_parameter_source(name)
+        layer = _LAYER_OF_SOURCE.get(source.name if source is not None else "", "flag")
+        layers[layer][SAMPLING_OPTIONS[name]] = tuple(value) if name == "stop" else value  # type: ignore[arg-type]
+    if preset:
+        layers["preset"] = dict(preset)
+    return layers
 
 
 def read_text_arg(value: str, what: str = "prompt") -> str:

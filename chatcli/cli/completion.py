@@ -44,20 +44,26 @@ def _looks_like_path(text: str) -> bool:
     return text.startswith(("/", "~", ".")) or os.sep in text or "/" in text
 
 
-@_quiet
-def complete_models(incomplete: str) -> list[str]:
-    """Catalog names and cached models; a path is the shell's to complete."""
-    if _looks_like_path(incomplete):
-        return []
-    from chatcli.cli.common import DEFAULT_MODEL
-    from chatcli.paths import models_dir
+def models_completer(known: tuple[str, ...]):
+    """A completer for ``--model``: the ``known`` names (the catalog's) and the models in the cache.
 
-    names = {DEFAULT_MODEL}
-    try:
-        names.update(p.name for p in models_dir().iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError:
-        pass
-    return sorted(n for n in names if n.startswith(incomplete))
+    A word that looks like a path is the shell's to complete (local directories, .gguf files).
+    """
+
+    @_quiet
+    def complete_models(incomplete: str) -> list[str]:
+        if _looks_like_path(incomplete):
+            return []
+        from chatcli.paths import models_dir
+
+        names = set(known)
+        try:
+            names.update(p.name for p in models_dir().iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            pass
+        return sorted(n for n in names if n.startswith(incomplete))
+
+    return complete_models
 
 
 @_quiet
@@ -104,6 +110,20 @@ def complete_presets(incomplete: str) -> list[str]:
     from chatcli.settings.presets import names
 
     return [n for n in names() if n.startswith(incomplete)]
+
+
+def complete_choices(choices: tuple[str, ...]):
+    """A completer for an option with fixed choices (``--dtype``, ``--quantize``): the choices, in order."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [c for c in choices if c.startswith(incomplete)]
+
+    return complete
+
+
+def choices_metavar(choices: tuple[str, ...]) -> str:
+    """How ``--help`` shows a choice: ``[float32|bfloat16|float16]``."""
+    return "[" + "|".join(choices) + "]"
 
 
 def completing() -> bool:

@@ -4,24 +4,27 @@
 stays instant) and
 
 * puts the options of a command with many of them into panels by what they are about
-  (:data:`PANELS`: Model, Prompt, Sampling, Output, History, Remote server), keeping any
+  (:data:`PANELS`: Prompt, Sampling, Model, Output, History, Remote server), keeping any
   panel a command chose itself;
-* gives flags (``--json``, ``--raw``, ``--help``) an empty placeholder: typer would show
-  ``<bool>`` for a switch that takes no value;
-* names each argument by its metavar in capitals (``PROMPT``, not ``{prompt}``);
+* gives flags (``--json``, ``--raw``, ``--help``) an empty placeholder (typer would show
+  ``<bool>`` for a switch that takes no value), and repeatable text options ``TEXT``, not
+  ``<list[str]>``;
+* names each argument by its metavar in capitals (``PROMPT``, not ``prompt``);
+* escapes ``[`` in option help, so ``[default: 0.7]`` is shown, not read as rich markup;
 * adds the command's examples (:data:`chatcli.cli.examples.EXAMPLES`) as its epilog.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from chatcli.cli.examples import EXAMPLES
 
 # Option (parameter) name -> panel. Options not listed stay under "Options".
 PANELS: dict[str, str] = {
-    **dict.fromkeys(("model", "preset", "dtype", "quantize", "device", "threads", "chat_template", "lora"), "Model"),
-    **dict.fromkeys(("system", "raw", "think"), "Prompt"),
+    **dict.fromkeys(("model", "preset", "dtype", "quantize", "device", "threads", "lora"), "Model"),
+    **dict.fromkeys(("system", "raw", "think", "chat_template"), "Prompt"),
     **dict.fromkeys(("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "max_tokens", "seed", "stop"),
                     "Sampling"),
     **dict.fromkeys(("top", "as_json", "show_probs", "print_prompt", "tint", "plain"), "Output"),
@@ -54,8 +57,12 @@ def _polish_command(command: Any, path: str) -> None:
             if param.metavar is None:
                 param.metavar = param.name.upper()
             continue
+        if getattr(param, "help", None):
+            param.help = _escape(param.help)  # "[default: 0.7]" is text, not a rich style tag
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""  # a switch takes no value: no <bool>
+        elif getattr(param, "multiple", False) and param.metavar is None and _of_strings(param):
+            param.metavar = "TEXT"  # a repeatable text option, not <list[str]>: "(repeatable)" is in its help
         if grouped and getattr(param, "rich_help_panel", None) is None and param.name in PANELS:
             param.rich_help_panel = PANELS[param.name]
     helper = command.get_help_option(_HELP_NAMES) if hasattr(command, "get_help_option") else None
@@ -70,11 +77,17 @@ def _polish_command(command: Any, path: str) -> None:
         _polish_command(sub, f"{path} {name}".strip())
 
 
+def _of_strings(param: Any) -> bool:
+    descriptor = getattr(param, "type_descriptor", None)
+    return "list[str]" in str(getattr(descriptor, "annotation", ""))
+
+
 def _epilog(examples: tuple[str, ...]) -> str:
     """An "Examples" block: one paragraph, one line per example (rich markup: typer's help mode)."""
     return "[bold]Examples[/bold]\n" + "\n".join(f"  [dim]$[/dim] {_escape(e)}" for e in examples)
 
 
 def _escape(text: str) -> str:
-    """Rich markup off for an example's own brackets (``--lora pirate[:SCALE]``)."""
-    return text.replace("[", "\\[")
+    """``text`` with every ``[`` not yet escaped escaped: typer renders help as rich markup, where
+    ``[default: 0.7]`` would be taken for a style tag and vanish. Idempotent (main may run many times)."""
+    return re.sub(r"(?<!\\)\[", r"\\[", text)

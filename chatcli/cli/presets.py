@@ -14,7 +14,8 @@ import sys
 
 import typer
 
-from chatcli.cli.completion import complete_adapters, complete_models, complete_presets
+from chatcli.cli.common import complete_models
+from chatcli.cli.completion import complete_adapters, complete_presets
 
 presets_app = typer.Typer(
     help="Named presets: a model, a system message, sampling values and adapters under one name.",
@@ -94,7 +95,7 @@ def save(
                                           autocompletion=complete_adapters),
     dtype: str | None = typer.Option(None, "--dtype", metavar="[float32|bfloat16|float16]", help="Weights' dtype."),
     quantize: str | None = typer.Option(None, "--quantize", metavar="[none|int8]", help="Weight-only quantization."),
-    from_config: bool = typer.Option(False, "--from-config", help="Start from the config file's \\[defaults]."),
+    from_config: bool = typer.Option(False, "--from-config", help="Start from the config file's [defaults]."),
 ) -> None:
     """Save a preset from these flags (and --from-config); an existing one of that name is replaced."""
     from chatcli.cli.common import clean_arg
