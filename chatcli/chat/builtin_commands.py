@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chatcli.chat import lens_commands, lora_commands
+from chatcli.chat import text_commands
 from chatcli.chat.commands import Arg, Command, CommandContext, Registry
 from chatcli.chat.frontend import after_redraw
 from chatcli.chat.params import resolve_param
@@ -45,6 +46,7 @@ def build_registry(plugins: PluginHost | None = None) -> Registry:
         registry.add(command)
     lora_commands.install(registry)
     lens_commands.install(registry)
+    text_commands.install(registry)
     if plugins is not None:
         plugins.install_commands(registry)
     return registry

@@ -8,14 +8,18 @@ methods only when the ability is declared. This mirrors the engine's
 
 :func:`on_ui_thread` and :func:`after_redraw` are the two ways a command or a plugin
 reaches a front end that owns its widgets on one thread (the Textual app); elsewhere
-they call at once.
+they call at once. :func:`in_background` runs a command's long computation off that
+thread (``/lora-layers``) and shows its result there.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from chatcli.errors import ChatcliError, describe_bug
 
 
 @dataclass(frozen=True)
@@ -58,3 +62,46 @@ def after_redraw(ctx: Any, fn: Callable[..., Any], *args: Any) -> None:
         ctx.call_later(fn, *args)
     else:
         fn(*args)
+
+
+def in_background(ctx: Any, what: str, work: Callable[[Any], Any], show: Callable[[Any], None]) -> None:
+    """``show(work(progress))`` for a command's long computation: ``work`` on a thread of its own
+    where the front end owns its widgets on one (``show`` back on that one; with ``live_status`` the status
+    bar says ``what`` and ``progress(done, total)``'s count, and the chat counts as busy), at once
+    elsewhere (``progress`` is None). A ``ChatcliError`` or a bug there is one error line."""
+    if not ctx.frontend.ui_thread:
+        show(work(None))
+        return
+    status = ctx.frontend.live_status
+
+    def to_ui(fn, *args) -> None:
+        try:
+            on_ui_thread(ctx, fn, *args)
+        except RuntimeError:  # the app closed meanwhile
+            pass
+
+    def progress(done: int, total: int) -> None:
+        if status:
+            to_ui(ctx.set_activity, f"{what} {done}/{total}")
+
+    def finish(result: Any, error: str | None) -> None:
+        if status:
+            ctx.set_activity(None)
+        if error is not None:
+            ctx.say(error, "error")
+        else:
+            show(result)
+
+    def body() -> None:
+        try:
+            result = work(progress)
+        except ChatcliError as e:
+            to_ui(finish, None, e.message)
+        except Exception as e:  # a bug: one line, the chat goes on
+            to_ui(finish, None, f"{what} failed: {describe_bug(e)}")
+        else:
+            to_ui(finish, result, None)
+
+    if status:
+        ctx.set_activity(what)
+    threading.Thread(target=body, name=f"chatcli-{what.strip('/')}", daemon=True).start()

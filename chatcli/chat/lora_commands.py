@@ -2,8 +2,9 @@
 
 ``install(registry)`` adds them to a :class:`chatcli.chat.commands.Registry` (idempotent):
 
-    /load-lora PATH[:SCALE] [--name N] [--scale S]   /unload-lora N   /lora
+    /load-lora PATH[:SCALE] [--name N] [--scale S]   /unload-lora N   /lora [N]
     /lora-scale N S   /lora-on N   /lora-off N   /merge N   /unmerge N   /compare [N]
+    /lora-layers [N]
 
 They act on the engine's adapters (``engine.adapters``: the
 :class:`~chatcli.lora.manager.AdapterManager` built with a local engine, a server's
@@ -16,6 +17,12 @@ it. A front end that declares ``inline_compare`` (:class:`chatcli.chat.frontend.
 tints its transcript with a comparison of the answer's own tokens, others (and a
 server's comparison of two new answers) get a tinted copy and the steps that moved
 most; a probability a server did not return is shown as "< the smallest it did".
+``/lora`` adds each adapter's ‖ΔW‖/‖W0‖ heat table (:mod:`chatcli.lora.layer_norms`,
+drawn by :mod:`chatcli.chat.lora_views`); ``/lora-layers`` ranks the layers by the KL
+that switching the adapter off there alone causes on the last answer
+(:mod:`chatcli.lora.ablation`; the same adapters and scales as ``/compare``), on a
+background thread where the front end owns its widgets on one; both need the weights
+in this process (one line on a server).
 ``/load-lora`` with no argument opens the front end's adapter picker where it
 declares ``screens``, and is a usage error otherwise. A loaded adapter is announced
 to the chat core's listeners (the ``adapter_loaded`` plugin hook).
@@ -135,32 +142,29 @@ def unload_lora(ctx: CommandContext, name: str) -> None:
     ctx.adapters_changed()
 
 
-def lora_table_cmd(ctx: CommandContext) -> None:
+def lora_table_cmd(ctx: CommandContext, name: str | None = None) -> None:
+    """/lora: every adapter's row, then each one's ‖ΔW‖/‖W0‖ heat table; /lora NAME: that adapter's."""
     mgr = _manager(ctx)
+    if name is not None:
+        from chatcli.chat.step_context import require_local
+
+        require_local(ctx.core.engine, f"/lora {name} (its weights layer by layer)")
+        mgr.info(name)  # a clear error for an unknown name
     if len(mgr) == 0:
         ctx.say("no adapters loaded (/load-lora PATH loads one)", "result")
         return
-    own = getattr(mgr, "table", None)  # a server's adapters have their own columns
-    ctx.say(own() if callable(own) else lora_table(mgr.list()), "result")
+    own = getattr(mgr, "table", None)  # a server's adapters have their own columns (and no weights here)
+    if callable(own):
+        ctx.say(own(), "result")
+        return
+    from chatcli.chat.lora_views import heat_table, lora_table
+    from chatcli.lora.layer_norms import layer_norms
 
-
-def lora_table(infos) -> Table:
-    from chatcli.lora.info import scaling_rule
-
-    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
-    for col, justify in (("name", "left"), ("rank", "right"), ("alpha", "right"), ("scaling", "right"), ("targets", "left"),
-                         ("params", "right"), ("% base", "right"), ("scale", "right"), ("on", "left"), ("merged", "left")):  # fmt: skip
-        table.add_column(col, justify=justify, style="cyan" if col == "name" else None)
-    for i in infos:
-        rank = "/".join(map(str, i.ranks)) if len(i.ranks) > 1 else str(i.rank)
-        targets = ",".join(t.removesuffix("_proj") for t in i.targets) + (f" +{','.join(i.replaces)}" if i.replaces else "")
-        table.add_row(
-            i.name, rank, f"{i.alpha:g}" + (" rs" if i.rslora else ""), f"{i.scaling:.3g} {scaling_rule(i.rslora)}",
-            f"{targets} ({i.layers}L)",
-            f"{i.params:,}", f"{i.percent:.2f}", f"{i.scale:g}",
-            "[green]on[/green]" if i.enabled else "[dim]off[/dim]", "yes" if i.merged else "",
-        )  # fmt: skip
-    return table
+    names = [name] if name is not None else mgr.names
+    ctx.say(lora_table([mgr.info(n) for n in names]), "result")
+    for n in names:
+        if mgr.adapter(n).modules:  # an adapter of full replacements only has no B·A to show
+            ctx.say(heat_table(layer_norms(mgr, n)), "result")
 
 
 def lora_scale(ctx: CommandContext, name: str, scale: str) -> None:
@@ -232,35 +236,73 @@ def compare(ctx: CommandContext, name: str | None = None) -> None:
     ctx.say(comparison_view(result), "result")
 
 
-def _answer_adapters(ctx: CommandContext, mgr, node) -> dict[str, float] | None:
+def _answer_adapters(ctx: CommandContext, mgr, node, command: str = "/compare") -> dict[str, float] | None:
     """The generation adapters recorded with ``node`` (name -> scale); None when it had none (said)."""
     from chatcli.chat.answer_record import recorded_adapters
     from chatcli.lora.compare import is_reward_model
 
+    one = f"{command} NAME {'compares' if command == '/compare' else 'looks at'} one"
     recorded = recorded_adapters(node.meta)
     if recorded is None:
         raise UsageError("this answer does not record which adapters made it (it predates the record): "
-                         "/compare NAME compares one")
+                         f"{one}")
     rewards = [n for n in recorded if n in mgr and is_reward_model(mgr, n)]
     made = {n: s for n, s in recorded.items() if n not in rewards}
     if not made:
         aside = f" (only the reward model {', '.join(rewards)}, which is not compared)" if rewards else ""
-        ctx.say(f"this answer was generated without adapters{aside}: /compare NAME compares one", "info")
+        ctx.say(f"this answer was generated without adapters{aside}: {one}", "info")
         return None
     gone = [n for n in made if n not in mgr]
     if gone:
         raise UsageError(f"adapter {gone[0]} made this answer and is no longer loaded: /load-lora it again, "
-                         "or /compare NAME compares a loaded one")
+                         f"or {one.removesuffix(' one')} a loaded one")
     return made
 
 
-def _last_answer(ctx: CommandContext):
+def _last_answer(ctx: CommandContext, command: str = "/compare"):
     for node in reversed(ctx.core.conv.path()):
         if node.role == "assistant" and node.steps:
             if node.status == "streaming":
-                raise UsageError("the answer is still streaming; /compare when it ends")
+                raise UsageError(f"the answer is still streaming; {command} when it ends")
             return node
-    raise UsageError("no answer to compare yet: send a message first")
+    raise UsageError(f"no answer to {'compare' if command == '/compare' else 'look at'} yet: send a message first")
+
+
+def lora_layers(ctx: CommandContext, name: str | None = None) -> None:
+    """Which layers of the adapters that made the last answer move it most (per-layer ablation KL).
+
+    Like /compare: the adapters that made the answer at their scales then (NAME: that adapter
+    at its scale now). One forward per layer: where the front end owns its widgets on one
+    thread (the TUI) it runs on a background thread, the status bar counting the passes."""
+    from chatcli.chat.frontend import in_background
+    from chatcli.chat.step_context import answer_prompt_ids, require_local
+    from chatcli.lora.ablation import layer_ablation
+
+    engine = ctx.core.engine
+    if engine is None:
+        raise ChatcliError("the model is still loading; try again in a moment")
+    require_local(engine, "/lora-layers")
+    mgr = _loaded(ctx)
+    node = _last_answer(ctx, "/lora-layers")
+    if name:
+        mgr.info(name)  # a clear error for an unknown name
+        names, scales, off = [name], None, []
+    else:
+        scales = _answer_adapters(ctx, mgr, node, "/lora-layers")
+        if scales is None:
+            return
+        names, off = list(scales), [n for n in mgr.names if n not in scales]
+    prompt_ids, answer_ids = answer_prompt_ids(ctx.core, node), list(node.ids)
+
+    def work(progress) -> Any:
+        return layer_ablation(engine.model, mgr, prompt_ids, answer_ids, names=names, scales=scales, off=off, progress=progress)
+
+    def show(result) -> None:
+        from chatcli.chat.lora_views import ablation_view
+
+        ctx.say(ablation_view(result), "result")
+
+    in_background(ctx, "/lora-layers", work, show)
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -333,7 +375,8 @@ COMMANDS = (
             "no PATH in the chat: pick one from a list",
             (Arg("path", "text", optional=True, help="PATH[:SCALE] [--name N] [--scale S]"),), idle_only=True),
     Command("unload-lora", unload_lora, "unload an adapter (the model is exactly as before it)", (Arg("name"),), idle_only=True),
-    Command("lora", lora_table_cmd, "list adapters: rank, alpha, targets, parameters, scale, on/off, merged", aliases=("loras",)),
+    Command("lora", lora_table_cmd, "list adapters: rank, alpha, scaling, targets, parameters, scale, on/off, merged, and "
+            "‖ΔW‖/‖W0‖ per layer and module (NAME: that adapter)", (Arg("name", optional=True),), aliases=("loras",)),
     Command("lora-scale", lora_scale, "set an adapter's scale (any number; 0 = no effect, negative = opposite)",
             (Arg("name"), Arg("scale")), idle_only=True),
     Command("lora-on", lora_on, "switch an adapter on", (Arg("name"),), idle_only=True),
@@ -342,6 +385,8 @@ COMMANDS = (
     Command("unmerge", unmerge, "separate a merged adapter from the weights again", (Arg("name"),), idle_only=True),
     Command("compare", compare, "re-score the last answer without the adapters that made it (or without NAME): per-token KL and shifts",
             (Arg("name", optional=True),), idle_only=True),
+    Command("lora-layers", lora_layers, "which layers of the adapters that made the last answer (or of NAME) move it most: "
+            "each layer switched off alone, mean KL in bits", (Arg("name", optional=True),), idle_only=True),
 )  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 """``chatcli lora``: inspect an adapter, merge adapters into a new checkpoint, show what one changes.
 
 * ``lora info PATH`` — config, tensors, parameter count and the base it expects
-  (``--model M`` also checks that it fits that model, reading no weights of it);
+  (``--model M`` also checks that it fits that model, then reads its weights for
+  the heat table);
   exits 1 on anything loading would refuse that needs no model (NaN/Inf values
   included).
 * ``lora merge --model M --lora PATH[:SCALE]... --out DIR`` — a plain safetensors
@@ -10,6 +11,11 @@
 * ``lora diff --lora PATH[:SCALE]... PROMPT`` — answer PROMPT with the adapters on,
   then re-score every answer token with them off: per-token KL and the chosen
   token's probability shift (``--json``: one object per line).
+* ``lora layers PATH[:SCALE] PROMPT`` — the adapter's greedy answer (or ``--answer``),
+  then each layer's adapter part switched off alone: the layers ranked by mean KL.
+
+``lora info --model M`` also draws ‖ΔW‖/‖W0‖ per layer and module on M's weights;
+without ``--model`` it reads no model at all.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 
 import typer
 
+from chatcli.cli import lora_layers
 from chatcli.cli.common import DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, read_text_arg, sampling_params, set_threads
 from chatcli.errors import UsageError
 
@@ -114,19 +121,42 @@ def _fits(path: Path, model: str) -> dict:
     return {"model": model, "fits": True, "percent_of_base": 100.0 * ad.num_params() / base}
 
 
+def _layer_norms(spec, model: str):
+    """‖ΔW‖/‖W0‖ per layer and module of the adapter on ``model``'s weights (float32, CPU)."""
+    import torch
+
+    from chatcli.hub.catalog import resolve_model
+    from chatcli.hub.checkpoint import load_checkpoint
+    from chatcli.lora.layer_norms import layer_norms
+    from chatcli.lora.manager import AdapterManager
+    from chatcli.progress import stderr_progress
+
+    with stderr_progress() as progress:
+        base = load_checkpoint(resolve_model(model, progress=progress), dtype=torch.float32, device="cpu", progress=progress)
+    mgr = AdapterManager(base)
+    mgr.load(spec.path, name=spec.name, scale=spec.scale)
+    return layer_norms(mgr, spec.name)
+
+
 def info(
     path: str = typer.Argument(..., help="Adapter folder, .safetensors file, or name in the adapter folders."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Also check that it fits this model (shapes only)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Also check that it fits this model and show "
+                                     "‖ΔW‖/‖W0‖ per layer and module on its weights."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
 ) -> None:
-    """Show an adapter's config, tensors, parameter count and the base model it expects."""
+    """Show an adapter's config, tensors, parameter count and the base model it expects
+    (with --model: how much it changes each layer of that model)."""
     from chatcli.lora.spec import resolve_adapter
 
     spec = resolve_adapter(path)
     d = describe_adapter(spec.path)
     d["name"] = spec.name
+    norms = None
     if model is not None:
         d["check"] = _fits(spec.path, model)
+        if d["check"]["fits"] and d["wrapped_layers"]:
+            norms = _layer_norms(spec, model)
+            d["layer_norms"] = norms.to_json()
     if as_json:
         print(json.dumps(d, ensure_ascii=False))
         return
@@ -157,6 +187,13 @@ def info(
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
+    if norms is not None:
+        from rich.console import Console
+
+        from chatcli.chat.lora_views import heat_table
+
+        print()
+        Console(highlight=False).print(heat_table(norms))
 
 
 # --- merge -------------------------------------------------------------------------------------
@@ -313,6 +350,7 @@ def _emit(obj: dict) -> None:
 lora_app.command("info")(info)
 lora_app.command("merge")(merge)
 lora_app.command("diff")(diff)
+lora_app.command("layers")(lora_layers.layers)
 
 
 def register(app: typer.Typer) -> None:

@@ -96,7 +96,8 @@ def test_load_list_scale_switch_unload(ctx, adapter_dir):
     on = _logits(ctx)
     assert not torch.equal(on, base)
     assert execute(ctx, "/lora")
-    table = ctx.last[0]
+    table = ctx.said[-2][0]  # the rows, then the adapter's heat table
+    assert ctx.last[0].startswith("sft: ‖ΔW‖/‖W0‖")
     assert "sft" in table and "q,v (2L)" in table and "0.5" in table and "on" in table
     assert "scaling" in table and "2 α/r" in table  # alpha 8, rank 4
 

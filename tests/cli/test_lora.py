@@ -197,3 +197,56 @@ def test_info_shows_the_scaling_and_the_share(run, tmp_path, tiny_model_dir, ada
     assert "α/√r = 8/√4 = 4 (rsLoRA)" in out
     share = 100.0 * rs.num_params() / sum(p.numel() for p in load_checkpoint(tiny_model_dir).parameters())
     assert f"({share:.2f}% of the model's)" in out
+
+
+def test_info_with_a_model_draws_the_heat_table(run, adapter_dir, tiny_model_dir):
+    from chatcli.lora.layer_norms import layer_norms
+
+    code, out, err = run("lora", "info", str(adapter_dir), "--model", str(tiny_model_dir), "--json")
+    assert code == 0, err
+    d = json.loads(out)["layer_norms"]
+    mgr = AdapterManager(load_checkpoint(tiny_model_dir))
+    mgr.load(adapter_dir, name="sft")
+    expected = layer_norms(mgr, "sft")
+    assert d["type"] == "layer_norms" and d["adapter"] == "sft" and d["scaling"] == 2.0 and d["targets"] == ["q_proj", "v_proj", "up_proj"]
+    assert [(c["module"], c["ratio"]) for c in d["cells"]] == [(c.module, pytest.approx(c.ratio)) for c in expected.cells]
+    assert d["largest"]["module"] == expected.largest().module and [x["layer"] for x in d["layers"]] == [0, 1]
+    code, out, err = run("lora", "info", str(adapter_dir), "--model", str(tiny_model_dir))
+    assert code == 0, err
+    assert "sft: ‖ΔW‖/‖W0‖ in %" in out and "◆ largest: layer" in out
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("sft: "))
+    assert lines[head + 1].split() == ["layer", "q", "v", "up", "all"] and lines[head + 2].split()[0] == "0"
+    code, out, err = run("lora", "info", str(adapter_dir))  # model-free as before: no weights, no table
+    assert code == 0 and "‖ΔW‖" not in out and "layer_norms" not in json.loads(run("lora", "info", str(adapter_dir), "--json")[1])
+
+
+def test_layers_ranks_the_layers_of_a_generated_or_given_answer(run, tiny_model_dir, adapter_dir):
+    from chatcli.engine.loader import load_engine
+    from chatcli.lora.ablation import layer_ablation
+
+    code, out, err = run("lora", "layers", f"{adapter_dir}:0.5", "Hello there", "--model", str(tiny_model_dir), "-n", "6", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["type"] == "layer_ablation" and d["adapters"] == ["sft×0.5"] and d["generated"] is True
+    assert sorted(x["layer"] for x in d["layers"]) == [0, 1] and d["tokens"] == 6
+    assert [x["mean_kl_bits"] for x in d["layers"]] == sorted((x["mean_kl_bits"] for x in d["layers"]), reverse=True)
+
+    code, out, err = run("lora", "layers", str(adapter_dir), "Hello there", "--model", str(tiny_model_dir),
+                         "--answer", "General Kenobi", "--json")  # fmt: skip
+    assert code == 0, err
+    d = json.loads(out)
+    engine = load_engine(str(tiny_model_dir), device="cpu")
+    engine.adapters.load(adapter_dir, name="sft")
+    tok = engine.tokenizer
+    expected = layer_ablation(engine.model, engine.adapters, tok.encode_chat([{"role": "user", "content": "Hello there"}]),
+                              tok.encode("General Kenobi"))  # fmt: skip
+    assert d["generated"] is False and d["answer"] == "General Kenobi" and d["tokens"] == expected.tokens
+    assert d["total_kl_bits"] == pytest.approx(expected.total_kl_bits, abs=1e-5)
+    assert [(x["layer"], x["mean_kl_bits"]) for x in d["layers"]] == [(e.layer, pytest.approx(e.kl_bits, abs=1e-5)) for e in expected.ranked()]
+
+    code, out, err = run("lora", "layers", str(adapter_dir), "Hello there", "--model", str(tiny_model_dir), "-n", "4")
+    assert code == 0, err
+    assert "sft off in one layer at a time" in out and "every layer off (no adapter)" in out and "█" in out
+    code, out, err = run("lora", "layers", str(adapter_dir), "Hi", "--model", str(tiny_model_dir), "-n", "0")
+    assert code == 2 and "--max-tokens" in err and err.count("\n") == 1

@@ -1,0 +1,118 @@
+"""How adapters are drawn: ``/lora``'s rows, the ‖ΔW‖/‖W0‖ heat table, the per-layer ablation bars.
+
+Rich renderables shared by ``/lora`` and ``/lora-layers`` (TUI and REPL) and by
+``chatcli lora info --model`` / ``chatcli lora layers``. Both fit 80 columns: the heat
+table is a number per module (percent, three digits) on a background that deepens with
+its share of the table's largest cell, which is marked ``◆`` (so it shows without
+colour too); the ablation view is one bar per layer, longest first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from chatcli.lora.ablation import Ablation
+    from chatcli.lora.layer_norms import LayerNorms
+
+# Backgrounds from "small" to "the largest", by share of the largest cell (dark enough for white text).
+HEAT = ("#1b2533", "#1f3550", "#27486b", "#5a4a22", "#8a4f1a", "#b8431a")
+MARK = "◆"
+BAR = 28  # cells of the longest ablation bar
+
+
+def lora_table(infos) -> Table:
+    from chatcli.lora.info import scaling_rule
+
+    table = Table(box=None, padding=(0, 1, 0, 0), header_style="bold")
+    for col, justify in (("name", "left"), ("rank", "right"), ("alpha", "right"), ("scaling", "right"), ("targets", "left"),
+                         ("params", "right"), ("% base", "right"), ("scale", "right"), ("on", "left"), ("merged", "left")):  # fmt: skip
+        table.add_column(col, justify=justify, style="cyan" if col == "name" else None)
+    for i in infos:
+        rank = "/".join(map(str, i.ranks)) if len(i.ranks) > 1 else str(i.rank)
+        targets = ",".join(t.removesuffix("_proj") for t in i.targets) + (f" +{','.join(i.replaces)}" if i.replaces else "")
+        table.add_row(
+            i.name, rank, f"{i.alpha:g}" + (" rs" if i.rslora else ""), f"{i.scaling:.3g} {scaling_rule(i.rslora)}",
+            f"{targets} ({i.layers}L)",
+            f"{i.params:,}", f"{i.percent:.2f}", f"{i.scale:g}",
+            "[green]on[/green]" if i.enabled else "[dim]off[/dim]", "yes" if i.merged else "",
+        )  # fmt: skip
+    return table
+
+
+def heat_style(share: float) -> str:
+    """The background of a cell at ``share`` (0..1) of the table's largest value."""
+    i = min(len(HEAT) - 1, max(0, int(share * len(HEAT))))
+    return f"on {HEAT[i]}"
+
+
+def percent(ratio: float) -> str:
+    """A ratio as a percentage in at most 4 characters: 0.012 -> '1.20', 0.5 -> '50.0'."""
+    p = 100.0 * ratio
+    if p >= 999.5:
+        return f"{p:.0e}".replace("e+0", "e")
+    return f"{p:.2f}" if p < 9.995 else f"{p:.1f}" if p < 99.95 else f"{p:.0f}"
+
+
+def heat_table(norms: LayerNorms) -> RenderableType:
+    """Rows = layers, columns = the wrapped module kinds, cells = 100·‖ΔW‖_F/‖W0‖_F."""
+    from chatcli.lora.info import scaling_rule
+
+    top = norms.largest()
+    state = "" if norms.enabled else ", off: what it adds when on"
+    state += ", merged" if norms.merged else ""
+    head = Text.assemble(
+        (norms.adapter, "bold cyan"),
+        f": ‖ΔW‖/‖W0‖ in %, ΔW = {norms.scale:g} × {norms.scaling:.3g}·B·A ({scaling_rule(norms.rslora)}{state})",
+    )
+    table = Table(box=None, padding=(0, 1, 0, 0), header_style="bold", pad_edge=False)
+    table.add_column("layer", justify="right", style="dim")
+    for t in norms.targets:
+        table.add_column(t.removesuffix("_proj"), justify="right", min_width=5)
+    table.add_column("all", justify="right", style="bold")
+    peak = top.ratio if top and top.ratio > 0 else 1.0
+    for layer in norms.layers:
+        cells = []
+        for t in norms.targets:
+            c = norms.cell(layer, t)
+            if c is None:
+                cells.append(Text("·", style="dim"))
+                continue
+            marked = c is top and c.ratio > 0
+            cells.append(Text(percent(c.ratio) + (MARK if marked else " "),
+                              style=heat_style(c.ratio / peak) + (" bold" if marked else "")))  # fmt: skip
+        table.add_row("other" if layer is None else str(layer), *cells, percent(norms.layer_ratio(layer)))
+    table.add_section()
+    table.add_row("all", *(percent(norms.target_ratio(t)) + " " for t in norms.targets), percent(norms.total_ratio()), style="bold")
+    where = f"layer {top.layer} {top.target}" if top and top.layer is not None else top.module if top else "none"
+    legend = Text(f"{MARK} largest: {where} {percent(top.ratio) if top else '0'}%; colour: share of it; "
+                  "all = √Σ‖ΔW‖²/√Σ‖W0‖²", style="dim")  # fmt: skip
+    return Group(head, table, legend)
+
+
+def ablation_view(result: Ablation) -> RenderableType:
+    """Layers ranked by the KL their adapter part causes when switched off, with bars; the total below."""
+    head = Text.assemble(
+        (", ".join(result.adapters), "bold cyan"),
+        f" off in one layer at a time: mean KL(all on ‖ layer off) over {result.tokens} answer tokens",
+    )
+    table = Table(box=None, padding=(0, 1, 0, 0), header_style="bold", pad_edge=False)
+    table.add_column("layer", justify="right")
+    table.add_column("KL bits", justify="right")
+    table.add_column("", no_wrap=True)
+    table.add_column("top-1 changed", justify="right", style="dim")
+    ranked = result.ranked()
+    peak = max((e.kl_bits for e in ranked), default=0.0) or 1.0
+    for e in ranked:
+        n = e.kl_bits / peak * BAR
+        bar = "█" * int(n) + (" ▏▎▍▌▋▊▉"[int((n - int(n)) * 8)] if n < BAR else "")
+        table.add_row(e.label, f"{e.kl_bits:.4f}", Text(bar.rstrip(), style="#c0701a"), str(e.changed) if e.changed else "")
+    total = Text.assemble(
+        ("every layer off", "bold"),
+        f" (no adapter): {result.total_kl_bits:.4f} bits, top-1 changed at {result.total_changed}/{result.tokens} steps",
+    )
+    return Group(head, table, total)
