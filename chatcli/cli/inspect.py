@@ -15,9 +15,6 @@ from chatcli.cli.common import (
 # rich and printed_steps are imported by the printers below: every command (generate too) imports
 # this module to register its commands, and rich costs ~0.1 s of start-up.
 
-_BANDS = ("on grey23", "on grey35")  # alternating backgrounds make token boundaries visible
-
-
 def tokenize(
     text: str = typer.Argument(..., help="The text ('-' for stdin, '@FILE' for a file)."),
     model: str = ModelOpt,
@@ -49,29 +46,10 @@ def tokenize(
 
 def _print_pieces(text: str, pieces: list) -> None:
     from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
 
-    from chatcli.chat.printed_steps import show_token
+    from chatcli.chat.text_commands import pieces_view
 
-    console = Console(highlight=False)
-    banded = Text()
-    shown_to = 0  # a character split over several tokens is shown once, in its first token's band
-    for p in pieces:
-        segment = text[max(p.start, shown_to) : p.end]
-        shown_to = max(shown_to, p.end)
-        banded.append(segment.replace("\n", "↵\n"), style="bold magenta" if p.special else _BANDS[p.index % 2])
-    console.print(banded)
-    table = Table(box=None, header_style="bold")
-    for col, justify in (("#", "right"), ("id", "right"), ("token", "left"), ("bytes", "left"), ("chars", "left")):
-        table.add_column(col, justify=justify)
-    for p in pieces:
-        table.add_row(
-            str(p.index), str(p.id), Text(show_token(p.token), style="bold magenta" if p.special else ""),
-            p.bytes.hex(" "), f"{p.start}-{p.end}",
-        )
-    console.print(table)
-    console.print(f"{len(pieces)} tokens, {len(text)} characters, {len(text.encode('utf-8'))} bytes")
+    Console(highlight=False).print(pieces_view(text, pieces))
 
 
 def score(
