@@ -24,12 +24,14 @@ import typer
 
 from chatcli.cli.common import (
     ApiKeyEnvOpt, ChatTemplateOpt, DeviceOpt, DtypeOpt, EndpointOpt, LogprobsModeOpt, LoraOpt, MinPOpt, ModelOpt,
-    QuantizeOpt, RepetitionPenaltyOpt, TemperatureOpt, ThreadsOpt, TimeoutOpt, TopKOpt, TopPOpt, check_dtype,
-    check_quantize, remote_factory,
-    sampling_params, set_threads,
+    PresetOpt, QuantizeOpt, RepetitionPenaltyOpt, TemperatureOpt, ThreadsOpt, TimeoutOpt, TopKOpt, TopPOpt, check_dtype,
+    check_quantize, remote_factory, sampling_layers, set_threads,
 )
-from chatcli.cli.completion import complete_history_ids
+from chatcli.cli.completion import choices_metavar, complete_choices, complete_history_ids
+from chatcli.cli.option_layers import Layers, load_preset_values
 from chatcli.errors import UsageError
+from chatcli.settings.env import ENV_VARS
+from chatcli.settings.param_sources import resolve_sampling
 
 if TYPE_CHECKING:
     from chatcli.chat.commands import Registry
@@ -61,21 +63,26 @@ def chat(
     conv_id: int | None = typer.Argument(None, metavar="[ID]", help="With --resume: the conversation to reopen.",
                                          autocompletion=complete_history_ids),
     model: str = ModelOpt,
-    system: str | None = typer.Option(None, "--system", "-s", help="System prompt (default: the chat template decides)."),
+    preset: str | None = PresetOpt,
+    system: str | None = typer.Option(None, "--system", "-s", help="System prompt (default: the chat template decides).",
+                                      envvar=ENV_VARS["system"]),
     temperature: float | None = TemperatureOpt,
     top_k: int | None = TopKOpt,
     top_p: float | None = TopPOpt,
     min_p: float | None = MinPOpt,
     repetition_penalty: float | None = RepetitionPenaltyOpt,
-    max_tokens: int | None = typer.Option(None, "--max-tokens", "-n", help="Longest answer in tokens. [default: 512]"),
-    seed: int | None = typer.Option(None, "--seed", help="Sampling seed (default: a new one per answer)."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", "-n", help="Longest answer in tokens. [default: 512]",
+                                          envvar=ENV_VARS["max_tokens"]),
+    seed: int | None = typer.Option(None, "--seed", help="Sampling seed (default: a new one per answer).",
+                                    envvar=ENV_VARS["seed"]),
     top: int | None = typer.Option(None, "--top", help="Alternatives shown per step. [default: 5]"),
     resume: bool = typer.Option(
         False, "--resume", "-r", help="Reopen a saved conversation: `chat --resume ID`, or the latest without ID.",
     ),
     no_save: bool = typer.Option(False, "--no-save", help="Keep this chat out of the history."),
     plain: bool = typer.Option(False, "--plain", help="Line-based chat (also used when stdin or stdout is not a terminal)."),
-    tint: str | None = typer.Option(None, "--tint", help="Colour tokens by certainty: off, model_prob or entropy."),
+    tint: str | None = typer.Option(None, "--tint", help="Colour tokens by certainty: off, model_prob or entropy.",
+                                    metavar=choices_metavar(TINTS), autocompletion=complete_choices(TINTS)),
     dtype: str = DtypeOpt,
     quantize: str = QuantizeOpt,
     device: str = DeviceOpt,
@@ -88,10 +95,13 @@ def chat(
     logprobs_mode: str = LogprobsModeOpt,
 ) -> None:
     """Chat with a local model (or one on an OpenAI-compatible server) and see how every token was chosen."""
-    params = sampling_params(
+    preset_values = load_preset_values(preset)  # an unknown preset: one line, nothing opened
+    chosen = Layers.from_context(ctx, preset_values)  # flag > preset > env > config > built-in
+    model, dtype, quantize, system, lora = (chosen.value(k) for k in ("model", "dtype", "quantize", "system", "adapters"))
+    params = resolve_sampling(sampling_layers(ctx, dict(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
-        max_tokens=max_tokens, seed=seed, stop=None, top_n=top,
-    )
+        max_tokens=max_tokens, seed=seed, top=top,
+    ), preset_values)).params
     check_dtype(dtype)
     quantize = check_quantize(quantize)
     set_threads(threads)
@@ -110,9 +120,10 @@ def chat(
         raise UsageError(f"cannot resume: {warning}")
     if endpoint is not None:
         factory = remote_factory(endpoint, model, api_key_env=api_key_env, timeout=timeout, logprobs_mode=logprobs_mode,
-                                 local_only={"--lora": bool(lora), "--chat-template": chat_template is not None,
-                                             "--dtype": dtype != "float32", "--device": device != "auto",
-                                             "--quantize": quantize != "none"})
+                                 local_only={"--lora": chosen.given("adapters"), "--chat-template": chat_template is not None,
+                                             "--dtype": chosen.given("dtype") and dtype != "float32",
+                                             "--device": device != "auto",
+                                             "--quantize": chosen.given("quantize") and quantize != "none"})
     else:
         if api_key_env is not None:
             raise UsageError("--api-key-env goes with --endpoint (a key for a remote server)")
