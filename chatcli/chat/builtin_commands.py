@@ -18,6 +18,7 @@ import time
 from typing import Any, Protocol
 
 from rich.console import RenderableType
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
@@ -133,16 +134,19 @@ def _raw(ctx: CommandContext) -> None:
         ctx.say(_prompt_text("raw prompt", core.raw_prompt(), core.engine), "result")
         return
     ctx.say(Text.assemble(
-        _prompt_text("prompt of the last answer, as rendered when it was generated", core.answer_prompt(leaf), core.engine),
+        _prompt_text("prompt of the last answer, as rendered when it was generated", core.answer_prompt(leaf), core.engine,
+                     answer_id=leaf.id),
         "\n",
         _prompt_text("the next turn's prompt starts with", core.next_prompt_start(), core.engine,
                      "; your message and a new assistant header follow"),
     ), "result")  # fmt: skip
 
 
-def _prompt_text(title: str, prompt: str, engine, after: str = "") -> Text:
+def _prompt_text(title: str, prompt: str, engine, after: str = "", answer_id: int | None = None) -> Text:
     text = Text(prompt)
     text.highlight_regex(r"<\|[^|>]*\|>|<s>|</s>|\[INST\]|\[/INST\]", "bold magenta")
+    if answer_id is not None:  # the prompt of that answer: a front end can tint it (the TUI's attention view)
+        text.stylize(Style(meta={"prompt_of": answer_id}))
     return Text.assemble(Text(f"{title} ({engine.count_tokens(prompt)} tokens{after}):\n", style="dim"), text)
 
 

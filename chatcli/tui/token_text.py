@@ -20,9 +20,11 @@ from textual.style import Style
 from chatcli.chat.certainty import background_rgba, uncertainty
 from chatcli.engine.events import Step
 
-TINTS = ("off", "model_prob", "entropy")  # what F2 cycles through; "kl" is set per answer by /compare
+TINTS = ("off", "model_prob", "entropy")  # what F2 cycles through; "kl" (/compare) and "attention" are set per answer
 KL_MIN_BITS = 0.01  # KL(adapter || base) below which a token gets no tint
 KL_FULL_BITS = 2.0  # KL at which the KL tint is at its strongest
+ATTENTION_MIN = 0.005  # attention weight below which a token gets no tint
+ATTENTION_FULL = 0.25  # weight at which the attention tint is at its strongest
 UNCERTAIN = 0.5  # model_prob under which `]` / `[` stop on a step
 
 NEWLINE_MARK = "↵"
@@ -58,6 +60,29 @@ def kl_color(kl_bits: float) -> Color | None:
     t = kl_fraction(kl_bits)
     r, g, b = (round(a + (b_ - a) * t) for a, b_ in zip(_BLUE, _VIOLET))
     return Color(r, g, b, a=0.2 + 0.5 * t)
+
+
+_TEAL = (40, 200, 170)
+
+
+def attention_fraction(weight: float) -> float:
+    """0 .. 1 on a log scale from ATTENTION_MIN to ATTENTION_FULL (most weights are small, a few large)."""
+    if not weight > ATTENTION_MIN:  # also NaN
+        return 0.0
+    return min(1.0, math.log(weight / ATTENTION_MIN) / math.log(ATTENTION_FULL / ATTENTION_MIN))
+
+
+def attention_color(weight: float) -> Color | None:
+    """Background for a token by the attention the selected step gave it: none, then a deeper teal.
+
+    One hue, apart from the certainty and KL tints, on an absolute scale so layers and heads compare.
+    """
+    if not weight > ATTENTION_MIN:
+        return None
+    return Color(*_TEAL, a=0.15 + 0.65 * attention_fraction(weight))
+
+
+SHADES = {"kl": kl_color, "attention": attention_color}  # tints read from per-token values, not from the steps
 
 
 def tint_style(step: Step, mode: str) -> Style | None:
@@ -101,12 +126,13 @@ def token_content(
     forced_at: int | None = None,
     strip_final_newline: bool = False,
     click: bool = True,
-    kl: Sequence[float] | None = None,
+    values: Sequence[float] | None = None,
 ) -> Content:
     """Content for ``steps`` (answer positions ``start..``): one span per token.
 
-    With ``tint="kl"``, ``kl[i]`` (bits, indexed by answer position) picks the
-    background of step ``i`` (see :func:`kl_color`). Each span carries its tint,
+    With ``tint="kl"`` or ``"attention"``, ``values[i]`` (KL bits or an attention weight,
+    indexed by answer position) picks the background of step ``i`` (:data:`SHADES`:
+    :func:`kl_color`, :func:`attention_color`); steps past the values get none. Each span carries its tint,
     ``{"token": index}`` meta for mouse clicks, the
     cursor's reverse video and the forced token's underline.
     """
@@ -120,8 +146,8 @@ def token_content(
             text = (text.rstrip("\n") or "▏") + text[len(text.rstrip("\n")):]
         parts.append(text)
         end = pos + len(text)
-        if tint == "kl":
-            color = kl_color(kl[i]) if kl is not None and i < len(kl) else None
+        if tint in SHADES:
+            color = SHADES[tint](values[i]) if values is not None and i < len(values) else None
             style = Style(background=color) if color is not None else Style()
         else:
             style = tint_style(step, tint) or Style()

@@ -60,7 +60,7 @@ def test_kl_tint_scale():
     a, b, c = kl_color(0.02), kl_color(0.3), kl_color(KL_FULL_BITS)
     assert a.a < b.a < c.a  # stronger as KL grows
     steps = [Step(index=i, token=t, id=i, text=t, prob=1.0, model_prob=0.2, entropy=3.0, top=()) for i, t in enumerate(["a", "b", "c"])]
-    content = token_content(steps, 0, tint="kl", kl=[0.0, 1.0, 0.001])
+    content = token_content(steps, 0, tint="kl", values=[0.0, 1.0, 0.001])
     backgrounds = [s.style.background for s in content.spans]
     assert backgrounds == [None, kl_color(1.0), None]  # the uncertainty of the steps plays no part
 

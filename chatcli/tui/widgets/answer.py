@@ -59,7 +59,7 @@ class TokenChunk(Static):
         steps = a.node.steps[self.start : self.end]
         content = token_content(
             steps, self.start, tint=a.token_tint, cursor=a.cursor, forced_at=a.node.meta.get("forced_at"),
-            strip_final_newline=not self.last, kl=a.kl_bits,
+            strip_final_newline=not self.last, values=a.shade_values,
         )
         if self.last and not a.streaming:  # text the engine flushed without a step (held-back bytes)
             step_text = a.node.step_text
@@ -116,6 +116,7 @@ class AnswerView(Vertical, can_focus=True):
         self._passing_on = False  # typed keys go to the prompt and its focus is on its way
         self.comparison: Comparison | None = None  # set by /compare: tint by KL(adapter || base)
         self.kl_bits: list[float] | None = None
+        self.attention: list[float] | None = None  # set while the panel's attention view shows: tint by weight
         self.cursor: int | None = None
         self._md_fed = 0  # characters of node.content the Markdown shows
         self._chunks: list[TokenChunk] = []
@@ -137,13 +138,29 @@ class AnswerView(Vertical, can_focus=True):
 
     @property
     def showing_tokens(self) -> bool:
-        return self.tint != "off" or self.inspecting or self.comparison is not None
+        return self.tint != "off" or self.inspecting or self.comparison is not None or self.attention is not None
 
     @property
     def token_tint(self) -> str:
+        if self.attention is not None:  # the attention view is open: it wins while it shows
+            return "attention"
         if self.comparison is not None:
             return "kl"
         return self.tint if self.tint != "off" else "model_prob"
+
+    @property
+    def shade_values(self) -> list[float] | None:
+        """The per-token values the "attention" or "kl" tint reads (see :func:`token_content`)."""
+        return self.attention if self.attention is not None else self.kl_bits
+
+    def set_attention(self, weights: list[float] | None) -> None:
+        """Tint this answer's tokens by the attention weights a selected step gave them (indexed by
+        answer position; later tokens untinted); None: back to the tint it had."""
+        if weights == self.attention:
+            return
+        self.attention = weights
+        self._apply_mode()
+        self.update_header()
 
     def set_comparison(self, comparison: Comparison | None) -> None:
         """Tint this answer by the per-token KL of ``comparison`` (None: back to the app's tint)."""
@@ -208,7 +225,7 @@ class AnswerView(Vertical, can_focus=True):
         self.node = node
         self.sibling_pos = sibling_pos
         self.cursor = None
-        self.comparison = self.kl_bits = None  # it described the node shown before
+        self.comparison = self.kl_bits = self.attention = None  # they described the node shown before
         self.set_class(False, "-compared")
         for chunk in self._chunks:
             chunk.remove()
@@ -267,6 +284,8 @@ class AnswerView(Vertical, can_focus=True):
             parts.append(Content.styled("  ·  " + "  ·  ".join(stats), "$text-muted"))
         if self.comparison is not None:
             parts.append(Content.styled(f"  ·  KL tint: with vs without {', '.join(self.comparison.adapters)}", "bold $secondary"))
+        if self.attention is not None:
+            parts.append(Content.styled("  ·  tint: attention of the selected token", "bold $secondary"))
         if self.streaming:
             parts.append(Content.styled("  ● writing…", "$success"))
         return Content.assemble(*parts)

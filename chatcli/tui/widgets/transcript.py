@@ -7,18 +7,22 @@ the bottom while the reader is there and lets go when they scroll up.
 It owns the view state its answers share: the tint every answer shows
 (:meth:`Transcript.set_tint`), which answer is being inspected (the last one to
 get the focus, until :meth:`Transcript.clear_inspected`) and which one a
-``/compare`` tints by KL (:attr:`Transcript.compared`, read from the answers).
+``/compare`` tints by KL (:attr:`Transcript.compared`, read from the answers), and
+what the panel's attention view tints (:meth:`Transcript.set_attention`).
 """
 
 from __future__ import annotations
 
 from rich.console import RenderableType
+from rich.style import Style as RichStyle
+from rich.text import Text
 from textual.containers import Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.content import Content
 from textual.widgets import Label, ProgressBar, Static
 
 from chatcli.chat.session import Conversation, Node
+from chatcli.tui.attention_tint import AttentionMap, locate, shaded
 from chatcli.tui.widgets.answer import AnswerView
 
 
@@ -28,6 +32,10 @@ class UserMessage(Static):
         self.node = node
         self.border_title = "You"
 
+    def set_shades(self, shades: list[tuple[int, int, float]] | None) -> None:
+        """Tint characters by attention weight ((start, end, weight) in the message); None: plain."""
+        self.update(shaded(Content(self.node.content), shades))
+
 
 class Note(Static):
     """Command output or a notice; not part of the conversation."""
@@ -36,6 +44,27 @@ class Note(Static):
         self.kind = kind
         self.message = message
         super().__init__(Content(message) if isinstance(message, str) else message, classes=f"note -{kind}")
+        self._shaded = False
+
+    @property
+    def prompt_of(self) -> tuple[int, int, int, str] | None:
+        """(answer id, start, end, text): the part of this note that shows the prompt of an answer
+        (``/raw`` marks it with ``{"prompt_of": id}`` style meta), or None."""
+        if not isinstance(self.message, Text):
+            return None
+        for span in self.message.spans:
+            meta = span.style.meta if isinstance(span.style, RichStyle) else {}
+            if "prompt_of" in meta:
+                return meta["prompt_of"], span.start, span.end, self.message.plain[span.start : span.end]
+        return None
+
+    def set_shades(self, shades: list[tuple[int, int, float]] | None) -> None:
+        """Tint the marked prompt by attention weight ((start, end, weight) within it); None: as said."""
+        marked = self.prompt_of
+        if marked is None or (not shades and not self._shaded):
+            return
+        self._shaded = bool(shades)
+        self.update(shaded(Content.from_rich_text(self.message), shades, offset=marked[1]) if shades else self.message)
 
     @property
     def plain(self) -> str:
@@ -103,6 +132,7 @@ class Transcript(VerticalScroll, can_focus=False):
         super().__init__(id=id)
         self.tint = tint  # "off" (Markdown) | "model_prob" | "entropy": what every answer shows
         self.inspected: AnswerView | None = None  # the answer whose tokens are being looked at
+        self.attention: AttentionMap | None = None  # the panel's attention view shows: what it tints
 
     def on_mount(self) -> None:
         self.anchor()
@@ -113,6 +143,38 @@ class Transcript(VerticalScroll, can_focus=False):
         self.tint = tint
         for view in self.answers():
             view.set_tint(tint)
+
+    def set_attention(self, amap: AttentionMap | None) -> None:
+        """Tint what a selected step attended to (:mod:`chatcli.tui.attention_tint`); None: normal tints."""
+        if amap is None and self.attention is None:
+            return
+        self.attention = amap
+        self._tint_attention()
+
+    def _tint_attention(self) -> None:
+        """The selected answer's tokens before the step, the messages above it found in its prompt
+        text (user messages by character, earlier answers by token), and the /raw notes of that prompt."""
+        amap = self.attention
+        children = list(self.children)
+        target = next((w for w in children if isinstance(w, AnswerView) and amap is not None and w.node.id == amap.node_id), None)
+        above = [w for w in children[: children.index(target)] if isinstance(w, (UserMessage, AnswerView))] if target else []
+        offsets = locate(amap.prompt, [w.node.content for w in above]) if amap is not None and amap.prompt else []
+        found = {id(w): at for w, at in zip(above, offsets)}
+        for w in children:
+            at = found.get(id(w))
+            if isinstance(w, AnswerView):
+                values = None
+                if w is target:
+                    values = amap.answer_values()
+                elif at is not None:
+                    values = amap.step_values(at, [s.text for s in w.node.steps])
+                w.set_attention(values)
+            elif isinstance(w, UserMessage):
+                w.set_shades(amap.text_shades(at, len(w.node.content)) if at is not None else None)
+            elif isinstance(w, Note):
+                marked = w.prompt_of
+                fits = amap is not None and marked is not None and marked[0] == amap.node_id and marked[3] == amap.prompt
+                w.set_shades(amap.prompt_shades() if fits else None)
 
     @property
     def compared(self) -> AnswerView | None:
@@ -184,6 +246,7 @@ class Transcript(VerticalScroll, can_focus=False):
         """Replace everything with the conversation's active path."""
         await self.remove_children()
         self.inspected = None
+        self.attention = None
         widgets = [Static(welcome, id="welcome")] if welcome is not None and conv.is_empty() else []
         widgets += [self._widget_for(conv, node, model) for node in conv.path()]
         if widgets:
@@ -240,6 +303,8 @@ class Transcript(VerticalScroll, can_focus=False):
     def add_note(self, message: RenderableType | str, kind: str = "info") -> Note:
         note = Note(message, kind)
         self.mount(note)
+        if self.attention is not None and note.prompt_of is not None:  # /raw while the attention view shows
+            self._tint_attention()
         self.call_after_refresh(self.scroll_end, animate=False)  # a command's answer should be in view
         return note
 
