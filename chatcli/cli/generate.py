@@ -23,6 +23,7 @@ from chatcli.cli.common import (
     LoraOpt,
     MinPOpt,
     ModelOpt,
+    PresetOpt,
     QuantizeOpt,
     RepetitionPenaltyOpt,
     TemperatureOpt,
@@ -35,17 +36,24 @@ from chatcli.cli.common import (
     clean_arg,
     read_text_arg,
     remote_factory,
-    sampling_params,
+    sampling_layers,
     set_threads,
 )
+from chatcli.cli.option_layers import Layers, load_preset_values
 from chatcli.engine.events import Done, Notice, Step
+from chatcli.engine.protocol import model_sampling
+from chatcli.settings.env import ENV_VARS
+from chatcli.settings.param_sources import Resolved, resolve_sampling
 from chatcli.errors import GenerationError, UsageError
 
 
 def generate(
+    ctx: typer.Context,
     prompt: str = typer.Argument(..., help="The message (or '-' for stdin, '@FILE' for a file)."),
+    preset: str | None = PresetOpt,
     system: str | None = typer.Option(
-        None, "--system", help="System message ('' sends an empty one; default: the template decides)."
+        None, "--system", help="System message ('' sends an empty one; default: the template decides).",
+        envvar=ENV_VARS["system"],
     ),
     raw: bool = typer.Option(False, "--raw", help="Plain-text continuation, no chat template."),
     temperature: float | None = TemperatureOpt,
@@ -53,8 +61,10 @@ def generate(
     top_p: float | None = TopPOpt,
     min_p: float | None = MinPOpt,
     repetition_penalty: float | None = RepetitionPenaltyOpt,
-    max_tokens: int | None = typer.Option(None, "--max-tokens", "-n", help="Most new tokens. [default: 512]"),
-    seed: int | None = typer.Option(None, "--seed", help="Same seed, same output (default: random, reported)."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", "-n", help="Most new tokens. [default: 512]",
+                                          envvar=ENV_VARS["max_tokens"]),
+    seed: int | None = typer.Option(None, "--seed", help="Same seed, same output (default: random, reported).",
+                                    envvar=ENV_VARS["seed"]),
     stop: list[str] | None = typer.Option(None, "--stop", help="Stop string (repeatable)."),
     model: str = ModelOpt,
     dtype: str = DtypeOpt,
@@ -63,7 +73,7 @@ def generate(
     threads: int | None = ThreadsOpt,
     chat_template: str | None = ChatTemplateOpt,
     lora: list[str] | None = LoraOpt,
-    top: int = typer.Option(5, "--top", help="Alternatives shown per step."),
+    top: int | None = typer.Option(None, "--top", help="Alternatives shown per step. [default: 5]"),
     as_json: bool = typer.Option(False, "--json", help="JSONL on stdout: meta, one step per token, done."),
     show_probs: bool = typer.Option(False, "--show-probs", help="After the answer, each token with its probability and alternatives."),
     print_prompt: bool = typer.Option(False, "--print-prompt", help="Print the exact prompt string and exit (no weights loaded)."),
@@ -73,14 +83,17 @@ def generate(
     logprobs_mode: str = LogprobsModeOpt,
 ) -> None:
     """Stream one answer to PROMPT, with the probability of every token."""
+    preset_values = load_preset_values(preset)  # an unknown preset: one line, nothing loaded
+    chosen = Layers.from_context(ctx, preset_values)  # flag > preset > env > config > built-in
+    model, dtype, quantize, system, lora = (chosen.value(k) for k in ("model", "dtype", "quantize", "system", "adapters"))
     if system is not None:
         system = clean_arg(system, "--system")
     stop = [clean_arg(s, "--stop") for s in stop] if stop else stop
-    params = sampling_params(
-        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-        repetition_penalty=repetition_penalty, max_tokens=max_tokens, seed=seed,
-        stop=stop, top_n=top,
-    )
+    layers = sampling_layers(ctx, dict(
+        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+        max_tokens=max_tokens, seed=seed, stop=stop, top=top,
+    ), preset_values)
+    resolved = resolve_sampling(layers)  # a bad value fails now, before anything loads
     check_dtype(dtype)
     quantize = check_quantize(quantize)
     set_threads(threads)
@@ -90,10 +103,12 @@ def generate(
 
     if endpoint is not None:
         factory = remote_factory(endpoint, model, api_key_env=api_key_env, timeout=timeout, logprobs_mode=logprobs_mode,
-                                 local_only={"--lora": bool(lora), "--chat-template": chat_template is not None,
-                                             "--print-prompt": print_prompt, "--dtype": dtype != "float32",
-                                             "--device": device != "auto", "--quantize": quantize != "none"})
-        _answer(factory(), text, messages, params, raw=raw, as_json=as_json, show_probs=show_probs, lora=False)
+                                 local_only={"--lora": chosen.given("adapters"),
+                                             "--chat-template": chat_template is not None, "--print-prompt": print_prompt,
+                                             "--dtype": chosen.given("dtype") and dtype != "float32",
+                                             "--device": device != "auto",
+                                             "--quantize": chosen.given("quantize") and quantize != "none"})
+        _answer(factory(), text, messages, resolved, raw=raw, as_json=as_json, show_probs=show_probs, lora=False)
         return
     if api_key_env is not None:
         raise UsageError("--api-key-env goes with --endpoint (a key for a remote server)")
@@ -114,11 +129,16 @@ def generate(
         )
     if not raw:
         engine.require_chat_template()
-    _answer(engine, text, messages, params, raw=raw, as_json=as_json, show_probs=show_probs, lora=bool(lora))
+    for warning in engine.generation_defaults.warnings():
+        sys.stderr.write(f"chatcli: warning: {warning}\n")
+    resolved = resolve_sampling({**layers, "model": model_sampling(engine)})
+    _answer(engine, text, messages, resolved, raw=raw, as_json=as_json, show_probs=show_probs, lora=bool(lora))
 
 
-def _answer(engine, text: str, messages: list[dict], params, *, raw: bool, as_json: bool, show_probs: bool, lora: bool) -> None:
+def _answer(engine, text: str, messages: list[dict], resolved: Resolved, *, raw: bool, as_json: bool, show_probs: bool,
+            lora: bool) -> None:
     """Stream one answer of ``engine`` (local or remote) to stdout as text or JSONL."""
+    params = resolved.params
     if params.seed is None:
         params = params.with_(seed=random.randrange(2**31))
 
@@ -127,7 +147,7 @@ def _answer(engine, text: str, messages: list[dict], params, *, raw: bool, as_js
             "type": "meta", "model": engine.identity.name, "model_sha256": engine.identity.sha256,
             "dtype": engine.identity.dtype, "device": engine.identity.device,
             "quantize": getattr(engine.identity, "quantize", "none"),
-            "params": params.to_json(), "seed": params.seed, "raw": raw,
+            "params": params.to_json(), "param_sources": resolved.sources, "seed": params.seed, "raw": raw,
             "adapters": [{"name": a.name, "scale": a.scale} for a in engine.adapters.list()] if lora else [],
             **({"endpoint": engine.identity.path} if engine.identity.model_type.startswith("remote") else {}),
             "chatcli_version": __version__,
@@ -135,6 +155,7 @@ def _answer(engine, text: str, messages: list[dict], params, *, raw: bool, as_js
     cancel = threading.Event()
     events = engine.complete(text, params, cancel=cancel) if raw else engine.chat(messages, params, cancel=cancel)
     steps: list[Step] = []
+    held: list[str] = []  # loop warnings in text mode: said once the answer's text has ended, not mid-line
     done: Done | None = None
     with _sigint_cancels(cancel):
         try:
@@ -147,7 +168,11 @@ def _answer(engine, text: str, messages: list[dict], params, *, raw: bool, as_js
                         sys.stdout.write(event.text)
                         sys.stdout.flush()
                 elif isinstance(event, Notice):
-                    sys.stderr.write(f"chatcli: {event.message}\n")
+                    line = f"chatcli: {_notice_text(event)}\n"
+                    if event.kind == "loop" and not as_json:
+                        held.append(line)
+                    else:
+                        sys.stderr.write(line)
                 elif isinstance(event, Done):
                     done = event
         except KeyboardInterrupt:  # a second Ctrl+C (or one from elsewhere): stop waiting for the engine
@@ -163,24 +188,37 @@ def _answer(engine, text: str, messages: list[dict], params, *, raw: bool, as_js
         elif steps:
             sys.stdout.write("\n")
         sys.stdout.flush()
-        sys.stderr.write("chatcli: interrupted\n")
+        sys.stderr.write("".join(held) + "chatcli: interrupted\n")
         raise typer.Exit(130)
     assert done is not None, "engine streams always end with Done"
     if done.finish_reason == "error":
         if as_json:
             _emit({"type": "error", "message": done.error})
             raise typer.Exit(1)
+        sys.stdout.flush()
+        sys.stderr.write("".join(held))
         raise GenerationError(done.error or "generation failed")
     if as_json:
         _emit(done.to_json())
         return
     if not done.text.endswith("\n"):
         sys.stdout.write("\n")
+    sys.stdout.flush()
+    sys.stderr.write("".join(held))
     if show_probs:
         from chatcli.chat.printed_steps import print_steps
 
         print_steps(steps)
     sys.stdout.flush()
+
+
+def _notice_text(notice: Notice) -> str:
+    """A notice's line; a loop warning offers the command-line flags (not the chat's /set)."""
+    if notice.kind == "loop":
+        from chatcli.engine.loop_watch import loop_message
+
+        return loop_message(notice.data, cli=True)
+    return notice.message
 
 
 @contextmanager

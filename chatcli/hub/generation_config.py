@@ -38,6 +38,10 @@ class GenerationDefaults:
     eos_ids: tuple[int, ...] = ()
     problems: tuple[str, ...] = ()  # values left out, e.g. "temperature -1 (use a number >= 0)"
 
+    def warnings(self) -> list[str]:
+        """One line per value left out, for a front end to show."""
+        return [f"the model's {FILE} has {p}: left out, the next layer's value is used" for p in self.problems]
+
 
 def read_generation_defaults(model_dir: Path, recommended: Mapping[str, float | int] | None = None) -> GenerationDefaults:
     """The sampling defaults of the model in ``model_dir`` (its file over ``recommended``)."""
