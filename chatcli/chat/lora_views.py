@@ -89,8 +89,7 @@ def heat_table(norms: LayerNorms) -> RenderableType:
     table.add_section()
     table.add_row("all", *(percent(norms.target_ratio(t)) + " " for t in norms.targets), percent(norms.total_ratio()), style="bold")
     where = f"layer {top.layer} {top.target}" if top and top.layer is not None else top.module if top else "none"
-    legend = Text(f"{MARK} largest: {where} {percent(top.ratio) if top else '0'}%; colour: share of it; "
-                  "all = √Σ‖ΔW‖²/√Σ‖W0‖²", style="dim")  # fmt: skip
+    legend = Text(f"{MARK} largest ({where}); tint = share of it; all = √Σ‖ΔW‖²/√Σ‖W0‖²", style="dim")
     return Group(head, table, legend)
 
 
@@ -98,7 +97,7 @@ def ablation_view(result: Ablation) -> RenderableType:
     """Layers ranked by the KL their adapter part causes when switched off, with bars; the total below."""
     head = Text.assemble(
         (", ".join(result.adapters), "bold cyan"),
-        f" off in one layer at a time: mean KL(all on ‖ layer off) over {result.tokens} answer tokens",
+        f": KL(all on ‖ one layer off) in bits, mean over {result.tokens} answer tokens",
     )
     table = Table(box=None, padding=(0, 1, 0, 0), header_style="bold", pad_edge=False)
     table.add_column("layer", justify="right")

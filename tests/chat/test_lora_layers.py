@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 
 import pytest
@@ -37,7 +38,7 @@ def test_lora_shows_scaling_and_a_heat_table_per_adapter(ctx, adapter_dir, tmp_p
     sft = layer_norms(ctx.core.engine.adapters, "sft")
     top = sft.largest()
     assert texts[1].startswith("sft: ‖ΔW‖/‖W0‖ in %, ΔW = 0.5 × 2·B·A (α/r)")
-    assert f"{percent(top.ratio)}◆" in texts[1] and f"largest: layer {top.layer} {top.target}" in texts[1]
+    assert f"{percent(top.ratio)}◆" in texts[1] and f"largest (layer {top.layer} {top.target})" in texts[1]
     header = texts[1].splitlines()[1].split()
     assert header == ["layer", "q", "v", "all"]
     row0 = texts[1].splitlines()[2].split()
@@ -66,12 +67,12 @@ def test_lora_layers_in_a_line_front_end(ctx, adapter_dir):  # noqa: F811
     expected = layer_ablation(ctx.core.engine.model, ctx.core.engine.adapters, answer_prompt_ids(ctx.core, node), node.ids,
                               names=["sft"], scales={"sft": 0.5})  # fmt: skip
     lines = text.splitlines()
-    assert kind == "result" and lines[0].startswith(f"sft×0.5 off in one layer at a time: mean KL(all on ‖ layer off) over {len(node.ids)}")
+    assert kind == "result" and lines[0].startswith(f"sft×0.5: KL(all on ‖ one layer off) in bits, mean over {len(node.ids)}")
     assert lines[1].split()[:2] == ["layer", "KL"]
     ranked = [line.split()[:2] for line in lines[2:4]]
     assert ranked == [[e.label, f"{e.kl_bits:.4f}"] for e in expected.ranked()]
     assert lines[-1].startswith(f"every layer off (no adapter): {expected.total_kl_bits:.4f} bits")
-    assert execute(ctx, "/lora-layers sft") and "sft×0.5 off" in ctx.last[0]
+    assert execute(ctx, "/lora-layers sft") and "sft×0.5: KL" in ctx.last[0]
     assert not execute(ctx, "/lora-layers nope") and "no adapter named 'nope'" in ctx.last[0]
     assert execute(ctx, "/lora-off sft")
     ctx.run_job(ctx.core.retry())  # an answer made without the adapter
@@ -141,3 +142,30 @@ def test_a_server_is_refused_in_one_line(ctx, adapter_dir):  # noqa: F811
 
 def test_percent_fits_four_characters():
     assert [percent(r) for r in (0.0, 0.0123, 0.09999, 0.5, 8.4968, 123.0)] == ["0.00", "1.23", "10.0", "50.0", "850", "1e4"]
+
+
+def test_heat_cells_deepen_toward_the_largest(ctx, adapter_dir):  # noqa: F811
+    from rich.console import Console
+    from rich.text import Text
+
+    from chatcli.chat.lora_views import HEAT, MARK, heat_style, heat_table
+
+    assert heat_style(0.0) == f"on {HEAT[0]}" and heat_style(1.0) == f"on {HEAT[-1]}" and heat_style(0.5) == f"on {HEAT[3]}"
+    assert execute(ctx, f"/load-lora {adapter_dir} --name sft")
+    norms = layer_norms(ctx.core.engine.adapters, "sft")
+    table = heat_table(norms).renderables[1]
+    cells = {}
+    for col in table.columns[1:-1]:
+        for row, cell in enumerate(col.cells):
+            if isinstance(cell, Text):
+                cells[(row, col.header)] = cell
+    top = norms.largest()
+    marked = [k for k, c in cells.items() if MARK in c.plain]
+    assert marked == [(norms.layers.index(top.layer), top.target.removesuffix("_proj"))]
+    assert "bold" in str(cells[marked[0]].style) and str(cells[marked[0]].style).startswith(f"on {HEAT[-1]}")
+    for (row, target), cell in cells.items():
+        share = norms.cell(norms.layers[row], f"{target}_proj").ratio / top.ratio
+        assert str(cell.style).startswith(heat_style(share))
+    out = io.StringIO()
+    Console(file=out, width=80, color_system="truecolor").print(heat_table(norms))
+    assert "48;2;184;67;26m" in out.getvalue()  # the largest cell's background reaches the terminal

@@ -213,7 +213,7 @@ def test_info_with_a_model_draws_the_heat_table(run, adapter_dir, tiny_model_dir
     assert d["largest"]["module"] == expected.largest().module and [x["layer"] for x in d["layers"]] == [0, 1]
     code, out, err = run("lora", "info", str(adapter_dir), "--model", str(tiny_model_dir))
     assert code == 0, err
-    assert "sft: ‖ΔW‖/‖W0‖ in %" in out and "◆ largest: layer" in out
+    assert "sft: ‖ΔW‖/‖W0‖ in %" in out and "◆ largest (layer" in out
     lines = out.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("sft: "))
     assert lines[head + 1].split() == ["layer", "q", "v", "up", "all"] and lines[head + 2].split()[0] == "0"
@@ -247,6 +247,6 @@ def test_layers_ranks_the_layers_of_a_generated_or_given_answer(run, tiny_model_
 
     code, out, err = run("lora", "layers", str(adapter_dir), "Hello there", "--model", str(tiny_model_dir), "-n", "4")
     assert code == 0, err
-    assert "sft off in one layer at a time" in out and "every layer off (no adapter)" in out and "█" in out
+    assert "sft: KL(all on ‖ one layer off)" in out and "every layer off (no adapter)" in out and "█" in out
     code, out, err = run("lora", "layers", str(adapter_dir), "Hi", "--model", str(tiny_model_dir), "-n", "0")
     assert code == 2 and "--max-tokens" in err and err.count("\n") == 1
