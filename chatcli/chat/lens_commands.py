@@ -16,16 +16,14 @@ unless a layer (and head) is given. Layers are numbered from 0 as in
 A front end that declares ``panel_views`` (:class:`chatcli.chat.frontend.FrontEnd`,
 the TUI) opens its panel's lens or attention view on the step instead of printing;
 elsewhere the result is a compact table. Work on the model runs on a background
-thread where the front end has a UI thread (``ui_thread``), and the result comes back
-with :func:`chatcli.chat.frontend.on_ui_thread`. A server is refused with one line
+thread where the front end has a UI thread (:func:`chatcli.chat.frontend.in_background`).
+A server is refused with one line
 (:func:`chatcli.chat.step_context.require_local`): it returns no hidden states.
 """
 
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chatcli.chat.commands import Arg, Command, CommandContext, Registry
-from chatcli.chat.frontend import on_ui_thread
+from chatcli.chat.frontend import in_background
 from chatcli.chat.step_context import require_local, step_prefix
 from chatcli.errors import ChatcliError, UsageError
 
@@ -107,37 +105,6 @@ def _step_number(text: str) -> int | None:
         raise UsageError(f"/lens step N needs a step number, not {m.group(1)!r}") from None
 
 
-# --- running off the UI thread -------------------------------------------------------------
-
-
-def run_probe(ctx: CommandContext, work: Callable[[], Any], done: Callable[[Any], None]) -> None:
-    """``done(work())``: at once in a one-thread front end, else ``work`` on a thread and ``done``
-    (or the error line) back on the UI thread."""
-    if not ctx.frontend.ui_thread:
-        done(work())
-        return
-
-    def body() -> None:
-        try:
-            result = work()
-        except ChatcliError as e:
-            _to_ui(ctx, ctx.say, e.message, "error")
-            return
-        except Exception as e:  # a bug: one line, the chat goes on
-            _to_ui(ctx, ctx.say, f"the probe failed ({type(e).__name__}: {e})", "error")
-            return
-        _to_ui(ctx, done, result)
-
-    threading.Thread(target=body, name="chatcli-probe", daemon=True).start()
-
-
-def _to_ui(ctx: CommandContext, fn: Callable[..., Any], *args: Any) -> None:
-    try:
-        on_ui_thread(ctx, fn, *args)
-    except RuntimeError:  # the app closed meanwhile
-        pass
-
-
 # --- the computations (shared with the TUI's views) ---------------------------------------
 
 
@@ -175,15 +142,16 @@ def lens(ctx: CommandContext, text: str | None = None) -> None:
     engine = local_engine(ctx.core, "the logit lens")
     number = _step_number(text) if text else None
     if text and number is None:
-        run_probe(ctx, lambda: text_lens(engine, text), lambda r: ctx.say(lens_table(r, title=f"after {text!r} (plain text)"), "result"))
+        in_background(ctx, "/lens", lambda _: text_lens(engine, text),
+                      lambda r: ctx.say(lens_table(r, title=f"after {text!r} (plain text)"), "result"))
         return
     ref = resolve_step(ctx, number)
     if ctx.frontend.panel_views:
         ctx.show_view("lens", ref.node, ref.index)
         return
     token = ref.node.steps[ref.index].token
-    run_probe(ctx, lambda: step_lens(ctx.core, ref),
-              lambda r: ctx.say(lens_table(r, title=f"{ref.label}, chose {token!r}"), "result"))  # fmt: skip
+    in_background(ctx, "/lens", lambda _: step_lens(ctx.core, ref),
+                  lambda r: ctx.say(lens_table(r, title=f"{ref.label}, chose {token!r}"), "result"))
 
 
 def attention(ctx: CommandContext, layer: int | None = None, head: int | None = None) -> None:
@@ -194,13 +162,13 @@ def attention(ctx: CommandContext, layer: int | None = None, head: int | None = 
         return
     token = ref.node.steps[ref.index].token
 
-    def work() -> Any:
+    def work(_progress: Any) -> Any:
         result = step_attention(ctx.core, ref)
         result.check(layer, head)  # a layer or head the model lacks: one line naming the range
         return result
 
-    run_probe(ctx, work, lambda r: ctx.say(attention_table(r, layer=layer, head=head,
-                                                           title=f"{ref.label}, chose {token!r}"), "result"))
+    title = f"{ref.label}, chose {token!r}"
+    in_background(ctx, "/attention", work, lambda r: ctx.say(attention_table(r, layer=layer, head=head, title=title), "result"))
 
 
 # --- printing ------------------------------------------------------------------------------
