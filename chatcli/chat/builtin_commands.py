@@ -2,7 +2,8 @@
 
 :func:`build_registry` returns a fresh :class:`~chatcli.chat.commands.Registry` with
 these commands, the adapter commands (:mod:`chatcli.chat.lora_commands`), the probe
-commands ``/lens`` and ``/attention`` (:mod:`chatcli.chat.lens_commands`) and the
+commands ``/lens`` and ``/attention`` (:mod:`chatcli.chat.lens_commands`), ``/whatif``
+(:mod:`chatcli.chat.whatif_command`) and the
 commands of the plugins it is given: the TUI, the plain REPL and ``chatcli chat``
 each build their own, so nothing registered for one front end leaks into another.
 
@@ -22,7 +23,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from chatcli.chat import lens_commands, lora_commands
+from chatcli.chat import lens_commands, lora_commands, whatif_command
 from chatcli.chat import text_commands
 from chatcli.chat.commands import Arg, Command, CommandContext, Registry
 from chatcli.chat.frontend import after_redraw
@@ -47,6 +48,7 @@ def build_registry(plugins: PluginHost | None = None) -> Registry:
         registry.add(command)
     lora_commands.install(registry)
     lens_commands.install(registry)
+    whatif_command.install(registry)
     text_commands.install(registry)
     if plugins is not None:
         plugins.install_commands(registry)

@@ -57,6 +57,7 @@ from chatcli.tui.messages import (
     SiblingRequested, StatusHint, StreamDone, StreamTick, TokenSelected,
 )  # fmt: skip
 from chatcli.tui.palette import palette_commands
+from chatcli.tui.widgets.panel_view import PanelView, StepMove, ViewRequested
 from chatcli.tui.widgets.probs import ProbabilityPanel
 from chatcli.tui.widgets.prompt import ChatInput, CommandHints
 from chatcli.tui.widgets.status import StatusBar
@@ -89,6 +90,7 @@ class ChatApp(App):
         Binding("f2", "cycle_tint", "Tint", id="tint"),
         Binding("f3", "toggle_panel", "Panel", id="panel"),
         Binding("f4", "toggle_compare", "Sampled", id="compare"),
+        Binding("f5", "cycle_view", "View", id="panel_view"),
         # F8 runs what a plugin's status item offers (/finetune load); F6/F7 select text in the input.
         Binding("f8", "status_action", "Offer", show=False, id="status_action"),
         Binding("ctrl+q", "quit", "Quit", priority=True, id="quit"),
@@ -379,6 +381,41 @@ class ChatApp(App):
             view.move_to(len(node.steps) - 1)
         self.refresh_status()
 
+    # --- the panel's views (F5, the inspector's d/w/l/a, a view's keys, /whatif /lens /attention) --
+
+    def open_panel_view(self, name: str, **options) -> PanelView | None:
+        """Show the panel's view ``name`` for the selected step (the panel shows, whatever the width).
+        From the inspector or another view, a view with keys of its own gets the focus."""
+        inspecting = isinstance(self.focused, (AnswerView, PanelView))
+        view = self.panel.set_view(name, **options)
+        if not self.panel.display:
+            self.panel.wanted = True
+            self.panel.pin()
+        if inspecting:
+            if view is not None and view.can_focus:
+                self.call_after_refresh(view.focus)
+            else:
+                self.transcript.focus_inspected()
+        return view
+
+    def action_panel_view(self, name: str) -> None:
+        self.open_panel_view(name)
+
+    def action_cycle_view(self) -> None:
+        self.open_panel_view(self.panel.next_view())
+
+    @on(ViewRequested)
+    def _view_requested(self, message: ViewRequested) -> None:
+        self.open_panel_view(message.view)
+
+    @on(StepMove)
+    def _step_move(self, message: StepMove) -> None:
+        view = self.transcript.inspected
+        if view is None or not view.is_attached or view.cursor is None:
+            self.bell()
+            return
+        view.move_to(view.cursor + message.delta)
+
     @on(StatusHint)
     def _status_hint(self, message: StatusHint) -> None:
         self.status.flash(message.text)
@@ -446,6 +483,8 @@ class ChatApp(App):
         hints = self.query_one(CommandHints)
         if self.stream.streaming and not self.stream.stopping:
             self.action_stop()
+        elif isinstance(self.focused, PanelView) and self.transcript.focus_inspected():
+            pass  # from a view of the panel back to the token it shows
         elif not isinstance(self.focused, ChatInput):
             self.prompt.focus()
         elif hints.display:

@@ -36,8 +36,9 @@ class TuiCommandContext:
     """The chat app as slash commands see it (``app`` is the :class:`chatcli.tui.app.ChatApp`)."""
 
     # Declared for commands and plugins: push_screen/pick_adapter, set_activity, show_comparison,
-    # call_from_thread/call_later all exist here.
-    frontend = FrontEnd("full-screen", screens=True, live_status=True, inline_compare=True, ui_thread=True)
+    # call_from_thread/call_later, selected_step/show_view all exist here.
+    frontend = FrontEnd("full-screen", screens=True, live_status=True, inline_compare=True, ui_thread=True,
+                        panel_views=True)
 
     def __init__(self, app: App) -> None:
         self.app = app  # the ChatApp (typed as App: tui/app.py imports this module, not the reverse)
@@ -169,6 +170,24 @@ class TuiCommandContext:
         app.panel.pin()  # the side-by-side distributions are the point, whatever the width
         if comparison.steps:  # the panel shows the step that moved most; the focus stays in the prompt
             view.move_to(comparison.max_step.index)
+
+
+    # --- panel_views ---------------------------------------------------------------------------
+
+    def selected_step(self) -> tuple[Any, int] | None:
+        """The step the probability panel shows (node, index): the inspected token, else the last
+        step of the latest answer; None before any."""
+        return self.app.panel.selected
+
+    def show_view(self, name: str, node: Any, index: int, **options: Any) -> None:
+        """Open the panel's view ``name`` ("what-if", "lens", "attention") on step ``index`` of
+        ``node``, with ``options`` for the view; the token gets the inspector's cursor."""
+        app = self.app
+        app.panel.selected = (node, index)
+        app.open_panel_view(name, **options)
+        answer = app.transcript.view_for(node.id)
+        if answer is not None and answer.node is node and answer.cursor != index:
+            answer.move_to(index)
 
 
 def _name(fn: Any) -> str:

@@ -24,7 +24,7 @@ under other weights is reused).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -48,12 +48,13 @@ def step_logits(model, ids: Sequence[int]) -> torch.Tensor:
     return model(x, last_only=True)[0, -1].float()  # [V]
 
 
-def logits_at_scales(model, manager, ids: Sequence[int], scales: Mapping[str, float]) -> torch.Tensor:
-    """:func:`step_logits` with the adapters in ``scales`` on at those scales (the others as they
-    are); the manager is restored exactly afterwards. Waits for no answer to be streaming
-    (the manager's guard raises while one is)."""
+def logits_at_scales(model, manager, ids: Sequence[int], scales: Mapping[str, float], *,
+                     off: Iterable[str] = ()) -> torch.Tensor:  # fmt: skip
+    """:func:`step_logits` with the adapters in ``scales`` on at those scales and those in ``off``
+    off (the others as they are); the manager is restored exactly afterwards. Refused while an
+    answer streams (the manager's guard raises)."""
     with manager.guarded():
-        with manager.override(on=list(scales), scales=dict(scales)):
+        with manager.override(on=list(scales), off=list(off), scales=dict(scales)):
             return step_logits(model, ids)
 
 
@@ -136,7 +137,8 @@ def what_if(
     return WhatIf(
         params=params, rows=rows, shown_model_mass=shown_model,
         outside_model_mass=max(0.0, 1.0 - shown_model), outside_prob_mass=max(0.0, 1.0 - shown_prob),
-        kept=int((sampled > 0).sum()), entropy_model=float(entropy_bits(raw)), entropy_sampled=float(entropy_bits(sampled)),
+        kept=int((sampled > 0).sum()), entropy_model=max(0.0, float(entropy_bits(raw))),
+        entropy_sampled=max(0.0, float(entropy_bits(sampled))),  # a one-hot's sum rounds to -0.0
     )  # fmt: skip
 
 

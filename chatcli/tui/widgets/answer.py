@@ -11,9 +11,10 @@ chunks at newlines, so only the last segment or chunk re-renders.
 Keys in the inspector: ←/→ move the token cursor, [ / ] jump to the previous/next
 uncertain token, Home/End, PgUp/PgDn, 1-9 branch with that alternative, Enter
 picks an alternative in the panel, , / . switch between sibling answers,
-↑/↓ go to the previous/next answer, Esc returns to the prompt.
+↑/↓ go to the previous/next answer, d / w / l / a show the panel's distribution,
+what-if, lens or attention view of the token, Esc returns to the prompt.
 
-The printable ones among those keys (l, h, g, [, ], 1-9, , and .) act only while the
+The printable ones among those keys (h, g, [, ], 1-9, , and ., d w l a) act only while the
 person has entered the inspector on purpose (:meth:`AnswerView.enter_inspector`: Ctrl+↑,
 a click on a token, ↑/↓ from another answer, back from the alternatives). An answer
 that got the focus any other way (a click beside the tokens, Tab, a switch of versions
@@ -89,7 +90,7 @@ class AnswerHeader(Static):
 class AnswerView(Vertical, can_focus=True):
     BINDINGS = [
         Binding("left,h", "move(-1)", "Prev token", show=False),
-        Binding("right,l", "move(1)", "Next token", show=False),
+        Binding("right", "move(1)", "Next token", show=False),
         Binding("pageup", "move(-16)", show=False),
         Binding("pagedown", "move(16)", show=False),
         Binding("home,g", "move_to_edge(0)", show=False),
@@ -103,6 +104,9 @@ class AnswerView(Vertical, can_focus=True):
         Binding("down,j", "app.focus_answer(1)", show=False),
         Binding("escape", "app.focus_input", "Back to prompt", show=False),
         *[Binding(str(k), f"branch({k})", show=False) for k in range(1, 10)],
+        # the panel's views of the selected token (l: lens, so → alone moves right)
+        *[Binding(k, f"app.panel_view('{v}')", show=False)
+          for k, v in (("d", "distribution"), ("w", "what-if"), ("l", "lens"), ("a", "attention"))],
     ]
 
     def __init__(self, node: Node, *, sibling_pos: tuple[int, int] = (0, 1), model: str = "", tint: str = "off") -> None:

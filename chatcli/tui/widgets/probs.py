@@ -14,6 +14,12 @@ Whether it shows: :attr:`ProbabilityPanel.wanted` is the person's choice (F3, ke
 across restarts); a screen narrower than :data:`MIN_SCREEN_WIDTH` hides it anyway
 unless it was shown on purpose in this session (F3, F4, ``/compare``: :meth:`pin`).
 The app tells it the screen's width (:meth:`ProbabilityPanel.fit`).
+
+Views: a one-line tab row at the top names the panel's views (``Distribution · What-if ·
+Lens · Attention``, the active one highlighted, each with its key); the distribution is the
+panel's own, the others are :class:`~chatcli.tui.widgets.panel_view.PanelView` widgets from
+:data:`chatcli.tui.widgets.panel_views.VIEWS`, mounted once and told the selected step
+(:meth:`ProbabilityPanel.set_view`; the app opens them with F5 and the inspector's keys).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import TYPE_CHECKING
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
+from textual.events import Click
 from textual.style import Style
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
@@ -30,6 +37,8 @@ from textual.widgets.option_list import Option
 from chatcli.chat.certainty import ENTROPY_FULL_BITS, uncertainty
 from chatcli.engine.events import Step
 from chatcli.tui.widgets.compare_view import kl_legend, shift_rows, shift_summary
+from chatcli.tui.widgets.panel_view import DISTRIBUTION, DISTRIBUTION_KEY, PanelView, ViewRequested
+from chatcli.tui.widgets.panel_views import VIEWS
 from chatcli.tui.messages import BranchRequested, LeaveAlternatives
 from chatcli.tui.token_text import bar, percent, tint_color, visible
 
@@ -57,6 +66,34 @@ class AltList(OptionList):
         self.post_message(LeaveAlternatives())
 
 
+class ViewTabs(Static):
+    """The panel's one-line tab row: every view with its key, the active one highlighted; click to switch."""
+
+    def show_tabs(self, tabs: list[tuple[str, str, str]], active: str) -> None:
+        """``tabs``: (name, label, key) in order."""
+        width = self.size.width or 44
+        full = sum(len(label) for _, label, _ in tabs) + 3 * (len(tabs) - 1) + 3 <= width
+        parts: list[Content] = []
+        for i, (name, label, key) in enumerate(tabs):
+            text = label if full else label[:4]
+            base = "bold reverse $accent" if name == active else "$text-muted"
+            if i:
+                parts.append(Content.styled(" · ", "$text-muted"))
+            if text[:1].lower() == key:  # the key is the label's first letter: underline it
+                tab = Content.assemble((text[0], f"{base} underline"), (text[1:], base))
+            else:
+                tab = Content.styled(f"{text} ({key})", base)
+            parts.append(tab.stylize(Style.from_meta({"view": name})))  # a click switches to it
+        parts.append(Content.styled(" F5" if full else "", "$text-muted"))
+        self.update(Content.assemble(*parts))
+
+    def on_click(self, event: Click) -> None:
+        view = event.style.meta.get("view")
+        if view is not None:
+            event.stop()
+            self.post_message(ViewRequested(view))
+
+
 class ProbabilityPanel(Vertical):
     def __init__(self, *, wanted: bool = True, compare: bool = False) -> None:
         super().__init__(id="probs")
@@ -69,15 +106,77 @@ class ProbabilityPanel(Vertical):
         self.index: int | None = None
         self.step: Step | None = None
         self.shift: TokenShift | None = None  # set while showing a /compare'd token
+        self.view = DISTRIBUTION  # the view shown (F5, the inspector's d/w/l/a)
+        self.selected: tuple[Node, int] | None = None  # the step the views show
+        self._views: dict[str, PanelView] = {cls.VIEW: cls() for cls in VIEWS}
 
     def compose(self):
-        yield Static(Content(EMPTY_HELP), id="probs-summary")
-        yield AltList(id="probs-alts")
-        yield Static("", id="probs-legend")
+        yield ViewTabs(id="probs-tabs")
+        with Vertical(id="probs-distribution"):
+            yield Static(Content(EMPTY_HELP), id="probs-summary")
+            yield AltList(id="probs-alts")
+            yield Static("", id="probs-legend")
+        keys = self.view_keys()
+        for view in self._views.values():
+            view.display = False
+            view.set_view_keys(keys)
+            yield view
 
     def on_mount(self) -> None:
         self.query_one(AltList).display = False
         self._legend()
+        self._tabs()
+
+    def on_resize(self) -> None:
+        self._tabs()
+
+    # --- views ----------------------------------------------------------------------------
+
+    def view_names(self) -> list[str]:
+        """Every view, in tab order (the distribution first)."""
+        return [DISTRIBUTION, *self._views]
+
+    def view_keys(self) -> dict[str, str]:
+        """key -> view name (d, w, l, a)."""
+        return {DISTRIBUTION_KEY: DISTRIBUTION, **{v.KEY: name for name, v in self._views.items()}}
+
+    def active_view(self) -> PanelView | None:
+        """The view widget shown; None for the distribution."""
+        return self._views.get(self.view)
+
+    def set_view(self, name: str, **options) -> PanelView | None:
+        """Show view ``name`` for the selected step (``options`` go to its :meth:`~PanelView.configure`)."""
+        if name not in self.view_names():
+            raise ValueError(f"no panel view {name!r}")
+        self.view = name
+        self.query_one("#probs-distribution").display = name == DISTRIBUTION
+        for view_name, view in self._views.items():
+            view.display = view_name == name
+        self.border_title = self._title()
+        self._tabs()
+        view = self.active_view()
+        if view is not None:
+            if options:
+                view.configure(**options)
+            if self.selected is not None:
+                view.show(*self.selected)
+            else:
+                view.clear()
+        return view
+
+    def next_view(self, delta: int = 1) -> str:
+        names = self.view_names()
+        return names[(names.index(self.view) + delta) % len(names)]
+
+    def _title(self) -> str:
+        view = self.active_view()
+        if view is not None:
+            return view.TITLE
+        return "next-token distribution" if self.shift is None else "base vs adapter"
+
+    def _tabs(self) -> None:
+        tabs = [(DISTRIBUTION, "Distribution", DISTRIBUTION_KEY)] + [(n, v.LABEL, v.KEY) for n, v in self._views.items()]
+        self.query_one(ViewTabs).show_tabs(tabs, self.view)
 
     # --- showing and hiding ----------------------------------------------------------------
 
@@ -129,15 +228,18 @@ class ProbabilityPanel(Vertical):
 
     def clear(self) -> None:
         self.step = self.node_id = self.index = None
+        self.selected = None
+        for view in self._views.values():
+            view.clear()
         self._set_shift(None)
         self.query_one("#probs-summary", Static).update(Content(EMPTY_HELP))
         self.query_one(AltList).display = False
 
     def _set_shift(self, shift: TokenShift | None) -> None:
         if (shift is None) != (self.shift is None):
-            self.border_title = "next-token distribution" if shift is None else "base vs adapter"
             self.set_class(shift is not None, "-compared")
             self.shift = shift
+            self.border_title = self._title()
             self._legend()
         self.shift = shift
 
@@ -149,6 +251,10 @@ class ProbabilityPanel(Vertical):
         answer base and adapter side by side."""
         if not 0 <= index < len(node.steps):
             return
+        self.selected = (node, index)
+        view = self.active_view()
+        if view is not None:
+            view.show(node, index)
         if comparison is not None:
             shift = comparison.steps[index]
             self.show_shift(node.steps[index], shift, adapters=comparison.adapters, node_id=node.id, index=index, total=len(node.steps))
