@@ -32,6 +32,9 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         'chatcli score "The capital of France is Paris."',
         'chatcli score "Paris." --prompt "Capital of France?" --json',
     ),
+    "lens": ('chatcli lens "The capital of France is" --raw', 'chatcli lens "Name a colour." --json'),
+    "attention": ('chatcli attention "The cat sat on the mat because it" --raw', 'chatcli attention "Hi" --layer 3 --head 0'),
+    "tour": ("chatcli tour", "chatcli tour --list"),
     "bench": (
         "chatcli bench --quick",
         "chatcli bench --baseline transformers --only decode",
@@ -46,6 +49,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "lora": ("chatcli lora info pirate", 'chatcli lora diff --lora pirate "Tell me about the sea."'),
     "lora info": ("chatcli lora info pirate", "chatcli lora info ./adapters/pirate --model smollm2-135m-instruct"),
     "lora merge": ("chatcli lora merge --lora pirate:0.5 --out merged/",),
+    "lora layers": ('chatcli lora layers pirate "Tell me about the sea."',),
     "lora diff": ('chatcli lora diff --lora pirate "Tell me about the sea."', 'chatcli lora diff -l pirate "Hi" --json'),
     "plugins": ("chatcli plugins list",),
     "plugins list": ("chatcli plugins list", "CHATCLI_PLUGINS=none chatcli plugins list --json"),

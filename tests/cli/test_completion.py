@@ -84,6 +84,8 @@ def test_protocol_in_a_subprocess():
     assert r.returncode == 0 and r.stdout.split() == ["terse"], r.stderr
     r = _complete(words="chatcli pres", cword=1)
     assert r.stdout.split() == ["presets"]
+    r = _complete(words="chatcli generate --preset ", cword=3)
+    assert r.stdout.split() == ["terse"]
     r = _complete(words="chatcli generate --model smol", cword=3)
     assert r.stdout.split() == ["smollm2-135m-instruct"]
     r = _complete(words="chatcli generate --dtype ", cword=3)
