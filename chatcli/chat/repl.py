@@ -19,7 +19,7 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import IO
 
 from rich.console import Console, RenderableType
@@ -27,7 +27,7 @@ from rich.text import Text
 
 from chatcli.chat.builtin_commands import PluginHost, build_registry
 from chatcli.chat.commands import Registry, execute, is_command, message_text
-from chatcli.chat.core import ChatCore, EngineFactory, Job
+from chatcli.chat.core import ChatCore, EngineFactory, Job, Listener
 from chatcli.chat.frontend import FrontEnd
 from chatcli.engine.events import Done, Notice, Step
 from chatcli.engine.params import SamplingParams
@@ -54,8 +54,10 @@ class Repl:
         interactive: bool,
         tint: str = "model_prob",
         registry: Registry | None = None,
+        idle: Callable[[Repl], None] | None = None,
     ) -> None:
         self.core = core
+        self.idle = idle  # called whenever the REPL is about to read a line (the tour's notes go out then)
         self.registry = registry if registry is not None else build_registry()
         self.console = console
         self.err = err
@@ -230,6 +232,8 @@ class Repl:
 
     def loop(self, stdin: IO[str]) -> int:
         while not self.done:
+            if self.idle is not None:
+                self.idle(self)
             try:
                 line = self.read_message(stdin)
             except KeyboardInterrupt:
@@ -264,20 +268,23 @@ def run_repl(
     progress_enabled: bool = True,
     registry: Registry | None = None,
     plugins: PluginHost | None = None,
+    listeners: Iterable[Listener] = (),
+    idle: Callable[[Repl], None] | None = None,
 ) -> int:
     """Run plain mode until end of input or /quit; returns the exit code.
 
     ``plugins`` (the CLI's plugin manager, or None) hears the chat's events and, unless a
     ``registry`` is given, adds its slash commands to the one this front end builds.
+    ``listeners`` hear them too (the guided tour); ``idle(repl)`` runs before each line is read.
     """
     stdin = tolerant(stdin or sys.stdin)  # bytes that are not UTF-8 reach clean_text, not a traceback
     interactive = stdin.isatty() if interactive is None else interactive
     console = console or Console(highlight=False)
     err = err or Console(stderr=True, highlight=False)
-    listeners = (plugins.notify,) if plugins is not None else ()
+    listeners = ((plugins.notify,) if plugins is not None else ()) + tuple(listeners)
     core = ChatCore(None, store=store, params=params, system=system, listeners=listeners)
     registry = registry if registry is not None else build_registry(plugins)
-    repl = Repl(core, console=console, err=err, interactive=interactive, tint=tint, registry=registry)
+    repl = Repl(core, console=console, err=err, interactive=interactive, tint=tint, registry=registry, idle=idle)
     core.on_notice = lambda message, kind: repl.say(message, kind)
     if store_warning:
         repl.say(store_warning, "warning")

@@ -36,6 +36,7 @@ from chatcli.settings.param_sources import resolve_sampling
 if TYPE_CHECKING:
     from chatcli.chat.commands import Registry
     from chatcli.plugins.manager import PluginManager
+    from chatcli.tour.guide import Tour
 
 TINTS = ("off", "model_prob", "entropy")
 
@@ -135,12 +136,15 @@ def chat(
     use_plain = plain or not sys.stdin.isatty() or not sys.stdout.isatty()
     problems: list[str] = []
     plugins, registry = chat_plugins(report=None if use_plain else problems.append)
+    tour = chat_tour(ctx, registry, sees_answers=use_plain)
     if use_plain:
         from chatcli.chat.repl import run_repl
+        from chatcli.tour.tour_command import line_front_end_idle
 
         rc = run_repl(
             factory, store=store, store_warning=warning, params=params, system=system, resume=resume_id,
             tint=tint or "model_prob", registry=registry, plugins=plugins,
+            listeners=(tour.listener,), idle=line_front_end_idle(tour),
         )
         raise typer.Exit(rc)
 
@@ -151,7 +155,7 @@ def chat(
     app = make_app(
         factory, model_name=model, params=params, system=system, store=store, store_warning=warning,
         resume=resume_id, tint=tint, notes=problems, registry=registry, plugins=plugins,
-        ui_state=ui_state_path(), tracebacks=debug,
+        ui_state=ui_state_path(), tracebacks=debug, tour=tour,
     )
     app.run()
     conv = app.core.conv
@@ -159,6 +163,21 @@ def chat(
         sys.stderr.write(f"chatcli: conversation saved as #{conv.id} (chatcli chat --resume {conv.id})\n")
     if app.return_code:  # a crash: the app has printed its one line; the shell sees the failure
         raise typer.Exit(app.return_code)
+
+
+def chat_tour(ctx: typer.Context, registry: Registry, *, sees_answers: bool) -> Tour:
+    """This chat's guided tour, with ``/tour`` added to ``registry``: the one ``chatcli tour`` started
+    (:data:`chatcli.cli.tour.TOUR_KEY`), else one that stays off until ``/tour``. ``sees_answers``:
+    the plain chat prints every token coloured, so its answers count as seen steps."""
+    from chatcli.cli.tour import TOUR_KEY
+    from chatcli.tour.guide import Tour
+    from chatcli.tour.progress_file import default_path
+    from chatcli.tour.tour_command import install
+
+    tour = ctx.meta.get(TOUR_KEY) or Tour(default_path())
+    tour.sees_answers = sees_answers
+    install(registry, tour)
+    return tour
 
 
 def chat_plugins(report: Callable[[str], None] | None = None) -> tuple[PluginManager | None, Registry]:

@@ -107,6 +107,9 @@ def _register_commands() -> None:
     except ImportError:
         return
     cli_chat.register(app)
+    from chatcli.cli import tour as cli_tour
+
+    cli_tour.register(app)
 
 
 def fail(message: str, code: int) -> None:

@@ -42,8 +42,8 @@ CHAPTERS: tuple[Chapter, ...] = (
         (
             "Ask `What is the capital of France?` and then `Tell me a story.`",
             "Press Ctrl+↑ and walk the tokens with ←/→ (or click one): the panel shows the step's "
-            "alternatives and its entropy. Find a near-certain token (like ' Paris') and a wide-open one. "
-            "In the plain chat, `/tint entropy` colours every token by it.",
+            "alternatives and its entropy (F3 shows the panel on a narrow screen). Find a near-certain token "
+            "(like ' Paris') and a wide-open one. `/tint entropy` colours every token by it.",
         ),
         (
             Goal("near", f"a near-certain step (≤ {c.NEAR_CERTAIN_BITS:g} bits)", c.near_certain_step),
@@ -64,9 +64,9 @@ CHAPTERS: tuple[Chapter, ...] = (
             "Then sample for real: `/set temperature 1.5` and `/retry` (`/set temperature 0.2` for the other end).",
         ),
         (
-            Goal("whatif", "reshape a step: /whatif or the what-if view", c.either(c.command("whatif"), c.view("what-if"))),
-            Goal("set", "/set temperature, top_p, top_k or min_p", c.sampling_set),
-            Goal("sampled", "an answer sampled with it", c.answer(), after="set"),
+            Goal("whatif", "reshape a step: /whatif or w", c.either(c.command("whatif"), c.view("what-if"))),
+            Goal("set", "/set a sampling setting", c.sampling_set),
+            Goal("sampled", "an answer with it", c.answer(), after="set"),
         ),
     ),
     Chapter(
@@ -82,8 +82,8 @@ CHAPTERS: tuple[Chapter, ...] = (
             "The same in a shell: `chatcli tokenize \"今天天气很好 2024 🙂\"`.",
         ),
         (
-            Goal("wide_chars", "a text with Chinese or an emoji", c.tokenized_wide_chars),
-            Goal("number", "a number of three or more digits", c.tokenized_number),
+            Goal("wide_chars", "Chinese or an emoji", c.tokenized_wide_chars),
+            Goal("number", "a number (3+ digits)", c.tokenized_number),
         ),
     ),
     Chapter(
@@ -99,7 +99,7 @@ CHAPTERS: tuple[Chapter, ...] = (
             "Then `/raw`: the exact text the last answer was predicted from.",
         ),
         (
-            Goal("turns", "a second turn (two messages answered)", c.answer(min_user_turns=2)),
+            Goal("turns", "a second turn answered", c.answer(min_user_turns=2)),
             Goal("raw", "/raw", c.command("raw")),
         ),
     ),
@@ -118,7 +118,7 @@ CHAPTERS: tuple[Chapter, ...] = (
         ),
         (
             Goal("complete", "a raw continuation: /complete TEXT", c.command("complete")),
-            Goal("chat", "the same words as a chat message", c.answer()),
+            Goal("chat", "the same words in the chat", c.answer()),
         ),
     ),
     Chapter(
@@ -134,7 +134,7 @@ CHAPTERS: tuple[Chapter, ...] = (
             "What did a token look at? Press a, or `/attention`.",
         ),
         (
-            Goal("lens", "a logit lens: /lens or the lens view", c.either(c.command("lens"), c.view("lens"))),
+            Goal("lens", "a logit lens: /lens or l", c.either(c.command("lens"), c.view("lens"))),
         ),
     ),
     Chapter(
@@ -153,10 +153,9 @@ CHAPTERS: tuple[Chapter, ...] = (
             "its \"what changed\" report follows. Then `/compare`.",
         ),
         (
-            Goal("rank", "rank answers: /rank", c.command("rank")),
-            Goal("train", "train on them: /finetune dpo, reward or rl",
-                 c.command("finetune", first_word=("dpo", "reward", "rl"))),
-            Goal("loaded", "the run's adapter loaded (--load)", c.adapter_loaded, after="train"),
+            Goal("rank", "rank: /rank", c.command("rank")),
+            Goal("train", "train: /finetune dpo|reward|rl", c.command("finetune", first_word=("dpo", "reward", "rl"))),
+            Goal("loaded", "its adapter loaded (--load)", c.adapter_loaded, after="train"),
         ),
     ),
     Chapter(
@@ -193,8 +192,8 @@ CHAPTERS: tuple[Chapter, ...] = (
             "It says the predicted memory when it starts and the measured peak when it ends.",
         ),
         (
-            Goal("train", "a fine-tuning run: /finetune", c.command("finetune", first_word=("sft", "dpo", "reward", "rl"))),
-            Goal("loaded", "the run finished and its adapter loaded", c.adapter_loaded, after="train"),
+            Goal("train", "a run: /finetune", c.command("finetune", first_word=("sft", "dpo", "reward", "rl"))),
+            Goal("loaded", "it finished, adapter loaded", c.adapter_loaded, after="train"),
         ),
     ),
 )  # fmt: skip

@@ -31,7 +31,7 @@ from chatcli.tour.progress_file import TourProgress, load_progress, save_progres
 @dataclass(frozen=True)
 class Note:
     text: str
-    chapter_done: bool = False  # the whole chapter, not one goal
+    kind: str = "goal"  # "goal" (one goal met) | "done" (the chapter) | "warning" (the progress file)
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Tour:
         if path is not None:
             self.progress, warning = load_progress(path, len(self.chapters))
             if warning:
-                self._notes.append(Note(warning))
+                self._notes.append(Note(warning, "warning"))
         else:
             self.progress = TourProgress()
 
@@ -128,9 +128,10 @@ class Tour:
         return self.start(n - 1)
 
     def reset(self) -> None:
-        """Forget all progress (the file too)."""
+        """Forget all progress (the file too; a warning about the old file no longer matters)."""
         with self._lock:
             self.progress = TourProgress()
+            self._notes = [n for n in self._notes if n.kind != "warning"]
             self._save()
         self._changed()
 
@@ -162,7 +163,7 @@ class Tour:
                 self.progress.done.add(chapter.number)
                 after = (f"/tour next opens chapter {chapter.number + 1}" if chapter.number < len(self.chapters)
                          else "that was the last chapter; /tour list shows them all")  # fmt: skip
-                self._notes.append(Note(f"tour ✓ chapter {chapter.number} done: {chapter.title}. {after}", chapter_done=True))
+                self._notes.append(Note(f"tour ✓ chapter {chapter.number} done: {chapter.title}. {after}", "done"))
             self._save()
         self._changed()
 
@@ -215,7 +216,7 @@ class Tour:
             if not self._save_failed:  # one line, not one per event
                 self._save_failed = True
                 self._notes.append(Note(f"the tour's progress could not be saved to {self.path} ({e.strerror or e}); "
-                                        "it is kept for this session"))  # fmt: skip
+                                        "it is kept for this session", "warning"))  # fmt: skip
 
     def _changed(self) -> None:
         for fn in list(self._subscribers):

@@ -1,9 +1,9 @@
 """The tour as text: a chapter in full, the compact card, the list of chapters (Rich renderables).
 
 Shared by every front end: the TUI docks :func:`card_text` above the prompt and puts
-:func:`chapter_text` in the transcript, the plain chat prints both, ``chatcli tour
---list`` prints :func:`chapters_table`. Text between backticks in a chapter's steps
-is what the learner types; it is shown in the command colour.
+:func:`chapter_text` in the transcript, the plain chat prints the chapter, ``chatcli
+tour --list`` prints :func:`chapters_table`. Text between backticks in a chapter's
+steps is what the learner types; it is shown in the command colour.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ TYPED = "bold cyan"
 
 
 def typed_text(line: str) -> Text:
-    """``line`` with its `backticked` parts styled as typed commands (backticks dropped)."""
+    """``line`` with its `backticked` parts styled as typed commands (the backticks stay: without
+    colour they still show where what to type begins and ends)."""
     text = Text()
     for k, part in enumerate(line.split("`")):
-        text.append(part, style=TYPED if k % 2 else "")
+        text.append(f"`{part}`" if k % 2 else part, style=TYPED if k % 2 else "")
     return text
 
 
@@ -65,7 +66,7 @@ def _moves(view: TourView) -> str:
 def card_text(view: TourView) -> Text:
     """Two lines for the docked card: the chapter, then its goals (or what to do next)."""
     ch = view.chapter
-    head = Text.assemble(("Tour ", "bold"), (f"{ch.number}/{view.total} ", "bold"), (ch.title, "bold"))
+    head = Text(f"Tour {ch.number}/{view.total} · {ch.title}", style="bold")
     if view.chapter_done:
         head.append("  ✓ done", style="bold green")
         head.append(" · ")

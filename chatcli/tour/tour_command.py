@@ -5,9 +5,16 @@
 (:meth:`chatcli.chat.commands.Registry.observe`). ``/tour`` alone starts the tour
 where the learner left it (or shows the open chapter again); ``next`` needs the
 chapter's goals met, ``N`` goes anywhere; ``off`` hides it, keeping the progress.
+
+:func:`line_front_end_idle` is what a line-based front end (the plain REPL) runs before
+reading each line: the open chapter at start, then the tour's notes (goals met, a chapter
+done, a progress file that could not be read or written) where they cannot cut into an
+answer being printed.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from chatcli.chat.commands import Arg, Command, CommandContext, Registry
 from chatcli.errors import UsageError
@@ -48,3 +55,24 @@ def tour_command(ctx: CommandContext, tour: Tour, what: str | None) -> None:
     else:
         raise UsageError(f"unknown /tour {what!r}; usage: {USAGE}")
     ctx.say(chapter_text(tour.view()), "result")
+
+
+def say_notes(ctx: CommandContext, tour: Tour) -> None:
+    for note in tour.take_notes():
+        ctx.say(note.text, "warning" if note.kind == "warning" else "info")
+
+
+def line_front_end_idle(tour: Tour) -> Callable[[CommandContext], None]:
+    """``idle(ctx)`` for the plain REPL: at the first call the open chapter (when the tour is on), then notes."""
+    greeted = False
+
+    def idle(ctx: CommandContext) -> None:
+        nonlocal greeted
+        first, greeted = not greeted, True
+        if not tour.active:  # notes wait for /tour (a broken progress file is said when the tour starts)
+            return
+        if first:  # `chatcli tour`: the chapter it opened (a /tour later says its own)
+            ctx.say(chapter_text(tour.view()), "result")
+        say_notes(ctx, tour)
+
+    return idle

@@ -47,6 +47,8 @@ from chatcli.chat.commands import Registry, is_command, message_text
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError
 from chatcli.chat.store import Store
+from chatcli.tour.guide import Tour
+from chatcli.tour.tour_command import install as install_tour
 from chatcli.tui.widgets.answer import AnswerView
 from chatcli.tui.command_context import TuiCommandContext
 from chatcli.tui.crash import crash_report
@@ -61,6 +63,7 @@ from chatcli.tui.widgets.panel_view import PanelView, StepMove, ViewRequested
 from chatcli.tui.widgets.probs import ProbabilityPanel
 from chatcli.tui.widgets.prompt import ChatInput, CommandHints
 from chatcli.tui.widgets.status import StatusBar
+from chatcli.tui.widgets.tour_card import TourCard
 from chatcli.tui.stream_controller import StreamController
 from chatcli.tui.token_text import TINTS
 from chatcli.tui.ui_state import ViewSettings
@@ -113,6 +116,7 @@ class ChatApp(App):
         notes: Iterable[str] = (),
         ui_state: Path | None = None,
         tracebacks: bool = False,
+        tour: Tour | None = None,
     ) -> None:
         super().__init__()
         self.tracebacks = tracebacks  # --debug: a crash prints a plain traceback, command bugs show one
@@ -131,8 +135,14 @@ class ChatApp(App):
         self._told_panel_hidden = False  # the "panel hidden at this width" line is said once
         self._laid_out = False  # on_mount has drawn the transcript (a note said before would be wiped)
         self._crash: BaseException | None = None
+        # The guided tour (chatcli tour, /tour) hears the chat's events, the commands, the tokens
+        # selected and the panel's views; its card sits above the prompt.
+        self.tour = tour
+        if tour is not None and self.registry.get("tour") is None:
+            install_tour(self.registry, tour)
+        listeners = ((plugins.notify,) if plugins is not None else ()) + ((tour.listener,) if tour is not None else ())
         self.core = ChatCore(None, store=store, params=params, system=system, on_notice=self._notice_from_core,
-                             listeners=(plugins.notify,) if plugins is not None else ())
+                             listeners=listeners)
         self.stream = StreamController(
             lambda job, cancel: self.core.run(job, cancel),
             spawn=lambda body: self.run_worker(body, name="generate", group="generate", thread=True, exit_on_error=False),
@@ -153,6 +163,8 @@ class ChatApp(App):
         with Horizontal(id="main"):
             yield Transcript(id="transcript", tint=self._start_tint)
             yield ProbabilityPanel(wanted=self.view_settings.state.panel, compare=self.view_settings.state.sampled)
+        if self.tour is not None:
+            yield TourCard(self.tour)
         yield CommandHints()
         yield ChatInput(self.registry, self._initial_history(), placeholder=self._placeholder())
         yield StatusBar(self.plugins)
@@ -199,6 +211,8 @@ class ChatApp(App):
         for message, kind in self._notices:
             self.say(message, kind)
         self._notices.clear()
+        if self.tour is not None:
+            self.query_one(TourCard).greet()
         self._laid_out = True
         self._fit_panel(self.size.width)
         await self.transcript.mount(LoadingBanner(self.model_name or "model"))
@@ -342,6 +356,9 @@ class ChatApp(App):
     def _token_selected(self, message: TokenSelected) -> None:
         following = self.stream.token_selected(message.node_id, message.index)
         self._show_step(message.node_id, message.index, following=following)
+        node = self.core.conv.nodes.get(message.node_id)
+        if self.tour is not None and node is not None and 0 <= message.index < len(node.steps):
+            self.tour.saw_step(node.steps[message.index])  # the learner looked at this step
 
     @on(BranchRequested)
     async def _branch_requested(self, message: BranchRequested) -> None:
@@ -625,7 +642,8 @@ def make_app(engine_factory: EngineFactory, **options) -> ChatApp:
     and screens), ``registry`` (the slash commands; default: built from ``plugins``), ``notes``
     (warnings to show at start, e.g. plugin problems), ``ui_state`` (the file that remembers the
     tint and the panel: :func:`chatcli.paths.ui_state_path`; None, the default, remembers nothing),
-    ``tracebacks`` (``--debug``: a crash prints a plain traceback instead of one line).
+    ``tracebacks`` (``--debug``: a crash prints a plain traceback instead of one line), ``tour`` (a
+    :class:`~chatcli.tour.guide.Tour`: ``/tour``, its card above the prompt, and the events it checks).
     """
     return ChatApp(engine_factory, **options)
 

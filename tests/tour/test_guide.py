@@ -60,7 +60,7 @@ def test_notes_say_each_goal_and_the_chapter_once():
     tour.observe(TourEvent(STEP, entropy=4.0))
     notes = tour.take_notes()
     assert [n.text for n in notes][:2] == ["tour ✓ a near-certain step (≤ 0.5 bits)", "tour ✓ a wide-open step (≥ 3 bits)"]
-    assert notes[2].chapter_done and "/tour next opens chapter 2" in notes[2].text
+    assert notes[2].kind == "done" and "/tour next opens chapter 2" in notes[2].text
     assert tour.take_notes() == []
 
 
@@ -70,7 +70,7 @@ def test_a_broken_progress_file_is_one_note_and_a_fresh_start(tmp_path):
     tour = Tour(path)
     assert tour.start().number == 1
     [note] = tour.take_notes()
-    assert "broken" in note.text
+    assert "broken" in note.text and note.kind == "warning"
     assert '"current": 1' in path.read_text()  # written again, whole
 
 
