@@ -18,9 +18,13 @@ from tests.tiny_tokenizer import write_tokenizer_files  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _chatcli_home(tmp_path_factory, monkeypatch):
-    """Every test gets its own empty CHATCLI_HOME, so nothing touches the real user dirs."""
+    """Every test gets its own empty CHATCLI_HOME (so nothing touches the real user dirs) and no CHATCLI_* setting variable."""
     home = tmp_path_factory.mktemp("chatcli_home")
     monkeypatch.setenv("CHATCLI_HOME", str(home))
+    from chatcli.settings.env import ENV_VARS
+
+    for var in ENV_VARS.values():  # a CHATCLI_MODEL or CHATCLI_TEMPERATURE in the developer's shell stays out
+        monkeypatch.delenv(var, raising=False)
     return home
 
 
