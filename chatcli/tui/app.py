@@ -49,6 +49,8 @@ from chatcli.errors import ChatcliError
 from chatcli.chat.store import Store
 from chatcli.tour.guide import Tour
 from chatcli.tour.tour_command import install as install_tour
+from chatcli.tour.guide import Tour
+from chatcli.tour.tour_command import install as install_tour
 from chatcli.tui.widgets.answer import AnswerView
 from chatcli.tui.command_context import TuiCommandContext
 from chatcli.tui.crash import crash_report
@@ -63,6 +65,7 @@ from chatcli.tui.widgets.panel_view import PanelView, StepMove, ViewRequested
 from chatcli.tui.widgets.probs import ProbabilityPanel
 from chatcli.tui.widgets.prompt import ChatInput, CommandHints
 from chatcli.tui.widgets.status import StatusBar
+from chatcli.tui.widgets.tour_card import TourCard
 from chatcli.tui.widgets.tour_card import TourCard
 from chatcli.tui.stream_controller import StreamController
 from chatcli.tui.token_text import TINTS
@@ -163,6 +166,8 @@ class ChatApp(App):
         with Horizontal(id="main"):
             yield Transcript(id="transcript", tint=self._start_tint)
             yield ProbabilityPanel(wanted=self.view_settings.state.panel, compare=self.view_settings.state.sampled)
+        if self.tour is not None:
+            yield TourCard(self.tour)
         if self.tour is not None:
             yield TourCard(self.tour)
         yield CommandHints()
@@ -359,6 +364,9 @@ class ChatApp(App):
         node = self.core.conv.nodes.get(message.node_id)
         if self.tour is not None and node is not None and 0 <= message.index < len(node.steps):
             self.tour.saw_step(node.steps[message.index])  # the learner looked at this step
+        node = self.core.conv.nodes.get(message.node_id)
+        if self.tour is not None and node is not None and 0 <= message.index < len(node.steps):
+            self.tour.saw_step(node.steps[message.index])  # the learner looked at this step
 
     @on(BranchRequested)
     async def _branch_requested(self, message: BranchRequested) -> None:
@@ -405,6 +413,8 @@ class ChatApp(App):
         From the inspector or another view, a view with keys of its own gets the focus."""
         inspecting = isinstance(self.focused, (AnswerView, PanelView))
         view = self.panel.set_view(name, **options)
+        if self.tour is not None and view is not None:
+            self.tour.opened_view(name)  # chapters 2 and 6 ask for the what-if and lens views
         if not self.panel.display:
             self.panel.wanted = True
             self.panel.pin()

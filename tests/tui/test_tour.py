@@ -107,3 +107,19 @@ def test_chapter_4_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
         assert resumed.view().chapter.number == 5 and resumed.view().done == {4}
 
     run(go())
+
+
+def test_opening_the_what_if_view_meets_chapter_2s_first_goal(tmp_path):
+    async def go():
+        tour = Tour(tmp_path / "tour.json")
+        tour.start(2)
+        app = build_app(FakeEngine(length=6), params=GREEDY, tour=tour)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await ready(pilot)
+            await send(pilot, "hello")
+            await until_idle(pilot)
+            await pilot.press("ctrl+up", "w")
+            await wait_for(pilot, lambda: "whatif" in tour.view().met, what="the what-if goal")
+            assert "✓ reshape a step: /whatif or w" in screen_text(app)
+
+    run(go())
