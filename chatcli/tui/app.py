@@ -49,8 +49,6 @@ from chatcli.errors import ChatcliError
 from chatcli.chat.store import Store
 from chatcli.tour.guide import Tour
 from chatcli.tour.tour_command import install as install_tour
-from chatcli.tour.guide import Tour
-from chatcli.tour.tour_command import install as install_tour
 from chatcli.tui.widgets.answer import AnswerView
 from chatcli.tui.command_context import TuiCommandContext
 from chatcli.tui.crash import crash_report
@@ -65,7 +63,6 @@ from chatcli.tui.widgets.panel_view import PanelView, StepMove, ViewRequested
 from chatcli.tui.widgets.probs import ProbabilityPanel
 from chatcli.tui.widgets.prompt import ChatInput, CommandHints
 from chatcli.tui.widgets.status import StatusBar
-from chatcli.tui.widgets.tour_card import TourCard
 from chatcli.tui.widgets.tour_card import TourCard
 from chatcli.tui.stream_controller import StreamController
 from chatcli.tui.token_text import TINTS
@@ -166,8 +163,6 @@ class ChatApp(App):
         with Horizontal(id="main"):
             yield Transcript(id="transcript", tint=self._start_tint)
             yield ProbabilityPanel(wanted=self.view_settings.state.panel, compare=self.view_settings.state.sampled)
-        if self.tour is not None:
-            yield TourCard(self.tour)
         if self.tour is not None:
             yield TourCard(self.tour)
         yield CommandHints()
@@ -361,9 +356,6 @@ class ChatApp(App):
     def _token_selected(self, message: TokenSelected) -> None:
         following = self.stream.token_selected(message.node_id, message.index)
         self._show_step(message.node_id, message.index, following=following)
-        node = self.core.conv.nodes.get(message.node_id)
-        if self.tour is not None and node is not None and 0 <= message.index < len(node.steps):
-            self.tour.saw_step(node.steps[message.index])  # the learner looked at this step
         node = self.core.conv.nodes.get(message.node_id)
         if self.tour is not None and node is not None and 0 <= message.index < len(node.steps):
             self.tour.saw_step(node.steps[message.index])  # the learner looked at this step
