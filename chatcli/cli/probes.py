@@ -16,7 +16,7 @@ import json
 import typer
 
 from chatcli.cli.common import (
-    ChatTemplateOpt, DeviceOpt, DtypeOpt, EndpointOpt, LoraOpt, ModelOpt, QuantizeOpt, ThreadsOpt, check_dtype,
+    ChatTemplateOpt, DeviceOpt, DtypeOpt, LoraOpt, ModelOpt, QuantizeOpt, ThreadsOpt, check_dtype,
     check_quantize, clean_arg, read_text_arg, set_threads,
 )
 from chatcli.errors import UsageError
@@ -25,6 +25,8 @@ from chatcli.errors import UsageError
 
 RawOpt = typer.Option(False, "--raw", help="Plain text, no chat template (default: TEXT is a user message).")
 SystemOpt = typer.Option(None, "--system", help="Without --raw: a system message.")
+EndpointOpt = typer.Option(None, "--endpoint", help="Refused: a server returns no hidden states or "
+                           "attention weights (these need the model's weights in this process).")
 
 
 def _refuse_endpoint(endpoint: str | None, command: str) -> None:

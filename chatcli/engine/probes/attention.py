@@ -26,7 +26,7 @@ from chatcli.engine.probes.lens import token_text
 from chatcli.errors import UsageError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # a tensor field: == would be ambiguous, compare .weights
 class AttentionResult:
     position: int  # absolute index of the query token
     tokens: tuple[str, ...]  # texts of positions 0..position
