@@ -2,13 +2,14 @@
 
 Rich renderables shared by ``/lora`` and ``/lora-layers`` (TUI and REPL) and by
 ``chatcli lora info --model`` / ``chatcli lora layers``. Both fit 80 columns: the heat
-table is a number per module (percent, three digits) on a background that deepens with
-its share of the table's largest cell, which is marked ``◆`` (so it shows without
-colour too); the ablation view is one bar per layer, longest first.
+table is a number per module (percent, three digits) on a background that deepens from
+the table's smallest cell to its largest (log scale), which is marked ``◆`` (so it shows
+without colour too); the ablation view is one bar per layer, longest first.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
@@ -45,9 +46,19 @@ def lora_table(infos) -> Table:
 
 
 def heat_style(share: float) -> str:
-    """The background of a cell at ``share`` (0..1) of the table's largest value."""
+    """The background of a cell at ``share`` (0..1) of the way from the table's smallest value to its largest."""
     i = min(len(HEAT) - 1, max(0, int(share * len(HEAT))))
     return f"on {HEAT[i]}"
+
+
+def heat_share(value: float, lo: float, hi: float) -> float:
+    """Where ``value`` lies between ``lo`` and ``hi`` (the table's smallest and largest non-zero
+    values) on a log scale, 0..1: one large cell does not flatten all the others into one shade."""
+    if value <= 0:
+        return 0.0
+    if not 0 < lo < hi:
+        return 1.0
+    return min(1.0, max(0.0, math.log(value / lo) / math.log(hi / lo)))
 
 
 def percent(ratio: float) -> str:
@@ -74,7 +85,8 @@ def heat_table(norms: LayerNorms) -> RenderableType:
     for t in norms.targets:
         table.add_column(t.removesuffix("_proj"), justify="right", min_width=5)
     table.add_column("all", justify="right", style="bold")
-    peak = top.ratio if top and top.ratio > 0 else 1.0
+    positive = [c.ratio for c in norms.cells if c.ratio > 0]
+    lo, hi = (min(positive), max(positive)) if positive else (0.0, 0.0)
     for layer in norms.layers:
         cells = []
         for t in norms.targets:
@@ -84,12 +96,12 @@ def heat_table(norms: LayerNorms) -> RenderableType:
                 continue
             marked = c is top and c.ratio > 0
             cells.append(Text(percent(c.ratio) + (MARK if marked else " "),
-                              style=heat_style(c.ratio / peak) + (" bold" if marked else "")))  # fmt: skip
+                              style=heat_style(heat_share(c.ratio, lo, hi)) + (" bold" if marked else "")))  # fmt: skip
         table.add_row("other" if layer is None else str(layer), *cells, percent(norms.layer_ratio(layer)))
     table.add_section()
     table.add_row("all", *(percent(norms.target_ratio(t)) + " " for t in norms.targets), percent(norms.total_ratio()), style="bold")
     where = f"layer {top.layer} {top.target}" if top and top.layer is not None else top.module if top else "none"
-    legend = Text(f"{MARK} largest ({where}); tint = share of it; all = √Σ‖ΔW‖²/√Σ‖W0‖²", style="dim")
+    legend = Text(f"{MARK} max: {where} · tint: log min→max · all = √Σ‖ΔW‖²/√Σ‖W0‖²", style="dim")  # ≤ 72 columns
     return Group(head, table, legend)
 
 

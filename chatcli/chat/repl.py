@@ -129,6 +129,7 @@ class Repl:
         worker = threading.Thread(target=work, name="chatcli-generate", daemon=True)
         worker.start()
         done: Done | None = None
+        held: list[Notice] = []  # loop warnings: one line once the answer has ended, not inside its text
         out = sys.stdout if not self.interactive else None
         try:
             while True:
@@ -148,6 +149,8 @@ class Repl:
                             out.flush()
                         else:
                             self.console.print(Text(event.text, style=step_style(event, self.tint)), end="", soft_wrap=True)
+                    elif isinstance(event, Notice) and event.kind == "loop":
+                        held.append(event)
                     elif isinstance(event, Notice):
                         self.err.print(Text(event.message, style="yellow"))
                     elif isinstance(event, Done):
@@ -177,6 +180,8 @@ class Repl:
                 self.console.print(Text("[cut at max_tokens — /continue goes on]", style="yellow"))
             elif done.tokens_per_s:
                 self.console.print(Text(f"{done.completion_tokens} tokens · {done.tokens_per_s:.1f} tok/s", style="dim"))
+        for notice in held:
+            self.err.print(Text(notice.message, style="yellow"), soft_wrap=True)
         if done.finish_reason == "error":
             self.failures += 1
             self.err.print(Text(f"error: {done.error}", style="bold red"))

@@ -340,7 +340,7 @@ class ChatApp(App):
             await action()
 
     def on_engine_notice(self, message: EngineNotice) -> None:
-        self.say(message.text, "warning" if message.kind in ("warning", "context") else message.kind)
+        self.say(message.text, "warning" if message.kind in ("warning", "context", "loop") else message.kind)
 
     # --- inspection: the panel shows the step a token of an answer was drawn from ----------
 

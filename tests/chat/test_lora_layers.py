@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import threading
 
 import pytest
@@ -38,7 +39,7 @@ def test_lora_shows_scaling_and_a_heat_table_per_adapter(ctx, adapter_dir, tmp_p
     sft = layer_norms(ctx.core.engine.adapters, "sft")
     top = sft.largest()
     assert texts[1].startswith("sft: ‖ΔW‖/‖W0‖ in %, ΔW = 0.5 × 2·B·A (α/r)")
-    assert f"{percent(top.ratio)}◆" in texts[1] and f"largest (layer {top.layer} {top.target})" in texts[1]
+    assert f"{percent(top.ratio)}◆" in texts[1] and f"◆ max: layer {top.layer} {top.target} · tint" in texts[1]
     header = texts[1].splitlines()[1].split()
     assert header == ["layer", "q", "v", "all"]
     row0 = texts[1].splitlines()[2].split()
@@ -148,7 +149,7 @@ def test_heat_cells_deepen_toward_the_largest(ctx, adapter_dir):  # noqa: F811
     from rich.console import Console
     from rich.text import Text
 
-    from chatcli.chat.lora_views import HEAT, MARK, heat_style, heat_table
+    from chatcli.chat.lora_views import HEAT, MARK, heat_share, heat_style, heat_table
 
     assert heat_style(0.0) == f"on {HEAT[0]}" and heat_style(1.0) == f"on {HEAT[-1]}" and heat_style(0.5) == f"on {HEAT[3]}"
     assert execute(ctx, f"/load-lora {adapter_dir} --name sft")
@@ -163,9 +164,13 @@ def test_heat_cells_deepen_toward_the_largest(ctx, adapter_dir):  # noqa: F811
     marked = [k for k, c in cells.items() if MARK in c.plain]
     assert marked == [(norms.layers.index(top.layer), top.target.removesuffix("_proj"))]
     assert "bold" in str(cells[marked[0]].style) and str(cells[marked[0]].style).startswith(f"on {HEAT[-1]}")
+    ratios = [c.ratio for c in norms.cells]
     for (row, target), cell in cells.items():
-        share = norms.cell(norms.layers[row], f"{target}_proj").ratio / top.ratio
+        ratio = norms.cell(norms.layers[row], f"{target}_proj").ratio
+        share = math.log(ratio / min(ratios)) / math.log(max(ratios) / min(ratios))
         assert str(cell.style).startswith(heat_style(share))
+    assert heat_share(0.0, 0.1, 1.0) == 0.0 and heat_share(0.1, 0.1, 1.0) == 0.0 and heat_share(1.0, 0.1, 1.0) == 1.0
+    assert heat_share(10 ** -0.5, 0.1, 1.0) == pytest.approx(0.5) and heat_share(0.3, 0.3, 0.3) == 1.0
     out = io.StringIO()
     Console(file=out, width=80, color_system="truecolor").print(heat_table(norms))
     assert "48;2;184;67;26m" in out.getvalue()  # the largest cell's background reaches the terminal

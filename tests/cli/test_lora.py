@@ -213,7 +213,7 @@ def test_info_with_a_model_draws_the_heat_table(run, adapter_dir, tiny_model_dir
     assert d["largest"]["module"] == expected.largest().module and [x["layer"] for x in d["layers"]] == [0, 1]
     code, out, err = run("lora", "info", str(adapter_dir), "--model", str(tiny_model_dir))
     assert code == 0, err
-    assert "sft: ‖ΔW‖/‖W0‖ in %" in out and "◆ largest (layer" in out
+    assert "sft: ‖ΔW‖/‖W0‖ in %" in out and "◆ max: layer" in out
     lines = out.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("sft: "))
     assert lines[head + 1].split() == ["layer", "q", "v", "up", "all"] and lines[head + 2].split()[0] == "0"

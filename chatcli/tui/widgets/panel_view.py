@@ -35,7 +35,6 @@ from textual import events
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Static
 
 if TYPE_CHECKING:
     from chatcli.chat.session import Node
@@ -76,6 +75,7 @@ class PanelView(Vertical, can_focus=True):
         self.node: Node | None = None
         self.index: int | None = None
         self._view_keys: dict[str, str] = {}  # the other views' keys (set by the panel)
+        self._passing_on = False  # typed keys go to the prompt and its focus is on its way
 
     def show(self, node: Node, index: int) -> None:
         """Step ``index`` of ``node`` is selected; subclasses render it (and call this first)."""
@@ -98,29 +98,24 @@ class PanelView(Vertical, can_focus=True):
     def on_key(self, event: events.Key) -> None:
         if not (event.is_printable and event.character):
             return
-        if event.key in self._bindings.key_to_bindings:
-            return
+        if not self._passing_on:
+            if event.key in self._bindings.key_to_bindings:
+                return
+            view = self._view_keys.get(event.character)
+            if view is not None:
+                event.stop()
+                event.prevent_default()
+                self.post_message(ViewRequested(view))
+                return
         event.stop()
         event.prevent_default()
-        view = self._view_keys.get(event.character)
-        if view is not None:
-            self.post_message(ViewRequested(view))
-            return
+        # The focus moves after this key; keys already queued behind it (a fast typist, a paste)
+        # reach this view first and must follow it into the prompt, not switch views or act here.
         prompt = self.app.prompt  # type: ignore[attr-defined]  (typed text is never lost)
-        prompt.focus()
+        if not self._passing_on:
+            self._passing_on = True
+            prompt.focus()
         prompt.insert(event.character)
 
-
-class PlaceholderView(PanelView, can_focus=False):
-    """A tab whose view has not landed yet: one line says so. Subclassed per name by :func:`placeholder`."""
-
-    TEXT: ClassVar[str] = ""
-
-    def compose(self):
-        yield Static(self.TEXT, classes="panel-view-placeholder")
-
-
-def placeholder(view: str, label: str, key: str, text: str) -> type[PlaceholderView]:
-    """A placeholder view class for the tab ``label`` (replaced in panel_views when the real view lands)."""
-    return type(f"{label}Placeholder", (PlaceholderView,), {"VIEW": view, "LABEL": label, "KEY": key, "TITLE": label.lower(),
-                                                           "TEXT": text})  # fmt: skip
+    def on_blur(self) -> None:
+        self._passing_on = False
