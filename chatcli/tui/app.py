@@ -59,6 +59,7 @@ from chatcli.tui.messages import (
     SiblingRequested, StatusHint, StreamDone, StreamTick, TokenSelected,
 )  # fmt: skip
 from chatcli.tui.palette import palette_commands
+from chatcli.tui.widgets.attention_view import AttentionTint
 from chatcli.tui.widgets.panel_view import PanelView, StepMove, ViewRequested
 from chatcli.tui.widgets.probs import ProbabilityPanel
 from chatcli.tui.widgets.prompt import ChatInput, CommandHints
@@ -426,6 +427,10 @@ class ChatApp(App):
     @on(ViewRequested)
     def _view_requested(self, message: ViewRequested) -> None:
         self.open_panel_view(message.view)
+
+    @on(AttentionTint)
+    def _attention_tint(self, message: AttentionTint) -> None:
+        self.transcript.set_attention(message.amap)  # the attention view shows (a map) or left (None)
 
     @on(StepMove)
     def _step_move(self, message: StepMove) -> None:
