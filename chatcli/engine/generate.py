@@ -14,6 +14,10 @@ Per step the raw distribution (softmax at T=1) and the sampling distribution are
 both reported, with the top tokens of the raw one (:mod:`chatcli.engine.step_stats`). Text, stop strings and end-of-sequence ids are handled by
 :class:`~chatcli.engine.answer_builder.AnswerBuilder`.
 
+Both streams watch for loops (:mod:`chatcli.engine.loop_watch`): when an answer starts
+repeating itself, a ``Notice(kind="loop")`` follows the step where it did, once per
+answer (per sequence of a batch); the answer itself goes on unchanged.
+
 Finish reasons: ``stop`` (an end-of-sequence id or a stop string), ``length``
 (``max_tokens``, or prompt + answer reached the context), ``cancelled`` (the
 ``cancel`` event, checked before every forward), ``error`` (NaN/Inf logits;
@@ -38,7 +42,8 @@ from dataclasses import dataclass, field
 import torch
 
 from chatcli.engine.answer_builder import AnswerBuilder
-from chatcli.engine.events import Done, Step
+from chatcli.engine.events import Done, Notice, Step
+from chatcli.engine.loop_watch import watch_loops
 from chatcli.model.kv_cache import KVCache
 from chatcli.engine.params import SamplingParams
 from chatcli.engine.sampling import make_generator
@@ -196,7 +201,7 @@ class Generator:
         eos_ids: Sequence[int] | None = None,
         context_length: int | None = None,
         answer_prefix: Sequence[int] = (),
-    ) -> Iterator[Step | Done]:
+    ) -> Iterator[Step | Done | Notice]:
         """Answer ``prompt_ids``.
 
         ``params`` may be a callable returning the current parameters: temperature, top-k,
@@ -210,7 +215,8 @@ class Generator:
         self._check_prompt(prompt, ctx)
         self._acquire()
         try:
-            yield from self._stream(prompt, params, cancel, eos_ids, ctx, list(answer_prefix))
+            yield from watch_loops(self._stream(prompt, params, cancel, eos_ids, ctx, list(answer_prefix)), params,
+                                   prime_ids=list(answer_prefix), token_text=self.tokenizer.token_text)
         finally:
             self._lock.release()
 
@@ -296,7 +302,7 @@ class Generator:
         cancel: threading.Event | None = None,
         eos_ids: Sequence[int] | None = None,
         context_length: int | None = None,
-    ) -> Iterator[Step | Done]:
+    ) -> Iterator[Step | Done | Notice]:
         """N answers to one prompt, decoded together. Events carry ``seq`` (0..n-1); each
         row ends with its own Done. Row i samples with ``seeds[i]`` (default: seed + i).
 
@@ -312,7 +318,7 @@ class Generator:
         self._check_prompt(prompt, ctx)
         self._acquire()
         try:
-            yield from self._stream_batch(prompt, params, n, seeds, cancel, eos_ids, ctx)
+            yield from watch_loops(self._stream_batch(prompt, params, n, seeds, cancel, eos_ids, ctx), params)
         finally:
             self._lock.release()
 

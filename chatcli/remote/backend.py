@@ -8,7 +8,8 @@ which server it is: vLLM, llama.cpp, chatcli serve or another), and returns a
 (:mod:`chatcli.remote.steps`); ``chat_batch`` sends one request per answer, each
 with its own seed. Every failure ends the stream with ``Done("error")`` and a one-line
 message: the answer so far stays (a cut stream is marked by that error) and the
-conversation can be retried.
+conversation can be retried. As the local engine's, its streams carry a loop warning
+when an answer repeats itself (:mod:`chatcli.engine.loop_watch`).
 
 What a server cannot do is declared in :attr:`RemoteEngine.capabilities`: no exact
 prompt (the server applies its own chat template), no token ids, no continuation
@@ -30,6 +31,7 @@ from typing import Any
 
 from chatcli.engine.protocol import Capabilities, Message, ModelIdentity
 from chatcli.engine.events import Done, Event, Notice, Step
+from chatcli.engine.loop_watch import watch_loops
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import UsageError
 from chatcli.remote.adapters import RequestModel, adapter_control
@@ -168,10 +170,10 @@ class RemoteEngine:
         """``chat`` with request ``fields`` overridden for this request only (/compare: another model name)."""
         current = params() if callable(params) else params  # the TUI passes a live getter
         body = {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
-        yield from self._stream("/chat/completions", body, current, cancel, chat=True, fields=fields)
+        yield from watch_loops(self._stream("/chat/completions", body, current, cancel, chat=True, fields=fields), current)
 
     def complete(self, text: str, params: SamplingParams, cancel: threading.Event | None = None) -> Iterator[Event]:
-        yield from self._stream("/completions", {"prompt": text}, params, cancel, chat=False)
+        yield from watch_loops(self._stream("/completions", {"prompt": text}, params, cancel, chat=False), params)
 
     def chat_batch(
         self,

@@ -98,13 +98,14 @@ class RepeatDetector:
             copies = max(len(starts), -(-(end - begin) // period))  # copies begun, the last maybe partial
             start = min(begin, starts[0])
         else:
-            # Copies apart (other tokens between them): the longest stretch all copies share
-            # around the n-gram, without running into the next copy.
+            # Copies apart (other tokens between them): the longest stretch the copies share
+            # around the n-gram, without running into the next copy. The last copy has just
+            # begun: after its n-gram, the stretch goes on as far as the earlier copies agree.
             lo, hi = 0, self.n
             limit = min(b - a for a, b in zip(starts, starts[1:]))
             while lo < starts[0] and hi - lo < limit and len({ids[s - lo - 1] for s in starts}) == 1:
                 lo += 1
-            while last + hi < end and hi - lo < limit and len({ids[s + hi] for s in starts}) == 1:
+            while hi - lo < limit and len({ids[s + hi] for s in starts if s + hi < end}) == 1:
                 hi += 1
             a, b = starts[0] - lo, starts[0] + hi
             copies, start = len(starts), a

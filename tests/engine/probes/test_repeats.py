@@ -60,6 +60,12 @@ def test_copies_with_other_tokens_between_them_report_the_shared_stretch():
     assert r.start == 1 and r.copies == 3
 
 
+def test_after_the_last_copys_n_gram_the_stretch_goes_on_as_far_as_the_earlier_copies_agree():
+    fired = feed("1 . the big cat sat 2 . the big cat sat 3 . the big cat".split())
+    _, r = fired[0]
+    assert r.text == ". the big cat sat " and r.start == 1
+
+
 def test_a_single_token_repeated_fires_at_twelve_in_a_row_with_the_token_as_the_unit():
     assert feed(["Hi", "!"] + ["the"] * 11) == []
     fired = feed(["Hi", "!"] + ["the"] * 12)
