@@ -20,18 +20,20 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chatcli.chat.answer_record import drawn_seed, prompt_messages, record_adapters
 from chatcli.chat.params import changed_params, format_param, param_rows, parse_param_value, resolve_param
-from chatcli.engine.protocol import ChatEngine, ModelIdentity, capabilities
+from chatcli.settings.sampling_state import SamplingState
+from chatcli.engine.protocol import ChatEngine, ModelIdentity, capabilities, model_sampling
 from chatcli.engine.events import Done, Event, Notice, Step
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError, GenerationError, UsageError
-from chatcli.chat.session import Conversation, Node, dumps, forced_step
+from chatcli.chat.session import Conversation, Node, export_files, forced_step
 from chatcli.chat.store import Store
+from chatcli.settings.param_sources import Resolved
 from chatcli.progress import ProgressFn
 
 EngineFactory = Callable[[ProgressFn], ChatEngine]
@@ -61,17 +63,21 @@ class ChatCore:
         *,
         store: Store | None = None,
         params: SamplingParams | None = None,
+        layers: Mapping[str, Mapping[str, object]] | None = None,
         system: str | None = None,
         on_notice: NoticeFn | None = None,
         listeners: Iterable[Listener] = (),
     ) -> None:
+        """``layers``: the session's sampling layers (flag, preset, env, config: see
+        :mod:`chatcli.settings.sampling_state`); or ``params``, whose non-default values count as flags."""
         self.engine = engine
         self.store = store
-        self.default_params = params or SamplingParams()
+        self.sampling = SamplingState(layers, params)
+        self.param_sources = self.sampling.base().sources  # field -> the layer its value came from
         self.default_system = system
         self.on_notice: NoticeFn = on_notice or (lambda message, kind: None)
         self.listeners: tuple[Listener, ...] = tuple(listeners)
-        self.conv = Conversation(system=system, params=self.default_params)
+        self.conv = Conversation(system=system, params=self.sampling.base().params)
         self.last_done: Done | None = None
         self._lock = threading.Lock()
         if engine is not None:
@@ -81,6 +87,10 @@ class ChatCore:
 
     def attach_engine(self, engine: ChatEngine) -> None:
         self.engine = engine
+        defaults = getattr(engine, "generation_defaults", None)
+        for warning in defaults.warnings() if defaults is not None else ():
+            self.on_notice(warning, "warning")
+        self._use(self.sampling.attach_model(model_sampling(engine)))  # the model's layer, under /set
         if self.conv.is_empty() or self.conv.model is None:
             self.conv.model = engine.identity.name
         elif self.conv.model != engine.identity.name:
@@ -261,12 +271,19 @@ class ChatCore:
         key = resolve_param(name)
         field = "top_n" if key == "top_shown" else key
         parsed = parse_param_value(key, value)
-        self.conv.params = self.conv.params.with_(**{field: parsed})  # SamplingParams validates
+        self._use(self.sampling.set(field, parsed))  # SamplingParams validates
         self._persist(lambda s: s.save_conversation(self.conv) if self.conv.id is not None else None)
         return f"{key} = {format_param(key, parsed)}"
 
     def param_rows(self) -> list[tuple[str, str, str]]:
         return param_rows(self.conv.params)
+
+    def param_source(self, key: str) -> str:
+        """Where the value of ``/set``'s parameter ``key`` came from ("/set", "model", "built-in", ...)."""
+        return self.param_sources.get("top_n" if key == "top_shown" else key, "built-in")
+
+    def _use(self, resolved: Resolved) -> None:
+        self.conv.params, self.param_sources = resolved.params, resolved.sources
 
     def set_system(self, text: str | None) -> None:
         self.conv.system = text or None
@@ -276,9 +293,15 @@ class ChatCore:
         """Start over with the same sampling parameters (``/set`` values carry over), the system
         prompt kept or back to the session's default; the previous conversation stays in the history."""
         system = self.conv.system if keep_system else self.default_system
+        self.sampling.start_new()
         self.conv = Conversation(system=system, params=self.conv.params)
         if self.engine is not None:
             self.conv.model = self.engine.identity.name
+
+    @property
+    def default_params(self) -> SamplingParams:
+        """What the session starts from: every layer but ``/set``."""
+        return self.sampling.base().params
 
     def changed_params(self) -> list[str]:
         """``name=value`` of each sampling parameter that differs from the session's start."""
@@ -306,6 +329,7 @@ class ChatCore:
                 raise UsageError("the history is empty; nothing to resume")
         conv = self.store.load(conv_id)
         self.conv = conv
+        self._use(self.sampling.resume(conv.params))  # its own values, under this session's flags
         if self.engine is not None and conv.model and conv.model != self.engine.identity.name:
             self.on_notice(f"conversation {conv_id} was made with {conv.model}; answers now come from {self.engine.identity.name}", "info")
         return conv
@@ -366,23 +390,7 @@ class ChatCore:
 
     def export(self, path: str | None = None) -> tuple[Path, Path]:
         """Write the conversation as Markdown and JSON; returns both paths."""
-        if self.conv.is_empty():
-            raise UsageError("nothing to save yet; send a message first")
-        if path:
-            base = Path(path).expanduser()
-            if base.suffix.lower() in (".md", ".json", ".markdown"):
-                base = base.with_suffix("")
-        else:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            base = Path.cwd() / f"chatcli-{self.conv.id or stamp}"
-        md, js = base.with_suffix(".md"), base.with_suffix(".json")
-        try:
-            base.parent.mkdir(parents=True, exist_ok=True)
-            md.write_text(self.conv.to_markdown(), encoding="utf-8")
-            js.write_text(dumps(self.conv.to_json()) + "\n", encoding="utf-8")
-        except OSError as e:
-            raise UsageError(f"cannot write {base}.md/.json ({e.strerror or e}); pick another path") from None
-        return md, js
+        return export_files(self.conv, path)
 
     # --- persistence -----------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import IO
 
 from rich.console import Console, RenderableType
@@ -263,6 +263,7 @@ def run_repl(
     store: Store | None = None,
     store_warning: str | None = None,
     params: SamplingParams | None = None,
+    layers: Mapping[str, Mapping[str, object]] | None = None,
     system: str | None = None,
     resume: int | str | None = None,
     tint: str = "model_prob",
@@ -287,7 +288,7 @@ def run_repl(
     console = console or Console(highlight=False)
     err = err or Console(stderr=True, highlight=False)
     listeners = ((plugins.notify,) if plugins is not None else ()) + tuple(listeners)
-    core = ChatCore(None, store=store, params=params, system=system, listeners=listeners)
+    core = ChatCore(None, store=store, params=params, layers=layers, system=system, listeners=listeners)
     registry = registry if registry is not None else build_registry(plugins)
     repl = Repl(core, console=console, err=err, interactive=interactive, tint=tint, registry=registry, idle=idle)
     core.on_notice = lambda message, kind: repl.say(message, kind)

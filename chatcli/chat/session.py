@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from chatcli.chat.answer_record import describe
 from chatcli.engine.events import Step, TopToken, text_token_id
@@ -299,6 +300,27 @@ def steps_from_json(items: Iterable[dict]) -> list[Step]:
         )
         for i, d in enumerate(items)
     ]
+
+
+def export_files(conv: Conversation, path: str | None = None) -> tuple[Path, Path]:
+    """Write ``conv`` as ``PATH.md`` and ``PATH.json`` (default ``./chatcli-ID``); returns both paths."""
+    if conv.is_empty():
+        raise UsageError("nothing to save yet; send a message first")
+    if path:
+        base = Path(path).expanduser()
+        if base.suffix.lower() in (".md", ".json", ".markdown"):
+            base = base.with_suffix("")
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path.cwd() / f"chatcli-{conv.id or stamp}"
+    md, js = base.with_suffix(".md"), base.with_suffix(".json")
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(conv.to_markdown(), encoding="utf-8")
+        js.write_text(dumps(conv.to_json()) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot write {base}.md/.json ({e.strerror or e}); pick another path") from None
+    return md, js
 
 
 def dumps(obj) -> str:
