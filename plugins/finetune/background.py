@@ -3,9 +3,10 @@
 :class:`BackgroundRun` starts ``python -m chatcli finetune KIND DATA --out DIR --json
 ...`` (training and chatting then share the CPU; the chat's answers are slower
 meanwhile), reads its JSON lines on a daemon thread, and exposes the latest
-progress (step, loss, tokens/s, ETA) as :meth:`status_line`, the settings chosen
-from the data (``defaults``) and the finished run's "what changed" report
-(``what_changed``), each handed to ``on_event`` as it arrives. :meth:`stop` sends
+progress (step, loss, tokens/s, ETA) as :meth:`status_line`, the plan (trainable
+parameters, predicted memory), the settings chosen from the data (``defaults``), the
+finished run's "what changed" report (``what_changed``) and its summary (the measured
+memory peak), each handed to ``on_event`` as it arrives. :meth:`stop` sends
 SIGTERM: the trainer finishes the current step and writes a checkpoint, so the
 same command with ``--resume`` continues it. Nothing here imports torch.
 """
@@ -32,7 +33,7 @@ class BackgroundRun:
         if model and "--model" not in extra:
             self.cmd += ["--model", model]
         self.on_end = on_end
-        self.on_event = on_event  # (event, object) for "defaults" and "what_changed", on the watcher thread
+        self.on_event = on_event  # (event, object) for "plan", "defaults", "what_changed" and "summary", on the watcher thread
         self.defaults: list[str] = []  # lines: the settings chosen from the data, and why
         self.what_changed: dict = {}  # the report of a finished run (its "lines" are for people)
         self.last: dict = {}
@@ -75,7 +76,7 @@ class BackgroundRun:
                 self.defaults = list(obj.get("lines") or [])
             elif event == "what_changed":
                 self.what_changed = obj
-            if event in ("defaults", "what_changed") and self.on_event is not None:
+            if event in ("plan", "defaults", "what_changed", "summary") and self.on_event is not None:
                 self.on_event(event, obj)
         self.proc.wait()
         self.ended_at = time.monotonic()

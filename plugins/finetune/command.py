@@ -72,6 +72,7 @@ def _load(ctx, run: BackgroundRun) -> str:
         text = f"loaded adapter {info.name} ({info.params:,} parameters) from {run.out}"
     run.loaded = True
     ctx.adapters_changed()
+    ctx.core.announce("adapter_loaded", name=info.name, info=info)  # as /load-lora does: plugins, the tour
     return text
 
 
@@ -208,9 +209,20 @@ def finetune_command(ctx, args: str) -> None:
             pass
 
     def on_event(event: str, obj: dict) -> None:
-        # Watcher thread: the settings chosen from the data, then what the run changed.
+        # Watcher thread: the plan (predicted memory), the settings chosen from the data, what the
+        # run changed, then the summary (the measured memory peak beside the prediction).
+        from chatcli_finetune.report import memory_line, plan_lines
+
         kind = "warning" if event == "what_changed" and obj.get("verdict") != "changed" else "info"
-        text = "\n".join(f"finetune {action}: {line}" for line in obj.get("lines") or [])
+        if event == "plan":
+            lines = plan_lines(obj)
+        elif event == "summary":
+            if "peak_memory_mb" not in obj or "predicted_memory_mb" not in obj:
+                return
+            lines = [memory_line(obj)]
+        else:
+            lines = obj.get("lines") or []
+        text = "\n".join(f"finetune {action}: {line}" for line in lines)
         try:
             on_ui_thread(ctx, ctx.say, text, kind)
         except RuntimeError:  # the app has closed meanwhile

@@ -54,8 +54,10 @@ import json
 import resource
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads with the trainer; the chat formats a background run's lines without it
+    import torch
 
 MB = 1024 * 1024
 
@@ -114,10 +116,22 @@ def activation_memory(kind: str, batch: int, max_len: int, hidden: int, layers: 
 
 def peak_memory(device: torch.device) -> tuple[int, str]:
     """(bytes, what was measured)."""
+    import torch
+
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss * (1 if sys.platform == "darwin" else 1024)), "process peak RSS"
+
+
+def plan_lines(plan: dict) -> list[str]:
+    """The trainable parameters and the predicted memory, from a plan's JSON (:meth:`Plan.to_json`)."""
+    share = 100.0 * plan["trainable"] / max(1, plan["total_params"])
+    return [
+        f"trainable parameters: {plan['trainable']:,} of {plan['total_params']:,} ({share:.3f}%)",
+        f"predicted memory: {plan['rule_bytes'] / MB:,.0f} MB rule of thumb (frozen model + ~10x trainable) "
+        f"+ {plan['activation_bytes'] / MB:,.0f} MB activations = {plan['predicted_bytes'] / MB:,.0f} MB",
+    ]
 
 
 def memory_line(summary: dict) -> str:
@@ -220,9 +234,8 @@ class RichReporter(QuietReporter):
         c = self.console
         c.print(f"[bold]{p.kind}[/] on {p.model}: {p.train_examples} training / {p.val_examples} validation examples, "
                 f"{p.total_steps} steps" + (f", {p.world_size} processes" if p.world_size > 1 else ""))  # fmt: skip
-        c.print(f"trainable parameters: {p.trainable:,} of {p.total_params:,} ({p.share:.3f}%)")
-        c.print(f"predicted memory: {p.rule_bytes / MB:,.0f} MB rule of thumb (frozen model + ~10x trainable) "
-                f"+ {p.activation_bytes / MB:,.0f} MB activations = {p.predicted_bytes / MB:,.0f} MB")  # fmt: skip
+        for line in plan_lines(p.to_json()):
+            c.print(line, highlight=False, markup=False)
 
     def defaults(self, lines: list[str]) -> None:
         for line in lines:

@@ -30,7 +30,9 @@ class Ctx:
     frontend = FrontEnd("test")
 
     def __init__(self, engine, messages):
-        self.core = SimpleNamespace(engine=engine, conv=Conv(messages))
+        self.announced: list[tuple[str, dict]] = []  # the chat core's listeners (plugins, the tour) hear these
+        self.core = SimpleNamespace(engine=engine, conv=Conv(messages),
+                                    announce=lambda event, **fields: self.announced.append((event, fields)))
         self.said: list[tuple[str, str]] = []
         self.adapter_updates = 0
 
@@ -81,6 +83,12 @@ def test_finetune_on_the_conversation_in_background_then_load(tiny_model_dir, tm
     said = "\n".join(s for s, _ in ctx.said)
     assert "finetune sft: chosen from the data (1 training example," in said and "lr " in said
     assert "finetune sft: what changed, on 1 training prompt (too few held out)" in said and "first-token KL" in said
+    # ... and the memory: the rule of thumb before training, the measured peak beside it at the end.
+    assert "finetune sft: trainable parameters: " in said
+    assert "finetune sft: predicted memory: " in said and "MB rule of thumb (frozen model + ~10x trainable)" in said
+    assert "finetune sft: memory: measured peak " in said and " vs predicted " in said
+    assert said.index("predicted memory") < said.index("what changed") < said.index("measured peak")
+    assert [(e, f["name"]) for e, f in ctx.announced] == [("adapter_loaded", "run")]  # as /load-lora announces
     report = json.loads((tmp_path / "run" / "what_changed.json").read_text())
     assert report["kind"] == "sft" and run.what_changed["verdict"] == report["verdict"]
     args = json.loads((tmp_path / "run" / "training_args.json").read_text())
@@ -90,6 +98,7 @@ def test_finetune_on_the_conversation_in_background_then_load(tiny_model_dir, tm
     command.finetune_command(ctx, "load")  # reload replaces it
     assert engine.adapters.names == ["run"]
     assert ctx.adapter_updates == 2  # the front end heard of both loads
+    assert len(ctx.announced) == 2
 
 
 def test_finetune_stop_leaves_a_resumable_checkpoint(tiny_model_dir, tmp_path, monkeypatch):

@@ -195,7 +195,7 @@ class _Ctx:
         from chatcli.chat.frontend import FrontEnd
 
         self.frontend = FrontEnd("test")
-        self.core = type("Core", (), {"engine": None})()
+        self.core = type("Core", (), {"engine": None, "announce": lambda self, event, **fields: None})()
         self.said: list = []
 
     def say(self, message, kind="info"):
