@@ -84,15 +84,17 @@ def _set(ctx: CommandContext, name: str | None = None, value: str | None = None)
         table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
         table.add_column(style="bold cyan")
         table.add_column(style="bold")
+        table.add_column(style="italic")  # where the value came from: /set, flag, preset, env, config, model, built-in
         table.add_column(style="dim")
         for key, val, help_ in core.param_rows():
-            table.add_row(key, val, help_)
+            source = core.param_source(key)
+            table.add_row(key, val, Text(source, style="dim" if source == "built-in" else "yellow"), help_)
         ctx.say(table, "result")
         return
     if value is None:
         key = resolve_param(name)
         row = next(r for r in core.param_rows() if r[0] == key)
-        ctx.say(f"{key} = {row[1]}   ({row[2]})", "result")
+        ctx.say(f"{key} = {row[1]}   (from {core.param_source(key)}; {row[2]})", "result")
         return
     ctx.say(core.set_param(name, value), "info")
 

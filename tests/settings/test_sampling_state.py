@@ -114,3 +114,22 @@ def test_model_file_problems_are_said_once_attached():
     ChatCore(engine, on_notice=lambda message, kind: said.append((kind, message)))
     assert said == [("warning", "the model's generation_config.json has temperature -1 (use a number >= 0): "
                                 "left out, the next layer's value is used")]
+
+
+def test_set_lists_each_values_source():
+    """/set shows where every value came from, and /set NAME says it too."""
+    from tests.chat.test_commands import Ctx
+
+    from chatcli.chat.commands import execute
+
+    ctx = Ctx(ChatCore(engine_recommending(temperature=0.2, top_p=0.9), layers={"flag": {"max_tokens": 64}}))
+    execute(ctx, "/set top_k 40")
+    execute(ctx, "/set")
+    rows = {line.split()[0]: line.split() for line in ctx.last[0].splitlines()}
+    assert rows["temperature"][1:3] == ["0.2", "model"]
+    assert rows["top_p"][1:3] == ["0.9", "model"]
+    assert rows["top_k"][1:3] == ["40", "/set"]
+    assert rows["max_tokens"][1:3] == ["64", "flag"]
+    assert rows["min_p"][1:4] == ["0.0", "(off)", "built-in"]
+    execute(ctx, "/set temperature")
+    assert ctx.last == ("temperature = 0.2   (from model; 0 = greedy; higher = flatter distribution)", "result")
