@@ -151,7 +151,7 @@ def _default_map(command, args: list[str], *, quiet: bool) -> dict | None:
     not one that takes none (``history list``, ``plugins list``: that one warns), a
     ``--help`` or a shell's Tab.
     """
-    from chatcli.cli.option_layers import default_map, keyed_params, target
+    from chatcli.cli.option_layers import default_map, keyed_params, label_config_defaults, target
     from chatcli.settings.config_file import ConfigError, ConfigUnreadable, read_defaults
 
     try:
@@ -161,6 +161,7 @@ def _default_map(command, args: list[str], *, quiet: bool) -> dict | None:
         if quiet or "--help" in args or "-h" in args or runs is None or not keyed_params(runs):
             return None
         raise
+    label_config_defaults(command, defaults)
     return default_map(command, defaults) or None
 
 

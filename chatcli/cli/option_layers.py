@@ -53,6 +53,17 @@ def default_map(command: Any, defaults: Mapping[str, object]) -> dict[str, Any]:
     return out
 
 
+def label_config_defaults(command: Any, defaults: Mapping[str, object]) -> None:
+    """``--help`` says where a default came from: ``[default: (0.3, from the config file)]``."""
+    for sub in getattr(command, "commands", {}).values():
+        label_config_defaults(sub, defaults)
+        for key, param in keyed_params(sub).items():
+            if key in defaults:
+                value = defaults[key]
+                shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+                param.show_default = f"{shown}, from the config file"
+
+
 def target(root: Any, args: list[str]) -> Any:
     """The command ``args`` would run (groups followed by their first word); None for the root itself."""
     command = None

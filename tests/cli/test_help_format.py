@@ -93,3 +93,10 @@ def test_polish_is_idempotent():
     generate = root.commands["generate"]
     temperature = next(p for p in generate.params if p.name == "temperature")
     assert temperature.help.count("\\[") == 1
+
+
+def test_help_says_a_default_comes_from_the_config_file(_chatcli_home, capsys):
+    (_chatcli_home / "config").mkdir(parents=True, exist_ok=True)
+    (_chatcli_home / "config" / "config.toml").write_text("[defaults]\ntemperature = 0.3\n", encoding="utf-8")
+    text = " ".join(_help("generate", columns=200).split())
+    assert "(0.3, from the config file)" in text
