@@ -68,6 +68,10 @@ def test_whatif_prints_the_last_step_at_the_answers_settings(engine):
     assert pct(step.prob) in chosen.split(pct(step.model_prob), 1)[1]  # the recorded sampled probability
     assert f"outside the {len(w.rows)} shown" in out and "prob = exp(logit/T) / Σ over the kept tokens" in out
     assert "T 0.9  top-k off  top-p 0.9  min-p off  rep off" in out  # nothing changed: no answer values
+    # the adapters are as the answer had them (none): no switch, so the KV cache stays valid
+    version = engine.adapters.weights_version()
+    got = step_logits_for(core, node, i)
+    assert engine.adapters.weights_version() == version and torch.equal(got.logits, step_logits(engine.model, prefix))
 
 
 def test_settings_and_step_change_the_table(engine):

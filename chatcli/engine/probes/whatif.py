@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from chatcli.engine.params import SamplingParams
-from chatcli.engine.sampling import check_finite, entropy_bits, processed_logits, raw_distribution, sampling_distribution
+from chatcli.engine.sampling import entropy_bits, processed_logits, raw_distribution, sampling_distribution
 from chatcli.errors import UsageError
 
 CUTS = ("top-k", "top-p", "min-p")  # the filters, in the order sampling applies them
@@ -116,7 +116,6 @@ def what_if(
     (the step's chosen token).
     """
     logits = logits.float().reshape(-1)  # [V]
-    check_finite(logits)
     prev = prev_ids if prev_ids is None or len(prev_ids) else None
     sampled = sampling_distribution(logits, params, prev)  # [V], what sample() would draw from
     raw = raw_distribution(logits)  # [V]
@@ -155,11 +154,12 @@ def _cut_by(logits: torch.Tensor, params: SamplingParams, prev) -> torch.Tensor:
         out[int(x.argmax())] = -1
         return out
     stages = (
-        params.with_(top_p=1.0, min_p=0.0),  # through top-k
-        params.with_(min_p=0.0),  # through top-p
-        params,  # through min-p
+        (params.top_k > 0, params.with_(top_p=1.0, min_p=0.0)),  # through top-k
+        (params.top_p < 1.0, params.with_(min_p=0.0)),  # through top-p
+        (params.min_p > 0.0, params),  # through min-p
     )
-    for k, stage in reversed(list(enumerate(stages))):
-        removed = torch.isneginf(processed_logits(logits, stage, prev))
-        out[removed] = k  # written last for the earliest stage that removed it
+    for k, (on, stage) in reversed(list(enumerate(stages))):
+        if on:  # a filter that is off removes nothing: its stage is the one before
+            removed = torch.isneginf(processed_logits(logits, stage, prev))
+            out[removed] = k  # written last for the earliest stage that removed it
     return out

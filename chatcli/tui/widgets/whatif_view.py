@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from textual.binding import Binding
 from textual.content import Content
 from textual.widgets import Static
@@ -45,6 +46,7 @@ SCALE_STEP = 0.25
 KEYS_HELP = "t/T temp  k/K top-k  p/P top-p  m/M min-p\nr/R rep  s/S adapter  0 answer's  ←/→ step"
 FOCUS_HELP = "keys t T k K p P m M r R s S 0: click here\n(or Ctrl+↑ on a token, then w)"
 MAX_ROWS = 10
+CUT_MARKS = {"greedy": "T=0"}  # the cut column is six cells wide
 TOKEN_W = 10
 
 
@@ -273,17 +275,22 @@ class WhatIfView(PanelView):
         from chatcli.engine.probes.whatif import what_if
 
         width = max(30, (self.size.width or 44))
-        rows = max(3, min(MAX_ROWS, (self.size.height or 30) - 14))
+        p = self.params
+        softmax = SOFTMAX_LINE if p.repetition_penalty == 1.0 else f"{SOFTMAX_LINE}\n{PENALTY_LINE}"
+        head = [where, self._settings(width)]
+        tail = [Content.styled(got.note, "$warning")] if got.note else []
+        tail.append(Content.styled(softmax, "$text-muted"))
+        # As many rows as fit: the lines above, the adapter and summary lines, the table's head,
+        # the outside row, a line per filter that may cut, and the keys take the rest.
+        cuts = 1 if p.greedy else (p.top_k > 0) + (p.top_p < 1.0) + (p.min_p > 0.0)
+        fixed = sum(_height(c, width) for c in head + tail) + 2 * (self.adapter is not None) + 1 + 2 + 1 + cuts + 2
+        rows = max(3, min(MAX_ROWS, (self.size.height or 30) - fixed))
         tokenizer = self.app.core.engine.tokenizer  # type: ignore[attr-defined]
-        w = what_if(got.logits, self.params, got.prefix, tokenizer, top_n=rows, include=[step.id])
-        lines = [where, self._settings(width), self._summary(w)]
-        if got.note:
-            lines.append(Content.styled(got.note, "$warning"))
+        w = what_if(got.logits, p, got.prefix, tokenizer, top_n=rows, include=[step.id])
+        lines = [*head, self._summary(w)]
         if self.adapter is not None:
             lines.append(self._adapter_line(w, base, step.id))
-        softmax = SOFTMAX_LINE if self.params.repetition_penalty == 1.0 else f"{SOFTMAX_LINE}\n{PENALTY_LINE}"
-        lines.append(Content.styled(softmax, "$text-muted"))
-        lines += self._table(w, width, step.id)
+        lines += tail + self._table(w, width, step.id)
         body.update(Content("\n").join(lines))
 
     def _settings(self, width: int) -> Content:
@@ -335,7 +342,7 @@ class WhatIfView(PanelView):
             previous = r.cut
             is_chosen = r.id == chosen
             label = fit_cells(escape_controls(visible(r.token)), TOKEN_W)
-            sampled = ((" " * bar_w, ""), (f"✂{r.cut}".rjust(6), "$warning")) if r.cut is not None else \
+            sampled = ((" " * bar_w, ""), (f"✂{CUT_MARKS.get(r.cut, r.cut)}".rjust(6), "$warning")) if r.cut is not None else \
                 ((bar(r.prob / top, bar_w), "$warning"), (_pct6(r.prob), "bold" if is_chosen else ""))  # fmt: skip
             out.append(Content.assemble(
                 ("▶" if is_chosen else " ", "bold $accent"), (label, "bold" if is_chosen else ""),
@@ -346,6 +353,11 @@ class WhatIfView(PanelView):
                                     (_pct6(w.outside_model_mass), "$text-muted"), (" " * (bar_w + 1), ""),
                                     (_pct6(w.outside_prob_mass), "$text-muted")))  # fmt: skip
         return out
+
+
+def _height(content: Content, width: int) -> int:
+    """Screen lines ``content`` takes at ``width`` columns (each of its lines wraps on its own)."""
+    return sum(max(1, -(-cell_len(line) // width)) for line in content.plain.split("\n"))
 
 
 def _pct6(p: float) -> str:

@@ -139,6 +139,13 @@ def test_logits_at_scales_rescores_the_prefix_and_restores_the_manager(tiny_mode
     assert torch.allclose(step_logits(model, ids), half, atol=1e-5)
 
 
+def test_invalid_logits_are_one_generation_error():
+    from chatcli.errors import GenerationError
+
+    with pytest.raises(GenerationError, match="invalid logits"):
+        what_if(torch.tensor([1.0, float("nan"), 0.0]), SamplingParams(), None)
+
+
 def test_an_empty_or_too_long_prefix_is_one_usage_error(engine):
     from chatcli.errors import UsageError
 
