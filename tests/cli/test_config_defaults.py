@@ -165,3 +165,15 @@ def test_chat_takes_a_preset_over_the_config(capsys, config, tiny_model_dir, mon
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n"))
     code, out, err = run(capsys, "chat", "--preset", "nope", "--plain")
     assert code == 2 and "unknown preset 'nope'" in err and err.count("\n") == 1
+
+
+def test_an_unreadable_config_file_is_exit_1(capsys, config, tiny_model_dir, monkeypatch):
+    config("[defaults]\ntemperature = 0.3\n")
+
+    def refuse(path, what="file"):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("chatcli.regular_file.read_bytes", refuse)  # chmod does not stop root
+    code, out, err = run(capsys, "generate", "hi", "--model", str(tiny_model_dir))
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "cannot read the config file" in err and "Permission denied" in err
