@@ -217,8 +217,14 @@ def test_attention_tints_answer_user_message_and_raw_prompt_until_the_view_is_le
             # another layer: the tint follows what the view shows
             await pilot.press("right_square_bracket")
             assert answer.attention == probe.result.row(0)[P : P + 6]
-            # leaving the view (the distribution) restores every tint
-            await pilot.press("d")
+            # hiding the panel (F3) takes the tint away, showing it again brings it back
+            await pilot.press("f3")
+            await wait_for(pilot, lambda: app.transcript.attention is None, timeout=3, what="the tint gone")
+            assert answer.attention is None
+            await pilot.press("f3")
+            await wait_for(pilot, lambda: answer.attention is not None, what="the tint back")
+            # leaving the view (the distribution, from the inspector) restores every tint
+            await pilot.press("ctrl+up", "d")
             await pilot.pause(0.1)
             assert app.transcript.attention is None and answer.attention is None and answer.token_tint == "model_prob"
             assert not _shades(raw.render(), start, end) and not _shades(user.render())
