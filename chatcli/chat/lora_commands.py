@@ -25,7 +25,10 @@ background thread where the front end owns its widgets on one; both need the wei
 in this process (one line on a server).
 ``/load-lora`` with no argument opens the front end's adapter picker where it
 declares ``screens``, and is a usage error otherwise. A loaded adapter is announced
-to the chat core's listeners (the ``adapter_loaded`` plugin hook).
+to the chat core's listeners (the ``adapter_loaded`` plugin hook). An adapter that
+changes nothing measurable (mean KL < 0.001 bits) is said in one line with the likely
+reason: under ``/compare``'s summary, and after ``/load-lora`` and ``/lora-scale`` by a
+check of the last answer (:func:`check_effect`, in the background in the TUI).
 
 :func:`status_text` is the short active-adapter summary for a status bar.
 """
@@ -131,6 +134,7 @@ def load_lora(ctx: CommandContext, path: str | None = None) -> None:
         "info",
     )
     ctx.adapters_changed()
+    check_effect(ctx, info.name)
 
 
 def unload_lora(ctx: CommandContext, name: str) -> None:
@@ -173,6 +177,7 @@ def lora_scale(ctx: CommandContext, name: str, scale: str) -> None:
     mgr.set_scale(name, value)
     ctx.say(f"adapter {name} scale {value:g}" + (" (re-merged)" if mgr.info(name).merged else ""), "info")
     ctx.adapters_changed()
+    check_effect(ctx, name)
 
 
 def lora_on(ctx: CommandContext, name: str) -> None:
@@ -305,6 +310,40 @@ def lora_layers(ctx: CommandContext, name: str | None = None) -> None:
     in_background(ctx, "/lora-layers", work, show)
 
 
+def check_effect(ctx: CommandContext, name: str) -> None:
+    """After /load-lora and /lora-scale: one warning line when adapter ``name``, as it is now, changes
+    nothing measurable on the last answer (mean KL < 0.001 bits), with the likely reason; silence when it
+    changes something. On a background thread where the front end has a UI thread. Nothing to check
+    without a previous answer, on a server, or for a reward model."""
+    from chatcli.chat.frontend import in_background
+    from chatcli.chat.step_context import answer_prompt_ids
+    from chatcli.lora.compare import answer_effect, is_reward_model
+
+    engine = ctx.core.engine
+    if engine is None or not capabilities(engine).weights_in_process:
+        return
+    mgr = engine.adapters
+    node = next((n for n in reversed(ctx.core.conv.path()) if n.role == "assistant" and n.steps and n.status != "streaming"), None)
+    if node is None or name not in mgr or is_reward_model(mgr, name):
+        return
+    try:
+        prompt_ids, answer_ids = answer_prompt_ids(ctx.core, node), list(node.ids)
+    except ChatcliError:
+        return
+
+    def work(progress) -> str | None:
+        try:
+            return answer_effect(engine.model, mgr, prompt_ids, answer_ids, name, tokenizer=engine.tokenizer)
+        except ChatcliError:  # advice only: a check that cannot run (an answer past the context) says nothing
+            return None
+
+    def show(line: str | None) -> None:
+        if line:
+            ctx.say(line, "warning")
+
+    in_background(ctx, f"checking {name}", work, show)
+
+
 # --- rendering ---------------------------------------------------------------------------------
 
 
@@ -328,6 +367,8 @@ def comparison_view(result, rows: int = 8) -> RenderableType:
         f"{summary['tokens']} tokens; top choice changed at {summary['choices_changed']} step(s){note}\n",
         style="bold",
     )
+    if result.no_effect:  # nothing measurable: say so, and why, under the summary
+        head.append(result.no_effect + "\n", style="not bold yellow")
     body = Text()
     for s in result.steps:
         body.append(s.token, style=kl_style(s.kl_bits))

@@ -16,7 +16,10 @@ token t with prefix x:
 
 plus the top tokens of either distribution with both probabilities, so a front
 end can show the two distributions side by side. The manager's ``override``
-restores every switch, scale and weight afterwards.
+restores every switch, scale and weight afterwards. A mean KL below 0.001 bits puts
+the line saying the adapter changes nothing measurable, and the likely reason, in
+``Comparison.no_effect`` (:mod:`chatcli.lora.no_effect`); :func:`answer_effect` is that
+check for one adapter as it is now (after ``/load-lora`` and ``/lora-scale``).
 
 The same :class:`Comparison` carries a remote server's comparison
 (:mod:`chatcli.remote.compare`), where only the top alternatives of each side are
@@ -29,11 +32,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from chatcli.lora.manager import AdapterManager
+from chatcli.lora.no_effect import NO_EFFECT_BITS, no_effect_line, no_effect_reason
 from chatcli.errors import GenerationError, UsageError
 
 LN2 = math.log(2.0)
@@ -99,6 +103,7 @@ class Comparison:
     method: str = "teacher-forced"
     partial: bool = False  # only the alternatives a server returned are known
     note: str = ""  # how it was made, for the summary line (a remote server's comparison)
+    no_effect: str = ""  # mean KL below NO_EFFECT_BITS: the line saying so and why (chatcli.lora.no_effect)
 
     @property
     def mean_kl_bits(self) -> float:
@@ -223,4 +228,18 @@ def compare_answer(
                 base_top1=int(top_b[i, 0]), adapter_top1=int(top_a[i, 0]), top=tuple(paired),
             )  # fmt: skip
         )
-    return Comparison(adapters=tuple(label(n, scales.get(n)) for n in names), steps=tuple(steps))
+    result = Comparison(adapters=tuple(label(n, scales.get(n)) for n in names), steps=tuple(steps))
+    if result.mean_kl_bits < NO_EFFECT_BITS:
+        result = replace(result, no_effect=no_effect_line(manager, names, result.mean_kl_bits, scales))
+    return result
+
+
+def answer_effect(model, manager: AdapterManager, prompt_ids: Sequence[int], answer_ids: Sequence[int], name: str,
+                  tokenizer=None) -> str | None:
+    """After ``/load-lora`` or ``/lora-scale``: the line saying adapter ``name``, as it is now, changes
+    nothing on this answer, or None when it changes something. Switched off it changes nothing now
+    (said without a forward); otherwise the answer is scored with and without it, the other adapters
+    as they are."""
+    if not manager.info(name).enabled:
+        return f"{name} changes nothing now: {no_effect_reason(manager, name, check_enabled=True)}"
+    return compare_answer(model, manager, prompt_ids, answer_ids, names=[name], top_n=1, tokenizer=tokenizer).no_effect or None

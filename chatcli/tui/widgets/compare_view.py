@@ -137,5 +137,7 @@ def comparison_note(comparison) -> Content:
                   (f" ({top.kl_bits:.3f} bits)", "$text-muted")]  # fmt: skip
     if comparison.note:
         parts += [("\n" + comparison.note, "$text-muted")]
+    if comparison.no_effect:  # nothing measurable: say so, and why
+        parts += [("\n" + comparison.no_effect, "$warning")]
     parts += [("\nthe answer is tinted by KL; select its tokens to see both distributions · Esc or F2: normal tint", "$text-muted")]
     return Content.assemble(*parts)
