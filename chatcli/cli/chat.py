@@ -99,10 +99,11 @@ def chat(
     preset_values = load_preset_values(preset)  # an unknown preset: one line, nothing opened
     chosen = Layers.from_context(ctx, preset_values)  # flag > preset > env > config > built-in
     model, dtype, quantize, system, lora = (chosen.value(k) for k in ("model", "dtype", "quantize", "system", "adapters"))
-    params = resolve_sampling(sampling_layers(ctx, dict(
+    layers = sampling_layers(ctx, dict(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
         max_tokens=max_tokens, seed=seed, top=top,
-    ), preset_values)).params
+    ), preset_values)
+    resolve_sampling(layers)  # a bad value fails now; the chat adds the model's values once it has loaded
     check_dtype(dtype)
     quantize = check_quantize(quantize)
     set_threads(threads)
@@ -142,7 +143,7 @@ def chat(
         from chatcli.tour.tour_command import line_front_end_idle
 
         rc = run_repl(
-            factory, store=store, store_warning=warning, params=params, system=system, resume=resume_id,
+            factory, store=store, store_warning=warning, layers=layers, system=system, resume=resume_id,
             tint=tint or "model_prob", registry=registry, plugins=plugins,
             listeners=(tour.listener,), idle=line_front_end_idle(tour),
         )
@@ -153,7 +154,7 @@ def chat(
 
     debug = bool(ctx.find_root().params.get("debug")) or os.environ.get("CHATCLI_DEBUG") == "1"
     app = make_app(
-        factory, model_name=model, params=params, system=system, store=store, store_warning=warning,
+        factory, model_name=model, layers=layers, system=system, store=store, store_warning=warning,
         resume=resume_id, tint=tint, notes=problems, registry=registry, plugins=plugins,
         ui_state=ui_state_path(), tracebacks=debug, tour=tour,
     )

@@ -25,7 +25,7 @@ The tint (F2, ``/tint``) and the panel (F3, F4) are remembered in the ``ui_state
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,6 +106,7 @@ class ChatApp(App):
         *,
         model_name: str | None = None,
         params: SamplingParams | None = None,
+        layers: Mapping[str, Mapping[str, object]] | None = None,
         system: str | None = None,
         store: Store | None = None,
         store_warning: str | None = None,
@@ -142,8 +143,8 @@ class ChatApp(App):
         if tour is not None and self.registry.get("tour") is None:
             install_tour(self.registry, tour)
         listeners = ((plugins.notify,) if plugins is not None else ()) + ((tour.listener,) if tour is not None else ())
-        self.core = ChatCore(None, store=store, params=params, system=system, on_notice=self._notice_from_core,
-                             listeners=listeners)
+        self.core = ChatCore(None, store=store, params=params, layers=layers, system=system,
+                             on_notice=self._notice_from_core, listeners=listeners)
         self.stream = StreamController(
             lambda job, cancel: self.core.run(job, cancel),
             spawn=lambda body: self.run_worker(body, name="generate", group="generate", thread=True, exit_on_error=False),
@@ -640,7 +641,8 @@ class ChatApp(App):
 def make_app(engine_factory: EngineFactory, **options) -> ChatApp:
     """The chat app on the engine ``engine_factory(progress)`` returns (loaded in a worker thread).
 
-    Options: ``model_name``, ``params`` (SamplingParams), ``system``, ``store`` (a
+    Options: ``model_name``, ``params`` (SamplingParams) or ``layers`` (the session's sampling
+    layers: :mod:`chatcli.settings.sampling_state`), ``system``, ``store`` (a
     :class:`~chatcli.chat.store.Store` or None for no history), ``store_warning``,
     ``resume`` (an id, or "latest"), ``tint`` ("off" | "model_prob" | "entropy"; None: the
     remembered one, else "off"),

@@ -73,7 +73,8 @@ class StatusBar(Horizontal):
         except Exception:  # no engine yet, or one that cannot count
             usage = None
         self.update_info(
-            identity=core.identity, model=model, params=core.conv.params, context=usage, conv_id=core.conv.id,
+            identity=core.identity, model=model, params=core.conv.params, sources=core.param_sources,
+            context=usage, conv_id=core.conv.id,
             saving=core.store is not None, tint=tint, adapters=_adapters_text(core.engine), **changes,
         )
 

@@ -5,14 +5,16 @@ order, each in a zone (left: the chat; middle: a hint and the plugins' items; ri
 context, speed, history) and with a rank: 0 always shows, and when the bar is too
 narrow :func:`fit` drops the highest ranks first. The state and the model name never
 go; dtype/device, the history id, the speed and the context use go first; the sampling
-settings and the active adapters hold longer; a hint and a plugin's item (a running
-fine-tune and its F8 offer) go last, and are shortened with "…" rather than dropped.
+settings and the active adapters hold longer, and where the shown sampling values came from
+("(model: T top-p)": only sources other than a flag or the built-in default are named) outlasts
+max/seed; a hint and a plugin's item (a running fine-tune and its F8 offer) go last, and are
+shortened with "…" rather than dropped.
 Pure functions: no widgets, so the rules are tested without a screen.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from textual.content import Content
 
@@ -35,6 +37,7 @@ class StatusInfo:
     model: str = ""
     identity: ModelIdentity | None = None
     params: SamplingParams | None = None
+    sources: dict[str, str] = field(default_factory=dict)  # param -> the layer its value came from (param_sources)
     context: tuple[int, int] | None = None  # (used, length)
     tokens_per_s: float | None = None
     live_tokens: int = 0
@@ -60,7 +63,10 @@ class Field:
 
 
 # The ranks, lowest (kept longest) first.
-KEEP, HINT, PLUGIN, ADAPTERS, TEMPERATURE, FILTERS, LENGTH, NOT_SAVED, NO_ADAPTERS, CONTEXT, SPEED, HISTORY, PRECISION = range(13)
+(KEEP, HINT, PLUGIN, ADAPTERS, TEMPERATURE, FILTERS, SOURCES, LENGTH, NOT_SAVED, NO_ADAPTERS, CONTEXT, SPEED, HISTORY,
+ PRECISION) = range(14)
+# Sources the bar names: where a value came from without being typed on this command line.
+TAGGED = ("/set", "preset", "env", "config", "model")
 
 
 def _fmt_k(n: int) -> str:
@@ -95,12 +101,33 @@ def _left(info: StatusInfo) -> list[Field]:
             filters.append(("rep", f"{p.repetition_penalty:g}"))
         if filters:
             out.append(Field("left", FILTERS, _pairs(filters)))
+        tag = _sources_tag(["T", *(name for name, _ in filters)], info.sources)
+        if tag:
+            out.append(Field("left", SOURCES, tag))
         out.append(Field("left", LENGTH, _pairs([("max", str(p.max_tokens)), ("seed", "random" if p.seed is None else str(p.seed))])))
     if info.adapters:
         out.append(Field("left", ADAPTERS, Content.assemble(("  │ ", "$text-muted"), (info.adapters, "bold $secondary"))))
     else:
         out.append(Field("left", NO_ADAPTERS, Content.assemble(("  │ adapters ", "$text-muted"), ("none", ""))))
     return out
+
+
+_PARAM_OF_LABEL = {"T": "temperature", "top-k": "top_k", "top-p": "top_p", "min-p": "min_p", "rep": "repetition_penalty"}
+
+
+def _sources_tag(labels: list[str], sources: dict[str, str]) -> Content | None:
+    """`` (model: T top-p · /set: top-k)``: where the shown values came from, when not from a flag or built in."""
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        source = sources.get(_PARAM_OF_LABEL[label], "built-in")
+        if source in TAGGED:
+            groups.setdefault(source, []).append(label)
+    if not groups:
+        return None
+    parts: list = [(" (", "$text-muted")]
+    for i, (source, names) in enumerate(groups.items()):
+        parts += [(" · " if i else "", "$text-muted"), (source, "italic $secondary"), (f": {' '.join(names)}", "$text-muted")]
+    return Content.assemble(*parts, (")", "$text-muted"))
 
 
 def _pairs(items: list[tuple[str, str]], lead: str = "") -> Content:
