@@ -62,11 +62,14 @@ def heat_share(value: float, lo: float, hi: float) -> float:
 
 
 def percent(ratio: float) -> str:
-    """A ratio as a percentage in at most 4 characters: 0.012 -> '1.20', 0.5 -> '50.0'."""
+    """A ratio as a percentage in at most 5 characters, 3 significant digits where they fit:
+    0.00034 -> '0.034', 0.0123 -> '1.23', 0.5 -> '50.0', 8.5 -> '850'."""
     p = 100.0 * ratio
-    if p >= 999.5:
-        return f"{p:.0e}".replace("e+0", "e")
-    return f"{p:.2f}" if p < 9.995 else f"{p:.1f}" if p < 99.95 else f"{p:.0f}"
+    if p == 0:
+        return "0"
+    if p < 0.0005 or p >= 999.5:
+        return f"{p:.0e}".replace("e-0", "e-").replace("e+0", "e")
+    return f"{p:.3f}" if p < 0.9995 else f"{p:.2f}" if p < 9.995 else f"{p:.1f}" if p < 99.95 else f"{p:.0f}"
 
 
 def heat_table(norms: LayerNorms) -> RenderableType:

@@ -141,8 +141,9 @@ def test_a_server_is_refused_in_one_line(ctx, adapter_dir):  # noqa: F811
     assert execute(ctx, "/lora") and ctx.last == ("server table", "result")
 
 
-def test_percent_fits_four_characters():
-    assert [percent(r) for r in (0.0, 0.0123, 0.09999, 0.5, 8.4968, 123.0)] == ["0.00", "1.23", "10.0", "50.0", "850", "1e4"]
+def test_percent_fits_five_characters():
+    ratios = (0.0, 4e-7, 3.4e-4, 0.00337, 0.0123, 0.09999, 0.5, 8.4968, 123.0)
+    assert [percent(r) for r in ratios] == ["0", "4e-5", "0.034", "0.337", "1.23", "10.0", "50.0", "850", "1e4"]
 
 
 def test_heat_cells_deepen_toward_the_largest(ctx, adapter_dir):  # noqa: F811
