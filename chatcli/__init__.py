@@ -6,7 +6,7 @@ lazily, so ``import chatcli`` stays cheap (no torch import) for the CLI.
 
 __version__ = "0.1.0"
 
-_API = ("load_model", "stream", "generate", "score", "tokenize", "lens", "attention")
+_API = ("load_model", "stream", "generate", "score", "tokenize", "lens", "attention", "sampling_for")
 
 
 def __getattr__(name: str):

@@ -17,7 +17,9 @@
 ``{"role", "content"}`` messages; ``raw=True`` continues plain text instead.
 Sampling keywords are the fields of :class:`~chatcli.engine.params.SamplingParams`
 (``temperature``, ``top_k``, ``top_p``, ``min_p``, ``repetition_penalty``,
-``max_tokens``, ``seed``, ``stop``, ``top_n``).
+``max_tokens``, ``seed``, ``stop``, ``top_n``). A keyword left out takes the model's own
+value (its ``generation_config.json``, or the catalog's recommendation: temperature 0.2 and
+top-p 0.9 for the default model), else chatcli's built-in one; :func:`sampling_for` says which.
 """
 
 from __future__ import annotations
@@ -28,17 +30,19 @@ from collections.abc import Iterator, Sequence
 from chatcli.engine.events import Done, Event, Notice, Step
 from chatcli.engine.loader import LoadedModel, PromptRenderer, load_engine, load_prompt_renderer
 from chatcli.engine.params import SamplingParams
+from chatcli.engine.protocol import model_sampling
 from chatcli.chat.step_context import require_local
 from chatcli.engine.probes.attention import AttentionResult, attention_weights
 from chatcli.engine.probes.lens import LensResult, logit_lens
 from chatcli.engine.scoring import ScoreResult, score_ids
 from chatcli.tokenizer.pieces import TokenPiece, tokenize_pieces
 from chatcli.errors import GenerationError
+from chatcli.settings.param_sources import FIELDS, Resolved, resolve_sampling
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 __all__ = [
-    "load_model", "stream", "generate", "score", "tokenize", "lens", "attention",
+    "load_model", "stream", "generate", "score", "tokenize", "lens", "attention", "sampling_for",
     "LoadedModel", "SamplingParams", "Step", "Done", "Notice", "ScoreResult", "TokenPiece",
     "LensResult", "AttentionResult",
 ]
@@ -66,12 +70,21 @@ def _messages(prompt: str | Sequence[dict], system: str | None) -> list[dict]:
     return msgs
 
 
+def sampling_for(model: LoadedModel, **params) -> Resolved:
+    """The sampling values an answer with these keywords uses, and where each came from
+    (``.sources``: ``"flag"`` for a keyword given here, ``"model"``, ``"built-in"``)."""
+    unknown = sorted(set(params) - set(FIELDS))
+    if unknown:  # as SamplingParams(**params) would say, so a misspelt keyword is never ignored
+        raise TypeError(f"unknown sampling keyword(s) {', '.join(unknown)}: use {', '.join(FIELDS)}")
+    return resolve_sampling({"flag": params, "model": model_sampling(model)})
+
+
 def events(
     model: LoadedModel, prompt: str | Sequence[dict], *, system: str | None = None, raw: bool = False,
     cancel: threading.Event | None = None, **params,
 ) -> Iterator[Event]:
     """Every event of one answer: Steps, Notices, and the final Done."""
-    sp = SamplingParams(**params)
+    sp = sampling_for(model, **params).params
     if raw:
         if not isinstance(prompt, str):
             raise TypeError("raw=True continues a string; pass text, not messages")

@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from chatcli.engine.protocol import model_sampling
 from chatcli.errors import ChatcliError
 from chatcli.serve.adapters import ServedAdapters
 from chatcli.serve.errors import APIError, internal, log_unexpected, model_not_found
@@ -121,7 +122,7 @@ class Server:
             prompt_tokens = await run_in_threadpool(self._prompt_tokens, req)
         except ChatcliError as e:  # no chat template, ...
             raise as_api_error(e) from None
-        params = req.params(self.budget(prompt_tokens, req.max_tokens))
+        params = req.params(self.budget(prompt_tokens, req.max_tokens), model_sampling(self.engine))
         cancel = threading.Event()
         log.info("%s model=%s n=%d stream=%s prompt_tokens=%d max_tokens=%d queued=%d",
                  "chat" if isinstance(req, ChatRequest) else "completion", req.model, req.n, req.stream,

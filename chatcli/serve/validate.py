@@ -17,6 +17,7 @@ message are shortened.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +31,15 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "assistant":
 # Parameters the engine cannot honour: accepted only at these neutral values.
 NEUTRAL = {"presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0), "logit_bias": (None, {}),
            "tools": (None, []), "functions": (None, []), "suffix": (None, ""), "echo": (None, False)}
+# A sampling value the request leaves out is the model's own (its generation_config.json, as vLLM
+# does), else OpenAI's neutral default.
+OPENAI_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
 
 
 @dataclass(frozen=True)
 class GenRequest:
     model: str
-    sampling: dict  # SamplingParams fields except max_tokens (checked already)
+    sampling: dict  # the SamplingParams fields the request gives, except max_tokens (checked already)
     max_tokens: int | None  # None: what the context leaves after the prompt
     n: int
     stream: bool
@@ -43,9 +47,12 @@ class GenRequest:
     logprobs: bool
     top_logprobs: int
 
-    def params(self, max_tokens: int) -> SamplingParams:
+    def params(self, max_tokens: int, model_defaults: Mapping[str, object] | None = None) -> SamplingParams:
+        """The request's values over ``model_defaults`` (the model's recommendation) over OpenAI's defaults."""
+        model = {k: v for k, v in (model_defaults or {}).items() if k in OPENAI_DEFAULTS}
         # top_n: the alternatives each Step carries, so exactly what top_logprobs asks for.
-        return SamplingParams(max_tokens=max_tokens, top_n=self.top_logprobs, **self.sampling)
+        values = {**OPENAI_DEFAULTS, **model, **self.sampling}
+        return SamplingParams(max_tokens=max_tokens, top_n=self.top_logprobs, **values)
 
 
 @dataclass(frozen=True)
@@ -124,16 +131,17 @@ def _common(body: dict) -> dict:
     if options is not None and (not isinstance(options, dict) or not stream):
         raise bad_param("stream_options", "stream_options must be an object and needs stream: true")
     include_usage = _bool(options or {}, "include_usage", False, where="stream_options.include_usage")
-    top_k = _int(body, "top_k", 0, -1, None)
-    sampling = dict(
-        temperature=_number(body, "temperature", 1.0, 0.0, None),
-        top_p=_number(body, "top_p", 1.0, 0.0, 1.0, open_low=True),
-        top_k=max(top_k, 0),  # vLLM's -1 and chatcli's 0 both mean off
-        min_p=_number(body, "min_p", 0.0, 0.0, 1.0),
-        repetition_penalty=_number(body, "repetition_penalty", 1.0, 0.0, None, open_low=True),
+    top_k = _int(body, "top_k", None, -1, None)
+    given = dict(
+        temperature=_number(body, "temperature", None, 0.0, None),
+        top_p=_number(body, "top_p", None, 0.0, 1.0, open_low=True),
+        top_k=None if top_k is None else max(top_k, 0),  # vLLM's -1 and chatcli's 0 both mean off
+        min_p=_number(body, "min_p", None, 0.0, 1.0),
+        repetition_penalty=_number(body, "repetition_penalty", None, 0.0, None, open_low=True),
         seed=_int(body, "seed", None, 0, 2**63 - 1),
-        stop=_stops(body.get("stop")),
     )
+    sampling = {k: v for k, v in given.items() if v is not None}  # left out: the model's, else OpenAI's
+    sampling["stop"] = _stops(body.get("stop"))
     try:
         SamplingParams(**sampling)  # the engine's own checks, as a last word
     except UsageError as e:
@@ -207,7 +215,8 @@ def _int(body: dict, name: str, default: int | None, lo: int, hi: int | None) ->
     return value
 
 
-def _number(body: dict, name: str, default: float, lo: float, hi: float | None, open_low: bool = False) -> float:
+def _number(body: dict, name: str, default: float | None, lo: float, hi: float | None,
+            open_low: bool = False) -> float | None:
     value = body.get(name)
     if value is None:
         return default
