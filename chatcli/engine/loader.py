@@ -41,6 +41,20 @@ class PromptRenderer:
         if not self.tokenizer.has_chat_template:
             self.render_prompt([])  # raises the tokenizer's one-line ModelError
 
+    def set_thinking(self, enabled: bool | None) -> bool:
+        """Pass ``enable_thinking=enabled`` to the chat template in every render from now on
+        (None: leave it undefined, the template's default). False, changing nothing, when the
+        template has no such switch (:func:`chatcli.tokenizer.thinking.has_thinking_switch`)."""
+        from chatcli.tokenizer.thinking import THINKING_VARIABLE, has_thinking_switch
+
+        if not has_thinking_switch(self.tokenizer.chat_template):
+            return False
+        if enabled is None:
+            self.tokenizer.template_variables.pop(THINKING_VARIABLE, None)
+        else:
+            self.tokenizer.template_variables[THINKING_VARIABLE] = enabled
+        return True
+
 
 class LoadedModel(PromptRenderer):
     """A model ready to answer: implements :class:`chatcli.engine.protocol.ChatEngine`."""

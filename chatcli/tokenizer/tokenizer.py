@@ -111,6 +111,9 @@ class ChatTokenizer:
     ):
         self._tok = tokenizer
         self.chat_template = chat_template
+        # Variables every render passes to the template (a call's own win): {"enable_thinking": False}
+        # when a front end switches a Qwen3-style template's thinking off (chatcli.tokenizer.thinking).
+        self.template_variables: dict[str, Any] = {}
         self.special_tokens = dict(special_tokens or {})
         self.eos_ids = tuple(dict.fromkeys(eos_ids))  # union, order kept
         self.bos_id = bos_id
@@ -266,7 +269,7 @@ class ChatTokenizer:
             messages,
             add_generation_prompt=add_generation_prompt,
             special_tokens=self.special_tokens,
-            **variables,
+            **{**self.template_variables, **variables},
         )
 
     def encode_chat(
