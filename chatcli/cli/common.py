@@ -118,6 +118,13 @@ RepetitionPenaltyOpt = typer.Option(
 )
 
 
+ThinkOpt = typer.Option(
+    None, "--think/--no-think",
+    help="Qwen3-style chat templates: let the model reason in a <think> block first, or answer at once "
+    "(the template's enable_thinking). [default: the template's]",
+)
+
+
 def set_threads(threads: int | None) -> None:
     if threads is None:
         return

@@ -27,6 +27,7 @@ from chatcli.cli.common import (
     QuantizeOpt,
     RepetitionPenaltyOpt,
     TemperatureOpt,
+    ThinkOpt,
     ThreadsOpt,
     TimeoutOpt,
     TopKOpt,
@@ -56,6 +57,7 @@ def generate(
         envvar=ENV_VARS["system"],
     ),
     raw: bool = typer.Option(False, "--raw", help="Plain-text continuation, no chat template."),
+    think: bool | None = ThinkOpt,
     temperature: float | None = TemperatureOpt,
     top_k: int | None = TopKOpt,
     top_p: float | None = TopPOpt,
@@ -97,6 +99,8 @@ def generate(
     check_dtype(dtype)
     quantize = check_quantize(quantize)
     set_threads(threads)
+    if think is not None and raw:
+        raise UsageError("--think/--no-think switch the chat template's thinking; --raw uses no template: drop one")
     text = read_text_arg(prompt)
     messages = [] if system is None else [{"role": "system", "content": system}]
     messages.append({"role": "user", "content": text})
@@ -105,6 +109,7 @@ def generate(
         factory = remote_factory(endpoint, model, api_key_env=api_key_env, timeout=timeout, logprobs_mode=logprobs_mode,
                                  local_only={"--lora": chosen.given("adapters"),
                                              "--chat-template": chat_template is not None, "--print-prompt": print_prompt,
+                                             "--think/--no-think": think is not None,
                                              "--dtype": chosen.given("dtype") and dtype != "float32",
                                              "--device": device != "auto",
                                              "--quantize": chosen.given("quantize") and quantize != "none"})
@@ -118,6 +123,7 @@ def generate(
     if print_prompt:
         with stderr_progress() as progress:
             renderer = load_prompt_renderer(model, chat_template=chat_template, progress=progress)
+        _switch_thinking(renderer, think, model)
         sys.stdout.write(text if raw else renderer.render_prompt(messages))
         sys.stdout.flush()
         return
@@ -129,10 +135,19 @@ def generate(
         )
     if not raw:
         engine.require_chat_template()
+    _switch_thinking(engine, think, model)
     for warning in engine.generation_defaults.warnings():
         sys.stderr.write(f"chatcli: warning: {warning}\n")
     resolved = resolve_sampling({**layers, "model": model_sampling(engine)})
     _answer(engine, text, messages, resolved, raw=raw, as_json=as_json, show_probs=show_probs, lora=bool(lora))
+
+
+def _switch_thinking(renderer, think: bool | None, model: str) -> None:
+    """``--think``/``--no-think`` as the template's ``enable_thinking``; one line if it has no such switch."""
+    if think is not None and not renderer.set_thinking(think):
+        from chatcli.tokenizer.thinking import no_switch_message
+
+        sys.stderr.write(f"chatcli: {no_switch_message(model)}\n")
 
 
 def _answer(engine, text: str, messages: list[dict], resolved: Resolved, *, raw: bool, as_json: bool, show_probs: bool,
@@ -156,6 +171,7 @@ def _answer(engine, text: str, messages: list[dict], resolved: Resolved, *, raw:
     events = engine.complete(text, params, cancel=cancel) if raw else engine.chat(messages, params, cancel=cancel)
     steps: list[Step] = []
     held: list[str] = []  # loop warnings in text mode: said once the answer's text has ended, not mid-line
+    dim = _thinking_dimmer() if not as_json and sys.stdout.isatty() else None  # reasoning shown faint on a terminal
     done: Done | None = None
     with _sigint_cancels(cancel):
         try:
@@ -165,7 +181,7 @@ def _answer(engine, text: str, messages: list[dict], resolved: Resolved, *, raw:
                     if as_json:
                         _emit(event.to_json())
                     elif event.text:
-                        sys.stdout.write(event.text)
+                        sys.stdout.write(dim(event.text) if dim is not None else event.text)
                         sys.stdout.flush()
                 elif isinstance(event, Notice):
                     line = f"chatcli: {_notice_text(event)}\n"
@@ -219,6 +235,14 @@ def _notice_text(notice: Notice) -> str:
 
         return loop_message(notice.data, cli=True)
     return notice.message
+
+
+def _thinking_dimmer():
+    """``piece -> piece``: an answer's ``<think>`` reasoning in faint text (SGR 2), the rest as it is."""
+    from chatcli.tokenizer.thinking import ThinkingTracker
+
+    tracker = ThinkingTracker()
+    return lambda piece: f"\x1b[2m{piece}\x1b[22m" if tracker.feed(piece) else piece
 
 
 @contextmanager

@@ -68,6 +68,32 @@ def thinking_steps(texts: Iterable[str]) -> int:
     return count
 
 
+class ThinkingTracker:
+    """Told an answer's text piece by piece as it streams, says whether each piece is reasoning.
+
+    Only an answer that opens with ``<think>`` is recognised while it streams (text before a
+    bare ``</think>`` cannot be told from an answer until the tag comes): every piece up to
+    ``</think>`` and the blank lines after it is reasoning, then none. O(1) per piece once decided.
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.decided = False  # the reasoning (if any) is over: no later piece is reasoning
+
+    def feed(self, piece: str) -> bool:
+        start = len(self.text)
+        self.text += piece
+        if self.decided:
+            return False
+        head = self.text.lstrip()
+        if len(head) < len(OPEN) and OPEN.startswith(head):
+            return bool(head)  # perhaps the opening tag, arriving in pieces
+        if not head.startswith(OPEN) or start >= thinking_end(self.text):
+            self.decided = True
+            return False
+        return True
+
+
 def no_switch_message(model: str) -> str:
     """The one line a front end says when thinking is asked of a template without the switch."""
     return (f"the chat template of {model} has no thinking switch ({THINKING_VARIABLE}): "

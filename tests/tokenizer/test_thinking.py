@@ -100,3 +100,13 @@ def test_thinking_steps_counts_the_steps_up_to_the_answer():
     assert thinking_steps(texts) == 6
     assert thinking_steps(texts[:3]) == 3  # still thinking: every step so far
     assert thinking_steps(["Par", "is."]) == 0
+
+
+def test_tracker_marks_the_pieces_of_the_reasoning_as_they_stream():
+    from chatcli.tokenizer.thinking import ThinkingTracker
+
+    pieces = ["<", "think>", "\nplan", "\n</think>", "\n\n", "Paris", " </think> again"]
+    tracker = ThinkingTracker()
+    assert [tracker.feed(p) for p in pieces] == [True, True, True, True, True, False, False]
+    plain = ThinkingTracker()
+    assert [plain.feed(p) for p in ["\n", "Paris", "<think>"]] == [False, False, False]
