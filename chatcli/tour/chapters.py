@@ -61,7 +61,8 @@ CHAPTERS: tuple[Chapter, ...] = (
         (
             "Select a wide-open token and press w for the what-if view, then t/T and p/P; "
             "or type `/whatif temperature 1.5 top_p 0.9`.",
-            "Then sample for real: `/set temperature 1.5` and `/retry` (`/set temperature 0.2` for the other end).",
+            "Then sample for real: `/set temperature 1.5` and `/retry` (Esc stops the babble), "
+            "and back: `/set temperature 0.2`.",
         ),
         (
             Goal("whatif", "reshape a step: /whatif or w", c.either(c.command("whatif"), c.view("what-if"))),
@@ -74,12 +75,12 @@ CHAPTERS: tuple[Chapter, ...] = (
         (
             "The model never sees letters. Text is cut into tokens from a fixed vocabulary "
             "(49,152 of them here) and each token is a number.",
-            "A common English word is one token. This tokenizer writes numbers digit by digit, and most "
-            "Chinese characters and emoji take several byte pieces (shown as �): they cost more tokens.",
+            "A common English word is one token. This tokenizer writes numbers digit by digit, and a "
+            "Chinese character or an emoji is often two or three byte pieces (shown as �): they cost more.",
         ),
         (
-            "`/tokenize 今天天气很好 2024 🙂 Hello world`",
-            "The same in a shell: `chatcli tokenize \"今天天气很好 2024 🙂\"`.",
+            "`/tokenize 今天天气很好 2024 🤖 Hello world`",
+            "The same in a shell: `chatcli tokenize \"今天天气很好 2024 🤖\"`.",
         ),
         (
             Goal("wide_chars", "Chinese or an emoji", c.tokenized_wide_chars),
@@ -95,7 +96,8 @@ CHAPTERS: tuple[Chapter, ...] = (
             "A long chat is simply a long text, until it no longer fits the context window.",
         ),
         (
-            "Send two messages, e.g. `My name is Ada.` and `What is my name?`",
+            "`/new` for a clean start (`/tour` shows this chapter again), then send two messages, "
+            "e.g. `My name is Ada.` and `What is my name?`",
             "Then `/raw`: the exact text the last answer was predicted from.",
         ),
         (
@@ -127,7 +129,7 @@ CHAPTERS: tuple[Chapter, ...] = (
             "Between the tokens going in and the distribution coming out are 30 layers. Each one reads a "
             "running vector for every position (the residual stream) and adds its correction to it.",
             "The logit lens reads that vector after every layer through the model's last norm and output "
-            "head: the answer surfaces part-way up and becomes certain near the top.",
+            "head: you see where the answer surfaces (in this small model, often only in the last layers).",
         ),
         (
             "`/lens The capital of France is`, or select a token of an answer and press l.",
@@ -149,7 +151,7 @@ CHAPTERS: tuple[Chapter, ...] = (
         ),
         (
             "Ask something, then `/rank 3`: order the answers (number keys, Enter).",
-            "`/finetune dpo --max-steps 4 --load`: a tiny run on your rankings (1-3 minutes here); "
+            "`/finetune dpo --max-steps 4 --load`: a tiny run on your rankings (one or two minutes); "
             "its \"what changed\" report follows. Then `/compare`.",
         ),
         (

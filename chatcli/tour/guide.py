@@ -162,7 +162,7 @@ class Tour:
             if all(g.key in met for g in chapter.goals) and chapter.number not in self.progress.done:
                 self.progress.done.add(chapter.number)
                 after = (f"/tour next opens chapter {chapter.number + 1}" if chapter.number < len(self.chapters)
-                         else "that was the last chapter; /tour list shows them all")  # fmt: skip
+                         else "That was the last chapter; /tour list shows them all.")  # fmt: skip
                 self._notes.append(Note(f"tour ✓ chapter {chapter.number} done: {chapter.title}. {after}", "done"))
             self._save()
         self._changed()

@@ -359,8 +359,8 @@ class ChatApp(App):
         following = self.stream.token_selected(message.node_id, message.index)
         self._show_step(message.node_id, message.index, following=following)
         node = self.core.conv.nodes.get(message.node_id)
-        if self.tour is not None and node is not None and 0 <= message.index < len(node.steps):
-            self.tour.saw_step(node.steps[message.index])  # the learner looked at this step
+        if self.tour is not None and self.panel.display and node is not None and 0 <= message.index < len(node.steps):
+            self.tour.saw_step(node.steps[message.index])  # the learner saw this step's distribution
 
     @on(BranchRequested)
     async def _branch_requested(self, message: BranchRequested) -> None:

@@ -123,3 +123,21 @@ def test_opening_the_what_if_view_meets_chapter_2s_first_goal(tmp_path):
             assert "✓ reshape a step: /whatif or w" in screen_text(app)
 
     run(go())
+
+
+def test_a_token_selected_while_the_panel_is_hidden_is_not_seen(tmp_path):
+    async def go():
+        tour = Tour(tmp_path / "tour.json")
+        tour.start(1)
+        app = build_app(FakeEngine(length=16), params=GREEDY, tour=tour)
+        async with app.run_test(size=(80, 24)) as pilot:  # narrow: the panel starts hidden
+            await ready(pilot)
+            await send(pilot, "hello")
+            await until_idle(pilot)
+            await pilot.press("ctrl+up", "home", *["right"] * 15)
+            await pilot.pause(0.1)
+            assert not app.panel.display and tour.view().met == frozenset()
+            await pilot.press("f3", "left")  # the panel shows what the step was: now it counts
+            await wait_for(pilot, lambda: tour.view().met, what="a step seen")
+
+    run(go())
