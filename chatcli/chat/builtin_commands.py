@@ -8,7 +8,7 @@ commands of the plugins it is given: the TUI, the plain REPL and ``chatcli chat`
 each build their own, so nothing registered for one front end leaks into another.
 
 ``/help``, ``/set``, ``/system``, ``/clear``, ``/new``, ``/retry``, ``/continue``, ``/raw``,
-``/save``, ``/history``, ``/resume``, ``/model``, ``/tint`` and ``/quit`` act on the
+``/save``, ``/history``, ``/resume``, ``/model``, ``/think``, ``/tint`` and ``/quit`` act on the
 front end's :class:`~chatcli.chat.core.ChatCore` through the
 :class:`~chatcli.chat.commands.CommandContext`.
 """
@@ -215,6 +215,15 @@ def _tint(ctx: CommandContext, mode: str | None = None) -> None:
     ctx.set_tint(mode)
 
 
+def _think(ctx: CommandContext, state: str | None = None) -> None:
+    switch = ctx.core.thinking
+    if state is None:
+        current = {True: "on", False: "off", None: "the template's default"}[switch.enabled]
+        ctx.say(f"thinking: {current} (/think on, off or default; Qwen3-style templates only)", "result")
+        return
+    ctx.say(switch.set(ctx.core.engine, state), "info")
+
+
 def _quit(ctx: CommandContext) -> None:
     ctx.quit()
 
@@ -232,6 +241,8 @@ COMMANDS = (
     Command("history", _history, "list saved conversations (newest first)", (Arg("limit", "int", optional=True),), aliases=("ls",)),
     Command("resume", _resume, "reopen a saved conversation (default: the latest)", (Arg("id", "int", optional=True),), aliases=("open",), idle_only=True),
     Command("model", _model, "show the model: name, type, parameters, dtype/device, context length, path"),
+    Command("think", _think, "Qwen3-style models: reason first (on), answer at once (off), or the template's default",
+            (Arg("state", optional=True, help="on, off or default"),)),
     Command("tint", _tint, "tint answer tokens by certainty: model_prob, entropy or off", (Arg("mode", optional=True),)),
     Command("quit", _quit, "leave (the conversation is already saved)", (), aliases=("exit", "q", "bye")),
 )  # fmt: skip

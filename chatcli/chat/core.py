@@ -34,6 +34,7 @@ from chatcli.errors import ChatcliError, GenerationError, UsageError
 from chatcli.chat.session import Conversation, Node, export_files, forced_step
 from chatcli.chat.store import Store
 from chatcli.settings.param_sources import Resolved
+from chatcli.settings.thinking_switch import ThinkingSwitch
 from chatcli.progress import ProgressFn
 
 EngineFactory = Callable[[ProgressFn], ChatEngine]
@@ -64,16 +65,20 @@ class ChatCore:
         store: Store | None = None,
         params: SamplingParams | None = None,
         layers: Mapping[str, Mapping[str, object]] | None = None,
+        thinking: bool | None = None,
         system: str | None = None,
         on_notice: NoticeFn | None = None,
         listeners: Iterable[Listener] = (),
     ) -> None:
         """``layers``: the session's sampling layers (flag, preset, env, config: see
-        :mod:`chatcli.settings.sampling_state`); or ``params``, whose non-default values count as flags."""
+        :mod:`chatcli.settings.sampling_state`); or ``params``, whose non-default values count as flags.
+        ``thinking``: ``--think``/``--no-think`` for a Qwen3-style template
+        (:mod:`chatcli.settings.thinking_switch`)."""
         self.engine = engine
         self.store = store
         self.sampling = SamplingState(layers, params)
         self.param_sources = self.sampling.base().sources  # field -> the layer its value came from
+        self.thinking = ThinkingSwitch(thinking)  # /think changes it
         self.default_system = system
         self.on_notice: NoticeFn = on_notice or (lambda message, kind: None)
         self.listeners: tuple[Listener, ...] = tuple(listeners)
@@ -91,6 +96,7 @@ class ChatCore:
         for warning in defaults.warnings() if defaults is not None else ():
             self.on_notice(warning, "warning")
         self._use(self.sampling.attach_model(model_sampling(engine)))  # the model's layer, under /set
+        self.thinking.attach(engine, self.on_notice)
         if self.conv.is_empty() or self.conv.model is None:
             self.conv.model = engine.identity.name
         elif self.conv.model != engine.identity.name:

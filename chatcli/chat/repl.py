@@ -35,8 +35,10 @@ from chatcli.errors import ChatcliError, describe_bug
 from chatcli.chat.printed_steps import step_style
 from chatcli.chat.store import Store
 from chatcli.chat.text_input import clean_text, tolerant
+from chatcli.tokenizer.thinking import ThinkingTracker, thinking_steps
 
 PROMPT = "› "
+FAINT = "dim italic"  # a Qwen3-style answer's <think> reasoning, before its answer
 PLAIN = FrontEnd("plain")
 
 
@@ -131,6 +133,7 @@ class Repl:
         done: Done | None = None
         held: list[Notice] = []  # loop warnings: one line once the answer has ended, not inside its text
         out = sys.stdout if not self.interactive else None
+        thinking = ThinkingTracker()  # a Qwen3-style answer's <think> reasoning prints faint
         try:
             while True:
                 try:
@@ -148,7 +151,8 @@ class Repl:
                             out.write(event.text)
                             out.flush()
                         else:
-                            self.console.print(Text(event.text, style=step_style(event, self.tint)), end="", soft_wrap=True)
+                            style = f"{step_style(event, self.tint)} {FAINT if thinking.feed(event.text) else ''}".strip()
+                            self.console.print(Text(event.text, style=style), end="", soft_wrap=True)
                     elif isinstance(event, Notice) and event.kind == "loop":
                         held.append(event)
                     elif isinstance(event, Notice):
@@ -189,8 +193,9 @@ class Repl:
 
     def _answer_text(self, steps, content: str) -> Text:
         text = Text()
-        for s in steps:
-            text.append(s.text, style=step_style(s, self.tint))
+        faint = thinking_steps(s.text for s in steps)
+        for i, s in enumerate(steps):
+            text.append(s.text, style=f"{step_style(s, self.tint)} {FAINT if i < faint else ''}".strip())
         shown = "".join(s.text for s in steps)
         if content.startswith(shown):
             text.append(content[len(shown):])
@@ -264,6 +269,7 @@ def run_repl(
     store_warning: str | None = None,
     params: SamplingParams | None = None,
     layers: Mapping[str, Mapping[str, object]] | None = None,
+    thinking: bool | None = None,
     system: str | None = None,
     resume: int | str | None = None,
     tint: str = "model_prob",
@@ -288,7 +294,8 @@ def run_repl(
     console = console or Console(highlight=False)
     err = err or Console(stderr=True, highlight=False)
     listeners = ((plugins.notify,) if plugins is not None else ()) + tuple(listeners)
-    core = ChatCore(None, store=store, params=params, layers=layers, system=system, listeners=listeners)
+    core = ChatCore(None, store=store, params=params, layers=layers, thinking=thinking, system=system,
+                    listeners=listeners)
     registry = registry if registry is not None else build_registry(plugins)
     repl = Repl(core, console=console, err=err, interactive=interactive, tint=tint, registry=registry, idle=idle)
     core.on_notice = lambda message, kind: repl.say(message, kind)

@@ -24,8 +24,8 @@ import typer
 
 from chatcli.cli.common import (
     ApiKeyEnvOpt, ChatTemplateOpt, DeviceOpt, DtypeOpt, EndpointOpt, LogprobsModeOpt, LoraOpt, MinPOpt, ModelOpt,
-    PresetOpt, QuantizeOpt, RepetitionPenaltyOpt, TemperatureOpt, ThreadsOpt, TimeoutOpt, TopKOpt, TopPOpt, check_dtype,
-    check_quantize, remote_factory, sampling_layers, set_threads,
+    PresetOpt, QuantizeOpt, RepetitionPenaltyOpt, TemperatureOpt, ThinkOpt, ThreadsOpt, TimeoutOpt, TopKOpt, TopPOpt,
+    check_dtype, check_quantize, remote_factory, sampling_layers, set_threads,
 )
 from chatcli.cli.completion import choices_metavar, complete_choices, complete_history_ids
 from chatcli.cli.option_layers import Layers, load_preset_values
@@ -77,6 +77,7 @@ def chat(
     seed: int | None = typer.Option(None, "--seed", help="Sampling seed (default: a new one per answer).",
                                     envvar=ENV_VARS["seed"]),
     top: int | None = typer.Option(None, "--top", help="Alternatives shown per step. [default: 5]"),
+    think: bool | None = ThinkOpt,
     resume: bool = typer.Option(
         False, "--resume", "-r", help="Reopen a saved conversation: `chat --resume ID`, or the latest without ID.",
     ),
@@ -123,6 +124,7 @@ def chat(
     if endpoint is not None:
         factory = remote_factory(endpoint, model, api_key_env=api_key_env, timeout=timeout, logprobs_mode=logprobs_mode,
                                  local_only={"--lora": chosen.given("adapters"), "--chat-template": chat_template is not None,
+                                             "--think/--no-think": think is not None,
                                              "--dtype": chosen.given("dtype") and dtype != "float32",
                                              "--device": device != "auto",
                                              "--quantize": chosen.given("quantize") and quantize != "none"})
@@ -143,7 +145,7 @@ def chat(
         from chatcli.tour.tour_command import line_front_end_idle
 
         rc = run_repl(
-            factory, store=store, store_warning=warning, layers=layers, system=system, resume=resume_id,
+            factory, store=store, store_warning=warning, layers=layers, thinking=think, system=system, resume=resume_id,
             tint=tint or "model_prob", registry=registry, plugins=plugins,
             listeners=(tour.listener,), idle=line_front_end_idle(tour),
         )
@@ -154,7 +156,7 @@ def chat(
 
     debug = bool(ctx.find_root().params.get("debug")) or os.environ.get("CHATCLI_DEBUG") == "1"
     app = make_app(
-        factory, model_name=model, layers=layers, system=system, store=store, store_warning=warning,
+        factory, model_name=model, layers=layers, thinking=think, system=system, store=store, store_warning=warning,
         resume=resume_id, tint=tint, notes=problems, registry=registry, plugins=plugins,
         ui_state=ui_state_path(), tracebacks=debug, tour=tour,
     )

@@ -107,6 +107,7 @@ class ChatApp(App):
         model_name: str | None = None,
         params: SamplingParams | None = None,
         layers: Mapping[str, Mapping[str, object]] | None = None,
+        thinking: bool | None = None,
         system: str | None = None,
         store: Store | None = None,
         store_warning: str | None = None,
@@ -143,7 +144,7 @@ class ChatApp(App):
         if tour is not None and self.registry.get("tour") is None:
             install_tour(self.registry, tour)
         listeners = ((plugins.notify,) if plugins is not None else ()) + ((tour.listener,) if tour is not None else ())
-        self.core = ChatCore(None, store=store, params=params, layers=layers, system=system,
+        self.core = ChatCore(None, store=store, params=params, layers=layers, thinking=thinking, system=system,
                              on_notice=self._notice_from_core, listeners=listeners)
         self.stream = StreamController(
             lambda job, cancel: self.core.run(job, cancel),
@@ -642,7 +643,8 @@ def make_app(engine_factory: EngineFactory, **options) -> ChatApp:
     """The chat app on the engine ``engine_factory(progress)`` returns (loaded in a worker thread).
 
     Options: ``model_name``, ``params`` (SamplingParams) or ``layers`` (the session's sampling
-    layers: :mod:`chatcli.settings.sampling_state`), ``system``, ``store`` (a
+    layers: :mod:`chatcli.settings.sampling_state`), ``thinking`` (``--think``/``--no-think``),
+    ``system``, ``store`` (a
     :class:`~chatcli.chat.store.Store` or None for no history), ``store_warning``,
     ``resume`` (an id, or "latest"), ``tint`` ("off" | "model_prob" | "entropy"; None: the
     remembered one, else "off"),

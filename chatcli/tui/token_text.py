@@ -114,6 +114,7 @@ def step_display_text(step: Step) -> str:
 
 
 CURSOR_STYLE = Style(reverse=True, bold=True)
+THINKING_STYLE = Style(dim=True, italic=True)  # a Qwen3-style answer's reasoning, before its answer
 FORCED_STYLE = Style(underline=True, bold=True)
 
 
@@ -127,8 +128,12 @@ def token_content(
     strip_final_newline: bool = False,
     click: bool = True,
     values: Sequence[float] | None = None,
+    faint_before: int = 0,
 ) -> Content:
     """Content for ``steps`` (answer positions ``start..``): one span per token.
+
+    Steps before ``faint_before`` (an answer's ``<think>`` reasoning,
+    :func:`chatcli.tokenizer.thinking.thinking_steps`) are drawn faint and italic.
 
     With ``tint="kl"`` or ``"attention"``, ``values[i]`` (KL bits or an attention weight,
     indexed by answer position) picks the background of step ``i`` (:data:`SHADES`:
@@ -151,6 +156,8 @@ def token_content(
             style = Style(background=color) if color is not None else Style()
         else:
             style = tint_style(step, tint) or Style()
+        if i < faint_before:
+            style = style + THINKING_STYLE
         if click:
             style = style + Style.from_meta({"token": i})  # read by the view's click handler
         if i == forced_at:

@@ -39,6 +39,7 @@ from chatcli.engine.events import Done
 from chatcli.chat.session import Node, status_label
 from chatcli.tui.widgets.markdown_body import MarkdownBody
 from chatcli.tui.messages import BranchRequested, PickAlternative, SiblingRequested, StatusHint, TokenSelected
+from chatcli.tokenizer.thinking import thinking_steps
 from chatcli.tui.token_text import UNCERTAIN, chunk_bounds, token_content
 
 if TYPE_CHECKING:  # the comparison module pulls in torch; the view only reads its dataclasses
@@ -61,6 +62,7 @@ class TokenChunk(Static):
         content = token_content(
             steps, self.start, tint=a.token_tint, cursor=a.cursor, forced_at=a.node.meta.get("forced_at"),
             strip_final_newline=not self.last, values=a.shade_values,
+            faint_before=thinking_steps(s.text for s in a.node.steps),
         )
         if self.last and not a.streaming:  # text the engine flushed without a step (held-back bytes)
             step_text = a.node.step_text

@@ -6,6 +6,10 @@ whenever an answer grows; a long conversation then costs hundreds of
 milliseconds per update. Here an answer is split at blank lines (outside code
 fences) into segments of at least ``min_chars``; while it streams only the last
 segment re-renders, and a finished answer is a handful of widgets whatever its length.
+
+A Qwen3-style answer's reasoning (its ``<think>`` block, :func:`chatcli.tokenizer.thinking.thinking_end`)
+is not Markdown the model meant for the reader: it shows above the answer as faint, italic plain
+text (:class:`ThinkingBlock`), and only what follows it is rendered as Markdown.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from rich.console import Console, ConsoleOptions
 from rich.markdown import Heading, Markdown as RichMarkdown
 from rich.segment import Segment
 from textual.containers import Vertical
+from textual.content import Content
 from textual.widgets import Static
+
+from chatcli.tokenizer.thinking import CLOSE, OPEN, thinking_end
 
 
 class _LeftHeading(Heading):
@@ -101,6 +108,25 @@ class MarkdownSegment(Static):
             self.update(TrimmedMarkdown(text))
 
 
+class ThinkingBlock(Static):
+    """The reasoning of an answer, faint; hidden while there is none."""
+
+    DEFAULT_CSS = "ThinkingBlock { margin-bottom: 1; }"
+
+    def __init__(self) -> None:
+        super().__init__("", classes="md-thinking")
+        self.text = ""
+        self.display = False
+
+    def set_text(self, reasoning: str) -> None:
+        if reasoning == self.text:
+            return
+        self.text = reasoning
+        shown = reasoning.strip().removeprefix(OPEN).removesuffix(CLOSE).strip("\n")
+        self.display = bool(reasoning)
+        self.update(Content.assemble(("thinking  ", "bold $text-muted"), (shown, "italic $text-muted")))
+
+
 class MarkdownBody(Vertical):
     """The answer text as Markdown, updated incrementally by :meth:`set_text`."""
 
@@ -110,13 +136,19 @@ class MarkdownBody(Vertical):
         self.source = ""
         self._initial = text
 
+    def compose(self):
+        yield ThinkingBlock()
+
     def on_mount(self) -> None:
         if self._initial:
             self.set_text(self._initial)
 
     def set_text(self, text: str) -> None:
-        """Show ``text``; only segments whose text changed re-render."""
+        """Show ``text`` (its reasoning, if any, faint above); only segments whose text changed re-render."""
         self.source = text
+        end = thinking_end(text)
+        self.query_one(ThinkingBlock).set_text(text[:end])
+        text = text[end:]
         bounds = segment_bounds(text, self.min_chars)
         pieces = [text[a:b].strip("\n") for a, b in zip(bounds, [*bounds[1:], len(text)])]
         segments = list(self.query_children(MarkdownSegment))
