@@ -12,8 +12,8 @@ over the catalog's, :mod:`chatcli.hub.generation_config`) and ``built-in``
 layers as plain mappings (SamplingParams field names; other keys such as ``model`` or
 ``system`` are ignored, so a whole preset or ``[defaults]`` table can be passed) and gives the
 values with, for every field, the name of the layer it came from. ``None`` means "not set
-here" (a command-line option left out; a seed chosen per answer is :data:`RANDOM_SEED`). A ``built-in`` layer, if given, replaces
-SamplingParams' own defaults for a front end that has others.
+here" (a command-line option left out; a seed chosen per answer is :data:`RANDOM_SEED`). A
+``built-in`` layer, if given, replaces SamplingParams' own defaults for a front end that has others.
 """
 
 from __future__ import annotations

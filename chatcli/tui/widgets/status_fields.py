@@ -126,7 +126,8 @@ def _sources_tag(labels: list[str], sources: dict[str, str]) -> Content | None:
         return None
     parts: list = [(" (", "$text-muted")]
     for i, (source, names) in enumerate(groups.items()):
-        parts += [(" · " if i else "", "$text-muted"), (source, "italic $secondary"), (f": {' '.join(names)}", "$text-muted")]
+        parts += [(" · " if i else "", "$text-muted"), (source, "italic $secondary"),
+                  (f": {' '.join(names)}", "$text-muted")]
     return Content.assemble(*parts, (")", "$text-muted"))
 
 
