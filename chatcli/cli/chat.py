@@ -173,11 +173,10 @@ def chat_tour(ctx: typer.Context, registry: Registry, *, sees_answers: bool) -> 
     (:data:`chatcli.cli.tour.TOUR_KEY`), else one that stays off until ``/tour``. ``sees_answers``:
     the plain chat prints every token coloured, so its answers count as seen steps."""
     from chatcli.cli.tour import TOUR_KEY
-    from chatcli.tour.guide import Tour
-    from chatcli.tour.progress_file import default_path
+    from chatcli.tour.guide import user_tour
     from chatcli.tour.tour_command import install
 
-    tour = ctx.meta.get(TOUR_KEY) or Tour(default_path())
+    tour = ctx.meta.get(TOUR_KEY) or user_tour()
     tour.sees_answers = sees_answers
     install(registry, tour)
     return tour

@@ -27,10 +27,9 @@ def tour(
     reset: bool = typer.Option(False, "--reset", help="Forget the tour's progress and start at chapter 1."),
 ) -> None:
     """A guided tour of how a chat model works, one live experiment per chapter (other options go to `chatcli chat`)."""
-    from chatcli.tour.guide import Tour
-    from chatcli.tour.progress_file import default_path
+    from chatcli.tour.guide import user_tour
 
-    guide = Tour(default_path())
+    guide = user_tour()
     if chapter is not None and not 1 <= chapter <= len(guide.chapters):
         raise UsageError(f"no chapter {chapter}: the tour has chapters 1 to {len(guide.chapters)}")
     if reset:

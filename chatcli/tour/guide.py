@@ -25,7 +25,7 @@ from typing import Any
 from chatcli.errors import UsageError
 from chatcli.tour.chapters import CHAPTERS, Chapter
 from chatcli.tour.checks import ADAPTER, ANSWER, COMMAND, MESSAGE, STEP, VIEW, TourEvent
-from chatcli.tour.progress_file import TourProgress, load_progress, save_progress
+from chatcli.tour.progress_file import TourProgress, default_path, load_progress, save_progress
 
 
 @dataclass(frozen=True)
@@ -221,3 +221,16 @@ class Tour:
     def _changed(self) -> None:
         for fn in list(self._subscribers):
             fn()
+
+
+def user_tour() -> Tour:
+    """The tour kept in the user data dir; when that folder cannot be made, one kept for this session
+    only, with one warning (a chat must open all the same)."""
+    try:
+        path = default_path()
+    except OSError as e:
+        tour = Tour(None)
+        tour._notes.append(Note(f"the tour's progress cannot be kept (no data folder: {e.strerror or e}); "
+                                "it lasts this session", "warning"))  # fmt: skip
+        return tour
+    return Tour(path)

@@ -63,3 +63,12 @@ def test_chat_has_tour_off_until_asked(tiny_model_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "tour ✓" not in r.stderr  # /raw before /tour counts for nothing
     assert "Tour 1/9 · A prediction is a distribution" in r.stdout
+
+
+def test_without_a_data_folder_the_tour_lasts_the_session_and_says_so_once(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "data").write_text("")  # the data folder cannot be made
+    r = chatcli("tour", "--list", home=home)
+    assert r.returncode == 0 and "▸ 1" in r.stdout
+    assert r.stderr.count("\n") == 1 and "cannot be kept (no data folder" in r.stderr
