@@ -141,3 +141,22 @@ def test_a_token_selected_while_the_panel_is_hidden_is_not_seen(tmp_path):
             await wait_for(pilot, lambda: tour.view().met, what="a step seen")
 
     run(go())
+
+
+def test_chapter_5_complete_runs_off_the_ui_thread_then_a_chat_answer(tmp_path):
+    async def go():
+        tour = Tour(tmp_path / "tour.json")
+        tour.start(5)
+        app = build_app(FakeEngine(length=6), params=GREEDY, tour=tour)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await send(pilot, "/complete The capital of France is")
+            await wait_for(pilot, lambda: any(n.startswith("plain continuation, no chat template") for n in _notes(app)),
+                           what="the continuation")  # fmt: skip
+            await until_idle(pilot)  # the status bar's "completing" is over
+            assert app.core.conv.is_empty() and tour.view().met == {"complete"}
+            await send(pilot, "The capital of France is")
+            await until_idle(pilot)
+            await wait_for(pilot, lambda: tour.view().chapter_done, what="chapter 5 done")
+
+    run(go())
