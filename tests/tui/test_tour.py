@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from chatcli.cli.chat import engine_factory
 from chatcli.engine.params import SamplingParams
 from chatcli.tour.guide import Tour
@@ -19,12 +21,13 @@ def _notes(app) -> list[str]:
     return [n.plain for n in app.query(Note)]
 
 
-def test_snapshot_tour_card_at_80x24_with_a_goal_met(tmp_path):
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+def test_snapshot_tour_card_with_a_goal_met(tmp_path, size):
     async def go():
         tour = Tour(tmp_path / "tour.json")
         tour.start(2)
         app = build_app(FakeEngine(length=8, report_speed=42.0), params=GREEDY, tour=tour)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with app.run_test(size=size) as pilot:
             await ready(pilot)
             await send(pilot, "/set temperature 1.5")
             await wait_for(pilot, lambda: "✓ /set a sampling setting" in screen_text(app), what="the ✓")
@@ -32,7 +35,7 @@ def test_snapshot_tour_card_at_80x24_with_a_goal_met(tmp_path):
             top = next(i for i, line in enumerate(lines) if line.startswith("▔▔▔"))  # the card's top edge
             card = lines[top : top + 6]  # the card and the prompt under it: the transcript keeps the rest
             assert len(lines) - top <= 8 and "○ an answer with it" in card[2]
-            check_snapshot("tour_card_80x24", "\n".join(card))
+            check_snapshot(f"tour_card_{size[0]}x{size[1]}", "\n".join(card))
 
     run(go())
 
