@@ -210,6 +210,49 @@ def sampling_layers(
     return layers
 
 
+def read_prompt(value: str | None) -> str:
+    """``generate``'s message: the PROMPT argument (see :func:`read_text_arg`), joined with piped stdin.
+
+    As with ``llm``, text piped in comes first and the argument is the instruction about it
+    (``cat notes.txt | chatcli generate "Summarize"``): stdin, one blank line, then PROMPT
+    (stdin's own trailing newlines give way to that blank line; nothing else of it is
+    changed). stdin is read only when it is a pipe or a regular file: never a terminal or
+    ``/dev/null`` (character devices), so a command typed at a prompt never waits for input.
+    Stdin that is empty (or only whitespace) leaves PROMPT byte-identical; with PROMPT left
+    out, piped stdin is the whole message. ``-`` still means "the message is stdin".
+    """
+    if value == "-":
+        return read_text_arg(value)
+    piped = _piped_stdin()
+    if value is None:
+        if piped is None or not piped.strip():
+            where = "stdin was empty" if piped is not None else "stdin is not a pipe or a file"
+            raise UsageError(f"missing PROMPT ({where}): give the message as an argument, '-' to type it, "
+                             "'@FILE', or pipe text in")
+        return clean_arg(piped, "prompt", "stdin")
+    text = read_text_arg(value)
+    if piped is None or not piped.strip():
+        return text
+    return clean_arg(piped, "prompt", "stdin").rstrip("\r\n") + "\n\n" + text
+
+
+def _piped_stdin() -> str | None:
+    """All of stdin if it is a pipe (FIFO) or a regular file; None for a terminal, a device, a socket, none."""
+    import os
+    import stat
+    import sys
+
+    from chatcli.chat.text_input import tolerant
+
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):  # no stdin, a closed one, or a stand-in without a descriptor
+        return None
+    if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
+        return None
+    return tolerant(sys.stdin).read()
+
+
 def read_text_arg(value: str, what: str = "prompt") -> str:
     """``-`` reads stdin; ``@FILE`` reads a file; anything else is the text itself.
 

@@ -35,7 +35,7 @@ from chatcli.cli.common import (
     check_dtype,
     check_quantize,
     clean_arg,
-    read_text_arg,
+    read_prompt,
     remote_factory,
     sampling_layers,
     set_threads,
@@ -50,7 +50,10 @@ from chatcli.errors import GenerationError, UsageError
 
 def generate(
     ctx: typer.Context,
-    prompt: str = typer.Argument(..., help="The message (or '-' for stdin, '@FILE' for a file)."),
+    prompt: str | None = typer.Argument(
+        None, help="The message ('-': read it from stdin, '@FILE': from a file). Text piped in comes first, then a "
+        "blank line, then PROMPT; with text piped in PROMPT may be left out.",
+    ),
     preset: str | None = PresetOpt,
     system: str | None = typer.Option(
         None, "--system", help="System message ('' sends an empty one; default: the template decides).",
@@ -101,7 +104,7 @@ def generate(
     set_threads(threads)
     if think is not None and raw:
         raise UsageError("--think/--no-think switch the chat template's thinking; --raw uses no template: drop one")
-    text = read_text_arg(prompt)
+    text = read_prompt(prompt)
     messages = [] if system is None else [{"role": "system", "content": system}]
     messages.append({"role": "user", "content": text})
 
