@@ -25,6 +25,11 @@ def _chatcli_home(tmp_path_factory, monkeypatch):
 
     for var in ENV_VARS.values():  # a CHATCLI_MODEL or CHATCLI_TEMPERATURE in the developer's shell stays out
         monkeypatch.delenv(var, raising=False)
+    # chatcli reads the Hugging Face cache's location at each call: an empty one per test (never the
+    # developer's, which `models rm` could delete from), and no endpoint or offline switch from the shell.
+    monkeypatch.setenv("HF_HOME", str(home / "huggingface"))
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
     return home
 
 

