@@ -5,7 +5,9 @@ decoder cannot express: MoE, partial rotary, Llama-3.1 ``rope_freqs``, exotic
 RoPE scaling); ``plan_tensors`` maps every GGUF tensor to its HF name and numpy
 shape, naming every problem at once; ``unpermute_rotary`` undoes llama.cpp's
 q/k row permutation; ``hf_config`` / ``generation_config`` write the HF JSON.
-A future architecture (qwen2, ...) gets a sibling module with the same four jobs.
+The export direction uses the same tables: ``gguf_name`` (HF name -> GGUF name) and
+``permute_rotary`` (llama.cpp's permutation, the inverse of ``unpermute_rotary``).
+A future architecture (qwen2, ...) gets a sibling module with the same jobs.
 """
 
 from __future__ import annotations
@@ -170,6 +172,19 @@ def _hf_name(gguf_name: str) -> tuple[str | None, int | None]:
     return None, None
 
 
+def gguf_name(hf_name: str) -> str | None:
+    """The GGUF name of the HF tensor ``hf_name`` (None for a tensor llama.cpp's llama has no place for)."""
+    for gguf, hf in _GLOBAL_NAMES.items():
+        if hf == hf_name:
+            return gguf
+    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", hf_name)
+    if m:
+        for gguf, hf in _BLOCK_NAMES.items():
+            if hf == m.group(2):
+                return f"blk.{m.group(1)}.{gguf}"
+    return None
+
+
 def _order(hf_name: str) -> tuple[int, int, str]:
     """embed first, then layers in order, then the final norm and head."""
     if hf_name.startswith("model.layers."):
@@ -186,6 +201,15 @@ def unpermute_rotary(w: np.ndarray, n_head: int) -> np.ndarray:
     # w: [n_head * head_dim, ...]
     half = w.shape[0] // n_head // 2
     return w.reshape(n_head, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def permute_rotary(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's ``permute`` (convert_hf_to_gguf.py): the rows of each head of an HF q/k
+    projection (two halves, rotate_half) reordered as the interleaved (re, im) pairs its rotary
+    kernel expects. ``w.reshape(n_head, 2, d // n_head // 2, *rest).swapaxes(1, 2)``;
+    :func:`unpermute_rotary` undoes it. For a LoRA pair only B's rows move (ΔW = B·A)."""
+    half = w.shape[0] // n_head // 2
+    return w.reshape(n_head, 2, half, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def hf_config(shape: LlamaShape, meta: dict[str, Any], dtype: str) -> dict:
@@ -216,8 +240,16 @@ def hf_config(shape: LlamaShape, meta: dict[str, Any], dtype: str) -> dict:
     }
 
 
+# generation_config.json / SamplingParams name -> the GGUF key llama.cpp reads as the file's default
+SAMPLING_KEYS = {
+    "temperature": "general.sampling.temp", "top_p": "general.sampling.top_p", "top_k": "general.sampling.top_k",
+    "min_p": "general.sampling.min_p", "repetition_penalty": "general.sampling.penalty_repeat",
+}
+
+
 def generation_config(meta: dict[str, Any]) -> dict:
-    """bos/eos ids; an end-of-turn token distinct from EOS also stops generation."""
+    """bos/eos ids (an end-of-turn token distinct from EOS also stops generation) and the sampling
+    defaults a file carries (``general.sampling.*``, as chatcli's export writes them)."""
     tok = "tokenizer.ggml."
     eos = meta.get(tok + "eos_token_id")
     stops = [i for i in (eos, meta.get(tok + "eot_token_id"), meta.get(tok + "eom_token_id")) if i is not None]
@@ -228,6 +260,10 @@ def generation_config(meta: dict[str, Any]) -> dict:
     }
     if meta.get(tok + "padding_token_id") is not None:
         out["pad_token_id"] = meta[tok + "padding_token_id"]
+    for key, gguf_key in SAMPLING_KEYS.items():
+        value = meta.get(gguf_key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = int(value) if key == "top_k" else _f32(value)
     return out
 
 
