@@ -28,7 +28,7 @@ from pathlib import Path
 
 import typer
 
-from chatcli.cli import lora_layers
+from chatcli.cli import export, lora_layers
 from chatcli.cli.common import DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, read_text_arg, sampling_params, set_threads
 from chatcli.errors import UsageError
 
@@ -351,6 +351,7 @@ lora_app.command("info")(info)
 lora_app.command("merge")(merge)
 lora_app.command("diff")(diff)
 lora_app.command("layers")(lora_layers.layers)
+lora_app.command("export")(export.lora_export)
 
 
 def register(app: typer.Typer) -> None:

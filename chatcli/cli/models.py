@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from chatcli.cli import export
 from chatcli.cli.common import DEFAULT_MODEL
 
 models_app = typer.Typer(help="Pull, import, list and inspect models.", no_args_is_help=True)
@@ -247,6 +248,9 @@ def _size(n: int | None) -> str:
         if value < 999.5 or unit == "GB":
             break
     return f"{value:.2f} GB" if unit == "GB" else f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+
+
+models_app.command("export")(export.model_export)
 
 
 def register(app: typer.Typer) -> None:
