@@ -135,8 +135,9 @@ def remove_entry(name: str) -> bool:
     if not dest.exists():
         return False
     with lock(dest):
-        clean_stale(dest)
-        shutil.rmtree(dest)
+        clean_stale(dest)  # temporaries too; an entry without a manifest goes here already
+        if dest.exists():
+            shutil.rmtree(dest)
     return True
 
 
