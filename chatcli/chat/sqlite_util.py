@@ -4,7 +4,10 @@ Contract:
 - :func:`open_db` returns an autocommit connection (``isolation_level=None``, shareable
   across threads; callers guard it with their own lock) in WAL mode (a rollback journal
   where the filesystem has no shared memory), with a busy timeout, foreign keys on, the
-  requested ``synchronous`` level and the schema migrated forward by :func:`migrate`.
+  requested ``synchronous`` level and the schema migrated forward by :func:`migrate`. A
+  migration is SQL text (statements separated by ``;``) or a function of the connection
+  (for steps that depend on what this SQLite can do, or SQL whose statements hold ``;``,
+  such as triggers); either runs inside the migration's transaction.
 - Every failure (folder not creatable, read-only, locked, damaged, schema from a newer
   chatcli) raises the caller's ``error`` class with one line saying where and what to
   do, followed by the caller's ``tail`` (what happens instead, e.g. "chatting without
@@ -16,16 +19,21 @@ Contract:
   (a file with the current ``user_version`` but other columns, a corrupt page): stores
   raise it instead of letting a traceback through.
 - :class:`Transaction` is ``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error).
+- :func:`has_fts5` says whether this Python's SQLite has the FTS5 full-text module.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cache
 from pathlib import Path
 
 from chatcli.errors import ChatcliError
+
+# One schema step: SQL text (statements separated by ';') or a function run on the connection.
+Migration = str | Callable[[sqlite3.Connection], None]
 
 
 def data_file(name: str, error: type[ChatcliError], tail: str = "") -> Path:
@@ -44,7 +52,7 @@ def open_db(
     *,
     what: str,
     error: type[ChatcliError],
-    migrations: Sequence[str],
+    migrations: Sequence[Migration],
     synchronous: str = "NORMAL",
     timeout: float = 2.0,
     tail: str = "",
@@ -101,7 +109,7 @@ def db_error(e: sqlite3.Error, *, what: str, error: type[ChatcliError], tail: st
 
 
 def _open_read_only(
-    path: Path, *, what: str, error: type[ChatcliError], migrations: Sequence[str], timeout: float, tail: str
+    path: Path, *, what: str, error: type[ChatcliError], migrations: Sequence[Migration], timeout: float, tail: str
 ) -> sqlite3.Connection:
     """An existing database opened with ``mode=ro``; ``immutable=1`` where even that needs a write.
 
@@ -137,7 +145,7 @@ def _open_read_only(
 
 
 def migrate(
-    conn: sqlite3.Connection, migrations: Sequence[str], *, what: str, error: type[ChatcliError], tail: str = ""
+    conn: sqlite3.Connection, migrations: Sequence[Migration], *, what: str, error: type[ChatcliError], tail: str = ""
 ) -> int:
     """Bring the schema to ``len(migrations)`` (entry i upgrades version i to i+1); returns the version found."""
     latest = len(migrations)
@@ -147,10 +155,13 @@ def migrate(
     for version in range(found, latest):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            # executescript() would COMMIT the surrounding transaction; run statements one by one.
-            for statement in (s.strip() for s in migrations[version].split(";")):
-                if statement:
-                    conn.execute(statement)
+            step = migrations[version]
+            if callable(step):
+                step(conn)
+            else:  # executescript() would COMMIT the surrounding transaction; run statements one by one.
+                for statement in (s.strip() for s in step.split(";")):
+                    if statement:
+                        conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
         except BaseException:
@@ -172,3 +183,16 @@ class Transaction:
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
         return False
+
+
+@cache  # a fact of the SQLite library this process loaded
+def has_fts5() -> bool:
+    """Whether this Python's SQLite was built with FTS5 (almost every build is; some are not)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE VIRTUAL TABLE probe USING fts5(x)")
+        return True
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()

@@ -19,7 +19,11 @@ Contract:
 
 Tables: ``conversations`` (title, model, system, params, active-branch map),
 ``messages`` (the tree: parent, role, content, status, meta), ``steps`` (one row
-per generated token, the distribution as compact JSON).
+per generated token, the distribution as compact JSON), and since schema 2
+``messages_fts``, the full-text index :meth:`Store.search` reads, kept in sync by
+triggers (:mod:`chatcli.chat.history.fulltext`; absent where SQLite has no FTS5).
+:meth:`Store.save_turn` writes a conversation and new messages in one transaction
+(a ``chatcli generate`` run, saved once when it ends).
 """
 
 from __future__ import annotations
@@ -36,13 +40,15 @@ from pathlib import Path
 from chatcli.engine.events import Step
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError, UsageError
+from chatcli.chat.history.fulltext import TABLE as SEARCH_TABLE
+from chatcli.chat.history.fulltext import SearchResults, add_search_index, search
 from chatcli.chat.session import Conversation, Node, dumps, step_from_row, step_to_row
-from chatcli.chat.sqlite_util import Transaction, data_file, db_error, open_db, writable
+from chatcli.chat.sqlite_util import Migration, Transaction, data_file, db_error, has_fts5, open_db, writable
 
 DB_NAME = "history.sqlite3"
 
 # Each entry upgrades the schema from version i to i+1 (index i). Append, never edit.
-MIGRATIONS: list[str] = [
+MIGRATIONS: list[Migration] = [
     """
     CREATE TABLE conversations (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -75,6 +81,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX conversations_updated ON conversations(updated);
     """,
+    add_search_index,  # 2: the full-text index of messages (where SQLite has FTS5)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _TAIL = " — chatting without saving"  # what every open error adds: the chat goes on in memory
@@ -131,10 +138,21 @@ class Store:
     ) -> "Store":
         """The store at ``path``; ``tail`` ends every error line (the chat says it goes on without saving)."""
         path = Path(path) if path is not None else default_db_path(tail)
+        what = f"history database {path}"
         conn = open_db(
-            path, what=f"history database {path}", error=StoreUnavailable, migrations=MIGRATIONS,
+            path, what=what, error=StoreUnavailable, migrations=MIGRATIONS,
             synchronous="NORMAL", timeout=timeout, tail=tail, read_only=read_only,
         )
+        if not read_only and not has_fts5():
+            try:
+                indexed = _has_table(conn, SEARCH_TABLE)
+            except sqlite3.Error as e:
+                conn.close()
+                raise db_error(e, what=what, error=StoreUnavailable, tail=tail) from None
+            if indexed:  # its triggers would fail every write: say so once, here
+                conn.close()
+                raise StoreUnavailable(f"{what} has a search index this Python's SQLite cannot update (no FTS5); "
+                                       f"use a Python whose SQLite has FTS5{tail}")  # fmt: skip
         return cls(conn, path)
 
     @classmethod
@@ -151,27 +169,43 @@ class Store:
 
     def save_conversation(self, conv: Conversation) -> int:
         """Insert or update the conversation header; assigns ``conv.id`` on first save."""
+        with self._lock, self._tx():
+            self._upsert_conversation(conv)
+        assert conv.id is not None
+        return conv.id
+
+    def save_turn(self, conv: Conversation, nodes: Sequence[Node]) -> int:
+        """The conversation header and ``nodes`` with all their steps, in one transaction
+        (a one-shot answer is saved whole or not at all); assigns ``conv.id`` on first save."""
+        with self._lock, self._tx():
+            self._upsert_conversation(conv)
+            for node in nodes:
+                self._upsert_node(conv, node)
+                self._conn.execute("DELETE FROM steps WHERE conv_id=? AND msg_id=?", (conv.id, node.id))
+                self._insert_steps(conv.id, node.id, 0, node.steps)
+        assert conv.id is not None
+        return conv.id
+
+    def _upsert_conversation(self, conv: Conversation) -> None:
         row = (
             conv.title, conv.created, conv.updated, conv.model, conv.system,
             dumps(conv.params.to_json()), dumps({str(k): v for k, v in conv.active.items()}),
         )
-        with self._lock, self._tx():
-            if conv.id is None:
-                cur = self._conn.execute(
-                    "INSERT INTO conversations(title, created, updated, model, system, params, active)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    row,
-                )
-                conv.id = int(cur.lastrowid)
-            else:
-                self._conn.execute(
-                    "INSERT INTO conversations(id, title, created, updated, model, system, params, active)"
-                    " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET title=excluded.title,"
-                    " updated=excluded.updated, model=excluded.model, system=excluded.system,"
-                    " params=excluded.params, active=excluded.active",
-                    (conv.id, *row),
-                )
-        return conv.id
+        if conv.id is None:
+            cur = self._conn.execute(
+                "INSERT INTO conversations(title, created, updated, model, system, params, active)"
+                " VALUES (?,?,?,?,?,?,?)",
+                row,
+            )
+            conv.id = int(cur.lastrowid)
+        else:
+            self._conn.execute(
+                "INSERT INTO conversations(id, title, created, updated, model, system, params, active)"
+                " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET title=excluded.title,"
+                " updated=excluded.updated, model=excluded.model, system=excluded.system,"
+                " params=excluded.params, active=excluded.active",
+                (conv.id, *row),
+            )
 
     def save_node(self, conv: Conversation, node: Node, *, with_steps: bool = False) -> None:
         """Insert or update one message (and, optionally, replace all its steps)."""
@@ -254,6 +288,11 @@ class Store:
                 out.append(text)
         return out
 
+    def search(self, text: str, limit: int = 20) -> SearchResults:
+        """Saved messages holding every word of ``text``, with snippets (FTS5, else LIKE: see its ``indexed``)."""
+        with self._reading():
+            return search(self._conn, text, limit)
+
     def latest_id(self) -> int | None:
         items = self.list(limit=1)
         return items[0].id if items else None
@@ -317,6 +356,10 @@ class Store:
             conv.active = {}  # the path then follows the newest child at each branch
             problems.append(Unreadable("active"))
         return conv, problems
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
 
 
 def _json_cell(text, kind: type):

@@ -199,7 +199,8 @@ def chat_plugins(report: Callable[[str], None] | None = None) -> tuple[PluginMan
         return None, build_registry(None)
 
 
-history_app = typer.Typer(help="Saved conversations: list, show, export, remove.", no_args_is_help=True)
+history_app = typer.Typer(help="Saved conversations (chats and generate runs): list, show, search, export, remove.",
+                          no_args_is_help=True)
 
 
 def _store(*, write: bool = False):
@@ -268,6 +269,44 @@ def history_show(
                 if node.id in lost:
                     rest = "the remaining steps" if node.steps else "steps"
                     sys.stdout.write(f"({rest} of this answer could not be read)\n")
+
+
+@history_app.command("search")
+def history_search(
+    text: str = typer.Argument(..., metavar="TEXT", help="Words to find (every one must be in the message)."),
+    limit: int = typer.Option(20, "--limit", "-n", help="Most messages shown, best match first."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per matching message."),
+) -> None:
+    """Find saved messages by their words, with the matches highlighted."""
+    if limit < 1:
+        raise UsageError(f"invalid --limit {limit}: use an integer >= 1")
+    found = _store().search(text, limit=limit)
+    if not found.indexed:
+        sys.stderr.write("chatcli: note: no full-text index here (this SQLite lacks FTS5); searched with LIKE\n")
+    if as_json:
+        for hit in found.hits:
+            sys.stdout.write(json.dumps(hit.to_json(), ensure_ascii=False) + "\n")
+    elif found.hits:
+        from rich.console import Console
+
+        from chatcli.chat.history.search_view import search_view
+
+        Console(highlight=False).print(search_view(found.hits))
+    if not found.hits:
+        sys.stderr.write(f"chatcli: no saved message has {' and '.join(map(repr, text.split()))}\n")
+    elif found.total > len(found.hits):
+        sys.stderr.write(f"chatcli: {len(found.hits)} of {found.total} matching messages shown (--limit for more)\n")
+
+
+@history_app.command("path")
+def history_path() -> None:
+    """Print where the history database is (an SQLite file: sqlite3 and other tools can read it)."""
+    from chatcli.chat.store import default_db_path
+
+    path = default_db_path(tail="")
+    sys.stdout.write(f"{path}\n")
+    if not path.exists():
+        sys.stderr.write("chatcli: (not created yet: the first saved chat or generate run creates it)\n")
 
 
 @history_app.command("export")

@@ -59,6 +59,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "history": ("chatcli history list", "chatcli history show 3 --tokens"),
     "history list": ("chatcli history list -n 5", "chatcli history list --json"),
     "history show": ("chatcli history show 3", "chatcli history show 3 --json"),
+    "history search": ("chatcli history search lighthouse", 'chatcli history search "capital france" --json'),
+    "history path": ("chatcli history path",),
     "history export": ("chatcli history export 3", "chatcli history export 3 notes/chat --all-branches"),
     "history rm": ("chatcli history rm 3 4",),
     "presets": ("chatcli presets list", "chatcli presets save terse --system \"Answer in one sentence.\" -t 0.2"),

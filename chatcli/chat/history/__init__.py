@@ -1,0 +1,6 @@
+"""What the history does beyond storing conversations (:mod:`chatcli.chat.store`).
+
+* :mod:`~chatcli.chat.history.fulltext` — ``history search``: an FTS5 index over every
+  saved message, kept in sync by triggers, or ``LIKE`` where SQLite has no FTS5;
+* :mod:`~chatcli.chat.history.search_view` — its hits as Rich text.
+"""
