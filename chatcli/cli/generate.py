@@ -1,4 +1,9 @@
-"""``chatcli generate``: one answer, streamed to stdout as text or JSONL."""
+"""``chatcli generate``: one answer, streamed to stdout as text or JSONL.
+
+The run is saved to the history once the answer has ended (:mod:`chatcli.chat.history.logged_run`:
+nothing is written while it streams); ``--resume ID`` / ``-c`` append it to a saved conversation,
+``--no-save`` (``--no-log``, ``save_history = false``) keeps it out.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +45,9 @@ from chatcli.cli.common import (
     sampling_layers,
     set_threads,
 )
+from chatcli.cli.completion import complete_history_ids
 from chatcli.cli.option_layers import Layers, load_preset_values
+from chatcli.chat.history.logged_run import LATEST, RunLog, history_messages, open_for_resume
 from chatcli.engine.events import Done, Notice, Step
 from chatcli.engine.protocol import model_sampling
 from chatcli.settings.env import ENV_VARS
@@ -82,6 +89,16 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="JSONL on stdout: meta, one step per token, done."),
     show_probs: bool = typer.Option(False, "--show-probs", help="After the answer, each token with its probability and alternatives."),
     print_prompt: bool = typer.Option(False, "--print-prompt", help="Print the exact prompt string and exit (no weights loaded)."),
+    save: bool = typer.Option(
+        True, "--save/--no-save", " /--no-log", envvar=ENV_VARS["save_history"],
+        help="Keep this run in the history (chatcli history). [default: save]",
+    ),
+    resume: str | None = typer.Option(
+        None, "--resume", metavar="ID", autocompletion=complete_history_ids,
+        help="Continue saved conversation ID ('latest': the newest): its messages come before PROMPT, "
+        "and the new turn is appended to it.",
+    ),
+    continue_: bool = typer.Option(False, "--continue", "-c", help="Continue the latest conversation (--resume latest)."),
     endpoint: str | None = EndpointOpt,
     api_key_env: str | None = ApiKeyEnvOpt,
     timeout: float = TimeoutOpt,
@@ -105,8 +122,20 @@ def generate(
     if think is not None and raw:
         raise UsageError("--think/--no-think switch the chat template's thinking; --raw uses no template: drop one")
     text = read_prompt(prompt)
-    messages = [] if system is None else [{"role": "system", "content": system}]
+    resume_spec = _resume_spec(ctx, resume, continue_, save=save, raw=raw)
+    log = RunLog(text, system, raw=raw, warn=lambda line: sys.stderr.write(f"chatcli: warning: {line}\n"))
+    if resume_spec is not None:
+        log.store, log.conversation = open_for_resume(resume_spec)  # a missing id: one line, exit 2
+        conv = log.conversation
+        if not chosen.given("system"):  # the conversation keeps its own system message unless one is typed
+            system = log.system = conv.system
+        if not chosen.given("model") and endpoint is None and conv.model:
+            model = conv.model  # as llm does: continue with the conversation's model unless -m says otherwise
+    messages = history_messages(log.conversation, system) if log.conversation else (
+        [] if system is None else [{"role": "system", "content": system}])
     messages.append({"role": "user", "content": text})
+    if not save:
+        log = None
 
     if endpoint is not None:
         factory = remote_factory(endpoint, model, api_key_env=api_key_env, timeout=timeout, logprobs_mode=logprobs_mode,
@@ -116,7 +145,8 @@ def generate(
                                              "--dtype": chosen.given("dtype") and dtype != "float32",
                                              "--device": device != "auto",
                                              "--quantize": chosen.given("quantize") and quantize != "none"})
-        _answer(factory(), text, messages, resolved, raw=raw, as_json=as_json, show_probs=show_probs, lora=False)
+        _answer(factory(), text, messages, resolved, raw=raw, as_json=as_json, show_probs=show_probs, lora=False,
+                log=log)
         return
     if api_key_env is not None:
         raise UsageError("--api-key-env goes with --endpoint (a key for a remote server)")
@@ -142,7 +172,26 @@ def generate(
     for warning in engine.generation_defaults.warnings():
         sys.stderr.write(f"chatcli: warning: {warning}\n")
     resolved = resolve_sampling({**layers, "model": model_sampling(engine)})
-    _answer(engine, text, messages, resolved, raw=raw, as_json=as_json, show_probs=show_probs, lora=bool(lora))
+    _answer(engine, text, messages, resolved, raw=raw, as_json=as_json, show_probs=show_probs, lora=bool(lora),
+            log=log)
+
+
+def _resume_spec(ctx: typer.Context, resume: str | None, continue_: bool, *, save: bool, raw: bool) -> str | None:
+    """The conversation ``--resume ID`` / ``-c`` names (an id's digits or 'latest'), None for a new one."""
+    if resume is not None and continue_:
+        raise UsageError("--resume ID and -c/--continue both name the conversation: give one")
+    spec = LATEST if continue_ else None if resume is None else resume.strip().lower()
+    if spec is None:
+        return None
+    if spec not in (LATEST, "last") and not spec.isdigit():
+        raise UsageError(f"invalid --resume {resume!r}: give a conversation id (chatcli history list) or 'latest'")
+    if raw:
+        raise UsageError("--raw continues plain text, not a conversation: drop --raw or --resume/-c")
+    if not save:
+        typed = getattr(ctx.get_parameter_source("save"), "name", "") == "COMMANDLINE"
+        where = "--no-save" if typed else "save_history = false (config file or CHATCLI_SAVE_HISTORY)"
+        raise UsageError(f"continuing a conversation saves the new turn in it, but {where} turns saving off: add --save")
+    return LATEST if spec == "last" else spec
 
 
 def _switch_thinking(renderer, think: bool | None, model: str) -> None:
@@ -154,8 +203,9 @@ def _switch_thinking(renderer, think: bool | None, model: str) -> None:
 
 
 def _answer(engine, text: str, messages: list[dict], resolved: Resolved, *, raw: bool, as_json: bool, show_probs: bool,
-            lora: bool) -> None:
-    """Stream one answer of ``engine`` (local or remote) to stdout as text or JSONL."""
+            lora: bool, log: RunLog | None = None) -> None:
+    """Stream one answer of ``engine`` (local or remote) to stdout as text or JSONL; ``log`` saves it
+    to the history once it has ended (its id goes in the --json done line)."""
     params = resolved.params
     if params.seed is None:
         params = params.with_(seed=random.randrange(2**31))
@@ -168,6 +218,7 @@ def _answer(engine, text: str, messages: list[dict], resolved: Resolved, *, raw:
             "params": params.to_json(), "param_sources": resolved.sources, "seed": params.seed, "raw": raw,
             "adapters": [{"name": a.name, "scale": a.scale} for a in engine.adapters.list()] if lora else [],
             **({"endpoint": engine.identity.path} if engine.identity.model_type.startswith("remote") else {}),
+            **({"conversation_id": log.conversation.id} if log is not None and log.conversation is not None else {}),
             "chatcli_version": __version__,
         })
     cancel = threading.Event()
@@ -197,13 +248,15 @@ def _answer(engine, text: str, messages: list[dict], resolved: Resolved, *, raw:
         except KeyboardInterrupt:  # a second Ctrl+C (or one from elsewhere): stop waiting for the engine
             cancel.set()
             done = None
+    saved = log.finish(engine, params, steps, done) if log is not None else None  # once, after the stream
+    saved_key = {} if saved is None else {"conversation_id": saved}
     if cancel.is_set() and (done is None or done.finish_reason == "cancelled"):
         # Ctrl+C: the answer so far stands; --json still ends with its done line (README), exit 130.
         if as_json:
-            _emit(done.to_json() if done is not None else {
+            _emit({**(done.to_json() if done is not None else {
                 "type": "done", "finish_reason": "cancelled", "prompt_tokens": None,
                 "completion_tokens": len(steps), "ttft_s": None, "tokens_per_s": None,
-            })
+            }), **saved_key})
         elif steps:
             sys.stdout.write("\n")
         sys.stdout.flush()
@@ -218,7 +271,7 @@ def _answer(engine, text: str, messages: list[dict], resolved: Resolved, *, raw:
         sys.stderr.write("".join(held))
         raise GenerationError(done.error or "generation failed")
     if as_json:
-        _emit(done.to_json())
+        _emit({**done.to_json(), **saved_key})
         return
     if not done.text.endswith("\n"):
         sys.stdout.write("\n")

@@ -28,7 +28,7 @@ PANELS: dict[str, str] = {
     **dict.fromkeys(("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "max_tokens", "seed", "stop"),
                     "Sampling"),
     **dict.fromkeys(("top", "as_json", "show_probs", "print_prompt", "tint", "plain"), "Output"),
-    **dict.fromkeys(("resume", "no_save"), "History"),
+    **dict.fromkeys(("resume", "continue_", "save"), "History"),
     **dict.fromkeys(("endpoint", "api_key_env", "timeout", "logprobs_mode"), "Remote server"),
 }  # fmt: skip
 MIN_OPTIONS_FOR_PANELS = 7  # a command with a handful of options reads best as one list

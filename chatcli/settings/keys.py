@@ -21,7 +21,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 @dataclass(frozen=True)
 class Key:
     name: str
-    kind: str  # "text", "model", "choice", "float", "int", "seed", "adapters"
+    kind: str  # "text", "model", "choice", "float", "int", "seed", "adapters", "bool"
     help: str  # one phrase for the README table and `presets show`
     choices: tuple[str, ...] = ()
 
@@ -45,10 +45,15 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("system", "text", "system message (\"\" sends an empty one)"),
     Key("max_tokens", "int", "most new tokens per answer"),
     Key("adapters", "adapters", "LoRA adapters, PATH[:SCALE] or NAME[:SCALE]"),
+    Key("save_history", "bool", "keep chats and generate runs in the history (false: --no-save)"),
 )}  # fmt: skip
 
 # The keys the sampler reads (chatcli.settings.param_sources resolves them, with the model's own).
 SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed")
+
+
+_BOOL_WORDS = {**dict.fromkeys(("1", "true", "t", "yes", "y", "on"), True),
+               **dict.fromkeys(("0", "false", "f", "no", "n", "off"), False)}  # fmt: skip
 
 
 class BadValue(ValueError):
@@ -78,6 +83,10 @@ def check_value(name: str, value: object) -> object:
             raise BadValue(f"must be one of {', '.join(key.choices)}, not {_shown(value)}")
         if any(0xD800 <= ord(c) <= 0xDFFF for c in value):  # lone surrogates cannot be printed or saved
             raise BadValue("is not valid Unicode text")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise BadValue(f"must be true or false, not {_type_name(value)} {_shown(value)}")
         return value
     if kind == "adapters":
         items = [value] if isinstance(value, str) else value
@@ -116,6 +125,11 @@ def parse_text(name: str, text: str) -> object:
     kind = KEYS[name].kind
     if kind == "adapters":
         return check_value(name, text.split())
+    if kind == "bool":  # the words click's flags take from a variable
+        word = text.strip().lower()
+        if word not in _BOOL_WORDS:
+            raise BadValue(f"must be true or false (1/0, yes/no, on/off), not {_shown(text)}")
+        return _BOOL_WORDS[word]
     if kind in ("float", "int", "seed"):
         try:
             value: object = float(text) if kind == "float" else int(text.strip())
