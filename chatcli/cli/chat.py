@@ -81,7 +81,10 @@ def chat(
     resume: bool = typer.Option(
         False, "--resume", "-r", help="Reopen a saved conversation: `chat --resume ID`, or the latest without ID.",
     ),
-    no_save: bool = typer.Option(False, "--no-save", help="Keep this chat out of the history."),
+    save: bool = typer.Option(
+        True, "--save/--no-save", " /--no-log", envvar=ENV_VARS["save_history"],
+        help="Keep this chat in the history (--no-save: out of it). [default: save]",
+    ),
     plain: bool = typer.Option(False, "--plain", help="Line-based chat (also used when stdin or stdout is not a terminal)."),
     tint: str | None = typer.Option(None, "--tint", help="Colour tokens by certainty: off, model_prob or entropy.",
                                     metavar=choices_metavar(TINTS), autocompletion=complete_choices(TINTS)),
@@ -113,12 +116,15 @@ def chat(
     if conv_id is not None and not resume:
         raise UsageError(f"to reopen conversation {conv_id}, use `chatcli chat --resume {conv_id}`")
     resume_id: int | str | None = (conv_id if conv_id is not None else "latest") if resume else None
-    if resume_id is not None and no_save:
-        raise UsageError("--resume needs the history; drop --no-save")
+    if resume_id is not None and not save:
+        typed = getattr(ctx.get_parameter_source("save"), "name", "") == "COMMANDLINE"
+        raise UsageError("--resume needs the history; drop --no-save" if typed else
+                         "--resume needs the history, and save_history = false (config file or CHATCLI_SAVE_HISTORY) "
+                         "turns it off: add --save")  # fmt: skip
 
     from chatcli.chat.store import open_store
 
-    store, warning = (None, None) if no_save else open_store()
+    store, warning = open_store() if save else (None, None)
     if resume_id is not None and store is None and warning:
         raise UsageError(f"cannot resume: {warning}")
     if endpoint is not None:

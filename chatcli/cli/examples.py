@@ -15,6 +15,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "generate": (
         'chatcli generate "Name three primes." --temperature 0 --show-probs',
         'cat notes.txt | chatcli generate - --preset terse --json',
+        'chatcli generate -c "And the next three?"',
     ),
     "chat": (
         "chatcli chat --temperature 0.3 --lora pirate:0.5",
