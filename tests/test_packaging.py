@@ -1,11 +1,22 @@
-"""What a wheel installs: every package folder, the TUI styles and the demo adapters."""
+"""What a wheel installs (every package folder, the TUI styles, the demo adapters), under which
+distribution name and metadata, and what scripts/bootstrap does about an older install."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
+import chatcli
+
 ROOT = Path(__file__).resolve().parent.parent
+DIST = "chatcli-lab"  # "chatcli" on PyPI is an unrelated project
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def test_every_package_folder_is_listed_in_pyproject():
@@ -37,3 +48,53 @@ def test_demo_adapters_resolve_by_name():
         assert (PACKAGE_ADAPTERS / name / "adapter_model.safetensors").is_file()
         spec = resolve_adapter(name, cwd=ROOT / "tests")  # not via ./adapters: the installed copy
         assert spec.name == name and spec.path.resolve() == (PACKAGE_ADAPTERS / name).resolve()
+
+
+def test_distribution_name_is_ours_and_the_version_is_written_once():
+    project = _pyproject()["project"]
+    assert project["name"] == DIST
+    assert project["scripts"] == {"chatcli": "chatcli.cli.main:main"}  # the command keeps its name
+    assert "version" in project["dynamic"] and "version" not in project
+    assert _pyproject()["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "chatcli.__version__"}
+
+
+def test_the_installed_distribution_says_what_pyproject_says():
+    """scripts/bootstrap installed DIST (and removed the old "chatcli" distribution)."""
+    dist = metadata.distribution(DIST)
+    assert dist.version == chatcli.__version__
+    plugins = {e.name: e.value for e in dist.entry_points.select(group="chatcli.plugins")}
+    assert plugins == {"rank": "chatcli_rank", "finetune": "chatcli_finetune"}
+    assert [e.value for e in dist.entry_points.select(group="console_scripts")] == ["chatcli.cli.main:main"]
+    assert not list(metadata.distributions(name="chatcli"))
+
+
+def _old_dist():
+    spec = importlib.util.spec_from_file_location("old_dist", ROOT / "scripts" / "old_dist.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.old_dist
+
+
+def _fake_dist(site: Path, version: str, entry_points: str = "", direct_url: dict | None = None) -> None:
+    info = site / f"chatcli-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: chatcli\nVersion: {version}\n", encoding="utf-8")
+    if entry_points:
+        (info / "entry_points.txt").write_text(entry_points, encoding="utf-8")
+    if direct_url is not None:
+        (info / "direct_url.json").write_text(json.dumps(direct_url), encoding="utf-8")
+
+
+def test_bootstrap_removes_only_our_old_distribution(tmp_path):
+    old_dist = _old_dist()
+    assert old_dist(ROOT, [str(tmp_path / "empty")]) is None
+    by_plugins = tmp_path / "a"  # our old wheel, installed from anywhere: it registers chatcli_rank
+    _fake_dist(by_plugins, "0.1.0", "[chatcli.plugins]\nrank = chatcli_rank\nfinetune = chatcli_finetune\n")
+    assert old_dist(ROOT, [str(by_plugins)]) == "ours"
+    from_here = tmp_path / "b"  # pip's record says it came from this checkout
+    _fake_dist(from_here, "0.1.0", direct_url={"url": ROOT.as_uri(), "dir_info": {"editable": True}})
+    assert old_dist(ROOT, [str(from_here)]) == "ours"
+    unrelated = tmp_path / "c"  # PyPI's chatcli, or one built from some other folder
+    _fake_dist(unrelated, "0.1.20", "[console_scripts]\nchatcli = chatcli.main:main\n",
+               direct_url={"url": (tmp_path / "elsewhere").as_uri(), "dir_info": {}})
+    assert old_dist(ROOT, [str(unrelated)]) == "other"
