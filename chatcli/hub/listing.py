@@ -191,7 +191,7 @@ def _info_for_dir(name: str, path: Path, store: Store, repo: str | None = None) 
         source=source,
         converter_version=manifest.get("converter_version"),
         created=manifest.get("created"),
-        store=store, hf_repo=repo, alias=entry.name if entry else None,
+        store=store, hf_repo=repo, alias=_alias_of(entry),
         model_type=config.get("model_type") if isinstance(config.get("model_type"), str) else None,
     )
 
@@ -199,8 +199,13 @@ def _info_for_dir(name: str, path: Path, store: Store, repo: str | None = None) 
 def _with_catalog(info: ModelInfo, entry: CatalogEntry | None) -> ModelInfo:
     if entry is None:
         return info
-    return replace(info, alias=entry.name, hf_repo=info.hf_repo or entry.hf_repo, licence=entry.licence,
-                   gated=entry.gated)
+    return replace(info, alias=_alias_of(entry) or (info.name if info.name == entry.name else None),
+                   hf_repo=info.hf_repo or entry.hf_repo, licence=entry.licence, gated=entry.gated)
+
+
+def _alias_of(entry: CatalogEntry | None) -> str | None:
+    """The catalog name that loads this repository (not the default's: its name loads the PyPI copy)."""
+    return entry.name if entry is not None and entry.name not in KNOWN_MODELS else None
 
 
 def _architecture(config: dict) -> str | None:
