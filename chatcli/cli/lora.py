@@ -71,6 +71,8 @@ def describe_adapter(path: Path) -> dict:
         "size_bytes": weights.stat().st_size,
         "dtypes": sorted({e.dtype for e in entries.values()}),
         "base_model": config.base_model_name_or_path,
+        "base_revision": config.revision,
+        "base_record": config.base_record,  # chatcli's own: its name for the base, the weights' sha256
         "task_type": config.task_type,
         "r": config.r,
         "lora_alpha": config.lora_alpha,
@@ -146,6 +148,7 @@ def info(
 ) -> None:
     """Show an adapter's config, tensors, parameter count and the base model it expects
     (with --model: how much it changes each layer of that model)."""
+    from chatcli.hub.base_ref import describe_base
     from chatcli.lora.spec import resolve_adapter
 
     spec = resolve_adapter(path)
@@ -167,12 +170,14 @@ def info(
     layers = d["layers"]
     span = f"layers {layers[0]}-{layers[-1]} ({len(layers)})" if layers else "no transformer layers"
     percent = d.get("check", {}).get("percent_of_base")
+    base_line, weights_line = describe_base(d["base_model"], d["base_record"])
     share = f" ({percent:.2f}% of the model's)" if percent is not None else "" if model else " (--model M: its share of M)"
     rows = [
         ("name", d["name"]),
         ("path", d["path"]),
         ("file", f"{Path(d['weights']).name}, {d['size_bytes'] / 1e6:.1f} MB, {'/'.join(d['dtypes'])}, {d['tensors']} tensors"),
-        ("base model", d["base_model"] or "not recorded"),
+        ("base model", base_line),
+        *([("base weights", weights_line)] if weights_line else []),
         ("expects", f"hidden size {d['expects']['hidden_size'] or '?'}, at least {d['expects']['min_layers'] or '?'} layers"),
         ("rank", f"{rank} (config r={d['r']}{', patterns' if d['rank_pattern'] else ''})"),
         ("alpha", f"{d['lora_alpha']:g}{' (+ patterns)' if d['alpha_pattern'] else ''}"),
@@ -212,6 +217,8 @@ def merge(
     import torch
     from safetensors.torch import save_file
 
+    from chatcli.engine.loader import weights_sha256
+    from chatcli.hub.base_ref import base_reference
     from chatcli.lora.spec import load_adapter_specs, preflight
     from chatcli.lora.manager import AdapterManager
     from chatcli.hub.checkpoint import load_checkpoint, resolve_dtype
@@ -246,8 +253,10 @@ def merge(
             cfg["tie_word_embeddings"] = False
         cfg["torch_dtype"] = str(out_dtype).removeprefix("torch.")
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        ref = base_reference(model, src, weights_sha256(src))
         provenance = {
             "base_model": str(src),
+            "base": {"hf_id": ref.hf_id, "revision": ref.revision, **ref.extra()},
             "adapters": [{"name": i.name, "path": i.source, "scale": i.scale} for i in infos],
             "dtype": cfg["torch_dtype"],
             "lm_head_untied": untied,

@@ -64,6 +64,7 @@ class LoadedModel(PromptRenderer):
         generation_defaults: GenerationDefaults | None = None,
     ):
         from chatcli.engine.generate import Generator
+        from chatcli.hub.base_ref import base_reference
         from chatcli.lora.manager import AdapterManager
 
         super().__init__(tokenizer)
@@ -75,7 +76,8 @@ class LoadedModel(PromptRenderer):
         # The model's one adapter manager (every adapter change goes through it). The
         # generator asks it for the weights version, so a change drops the cached prefix,
         # and its changes wait for no answer to be running (Generator.idle).
-        self.adapters = AdapterManager(model)
+        # It knows the base as other tools name it, for the adapters it saves (PEFT's base id).
+        self.adapters = AdapterManager(model, base=base_reference(identity.name, identity.path, identity.sha256))
         self.generator = Generator(model, tokenizer, weights_version=self.adapters.weights_version)
         self.adapters.guard = self.generator.idle
 

@@ -79,6 +79,10 @@ class AdapterConfig:
     base_model_name_or_path: str | None = None
     task_type: str | None = "CAUSAL_LM"
     heads: list[str] = field(default_factory=list)  # SEQ_CLS heads (``score``) among modules_to_save
+    revision: str | None = None  # the base's Hub revision (PEFT loads the base at it)
+    # chatcli's own record of the base (its name for it, the weights' sha256, how they were made),
+    # under the "chatcli" key: PEFT ignores the key (with a warning that names it)
+    base_record: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "adapter_config.json") -> "AdapterConfig":
@@ -140,6 +144,8 @@ class AdapterConfig:
             base_model_name_or_path=f.optional_str("base_model_name_or_path"),
             task_type=task_type,
             heads=heads,
+            revision=f.optional_str("revision"),
+            base_record=dict(d["chatcli"]) if isinstance(d.get("chatcli"), dict) else {},
         )
 
     def with_linear_names(self, linear_names: Iterable[str]) -> "AdapterConfig":
@@ -192,6 +198,8 @@ class AdapterConfig:
             "fan_in_fan_out": False,
             "init_lora_weights": True,
             "inference_mode": True,
+            **({"revision": self.revision} if self.revision else {}),
+            **({"chatcli": dict(self.base_record)} if self.base_record else {}),
         }
 
 

@@ -49,6 +49,7 @@ from chatcli.model.int8 import Int8Linear, float_dtype_device, quantize_int8, we
 from chatcli.errors import UsageError
 
 if TYPE_CHECKING:
+    from chatcli.hub.base_ref import BaseRef
     from chatcli.lora.peft_io import LoRAAdapter
 
 REPLACEABLE = ("lm_head", "model.embed_tokens")
@@ -72,10 +73,13 @@ class AdapterManager(TemporarySwitches):
         max_rank: int | None = None,
         guard: Callable[[], ContextManager[Any]] | None = None,
         on_change: Iterable[Callable[[], None]] = (),
+        base: BaseRef | None = None,
     ):
         if any(isinstance(m, (LoRALinear, ReplacedModule)) for m in model.modules()):
             raise ValueError("the model already has adapter layers: use the manager that wrapped them")
         self.model = model
+        # The base model as other tools name it (hub.base_ref): what a saved adapter records.
+        self.base = base
         self.max_rank = max_rank_limit() if max_rank is None else max_rank
         self.guard = guard or nullcontext
         self.on_change: list[Callable[[], None]] = list(on_change)
@@ -321,10 +325,11 @@ class AdapterManager(TemporarySwitches):
     # --- saving and export ---------------------------------------------------------------------
 
     def save(self, name: str, out_dir: str | Path) -> Path:
-        """Write adapter ``name`` in PEFT's format."""
+        """Write adapter ``name`` in PEFT's format, naming this manager's base when it is known
+        (its Hugging Face id for PEFT, chatcli's name and the weights' sha256 beside it)."""
         from chatcli.lora.peft_io import write_adapter
 
-        return write_adapter(self._get(name).adapter, out_dir)
+        return write_adapter(self._get(name).adapter, out_dir, base=self.base)
 
     def base_parameters(self) -> dict[str, torch.Tensor]:
         """Every base-model parameter by checkpoint key (merged adapters included), wrappers or not."""

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from chatcli.hub.base_ref import BaseRef
 from chatcli.hub.safetensors_header import HeaderError
 from chatcli.hub.safetensors_io import open_mapped
 from chatcli.lora.config import (  # noqa: F401  (re-exported: the format's public names)
@@ -74,6 +75,8 @@ class LoRAAdapter:
     # the model's own, otherwise the adapter was trained on a changed (e.g. resized) model.
     expected_base: dict[str, torch.Tensor] = field(default_factory=dict)
     base_model: str | None = None
+    base_revision: str | None = None
+    base_record: dict = field(default_factory=dict)  # chatcli's record of the base (config.AdapterConfig)
     source: str | None = None
     # SEQ_CLS heads by name ("score" -> weight [num_labels, hidden]); a reward model's scalar head.
     heads: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -100,6 +103,8 @@ class LoRAAdapter:
             base_model_name_or_path=self.base_model,
             task_type=SEQ_CLS if self.heads else "CAUSAL_LM",
             heads=sorted(self.heads),
+            revision=self.base_revision,
+            base_record=dict(self.base_record),
         )
 
 
@@ -166,13 +171,22 @@ def read_adapter(
         expected_base={m: load(k) for m, k in plan.base_keys.items()},
         heads={m: tensors[k].to(device=device, dtype=torch.float32) for m, k in plan.head_keys.items()},
         base_model=config.base_model_name_or_path,
+        base_revision=config.revision,
+        base_record=dict(config.base_record),
         source=str(Path(path).expanduser()),
     )
 
 
-def write_adapter(adapter: LoRAAdapter, out_dir: str | Path) -> Path:
-    """Write ``adapter`` in PEFT's format to ``out_dir`` (created); returns the folder."""
+def write_adapter(adapter: LoRAAdapter, out_dir: str | Path, base: BaseRef | None = None) -> Path:
+    """Write ``adapter`` in PEFT's format to ``out_dir`` (created); returns the folder.
+
+    ``base`` (the model the adapter is on, when known) is recorded as PEFT finds it:
+    ``base_model_name_or_path`` its Hugging Face id (else its folder), ``revision`` its Hub
+    commit, and chatcli's name and weights sha256 under the ``chatcli`` key."""
     from safetensors.torch import save_file
+
+    if base is not None:
+        adapter = replace(adapter, base_model=base.peft_name, base_revision=base.revision, base_record=base.extra())
 
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
