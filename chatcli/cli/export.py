@@ -96,6 +96,7 @@ def lora_export(
 def _run_model_export(model: str, lora: list[str], quantize: str, out: Path, modelfile: Path) -> None:
     import torch
 
+    from chatcli.hub.base_ref import base_reference
     from chatcli.hub.catalog import recommended_sampling, resolve_model
     from chatcli.hub.checkpoint import load_checkpoint
     from chatcli.hub.generation_config import read_generation_defaults
@@ -119,8 +120,10 @@ def _run_model_export(model: str, lora: list[str], quantize: str, out: Path, mod
         merged = ", ".join(f"{i.name}×{i.scale:g}" for i in infos)
         label = model + (f" + {merged}" if merged else "")
         defaults = read_generation_defaults(src, recommended_sampling(model, src))
+        ref = base_reference(model, src)
         result = export_gguf(
-            src, state, out, quantize=quantize, name=label, source_repo=None, progress=progress,
+            src, state, out, quantize=quantize, name=label, source_repo=ref.hf_id, progress=progress,
+            adapters=tuple(i.name for i in infos),
             description=f"{label}, exported by chatcli ({quantize})", sampling=defaults.sampling,
         )
     vocab = result.vocab

@@ -258,3 +258,12 @@ def test_unknown_pre_tokenizer_is_refused(tiny_model_dir, tmp_path):
     with pytest.raises(ModelError, match="pre-tokenizer"):
         preflight(d)
     assert exporter.QUANTIZE_CHOICES == ("f16", "q8_0", "q4_0")
+
+
+def test_merged_adapters_name_the_hub_repo_as_base_model(tiny_model_dir, tmp_path):
+    export_gguf(tiny_model_dir, _state(tiny_model_dir), tmp_path / "m.gguf", quantize="f16", source_repo="Org/Tiny",
+                adapters=("pirate",))
+    meta = read_metadata(open_gguf(tmp_path / "m.gguf"))
+    assert "general.source.url" not in meta and meta["general.base_model.count"] == 1
+    assert (meta["general.base_model.0.organization"], meta["general.base_model.0.name"]) == ("Org", "Tiny")
+    assert meta["general.base_model.0.repo_url"] == "https://huggingface.co/Org/Tiny"

@@ -11,7 +11,8 @@ writes a llama model:
 - q and k projections permuted per head for llama.cpp's rotary kernel
   (:func:`.llama.permute_rotary`, q with the head count, k with the kv head count);
 - ``llama.*`` architecture keys, ``general.*`` (type ``model``, name, file type,
-  quantization version, source url), the model's sampling defaults as
+  quantization version, the Hub repository as source url, or as base model when adapters
+  were merged), the model's sampling defaults as
   ``general.sampling.*`` (llama.cpp's defaults for the file; the importer reads them back),
   the tokenizer and chat template (:mod:`.vocab_export`);
 - types by ``quantize``: ``f16`` stores matrices as F16; ``q8_0`` as Q8_0; ``q4_0`` as
@@ -122,6 +123,7 @@ def export_gguf(
     name: str = "",
     description: str = "",
     source_repo: str | None = None,
+    adapters: tuple[str, ...] = (),
     sampling: Mapping[str, float | int] | None = None,
     progress: Progress | None = None,
 ) -> ExportResult:
@@ -141,8 +143,13 @@ def export_gguf(
         w.add_name(name or model_dir.name)
         if description:
             w.add_description(description)
-        if source_repo:
+        if source_repo and not adapters:
             w.add_source_url(f"https://huggingface.co/{source_repo}")
+        elif source_repo:  # merged adapters: a fine-tune of that base, as llama.cpp's converter records one
+            w.add_base_model_count(1)
+            w.add_base_model_name(0, source_repo.rsplit("/", 1)[-1])
+            w.add_base_model_organization(0, source_repo.split("/", 1)[0])
+            w.add_base_model_repo_url(0, f"https://huggingface.co/{source_repo}")
         for key, value in (sampling or {}).items():  # llama.cpp takes them as its defaults, as does our importer
             if key in SAMPLING_KEYS:
                 (w.add_int32 if key == "top_k" else w.add_float32)(SAMPLING_KEYS[key], value)
