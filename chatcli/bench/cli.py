@@ -27,7 +27,7 @@ def bench(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name, local directory, .gguf file, or hf:ORG/NAME."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 (reference), bfloat16 or float16, for every system."),
     threads: int | None = typer.Option(None, "--threads", help="torch threads in every worker (default: torch's choice)."),
-    quantize: str | None = typer.Option(None, "--quantize", help="chatcli's weight quantization: int8."),
+    quantize: str | None = typer.Option(None, "--quantize", help="chatcli's weight quantization: int8 or int4."),
     baseline: list[str] | None = typer.Option(
         None, "--baseline", help="Also measure transformers or llama.cpp (repeatable); ratios per figure."
     ),

@@ -30,7 +30,8 @@ DtypeOpt = typer.Option(
 )
 QuantizeOpt = typer.Option(
     "none", "--quantize", metavar=choices_metavar(QUANTIZE_CHOICES),
-    help="none, or int8: weight-only int8 projections and LM head (faster CPU decode, a small quality cost).",
+    help="none; int8: weight-only int8 projections and LM head; int4: 4-bit projections (groups of 32) and an "
+    "int8 head (faster CPU decode, less memory, a small quality cost).",
     envvar=ENV_VARS["quantize"], autocompletion=complete_choices(QUANTIZE_CHOICES),
 )
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")

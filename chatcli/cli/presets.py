@@ -94,7 +94,7 @@ def save(
     lora: list[str] | None = typer.Option(None, "--lora", metavar="PATH[:SCALE]", help="LoRA adapter (repeatable).",
                                           autocompletion=complete_adapters),
     dtype: str | None = typer.Option(None, "--dtype", metavar="[float32|bfloat16|float16]", help="Weights' dtype."),
-    quantize: str | None = typer.Option(None, "--quantize", metavar="[none|int8]", help="Weight-only quantization."),
+    quantize: str | None = typer.Option(None, "--quantize", metavar="[none|int8|int4]", help="Weight-only quantization."),
     from_config: bool = typer.Option(False, "--from-config", help="Start from the config file's [defaults]."),
 ) -> None:
     """Save a preset from these flags (and --from-config); an existing one of that name is replaced."""

@@ -172,6 +172,7 @@ def load_engine(
     lora: Sequence[str] = (),
     warm_up: bool = True,
     quantize: str = "none",
+    group_size: int | None = None,
 ) -> LoadedModel:
     """Load a model, and the ``--lora PATH[:SCALE]`` adapters given (all or nothing).
 
@@ -179,8 +180,12 @@ def load_engine(
     ``warm_up=False`` skips the one-token forward that keeps page-in out of the first
     answer's time to first token: a one-shot command (``chatcli generate``) pays that cost
     in its only answer anyway, so the extra forward only makes it slower.
-    ``quantize="int8"`` stores the projections and the LM head as int8 (see
-    :mod:`chatcli.model.quantize`); adapters then wrap the int8 layers.
+    ``quantize="int8"`` stores the projections and the LM head as int8, ``"int4"`` the
+    projections as group-wise int4 (``group_size`` 32, 64 or 128; default 32) and the head as
+    int8 (see :mod:`chatcli.model.quantize`); adapters then wrap the quantised layers. The
+    weights are quantised one by one as they are read, before packing, so the float model is
+    never whole in memory; a model converted from a Q4_0/Q4_1 GGUF that kept the file loads
+    its 4-bit blocks as they are (:mod:`chatcli.hub.gguf.q4_blocks`).
     """
     from chatcli.hub.checkpoint import load_checkpoint, resolve_device, resolve_dtype
     from chatcli.hub.catalog import recommended_sampling, resolve_model
@@ -200,7 +205,19 @@ def load_engine(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     check_load_fits(path, str(dt).removeprefix("torch."), str(dev))
-    model = load_checkpoint(path, dtype=dt, device=dev, progress=progress)
+    counted: list[int] = []
+
+    def quantize_weights(model) -> None:
+        counted.append(sum(p.numel() for p in model.parameters()))  # before: quantised weights are buffers
+        blocks = None
+        if quantize == "int4" and group_size in (None, 32):
+            from chatcli.hub.gguf.q4_blocks import q4_blocks
+
+            blocks = q4_blocks(path)
+        quantize_model(model, quantize, group_size=group_size, blocks=blocks)
+
+    transform = quantize_weights if quantize != "none" else None
+    model = load_checkpoint(path, dtype=dt, device=dev, progress=progress, transform=transform)
     identity = ModelIdentity(
         name=spec,
         path=str(path),
@@ -209,10 +226,9 @@ def load_engine(
         dtype=str(dt).removeprefix("torch."),
         device=str(dev),
         context_length=model.config.max_position_embeddings,
-        parameters=sum(p.numel() for p in model.parameters()),
+        parameters=counted[0] if counted else sum(p.numel() for p in model.parameters()),
         quantize=quantize,
     )
-    quantize_model(model, quantize)  # after counting: int8 weights are buffers, not parameters
     if warm_up:
         _warm_up(model, progress)
     engine = LoadedModel(model, tokenizer, identity, read_generation_defaults(path, recommended_sampling(spec, path)))

@@ -144,11 +144,15 @@ def load_checkpoint(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     pack: bool = True,
+    transform: Callable[[DecoderLM], object] | None = None,
 ) -> DecoderLM:
     """Load a Hugging Face model directory as a :class:`DecoderLM` in eval mode.
 
     ``pack``: store the weights in the fast packed layout (:mod:`chatcli.model.packed`);
-    the unpacked model gives the same logits (tests compare the two)."""
+    the unpacked model gives the same logits (tests compare the two). ``transform`` runs on
+    the model once its weights are assigned, before packing, while each float weight is still
+    a view of the file that nothing has read: quantising there (``--quantize``) reads one
+    weight at a time and never holds the float model in memory."""
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     config = read_model_config(path)
@@ -184,6 +188,8 @@ def load_checkpoint(
     model.tie_weights()
     model.reset_buffers(device)
     _check_materialized(model)
+    if transform is not None:
+        transform(model)
     if pack:
         from chatcli.model.packed import pack_model
 

@@ -11,7 +11,7 @@ wrapped module this measures the relative size of that change::
 :meth:`~chatcli.lora.manager.AdapterManager.base_norm` (computed once per module) of
 :meth:`~chatcli.lora.manager.AdapterManager.base_weight`: the plain weight (a view into
 the packed q/k/v or gate/up storage where the model is packed), the dequantised weight of
-an int8 layer, or, where adapters are merged, the merged weight minus their ΔW (built for
+an int8 or int4 layer, or, where adapters are merged, the merged weight minus their ΔW (built for
 that one module, then dropped). A layer's and a module kind's figures combine their
 modules' squares: ``sqrt(Σ‖ΔW‖²) / sqrt(Σ‖W0‖²)``.
 

@@ -45,7 +45,7 @@ from chatcli.lora.info import (  # noqa: F401  (re-exported)
 from chatcli.lora.override import TemporarySwitches
 from chatcli.model.lora_linear import LoRALinear, LoRAPair, Replacement, ReplacedModule
 from chatcli.lora.validate import AdapterError, ModuleShapes, check_against_model, max_rank_limit
-from chatcli.model.int8 import Int8Linear, float_dtype_device, quantize_int8, weight_shape
+from chatcli.model.qlinear import QuantizedLinear, float_dtype_device, weight_shape
 from chatcli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -86,13 +86,13 @@ class AdapterManager(TemporarySwitches):
         self._adapters: dict[str, _Loaded] = {}
         self._version = 0  # bumped whenever the effective weights change (see weights_version)
         self._wrappers: dict[str, nn.Module] = {}  # module name -> its LoRALinear / ReplacedModule
-        self._norms: dict[tuple[str, torch.dtype], float] = {}  # (module, dtype) -> ‖W0‖_F (base_norm)
+        self._norms: dict[tuple[str, torch.dtype | str], float] = {}  # (module, dtype or method) -> ‖W0‖_F (base_norm)
         # The original modules, by name, with where they hang (parent, attribute).
         self._slots: dict[str, tuple[nn.Module, str, nn.Module]] = {}
         for name, module in model.named_modules():
             for attr, child in module.named_children():
                 full = f"{name}.{attr}" if name else attr
-                if isinstance(child, (nn.Linear, Int8Linear)) or full in REPLACEABLE:
+                if isinstance(child, (nn.Linear, QuantizedLinear)) or full in REPLACEABLE:
                     self._slots[full] = (module, attr, child)
         # Every parameter of the base model, by checkpoint key, via its owning module (for export).
         self._params: dict[str, tuple[nn.Module, str]] = {
@@ -108,7 +108,7 @@ class AdapterManager(TemporarySwitches):
                 self.base_params += p.numel()
         self.shapes = ModuleShapes(
             linears={n: (c.out_features, c.in_features) for n, (_, _, c) in self._slots.items()
-                     if isinstance(c, (nn.Linear, Int8Linear))},
+                     if isinstance(c, (nn.Linear, QuantizedLinear))},
             replaceable={n: weight_shape(self._slots[n][2]) for n in REPLACEABLE if n in self._slots},
         )
 
@@ -144,11 +144,11 @@ class AdapterManager(TemporarySwitches):
         return [self.info(n) for n in self._adapters]
 
     def base_weight(self, module: str) -> torch.Tensor:
-        """W0 of linear ``module``: [out, in] float32, the weight without any adapter. An int8
-        layer is dequantised; a weight holding merged adapters gives back merged − s·c·B·A
+        """W0 of linear ``module``: [out, in] float32, the weight without any adapter. A quantised
+        (int8, int4) layer is dequantised; a weight holding merged adapters gives back merged − s·c·B·A
         (a new tensor, one module at a time; the model's weight is not touched)."""
         layer = self._slots[module][2]
-        if isinstance(layer, Int8Linear):
+        if isinstance(layer, QuantizedLinear):
             return layer.dequantize(torch.float32)
         w = layer.weight.detach().float()  # the weight itself when it is float32: never written below
         wrapper = self._wrappers.get(module)
@@ -162,7 +162,7 @@ class AdapterManager(TemporarySwitches):
         base weights stay as they are while the model is loaded (merging changes them only
         by what unmerging takes back), and reading them all takes a second on a small CPU."""
         layer = self._slots[module][2]
-        key = (module, torch.int8 if isinstance(layer, Int8Linear) else layer.weight.dtype)
+        key = (module, layer.method if isinstance(layer, QuantizedLinear) else layer.weight.dtype)
         if key not in self._norms:
             self._norms[key] = float(torch.linalg.vector_norm(self.base_weight(module)))
         return self._norms[key]
@@ -203,9 +203,8 @@ class AdapterManager(TemporarySwitches):
     def _check_base_copies(self, adapter: LoRAAdapter) -> None:
         for module, saved in adapter.expected_base.items():
             layer = self._slots[module][2]
-            if isinstance(layer, Int8Linear):  # same base weights quantise to the same int8 weights
-                q, s = quantize_int8(saved.to(device=layer.device, dtype=layer.dtype))
-                same = torch.equal(q, layer.qweight) and torch.equal(s, layer.scales)
+            if isinstance(layer, QuantizedLinear):  # same base weights quantise to the same weights
+                same = layer.matches(saved)
             else:
                 own = layer.weight
                 same = torch.equal(saved.to(device=own.device, dtype=own.dtype), own.detach())
@@ -277,10 +276,11 @@ class AdapterManager(TemporarySwitches):
     def merge(self, name: str) -> None:
         """Fold ``name`` into the base weights (it stays listed; unmerge to separate it again)."""
         st = self._get(name)
-        quantized = [m for m in st.adapter.modules if isinstance(self._slots[m][2], Int8Linear)]
+        quantized = [m for m in st.adapter.modules if isinstance(self._slots[m][2], QuantizedLinear)]
         if quantized:
+            method = self._slots[quantized[0]][2].method
             raise AdapterError(
-                f"cannot merge {name}: {quantized[0]} has int8 weights (--quantize int8); it stays unmerged "
+                f"cannot merge {name}: {quantized[0]} has {method} weights (--quantize {method}); it stays unmerged "
                 "(load the model without --quantize to merge)"
             )
         tied = [m for m in st.adapter.modules if self._shared_weight(m)]
@@ -397,11 +397,11 @@ class AdapterManager(TemporarySwitches):
 
     def _shared_weight(self, module: str) -> bool:
         layer = self._slots[module][2]
-        if isinstance(layer, Int8Linear):
-            return False  # an int8 layer holds its own copy (a tied head's included)
+        if isinstance(layer, QuantizedLinear):
+            return False  # a quantised layer holds its own copy (a tied head's included)
         w = layer.weight
         return any(
-            other != module and not isinstance(m, Int8Linear) and getattr(m, "weight", None) is w
+            other != module and not isinstance(m, QuantizedLinear) and getattr(m, "weight", None) is w
             for other, (_, _, m) in self._slots.items()
         )
 

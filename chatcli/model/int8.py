@@ -1,6 +1,7 @@
 """Int8 weights: the per-channel maths and :class:`Int8Linear`, the layer that holds them.
 
-A leaf of the model package: it knows int8 weights and nothing of packing, LoRA or
+A leaf of the model package (its base class, :class:`~chatcli.model.qlinear.QuantizedLinear`,
+is shared with int4): it knows int8 weights and nothing of packing, LoRA or
 which layers get quantised (:mod:`chatcli.model.quantize` picks those; the fused int8
 groups are in :mod:`chatcli.model.packed`).
 
@@ -31,6 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chatcli.model.qlinear import QuantizedLinear, float_dtype_device, is_quantized, weight_shape
+
+__all__ = ["Int8Linear", "quantize_int8", "float_dtype_device", "is_quantized", "weight_shape"]  # helpers re-exported
+
 # At most this many rows go through the int8 kernel; more rows use a dequantised matmul
 # (measured on the default model's shapes: the kernel's cost grows ~linearly with rows).
 KERNEL_MAX_ROWS = 16
@@ -53,7 +58,7 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.contiguous(), s.contiguous()
 
 
-class Int8Linear(nn.Module):
+class Int8Linear(QuantizedLinear):
     """A frozen linear layer with int8 weights and per-output-channel bfloat16 scales.
 
     Answers like the ``nn.Linear`` it replaced (``in_features``, ``out_features``,
@@ -62,6 +67,8 @@ class Int8Linear(nn.Module):
     (shape checks, exports): writing to it changes nothing, so merging a LoRA adapter
     into an int8 layer is refused by the adapter code.
     """
+
+    method = "int8"
 
     def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
         super().__init__()
@@ -81,10 +88,6 @@ class Int8Linear(nn.Module):
         return cls(q, s, linear.bias, linear.weight.dtype)
 
     @property
-    def dtype(self) -> torch.dtype:
-        return self.compute_dtype
-
-    @property
     def device(self) -> torch.device:
         return self.qweight.device
 
@@ -93,9 +96,10 @@ class Int8Linear(nn.Module):
         w = self.qweight.float() * self.scales.float()[:, None]
         return w.to(dtype or self.compute_dtype)
 
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.dequantize()
+    def matches(self, weight: torch.Tensor) -> bool:
+        """Same float weights quantise to the same int8 weights and scales (exactly)."""
+        q, s = quantize_int8(weight.to(device=self.device, dtype=self.dtype))
+        return torch.equal(q, self.qweight) and torch.equal(s, self.scales)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [..., K] -> y: [..., N] in x's dtype.
@@ -122,20 +126,3 @@ class Int8Linear(nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, int8"
 
-
-def float_dtype_device(layer: nn.Module) -> tuple[torch.dtype, torch.device]:
-    """The float dtype a layer computes in, and its device: an int8 layer's compute dtype
-    (reading its ``weight`` would dequantise it), else its weight's."""
-    if isinstance(layer, Int8Linear):
-        return layer.dtype, layer.device
-    return layer.weight.dtype, layer.weight.device
-
-
-def weight_shape(layer: nn.Module) -> tuple[int, ...]:
-    """The shape of a layer's (float or int8) weight, without dequantising it."""
-    return tuple(layer.qweight.shape if isinstance(layer, Int8Linear) else layer.weight.shape)
-
-
-def is_quantized(model: nn.Module) -> bool:
-    """Whether any layer of ``model`` holds int8 weights."""
-    return any(isinstance(m, Int8Linear) for m in model.modules())

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chatcli.model.int8 import Int8Linear, float_dtype_device, weight_shape
+from chatcli.model.qlinear import QuantizedLinear, float_dtype_device, weight_shape
 
 
 def lora_scaling(r: int, alpha: float, rslora: bool = False) -> float:
@@ -95,14 +95,14 @@ class LoRAPair:
 
 
 class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` (or int8 :class:`~chatcli.model.int8.Int8Linear`) plus named
-    LoRA adapters (see the module docstring for the maths). On an int8 base the low-rank
-    side path runs in the float compute dtype; merging into int8 weights is refused."""
+    """A frozen ``nn.Linear`` (or quantised int8/int4 :class:`~chatcli.model.qlinear.QuantizedLinear`)
+    plus named LoRA adapters (see the module docstring for the maths). On a quantised base the
+    low-rank side path runs in the float compute dtype; merging into quantised weights is refused."""
 
-    def __init__(self, base: nn.Linear | Int8Linear):
+    def __init__(self, base: nn.Linear | QuantizedLinear):
         super().__init__()
-        if not isinstance(base, (nn.Linear, Int8Linear)):
-            raise TypeError(f"LoRALinear wraps nn.Linear or Int8Linear, got {type(base).__name__}")
+        if not isinstance(base, (nn.Linear, QuantizedLinear)):
+            raise TypeError(f"LoRALinear wraps nn.Linear or a quantised linear, got {type(base).__name__}")
         self.base = base
         self.lora: dict[str, LoRAPair] = {}  # name -> pair, in load order
         self._fused: tuple[torch.Tensor, torch.Tensor] | None = None  # (A_cat [R, in], B_cat [out, R])
@@ -169,8 +169,8 @@ class LoRALinear(nn.Module):
         pair = self.lora[name]
         if pair.merged:
             return
-        if isinstance(self.base, Int8Linear):
-            raise TypeError("cannot merge a LoRA adapter into int8 weights")
+        if isinstance(self.base, QuantizedLinear):
+            raise TypeError(f"cannot merge a LoRA adapter into {self.base.method} weights")
         with torch.no_grad():
             w = self.base.weight
             w.copy_((w.float() + pair.delta().to(w.device)).to(w.dtype))
@@ -220,7 +220,7 @@ class LoRALinear(nn.Module):
         # x: [..., in] -> y: [..., out]. F.linear is exactly nn.Linear.forward, minus a module call
         # (per-token overhead matters: a small model has hundreds of wrapped layers).
         base = self.base
-        y = F.linear(x, base.weight, base.bias) if type(base) is nn.Linear else base(x)  # int8: its own kernel
+        y = F.linear(x, base.weight, base.bias) if type(base) is nn.Linear else base(x)  # quantised: its own kernel
         return self.add_side(x, y)
 
     def add_side(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -270,8 +270,8 @@ class ReplacedModule(nn.Module):
 
     def __init__(self, base: nn.Module):
         super().__init__()
-        if not isinstance(base, (nn.Linear, nn.Embedding, Int8Linear)):
-            raise TypeError(f"ReplacedModule wraps nn.Linear, Int8Linear or nn.Embedding, got {type(base).__name__}")
+        if not isinstance(base, (nn.Linear, nn.Embedding, QuantizedLinear)):
+            raise TypeError(f"ReplacedModule wraps nn.Linear, a quantised linear or nn.Embedding, got {type(base).__name__}")
         self.base = base
         self.replacements: dict[str, Replacement] = {}  # load order; the last active one wins
 
@@ -282,7 +282,7 @@ class ReplacedModule(nn.Module):
     def add(self, name: str, rep: Replacement) -> None:
         if tuple(rep.weight.shape) != weight_shape(self.base):
             raise ValueError(f"replacement {tuple(rep.weight.shape)} does not match {weight_shape(self.base)}")
-        dtype, device = float_dtype_device(self.base)  # an int8 head's replacement stays float
+        dtype, device = float_dtype_device(self.base)  # a quantised head's replacement stays float
         rep.weight = rep.weight.detach().to(device=device, dtype=dtype)
         if rep.bias is not None:
             rep.bias = rep.bias.detach().to(device=device, dtype=dtype)

@@ -24,8 +24,8 @@ member's LoRA side path, when every member still is a plain ``nn.Linear`` (or a
 (a module replaced by a quantised one, weights re-assigned or moved, a base weight being
 trained) returns None and the caller calls the modules: never wrong, only slower.
 
-Int8 models (:mod:`chatcli.model.quantize`) fuse q/k/v and gate/up too, as row blocks of
-one :class:`~chatcli.model.int8.Int8Linear` (:class:`Int8Group`, one kernel call per group).
+Int8 and int4 models (:mod:`chatcli.model.quantize`) fuse q/k/v and gate/up too, as row
+blocks of one quantised layer (:class:`Int8Group`, :class:`Int4Group`: one kernel call per group).
 
 bfloat16 decode: a group also keeps the weight prepacked for oneDNN
 (:meth:`FusedGroup.onednn_weight`), used for products of at most ``ONEDNN_MAX_ROWS``
@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chatcli.model.int4 import Int4Linear
 from chatcli.model.int8 import Int8Linear
 from chatcli.model.lora_linear import LoRALinear, ReplacedModule
 
@@ -82,29 +83,61 @@ ONEDNN_MAX_ROWS = 16
 _HAS_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-class Int8Group:
-    """Int8 layers ``names`` of one parent whose weights are row blocks of one fused Int8Linear.
+class QuantGroup:
+    """Quantised layers ``names`` of one parent whose weights are row blocks of one fused layer.
 
     q/k/v (and gate/up) then run as one kernel call instead of three (two): fewer calls
-    per token. The members stay Int8Linear modules whose buffers are views into the
+    per token. The members stay quantised modules whose buffers are views into the
     fused ones (no memory doubled), so each still works on its own and LoRA wraps it.
     ``run`` (called through :func:`fused_linear`) returns None when a member is no
     longer the view it was (replaced, moved): the caller then calls the modules one by one.
+    Member i's output is columns ``starts[i] : starts[i] + sizes[i]`` of the fused output.
     """
 
-    def __init__(self, fused: Int8Linear, names: Sequence[str], sizes: Sequence[int]):
+    member_type: type = nn.Module
+
+    def __init__(self, fused: nn.Module, names: Sequence[str], sizes: Sequence[int], starts: Sequence[int]):
         self.fused = fused
         self.names = tuple(names)
         self.sizes = tuple(sizes)
-        self.starts = tuple(sum(self.sizes[:i]) for i in range(len(self.sizes)))
+        self.starts = tuple(starts)
         self.ptrs = tuple(fused.qweight[s].data_ptr() for s in self.starts)
 
     @classmethod
-    def pack(cls, parent: nn.Module, names: Sequence[str]) -> "Int8Group | None":
+    def members(cls, parent: nn.Module, names: Sequence[str]) -> list[nn.Module] | None:
+        """The modules ``names`` when they can be fused: all of this group's type, same input
+        width and dtype, and either all or none with a bias; else None."""
         mods = [getattr(parent, n) for n in names]
-        if not all(type(m) is Int8Linear for m in mods) or len({(m.in_features, m.dtype) for m in mods}) != 1:
+        if not all(type(m) is cls.member_type for m in mods) or len({(m.in_features, m.dtype) for m in mods}) != 1:
             return None
         if any(m.bias is not None for m in mods) and not all(m.bias is not None for m in mods):
+            return None
+        return mods
+
+    def run(self, parent: nn.Module, x: torch.Tensor) -> list[torch.Tensor] | None:
+        """Each member's output [..., o_i] for x [..., K] from one quantised matmul, or None."""
+        loras = []
+        for name, ptr in zip(self.names, self.ptrs):
+            m = parent._modules[name]
+            lora = m if type(m) is LoRALinear else None
+            base = m.base if lora is not None else m
+            if type(base) is not self.member_type or base.qweight.data_ptr() != ptr:
+                return None
+            loras.append(lora)
+        y = self.fused(x)  # [..., O_total]
+        outs = [y.narrow(-1, s, n) for s, n in zip(self.starts, self.sizes)]
+        return [out if lora is None else lora.add_side(x, out) for out, lora in zip(outs, loras)]
+
+
+class Int8Group(QuantGroup):
+    """Int8 layers fused as row blocks of one :class:`~chatcli.model.int8.Int8Linear`."""
+
+    member_type = Int8Linear
+
+    @classmethod
+    def pack(cls, parent: nn.Module, names: Sequence[str]) -> "Int8Group | None":
+        mods = cls.members(parent, names)
+        if mods is None:
             return None
         q = torch.cat([m.qweight for m in mods])  # [O_total, K]
         s = torch.cat([m.scales for m in mods])  # [O_total]
@@ -118,21 +151,46 @@ class Int8Group:
             if b is not None:
                 m.bias = nn.Parameter(fused.bias.detach()[start : start + o], requires_grad=False)
             start += o
-        return cls(fused, names, [m.out_features for m in mods])
+        sizes = [m.out_features for m in mods]
+        return cls(fused, names, sizes, [sum(sizes[:i]) for i in range(len(sizes))])
 
-    def run(self, parent: nn.Module, x: torch.Tensor) -> list[torch.Tensor] | None:
-        """Each member's output [..., o_i] for x [..., K] from one int8 matmul, or None."""
-        loras = []
-        for name, ptr in zip(self.names, self.ptrs):
-            m = parent._modules[name]
-            lora = m if type(m) is LoRALinear else None
-            base = m.base if lora is not None else m
-            if type(base) is not Int8Linear or base.qweight.data_ptr() != ptr:
-                return None
-            loras.append(lora)
-        y = self.fused(x)  # [..., O_total]
-        outs = [y.narrow(-1, s, n) for s, n in zip(self.starts, self.sizes)]
-        return [out if lora is None else lora.add_side(x, out) for out, lora in zip(outs, loras)]
+
+class Int4Group(QuantGroup):
+    """Int4 layers fused as row blocks of one :class:`~chatcli.model.int4.Int4Linear`.
+
+    Each member keeps its rows padded to a multiple of 64 (whole blocks of the packed
+    layout), so the fused weight is the members' packed bytes one after the other and
+    every member stays a view; the padding columns of the fused output are skipped.
+    A member called on its own copies its slice of the scales per call (a few kB)."""
+
+    member_type = Int4Linear
+
+    @classmethod
+    def pack(cls, parent: nn.Module, names: Sequence[str]) -> "Int4Group | None":
+        mods = cls.members(parent, names)
+        if mods is None or len({m.group_size for m in mods}) != 1:
+            return None
+        q = torch.cat([m.qweight for m in mods])  # [Np_total, Kp / 2]
+        sz = torch.cat([m.scales_zeros for m in mods], dim=1)  # [G, Np_total, 2]
+        b = None
+        if mods[0].bias is not None:  # each member's bias padded to its padded rows
+            b = torch.cat([F.pad(m.bias.detach(), (0, m.padded_out - m.out_features)) for m in mods])
+        fused = Int4Linear(q, sz, b, mods[0].dtype, mods[0].in_features, q.shape[0], mods[0].group_size)
+        starts, start = [], 0
+        for m in mods:
+            o = m.padded_out
+            m.qweight = fused.qweight[start : start + o]
+            m.scales_zeros = fused.scales_zeros[:, start : start + o]
+            if b is not None:
+                m.bias = nn.Parameter(fused.bias.detach()[start : start + m.out_features], requires_grad=False)
+            starts.append(start)
+            start += o
+        return cls(fused, names, [m.out_features for m in mods], starts)
+
+
+def quant_group(parent: nn.Module, names: Sequence[str]) -> QuantGroup | None:
+    """The fused int8 or int4 group of ``names`` (None when they are not all of one quantised kind)."""
+    return Int8Group.pack(parent, names) or Int4Group.pack(parent, names)
 
 
 def _base(module: nn.Module) -> nn.Module:
@@ -186,13 +244,13 @@ def pack_group(parent: nn.Module, names: Sequence[str]) -> FusedGroup | None:
     return FusedGroup(weight_t, bias, names, [m.out_features for m in mods])
 
 
-def fused_linear(parent: nn.Module, group: FusedGroup | Int8Group | None, x: torch.Tensor) -> list[torch.Tensor] | None:
+def fused_linear(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: torch.Tensor) -> list[torch.Tensor] | None:
     """The outputs of ``group``'s modules for input x [..., in] from one matmul, each [..., o_i],
     or None when the modules must be called one by one (see the module docstring)."""
     if group is None:
         return None
     if not isinstance(group, FusedGroup):
-        return group.run(parent, x)  # an Int8Group
+        return group.run(parent, x)  # a QuantGroup
     grad = torch.is_grad_enabled()
     loras: list[LoRALinear | None] = []
     version = 0
@@ -236,9 +294,11 @@ def pack_model(model: nn.Module) -> None:
     body = model.model
     for layer in body.layers:
         attn, mlp = layer.self_attn, layer.mlp
-        attn.qkv_group = pack_group(attn, ("q_proj", "k_proj", "v_proj"))
+        # Float members fuse into one input-major tensor, quantised ones into one quantised layer.
+        qkv, gate_up = ("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")
+        attn.qkv_group = pack_group(attn, qkv) or quant_group(attn, qkv)
         attn.o_group = pack_group(attn, ("o_proj",))
-        mlp.gate_up_group = pack_group(mlp, ("gate_proj", "up_proj"))
+        mlp.gate_up_group = pack_group(mlp, gate_up) or quant_group(mlp, gate_up)
         mlp.down_group = pack_group(mlp, ("down_proj",))
     # A tied head shares the embedding's Parameter: packing the head re-lays out both
     # (the lookup then gathers columns of the [D, V] tensor).
@@ -250,7 +310,8 @@ def pack_model(model: nn.Module) -> None:
     # give the 1-D parameters their own memory, except the biases that are group views.
     groups = [g for layer in body.layers for g in (layer.self_attn.qkv_group, layer.self_attn.o_group,
                                                    layer.mlp.gate_up_group, layer.mlp.down_group)]
-    group_biases = {g.bias.untyped_storage().data_ptr() for g in groups if g is not None and g.bias is not None}
+    fused_biases = [g.bias if isinstance(g, FusedGroup) else g.fused.bias for g in groups if g is not None]
+    group_biases = {b.untyped_storage().data_ptr() for b in fused_biases if b is not None}
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 1 and p.untyped_storage().data_ptr() not in group_biases:

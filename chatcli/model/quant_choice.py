@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from chatcli.errors import UsageError
 
-CHOICES = ("none", "int8")
+CHOICES = ("none", "int8", "int4")
 
 
 def check_quantize(value: str | None) -> str:
-    """``none`` or ``int8`` (None means none); anything else is a one-line UsageError."""
+    """``none``, ``int8`` or ``int4`` (None means none); anything else is a one-line UsageError."""
     v = "none" if value is None else str(value).strip().lower()
     if v not in CHOICES:
-        raise UsageError(f"invalid --quantize {value!r}: use none or int8")
+        raise UsageError(f"invalid --quantize {value!r}: use none, int8 or int4")
     return v

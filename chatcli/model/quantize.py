@@ -1,59 +1,96 @@
-"""Weight-only int8 quantisation of a whole model (``--quantize int8``): smaller weights, faster decode.
+"""Weight-only quantisation of a whole model (``--quantize int8`` / ``int4``): smaller weights, faster decode.
 
 ``quantize_model(model, "int8")`` replaces every projection ``nn.Linear`` of the
 decoder (q/k/v/o, gate/up/down in each layer) and the LM head with an
 :class:`~chatcli.model.int8.Int8Linear` (the maths and the compute paths are
-described there), by their Hugging Face names, so LoRA keys still name them. A tied
-LM head gets its own int8 copy; the embedding stays float for the lookup. Norms,
-RoPE, attention and the KV cache keep the model dtype.
+described there), by their Hugging Face names, so LoRA keys still name them.
+``quantize_model(model, "int4")`` gives the projections group-wise 4-bit weights
+(:class:`~chatcli.model.int4.Int4Linear`, groups of ``group_size`` inputs) and the LM head
+int8 by default (``head``; the choice was measured, benchmarks/PERFLOG.md: the head is the
+layer whose error shows most in the probabilities, and GGUF Q4 files keep it at 8 bits too).
+``blocks`` maps a weight's HF name to GGUF Q4_0/Q4_1 blocks (:class:`~chatcli.model.int4.Q4Blocks`):
+with groups of 32 those load as they are, their 4-bit values untouched, instead of being
+quantised again from the float weights.
+
+A tied LM head gets its own quantised copy; the embedding stays float for the lookup.
+Norms, RoPE, attention and the KV cache keep the model dtype.
 
 On a packed model (:mod:`chatcli.model.packed`) q/k/v and gate/up are also fused into
-one int8 matmul each (:class:`~chatcli.model.packed.Int8Group`); moving the model
+one quantised matmul each (:func:`~chatcli.model.packed.quant_group`); moving the model
 (``.to()``) re-packs it and drops that fusion (the layers are then called one by one:
-same numbers, a bit slower). Merging a LoRA adapter into int8 weights and training on
-them are refused elsewhere (adapters, fine-tuning): load without ``--quantize`` for those.
+same numbers, a bit slower). Quantising an unpacked model (before the loader packs it,
+which is how int4 loads without a float32 peak) leaves the fusing to :func:`pack_model`.
+Merging a LoRA adapter into quantised weights and training on them are refused elsewhere
+(adapters, fine-tuning): load without ``--quantize`` for those.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import nn
 
+from chatcli.model.int4 import DEFAULT_GROUP_SIZE, GROUP_SIZES, Int4Linear, Q4Blocks
 from chatcli.model.int8 import Int8Linear
-from chatcli.model.packed import Int8Group, pack_model
+from chatcli.model.packed import pack_model
 from chatcli.model.quant_choice import check_quantize
 
 # Projections quantised in each decoder layer (HF names), plus the LM head.
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# What the LM head becomes under each method ("none": it stays float).
+HEAD = {"int8": "int8", "int4": "int8"}
 
 
-def quantize_model(model: nn.Module, method: str = "int8") -> int:
-    """Replace the decoder's projections and LM head by :class:`Int8Linear` in place; returns how many.
+def quantize_model(
+    model: nn.Module, method: str = "int8", *, group_size: int | None = None, head: str | None = None,
+    blocks: Mapping[str, Q4Blocks] | None = None,
+) -> int:
+    """Replace the decoder's projections and LM head by quantised layers in place; returns how many.
 
     ``none`` changes nothing. The model must not carry LoRA wrappers yet (quantise first,
-    then load adapters, which wrap the int8 layers).
+    then load adapters, which wrap the quantised layers). ``group_size`` (int4 only: 32, 64
+    or 128, default 32) and ``head`` ("int8", "int4" or "none", default :data:`HEAD`) choose
+    the int4 layout; ``blocks`` are GGUF Q4 weights to take as they are (see the module docstring).
     """
     method = check_quantize(method)
     if method == "none":
         return 0
+    group = DEFAULT_GROUP_SIZE if group_size is None else int(group_size)
+    if group not in GROUP_SIZES:
+        raise ValueError(f"int4 group size must be one of {', '.join(map(str, GROUP_SIZES))}, got {group_size}")
+    head = HEAD[method] if head is None else head
+    if head not in ("int8", "int4", "none"):
+        raise ValueError(f"the LM head can be int8, int4 or none, got {head!r}")
     targets = quantizable(model)
-    for parent, attr, linear in targets:
-        parent.register_module(attr, Int8Linear.from_linear(linear))  # replaces the child of that name
+    done = 0
+    for parent, attr, linear, name in targets:
+        kind = (head if name == "lm_head" else method)
+        if kind == "int8":
+            new: nn.Module = Int8Linear.from_linear(linear)
+        elif kind == "int4":
+            q4 = blocks.get(f"{name}.weight") if blocks is not None and group == 32 else None
+            if q4 is not None and tuple(q4.q.shape) == (linear.out_features, linear.in_features):
+                new = Int4Linear.from_q4_blocks(q4.q, q4.d, q4.m, linear.bias, linear.weight.dtype)
+            else:
+                new = Int4Linear.from_linear(linear, group)
+        else:
+            continue
+        new.to(linear.weight.device)
+        parent.register_module(attr, new)  # replaces the child of that name (and drops the float weight)
+        done += 1
     if getattr(model, "packed", False):
-        # Re-pack from the current modules: float groups whose members are now int8 are
-        # dropped, and with them the packed float storage they kept alive.
+        # Re-pack from the current modules: float groups whose members are now quantised are
+        # dropped, with the packed float storage they kept alive, and quantised groups fused.
         pack_model(model)
-        for layer in model.model.layers:
-            layer.self_attn.qkv_group = Int8Group.pack(layer.self_attn, ("q_proj", "k_proj", "v_proj"))
-            layer.mlp.gate_up_group = Int8Group.pack(layer.mlp, ("gate_proj", "up_proj"))
-    return len(targets)
+    return done
 
 
-def quantizable(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """(parent, attribute, linear) of every plain nn.Linear that int8 replaces, by HF name."""
+def quantizable(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear, str]]:
+    """(parent, attribute, linear, HF name) of every plain nn.Linear quantisation replaces."""
     out = []
     for name, module in model.named_modules():
         for attr, child in module.named_children():
             full = f"{name}.{attr}" if name else attr
             if type(child) is nn.Linear and (attr in PROJECTIONS or full == "lm_head"):
-                out.append((module, attr, child))
+                out.append((module, attr, child, full))
     return out

@@ -25,7 +25,7 @@ from torch import nn
 
 from chatcli.lora.manager import AdapterManager
 from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA
-from chatcli.model.int8 import is_quantized
+from chatcli.model.qlinear import quantization
 from chatcli.errors import UsageError
 
 TRAIN_NAME = "finetune"
@@ -102,8 +102,9 @@ def attach_trainable(manager: AdapterManager, spec: LoRASpec, seed: int, base_mo
     """Freeze the manager's model, attach a new trainable adapter named :data:`TRAIN_NAME`; returns the manager."""
     model = manager.model
     spec.check()
-    if is_quantized(model):  # the int8 kernel has no backward, and LoRA masters want float bases
-        raise UsageError("cannot fine-tune an int8-quantized model: load the base model without --quantize")
+    method = quantization(model)
+    if method is not None:  # the int8/int4 kernels have no backward, and LoRA masters want float bases
+        raise UsageError(f"cannot fine-tune an {method}-quantized model: load the base model without --quantize")
     for p in model.parameters():
         p.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)

@@ -151,7 +151,7 @@ def test_llama_cpp_column_says_not_installed(tiny_model_dir, tmp_path):
         (["--dtype", "int4"], "--dtype"),
         (["--threads", "0"], "--threads"),
         (["--repeats", "0"], "--repeats"),
-        (["--quantize", "int4"], "--quantize"),
+        (["--quantize", "int3"], "--quantize"),
         (["--baseline", "vllm"], "--baseline"),
         (["--only", "decode,speed"], "--only"),
         (["--gguf", "x.gguf"], "--gguf"),

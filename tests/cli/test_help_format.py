@@ -27,7 +27,7 @@ def _help(*argv: str, columns: int = 80) -> str:
 def test_generate_help_at_80_columns():
     text = _help("generate")
     assert "<bool>" not in text and "BOOLEAN" not in text
-    assert "[float32|bfloat16|float16]" in text and "[none|int8]" in text and "[raw|processed]" in text
+    assert "[float32|bfloat16|float16]" in text and "[none|int8|int4]" in text and "[raw|processed]" in text
     for panel in ("Prompt", "Sampling", "Model", "Output", "Remote server", "Examples"):
         assert f"─ {panel} " in text or f" {panel}" in text, panel
     assert "CHATCLI_TEMPERATURE" in text and "CHATCLI_MODEL" in text and "CHATCLI_ADAPTERS" in text

@@ -36,7 +36,7 @@ PREFILL_TOL = 1e-5
 
 def _dequantised_float(model: nn.Module) -> None:
     """Replace each layer int8 would take by an nn.Linear holding exactly Q*s (float32)."""
-    for parent, attr, lin in quantizable(model):
+    for parent, attr, lin, _ in quantizable(model):
         q = Int8Linear.from_linear(lin)
         new = nn.Linear(lin.in_features, lin.out_features, bias=lin.bias is not None)
         new.weight = nn.Parameter(q.dequantize(torch.float32), requires_grad=False)
@@ -175,10 +175,10 @@ def test_fine_tuning_an_int8_model_is_refused(tiny_model_dir):
 
 
 def test_bad_quantize_value_is_a_one_line_error(capsys, tiny_model_dir):
-    code, out, err = run(capsys, "generate", "hi", "--model", str(tiny_model_dir), "--quantize", "int4")
+    code, out, err = run(capsys, "generate", "hi", "--model", str(tiny_model_dir), "--quantize", "int3")
     assert code == 2 and out == ""
-    assert err.count("\n") == 1 and "invalid --quantize 'int4'" in err and "none or int8" in err
-    with pytest.raises(UsageError, match="none or int8"):
+    assert err.count("\n") == 1 and "invalid --quantize 'int3'" in err and "none, int8 or int4" in err
+    with pytest.raises(UsageError, match="none, int8 or int4"):
         load_engine(str(tiny_model_dir), quantize="fp8")
 
 

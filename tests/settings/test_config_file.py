@@ -56,7 +56,7 @@ def test_json_config_has_the_same_shape(config):
     ("[defaults]\ntemperature = -1\n", ["[defaults] temperature cannot be -1.0: use a number >= 0"]),
     ("[defaults]\ntop_p = 1.5\n", ["[defaults] top_p cannot be 1.5: use a number in (0, 1]"]),
     ('[defaults]\ndtype = "float64"\n', ["[defaults] dtype must be one of float32, bfloat16, float16"]),
-    ('[defaults]\nquantize = "int4"\n', ["[defaults] quantize must be one of none, int8"]),
+    ('[defaults]\nquantize = "int3"\n', ["[defaults] quantize must be one of none, int8, int4"]),
     ("[defaults]\nadapters = [1]\n", ["[defaults] adapters must be a list of adapter names or paths"]),
     ('[defaults]\nmodel = " "\n', ["[defaults] model must name a model"]),
     ("defaults = 3\n", ["'defaults' must be a table"]),

@@ -10,7 +10,7 @@ that position as it enters each block:
   logits, so it is *exactly* what generation would sample from.
 
 Each of layers 0..L-1 goes through ``model.model.norm`` and the LM head, the modules
-the model itself uses: packed, int8 and LoRA-wrapped models are read as they run
+the model itself uses: packed, int8, int4 and LoRA-wrapped models are read as they run
 (with adapters on, it is the adapted model). Logits come out in the model's dtype,
 as the model's own do; the softmax, entropy and probabilities are float32, computed
 as every Step's ``model_prob`` is (:func:`~chatcli.engine.sampling.raw_with_entropy`).

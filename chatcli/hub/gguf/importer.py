@@ -8,6 +8,12 @@ time (peak memory: one tensor). It writes config.json, generation_config.json,
 tokenizer.json + tokenizer_config.json (rebuilt by :mod:`gguf_tokenizer`, chat
 template carried over) and the manifest ``chatcli.json``.
 
+A file whose matrices are Q4_0/Q4_1 is also kept in the directory as ``source.gguf``
+(a hard link when the file system allows it, else a copy; ``keep_source``): ``--quantize
+int4`` loads those 4-bit blocks as they are (:mod:`chatcli.hub.gguf.q4_blocks`) instead of
+quantising the dequantised weights again. The manifest names it (``source.kept``) and lists
+its size among the files, so a damaged copy makes the entry damaged.
+
 Everything is written into a temporary sibling of ``out_dir``, fsynced, then
 renamed into place, so an interrupted import leaves no directory that loads. An
 existing ``out_dir`` is replaced only if it is empty or chatcli made it.
@@ -25,6 +31,7 @@ order is the reverse, so a tensor's numpy shape is ``reversed(tensor.shape)``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import uuid
@@ -55,6 +62,9 @@ from chatcli.regular_file import NotRegularFile, check_regular
 CONVERTER = "chatcli.gguf_import"
 CONVERTER_VERSION = "1"  # bump when the output for the same input changes
 WEIGHTS_FILE = "model.safetensors"
+SOURCE_COPY = "source.gguf"  # the kept GGUF (see the module docstring)
+# The tensor types --quantize int4 reads as they are (chatcli.hub.gguf.q4_blocks).
+INT4_TYPES = ("Q4_0", "Q4_1")
 
 Progress = Callable[[str, int, "int | None"], None]
 
@@ -121,8 +131,12 @@ def import_gguf(
     progress: Progress | None = None,
     source: dict | None = None,
     check_resources: bool = True,
+    keep_source: bool | None = None,
 ) -> Path:
-    """Convert ``gguf_path`` into the HF-style directory ``out_dir`` (replaced atomically); return it."""
+    """Convert ``gguf_path`` into the HF-style directory ``out_dir`` (replaced atomically); return it.
+
+    ``keep_source``: keep the GGUF in ``out_dir`` as ``source.gguf``; None (the default) keeps
+    it when its matrices are Q4_0/Q4_1, the types ``--quantize int4`` loads directly."""
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     if dtype not in DTYPES:
         raise ModelError(f"cannot import to dtype {dtype!r}: use one of {', '.join(DTYPES)}")
@@ -142,9 +156,12 @@ def import_gguf(
         shape = llama_shape(meta, reader.tensors)
         plan = plan_tensors(reader.tensors, shape)
         n_params = sum(int(np.prod(item.shape, dtype=object)) for item in plan)  # Python ints: no overflow
+        types = {t.tensor_type.name for t in reader.tensors}
+    if keep_source is None:
+        keep_source = any(t in types for t in INT4_TYPES)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     if check_resources:
-        check_resources_for(n_params, dtype, out_dir.parent)
+        check_resources_for(n_params, dtype, out_dir.parent, extra=gguf_path.stat().st_size if keep_source else 0)
     with _malformed(gguf_path, "unusable tokenizer metadata"):
         tokenizer = tokenizer_from_gguf(meta)  # fails fast, before the long part
         if tokenizer.get_vocab_size(with_added_tokens=True) > shape.vocab:
@@ -161,7 +178,7 @@ def import_gguf(
         src["sha256"] = sha256_file(gguf_path)
         report("hashing GGUF", 1, 1)
     src.setdefault("size", gguf_path.stat().st_size)
-    src["tensor_types"] = sorted({t.tensor_type.name for t in reader.tensors})
+    src["tensor_types"] = sorted(types)
 
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -174,6 +191,9 @@ def import_gguf(
         files["tokenizer.json"] = (tmp / "tokenizer.json").stat().st_size
         files["tokenizer_config.json"] = write_json(tmp / "tokenizer_config.json", tok_config)
         written = _convert_weights(plan, tmp / WEIGHTS_FILE, dtype, report, gguf_path)
+        if keep_source:
+            files[SOURCE_COPY] = _keep(gguf_path, tmp / SOURCE_COPY)
+            src["kept"] = SOURCE_COPY
         write_manifest(tmp, {
             "converter": CONVERTER,
             "converter_version": CONVERTER_VERSION,
@@ -215,6 +235,17 @@ def _convert_weights(plan: list[TensorPlan], path: Path, dtype: str, report: Pro
         raise
 
 
+def _keep(source: Path, dest: Path) -> int:
+    """Put ``source`` at ``dest``: a hard link (no disk, and a chatcli download that is deleted
+    next lives on), else a copy; fsynced. Returns its size."""
+    try:
+        os.link(source, dest)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(source, dest)
+    fsync_file(dest)
+    return dest.stat().st_size
+
+
 def _cast(arr: np.ndarray, dtype: str, name: str) -> np.ndarray:
     if dtype == "float32":
         return arr
@@ -230,16 +261,17 @@ def _cast(arr: np.ndarray, dtype: str, name: str) -> np.ndarray:
     return torch.from_numpy(arr).to(torch.bfloat16).view(torch.int16).numpy()
 
 
-def check_resources_for(n_params: int, dtype: str, target: Path) -> None:
-    """Refuse, with numbers, a conversion whose result would not fit on disk or in memory."""
+def check_resources_for(n_params: int, dtype: str, target: Path, extra: int = 0) -> None:
+    """Refuse, with numbers, a conversion whose result would not fit on disk or in memory
+    (``extra``: bytes of disk needed besides the weights, the kept GGUF)."""
     _, size = DTYPES[dtype]
     need = n_params * size
     free = shutil.disk_usage(target).free
     margin = 64 << 20
     smaller = "" if dtype != "float32" else f", or import with dtype bfloat16 ({fmt_bytes(n_params * 2)})"
-    if need + margin > free:
-        raise ModelError(f"the {dtype} model needs {fmt_bytes(need)} of disk but {target} has {fmt_bytes(free)} free; "
-                         f"free some space{smaller}")
+    if need + extra + margin > free:
+        raise ModelError(f"the {dtype} model needs {fmt_bytes(need + extra)} of disk but {target} has "
+                         f"{fmt_bytes(free)} free; free some space{smaller}")
     ram = physical_memory()
     if ram and need > 0.9 * ram:
         raise ModelError(f"the {dtype} model needs {fmt_bytes(need)} of memory but this machine has {fmt_bytes(ram)}"
