@@ -8,7 +8,9 @@ from pathlib import Path
 
 import typer
 
-from chatcli.cli.common import DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, check_dtype, set_threads
+from chatcli.cli.common import (
+    DeviceOpt, DtypeOpt, ModelOpt, QuantizeOpt, ThreadsOpt, check_dtype, check_quantize, set_threads,
+)
 from chatcli.errors import UsageError
 
 
@@ -25,6 +27,7 @@ def serve(
         help="Folder /v1/load_lora_adapter may load from (repeatable; default: the user adapter folder and the demo adapters).",
     ),
     dtype: str = DtypeOpt,
+    quantize: str = QuantizeOpt,
     device: str = DeviceOpt,
     threads: int | None = ThreadsOpt,
     lora: list[str] | None = typer.Option(
@@ -37,6 +40,7 @@ def serve(
     if not 0 < port < 65536:
         raise UsageError(f"invalid --port {port}: use 1-65535")
     check_dtype(dtype)
+    quantize = check_quantize(quantize)
     set_threads(threads)
     api_key = _api_key(api_key_env, host)
     dirs = None
@@ -51,7 +55,7 @@ def serve(
     from chatcli.serve.server import build, serve_forever
 
     with stderr_progress() as progress:
-        engine = load_engine(model, dtype=dtype, device=device, progress=progress, lora=lora or ())
+        engine = load_engine(model, dtype=dtype, device=device, progress=progress, lora=lora or (), quantize=quantize)
     app = build(engine, model_id=model, adapter_dirs=dirs, api_key=api_key)
     adapters = app.state.chatcli.adapters
     sys.stderr.write(

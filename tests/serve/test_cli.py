@@ -41,6 +41,20 @@ def test_adapter_dirs_must_exist(capsys, tmp_path):
     assert code == 2 and "--adapter-dir" in err
 
 
+def test_quantize_is_checked_before_loading_and_reaches_the_loader(capsys, monkeypatch):
+    code, err = run(capsys, "serve", "--quantize", "int3", "--model", "/nonexistent")
+    assert code == 2 and "invalid --quantize 'int3'" in err and err.count("\n") == 1
+    seen = {}
+
+    def fake_load(model, **kw):
+        seen.update(kw)
+        raise SystemExit(0)  # stop before a server starts
+
+    monkeypatch.setattr("chatcli.engine.loader.load_engine", fake_load)
+    code, _ = run(capsys, "serve", "--quantize", "int4", "--model", "/nonexistent")
+    assert code == 0 and seen["quantize"] == "int4"
+
+
 @pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("localhost", True), ("::1", True),
                                             ("127.1.2.3", True), ("0.0.0.0", False), ("192.168.1.5", False)])  # fmt: skip
 def test_loopback_hosts(host, loopback):
