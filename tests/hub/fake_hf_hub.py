@@ -121,7 +121,7 @@ class FakeHub:
         return {"_id": "x", "id": repo_id, "modelId": repo_id, "sha": repo.commit, "private": False,
                 "gated": "auto" if repo.gated_token else False, "disabled": False, "downloads": 0, "likes": 0,
                 "tags": [], "lastModified": "2024-01-01T00:00:00.000Z",
-                "siblings": [{"rfilename": n} for n in sorted(repo.files)]}
+                "siblings": [{"rfilename": n, "size": len(b)} for n, b in sorted(repo.files.items())]}
 
     @staticmethod
     def _entry(name: str, data: bytes) -> dict:

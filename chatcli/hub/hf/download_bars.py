@@ -20,8 +20,12 @@ from huggingface_hub.utils import tqdm  # its own tqdm subclass: tqdm itself is 
 Progress = Callable[[str, int, "int | None"], None]
 
 
-def bar_class(progress: Progress, stage: str) -> type[tqdm]:
-    """A tqdm class whose bars report to ``progress`` under ``stage``."""
+def bar_class(progress: Progress, stage: str, total: int | None = None) -> type[tqdm]:
+    """A tqdm class whose bars report to ``progress`` under ``stage``.
+
+    ``total``: the bytes the whole download will take, when known beforehand; the byte bar is
+    then shown against it rather than against huggingface_hub's total, which grows file by file.
+    """
     lock = threading.Lock()
     state: dict[str, object] = {"bytes_bar": None}
 
@@ -45,8 +49,8 @@ def bar_class(progress: Progress, stage: str) -> type[tqdm]:
             with lock:
                 self.n += n or 0
                 if self._reports():
-                    total = int(self.total) if self.total else None
-                    progress(stage, int(self.n), max(total, int(self.n)) if total else None)
+                    known = total if (self._bytes and total) else (int(self.total) if self.total else None)
+                    progress(stage, min(int(self.n), known) if known else int(self.n), known)
             return None
 
         def __iter__(self):  # older versions iterate a file-count bar over the finished downloads

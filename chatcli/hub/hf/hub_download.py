@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from chatcli.errors import ModelError
-from chatcli.hub.hf.hub_cache import hub_cache_dir, snapshot_problem
+from chatcli.hub.hf.hub_cache import hub_cache_dir, repo_folder, snapshot_problem
 
 Progress = Callable[[str, int, "int | None"], None]
 
@@ -79,7 +79,7 @@ def download(repo: str, revision: str | None = None, progress: Progress | None =
     problem = probe_hub(url)
     if problem:
         raise ModelError(unreachable_message(label, cache, problem, fallback))
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.utils import (
         GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
     )
@@ -88,11 +88,14 @@ def download(repo: str, revision: str | None = None, progress: Progress | None =
 
     stage = f"downloading {label}"
     try:
+        # The file list with sizes first, so the bar's total is the whole download from the start
+        # (huggingface_hub's own total grows file by file as each transfer begins).
+        info = HfApi(endpoint=url).model_info(repo, revision=revision, files_metadata=True, timeout=ETAG_TIMEOUT_S)
         path = Path(snapshot_download(
             repo, revision=revision, cache_dir=str(cache), endpoint=url,
             allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS, etag_timeout=ETAG_TIMEOUT_S,
             force_download=force,
-            tqdm_class=bar_class(progress or _silent, stage),
+            tqdm_class=bar_class(progress or _silent, stage, total=_bytes_to_fetch(info, repo, force)),
         ))
     except GatedRepoError:
         raise ModelError(gated_message(label, f"{url}/{repo}")) from None
@@ -118,6 +121,20 @@ def download(repo: str, revision: str | None = None, progress: Progress | None =
         raise ModelError(f"{label} cannot be loaded by chatcli ({problem}): it needs config.json, tokenizer.json "
                          "and .safetensors weights (pickle .bin files are refused)")
     return path
+
+
+def _bytes_to_fetch(info, repo: str, force: bool) -> int | None:
+    """Bytes of the files this download will fetch (those matching the patterns, not yet in the
+    snapshot unless ``force``); None when the Hub did not give every size."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    sizes = {s.rfilename: s.size for s in info.siblings or []}
+    names = list(filter_repo_objects(sizes, allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS))
+    snapshot = repo_folder(repo) / "snapshots" / str(info.sha)
+    wanted = [n for n in names if force or not (snapshot / n).is_file()]
+    if any(sizes[n] is None for n in wanted):
+        return None
+    return sum(sizes[n] for n in wanted) or None
 
 
 def unreachable_message(label: str, cache: Path, problem: str, fallback: str = "") -> str:
