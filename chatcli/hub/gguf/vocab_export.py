@@ -69,6 +69,7 @@ class VocabMetadata:
             adders[key](token_id)
         writer.add_add_bos_token(self.add_bos)
         writer.add_add_eos_token(self.add_eos)
+        writer.add_add_space_prefix(False)  # byte-level BPE with no prefix space (_pre_name refuses one)
         if self.chat_template:
             writer.add_chat_template(self.chat_template)
 
