@@ -161,7 +161,7 @@ def verify(name: str = typer.Argument(DEFAULT_MODEL, help="A cache entry name.")
 
 @models_app.command("rm")
 def rm(
-    names: list[str] = typer.Argument(..., help="Models to delete: cache entries, catalog names or Hugging Face "
+    names: list[str] = typer.Argument(..., metavar="NAME", help="Models to delete: cache entries, catalog names or Hugging Face "
                                       "ids (see `chatcli models list`)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Delete from the Hugging Face cache without asking."),
 ) -> None:
