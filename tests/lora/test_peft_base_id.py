@@ -178,3 +178,13 @@ def test_a_finetune_run_records_the_hub_id(tmp_path, tiny_model_dir):
     cfg = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == "Org/Tiny" and cfg["revision"] == COMMIT
     assert cfg["chatcli"]["base_model"] == "Org/Tiny" and len(cfg["chatcli"]["base_sha256"]) == 64
+
+
+@pytest.mark.parametrize("name", ["pirate", "concise"])
+def test_the_demo_adapters_name_the_hub_id(name):
+    from chatcli.lora.search_dirs import PACKAGE_ADAPTERS
+
+    cfg = json.loads((PACKAGE_ADAPTERS / name / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == DEFAULT_ID
+    assert cfg["chatcli"]["base_model"] == "smollm2-135m-instruct" and len(cfg["chatcli"]["base_sha256"]) == 64
+    assert cfg["chatcli"]["base_weights"].startswith("Q4_1/Q8_0 GGUF dequantised")
