@@ -37,10 +37,13 @@ def client(server, api_key: str = "unused", **kwargs):
     return openai.OpenAI(base_url=server.base_url, api_key=api_key, max_retries=0, **kwargs)
 
 
-def post(server, path: str, body: bytes | dict, key: str | None = None) -> tuple[int, dict | str]:
-    """POST raw bytes (or a dict as JSON) to ``/v1{path}``; returns (status, parsed JSON or text)."""
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(server.base_url + path, data=data, method="POST",
+def post(server, path: str, body: bytes | dict | None, key: str | None = None, root: bool = False,
+         method: str = "POST") -> tuple[int, dict | str]:  # fmt: skip
+    """POST raw bytes (or a dict as JSON) to ``/v1{path}`` (``root``: to ``{path}`` at the server's
+    root, where vLLM has /tokenize); returns (status, parsed JSON or text). ``method="GET"``: no body."""
+    data = None if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+    base = server.base_url.removesuffix("/v1") if root else server.base_url
+    req = urllib.request.Request(base + path, data=data, method=method,
                                  headers={"Content-Type": "application/json"})  # fmt: skip
     if key:
         req.add_header("Authorization", f"Bearer {key}")

@@ -34,15 +34,22 @@ def serve(
         None, "--lora", metavar="PATH",
         help="LoRA adapter loaded at start (repeatable): served as its own model id, off for the base model.",
     ),
+    served_model_name: list[str] | None = typer.Option(
+        None, "--served-model-name", metavar="NAME",
+        help="The name clients send as 'model' (repeatable: several names for one model), listed by /v1/models, "
+        "as vLLM's --served-model-name. Default: --model as given.",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level: debug, info, warning, error."),
 ) -> None:
-    """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models)."""
+    """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models,
+    and vLLM's /tokenize, /detokenize)."""
     if not 0 < port < 65536:
         raise UsageError(f"invalid --port {port}: use 1-65535")
     check_dtype(dtype)
     quantize = check_quantize(quantize)
     set_threads(threads)
     api_key = _api_key(api_key_env, host)
+    names = _served_names(served_model_name, model)
     dirs = None
     if adapter_dir:
         missing = [d for d in adapter_dir if not d.expanduser().is_dir()]
@@ -56,13 +63,25 @@ def serve(
 
     with stderr_progress() as progress:
         engine = load_engine(model, dtype=dtype, device=device, progress=progress, lora=lora or (), quantize=quantize)
-    app = build(engine, model_id=model, adapter_dirs=dirs, api_key=api_key)
+    app = build(engine, model_id=names, adapter_dirs=dirs, api_key=api_key)
     adapters = app.state.chatcli.adapters
     sys.stderr.write(
-        f"chatcli: serving {model} at http://{host}:{port}/v1 ({'API key required' if api_key else 'no API key'}; "
+        f"chatcli: serving {model}{_as_names(names, model)} at http://{host}:{port}/v1 ({'API key required' if api_key else 'no API key'}; "
         f"adapters from {', '.join(map(str, adapters.allowed))})\n"
     )
     serve_forever(app, host, port, log_level=log_level)
+
+
+def _served_names(given: list[str] | None, model: str) -> list[str]:
+    """The names the model answers to: each --served-model-name once, in order; else --model."""
+    names = [n.strip() for n in given or ()]
+    if any(not n for n in names):
+        raise UsageError("--served-model-name needs a non-empty name (clients send it as 'model')")
+    return list(dict.fromkeys(names)) or [model]
+
+
+def _as_names(names: list[str], model: str) -> str:
+    return "" if names == [model] else f" as {', '.join(names)}"
 
 
 def _api_key(var: str | None, host: str) -> str | None:

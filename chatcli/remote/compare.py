@@ -2,11 +2,11 @@
 
 Two ways, chosen once per server (:attr:`chatcli.remote.backend.RemoteEngine.text_scorer`):
 
-* **teacher-forced** where the server scores a given text (vLLM's ``/tokenize`` and
+* **teacher-forced** where the server scores a given text (vLLM's and chatcli serve's ``/tokenize`` and
   ``/v1/completions`` with ``echo``, :mod:`chatcli.remote.scoring`): the answer on
   screen is scored twice, as the base model and with the adapter (vLLM: another model
   name; llama.cpp: a per-request ``lora`` list), every token given the ones before it;
-* **greedy** elsewhere (chatcli serve, llama.cpp, OpenAI): both sides answer again,
+* **greedy** elsewhere (llama.cpp, OpenAI): both sides answer again,
   greedy and as long as the answer; step by step, while the two answers agree token
   for token (and at the first step where they part), their distributions are
   compared, and the comparison stops where they diverge, which the summary says.

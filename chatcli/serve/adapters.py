@@ -36,10 +36,12 @@ def default_adapter_dirs() -> list[Path]:
 
 
 class ServedAdapters:
-    def __init__(self, manager, allowed: Sequence[Path], base_id: str):
+    def __init__(self, manager, allowed: Sequence[Path], base_ids: str | Sequence[str]):
         self.manager = manager
         self.allowed = [Path(os.path.realpath(Path(d).expanduser())) for d in allowed]
-        self.base_id = base_id
+        # The names the base model answers to (--served-model-name; the first is its id in replies).
+        self.base_ids: tuple[str, ...] = (base_ids,) if isinstance(base_ids, str) else tuple(base_ids)
+        self.base_id = self.base_ids[0]
         self._sources: dict[str, str] = {}  # name -> where it came from; replaced whole, never mutated
         self._refresh()
 
@@ -88,7 +90,7 @@ class ServedAdapters:
         return next((d for d in self.allowed if real == d or d in real.parents), None)
 
     def load(self, name: str, path: Path) -> None:
-        if name == self.base_id or name in self.manager:
+        if name in self.base_ids or name in self.manager:
             raise APIError(f"The lora adapter '{name}' has already been loaded: unload it first or pick another name",
                            400, param="lora_name")  # fmt: skip
         try:

@@ -1,8 +1,11 @@
-"""The Starlette app: OpenAI's routes on one loaded engine, vLLM's adapter routes, a bearer key.
+"""The Starlette app: OpenAI's routes on one loaded engine, vLLM's adapter and tokenizer routes, a bearer key.
 
-Routes: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``,
-``POST /v1/load_lora_adapter``, ``POST /v1/unload_lora_adapter`` and an open ``GET /health``.
-The base model's id is its chatcli name; a loaded adapter's id is its ``lora_name``.
+Routes: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (with
+``echo`` and prompt logprobs: :mod:`chatcli.serve.prompt_echo`), ``POST /v1/load_lora_adapter``,
+``POST /v1/unload_lora_adapter``, vLLM's ``POST /tokenize``, ``POST /detokenize`` and
+``GET /tokenizer_info`` at the root (:mod:`chatcli.serve.tokenizer_api`), and an open
+``GET /health``. The base model answers to each of its served names (``--served-model-name``,
+as vLLM; default: its chatcli name); a loaded adapter's id is its ``lora_name``.
 Requests are checked completely (JSON nesting and encoding, parameters, model, prompt
 + ``max_tokens`` against the context) before they are queued for the engine thread, so
 every refusal is an OpenAI-style 4xx body and the engine never sees a bad request; an
@@ -21,6 +24,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -30,12 +34,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from chatcli.engine.events import Done, Step
 from chatcli.engine.protocol import model_sampling
 from chatcli.errors import ChatcliError
 from chatcli.serve.adapters import ServedAdapters
 from chatcli.serve.errors import APIError, internal, log_unexpected, model_not_found
 from chatcli.serve.json_body import parse_json_body
 from chatcli.serve.openai_format import Formatter
+from chatcli.serve.prompt_echo import echo_prompt
+from chatcli.serve.tokenizer_api import detokenize, parse_detokenize, parse_tokenize, tokenize, tokenizer_info
 from chatcli.serve.validate import (
     ChatRequest,
     CompletionRequest,
@@ -56,7 +63,7 @@ class Server:
     def __init__(self, engine, adapters: ServedAdapters, api_key: str | None = None):
         self.engine = engine
         self.adapters = adapters
-        self.base_id = adapters.base_id
+        self.base_ids = adapters.base_ids  # the names the base model answers to
         self._key = api_key.encode() if api_key else None
         self.worker = EngineWorker()
         self.created = int(time.time())
@@ -71,11 +78,11 @@ class Server:
 
     def adapter_for(self, model: str) -> str | None:
         """None for the base model, the adapter's name for an adapter; 404 for anything else."""
-        if model == self.base_id:
+        if model in self.base_ids:
             return None
         if model in self.adapters.names:
             return model
-        raise model_not_found(model, [self.base_id, *self.adapters.names])
+        raise model_not_found(model, [*self.base_ids, *self.adapters.names])
 
     def budget(self, prompt_tokens: int, max_tokens: int | None) -> int:
         """max_tokens for the engine: as asked, or what the context leaves (vLLM); 400 if it cannot fit."""
@@ -92,12 +99,26 @@ class Server:
                 "reduce the prompt or max_tokens", 400, param="max_tokens", code="context_length_exceeded")  # fmt: skip
         return max_tokens
 
-    def _prompt_tokens(self, req: GenRequest) -> int:
+    def _prompt_ids(self, req: GenRequest) -> list[list[int]]:
+        """The token ids of each prompt (a chat: its one rendered conversation)."""
         if isinstance(req, ChatRequest):
-            return len(self.engine.tokenizer.encode_chat(list(req.messages)))
-        return len(self.engine.completion_ids(req.prompt))
+            return [self.engine.tokenizer.encode_chat(list(req.messages))]
+        assert isinstance(req, CompletionRequest)
+        vocab = self.engine.tokenizer.vocab_size
+        out = []
+        for i, prompt in enumerate(req.prompts):
+            if isinstance(prompt, str):
+                out.append(self.engine.completion_ids(prompt))
+                continue
+            bad = next((t for t in prompt if t >= vocab), None)
+            if bad is not None:
+                raise APIError(f"prompt {i} holds token id {bad}, outside this model's vocabulary (0 to {vocab - 1})",
+                               400, param="prompt", code="invalid_value")  # fmt: skip
+            out.append(list(prompt))
+        return out
 
-    def _work(self, req: GenRequest, params, adapter: str | None, cancel: threading.Event):
+    def _work(self, req: GenRequest, prompts: list[list[int]], params, adapter: str | None,
+              cancel: threading.Event):  # fmt: skip
         """The job for the engine thread: the generation, with the adapter on for it alone."""
         engine, scope = self.engine, self.adapters.scope
 
@@ -109,28 +130,59 @@ class Server:
                         yield from engine.chat(messages, params, cancel=cancel)
                     else:
                         yield from engine.chat_batch(messages, params, req.n, cancel=cancel)
-                elif req.n == 1:
-                    yield from engine.complete(req.prompt, params, cancel=cancel)
-                else:
-                    yield from engine.complete_batch(req.prompt, params, req.n, cancel=cancel)
+                    return
+                for i, ids in enumerate(prompts):  # choice i * n + j: prompt i's j-th answer (vLLM's order)
+                    if cancel.is_set():
+                        return
+                    yield from self._completion(req, i, ids, params, cancel)
 
         return run
+
+    def _completion(self, req: CompletionRequest, i: int, ids: list[int], params, cancel: threading.Event):
+        """Prompt ``i``'s choices: its echo (when asked), then its answers (none for max_tokens 0)."""
+        first = i * req.n
+        if req.echo:
+            text = req.prompts[i] if isinstance(req.prompts[i], str) else None
+            echo = echo_prompt(self.engine, ids, text, req.top_logprobs if req.logprobs else None)
+            for j in range(req.n):
+                yield echo.for_choice(first + j)
+        if params is None:  # max_tokens 0: the prompt is scored, nothing is generated
+            for j in range(req.n):
+                yield Done("length", len(ids), 0, None, None, seq=first + j)
+            return
+        # The engine's own completion path (LoadedModel.complete), from ids: a prompt may come as ids.
+        generator, ctx = self.engine.generator, self.engine.context_length
+        stream = (generator.stream(ids, params, cancel=cancel, context_length=ctx) if req.n == 1 else
+                  generator.stream_batch(ids, params, req.n, cancel=cancel, context_length=ctx))  # fmt: skip
+        for ev in stream:
+            yield replace(ev, seq=ev.seq + first) if first and isinstance(ev, (Step, Done)) else ev
 
     async def generate(self, request: Request, req: GenRequest) -> Response:
         adapter = self.adapter_for(req.model)
         try:
-            prompt_tokens = await run_in_threadpool(self._prompt_tokens, req)
+            prompts = await run_in_threadpool(self._prompt_ids, req)
         except ChatcliError as e:  # no chat template, ...
             raise as_api_error(e) from None
-        params = req.params(self.budget(prompt_tokens, req.max_tokens), model_sampling(self.engine))
+        longest = max(len(ids) for ids in prompts)
+        if req.max_tokens == 0:  # echo only: the prompt is scored, nothing follows it
+            if longest > self.engine.context_length:
+                raise APIError(f"This model's maximum context length is {self.engine.context_length} tokens, but the "
+                               f"prompt has {longest}: shorten it", 400, param="prompt",
+                               code="context_length_exceeded")  # fmt: skip
+            params = None
+        else:
+            params = req.params(self.budget(longest, req.max_tokens), model_sampling(self.engine))
         cancel = threading.Event()
-        log.info("%s model=%s n=%d stream=%s prompt_tokens=%d max_tokens=%d queued=%d",
-                 "chat" if isinstance(req, ChatRequest) else "completion", req.model, req.n, req.stream,
-                 prompt_tokens, params.max_tokens, self.worker.waiting)  # fmt: skip
-        events = self.worker.stream(self._work(req, params, adapter, cancel), cancel)
+        log.info("%s model=%s n=%d prompts=%d stream=%s prompt_tokens=%d max_tokens=%d queued=%d",
+                 "chat" if isinstance(req, ChatRequest) else "completion", req.model, req.n, len(prompts), req.stream,
+                 sum(map(len, prompts)), req.max_tokens if params is None else params.max_tokens,
+                 self.worker.waiting)  # fmt: skip
+        events = self.worker.stream(self._work(req, prompts, params, adapter, cancel), cancel)
         fmt = Formatter(req.model, isinstance(req, ChatRequest), req.logprobs, req.top_logprobs,
                         self.engine.tokenizer.token_bytes, req.include_usage)  # fmt: skip
-        return await respond(request, events, fmt, req.n, req.stream, cancel)
+        if isinstance(req, CompletionRequest):
+            fmt.prompt_tokens = sum(map(len, prompts))
+        return await respond(request, events, fmt, req.n * len(prompts), req.stream, cancel)
 
 
 MAX_BODY_BYTES = 8 * 2**20  # a long conversation is well under 1 MB; more is a mistake or an attack
@@ -173,13 +225,36 @@ async def completions(request: Request) -> Response:
 
 async def models(request: Request) -> Response:
     server = _server(request)
-    base = {"id": server.base_id, "object": "model", "created": server.created, "owned_by": "chatcli",
+    base = {"id": server.base_ids[0], "object": "model", "created": server.created, "owned_by": "chatcli",
             "root": server.engine.identity.path, "parent": None, "max_model_len": server.engine.context_length}  # fmt: skip
-    data = [base] + [
-        {**base, "id": name, "root": server.adapters.source(name), "parent": server.base_id}
+    data = [{**base, "id": name} for name in server.base_ids] + [
+        {**base, "id": name, "root": server.adapters.source(name), "parent": server.base_ids[0]}
         for name in server.adapters.names
     ]
     return JSONResponse({"object": "list", "data": data})
+
+
+async def tokenize_route(request: Request) -> Response:
+    server = _server(request)
+    req = parse_tokenize(await _json(request))
+    if req.model is not None:
+        server.adapter_for(req.model)  # a name it does not serve: 404, as for generation
+    engine = server.engine
+    return JSONResponse(await run_in_threadpool(tokenize, engine.tokenizer, req, engine.context_length))
+
+
+async def detokenize_route(request: Request) -> Response:
+    server = _server(request)
+    engine = server.engine
+    model, tokens = parse_detokenize(await _json(request), engine.tokenizer.vocab_size)
+    if model is not None:
+        server.adapter_for(model)
+    return JSONResponse(await run_in_threadpool(detokenize, engine.tokenizer, tokens, engine.context_length))
+
+
+async def tokenizer_info_route(request: Request) -> Response:
+    server = _server(request)
+    return JSONResponse(tokenizer_info(server.engine.tokenizer, server.engine.context_length))
 
 
 async def load_lora_adapter(request: Request) -> Response:
@@ -254,7 +329,7 @@ class _CatchAll:
 
 
 def make_app(engine, adapters: ServedAdapters, api_key: str | None = None) -> Starlette:
-    """The ASGI app serving ``engine``; ``adapters.base_id`` is the base model's id."""
+    """The ASGI app serving ``engine``; ``adapters.base_ids`` are the base model's names."""
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
@@ -263,6 +338,9 @@ def make_app(engine, adapters: ServedAdapters, api_key: str | None = None) -> St
             Route("/v1/completions", completions, methods=["POST"]),
             Route("/v1/load_lora_adapter", load_lora_adapter, methods=["POST"]),
             Route("/v1/unload_lora_adapter", unload_lora_adapter, methods=["POST"]),
+            Route("/tokenize", tokenize_route, methods=["POST"]),  # vLLM serves these at the root
+            Route("/detokenize", detokenize_route, methods=["POST"]),
+            Route("/tokenizer_info", tokenizer_info_route, methods=["GET"]),
         ],
         middleware=[Middleware(_CatchAll)],
         exception_handlers={ChatcliError: _api_error, HTTPException: _http_error},

@@ -13,6 +13,12 @@ as vLLM returns by default; a probability of 0 becomes -9999.0 (vLLM's floor), s
 JSON has no -Infinity. ``token`` is the token's own text (U+FFFD where it holds part of
 a character; ``bytes`` has the exact bytes). Text offsets count characters of the
 answer emitted before the token.
+
+With ``echo`` (completions), a choice's text and logprobs start with its prompt's
+(:class:`PromptEcho`, made by :mod:`chatcli.serve.prompt_echo`: the first prompt token's
+logprob and top_logprobs are null); prompt tokens' offsets add up their texts, and the answer's
+offsets count from the end of the prompt's text. ``prompt_tokens``, when the app sets it,
+is the usage's prompt count (a batch of prompts counts each once).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from chatcli.engine.events import Done, Step
 
@@ -29,6 +36,20 @@ LOGPROB_FLOOR = -9999.0
 
 def logprob(p: float) -> float:
     return max(math.log(p), LOGPROB_FLOOR) if p > 0 else LOGPROB_FLOOR
+
+
+@dataclass(frozen=True)
+class PromptEcho:
+    """One completion choice's echoed prompt: an event the app yields before the choice's tokens."""
+
+    seq: int  # the choice it opens
+    text: str  # the prompt as sent (token ids: their decoded text)
+    tokens: tuple[str, ...]  # each prompt token's own text
+    logprobs: tuple[float | None, ...] | None  # None when logprobs were not asked for; [0] is None
+    top: tuple[dict[str, float] | None, ...] | None  # the k alternatives and the token itself; [0] is None
+
+    def for_choice(self, seq: int) -> PromptEcho:
+        return replace(self, seq=seq)
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
@@ -50,6 +71,7 @@ class Formatter:
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.offsets: dict[int, int] = {}  # seq -> characters streamed so far (legacy text_offset)
+        self.prompt_tokens: int | None = None  # the usage's prompt tokens (else the first Done's)
 
     # ---- logprobs ------------------------------------------------------------------------------
 
@@ -76,6 +98,18 @@ class Formatter:
             self.offsets[seq] = self.offsets.get(seq, 0) + len(s.text)
         return out
 
+    def _echo_legacy(self, echo: PromptEcho) -> dict:
+        """The prompt's part of a legacy logprobs object; answer offsets then count from the prompt's end."""
+        offsets, at = [], 0
+        for token in echo.tokens:
+            offsets.append(at)
+            at += len(token)
+        self.offsets[echo.seq] = len(echo.text)
+        values = echo.logprobs or (None,) * len(echo.tokens)
+        tops = echo.top or (None,) * len(echo.tokens)
+        return {"tokens": list(echo.tokens), "token_logprobs": list(values),
+                "top_logprobs": [None if t is None else dict(t) for t in tops], "text_offset": offsets}  # fmt: skip
+
     def _logprobs(self, steps: Sequence[Step], seq: int) -> dict | None:
         if not self.logprobs:
             return None
@@ -96,6 +130,11 @@ class Formatter:
             return None
         return self._chunk([{"index": seq, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                              "finish_reason": None}])  # fmt: skip
+
+    def echo_chunk(self, echo: PromptEcho) -> dict:
+        """A completion stream's first chunk of a choice with echo: its prompt (and the prompt's logprobs)."""
+        lp = self._echo_legacy(echo) if self.logprobs else None
+        return self._chunk([{"index": echo.seq, "text": echo.text, "logprobs": lp, "finish_reason": None}])
 
     def step_chunk(self, step: Step) -> dict:
         lp = self._logprobs([step], step.seq)
@@ -119,17 +158,24 @@ class Formatter:
 
     # ---- whole responses -----------------------------------------------------------------------
 
-    def response(self, steps: dict[int, list[Step]], dones: dict[int, Done]) -> dict:
-        """The non-streamed body: one choice per sequence, in index order."""
+    def response(self, steps: dict[int, list[Step]], dones: dict[int, Done],
+                 echoes: Mapping[int, PromptEcho] | None = None) -> dict:  # fmt: skip
+        """The non-streamed body: one choice per sequence, in index order (a completion's echoed prompt first)."""
         choices = []
         for seq in sorted(dones):
-            done, lp = dones[seq], self._logprobs(steps.get(seq, []), seq)
+            done, echo = dones[seq], (echoes or {}).get(seq)
+            head = self._echo_legacy(echo) if echo is not None and self.logprobs else None
+            lp = self._logprobs(steps.get(seq, []), seq)
+            if head is not None and lp is not None:
+                lp = {key: head[key] + lp[key] for key in head}
             if self.chat:
                 choices.append({"index": seq, "message": {"role": "assistant", "content": done.text},
                                 "logprobs": lp, "finish_reason": done.finish_reason})  # fmt: skip
             else:
-                choices.append({"index": seq, "text": done.text, "logprobs": lp, "finish_reason": done.finish_reason})
-        prompt = next(iter(dones.values())).prompt_tokens if dones else 0
+                text = done.text if echo is None else echo.text + done.text
+                choices.append({"index": seq, "text": text, "logprobs": lp, "finish_reason": done.finish_reason})
+        prompt = self.prompt_tokens if self.prompt_tokens is not None else (
+            next(iter(dones.values())).prompt_tokens if dones else 0)
         return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
                 "created": self.created, "model": self.model, "choices": choices,
                 "usage": usage(prompt, sum(d.completion_tokens for d in dones.values()))}  # fmt: skip

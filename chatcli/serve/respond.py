@@ -6,7 +6,9 @@ and a running one stops before its next forward. Streams follow OpenAI's sequenc
 a role chunk per choice (chat), a chunk per token, a chunk with each choice's
 ``finish_reason``, the usage chunk when ``stream_options.include_usage`` asks for it,
 then ``data: [DONE]``. A failure after the stream has started becomes an ``error``
-event (the status line is already sent), as vLLM does.
+event (the status line is already sent), as vLLM does. A completion with ``echo`` opens
+each choice with its prompt (a :class:`~chatcli.serve.openai_format.PromptEcho` event
+before the choice's tokens). ``n`` is the number of choices (prompts × answers each).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from chatcli.engine.events import Done, Step
 from chatcli.errors import ChatcliError
 from chatcli.serve.errors import APIError, internal, log_unexpected
-from chatcli.serve.openai_format import Formatter
+from chatcli.serve.openai_format import Formatter, PromptEcho
 
 
 async def watch_disconnect(request: Request, cancel: threading.Event) -> None:
@@ -49,12 +51,15 @@ async def respond(request: Request, events: AsyncIterator, fmt: Formatter, n: in
     try:
         steps: dict[int, list[Step]] = defaultdict(list)
         dones: dict[int, Done] = {}
+        echoes: dict[int, PromptEcho] = {}
         try:
             async for ev in events:
                 if isinstance(ev, Step):
                     steps[ev.seq].append(ev)
                 elif isinstance(ev, Done):
                     dones[ev.seq] = ev
+                elif isinstance(ev, PromptEcho):
+                    echoes[ev.seq] = ev
         except ChatcliError as e:
             raise as_api_error(e) from None
         failed = next((d for d in dones.values() if d.finish_reason == "error"), None)
@@ -62,7 +67,7 @@ async def respond(request: Request, events: AsyncIterator, fmt: Formatter, n: in
             raise internal(f"generation failed: {failed.error}")
         if len(dones) < n:  # cancelled: the client is gone, nobody reads this
             raise APIError("the request was cancelled", 499, code="cancelled")
-        return JSONResponse(fmt.response(steps, dones))
+        return JSONResponse(fmt.response(steps, dones, echoes))
     finally:
         watcher.cancel()
         cancel.set()  # a no-op after a finished job; stops one still running if this coroutine dies
@@ -83,6 +88,8 @@ async def _sse(events: AsyncIterator, fmt: Formatter, n: int, cancel: threading.
             async for ev in events:
                 if isinstance(ev, Step):
                     yield _data(fmt.step_chunk(ev))
+                elif isinstance(ev, PromptEcho):
+                    yield _data(fmt.echo_chunk(ev))
                 elif isinstance(ev, Done):
                     if ev.finish_reason == "cancelled":
                         return
@@ -97,7 +104,8 @@ async def _sse(events: AsyncIterator, fmt: Formatter, n: int, cancel: threading.
             log_unexpected("a streamed answer", e)
             yield _data(internal(f"internal error ({type(e).__name__}): see the server log").body())
         if fmt.include_usage:
-            yield _data(fmt.usage_chunk(prompt_tokens, completion_tokens))
+            total = fmt.prompt_tokens if fmt.prompt_tokens is not None else prompt_tokens
+            yield _data(fmt.usage_chunk(total, completion_tokens))
         yield _data("[DONE]")
     finally:
         watcher.cancel()

@@ -32,9 +32,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build(engine, *, model_id: str | None = None, adapter_dirs: Sequence[Path] | None = None,
+def build(engine, *, model_id: str | Sequence[str] | None = None, adapter_dirs: Sequence[Path] | None = None,
           api_key: str | None = None) -> Starlette:  # fmt: skip
-    """The app for a loaded engine; its id is ``model_id`` (default: the name it was loaded by)."""
+    """The app for a loaded engine; its names are ``model_id`` (one, or several as vLLM's
+    ``--served-model-name a b``; default: the name it was loaded by)."""
     dirs = default_adapter_dirs() if adapter_dirs is None else list(adapter_dirs)
     adapters = ServedAdapters(engine.adapters, dirs, model_id or engine.identity.name)
     adapters.switch_all_off()

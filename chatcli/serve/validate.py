@@ -3,10 +3,16 @@
 Follows OpenAI's chat completions and (legacy) completions bodies, with vLLM's extra
 sampling parameters (``top_k``, ``min_p``, ``repetition_penalty``). Every bad value is
 an :class:`~chatcli.serve.errors.APIError` (400) naming the parameter; parameters the
-engine cannot honour (penalties, logit bias, tools, JSON mode, echo) are refused when
-set to anything but their neutral value, never silently ignored. Unknown fields are
-ignored, as vLLM does. ``max_tokens`` may stay ``None`` here: the app fills it from the
-context left after the prompt, which it has to tokenize first.
+engine cannot honour (penalties, logit bias, tools, JSON mode) are refused when set to
+anything but their neutral value, never silently ignored. Unknown fields are ignored, as
+vLLM does. ``max_tokens`` may stay ``None`` here: the app fills it from the context left
+after the prompt, which it has to tokenize first.
+
+A completion's ``prompt`` is a string, a list of token ids, or a list of either (a batch:
+choice ``i * n + j`` is prompt ``i``'s ``j``-th answer, as vLLM numbers them; token ids are
+checked against the vocabulary by the app). ``echo: true`` returns each prompt before its
+answer, with its tokens' log-probabilities when ``logprobs`` is set (the first one null),
+and then ``max_tokens`` may be 0: the prompt is scored, nothing is generated.
 
 Any JSON value goes in and only a request or an ``APIError`` comes out (the fuzz tests
 hold it to that): text the engine will see must be valid Unicode (a JSON ``"\\ud83d"``
@@ -30,7 +36,8 @@ MAX_TOP_LOGPROBS = 20  # OpenAI's limit for chat (vLLM's default max_logprobs)
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # Parameters the engine cannot honour: accepted only at these neutral values.
 NEUTRAL = {"presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0), "logit_bias": (None, {}),
-           "tools": (None, []), "functions": (None, []), "suffix": (None, ""), "echo": (None, False)}
+           "tools": (None, []), "functions": (None, []), "suffix": (None, "")}
+MAX_PROMPTS = 64  # prompts in one completion request (a batch, e.g. lm-evaluation-harness's)
 # A sampling value the request leaves out is the model's own (its generation_config.json, as vLLM
 # does), else OpenAI's neutral default.
 OPENAI_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
@@ -60,9 +67,13 @@ class ChatRequest(GenRequest):
     messages: tuple[dict, ...] = ()
 
 
+Prompt = str | tuple[int, ...]  # a text, or token ids
+
+
 @dataclass(frozen=True)
 class CompletionRequest(GenRequest):
-    prompt: str = ""
+    prompts: tuple[Prompt, ...] = ()
+    echo: bool = False  # each choice's text (and logprobs) starts with its prompt
 
 
 def parse_chat(body: Any) -> ChatRequest:
@@ -77,7 +88,7 @@ def parse_chat(body: Any) -> ChatRequest:
     if max_tokens is None:
         max_tokens = _int(body, "max_tokens", None, 1, None)
     return ChatRequest(**_common(body), max_tokens=max_tokens, logprobs=logprobs, top_logprobs=top or 0,
-                       messages=_messages(body.get("messages")))  # fmt: skip
+                       messages=parse_messages(body.get("messages")))  # fmt: skip
 
 
 def parse_completion(body: Any) -> CompletionRequest:
@@ -85,10 +96,13 @@ def parse_completion(body: Any) -> CompletionRequest:
     if body.get("best_of") is not None and body.get("best_of") != body.get("n", 1):
         raise bad_param("best_of", "best_of is not supported by chatcli serve: leave it out")
     top = _int(body, "logprobs", None, 0, MAX_TOP_LOGPROBS)
-    # OpenAI's (and vLLM's) default for legacy completions is 16 tokens.
-    max_tokens = _int(body, "max_tokens", 16, 1, None)
+    echo = _bool(body, "echo", False)
+    # OpenAI's (and vLLM's) default for legacy completions is 16 tokens; 0 with echo scores the prompt only.
+    max_tokens = _int(body, "max_tokens", 16, 0, None)
+    if max_tokens == 0 and not echo:
+        raise bad_param("max_tokens", "max_tokens 0 generates nothing: use it with echo: true to score the prompt")
     return CompletionRequest(**_common(body), max_tokens=max_tokens, logprobs=top is not None, top_logprobs=top or 0,
-                             prompt=_prompt(body.get("prompt")))  # fmt: skip
+                             prompts=_prompts(body.get("prompt")), echo=echo)  # fmt: skip
 
 
 def parse_adapter_request(body: Any, *, with_path: bool) -> tuple[str, str | None]:
@@ -156,7 +170,8 @@ def _object(body: Any) -> dict:
     return body
 
 
-def _messages(value: Any) -> tuple[dict, ...]:
+def parse_messages(value: Any) -> tuple[dict, ...]:
+    """Chat messages (OpenAI's roles, text content only) as ``{role, content}`` dicts; a 400 naming the bad one."""
     if not isinstance(value, list) or not value:
         raise bad_param("messages", "messages must be a non-empty list of {role, content} objects")
     out = []
@@ -177,12 +192,26 @@ def _content(value: Any, where: str) -> str:
     raise bad_param(f"{where}.content", f"{where}.content must be a string or a list of text parts (no images or audio)")
 
 
-def _prompt(value: Any) -> str:
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
+def _prompts(value: Any) -> tuple[Prompt, ...]:
+    """The prompts of a completion: one, or a batch (a list of strings or of token-id lists)."""
+    if isinstance(value, str) or (isinstance(value, list) and value and all(_is_id(v) for v in value)):
+        return (_one_prompt(value, "prompt"),)
+    if not isinstance(value, list) or not value or len(value) > MAX_PROMPTS:
+        raise bad_param("prompt", f"prompt must be a non-empty string, a list of token ids, or a list of at most "
+                                  f"{MAX_PROMPTS} of either")  # fmt: skip
+    return tuple(_one_prompt(v, f"prompt[{i}]") for i, v in enumerate(value))
+
+
+def _one_prompt(value: Any, where: str) -> Prompt:
     if isinstance(value, str) and value:
-        return _text(value, "prompt")
-    raise bad_param("prompt", "prompt must be one non-empty string (send one request per prompt; token ids are not supported)")
+        return _text(value, where)
+    if isinstance(value, list) and value and all(_is_id(v) for v in value):
+        return tuple(value)
+    raise bad_param("prompt", f"{where} must be a non-empty string or a non-empty list of token ids")
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _stops(value: Any) -> tuple[str, ...]:

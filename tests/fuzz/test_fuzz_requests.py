@@ -100,7 +100,12 @@ def check_request(req) -> None:
         assert req.messages and all(m["role"] in ("system", "user", "assistant") for m in req.messages)
         texts += [m["content"] for m in req.messages]
     elif isinstance(req, CompletionRequest):
-        texts.append(req.prompt)
+        assert req.prompts and (req.max_tokens or req.echo)
+        for prompt in req.prompts:  # a text, or token ids (checked against the vocabulary by the app)
+            if isinstance(prompt, str):
+                texts.append(prompt)
+            else:
+                assert prompt and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt)
     for text in texts:
         text.encode("utf-8")  # no lone surrogates reach the tokenizer
 

@@ -53,44 +53,32 @@ def test_remote_adapter_control_on_chatcli_serve(tiny_model_dir, tmp_path):
         assert control.names == []
 
 
-def test_compare_on_chatcli_serve_falls_back_to_greedy_answers_with_a_true_lower_bound(tiny_model_dir, tmp_path):
-    """chatcli serve scores no given text (no /tokenize, no echo): the probe says so once, /compare
-    compares two greedy answers, and its partial KL never exceeds the full KL the local engine computes."""
-    from chatcli.chat.core import ChatCore
+def test_compare_on_chatcli_serve_scores_the_answer_shown_teacher_forced(tiny_model_dir, tmp_path):
+    """chatcli serve scores a given text (vLLM's /tokenize and echo): /compare scores the answer on
+    screen as the base and with the adapter; every token's probability on both sides is the local
+    engine's, and the partial KL never exceeds the full KL the local engine computes."""
+    from chatcli.chat.session import Node
     from chatcli.lora.compare import compare_answer
     from chatcli.remote.compare import compare_remote
 
     save_peft(peft_model(tiny_model_dir, seed=3, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]), tmp_path / "ad")
+    local = tiny_engine(tiny_model_dir)
+    # An answer that reads back as the same tokens (the random tiny model's own answers are byte soup).
+    text = " Paris is the capital of France."
+    pieces = [local.tokenizer.token_text(i) for i in local.tokenizer.encode(text)]
+    node = Node(2, 1, "assistant", text, [Step(i, -1, p, p, 0.5, 0.5, 1.0, ()) for i, p in enumerate(pieces)])
     with served(tiny_engine(tiny_model_dir), adapter_dirs=[tmp_path]) as server:
         remote = connect(server.base_url, MODEL_ID)
         remote.adapters.load(str(tmp_path / "ad"), name="ad")
-        core = ChatCore(remote, params=greedy(6))
-        list(core.run(core.send(HELLO[0]["content"])))
-        node = core.conv.leaf
-        assert node.meta["adapters"] == [{"name": "ad", "scale": 1.0}]
-        result = compare_remote(remote, remote.adapters, core.conv.messages(before=node), node, None, {"ad": 1.0})
-        assert remote.text_scorer is None and "text_scorer" in vars(remote)  # probed, and kept
-    assert result.method == "greedy" and result.partial and "2 greedy requests" in result.note
-    assert result.to_json()["method"] == "greedy" and result.to_json()["partial"] is True
-    local = tiny_engine(tiny_model_dir)
-    first, _ = reference(local.chat(HELLO, greedy(1)))  # the base's greedy first token: step 0 of both requests
+        result = compare_remote(remote, remote.adapters, list(HELLO), node, None, {"ad": 1.0})
+        assert remote.text_scorer is not None  # probed once, and kept
+        ids, start = remote.text_scorer.answer_ids(list(HELLO), text)
+    assert ids[:start] == local.tokenizer.encode_chat(HELLO) and ids[start:] == local.tokenizer.encode(text)
+    assert result.method == "teacher-forced" and result.partial and len(result.steps) == len(pieces)
     local.adapters.load(tmp_path / "ad", name="ad")
-    full = compare_answer(local.model, local.adapters, local.tokenizer.encode_chat(HELLO), [first[0].id], top_n=5)
-    s0, f0 = result.steps[0], full.steps[0]
-    assert s0.token == first[0].token and s0.p_base == pytest.approx(f0.p_base, abs=1e-4)
-    assert s0.kl_bits <= f0.kl_bits + 1e-4
-    import torch
-
-    with torch.no_grad():  # the adapter's full distribution at step 0
-        pa = torch.softmax(local.model(torch.tensor([local.tokenizer.encode_chat(HELLO)]))[0, -1].float(), -1)
-    tuned, _ = reference(local.chat(HELLO, greedy(1, top_n=20)))
-    ids = {t.token: t.id for step in (first[0], tuned[0]) for t in step.top}  # the tokens both sides returned
-    unknown = [pair for pair in s0.top if pair.p_adapter is None]
-    for pair in s0.top:  # a returned probability is the model's own; one not returned is below the floor
-        if len({t.id for step in (first[0], tuned[0]) for t in step.top if t.token == pair.token}) > 1:
-            continue  # two tokens with one text: the server sends no ids to tell them apart
-        if pair.p_adapter is None:
-            assert float(pa[ids[pair.token]]) <= s0.adapter_floor + 1e-6
-        else:
-            assert pair.p_adapter == pytest.approx(float(pa[ids[pair.token]]), abs=1e-4)
-    assert unknown and all(pair.p_base is not None for pair in unknown)  # the base's tokens the adapter did not return
+    full = compare_answer(local.model, local.adapters, ids[:start], ids[start:], top_n=5, tokenizer=local.tokenizer)
+    for mine, ref in zip(result.steps, full.steps, strict=True):
+        assert mine.token == ref.token
+        assert mine.p_base == pytest.approx(ref.p_base, abs=1e-4)
+        assert mine.p_adapter == pytest.approx(ref.p_adapter, abs=1e-4)
+        assert mine.kl_bits <= ref.kl_bits + 1e-4

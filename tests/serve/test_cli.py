@@ -3,6 +3,7 @@ process with an API key (401 without it, answers with it, the key never in its l
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -104,3 +105,44 @@ def test_served_process_checks_the_key_and_never_logs_it(tiny_model_dir, tmp_pat
     text = log.read_text()
     assert "API key required" in text and "POST /v1/chat/completions" in text
     assert KEY not in text
+
+
+def test_an_empty_served_model_name_is_refused_before_loading(capsys):
+    code, err = run(capsys, "serve", "--served-model-name", " ", "--model", "/nonexistent")
+    assert code == 2 and "--served-model-name" in err and err.count("\n") == 1
+
+
+def test_served_process_answers_under_its_served_name_with_tokenize_and_echo(tiny_model_dir, tmp_path):
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chatcli", "serve", "--model", str(tiny_model_dir), "--port", str(port),
+             "--served-model-name", "org/tiny", "--served-model-name", "tiny", "--device", "cpu"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "chatcli serve did not start"
+                time.sleep(0.2)
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        assert [m.id for m in c.models.list().data] == ["org/tiny", "tiny"]
+        with pytest.raises(openai.NotFoundError):  # the path it was loaded from is not one of its names
+            c.completions.create(model=str(tiny_model_dir), prompt="Hi", max_tokens=1)
+        r = c.completions.create(model="tiny", prompt="Hi there", max_tokens=0, echo=True, logprobs=1)
+        assert r.choices[0].text == "Hi there" and r.choices[0].logprobs.token_logprobs[0] is None
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/tokenize", method="POST",
+                                     data=b'{"model": "org/tiny", "prompt": "Hi there"}',
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=30) as reply:
+            assert json.loads(reply.read())["count"] == len(r.choices[0].logprobs.tokens)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert "serving " + str(tiny_model_dir) + " as org/tiny, tiny at" in log.read_text()

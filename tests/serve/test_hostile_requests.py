@@ -111,7 +111,7 @@ def test_an_unexpected_failure_is_a_json_500_logged_without_the_request(app, htt
     def broken(req):
         raise RuntimeError(f"tokenizer blew up on {req.messages[0]['content']}")
 
-    monkeypatch.setattr(app.state.chatcli, "_prompt_tokens", broken)
+    monkeypatch.setattr(app.state.chatcli, "_prompt_ids", broken)
     caplog.set_level(logging.ERROR, logger="chatcli.serve")
     bad = http.post("/chat/completions", content=_body(messages=[{"role": "user", "content": SECRET}]))
     err = _error(bad, 500)
