@@ -3,8 +3,11 @@ distribution name and metadata, and what scripts/bootstrap does about an older i
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
+import re
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -62,6 +65,8 @@ def test_the_installed_distribution_says_what_pyproject_says():
     """scripts/bootstrap installed DIST (and removed the old "chatcli" distribution)."""
     dist = metadata.distribution(DIST)
     assert dist.version == chatcli.__version__
+    assert dist.metadata["License-Expression"] == "Apache-2.0"
+    assert (ROOT / "LICENSE").read_text().split()[:3] == ["Apache", "License", "Version"]
     plugins = {e.name: e.value for e in dist.entry_points.select(group="chatcli.plugins")}
     assert plugins == {"rank": "chatcli_rank", "finetune": "chatcli_finetune"}
     assert [e.value for e in dist.entry_points.select(group="console_scripts")] == ["chatcli.cli.main:main"]
@@ -98,3 +103,32 @@ def test_bootstrap_removes_only_our_old_distribution(tmp_path):
     _fake_dist(unrelated, "0.1.20", "[console_scripts]\nchatcli = chatcli.main:main\n",
                direct_url={"url": (tmp_path / "elsewhere").as_uri(), "dir_info": {}})
     assert old_dist(ROOT, [str(unrelated)]) == "other"
+
+
+# Imported only by `chatcli bench --baseline ...`, which names the package to install when it is missing.
+OPTIONAL_IMPORTS = {"transformers", "peft", "llama_cpp"}
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """A module the installed code imports comes from a distribution pyproject names (click, say, only
+    arrives through other packages: chatcli uses typer's own copy)."""
+    ours = {"chatcli", "chatcli_rank", "chatcli_finetune"}
+    imported: dict[str, str] = {}
+    for folder in (ROOT / "chatcli", ROOT / "plugins"):
+        for path in folder.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+                for top in {n.split(".")[0] for n in names} - ours - set(sys.stdlib_module_names):
+                    imported.setdefault(top, str(path.relative_to(ROOT)))
+    declared = {_normal(re.match(r"[A-Za-z0-9._-]+", d).group()) for d in _pyproject()["project"]["dependencies"]}
+    providers = metadata.packages_distributions()
+    undeclared = {
+        top: where for top, where in imported.items()
+        if top not in OPTIONAL_IMPORTS and not declared & {_normal(d) for d in providers.get(top, [top])}
+    }
+    assert undeclared == {}

@@ -11,18 +11,16 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
-try:  # typer >= 0.22 vendors its own copy of click; accept exceptions from either
-    from typer._click import exceptions as _vendored
-except ImportError:  # pragma: no cover - older typer uses click itself
-    _vendored = click.exceptions
+# typer >= 0.26 (pyproject's floor) carries its own copy of click and raises only that copy's
+# errors, so they are caught from there; the separate `click` package is not a dependency.
+from typer._click import exceptions as _click_errors
 
-_UsageErrors = (click.UsageError, _vendored.UsageError)
-_Aborts = (click.Abort, KeyboardInterrupt, getattr(typer, "Abort", click.Abort))
-_NoArgsHelp = getattr(_vendored, "NoArgsIsHelpError", ())
-_ClickErrors = (click.ClickException, _vendored.ClickException)
+_UsageErrors = (_click_errors.UsageError,)
+_Aborts = (typer.Abort, KeyboardInterrupt)
+_NoArgsHelp = _click_errors.NoArgsIsHelpError
+_ClickErrors = (_click_errors.ClickException,)
 
 from chatcli import __version__
 from chatcli.errors import ChatcliError
