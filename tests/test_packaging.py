@@ -1,16 +1,25 @@
 """What a wheel installs (every package folder, the TUI styles, the demo adapters), under which
-distribution name and metadata, and what scripts/bootstrap does about an older install."""
+distribution name and metadata, and what scripts/bootstrap does (an older install, where torch comes from)."""
 
 from __future__ import annotations
 
 import ast
+import functools
+import http.server
 import importlib.util
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
+import threading
+import time
 import tomllib
 from importlib import metadata
 from pathlib import Path
+
+import pytest
 
 import chatcli
 
@@ -132,3 +141,52 @@ def test_every_third_party_import_is_a_declared_dependency():
         if top not in OPTIONAL_IMPORTS and not declared & {_normal(d) for d in providers.get(top, [top])}
     }
     assert undeclared == {}
+
+
+def _torch_index(env: dict, path_dirs: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+    """scripts/torch-index run with only ``env`` (plus PATH), as scripts/bootstrap runs it."""
+    search = os.pathsep.join([*map(str, path_dirs), os.environ.get("PATH", "")])
+    return subprocess.run([str(ROOT / "scripts" / "torch-index"), sys.executable], capture_output=True,
+                          text=True, timeout=30, env={"PATH": search, "HOME": os.environ.get("HOME", "/"), **env})
+
+
+def _fake_command(folder: Path, name: str, script: str) -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(f"#!/bin/sh\n{script}\n")
+    (folder / name).chmod(0o755)
+    return folder
+
+
+def test_torch_index_named_by_hand_wins():
+    assert _torch_index({"CHATCLI_TORCH_INDEX": "https://example.org/whl/cu126"}).stdout == "https://example.org/whl/cu126\n"
+    assert _torch_index({"CHATCLI_TORCH_INDEX": ""}).stdout == ""  # pip's own index
+
+
+def test_torch_index_is_pips_own_on_macos_and_with_an_nvidia_gpu(tmp_path):
+    darwin = _fake_command(tmp_path / "mac", "uname", "echo Darwin")
+    assert _torch_index({"CHATCLI_TORCH_CPU_INDEX": "http://127.0.0.1:9"}, (darwin,)).stdout == ""
+    gpu = _fake_command(tmp_path / "gpu", "nvidia-smi", "exit 0")
+    done = _torch_index({"CHATCLI_TORCH_CPU_INDEX": "http://127.0.0.1:9"}, (gpu,))
+    assert (done.stdout, done.stderr) == ("", "")  # no probe, nothing to say
+
+
+NVIDIA = Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi")
+
+
+@pytest.mark.skipif(sys.platform != "linux" or bool(NVIDIA), reason="the CPU build is chosen on Linux without an NVIDIA GPU")
+def test_torch_index_is_the_cpu_one_when_it_answers_else_pips_own(tmp_path):
+    (tmp_path / "torch").mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/"
+        done = _torch_index({"CHATCLI_TORCH_CPU_INDEX": url})
+        assert (done.stdout, done.stderr) == (url.rstrip("/") + "\n", "")
+    finally:
+        server.shutdown()
+        server.server_close()
+    started = time.monotonic()
+    done = _torch_index({"CHATCLI_TORCH_CPU_INDEX": url})  # nobody listens any more
+    assert done.returncode == 0 and done.stdout == "" and time.monotonic() - started < 10
+    assert done.stderr == f"bootstrap: PyTorch's CPU index ({url.rstrip('/')}) cannot be reached; torch comes from pip's own index\n"
