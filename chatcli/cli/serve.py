@@ -66,7 +66,8 @@ def serve(
     app = build(engine, model_id=names, adapter_dirs=dirs, api_key=api_key)
     adapters = app.state.chatcli.adapters
     sys.stderr.write(
-        f"chatcli: serving {model}{_as_names(names, model)} at http://{host}:{port}/v1 ({'API key required' if api_key else 'no API key'}; "
+        f"chatcli: serving {model}{_as_names(names, model)} at http://{host}:{port}/v1 "
+        f"({'API key required' if api_key else 'no API key'}; "
         f"adapters from {', '.join(map(str, adapters.allowed))})\n"
     )
     serve_forever(app, host, port, log_level=log_level)
