@@ -45,17 +45,27 @@ _KERNEL_DEVICES = ("cpu",)
 KERNEL_K_MULTIPLE = 16
 
 
+# Rows quantised at a time: the float temporaries stay a few MB even for a 49k-row LM head
+# (whole, they held three float32 copies of it: +340 MB peak for the default model's).
+_ROWS_AT_ONCE = 4096
+
+
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-channel symmetric int8: W [N, K] -> (Q int8 [N, K], s bfloat16 [N]), W ~= Q * s."""
-    w = weight.detach().float()
-    amax = w.abs().amax(dim=1).clamp(min=1e-12)  # [N]; an all-zero row gets a tiny scale, Q = 0
-    exact = amax / 127
-    s = exact.to(torch.bfloat16)
-    # Round up to the next bfloat16 (one more unit in the last place: positive values' bits
-    # order like integers), so no weight lands outside [-127, 127].
-    s = torch.where(s.float() < exact, (s.view(torch.int16) + 1).view(torch.bfloat16), s)
-    q = torch.round(w / s.float()[:, None]).clamp_(-127, 127).to(torch.int8)  # [N, K]
-    return q.contiguous(), s.contiguous()
+    w0 = weight.detach()
+    q = torch.empty(w0.shape, dtype=torch.int8, device=w0.device)
+    s = torch.empty(w0.shape[0], dtype=torch.bfloat16, device=w0.device)
+    for start in range(0, w0.shape[0], _ROWS_AT_ONCE):
+        rows = slice(start, start + _ROWS_AT_ONCE)
+        w = w0[rows].float()
+        amax = w.abs().amax(dim=1).clamp(min=1e-12)  # an all-zero row gets a tiny scale, Q = 0
+        exact = amax / 127
+        sb = exact.to(torch.bfloat16)
+        # Round up to the next bfloat16 (one more unit in the last place: positive values' bits
+        # order like integers), so no weight lands outside [-127, 127].
+        s[rows] = torch.where(sb.float() < exact, (sb.view(torch.int16) + 1).view(torch.bfloat16), sb)
+        q[rows] = torch.round(w / s[rows].float()[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, s
 
 
 class Int8Linear(QuantizedLinear):

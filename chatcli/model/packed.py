@@ -303,8 +303,12 @@ def pack_model(model: nn.Module) -> None:
     # A tied head shares the embedding's Parameter: packing the head re-lays out both
     # (the lookup then gathers columns of the [D, V] tensor).
     model.head_group = pack_group(model, ("lm_head",))
-    if model.head_group is None or _base(body.embed_tokens).weight is not _base(model.lm_head).weight:
+    head = _base(model.lm_head)
+    quantised_head = isinstance(head, (Int8Linear, Int4Linear))  # (its .weight would dequantise it)
+    if not quantised_head and (model.head_group is None or _base(body.embed_tokens).weight is not head.weight):
         relayout(body.embed_tokens)
+    # With a quantised head the embedding only serves the lookup, which reads rows: it keeps
+    # its row-major layout (a copy into input-major would cost a second embedding at the peak).
     # The norm weights may still be views of the memory-mapped checkpoint, and one live view
     # keeps the mapping, with every page packing read, resident (+538 MB RSS for float32):
     # give the 1-D parameters their own memory, except the biases that are group views.

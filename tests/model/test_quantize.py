@@ -72,6 +72,16 @@ def test_scales_round_trip():
     assert torch.equal(Int8Linear.from_linear(lin).dequantize(torch.float32), q.float() * s.float()[:, None])
 
 
+def test_quantizing_rows_in_chunks_changes_nothing(monkeypatch):
+    from chatcli.model import int8
+
+    w = torch.randn(300, 64, generator=torch.Generator().manual_seed(3))
+    whole = quantize_int8(w)
+    monkeypatch.setattr(int8, "_ROWS_AT_ONCE", 7)  # 300 rows in 43 chunks, the last one short
+    chunked = quantize_int8(w)
+    assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])
+
+
 @pytest.mark.parametrize("in_features", [64, 12])  # 12: not a multiple of 16, the kernel is not used
 def test_int8_linear_kernel_and_dense_paths(in_features):
     torch.manual_seed(0)

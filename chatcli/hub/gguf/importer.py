@@ -11,8 +11,9 @@ template carried over) and the manifest ``chatcli.json``.
 A file whose matrices are Q4_0/Q4_1 is also kept in the directory as ``source.gguf``
 (a hard link when the file system allows it, else a copy; ``keep_source``): ``--quantize
 int4`` loads those 4-bit blocks as they are (:mod:`chatcli.hub.gguf.q4_blocks`) instead of
-quantising the dequantised weights again. The manifest names it (``source.kept``) and lists
-its size among the files, so a damaged copy makes the entry damaged.
+quantising the dequantised weights again. The manifest names it (``source.kept``), lists its
+size among the files (a damaged copy makes the entry damaged) and records where each Q4
+tensor lies in it (``q4_blocks``), so loading them needs no GGUF parsing.
 
 Everything is written into a temporary sibling of ``out_dir``, fsynced, then
 renamed into place, so an interrupted import leaves no directory that loads. An
@@ -63,8 +64,10 @@ CONVERTER = "chatcli.gguf_import"
 CONVERTER_VERSION = "1"  # bump when the output for the same input changes
 WEIGHTS_FILE = "model.safetensors"
 SOURCE_COPY = "source.gguf"  # the kept GGUF (see the module docstring)
-# The tensor types --quantize int4 reads as they are (chatcli.hub.gguf.q4_blocks).
+# The tensor types --quantize int4 reads as they are (chatcli.hub.gguf.q4_blocks), and the
+# manifest key that says where they lie in the kept file.
 INT4_TYPES = ("Q4_0", "Q4_1")
+Q4_INDEX = "q4_blocks"
 
 Progress = Callable[[str, int, "int | None"], None]
 
@@ -191,9 +194,11 @@ def import_gguf(
         files["tokenizer.json"] = (tmp / "tokenizer.json").stat().st_size
         files["tokenizer_config.json"] = write_json(tmp / "tokenizer_config.json", tok_config)
         written = _convert_weights(plan, tmp / WEIGHTS_FILE, dtype, report, gguf_path)
+        kept = {}
         if keep_source:
             files[SOURCE_COPY] = _keep(gguf_path, tmp / SOURCE_COPY)
             src["kept"] = SOURCE_COPY
+            kept = {Q4_INDEX: q4_index(plan)}
         write_manifest(tmp, {
             "converter": CONVERTER,
             "converter_version": CONVERTER_VERSION,
@@ -205,6 +210,7 @@ def import_gguf(
             "weights": {"file": WEIGHTS_FILE, "size": written.size, "sha256": written.sha256,
                         "header_sha256": written.header_sha256},
             "files": files,
+            **kept,
         })
         fsync_dir(tmp)
         replace_dir(tmp, out_dir)
@@ -233,6 +239,16 @@ def _convert_weights(plan: list[TensorPlan], path: Path, dtype: str, report: Pro
     except BaseException:
         writer.abort()
         raise
+
+
+def q4_index(plan: list[TensorPlan]) -> dict[str, dict]:
+    """Where each Q4_0/Q4_1 matrix of a GGUF lies: HF name -> {type, offset (bytes from the
+    file's start), shape [N, K] (numpy order), heads (llama.cpp's rotary permutation, or None)}."""
+    return {
+        item.hf_name: {"type": item.tensor.tensor_type.name, "offset": int(item.tensor.data_offset),
+                       "shape": [int(n) for n in item.shape], "heads": item.heads}
+        for item in plan if item.tensor.tensor_type.name in INT4_TYPES and len(item.shape) == 2
+    }
 
 
 def _keep(source: Path, dest: Path) -> int:
