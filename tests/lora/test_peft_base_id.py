@@ -188,3 +188,14 @@ def test_the_demo_adapters_name_the_hub_id(name):
     assert cfg["base_model_name_or_path"] == DEFAULT_ID
     assert cfg["chatcli"]["base_model"] == "smollm2-135m-instruct" and len(cfg["chatcli"]["base_sha256"]) == 64
     assert cfg["chatcli"]["base_weights"].startswith("Q4_1/Q8_0 GGUF dequantised")
+
+
+def test_lora_merge_records_the_base(tiny_model_dir, tmp_path):
+    cache_snapshot(tiny_model_dir, "Org/Tiny")
+    adapter = _adapter(tiny_model_dir, tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["lora", "merge", "--model", "Org/Tiny", "--lora", str(adapter), "--out", str(tmp_path / "merged")])
+    assert e.value.code == 0
+    record = json.loads((tmp_path / "merged" / "chatcli-merge.json").read_text())["base"]
+    assert record["hf_id"] == "Org/Tiny" and record["revision"] == COMMIT and record["base_model"] == "Org/Tiny"
+    assert len(record["base_sha256"]) == 64
