@@ -158,7 +158,7 @@ def _run_lora_export(path: str, model: str, out: Path) -> None:
     spec = resolve_adapter(path)
     with stderr_progress() as progress:
         src = resolve_model(model, progress=progress)
-    config = preflight(src)
+    config = preflight(src, tokenizer=False)
     adapter = read_adapter(spec.path, AdapterManager(meta_model(read_model_config(src))).shapes)  # no weights read
     if adapter.saved:
         raise UsageError(f"cannot export {spec.name} as a GGUF LoRA: it replaces {', '.join(sorted(adapter.saved))} "

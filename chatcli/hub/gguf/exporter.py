@@ -90,10 +90,11 @@ def check_exportable(config: ModelConfig, raw: Mapping[str, Any]) -> None:
         raise UsageError(f"cannot export this model to GGUF: {why}")
 
 
-def preflight(model_dir: Path) -> ModelConfig:
+def preflight(model_dir: Path, tokenizer: bool = True) -> ModelConfig:
     """Everything that can refuse an export before any weight is read: the architecture, a
     quantized checkpoint (a ``quantization_config``, or integer tensors in its safetensors
-    headers), the tokenizer. Returns the model's config."""
+    headers), and the tokenizer unless ``tokenizer=False`` (an adapter file carries none).
+    Returns the model's config."""
     from chatcli.hub.checkpoint import read_model_config, weight_files
     from chatcli.hub.safetensors_header import HeaderError, parse_header
 
@@ -110,7 +111,8 @@ def preflight(model_dir: Path) -> ModelConfig:
         if ints:
             raise UsageError(f"cannot export this model to GGUF: its weights are quantized ({'/'.join(ints)} tensors "
                              f"in {file.name}); export the float (unquantized) model")
-    vocab_metadata(model_dir, config.vocab_size, raw)
+    if tokenizer:
+        vocab_metadata(model_dir, config.vocab_size, raw)
     return config
 
 
