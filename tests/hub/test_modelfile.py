@@ -54,7 +54,8 @@ def test_modelfile_for_smollm2():
     lines = text.splitlines()
     assert lines[0] == "# Made by a test."
     assert "FROM ./smollm2.gguf" in lines
-    assert 'TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}' in text
+    assert 'TEMPLATE """{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}' in text
+    assert '{{- range .Messages }}{{- if ne .Role "system" }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>' in text
     assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in lines
     params = [line for line in lines if line.startswith("PARAMETER")]
     assert params == ["PARAMETER temperature 0.2", "PARAMETER top_p 0.9", "PARAMETER top_k 40",

@@ -25,10 +25,16 @@ from dataclasses import dataclass
 _PARAMETERS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
                "repetition_penalty": "repeat_penalty"}
 
+# Ollama gathers every system message (and the Modelfile's SYSTEM, when a request has none) into
+# .System; some versions also leave them in .Messages, others take them out. So the system turn is
+# written from .System and system messages are skipped in the loop: the same prompt either way.
 CHATML_TEMPLATE = (
-    "{{- range .Messages }}<|im_start|>{{ .Role }}\n"
+    "{{- if .System }}<|im_start|>system\n"
+    "{{ .System }}<|im_end|>\n"
+    "{{ end }}"
+    "{{- range .Messages }}{{- if ne .Role \"system\" }}<|im_start|>{{ .Role }}\n"
     "{{ .Content }}<|im_end|>\n"
-    "{{ end }}<|im_start|>assistant\n"
+    "{{ end }}{{- end }}<|im_start|>assistant\n"
 )
 
 # Probe texts no template would produce by itself.
