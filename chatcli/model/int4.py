@@ -14,9 +14,11 @@ which is the form torch's CPU kernel ``aten._weight_int4pack_mm_for_cpu`` comput
 stores ``w = d * (q - 8)``: ``s = d``, ``z = 0``. So a Q4 block maps onto this layout with
 its 4-bit values untouched and only ``s`` and ``z`` rounded to bfloat16
 (:meth:`Int4Linear.from_q4_blocks`). Float weights are quantised like Q4_1, min/max per
-group (:func:`quantize_int4`): ``s = (max - min) / 15`` rounded up to a bfloat16,
-``z = bf16(min + 8 s)``, ``q = round((w - z) / s) + 8`` clipped to 0..15, so the error of
-a weight is at most about ``s / 2``.
+group (:func:`quantize_int4`): Q4_1's ``d = (max - min) / 15`` and ``m = min`` give
+``s = bf16(d)``, ``z = bf16(min + 8 d)`` as above, then ``q = round((w - z) / s) + 8``
+clipped to 0..15: the error of a weight is at most ``d / 2`` plus the bfloat16 rounding
+(``8 |s - d| + |z - (min + 8 d)|``), and weights that were dequantised Q4_1 blocks get their
+4-bit values and the direct load's s and z back.
 
 Layout: the kernel reads weights packed two per byte in blocks of output rows whose order
 depends on the CPU build (64-row blocks on AVX-512, 32 on AVX2, plain pairs otherwise).
@@ -52,6 +54,9 @@ ROW_BLOCK = 64  # output rows are padded to this; the packing's largest block of
 # (the kernel re-reads the weight for every 4 rows: its cost grows ~linearly with rows).
 KERNEL_MAX_ROWS = 16
 _MID = 8  # q - 8: the kernel's signed view of a 4-bit value
+# Quantising float weights errs by at most this many steps s, plus 2^-8 |z| (d / 2 and 8 |s - d|
+# with |s - d| <= 2^-8 d: bfloat16 keeps 8 significant bits).
+ERROR_STEPS = 0.5 + 2**-5 + 2**-8
 
 
 def _round_up(n: int, m: int) -> int:
@@ -122,33 +127,6 @@ def unpack(p: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- the maths
 
 
-def _bf16_up(x: torch.Tensor) -> torch.Tensor:
-    """x >= 0 (float32) rounded to a bfloat16 value that is not smaller (one unit up when
-    rounding to nearest went down: positive values' bits order like integers)."""
-    b = x.to(torch.bfloat16)
-    return torch.where(b.float() < x, (b.view(torch.int16) + 1).view(torch.bfloat16), b)
-
-
-def quantize_int4(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Group-wise min/max 4-bit (as Q4_1): W [N, K] -> (q uint8 [N, Kp], s bf16 [N, G], z bf16 [N, G]),
-    ``W ~= (q - 8) * s + z`` per group, with Kp = G * group_size >= K. The inputs past K (padding)
-    repeat the row's last weight, so they change no group's min or max."""
-    w = weight.detach().float()
-    n, k = w.shape
-    kp = _round_up(k, group_size)
-    if kp != k:
-        w = torch.cat([w, w[:, -1:].expand(n, kp - k)], dim=1)
-    wg = w.view(n, kp // group_size, group_size)  # [N, G, g]
-    lo, hi = wg.amin(dim=2), wg.amax(dim=2)  # [N, G]
-    s = _bf16_up((hi - lo) / 15)
-    z = (lo + _MID * s.float()).to(torch.bfloat16)
-    flat = s == 0  # a constant group: q = 8, w = z
-    step = torch.where(flat, torch.ones_like(s), s).float()
-    q = torch.round((wg - z.float()[..., None]) / step[..., None]) + _MID
-    q = torch.where(flat[..., None], torch.full_like(q, _MID), q.clamp_(0, 15))
-    return q.to(torch.uint8).view(n, kp), s, z
-
-
 class Q4Blocks(NamedTuple):
     """One weight's GGUF Q4_0 / Q4_1 blocks of 32 inputs, unpacked: q uint8 [N, K] (0..15),
     d [N, K / 32] and m [N, K / 32] (None for Q4_0), as float tensors."""
@@ -165,6 +143,26 @@ def q4_scales(d: torch.Tensor, m: torch.Tensor | None) -> tuple[torch.Tensor, to
     s = d.to(torch.bfloat16)
     z = torch.zeros_like(s) if m is None else (m.float() + _MID * d).to(torch.bfloat16)
     return s, z
+
+
+def quantize_int4(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Group-wise min/max 4-bit (as Q4_1): W [N, K] -> (q uint8 [N, Kp], s bf16 [N, G], z bf16 [N, G]),
+    ``W ~= (q - 8) * s + z`` per group, with Kp = G * group_size >= K. The inputs past K (padding)
+    repeat the row's last weight, so they change no group's min or max."""
+    w = weight.detach().float()
+    n, k = w.shape
+    kp = _round_up(k, group_size)
+    if kp != k:
+        w = torch.cat([w, w[:, -1:].expand(n, kp - k)], dim=1)
+    wg = w.view(n, kp // group_size, group_size)  # [N, G, g]
+    lo, hi = wg.amin(dim=2), wg.amax(dim=2)  # [N, G]
+    d = (hi - lo) / 15
+    s, z = q4_scales(d, lo)  # Q4_1's d and m = min, rounded as a GGUF block's are
+    flat = s == 0  # a constant group: q = 8, w = z
+    step = torch.where(flat, torch.ones_like(s), s).float()
+    q = torch.round((wg - z.float()[..., None]) / step[..., None]) + _MID
+    q = torch.where(flat[..., None], torch.full_like(q, _MID), q.clamp_(0, 15))
+    return q.to(torch.uint8).view(n, kp), s, z
 
 
 # --------------------------------------------------------------------------- the layer
@@ -250,15 +248,16 @@ class Int4Linear(QuantizedLinear):
         return w.view(n, -1)[:, : self.in_features].to(dtype or self.compute_dtype)
 
     def matches(self, weight: torch.Tensor) -> bool:
-        """Whether ``weight`` lies within half a step (plus the bfloat16 rounding of the zero) of this
-        layer's weights everywhere: what quantising it, or the GGUF blocks it came from, gives."""
+        """Whether ``weight`` lies within half a step, plus the bfloat16 rounding of s and z (see
+        the module docstring), of this layer's weights everywhere: what quantising it, or the GGUF
+        blocks it came from, gives."""
         w = weight.detach().to(device=self.device, dtype=torch.float32)
         if tuple(w.shape) != (self.out_features, self.in_features):
             return False
         _, s, z = self.parts()
         g = self.group_size
-        slack = (s.float() / 2 + z.float().abs() * 2**-8 + 1e-6).repeat_interleave(g, dim=1)[:, : self.in_features]
-        return bool(((self.dequantize(torch.float32) - w).abs() <= slack).all())
+        slack = (ERROR_STEPS * s.float() + z.float().abs() * 2**-8 + 1e-6).repeat_interleave(g, dim=1)
+        return bool(((self.dequantize(torch.float32) - w).abs() <= slack[:, : self.in_features]).all())
 
     # --- computing -----------------------------------------------------------
 

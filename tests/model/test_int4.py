@@ -3,7 +3,8 @@
 Tolerances, split as for int8 (tests/model/test_quantize.py):
 
 * The quantisation error is bounded per weight: ``|W - Wq| <= s/2`` plus the bfloat16 rounding
-  of the zero (test_quantize_int4_error_bound); what it does to a real model's answers is
+  of s and z (test_quantize_int4_error_bound), and float weights that were dequantised Q4 blocks
+  quantise back to those blocks (test_dequantised_q4_blocks_quantise_back); what it does to a real model's answers is
   measured on the default model by ``benchmarks/quant_quality.py``.
 * Given the int4 weights, the engine computes with exactly them: the kernel (few rows, bfloat16
   activations) against float32 maths on the same bfloat16 inputs and the dequantised weight is
@@ -24,7 +25,7 @@ from chatcli.engine.loader import load_engine
 from chatcli.errors import UsageError
 from chatcli.lora.validate import AdapterError
 from chatcli.model.int4 import (
-    KERNEL_MAX_ROWS, Int4Linear, pack, packing, quantize_int4, unpack,
+    ERROR_STEPS, KERNEL_MAX_ROWS, Int4Linear, pack, packing, quantize_int4, unpack,
 )
 from chatcli.model.int8 import Int8Linear
 from chatcli.model.qlinear import QuantizedLinear
@@ -55,7 +56,7 @@ def test_quantize_int4_error_bound():
     assert q.shape == (40, 128) and s.shape == z.shape == (40, 2) and q.dtype == torch.uint8
     assert int(q.max()) <= 15 and s.dtype == z.dtype == torch.bfloat16
     deq = ((q.float().view(40, 2, 64) - 8) * s.float()[..., None] + z.float()[..., None]).view(40, 128)[:, :80]
-    slack = (s.float() / 2 + z.float().abs() * 2**-8 + 1e-7).repeat_interleave(64, dim=1)[:, :80]
+    slack = (ERROR_STEPS * s.float() + z.float().abs() * 2**-8 + 1e-7).repeat_interleave(64, dim=1)[:, :80]
     assert torch.all((deq - w).abs() <= slack)
     assert torch.equal(deq[5], torch.full((80,), 0.25))  # a flat group is exact (0.25 is a bfloat16)
     lin = nn.Linear(80, 40, bias=False)
@@ -63,6 +64,24 @@ def test_quantize_int4_error_bound():
     layer = Int4Linear.from_linear(lin, 64)
     assert torch.equal(layer.dequantize(torch.float32), deq) and layer.matches(w)
     assert not layer.matches(w + 10 * s.float().max())
+
+
+def test_dequantised_q4_blocks_quantise_back():
+    """A model converted from a Q4_1 GGUF without its file kept still gets the file's 4-bit values
+    and the direct load's scales, whenever a block used both ends of its range (Q4_1's min/max
+    quantiser makes every block do so)."""
+    g = torch.Generator().manual_seed(4)
+    q = torch.randint(0, 16, (64, 96), generator=g, dtype=torch.uint8)
+    q[:, 0::32], q[:, 1::32] = 0, 15  # each block's min and max, as Q4_1 writes them
+    d = (torch.rand(64, 3, generator=g) * 0.05 + 0.001).half().float()
+    m = (-torch.rand(64, 3, generator=g) * 0.4).half().float()
+    w = d.repeat_interleave(32, dim=1) * q.float() + m.repeat_interleave(32, dim=1)
+    direct = Int4Linear.from_q4_blocks(q, d, m, None, torch.float32)
+    lin = nn.Linear(96, 64, bias=False)
+    lin.weight.data = w
+    again = Int4Linear.from_linear(lin, 32)
+    assert torch.equal(again.parts()[0], q)
+    assert (again.dequantize(torch.float32) - direct.dequantize(torch.float32)).abs().max() <= 1e-6
 
 
 @pytest.mark.parametrize("out_f,in_f,group", [(96, 64, 32), (40, 80, 64), (192, 576, 128)])
