@@ -83,6 +83,9 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+PROBE_WAIT_S = 30.0  # how long an answer waits for a probe that holds the model
+
+
 class Generator:
     """Generates answers from one model, keeping its KV cache across turns."""
 
@@ -108,6 +111,7 @@ class Generator:
         self.last_seed: int | None = None
         self.last_seeds: list[int] = []
         self._lock = threading.Lock()
+        self._streaming = False  # the lock is held by an answer (not by a short read of the model)
 
     # ---- cache ---------------------------------------------------------------------------
 
@@ -188,8 +192,17 @@ class Generator:
             self._lock.release()
 
     def _acquire(self) -> None:
+        # Another answer holds the model: refuse at once. A probe holds it (what-if, the lens, an
+        # adapter check: reads that take a moment): wait for it, so a message sent right after
+        # selecting a token is answered instead of failing.
         if not self._lock.acquire(blocking=False):
-            raise GenerationError("this model is already generating: wait for that answer or cancel it")
+            if self._streaming or not self._lock.acquire(timeout=PROBE_WAIT_S):
+                raise GenerationError("this model is already generating: wait for that answer or cancel it")
+        self._streaming = True
+
+    def _release(self) -> None:
+        self._streaming = False
+        self._lock.release()
 
     # ---- one answer ------------------------------------------------------------------------
 
@@ -218,7 +231,7 @@ class Generator:
             yield from watch_loops(self._stream(prompt, params, cancel, eos_ids, ctx, list(answer_prefix)), params,
                                    prime_ids=list(answer_prefix), token_text=self.tokenizer.token_text)
         finally:
-            self._lock.release()
+            self._release()
 
     def _stream(self, prompt, params_in, cancel, eos_ids, ctx, prefix) -> Iterator[Step | Done]:
         current = params_in if callable(params_in) else (lambda: params_in)
@@ -320,7 +333,7 @@ class Generator:
         try:
             yield from watch_loops(self._stream_batch(prompt, params, n, seeds, cancel, eos_ids, ctx), params)
         finally:
-            self._lock.release()
+            self._release()
 
     def _stream_batch(self, prompt, params, n, seeds, cancel, eos_ids, ctx) -> Iterator[Step | Done]:
         start = time.perf_counter()

@@ -363,6 +363,26 @@ def test_one_stream_at_a_time(gen, tok):
     assert gen.generate(ids, GREEDY.with_(max_tokens=2), eos_ids=())
 
 
+def test_an_answer_waits_for_a_probe_that_holds_the_model(gen, tok):
+    # A probe (what-if, lens) holds the model for a moment on another thread: a message sent
+    # meanwhile is answered once the probe is done, not refused as "already generating".
+    ids = tok.encode_chat(CHAT)
+    holding, release = threading.Event(), threading.Event()
+
+    def probe() -> None:
+        with gen.idle():
+            holding.set()
+            release.wait(5)
+
+    t = threading.Thread(target=probe)
+    t.start()
+    holding.wait(5)
+    threading.Timer(0.2, release.set).start()
+    steps, done = run(gen, ids, GREEDY.with_(max_tokens=2), eos_ids=())
+    t.join()
+    assert done.finish_reason == "length" and len(steps) == 2
+
+
 def test_bad_prompts_are_refused(gen):
     with pytest.raises(GenerationError, match="empty"):
         next(gen.stream([], GREEDY))
