@@ -129,8 +129,6 @@ def generate(
         conv = log.conversation
         if not chosen.given("system"):  # the conversation keeps its own system message unless one is typed
             system = log.system = conv.system
-        if not chosen.given("model") and endpoint is None and conv.model:
-            model = conv.model  # as llm does: continue with the conversation's model unless -m says otherwise
     messages = history_messages(log.conversation, system) if log.conversation else (
         [] if system is None else [{"role": "system", "content": system}])
     messages.append({"role": "user", "content": text})
@@ -209,6 +207,8 @@ def _answer(engine, text: str, messages: list[dict], resolved: Resolved, *, raw:
     params = resolved.params
     if params.seed is None:
         params = params.with_(seed=random.randrange(2**31))
+    if log is not None and (note := log.model_note(engine.identity.name)):
+        sys.stderr.write(f"chatcli: {note}\n")
 
     if as_json:
         _emit({

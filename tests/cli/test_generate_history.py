@@ -136,14 +136,19 @@ def test_continue_takes_the_latest_conversation_and_system_typed_replaces_its_ow
     assert [s.title for s in Store.open().list()] == ["second conversation", "first conversation"]
 
 
-def test_continue_uses_the_conversations_model_unless_one_is_typed(capsys, tiny_model_dir, tmp_path):
+def test_continue_answers_with_the_model_given_and_says_when_the_conversation_had_another(
+        capsys, tiny_model_dir, tiny_family_dirs):  # fmt: skip
     gen(capsys, tiny_model_dir, "hello")
-    # no --model: the conversation's own (the tiny model), not the default model
-    code, out, err = run(capsys, "generate", "again", "-c", "--json", "-n", "2")
+    other = tiny_family_dirs("qwen2")
+    code, out, err = run(capsys, "generate", "again", "-c", "--json", "-n", "2", "--model", str(other))
     assert code == 0, err
-    assert json.loads(out.splitlines()[0])["model"] == str(tiny_model_dir)
-    code, _, err = run(capsys, "generate", "again", "-c", "--model", str(tmp_path / "missing"))
-    assert code != 0 and "missing" in err  # a typed --model wins (here: one that does not exist)
+    assert json.loads(out.splitlines()[0])["model"] == str(other)
+    (note,) = [line for line in err.splitlines() if "was made with" in line]
+    assert note == f"chatcli: conversation 1 was made with {tiny_model_dir}; this answer comes from {other} (--model to choose)"
+    conv = Store.open().load(1)
+    assert conv.model == str(other) and conv.path()[1].meta["model"] == str(tiny_model_dir)
+    code, _, err = run(capsys, "generate", "more", "-c", "-n", "2", "--model", str(other))
+    assert code == 0 and "was made with" not in err  # now it is the conversation's model
 
 
 @pytest.mark.parametrize("argv,words", [

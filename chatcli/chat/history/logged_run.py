@@ -15,7 +15,9 @@ Contract:
   one cancelled or failed before its first token saves nothing.
 - A new run makes a new conversation (titled by its prompt); a resumed one
   (:func:`open_for_resume`, ``generate --resume ID`` / ``-c``) gets the new turn appended
-  under its active path's last message and its header updated (system, params, model).
+  under its active path's last message and its header updated (system, params, model). The
+  model is the run's, as ``chat --resume`` does (:meth:`RunLog.model_note` says when it is
+  not the conversation's): a conversation's model name may be a server's, or need a download.
 - The history failing never fails the run: :meth:`RunLog.finish` returns None and says why
   through ``warn`` (one line).
 """
@@ -85,6 +87,13 @@ class RunLog:
     conversation: Conversation | None = None  # a resumed conversation, else a new one is made
     store: Store | None = None  # the resumed conversation's store, else opened when the run ends
     warn: Callable[[str], None] = field(default=lambda line: None)
+
+    def model_note(self, model: str) -> str | None:
+        """One line when a resumed conversation was made with another model than ``model``."""
+        conv = self.conversation
+        if conv is None or not conv.model or conv.model == model:
+            return None
+        return f"conversation {conv.id} was made with {conv.model}; this answer comes from {model} (--model to choose)"
 
     def finish(self, engine, params: SamplingParams, steps: Sequence[Step], done: Done | None) -> int | None:
         """Save the run if it is :func:`worth_saving`; the conversation's id, or None if nothing was saved."""
