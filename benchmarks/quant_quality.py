@@ -1,9 +1,16 @@
-"""What ``--quantize int8`` costs in quality and gains in decode speed (issue 8), printed, never asserted.
+"""What ``--quantize int8`` / ``int4`` cost in quality and gain in decode speed (issues 8, 18), printed, never asserted.
 
     .venv/bin/python benchmarks/quant_quality.py [--model smollm2-135m-instruct] [--threads 2]
         [--seed-dir /work/shared/seeds] [--prompts 8] [--tokens 64] [--rounds 5] [--transformers]
+        [--variants int8,int4,int4-g64,int4-g128] [--skip ppl,greedy,speed]
 
-Quality, float32 model against the same model with int8 weights:
+Variants: ``int8``; ``int4`` (groups of 32: on the default model its shipped Q4_1 blocks, loaded
+as they are, with an int8 LM head); ``int4-g64``, ``int4-g128`` (the float weights quantised
+again in larger groups); ``int4-head4`` and ``int4-headf`` (groups of 32 with an int4 or a
+float LM head: how the head's precision was chosen). Each is loaded, measured and dropped in
+turn, so memory holds two models at a time.
+
+Quality, float32 model against the same model with quantised weights:
 
 * perplexity (chatcli's ``score``: teacher-forced, 2 ** mean surprisal) of the seed
   article(s) in ``--seed-dir`` (read as data, never copied) and of the English texts in
@@ -14,9 +21,10 @@ Quality, float32 model against the same model with int8 weights:
   the first divergence, and the top-1 agreement of int8 teacher-forced on float32's
   answer (which does not stop counting at the first divergence).
 
-Scoring runs many rows per forward, so the int8 model computes with its dequantised
-weights and float32 activations there; ``int8/kernel`` forces the decode kernel
-(bfloat16 activations) for scoring too, so the table shows what each path costs.
+Scoring runs many rows per forward, so a quantised model computes with its dequantised
+weights and float32 activations there; ``NAME/kernel`` forces the decode kernels
+(bfloat16 activations) for scoring too, so the table shows what each path costs (the
+decode path is the one ``chatcli generate`` and ``chat`` answer with).
 
 Speed: decode tokens/s (128 tokens, greedy, after a 64-token prompt) of float32,
 bfloat16, int8 (float32 model) and int8 on a bfloat16 model, interleaved round by
@@ -53,15 +61,38 @@ SPEED_PROMPT = "Write a long story about a lighthouse keeper who collects sea gl
 
 @contextmanager
 def kernel_everywhere():
-    """Route every int8 matmul through the decode kernel (bfloat16 activations), scoring included."""
-    from chatcli.model import int8
+    """Route every int8/int4 matmul through the decode kernels (bfloat16 activations), scoring included."""
+    from chatcli.model import int4, int8
 
-    saved = int8.KERNEL_MAX_ROWS
-    int8.KERNEL_MAX_ROWS = 1 << 30
+    saved = int8.KERNEL_MAX_ROWS, int4.KERNEL_MAX_ROWS
+    int8.KERNEL_MAX_ROWS = int4.KERNEL_MAX_ROWS = 1 << 30
     try:
         yield
     finally:
-        int8.KERNEL_MAX_ROWS = saved
+        int8.KERNEL_MAX_ROWS, int4.KERNEL_MAX_ROWS = saved
+
+
+def variant_loader(path: str, name: str):
+    """A function loading variant ``name`` of the model at ``path`` (see the module docstring)."""
+    import chatcli
+    from chatcli.engine.loader import load_engine
+
+    if name == "int8":
+        return lambda: chatcli.load_model(path, device="cpu", quantize="int8")
+    if name in ("int4", "int4-g64", "int4-g128"):
+        group = int(name.removeprefix("int4-g")) if "-g" in name else 32
+        return lambda: load_engine(path, device="cpu", quantize="int4", group_size=group)
+    if name in ("int4-head4", "int4-headf"):
+        def load():
+            from chatcli.hub.gguf.q4_blocks import q4_blocks
+            from chatcli.model.quantize import quantize_model
+
+            engine = chatcli.load_model(path, device="cpu")  # float, then quantised with the other head
+            quantize_model(engine.model, "int4", head="int4" if name == "int4-head4" else "none",
+                           blocks=q4_blocks(Path(path)))
+            return engine
+        return load
+    raise SystemExit(f"unknown variant {name!r}: use int8, int4, int4-g64, int4-g128, int4-head4, int4-headf")
 
 
 def text_ids(engine, text: str) -> list[int]:
@@ -79,22 +110,30 @@ def logprob_rows(engine, parts: list[list[int]]) -> torch.Tensor:
     return torch.cat([lp for ids in parts for lp in next_token_logprobs(engine.model, ids)])
 
 
-def quality_rows(ref, variants: dict, texts: dict[str, str], limit: int, window: int) -> None:
-    print(f"\nperplexity (at most {limit} tokens of a text, scored in windows of {window})")
-    print(f"{'text':24} {'tokens':>6} {'model':14} {'perplexity':>10} {'ratio':>7} {'KL bits/tok':>11} {'top-1 same':>10}")
+def reference_rows(ref, texts: dict[str, str], limit: int, window: int) -> dict:
+    """Per text: (windows, float32 log-probabilities, targets, perplexity)."""
+    out = {}
     for tname, text in texts.items():
         parts = windows(text_ids(ref, text)[:limit], window)
         ref_lp = logprob_rows(ref, parts)
         targets = torch.tensor([t for ids in parts for t in ids[1:]])
-        ref_ppl = math.exp(-ref_lp.gather(1, targets[:, None]).mean().item())
-        print(f"{tname:24} {len(targets):6d} {'float32':14} {ref_ppl:10.3f} {1:7.4f} {'':>11} {'':>10}")
+        out[tname] = (parts, ref_lp, targets, math.exp(-ref_lp.gather(1, targets[:, None]).mean().item()))
+    return out
+
+
+def quality_rows(refs: dict, variants: dict, limit: int, window: int) -> None:
+    """One row per text and variant (``variants``: name -> (engine, context)), and the overall line."""
+    print(f"\nperplexity (at most {limit} tokens of a text, scored in windows of {window})")
+    print(f"{'text':24} {'tokens':>6} {'model':16} {'perplexity':>10} {'ratio':>7} {'KL bits/tok':>11} {'top-1 same':>10}")
+    for tname, (parts, ref_lp, targets, ref_ppl) in refs.items():
+        print(f"{tname:24} {len(targets):6d} {'float32':16} {ref_ppl:10.3f} {1:7.4f} {'':>11} {'':>10}")
         for vname, (engine, ctx) in variants.items():
             with ctx():
                 lp = logprob_rows(engine, parts)
             ppl = math.exp(-lp.gather(1, targets[:, None]).mean().item())
             kl = (ref_lp.exp() * (ref_lp - lp)).sum(1).mean().item() / math.log(2)
             same = (lp.argmax(1) == ref_lp.argmax(1)).float().mean().item()
-            print(f"{'':24} {'':6} {vname:14} {ppl:10.3f} {ppl / ref_ppl:7.4f} {kl:11.5f} {same:10.1%}")
+            print(f"{'':24} {'':6} {vname:16} {ppl:10.3f} {ppl / ref_ppl:7.4f} {kl:11.5f} {same:10.1%}")
 
 
 def greedy_ids(engine, prompt: str, tokens: int) -> tuple[list[int], list[int]]:
@@ -109,12 +148,10 @@ def greedy_ids(engine, prompt: str, tokens: int) -> tuple[list[int], list[int]]:
     return ids, out
 
 
-def agreement(ref, variants: dict, n: int, tokens: int) -> None:
+def agreement(refs: list, variants: dict, n: int, tokens: int) -> None:
+    """Greedy answers of each variant against float32's (``refs``: (prompt ids, answer ids) per prompt)."""
     from chatcli.engine.scoring import score_ids
 
-    print(f"\ngreedy agreement with float32: {n} chat prompts x {tokens} tokens")
-    print(f"{'model':14} {'same tokens':>11} {'identical':>9} {'first divergence (median, min-max)':>36} {'forced top-1':>12}")
-    refs = [greedy_ids(ref, p, tokens) for p in PROMPTS[:n]]
     for vname, (engine, ctx) in variants.items():
         same, firsts, forced, whole = 0, [], [], 0
         with ctx():
@@ -126,7 +163,7 @@ def agreement(ref, variants: dict, n: int, tokens: int) -> None:
                 whole += first == tokens
                 scored = score_ids(engine.model, engine.tokenizer, pids + rids, context_tokens=len(pids), top_n=0)
                 forced += [t.rank == 1 for t in scored.scored]
-        print(f"{vname:14} {same / (n * tokens):11.1%} {whole:4d}/{n:<4d} "
+        print(f"{vname:16} {same / (n * tokens):11.1%} {whole:4d}/{n:<4d} "
               f"{statistics.median(firsts):>22.1f} ({min(firsts)}-{max(firsts)}){'':>6} {sum(forced) / len(forced):12.1%}")
 
 
@@ -192,33 +229,45 @@ def main() -> None:
     ap.add_argument("--speed-tokens", type=int, default=128)
     ap.add_argument("--transformers", action="store_true", help="add transformers float32 to the speed table")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: ppl,greedy,speed")
+    ap.add_argument("--variants", default="int8,int4,int4-g64,int4-g128",
+                    help="comma list: int8, int4, int4-g64, int4-g128, int4-head4, int4-headf")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.split(",")))
+    names = [v for v in args.variants.split(",") if v]
 
     import chatcli
     from chatcli.hub.catalog import resolve_model
 
     path = str(resolve_model(args.model))
+    loaders = {name: variant_loader(path, name) for name in names}
     ref = chatcli.load_model(path, device="cpu")
-    q = chatcli.load_model(path, device="cpu", quantize="int8")
     cpu_flags = " ".join(f for f in ("avx512_bf16", "avx512_vnni", "amx_bf16") if f in Path("/proc/cpuinfo").read_text())
     print(f"model {args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU flags: {cpu_flags or 'no avx512_bf16/vnni/amx'}")
-    variants = {"int8": (q, _nothing), "int8/kernel": (q, kernel_everywhere)}
 
-    if "ppl" not in skip:
-        texts = {f"seed {p.stem[:19]}": p.read_text(encoding="utf-8") for p in sorted(Path(args.seed_dir).glob("*.txt"))}
-        texts |= {f"en {p.stem}": p.read_text(encoding="utf-8") for p in sorted(DATA.glob("*.txt"))}
-        quality_rows(ref, variants, texts, args.text_tokens, args.window)
-    if "greedy" not in skip:
-        agreement(ref, {"int8": (q, _nothing)}, min(args.prompts, len(PROMPTS)), args.tokens)
+    texts = {f"seed {p.stem[:19]}": p.read_text(encoding="utf-8") for p in sorted(Path(args.seed_dir).glob("*.txt"))}
+    texts |= {f"en {p.stem}": p.read_text(encoding="utf-8") for p in sorted(DATA.glob("*.txt"))}
+    refs = reference_rows(ref, texts, args.text_tokens, args.window) if "ppl" not in skip else {}
+    n = min(args.prompts, len(PROMPTS))
+    greedy_refs = [greedy_ids(ref, p, args.tokens) for p in PROMPTS[:n]] if "greedy" not in skip else []
+    if "ppl" not in skip or "greedy" not in skip:
+        for name, load in loaders.items():  # one quantised model in memory at a time
+            engine = load()
+            if "ppl" not in skip:
+                quality_rows(refs, {name: (engine, _nothing), f"{name}/kernel": (engine, kernel_everywhere)},
+                             args.text_tokens, args.window)
+            if "greedy" not in skip:
+                print(f"\ngreedy agreement with float32: {n} chat prompts x {args.tokens} tokens")
+                print(f"{'model':16} {'same tokens':>11} {'identical':>9} {'first divergence (median, min-max)':>36} "
+                      f"{'forced top-1':>12}")
+                agreement(greedy_refs, {name: (engine, _nothing)}, n, args.tokens)
+            del engine
     if "speed" not in skip:
         engines = {
             "float32": ref,
             "bfloat16": chatcli.load_model(path, device="cpu", dtype="bfloat16"),
-            "int8": q,
-            "int8 (bf16 model)": chatcli.load_model(path, device="cpu", dtype="bfloat16", quantize="int8"),
+            **{name: load() for name, load in loaders.items()},
         }
         speed(engines, args.rounds, args.speed_tokens, path if args.transformers else None)
 

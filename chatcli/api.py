@@ -54,7 +54,9 @@ def load_model(
 ) -> LoadedModel:
     """Load a model by name (pulled on first use), local directory, ``.gguf`` file or ``hf:ORG/NAME``.
 
-    ``quantize="int8"``: weight-only int8 projections and LM head (see :mod:`chatcli.model.quantize`).
+    ``quantize="int8"``: weight-only int8 projections and LM head; ``"int4"``: group-wise 4-bit
+    projections (a Q4_0/Q4_1 GGUF's own blocks where the model came from one) and an int8 head
+    (see :mod:`chatcli.model.quantize`).
     """
     return load_engine(name, dtype=dtype, device=device, chat_template=chat_template, quantize=quantize)
 

@@ -42,7 +42,7 @@ class ModelIdentity:
     device: str
     context_length: int
     parameters: int
-    quantize: str = "none"  # "int8": weight-only int8 projections and LM head (--quantize)
+    quantize: str = "none"  # "int8", "int4": weight-only quantised projections (and LM head) (--quantize)
 
     @property
     def precision(self) -> str:
