@@ -123,7 +123,7 @@ def test_metadata_llama_cpp_reads(tiny_model_dir, tmp_path):
     assert meta["llama.block_count"] == cfg["num_hidden_layers"]
     assert meta["llama.attention.head_count"] == 4 and meta["llama.attention.head_count_kv"] == 2
     assert meta["llama.rope.dimension_count"] == 16 and meta["llama.embedding_length"] == 64
-    assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "gpt2"
+    assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "gpt-2"  # llama.cpp's names
     tokens = meta["tokenizer.ggml.tokens"]
     assert len(tokens) == cfg["vocab_size"]
     assert all(tokens[i] == t for t, i in tj["model"]["vocab"].items())

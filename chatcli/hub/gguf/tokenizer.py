@@ -17,8 +17,8 @@ Supported ``tokenizer.ggml.model``:
     ByteLevel(add_prefix_space=False, use_regex=True)]``, which is what we write.
     (Rust's ``char::is_numeric`` and ``\\p{N}`` can differ on a handful of code
     points of newer Unicode versions; no SmolLM2 token depends on them.)
-  * ``gpt2``, ``default`` (or no ``pre`` at all), ``mpt``, ``olmo``, ``jais``: the
-    GPT-2 regex. Note llama.cpp's own fallback for a missing ``pre`` is a different,
+  * ``gpt-2`` (llama.cpp's name; ``gpt2`` is read too), ``default`` (or no ``pre`` at
+    all), ``mpt``, ``olmo``, ``jais``: the GPT-2 regex. Note llama.cpp's own fallback for a missing ``pre`` is a different,
     degraded regex it warns about; we use GPT-2's, as transformers does.
   * ``llama-bpe``/``llama3``/``smaug-bpe`` (Llama 3 regex, whole-word vocab hits
     skip the merges) and ``qwen2``/``deepseek-r1-qwen`` (Qwen2 regex).
@@ -51,7 +51,7 @@ from chatcli.errors import ModelError
 # gguf.TokenType values, spelled out so this module needs no gguf import.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
-_GPT2_STYLE = ("default", "gpt2", "mpt", "olmo", "jais")
+_GPT2_STYLE = ("default", "gpt-2", "gpt2", "mpt", "olmo", "jais")
 _DIGITS_STYLE = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva")
 
 _LLAMA3_SPLIT = (

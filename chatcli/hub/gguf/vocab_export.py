@@ -15,7 +15,7 @@ convert_hf_to_gguf.py lays it out:
 - ``pre``: read from the pre-tokenizer's structure rather than hashed from sample
   encodings (the converter's way), and limited to the splits :mod:`.tokenizer` rebuilds,
   so an exported file always imports back: ``Sequence[Digits(individual), ByteLevel]`` is
-  ``smollm``, a bare regex ``ByteLevel`` is ``gpt2``, the Llama-3 and Qwen2 split regexes
+  ``smollm``, a bare regex ``ByteLevel`` is ``gpt-2`` (llama.cpp's spelling: ``gpt2`` would not load), the Llama-3 and Qwen2 split regexes
   are ``llama-bpe`` and ``qwen2``. Anything else is refused: a wrong split silently
   changes the ids the model sees.
 - bos/eos/unk/padding ids from the special tokens of tokenizer_config.json, the
@@ -148,7 +148,7 @@ def _pre_name(pre: Any) -> str:
         return s.get("type") == "ByteLevel" and not s.get("add_prefix_space") and bool(s.get("use_regex", True)) == regex
 
     if kinds == ["ByteLevel"] and byte_level(steps[0], True):
-        return "gpt2"
+        return "gpt-2"
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and byte_level(steps[1], True):
         return "smollm"
     if kinds == ["Split", "ByteLevel"] and byte_level(steps[1], False):
