@@ -39,6 +39,8 @@ from chatcli.model.quant_choice import check_quantize
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # What the LM head becomes under each method ("none": it stays float).
 HEAD = {"int8": "int8", "int4": "int8"}
+# An int8 head recomputes this many largest logits per row exactly (chatcli.model.int8).
+HEAD_EXACT_TOP = 64
 
 
 def quantize_model(
@@ -67,6 +69,7 @@ def quantize_model(
         kind = (head if name == "lm_head" else method)
         if kind == "int8":
             new: nn.Module = Int8Linear.from_linear(linear)
+            new.exact_top = HEAD_EXACT_TOP if name == "lm_head" else 0
         elif kind == "int4":
             q4 = blocks.get(f"{name}.weight") if blocks is not None and group == 32 else None
             if q4 is not None and tuple(q4.q.shape) == (linear.out_features, linear.in_features):

@@ -97,6 +97,23 @@ def test_int8_linear_kernel_and_dense_paths(in_features):
         assert _rel(got.detach(), want.detach()) <= tol, rows
 
 
+def test_an_int8_head_recomputes_its_largest_logits_exactly():
+    """The kernel rounds its output to bfloat16; a head's top ``exact_top`` logits are float32."""
+    torch.manual_seed(0)
+    head = Int8Linear.from_linear(nn.Linear(64, 3000, bias=False))
+    w = head.dequantize(torch.float32)
+    x = torch.randn(3, 64) * 4
+    want = x @ w.T  # float32, the dense path's numbers
+    plain = head(x)
+    head.exact_top = 50
+    got = head(x)
+    top = got.topk(50, dim=-1).indices
+    assert torch.allclose(got.gather(1, top), want.gather(1, top), rtol=1e-5, atol=1e-5)
+    assert (plain - want).abs().max() > 1e-3  # the bfloat16 rounding the head removes for its top
+    rest = torch.ones_like(got, dtype=torch.bool).scatter_(1, top, False)
+    assert torch.equal(got[rest], plain[rest])
+
+
 def test_quantize_model_replaces_projections_and_head_only(tiny_model_dir):
     engine = load_engine(str(tiny_model_dir), device="cpu", quantize="int8")
     model = engine.model
@@ -106,7 +123,8 @@ def test_quantize_model_replaces_projections_and_head_only(tiny_model_dir):
     assert not any(isinstance(m, nn.Linear) for m in model.modules())
     assert isinstance(model.model.embed_tokens, nn.Embedding)  # the lookup stays float (tied head: own int8 copy)
     assert model.model.embed_tokens.weight.dtype == torch.float32
-    assert engine.identity.quantize == "int8"
+    assert engine.identity.quantize == "int8" and model.lm_head.exact_top == 64
+    assert model.model.layers[0].mlp.up_proj.exact_top == 0
     assert engine.identity.parameters == load_engine(str(tiny_model_dir), device="cpu").identity.parameters
     assert quantize_model(model, "int8") == 0  # nothing left to quantise; "none" does nothing either
 
