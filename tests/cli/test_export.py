@@ -63,6 +63,7 @@ def test_lora_export_writes_an_adapter_gguf(capsys, tmp_path, tiny_model_dir, ad
 
 @pytest.mark.parametrize("args, message", [
     (["--quantize", "int8"], "in-memory quantization"),
+    (["--quantize", "int4"], "use q4_0"),
     (["--quantize", "q4_k"], "use f16, q8_0, q4_0"),
     (["--format", "safetensors"], "use gguf"),
 ])

@@ -61,12 +61,15 @@ class ExportResult:
         return ", ".join(f"{n} {t}" for t, n in sorted(self.types.items(), key=lambda kv: -kv[1]))
 
 
+# chatcli's own --quantize values, and the GGUF type of the same width llama.cpp reads.
+_IN_MEMORY = {"int8": "q8_0 (8-bit blocks llama.cpp reads)", "int4": "q4_0 (4-bit blocks llama.cpp reads)"}
+
+
 def check_quantize(value: str) -> str:
-    """One of :data:`QUANTIZE_CHOICES`; anything else (``int8`` included) is a one-line UsageError."""
+    """One of :data:`QUANTIZE_CHOICES`; anything else (``int8``/``int4`` included) is a one-line UsageError."""
     v = value.strip().lower()
-    if v == "int8":
-        raise UsageError("--quantize int8 is chatcli's in-memory quantization, not a GGUF type: use q8_0 "
-                         "(8-bit blocks llama.cpp reads)")
+    if v in _IN_MEMORY:
+        raise UsageError(f"--quantize {v} is chatcli's in-memory quantization, not a GGUF type: use {_IN_MEMORY[v]}")
     if v not in QUANTIZE_CHOICES:
         raise UsageError(f"invalid --quantize {value!r}: use {', '.join(QUANTIZE_CHOICES)}")
     return v
