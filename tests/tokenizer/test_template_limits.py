@@ -93,8 +93,10 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_a_hostile_template_fails_in_one_line(name):
+def test_a_hostile_template_fails_in_one_line(name, monkeypatch):
     template, says = HOSTILE[name]
+    if says.startswith("deeper than"):  # the depth limit must decide, not a deadline a busy machine can hit first
+        monkeypatch.setattr(template_limits, "MAX_SECONDS", 30.0)
     assert says in refused(template)
 
 
