@@ -28,15 +28,13 @@ from textual.binding import Binding
 from textual.content import Content
 from textual.message import Message
 from textual.widgets import Static
-from textual.worker import get_current_worker
 
 from chatcli.chat.lens_commands import StepRef, attention_scope, step_attention
 from chatcli.chat.step_context import answer_prompt_ids
 from chatcli.errors import ChatcliError
 from chatcli.tui.attention_tint import AttentionMap, token_spans
 from chatcli.tui.token_text import bar, percent, visible
-from chatcli.tui.widgets.lens_view import probe_key, probe_problem
-from chatcli.tui.widgets.panel_view import PanelView
+from chatcli.tui.widgets.probe_view import ProbeView, probe_key
 
 if TYPE_CHECKING:
     from chatcli.chat.session import Node
@@ -62,13 +60,6 @@ class _Probe:
     prompt_len: int
     prompt: str | None
     spans: tuple[tuple[int, int], ...] | None
-
-
-@dataclass
-class _Computed:
-    key: tuple
-    probe: _Probe | None
-    error: str | None = None
 
 
 def probe_step(core: Any, node: Node, index: int) -> _Probe:
@@ -98,8 +89,10 @@ def attention_rows(result: AttentionResult, layer: int | None, head: int | None,
     return out
 
 
-class AttentionView(PanelView):
+class AttentionView(ProbeView):
     VIEW = "attention"
+    WHAT = "attention"
+    FAILED = "attention failed"
     LABEL = "Attention"
     KEY = "a"
     TITLE = "attention of this step"
@@ -116,10 +109,6 @@ class AttentionView(PanelView):
         super().__init__()
         self.layer_index: int | None = None  # None: averaged over the layers
         self.head_index: int | None = None  # None: averaged over the heads
-        self._cache: dict[tuple, _Probe] = {}
-        self._errors: dict[tuple, str] = {}
-        self._pending: tuple | None = None
-        self._problem: str | None = None
         self._visible = False  # shown on screen: only then does it tint the transcript
         self._tinted: AttentionMap | None = None
 
@@ -133,28 +122,12 @@ class AttentionView(PanelView):
         """``layer`` and ``head`` (None: averaged) from /attention."""
         self.layer_index, self.head_index = options.get("layer"), options.get("head")
 
-    def show(self, node: Node, index: int) -> None:
-        super().show(node, index)
-        core = self.app.core  # type: ignore[attr-defined]
-        self._problem = probe_problem(core, node, "attention")
-        if self._problem is None:
-            self._want(core, node, index)
-        elif node.status == "streaming":  # look again when it is done (the panel does not re-show a step)
-            self.set_timer(0.5, lambda: self._recheck(node, index))
-        self._redraw()
-
-    def _recheck(self, node: Node, index: int) -> None:
-        if self.node is node and self.index == index and self.is_attached:
-            self.show(node, index)
-
-    def clear(self) -> None:
-        super().clear()
-        self._problem = None
-        self._redraw()
+    def compute(self, core: Any, node: Node, index: int) -> _Probe:
+        return probe_step(core, node, index)
 
     def probe_for(self, node: Node, index: int) -> _Probe | None:
         """The cached attention of step ``index`` of ``node`` (None until computed)."""
-        return self._cache.get(probe_key(self.app.core, node, index))  # type: ignore[attr-defined]
+        return self.cached(node, index)
 
     # --- the transcript's tint follows what the view shows, while it is on screen ---------------
 
@@ -182,38 +155,6 @@ class AttentionView(PanelView):
         if amap != self._tinted:
             self._tinted = amap
             self.post_message(AttentionTint(amap))
-
-    # --- computing -----------------------------------------------------------------------------
-
-    def _want(self, core: Any, node: Node, index: int) -> None:
-        key = probe_key(core, node, index)
-        if key in self._cache or key in self._errors or self._pending == key:
-            return
-        self._pending = key
-
-        def work() -> None:
-            try:
-                got = _Computed(key, probe_step(core, node, index))
-            except ChatcliError as e:
-                got = _Computed(key, None, e.message)
-            except Exception as e:  # a bug: one line in the view, the chat goes on
-                got = _Computed(key, None, f"attention failed ({type(e).__name__}: {e})")
-            if not get_current_worker().is_cancelled:
-                self.app.call_from_thread(self._computed, got)
-
-        self.run_worker(work, name="attention", group="attention", thread=True, exit_on_error=False)
-
-    def _computed(self, got: _Computed) -> None:
-        if self._pending == got.key:
-            self._pending = None
-        if got.probe is not None:
-            self._cache[got.key] = got.probe
-        else:
-            self._errors[got.key] = got.error or "attention failed"
-        if self.node is not None and self.index is not None:
-            if self._problem is None:
-                self._want(self.app.core, self.node, self.index)  # type: ignore[attr-defined]  (moved on meanwhile)
-            self._redraw()
 
     # --- keys ----------------------------------------------------------------------------------
 

@@ -24,12 +24,10 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
-from textual.worker import get_current_worker
 
-from chatcli.chat.lens_commands import SETTLED, StepRef, local_engine, step_lens
-from chatcli.errors import ChatcliError
+from chatcli.chat.lens_commands import SETTLED, StepRef, step_lens
 from chatcli.tui.token_text import bar, visible
-from chatcli.tui.widgets.panel_view import PanelView
+from chatcli.tui.widgets.probe_view import ProbeView, probe_key
 
 if TYPE_CHECKING:
     from chatcli.chat.session import Node
@@ -39,31 +37,6 @@ FIRST_MARK = "◆"  # the chosen token is top-1 here for the first time
 SETTLED_MARK = "✓"  # its probability passes SETTLED here and stays above it to the output
 BOTH_MARK = "★"  # both at once
 KEYS_HELP = f"{FIRST_MARK} 1st top-1  {SETTLED_MARK} >{SETTLED:.0%} on  {BOTH_MARK} both  ↑/↓ scroll"
-
-
-@dataclass
-class _Computed:
-    key: tuple
-    result: LensResult | None
-    error: str | None = None
-
-
-def probe_key(core: Any, node: Node, index: int) -> tuple:
-    """What a cached probe result depends on: the answer, the step and the adapters' weights now."""
-    adapters = getattr(core.engine, "adapters", None) if core.engine is not None else None
-    version = adapters.weights_version() if adapters is not None and hasattr(adapters, "weights_version") else 0
-    return (node.id, index, version)
-
-
-def probe_problem(core: Any, node: Node, what: str) -> str | None:
-    """Why ``what`` cannot read a step of ``node`` now (a streaming answer, no local model), or None."""
-    if node.status == "streaming":
-        return "the answer is still being written: the view opens on its steps when it is done"
-    try:
-        local_engine(core, what)
-    except ChatcliError as e:
-        return e.message
-    return None
 
 
 def _pct(p: float | None) -> str:
@@ -158,8 +131,10 @@ def lens_header(node: Node, index: int, result: LensResult | None) -> list[Conte
     return [where, Content.assemble(lead, sure, (f" (of {last})", "$text-muted"))]
 
 
-class LensView(PanelView):
+class LensView(ProbeView):
     VIEW = "lens"
+    WHAT = "the logit lens"
+    FAILED = "the lens failed"
     LABEL = "Lens"
     KEY = "l"
     TITLE = "logit lens: layer by layer"
@@ -173,10 +148,6 @@ class LensView(PanelView):
 
     def __init__(self) -> None:
         super().__init__()
-        self._cache: dict[tuple, LensResult] = {}
-        self._errors: dict[tuple, str] = {}
-        self._pending: tuple | None = None
-        self._problem: str | None = None
         self._shown: tuple | None = None  # the key the table shows (it scrolls to its end when it changes)
 
     def compose(self):
@@ -188,60 +159,12 @@ class LensView(PanelView):
 
     # --- the protocol --------------------------------------------------------------------------
 
-    def show(self, node: Node, index: int) -> None:
-        super().show(node, index)
-        core = self.app.core  # type: ignore[attr-defined]
-        self._problem = probe_problem(core, node, "the logit lens")
-        if self._problem is None:
-            self._want(core, node, index)
-        elif node.status == "streaming":  # look again when it is done (the panel does not re-show a step)
-            self.set_timer(0.5, lambda: self._recheck(node, index))
-        self._redraw()
-
-    def _recheck(self, node: Node, index: int) -> None:
-        if self.node is node and self.index == index and self.is_attached:
-            self.show(node, index)
-
-    def clear(self) -> None:
-        super().clear()
-        self._problem = None
-        self._redraw()
+    def compute(self, core: Any, node: Node, index: int) -> LensResult:
+        return step_lens(core, StepRef(node, index))
 
     def result_for(self, node: Node, index: int) -> LensResult | None:
         """The cached lens of step ``index`` of ``node`` (None until computed)."""
-        return self._cache.get(probe_key(self.app.core, node, index))  # type: ignore[attr-defined]
-
-    # --- computing -----------------------------------------------------------------------------
-
-    def _want(self, core: Any, node: Node, index: int) -> None:
-        key = probe_key(core, node, index)
-        if key in self._cache or key in self._errors or self._pending == key:
-            return
-        self._pending = key
-
-        def work() -> None:
-            try:
-                got = _Computed(key, step_lens(core, StepRef(node, index)))
-            except ChatcliError as e:
-                got = _Computed(key, None, e.message)
-            except Exception as e:  # a bug: one line in the view, the chat goes on
-                got = _Computed(key, None, f"the lens failed ({type(e).__name__}: {e})")
-            if not get_current_worker().is_cancelled:
-                self.app.call_from_thread(self._computed, got)
-
-        self.run_worker(work, name="lens", group="lens", thread=True, exit_on_error=False)
-
-    def _computed(self, got: _Computed) -> None:
-        if self._pending == got.key:
-            self._pending = None
-        if got.result is not None:
-            self._cache[got.key] = got.result
-        else:
-            self._errors[got.key] = got.error or "the lens failed"
-        if self.node is not None and self.index is not None:
-            if self._problem is None:
-                self._want(self.app.core, self.node, self.index)  # type: ignore[attr-defined]  (moved on meanwhile)
-            self._redraw()
+        return self.cached(node, index)
 
     # --- keys ----------------------------------------------------------------------------------
 
