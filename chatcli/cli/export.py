@@ -106,7 +106,7 @@ def _run_model_export(model: str, lora: list[str], quantize: str, out: Path, mod
     from chatcli.lora.manager import AdapterManager
     from chatcli.lora.spec import load_adapter_specs
     from chatcli.lora.spec import preflight as preflight_adapters
-    from chatcli.settings.toml_io import write_atomic
+    from chatcli.paths import write_text_atomic as write_atomic
     from chatcli.progress import stderr_progress
 
     specs = preflight_adapters(lora)

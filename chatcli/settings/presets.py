@@ -99,7 +99,8 @@ def load_preset(name: str) -> Preset:
 
 def save_preset(name: str, values: dict[str, object]) -> Path:
     """Write ``values`` (checked first) as the preset ``name``, replacing any old one atomically."""
-    from chatcli.settings.toml_io import dumps, write_atomic
+    from chatcli.paths import write_text_atomic as write_atomic
+    from chatcli.settings.toml_io import dumps
 
     check_name(name)
     folder = presets_dir()

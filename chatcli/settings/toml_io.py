@@ -3,7 +3,7 @@
 :func:`parse` turns text into a dict or raises ``ValueError`` with one phrase (tomllib's own
 message keeps the line and column; ``[[[...`` nested past the recursion limit is "nested too
 deeply", not a traceback). :func:`dumps` writes the flat tables chatcli saves (strings,
-numbers, lists of strings) and checks its own output by parsing it back. :func:`write_atomic`
+numbers, lists of strings) and checks its own output by parsing it back. :func:`chatcli.paths.write_text_atomic`
 replaces a file whole: written to a temporary file beside it, fsynced, renamed, the folder
 fsynced — a reader sees the old file or the new one, never half of one.
 """
@@ -11,8 +11,6 @@ fsynced — a reader sees the old file or the new one, never half of one.
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from pathlib import Path
 
 MAX_BYTES = 1 << 20  # a settings file is a few lines; a megabyte is a mistake, not a setting
@@ -91,20 +89,3 @@ def dumps(values: dict[str, object], header: str = "") -> str:
     if parse(text.encode("utf-8")) != {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}:
         raise ValueError("the settings did not survive a round trip through TOML")  # a writer bug, caught before saving
     return text
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` (UTF-8) whole; nothing is left behind if writing fails."""
-    from chatcli.paths import fsync_dir
-
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)

@@ -18,13 +18,11 @@ old file or the new one, never half of one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatcli.errors import ChatcliError
-from chatcli.paths import data_dir, fsync_dir
+from chatcli.paths import data_dir, write_text_atomic
 from chatcli.regular_file import open_regular
 
 VERSION = 1
@@ -96,18 +94,4 @@ def load_progress(path: Path, chapters: int) -> tuple[TourProgress, str | None]:
 def save_progress(progress: TourProgress, path: Path) -> None:
     """Write ``progress`` to ``path`` atomically; OSError when the folder cannot be written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(progress.to_json(), f)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(path.parent)
+    write_text_atomic(path, json.dumps(progress.to_json()) + "\n")

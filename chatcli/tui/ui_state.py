@@ -17,13 +17,11 @@ its file, and the one warning a failed save gets.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from chatcli.errors import ChatcliError
-from chatcli.paths import fsync_dir
+from chatcli.paths import write_text_atomic
 from chatcli.regular_file import open_regular
 from chatcli.tui.token_text import TINTS
 
@@ -72,21 +70,7 @@ def load_ui_state(path: Path) -> tuple[UiState, str | None]:
 def save_ui_state(state: UiState, path: Path) -> None:
     """Write ``state`` to ``path`` atomically; OSError when the folder cannot be written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(asdict(state), f)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(path.parent)
+    write_text_atomic(path, json.dumps(asdict(state)) + "\n")
 
 
 class ViewSettings:

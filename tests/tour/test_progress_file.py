@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from chatcli.tour import progress_file
+from chatcli import paths
 from chatcli.tour.progress_file import TourProgress, load_progress, save_progress
 
 
@@ -59,7 +59,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(progress_file.os, "fsync", broken_fsync)
+    monkeypatch.setattr(paths.os, "fsync", broken_fsync)  # the one atomic writer, chatcli.paths
     with pytest.raises(OSError):
         save_progress(TourProgress(current=5), path)
     assert load_progress(path, 9)[0].current == 3
