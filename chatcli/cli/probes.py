@@ -35,6 +35,17 @@ def _refuse_endpoint(endpoint: str | None, command: str) -> None:
                          "states (leave out --endpoint and use a local --model)")
 
 
+def _prepare(command: str, endpoint: str | None, top: int, text: str, system: str | None, model: str, **load):
+    """Check the arguments both probes share, in the order errors are reported, then load the model:
+    (the text, the system prompt, the engine)."""
+    _refuse_endpoint(endpoint, command)
+    if top < 1:
+        raise UsageError(f"invalid --top {top}: use an integer >= 1")
+    text = read_text_arg(text, "text")
+    system = clean_arg(system, "--system") if system is not None else None
+    return text, system, _load(model, **load)
+
+
 def _load(model: str, *, dtype: str, quantize: str, device: str, threads: int | None, chat_template: str | None,
           lora: list[str] | None):
     from chatcli.engine.loader import load_engine
@@ -65,13 +76,8 @@ def lens(
     endpoint: str | None = EndpointOpt,
 ) -> None:
     """The logit lens: the next token after TEXT read out after every layer, embeddings to output."""
-    _refuse_endpoint(endpoint, "lens")
-    if top < 1:
-        raise UsageError(f"invalid --top {top}: use an integer >= 1")
-    text = read_text_arg(text, "text")
-    system = clean_arg(system, "--system") if system is not None else None
-    engine = _load(model, dtype=dtype, quantize=quantize, device=device, threads=threads,
-                   chat_template=chat_template, lora=lora)
+    text, system, engine = _prepare("lens", endpoint, top, text, system, model, dtype=dtype, quantize=quantize,
+                                    device=device, threads=threads, chat_template=chat_template, lora=lora)
     from chatcli import api
 
     result = api.lens(engine, text, raw=raw, top_n=top, system=system)
@@ -103,13 +109,8 @@ def attention(
     endpoint: str | None = EndpointOpt,
 ) -> None:
     """Which earlier tokens one token of TEXT attended to (default: the last), averaged or per layer/head."""
-    _refuse_endpoint(endpoint, "attention")
-    if top < 1:
-        raise UsageError(f"invalid --top {top}: use an integer >= 1")
-    text = read_text_arg(text, "text")
-    system = clean_arg(system, "--system") if system is not None else None
-    engine = _load(model, dtype=dtype, quantize=quantize, device=device, threads=threads,
-                   chat_template=chat_template, lora=lora)
+    text, system, engine = _prepare("attention", endpoint, top, text, system, model, dtype=dtype, quantize=quantize,
+                                    device=device, threads=threads, chat_template=chat_template, lora=lora)
     from chatcli import api
 
     result = api.attention(engine, text, raw=raw, position=position, system=system)
