@@ -143,6 +143,7 @@ def test_json_ctrl_c_still_prints_its_done_line_and_exits_130(tiny_model_dir):
     # "cancelled" with the steps printed so far, the exit code is 130 (README: the --json schema).
     import os
     import signal
+    import threading
     from pathlib import Path
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -154,7 +155,13 @@ def test_json_ctrl_c_still_prints_its_done_line_and_exits_130(tiny_model_dir):
         head = [proc.stdout.readline(), proc.stdout.readline()]
         assert json.loads(head[1])["type"] == "step", head
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        # Read the rest through the same buffered file: communicate() reads the raw descriptor and
+        # drops lines readline() already buffered (a second step that arrived with the first).
+        killer = threading.Timer(60, proc.kill)
+        killer.start()
+        out, err = proc.stdout.read(), proc.stderr.read()
+        proc.wait()
+        killer.cancel()
     finally:
         proc.kill()
     objs = jsonl("".join(head) + out)
