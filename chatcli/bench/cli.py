@@ -36,8 +36,25 @@ def bench(
     gguf: str | None = typer.Option(None, "--gguf", help="The GGUF file for --baseline llama.cpp (default: the model's own)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny sizes and 2 runs: checks that everything runs (tests)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+    shape: str | None = typer.Option(
+        None, "--shape", help="Cost vs model size: random-weight checkpoints of qwen2.5-0.5b,llama-3.2-1b,qwen2.5-1.5b "
+        "(comma-separated; built once in the cache), a markdown table and a PNG plot."
+    ),
+    variants: str | None = typer.Option(None, "--variants", help="With --shape: float32,bfloat16,int8,int4 [default: all]."),
+    prompt_tokens: int | None = typer.Option(None, "--prompt-tokens", help="With --shape: prefill prompt. [default: 128]"),
+    decode_tokens: int | None = typer.Option(None, "--decode-tokens", help="With --shape: decoded tokens. [default: 16]"),
+    plot: str | None = typer.Option(None, "--plot", help="With --shape: the PNG (table and JSON beside it)."),
 ) -> None:
     """Measure load, start-up, prefill, decode, turn-10 latency, batched candidates, adapters and memory."""
+    from chatcli.bench.shapes.shape_command import ShapeOptions
+
+    shape_options = ShapeOptions(shape, variants, prompt_tokens, decode_tokens, plot, tuple(baseline or ()), only,
+                                 repeats, threads, quick, as_json, model != DEFAULT_MODEL, dtype != "float32",
+                                 quantize, gguf)  # fmt: skip
+    if shape_options.asked():  # --shape: its own sweep (chatcli.bench.shapes), not one model's report
+        from chatcli.bench.shapes import shape_command
+
+        return shape_command.run(shape_options, lambda msg: (sys.stderr.write(f"bench: {msg}\n"), sys.stderr.flush()))
     spec, unavailable, notes = build_spec(model, dtype, threads, quantize, baseline or [], repeats, only, gguf, quick)
     from chatcli.bench.report import render
     from chatcli.bench.runner import run_bench
