@@ -60,16 +60,17 @@ SPEED_PROMPT = "Write a long story about a lighthouse keeper who collects sea gl
 
 
 @contextmanager
-def kernel_everywhere():
-    """Route every int8/int4 matmul through the decode kernels (bfloat16 activations), scoring included."""
-    from chatcli.model import int4, int8
+def kernel_everywhere(engine):
+    """Route every int8/int4 matmul of ``engine``'s model through the decode kernels (bfloat16 activations),
+    scoring included: its kernel choices (chatcli.model.kernel_choice) with no row limit, for the block."""
+    from chatcli.model.packed import use_kernel_choices
 
-    saved = int8.KERNEL_MAX_ROWS, int4.KERNEL_MAX_ROWS
-    int8.KERNEL_MAX_ROWS = int4.KERNEL_MAX_ROWS = 1 << 30
+    saved = engine.model.kernel_choices
+    use_kernel_choices(engine.model, saved.with_(int8_max_rows=1 << 30, int4_max_rows=1 << 30))
     try:
         yield
     finally:
-        int8.KERNEL_MAX_ROWS, int4.KERNEL_MAX_ROWS = saved
+        use_kernel_choices(engine.model, saved)
 
 
 def variant_loader(path: str, name: str):
@@ -255,7 +256,7 @@ def main() -> None:
         for name, load in loaders.items():  # one quantised model in memory at a time
             engine = load()
             if "ppl" not in skip:
-                quality_rows(refs, {name: (engine, _nothing), f"{name}/kernel": (engine, kernel_everywhere)},
+                quality_rows(refs, {name: (engine, _nothing), f"{name}/kernel": (engine, lambda: kernel_everywhere(engine))},
                              args.text_tokens, args.window)
             if "greedy" not in skip:
                 print(f"\ngreedy agreement with float32: {n} chat prompts x {args.tokens} tokens")

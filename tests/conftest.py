@@ -25,6 +25,9 @@ def _chatcli_home(tmp_path_factory, monkeypatch):
 
     for var in ENV_VARS.values():  # a CHATCLI_MODEL or CHATCLI_TEMPERATURE in the developer's shell stays out
         monkeypatch.delenv(var, raising=False)
+    # No per-CPU kernel calibration on load (chatcli.engine.calibration): the suite runs the default
+    # paths, fast and the same on every machine; tests/engine/test_calibration.py turns it on.
+    monkeypatch.setenv("CHATCLI_CALIBRATE", "0")
     # chatcli reads the Hugging Face cache's location at each call: an empty one per test (never the
     # developer's, which `models rm` could delete from), and no endpoint or offline switch from the shell.
     monkeypatch.setenv("HF_HOME", str(home / "huggingface"))

@@ -26,7 +26,17 @@ def run(spec: BenchSpec, group: str) -> dict:
     fn = {"prefill": _prefill, "decode": _decode, "turns": _turns, "candidates": _candidates,
           "adapters": _adapters}[group]  # fmt: skip
     figures, info = fn(lm, spec)
-    return {"figures": figures, "load_s": load_s, "info": info, "notes": []}
+    kernels, note = _kernels(lm)
+    return {"figures": figures, "load_s": load_s, "info": {**info, **kernels}, "notes": [note]}
+
+
+def _kernels(lm) -> tuple[dict, str]:
+    """The compute paths the model ran (chatcli.engine.calibration): for the report's info, and its note."""
+    from chatcli.engine.calibration.auto import auto_enabled
+    from chatcli.engine.calibration.table import kernel_note
+
+    choices = lm.model.kernel_choices
+    return {"kernels": choices.to_json()}, kernel_note(choices, lm.calibration, auto_enabled())
 
 
 # ---------------------------------------------------------------- helpers

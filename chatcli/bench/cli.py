@@ -44,8 +44,16 @@ def bench(
     prompt_tokens: int | None = typer.Option(None, "--prompt-tokens", help="With --shape: prefill prompt. [default: 128]"),
     decode_tokens: int | None = typer.Option(None, "--decode-tokens", help="With --shape: decoded tokens. [default: 16]"),
     plot: str | None = typer.Option(None, "--plot", help="With --shape: the PNG (table and JSON beside it)."),
+    calibrate: bool = typer.Option(
+        False, "--calibrate", help="Measure this CPU's kernel choices for the model again (--dtype, --quantize, "
+        "--threads), cache them for every later load and print what was measured and chosen."
+    ),
 ) -> None:
     """Measure load, start-up, prefill, decode, turn-10 latency, batched candidates, adapters and memory."""
+    if calibrate:  # chatcli.engine.calibration: measured again, not a bench report
+        given = {"--baseline": baseline, "--only": only, "--repeats": repeats, "--gguf": gguf, "--quick": quick,
+                 "--shape": shape}  # fmt: skip
+        return _calibrate(model, dtype, threads, quantize, as_json, [k for k, v in given.items() if v])
     from chatcli.bench.shapes.shape_command import ShapeOptions
 
     shape_options = ShapeOptions(shape, variants, prompt_tokens, decode_tokens, plot, tuple(baseline or ()), only,
@@ -118,6 +126,22 @@ def build_spec(
     )  # fmt: skip
     # Unavailable baselines keep their column, which says why; the runner starts no worker for them.
     return spec, unavailable, notes
+
+
+def _calibrate(model: str, dtype: str, threads: int | None, quantize: str | None, as_json: bool,
+               others: list[str]) -> None:
+    """``--calibrate``: the options checked as for a bench, then the calibration's table (or JSON)."""
+    if others:
+        raise UsageError(f"--calibrate measures the kernel choices only: drop {others[0]}")
+    spec, _, _ = build_spec(model=model, dtype=dtype, threads=threads, quantize=quantize, baselines=[], repeats=None,
+                            only=None, gguf=None, quick=True)  # the bench's checks (quick: any context); runs nothing
+    from chatcli.cli.common import set_threads
+    from chatcli.engine.calibration.rerun import recalibrate
+    from chatcli.engine.calibration.table import render as render_calibration
+
+    set_threads(threads)
+    cal, _, where = recalibrate(spec.path, spec.dtype, spec.quantize)
+    print(json.dumps({**cal.to_json(), "cache": where}, indent=2) if as_json else render_calibration(cal, where))
 
 
 def _needs(baseline: str) -> tuple[str, ...]:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import torch
 
 from chatcli.engine.answer_builder import AnswerBuilder
+from chatcli.engine.calibration.threads import phase_threads
 from chatcli.engine.events import Done, Notice, Step
 from chatcli.engine.loop_watch import watch_loops
 from chatcli.model.kv_cache import KVCache
@@ -144,6 +145,7 @@ class Generator:
 
     def _prefill(self, prompt: list[int], cancel: threading.Event | None) -> tuple[torch.Tensor | None, int]:
         """Bring the prefix cache to ``prompt``; return (last logits [1, V] or None if cancelled, tokens forwarded)."""
+        phase_threads(self.model, "prefill")  # threads per phase: chatcli.engine.calibration.threads
         cache = self._prefix_cache()
         keep = min(common_prefix_len(self.cached_ids, prompt), len(prompt) - 1)  # re-run >= 1 for its logits
         cache.truncate(keep)
@@ -157,6 +159,7 @@ class Generator:
             last = i + self.prefill_chunk >= len(rest)
             logits = self._forward(chunk, cache, need_logits=last)
             self.cached_ids.extend(chunk)
+        phase_threads(self.model, "decode")  # both streams decode right after their prefill
         return logits, len(rest)
 
     # ---- validation ----------------------------------------------------------------------
@@ -201,6 +204,7 @@ class Generator:
         self._streaming = True
 
     def _release(self) -> None:
+        phase_threads(self.model, "idle")
         self._streaming = False
         self._lock.release()
 

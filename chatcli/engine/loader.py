@@ -80,6 +80,8 @@ class LoadedModel(PromptRenderer):
         self.adapters = AdapterManager(model, base=base_reference(identity.name, identity.path, identity.sha256))
         self.generator = Generator(model, tokenizer, weights_version=self.adapters.weights_version)
         self.adapters.guard = self.generator.idle
+        # The calibration the model's kernel choices came from (chatcli.engine.calibration), if any.
+        self.calibration = None
 
     @property
     def context_length(self) -> int:
@@ -173,6 +175,7 @@ def load_engine(
     warm_up: bool = True,
     quantize: str = "none",
     group_size: int | None = None,
+    calibrate: bool | None = None,
 ) -> LoadedModel:
     """Load a model, and the ``--lora PATH[:SCALE]`` adapters given (all or nothing).
 
@@ -186,6 +189,9 @@ def load_engine(
     weights are quantised one by one as they are read, before packing, so the float model is
     never whole in memory; a model converted from a Q4_0/Q4_1 GGUF that kept the file loads
     its 4-bit blocks as they are (:mod:`chatcli.hub.gguf.q4_blocks`).
+    ``calibrate`` (None: the ``CHATCLI_CALIBRATE`` switch, on by default) gives a CPU model the compute
+    paths measured fastest on this CPU, measuring them on the first load of their key (one line on
+    stderr; :mod:`chatcli.engine.calibration`), after everything else loaded and was checked.
     """
     from chatcli.hub.checkpoint import load_checkpoint, resolve_device, resolve_dtype
     from chatcli.hub.catalog import recommended_sampling, resolve_model
@@ -195,6 +201,9 @@ def load_engine(
     from chatcli.model.quantize import quantize_model
 
     quantize = check_quantize(quantize)
+    from chatcli.engine.calibration.auto import auto_enabled, calibrate_on_load
+
+    calibrate = auto_enabled() if calibrate is None else calibrate  # a bad CHATCLI_CALIBRATE: one line, nothing loaded
     adapter_specs = []
     if lora:
         from chatcli.lora.spec import preflight
@@ -236,7 +245,16 @@ def load_engine(
         from chatcli.lora.spec import load_adapter_specs
 
         load_adapter_specs(engine.adapters, adapter_specs)
+    if calibrate:
+        engine.calibration = calibrate_on_load(engine, say=_stderr_line)
     return engine
+
+
+def _stderr_line(line: str) -> None:
+    import sys
+
+    sys.stderr.write(f"chatcli: {line}\n")
+    sys.stderr.flush()
 
 
 def _warm_up(model, progress: ProgressFn | None) -> None:

@@ -45,14 +45,16 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from chatcli.model.kernel_choice import DEFAULT as DEFAULT_CHOICES
 from chatcli.model.qlinear import QuantizedLinear
 
 GROUP_SIZES = (32, 64, 128)
 DEFAULT_GROUP_SIZE = 32  # chosen by quality on the default model (benchmarks/PERFLOG.md), and GGUF's Q4 block
 ROW_BLOCK = 64  # output rows are padded to this; the packing's largest block of rows
-# At most this many rows go through the int4 kernel; more rows use a dequantised matmul
-# (the kernel re-reads the weight for every 4 rows: its cost grows ~linearly with rows).
-KERNEL_MAX_ROWS = 16
+# By default at most this many rows go through the int4 kernel; more rows use a dequantised matmul
+# (the kernel re-reads the weight for every 4 rows: its cost grows ~linearly with rows). Each layer
+# reads its own ``kernel_max_rows``, set from the model's KernelChoices (measured per CPU by the calibration).
+KERNEL_MAX_ROWS = DEFAULT_CHOICES.int4_max_rows
 _MID = 8  # q - 8: the kernel's signed view of a 4-bit value
 # Quantising float weights errs by at most this many steps s, plus 2^-8 |z| (d / 2 and 8 |s - d|
 # with |s - d| <= 2^-8 d: bfloat16 keeps 8 significant bits).
@@ -194,6 +196,7 @@ class Int4Linear(QuantizedLinear):
         self.register_buffer("scales_zeros", scales_zeros.to(torch.bfloat16))
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().to(dtype), requires_grad=False)
         self.compute_dtype = dtype
+        self.kernel_max_rows = KERNEL_MAX_ROWS  # set from the model's KernelChoices (packed.use_kernel_choices)
 
     # --- building ------------------------------------------------------------
 
@@ -265,7 +268,7 @@ class Int4Linear(QuantizedLinear):
         # x: [..., K] -> y: [..., N] in x's dtype.
         rows = x.numel() // self.in_features
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        if 0 < rows <= KERNEL_MAX_ROWS and x.device.type == "cpu" and packing() is not None:
+        if 0 < rows <= self.kernel_max_rows and x.device.type == "cpu" and packing() is not None:
             y = self.kernel(x.reshape(rows, self.in_features))[:, : self.out_features]
             y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
             return y if bias is None else y + bias

@@ -39,13 +39,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chatcli.model.kernel_choice import DEFAULT as DEFAULT_CHOICES
 from chatcli.model.qlinear import QuantizedLinear, float_dtype_device, is_quantized, weight_shape
 
 __all__ = ["Int8Linear", "quantize_int8", "float_dtype_device", "is_quantized", "weight_shape"]  # helpers re-exported
 
-# At most this many rows go through the int8 kernel; more rows use a dequantised matmul
-# (measured on the default model's shapes: the kernel's cost grows ~linearly with rows).
-KERNEL_MAX_ROWS = 16
+# By default at most this many rows go through the int8 kernel; more rows use a dequantised matmul
+# (the kernel's cost grows ~linearly with rows). Each layer reads its own ``kernel_max_rows``,
+# which the model's KernelChoices set (chatcli.model.kernel_choice; measured per CPU by the calibration).
+KERNEL_MAX_ROWS = DEFAULT_CHOICES.int8_max_rows
 _KERNEL_DEVICES = ("cpu",)
 # The kernel's vectorised loop reads K in blocks of 16 and returns wrong numbers (or crashes)
 # for other input widths (measured with torch 2.13); such layers use the dequantised matmul.
@@ -98,6 +100,7 @@ class Int8Linear(QuantizedLinear):
         self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype), requires_grad=False)
         self.compute_dtype = dtype
         self.use_kernel = self.in_features % KERNEL_K_MULTIPLE == 0
+        self.kernel_max_rows = KERNEL_MAX_ROWS  # set from the model's KernelChoices (packed.use_kernel_choices)
         self.exact_top = 0  # > 0 on an LM head: see the module docstring
 
     @classmethod
@@ -122,7 +125,7 @@ class Int8Linear(QuantizedLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [..., K] -> y: [..., N] in x's dtype.
         rows = x.numel() // self.in_features
-        if self.use_kernel and 0 < rows <= KERNEL_MAX_ROWS and x.device.type in _KERNEL_DEVICES:
+        if self.use_kernel and 0 < rows <= self.kernel_max_rows and x.device.type in _KERNEL_DEVICES:
             x2 = x.reshape(rows, self.in_features)  # [M, K]
             y = torch.ops.aten._weight_int8pack_mm(x2.to(torch.bfloat16), self.qweight, self.scales)  # [M, N] bf16
             y = y.to(x.dtype)

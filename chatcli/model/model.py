@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from chatcli.model.config import ModelConfig
+from chatcli.model.kernel_choice import DEFAULT as DEFAULT_CHOICES, KernelChoices
 from chatcli.model.kv_cache import KVCache
 from chatcli.model.packed import FusedGroup, fused_linear, linear, pack_model
 from chatcli.model.rope import RotaryEmbedding, rotate
@@ -148,6 +149,8 @@ class DecoderLM(nn.Module):
         self.gradient_checkpointing = False
         self.packed = False  # weights in the packed layout (chatcli.model.packed)
         self.head_group: FusedGroup | None = None
+        # Compute paths (chatcli.model.kernel_choice); set with packed.use_kernel_choices.
+        self.kernel_choices: KernelChoices = DEFAULT_CHOICES
         if config.tie_word_embeddings:
             self.tie_weights()
 

@@ -27,10 +27,17 @@ trained) returns None and the caller calls the modules: never wrong, only slower
 Int8 and int4 models (:mod:`chatcli.model.quantize`) fuse q/k/v and gate/up too, as row
 blocks of one quantised layer (:class:`Int8Group`, :class:`Int4Group`: one kernel call per group).
 
-bfloat16 decode: a group also keeps the weight prepacked for oneDNN
+bfloat16 decode: a group may also keep the weight prepacked for oneDNN
 (:meth:`FusedGroup.onednn_weight`), used for products of at most ``ONEDNN_MAX_ROWS``
-rows; this doubles the bf16 weights' memory (to float32's size) for ~1.9x faster
-bf16 matrix-vector products on x86 (measured, benchmarks/PERFLOG.md).
+rows when the model's :class:`~chatcli.model.kernel_choice.KernelChoices` say
+``bf16_small_rows="onednn"``; this doubles the bf16 weights' memory (to float32's size)
+for ~1.9x faster bf16 matrix-vector products on an AMD machine, and is slower than aten's
+plain bf16 mm on an Intel Xeon with AMX (benchmarks/PERFLOG.md): which one a model uses is
+measured per CPU (:mod:`chatcli.engine.calibration`).
+
+:func:`use_kernel_choices` gives a model its choices and pushes them into its groups and
+quantised layers (the row limits of the int8/int4 kernels); :func:`pack_model` pushes the
+model's choices again into the groups it builds.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from torch import nn
 
 from chatcli.model.int4 import Int4Linear
 from chatcli.model.int8 import Int8Linear
+from chatcli.model.kernel_choice import DEFAULT as DEFAULT_CHOICES, KernelChoices
 from chatcli.model.lora_linear import LoRALinear, ReplacedModule
 
 
@@ -61,6 +69,7 @@ class FusedGroup:
         self.bias_ptrs = tuple(bias.data_ptr() + s * elem for s in self.starts) if bias is not None else None
         self._onednn: torch.Tensor | None = None  # bf16 decode copy, see onednn_weight
         self._onednn_version = -1
+        self.use_onednn = DEFAULT_CHOICES.bf16_small_rows == "onednn"  # the model's KernelChoices decide
 
     def onednn_weight(self, version: int) -> torch.Tensor:
         """The weight prepacked in oneDNN's blocked layout (bf16 on CPU: its matrix-vector
@@ -74,7 +83,14 @@ class FusedGroup:
         return self._onednn
 
     def onednn_ok(self) -> bool:
+        """Whether the oneDNN path can serve this group (bf16 on CPU with oneDNN), whatever the choice."""
         return self.weight_t.dtype == torch.bfloat16 and self.weight_t.device.type == "cpu" and _HAS_ONEDNN
+
+    def choose_onednn(self, use: bool) -> None:
+        """Take the oneDNN path for small bf16 products or not; not drops the prepacked copy (its memory)."""
+        self.use_onednn = use
+        if not use:
+            self._onednn, self._onednn_version = None, -1
 
 
 # Rows (batch x new tokens) up to which the bf16 oneDNN path runs: decode steps and
@@ -270,7 +286,7 @@ def fused_linear(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: to
         loras.append(lora)
         version += w._version
     small = x.shape[:-1].numel() <= ONEDNN_MAX_ROWS and not (grad and x.requires_grad)  # no autograd there
-    if small and x.dtype == torch.bfloat16 and group.onednn_ok():
+    if small and group.use_onednn and x.dtype == torch.bfloat16 and group.onednn_ok():
         y = torch.ops.mkldnn._linear_pointwise(x, group.onednn_weight(version), group.bias, "none", [], "")
     else:
         y = F.linear(x, group.weight, group.bias)  # [..., O_total]
@@ -312,12 +328,34 @@ def pack_model(model: nn.Module) -> None:
     # The norm weights may still be views of the memory-mapped checkpoint, and one live view
     # keeps the mapping, with every page packing read, resident (+538 MB RSS for float32):
     # give the 1-D parameters their own memory, except the biases that are group views.
-    groups = [g for layer in body.layers for g in (layer.self_attn.qkv_group, layer.self_attn.o_group,
-                                                   layer.mlp.gate_up_group, layer.mlp.down_group)]
-    fused_biases = [g.bias if isinstance(g, FusedGroup) else g.fused.bias for g in groups if g is not None]
+    groups = _layer_groups(model)
+    fused_biases = [g.bias if isinstance(g, FusedGroup) else g.fused.bias for g in groups]
     group_biases = {b.untyped_storage().data_ptr() for b in fused_biases if b is not None}
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 1 and p.untyped_storage().data_ptr() not in group_biases:
                 p.data = p.data.clone()
     model.packed = True
+    use_kernel_choices(model, model.kernel_choices)  # the new groups and fused layers take the model's choices
+
+
+def _layer_groups(model: nn.Module) -> list[FusedGroup | QuantGroup]:
+    """The decoder layers' groups (q/k/v, o, gate/up, down) that packing built."""
+    return [g for layer in model.model.layers for g in (layer.self_attn.qkv_group, layer.self_attn.o_group,
+                                                        layer.mlp.gate_up_group, layer.mlp.down_group) if g is not None]
+
+
+def use_kernel_choices(model: nn.Module, choices: KernelChoices) -> None:
+    """Make ``choices`` the :class:`~chatcli.model.model.DecoderLM`'s ``kernel_choices`` and push them
+    into what reads them: each fused float group (the bf16 small-rows path; choosing ``plain`` frees
+    the oneDNN copies) and each int8/int4 layer, the fused ones included (the kernels' row limits)."""
+    model.kernel_choices = choices
+    groups = _layer_groups(model) + ([model.head_group] if model.head_group is not None else [])
+    quantised = [m for m in model.modules() if isinstance(m, (Int8Linear, Int4Linear))]
+    for g in groups:
+        if isinstance(g, FusedGroup):
+            g.choose_onednn(choices.bf16_small_rows == "onednn")
+        else:
+            quantised.append(g.fused)  # the fused layer is no registered module: reach it through its group
+    for layer in quantised:
+        layer.kernel_max_rows = choices.int8_max_rows if isinstance(layer, Int8Linear) else choices.int4_max_rows
