@@ -106,8 +106,11 @@ def _bytes_read_per_token(lm) -> dict:
     emb = model.get_submodule("model.embed_tokens").weight
     head = getattr(model, "lm_head", None)
     head_storages = {t.untyped_storage().data_ptr() for t in head.state_dict().values()} if head is not None else set()
-    if emb.untyped_storage().data_ptr() not in head_storages:  # untied, or the head has its own (int8) copy
-        weights -= emb.nbytes - emb[0].nbytes  # only the looked-up row is read
+    emb_storage = emb.untyped_storage().data_ptr()
+    # Untied, or the head has its own (int8) copy: only the looked-up row is read. (An embedding
+    # kept outside the state dict was not counted above: nothing to take off.)
+    if emb_storage in seen and emb_storage not in head_storages:
+        weights -= emb.nbytes - emb[0].nbytes
     cfg = model.config
     elem = torch.empty((), dtype=model.dtype).element_size()  # the KV cache is kept in the model dtype
     kv_per_position = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * elem

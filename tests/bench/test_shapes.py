@@ -59,6 +59,16 @@ def test_checkpoint_is_built_once_and_loads_in_chatcli_and_transformers():
     assert torch.allclose(ours, theirs, atol=1e-4)
     assert 1.0 < float(theirs.std()) < 10.0  # spread like a trained model's logits, not flat
 
+    # A greedy answer streams text step by step, as a trained model's does (an id with no text of
+    # its own would be held back to the end of the answer, and the decode figure would time nothing).
+    from chatcli.engine.events import Done, Step
+    from chatcli.engine.params import SamplingParams
+
+    events = list(lm.generator.stream(ids, SamplingParams(temperature=0, max_tokens=12), eos_ids=()))
+    steps = [e for e in events if isinstance(e, Step)]
+    assert len(steps) == 12 and all(s.text for s in steps)
+    assert isinstance(events[-1], Done) and events[-1].text == "".join(s.text for s in steps)
+
 
 def test_stale_or_interrupted_builds_are_redone(monkeypatch):
     shape = SHAPES["tiny-llama"]
@@ -67,7 +77,7 @@ def test_stale_or_interrupted_builds_are_redone(monkeypatch):
     stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "fingerprint": "an older builder"}))
     assert random_weights.cached(shape) is None
 
-    def fail(config, file):
+    def fail(config, file, text_ids):
         file.write_bytes(b"half a file")
         raise OSError("disk went away")
 

@@ -28,8 +28,14 @@ CHATML = (
 )
 
 
-def write_tokenizer(out_dir: Path, max_vocab: int) -> dict[str, int]:
-    """Write tokenizer.json and tokenizer_config.json (at most ``max_vocab`` entries); the special ids."""
+def write_tokenizer(out_dir: Path, max_vocab: int) -> tuple[dict[str, int], list[int]]:
+    """Write tokenizer.json and tokenizer_config.json (at most ``max_vocab`` entries).
+
+    Returns the special ids (for config.json) and the *text ids*: tokens that decode on their
+    own to whole characters. The checkpoint makes these the likely ones (:mod:`.random_weights`),
+    so a random model's answer streams text step by step as a trained one's does; an id with no
+    text (the padded tail, a lone byte of a character) would be held back by the answer builder
+    until the answer ends, and the decode figure would time nothing."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -56,4 +62,7 @@ def write_tokenizer(out_dir: Path, max_vocab: int) -> dict[str, int]:
         },
     }  # fmt: skip
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    return {"bos_token_id": ids[BOS], "eos_token_id": ids[EOS], "pad_token_id": ids[EOS]}
+    specials = set(ids.values())
+    text_ids = [i for i in range(tok.get_vocab_size()) if i not in specials
+                and (t := tok.decode([i])) and "\ufffd" not in t]  # fmt: skip
+    return {"bos_token_id": ids[BOS], "eos_token_id": ids[EOS], "pad_token_id": ids[EOS]}, text_ids

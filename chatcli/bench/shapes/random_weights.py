@@ -17,6 +17,11 @@ Initialisation: N(0, 0.02) for projections (the configs' ``initializer_range``),
 ones for RMSNorm gains, and the embedding / head at N(0, 3/sqrt(hidden)) so logits
 spread with a standard deviation of about 3, as a trained model's do, instead of a
 flat distribution: every value is finite, and greedy decoding is a normal argmax.
+The rows of ids with no text of their own (the vocabulary beyond the bench tokenizer's
+thousand entries, lone bytes, special tokens) are scaled by 0.05, as a trained model
+rarely picks them: its answers then stream text token by token, and the decode figure
+times steps, not an answer the builder held back to the end. The arithmetic is the
+same whatever the values.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from pathlib import Path
 from chatcli.bench.shapes.architectures import Shape, checkpoint_shapes
 from chatcli.errors import ChatcliError
 
-BUILD_VERSION = 1  # bump when the files this module writes change: cached checkpoints are rebuilt
+BUILD_VERSION = 2  # bump when the files this module writes change: cached checkpoints are rebuilt
+_QUIET_ROWS = 0.05  # scale of the vocabulary rows with no text of their own (see the module docstring)
 SEED = 1234
 STAMP = "chatcli-shape.json"
 _SPARE_BYTES = 512 * 2**20  # free disk kept beyond the checkpoint itself
@@ -102,11 +108,11 @@ def _build(shape: Shape, out: Path) -> None:
     from chatcli.bench.shapes.bench_vocab import write_tokenizer
     from chatcli.paths import fsync_file
 
-    ids = write_tokenizer(out, shape.config["vocab_size"])
+    ids, text_ids = write_tokenizer(out, shape.config["vocab_size"])
     config = {**shape.config, **ids}  # the special ids of the tokenizer the checkpoint ships
     (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     (out / "generation_config.json").write_text(json.dumps(ids, indent=2), encoding="utf-8")
-    _write_weights(config, out / "model.safetensors")
+    _write_weights(config, out / "model.safetensors", text_ids)
     for name in ("tokenizer.json", "tokenizer_config.json", "config.json", "generation_config.json"):
         fsync_file(out / name)
     stamp = {"shape": shape.name, "source": shape.source, "fingerprint": fingerprint(shape),
@@ -115,7 +121,7 @@ def _build(shape: Shape, out: Path) -> None:
     fsync_file(out / STAMP)
 
 
-def _write_weights(config: dict, path: Path) -> None:
+def _write_weights(config: dict, path: Path, text_ids: list[int]) -> None:
     import torch
 
     from chatcli.hub.safetensors_io import SafetensorsStreamWriter
@@ -124,6 +130,9 @@ def _write_weights(config: dict, path: Path) -> None:
     names = sorted(shapes)
     writer = SafetensorsStreamWriter(path, [(n, "BF16", shapes[n]) for n in names], {"format": "pt"})
     head_std = 3.0 / config["hidden_size"] ** 0.5
+    quiet = torch.ones(config["vocab_size"], 1)  # row scale of the embedding and the head
+    quiet[:] = _QUIET_ROWS
+    quiet[text_ids] = 1.0
     std = float(config.get("initializer_range", 0.02))
     try:
         for i, name in enumerate(names):
@@ -131,8 +140,11 @@ def _write_weights(config: dict, path: Path) -> None:
             if name.endswith("norm.weight"):
                 t = torch.ones(shapes[name], dtype=torch.bfloat16)
             else:
-                s = head_std if name.endswith(("embed_tokens.weight", "lm_head.weight")) else std
-                t = torch.randn(shapes[name], generator=gen, dtype=torch.float32).mul_(s).to(torch.bfloat16)
+                vocab_rows = name.endswith(("embed_tokens.weight", "lm_head.weight"))
+                t = torch.randn(shapes[name], generator=gen, dtype=torch.float32).mul_(head_std if vocab_rows else std)
+                if vocab_rows:
+                    t.mul_(quiet)
+                t = t.to(torch.bfloat16)
             writer.write(name, t.view(torch.int16).numpy())  # numpy has no bfloat16: the same two bytes
             del t
         writer.close()

@@ -46,8 +46,8 @@ def write_plot(result: dict, path: Path) -> Path:
                     color=_COLOURS.get(variant, "tab:gray"), label=f"{system} {variant}")  # fmt: skip
         for variant, pts in floors.items():
             xs, ys = zip(*sorted(pts))
-            ax.plot(xs, ys, "--", linewidth=0.8, color=_COLOURS.get(variant, "tab:gray"), alpha=0.6,
-                    label=f"floor {variant}")  # fmt: skip
+            ax.plot(xs, ys, "--", marker="_", markersize=14, linewidth=0.8, color=_COLOURS.get(variant, "tab:gray"),
+                    alpha=0.6, label=f"floor {variant}")  # fmt: skip
         label = next(r["figures"][fid]["label"] for r in rows if fid in r["figures"])
         ax.set_title(label, fontsize=10)
         ax.set_xscale("log")

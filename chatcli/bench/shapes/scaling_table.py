@@ -69,7 +69,8 @@ def _header(result: dict) -> str:
         f"chatcli bench --shape {','.join(s['shapes'])}: random weights, real shapes; {m['cpu']}, {m['cores']} cores, "
         f"threads {s['threads'] or 'default'}, torch {m['versions'].get('torch')}; {sizes['prompt_tokens']}-token "
         f"prompt, {sizes['decode_tokens']} decoded tokens, median of {s['repeats']} run(s) after a warm-up; "
-        f"single-stream read {bw}" + (" (quick mode: sizes too small to mean anything)" if s.get("quick") else "")
+        f"single-stream read {bw}; measured in {result.get('wall_s', 0) / 60:.1f} min"
+        + (" (quick mode: sizes too small to mean anything)" if s.get("quick") else "")
     )
 
 

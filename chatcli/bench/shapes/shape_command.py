@@ -120,10 +120,13 @@ def run(o: ShapeOptions, say) -> None:
     result["notes"] = notes + result["notes"]
     table = render_markdown(result)
     print(dumps(result) if o.as_json else table)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    write_plot(result, png)
-    write_text_atomic(png.with_suffix(".md"), table + "\n")
-    write_text_atomic(png.with_suffix(".json"), dumps(result) + "\n")
+    try:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        write_plot(result, png)
+        write_text_atomic(png.with_suffix(".md"), table + "\n")
+        write_text_atomic(png.with_suffix(".json"), dumps(result) + "\n")
+    except OSError as e:  # the measurements are printed above: only the files are lost
+        raise ChatcliError(f"could not write {png} ({e.strerror or e}): the table is above; give --plot elsewhere")
     say(f"wrote {png} (plot), {png.with_suffix('.md').name} (table) and {png.with_suffix('.json').name} beside it")
     failed = failed_chatcli(result)
     if failed:

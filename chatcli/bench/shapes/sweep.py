@@ -14,12 +14,14 @@ The result (schema ``chatcli-bench-shapes/1``) is a plain dict: ``machine``,
 sweep), ``rows`` (shape, params, system, variant, ``figures`` per id with
 ``median``/``min``/``max``/``runs`` or ``error``, ``ratio`` per baseline, load time, peak
 RSS, and for chatcli the bytes a decode step reads and the floor they allow) and
-``notes``. Nothing is estimated except the floor, which says so.
+``notes`` and ``wall_s`` (the measuring, after any checkpoint was built). Nothing is
+estimated except the floor, which says so.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -62,6 +64,7 @@ def run_sweep(settings: SweepSettings, say: Callable[[str], None] = lambda _m: N
     from chatcli.bench.stats import summary
 
     paths = {s.name: ensure_checkpoint(s, say) for s in settings.shapes}  # all built before anything is timed
+    t0 = time.perf_counter()
     notes: list[str] = []
     first = _spec(settings, settings.shapes[0], str(paths[settings.shapes[0].name]), "float32")
     say("bandwidth: single-stream read")
@@ -80,7 +83,7 @@ def run_sweep(settings: SweepSettings, say: Callable[[str], None] = lambda _m: N
         _ratios(shape_rows, settings.baselines)
         rows += shape_rows
     return {"schema": SCHEMA, "machine": machine_info(), "settings": settings.as_dict(), "read_gb_s": read_gb_s,
-            "rows": rows, "notes": list(dict.fromkeys(notes))}  # fmt: skip
+            "rows": rows, "notes": list(dict.fromkeys(notes)), "wall_s": time.perf_counter() - t0}  # fmt: skip
 
 
 def _spec(settings: SweepSettings, shape: Shape, path: str, variant: str) -> BenchSpec:
