@@ -130,8 +130,7 @@ def _write_weights(config: dict, path: Path, text_ids: list[int]) -> None:
     names = sorted(shapes)
     writer = SafetensorsStreamWriter(path, [(n, "BF16", shapes[n]) for n in names], {"format": "pt"})
     head_std = 3.0 / config["hidden_size"] ** 0.5
-    quiet = torch.ones(config["vocab_size"], 1)  # row scale of the embedding and the head
-    quiet[:] = _QUIET_ROWS
+    quiet = torch.full((config["vocab_size"], 1), _QUIET_ROWS)  # row scale of the embedding and the head
     quiet[text_ids] = 1.0
     std = float(config.get("initializer_range", 0.02))
     try:
