@@ -8,10 +8,11 @@ Layout (one job per module):
 * :mod:`.runner` — one subprocess per (figure group, system), the JSON line protocol,
   and the collected medians;
 * :mod:`.worker` — the subprocess entry point (``python -m chatcli.bench.worker``) that
-  dispatches to :mod:`.chatcli_worker`, :mod:`.transformers_worker` or :mod:`.llamacpp_worker`;
+  dispatches to :mod:`.chatcli_worker`, :mod:`.transformers_worker` (``generate`` and the plain
+  KV-cache loop) or :mod:`.llamacpp_worker`;
 * :mod:`.process_start` — whole-process start to first token, with each child's peak RSS;
 * :mod:`.bandwidth` — single-stream read bandwidth, the decode floor's denominator;
-* :mod:`.targets` and :mod:`.report` — issue 8's targets (✓/✗) and the printed table;
+* :mod:`.targets` and :mod:`.report` — the project's targets (✓/✗) and the printed table;
 * helpers: :mod:`.prompts` (the texts every system gets), :mod:`.adapter` (the random
   rank-16 adapter), :mod:`.gguf_source` (llama.cpp's GGUF), :mod:`.machine`, :mod:`.stats`.
 

@@ -29,7 +29,8 @@ def bench(
     threads: int | None = typer.Option(None, "--threads", help="torch threads in every worker (default: torch's choice)."),
     quantize: str | None = typer.Option(None, "--quantize", help="chatcli's weight quantization: int8 or int4."),
     baseline: list[str] | None = typer.Option(
-        None, "--baseline", help="Also measure transformers or llama.cpp (repeatable); ratios per figure."
+        None, "--baseline", help="Also measure transformers (generate), transformers-loop (a plain KV-cache loop) or "
+        "llama.cpp (repeatable); ratios per figure."
     ),
     repeats: int | None = typer.Option(None, "--repeats", help="Measured runs per figure, after a warm-up. [default: 3]"),
     only: str | None = typer.Option(None, "--only", help=f"Comma-separated figure groups: {','.join(GROUPS)}."),
@@ -95,7 +96,7 @@ def build_spec(
         quantize = None if quantize == "none" else quantize
     bad = [b for b in baselines if b not in BASELINES]
     if bad:
-        raise UsageError(f"unknown --baseline {bad[0]!r}: use {' or '.join(BASELINES)}")
+        raise UsageError(f"unknown --baseline {bad[0]!r}: use {', '.join(BASELINES[:-1])} or {BASELINES[-1]}")
     groups = GROUPS
     if only is not None:
         asked = [g.strip() for g in only.split(",") if g.strip()]
@@ -145,7 +146,8 @@ def _calibrate(model: str, dtype: str, threads: int | None, quantize: str | None
 
 
 def _needs(baseline: str) -> tuple[str, ...]:
-    return {"transformers": ("transformers", "peft"), "llama.cpp": ("llama_cpp",)}[baseline]
+    return {"transformers": ("transformers", "peft"), "transformers-loop": ("transformers",),
+            "llama.cpp": ("llama_cpp",)}[baseline]  # fmt: skip
 
 
 def _resolve(model: str):

@@ -2,13 +2,16 @@
 
 Each command runs as a child process, timed from spawn to exit, its peak RSS read
 from ``wait4``'s resource usage (that child alone). Commands run in interleaved
-rounds, after one warm-up round when this is the run's first group (otherwise the
-workers before it have already warmed the page cache for the same files):
+rounds after one untimed warm-up round, which also leaves each program's compiled
+bytecode (``.pyc``) behind, as an installed package has it: the children run with
+``PYTHONDONTWRITEBYTECODE`` unset, so an environment that sets it does not make every
+timed start compile chatcli's modules from source again:
 
-* ``python -c "import torch"`` — the reference (issue 8: chatcli may add 1.5 s to it);
+* ``python -c "import torch"`` — the reference (issue 18: chatcli may add 1.0 s to it);
 * ``chatcli generate "hi" --max-tokens 1`` — what a person types;
 * the transformers baseline: a Python process that imports transformers, loads the
-  checkpoint and generates one token for the same message;
+  checkpoint and generates one token for the same message (``transformers-loop``: the
+  same with one plain forward and ``argmax`` instead of ``generate``);
 * llama.cpp: a Python process that loads the GGUF with llama-cpp-python and generates one token.
 """
 
@@ -39,6 +42,20 @@ with torch.inference_mode():
 print(tok.decode(out[0, -1:]))
 """
 
+TRANSFORMERS_LOOP_SCRIPT = """
+import sys, torch
+path, dtype, threads, text = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if threads: torch.set_num_threads(threads)
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained(path)
+model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), attn_implementation="sdpa").eval()
+enc = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                              return_tensors="pt", return_dict=True)
+with torch.inference_mode():
+    logits = model(**enc, logits_to_keep=1).logits
+print(tok.decode(logits[0, -1].argmax()))
+"""
+
 LLAMACPP_SCRIPT = """
 import os, sys
 from llama_cpp import Llama
@@ -67,16 +84,24 @@ def commands(spec: BenchSpec, skip: tuple[str, ...] = ()) -> dict[str, list[str]
     cmds = {"python": [sys.executable, "-c", "import torch"], "chatcli": chatcli_command(spec)}
     if "transformers" in spec.systems and "transformers" not in skip:
         cmds["transformers"] = [sys.executable, "-c", TRANSFORMERS_SCRIPT, spec.path, spec.dtype, threads, prompts.HI]
+    if "transformers-loop" in spec.systems and "transformers-loop" not in skip:
+        cmds["transformers-loop"] = [sys.executable, "-c", TRANSFORMERS_LOOP_SCRIPT, spec.path, spec.dtype, threads,
+                                     prompts.HI]  # fmt: skip
     if "llama.cpp" in spec.systems and "llama.cpp" not in skip and spec.gguf:
         cmds["llama.cpp"] = [sys.executable, "-c", LLAMACPP_SCRIPT, spec.gguf, threads, prompts.HI]
     return cmds
+
+
+def _env() -> dict[str, str]:
+    """The bench's environment, but writing bytecode (see the module docstring)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def run_child(cmd: list[str], timeout: float = 600.0) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of one child process; RuntimeError with its last stderr line if it fails."""
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=_env())
         deadline = t0 + timeout
         while True:  # wait4 with a deadline: poll, since wait4 itself cannot time out
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -100,8 +125,7 @@ def measure(spec: BenchSpec, progress=None, skip: tuple[str, ...] = ()) -> dict[
     """Per system: ``{"start_s": [...], "peak_rss_mb": [...]}`` or ``{"error": "..."}``."""
     cmds = commands(spec, skip)
     out: dict[str, dict] = {name: {"start_s": [], "peak_rss_mb": []} for name in cmds}
-    warm = 1 if spec.groups[0] == "start" else 0
-    for rnd in range(1 - warm, 1 + spec.repeats):  # round 0 is the warm-up
+    for rnd in range(1 + spec.repeats):  # round 0 is the warm-up (page cache, .pyc files)
         for name, cmd in cmds.items():
             if "error" in out[name]:
                 continue

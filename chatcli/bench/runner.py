@@ -38,6 +38,7 @@ WORKER_TIMEOUT_S = 900.0
 SUPPORTS = {
     "chatcli": ("prefill", "decode", "turns", "candidates", "adapters"),
     "transformers": ("prefill", "decode", "turns", "candidates", "adapters"),
+    "transformers-loop": ("prefill", "decode", "turns"),
     "llama.cpp": ("prefill", "decode", "turns"),
 }
 

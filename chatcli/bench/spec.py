@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 
-SYSTEMS = ("chatcli", "transformers", "llama.cpp")
+# transformers: its `generate`; transformers-loop: a plain KV-cache greedy loop (the fair decode baseline).
+SYSTEMS = ("chatcli", "transformers", "transformers-loop", "llama.cpp")
 BASELINES = SYSTEMS[1:]
 # Figure groups, in the order they run; each group is one worker process per system. The
 # whole-process start runs after the workers, whose runs have warmed the page cache for it.

@@ -1,12 +1,21 @@
-"""The transformers baseline of each figure group: the same checkpoint, dtype, threads and token ids.
+"""The transformers baselines of each figure group: the same checkpoint, dtype, threads and token ids.
 
-``AutoModelForCausalLM.from_pretrained`` on chatcli's checkpoint directory and
-``generate`` with its own KV cache, as a transformers user runs it. Token ids come
-from chatcli's tokenizer (identical to the checkpoint's, so both systems get the
-same input), except on the turns, where transformers renders its own chat template
-each turn and re-prefills the whole history, as it does. Candidates: one
-``num_return_sequences=N`` sampling call against N calls. Adapters: PEFT
-(``PeftModel.from_pretrained``, unmerged, then ``merge_and_unload``).
+Two ways a transformers user decodes, two systems in the bench:
+
+* ``transformers`` (:func:`run`): ``AutoModelForCausalLM.from_pretrained`` on chatcli's
+  checkpoint directory and ``generate`` with its own KV cache. Token ids come from
+  chatcli's tokenizer (identical to the checkpoint's, so both systems get the same
+  input), except on the turns, where transformers renders its own chat template each
+  turn and re-prefills the whole history, as it does. Candidates: one
+  ``num_return_sequences=N`` sampling call against N calls. Adapters: PEFT
+  (``PeftModel.from_pretrained``, unmerged, then ``merge_and_unload``).
+* ``transformers-loop`` (:func:`run_loop`): the plain KV-cache greedy loop with none of
+  ``generate``'s per-step machinery (logits processors, stopping criteria, streamer),
+  the fair baseline for decode speed: one forward of the prompt (``logits_to_keep=1``),
+  then ``model(next, past_key_values=cache)`` (``cache=`` in transformers 5) and ``argmax`` per token, under
+  ``torch.inference_mode()``, SDPA attention. Prefill, decode and turns; the turns keep
+  the cache between turns and feed only what the history adds (``DynamicCache.crop`` to
+  the common prefix), as chatcli's own prefix reuse does.
 """
 
 from __future__ import annotations
@@ -36,6 +45,125 @@ def run(spec: BenchSpec, group: str) -> dict:
         figures, info = fn(model, tokenizer, spec)
     info["transformers"] = transformers.__version__
     return {"figures": figures, "load_s": load_s, "info": info, "notes": []}
+
+
+# ---------------------------------------------------------------- the plain KV-cache loop
+
+
+def run_loop(spec: BenchSpec, group: str) -> dict:
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    from chatcli.engine.loader import load_prompt_renderer
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=getattr(torch, spec.dtype),
+                                                 attn_implementation="sdpa").eval()  # fmt: skip
+    load_s = time.perf_counter() - t0
+    tokenizer = load_prompt_renderer(spec.path).tokenizer
+    fn = {"prefill": _loop_prefill, "decode": _loop_decode, "turns": _loop_turns}[group]
+    with torch.inference_mode():
+        figures, info = fn(model, tokenizer, spec)
+    info.update(transformers=transformers.__version__, attention=model.config._attn_implementation)
+    return {"figures": figures, "load_s": load_s, "info": info, "notes": []}
+
+
+class _Loop:
+    """One sequence's greedy loop: the ids whose keys/values the cache holds, and the cache."""
+
+    def __init__(self, model) -> None:
+        import inspect
+
+        from transformers import DynamicCache
+
+        self.model = model
+        self.cache = DynamicCache()
+        self.ids: list[int] = []  # fed so far, position by position
+        # transformers 5 renames past_key_values to cache (the old name warns, then goes away)
+        self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    def feed(self, ids: list[int]) -> int:
+        """Run ``ids`` after what the cache holds; the greedy next token."""
+        import torch
+
+        x = torch.tensor([ids], dtype=torch.long)
+        logits = self.model(input_ids=x, use_cache=True, logits_to_keep=1, **{self.cache_arg: self.cache}).logits
+        self.ids += ids
+        return int(logits[0, -1].argmax())
+
+    def reuse(self, ids: list[int]) -> list[int]:
+        """Keep the cached prefix ``ids`` starts with (at least one token left to run); the rest."""
+        keep = 0
+        for a, b in zip(self.ids, ids[:-1]):
+            if a != b:
+                break
+            keep += 1
+        if keep < len(self.ids):
+            self.cache.crop(keep - len(self.ids))  # negative: the tokens to remove (transformers 4 and 5)
+            del self.ids[keep:]
+        return ids[keep:]
+
+
+def _loop_times(model, ids: list[int], n: int) -> tuple[float, list[float]]:
+    """(start, a timestamp per token) for ``n`` greedy tokens after ``ids`` from an empty cache."""
+    loop = _Loop(model)
+    stamps = []
+    t0 = time.perf_counter()
+    token = loop.feed(ids)
+    stamps.append(time.perf_counter())
+    while len(stamps) < n:
+        token = loop.feed([token])
+        stamps.append(time.perf_counter())
+    return t0, stamps
+
+
+def _loop_prefill(model, tokenizer, spec: BenchSpec):
+    n = spec.sizes.prompt_tokens
+    ids = prefill_ids(tokenizer, n)
+    rates = []
+    for i in range(1 + spec.repeats):  # the first is the warm-up
+        t0, stamps = _loop_times(model, ids, 1)
+        if i:
+            rates.append(n / (stamps[0] - t0))
+    return {"prefill_tps": rates}, {"prompt_tokens": n}
+
+
+def _loop_decode(model, tokenizer, spec: BenchSpec):
+    ids, n = decode_ids(tokenizer), spec.sizes.decode_tokens
+    rates = []
+    for i in range(1 + spec.repeats):  # the first (8 tokens) is the warm-up
+        _, t = _loop_times(model, ids, n if i else min(n, 8))
+        if i:
+            rates.append((len(t) - 1) / (t[-1] - t[0]))  # after the first token, as the other systems
+    return {"decode_tps": rates}, {}
+
+
+def _loop_turns(model, tokenizer, spec: BenchSpec):
+    turns = conversation(spec)
+    first, last = [], []
+    for i in range(1 + spec.repeats):  # the first conversation is the warm-up
+        loop = _Loop(model)
+        messages: list[dict] = []
+        ttfts = []
+        for text in turns:
+            messages.append({"role": "user", "content": text})
+            t0 = time.perf_counter()
+            token = loop.feed(loop.reuse(tokenizer.encode_chat(messages)))
+            ttfts.append(time.perf_counter() - t0)
+            answer: list[int] = []
+            while token not in tokenizer.eos_ids:
+                answer.append(token)
+                if len(answer) >= spec.sizes.turn_answer_tokens:
+                    break
+                token = loop.feed([token])
+            messages.append({"role": "assistant", "content": tokenizer.decode(answer)})
+        if i:
+            first.append(ttfts[0])
+            last.append(ttfts[-1])
+    return {"ttft_first_s": first, "ttft_last_s": last}, {"turns": len(turns)}
 
 
 class _Clock:

@@ -23,9 +23,11 @@ MARKER = "CHATCLI-BENCH-RESULT "
 _MODULES = {
     "chatcli": "chatcli.bench.chatcli_worker",
     "transformers": "chatcli.bench.transformers_worker",
+    "transformers-loop": "chatcli.bench.transformers_worker",
     "llama.cpp": "chatcli.bench.llamacpp_worker",
     "python": "chatcli.bench.bandwidth",  # system-independent figures (the read bandwidth)
 }
+_ENTRY = {"transformers-loop": "run_loop"}  # a module's function for a system other than run(spec, group)
 
 
 def run(system: str, group: str, spec: BenchSpec) -> dict:
@@ -33,7 +35,7 @@ def run(system: str, group: str, spec: BenchSpec) -> dict:
         import torch
 
         torch.set_num_threads(spec.threads)
-    result = importlib.import_module(_MODULES[system]).run(spec, group)
+    result = getattr(importlib.import_module(_MODULES[system]), _ENTRY.get(system, "run"))(spec, group)
     result["peak_rss_mb"] = own_peak_rss_mb()
     if system != "llama.cpp":
         import torch

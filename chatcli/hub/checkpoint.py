@@ -26,7 +26,7 @@ from torch.overrides import TorchFunctionMode
 from chatcli.bounded_json import JSONError, loads
 from chatcli.errors import ModelError, UsageError
 from chatcli.hub.safetensors_header import HeaderError, parse_header
-from chatcli.hub.safetensors_io import open_mapped
+from chatcli.hub.safetensors_io import map_each, open_mapped
 from chatcli.model.config import ModelConfig, normalize_ids
 from chatcli.model.model import DecoderLM
 from chatcli.regular_file import NotRegularFile, read_bytes
@@ -214,8 +214,12 @@ def _mapped_tensors(file: Path, keys: list[str]) -> Iterator[tuple[str, torch.Te
 
 def _separately_mapped(file: Path, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
     """Tensors each backed by its own mapping of the file (freed with the tensor)."""
-    for key in keys:
-        yield from _mapped_tensors(file, [key])
+    try:
+        yield from map_each(file, keys)
+    except NotRegularFile as e:
+        raise ModelError(e.message) from None
+    except (OSError, ValueError) as e:  # HeaderError is a ValueError; mmap's own errors are OSError/ValueError
+        raise ModelError(f"cannot read {file.name}: {e}; the file is corrupt, re-download the model") from None
 
 
 def meta_model(config: ModelConfig) -> DecoderLM:

@@ -9,7 +9,8 @@ it writes (sha256 of the whole file and of the header alone) and fsyncs on close
 which is enough to catch a truncated or foreign file without reading the data;
 the strict parsing lives in :mod:`chatcli.hub.safetensors_header`. :func:`open_mapped`
 is the one way chatcli hands a file to the safetensors library: checked first, the
-library's own errors turned into :class:`HeaderError`.
+library's own errors turned into :class:`HeaderError`. :func:`map_each` maps each tensor's
+own pages (one header parse for the whole file), so each can be unmapped on its own.
 
 Format (https://github.com/huggingface/safetensors): u64 little-endian header
 length N, N bytes of JSON (padded with spaces to a multiple of 8), then the
@@ -26,13 +27,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from chatcli.bounded_json import JSONError, loads
 from chatcli.hub.safetensors_header import HeaderError, parse_header, read_raw
-from chatcli.regular_file import NotRegularFile, check_regular
+from chatcli.regular_file import NotRegularFile, check_regular, open_regular
+
+if TYPE_CHECKING:
+    import torch
 
 # safetensors dtype name -> bytes per element
 DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2}
@@ -146,6 +150,47 @@ def check_file(path: Path) -> str | None:
     except (HeaderError, NotRegularFile) as e:
         return f"{Path(path).name}: {e}"
     return None
+
+
+# safetensors dtype name -> torch dtype name, for the tensors map_each maps itself
+_TORCH_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                 "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}  # fmt: skip
+
+
+def map_each(path: Path, keys: list[str]) -> Iterator[tuple[str, "torch.Tensor"]]:
+    """Each tensor ``keys`` of ``path``, a view of a private memory mapping of its own pages.
+
+    What the library gives when the file is opened once per tensor (a tensor that frees its
+    mapping when it dies), for one header parse instead of one per tensor: opening the default
+    model's file 272 times parsed its header 272 times (~0.1 s of every load). Mappings are
+    copy-on-write (``MAP_PRIVATE``), as the library's: a write never reaches the file. A dtype
+    this does not map, or a big-endian machine, goes through :func:`open_mapped`."""
+    import mmap
+    import sys
+
+    import torch
+
+    header = parse_header(path)
+    if sys.byteorder != "little" or any(header.tensors[k].dtype not in _TORCH_DTYPES for k in keys):
+        with open_mapped(path, checked=True) as f:
+            for key in keys:
+                yield key, f.get_tensor(key)
+        return
+    with open_regular(path, "safetensors file") as f:
+        if os.fstat(f.fileno()).st_size != header.size:
+            raise HeaderError("the file changed while it was read")
+        for key in keys:
+            e = header.tensors[key]
+            dtype = getattr(torch, _TORCH_DTYPES[e.dtype])
+            if e.end == e.start:
+                yield key, torch.empty(e.shape, dtype=dtype)
+                continue
+            start = header.data_start + e.start
+            base = start - start % mmap.ALLOCATIONGRANULARITY  # a mapping starts on a page boundary
+            mapped = mmap.mmap(f.fileno(), header.data_start + e.end - base, offset=base, access=mmap.ACCESS_COPY)
+            count = (e.end - e.start) // dtype.itemsize
+            # The tensor holds the mapping (through the buffer) and unmaps it when it dies.
+            yield key, torch.frombuffer(mapped, dtype=dtype, count=count, offset=start - base).view(e.shape)
 
 
 @contextmanager
