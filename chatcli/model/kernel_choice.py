@@ -33,8 +33,9 @@ class KernelChoices:
     * ``int8_max_rows`` / ``int4_max_rows``: products of at most this many rows go through the
       int8 / int4 kernel, more rows dequantise the weight for a dense matmul;
     * ``prefill_threads`` / ``decode_threads``: torch's thread count while a prompt is prefilled /
-      while tokens are decoded (None: leave the count as it is). Both or neither: the count a decode
-      changed must be set back by the next prefill (and after the answer), so one is never None alone.
+      while tokens are decoded, and ``idle_threads`` the count set back when an answer ends (the count
+      in effect when the choices were measured, so a model loaded later in the same process sees the
+      count its user set). All three or none (None: leave the count as it is).
     """
 
     bf16_small_rows: str = "onednn"
@@ -42,6 +43,7 @@ class KernelChoices:
     int4_max_rows: int = 16
     prefill_threads: int | None = None
     decode_threads: int | None = None
+    idle_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.bf16_small_rows not in BF16_PATHS:
@@ -50,12 +52,12 @@ class KernelChoices:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        for name in ("prefill_threads", "decode_threads"):
+        for name in ("prefill_threads", "decode_threads", "idle_threads"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
-        if (self.prefill_threads is None) != (self.decode_threads is None):
-            raise ValueError("prefill_threads and decode_threads are both None or both set")
+        if len({self.prefill_threads is None, self.decode_threads is None, self.idle_threads is None}) != 1:
+            raise ValueError("prefill_threads, decode_threads and idle_threads are all None or all set")
 
     def with_(self, **changes) -> "KernelChoices":
         return KernelChoices(**{**asdict(self), **changes})
@@ -75,7 +77,7 @@ class KernelChoices:
         """One line for people: ``bf16 small rows onednn, int8 kernel <= 16 rows, ...``."""
         return (f"bf16 small rows {self.bf16_small_rows}, int8 kernel <= {self.int8_max_rows} rows, "
                 f"int4 kernel <= {self.int4_max_rows} rows, threads prefill {_threads(self.prefill_threads)} / "
-                f"decode {_threads(self.decode_threads)}")
+                f"decode {_threads(self.decode_threads)}" + (f" of {self.idle_threads}" if self.idle_threads else ""))
 
 
 def _threads(n: int | None) -> str:

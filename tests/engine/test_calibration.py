@@ -44,18 +44,22 @@ def threads_back():
 @pytest.fixture
 def calibrating(monkeypatch, threads_back):
     monkeypatch.setenv("CHATCLI_CALIBRATE", "1")
-    monkeypatch.setattr(measure, "load_per_core", lambda: 0.1)  # a quiet machine, whatever this one is doing
+    for module in (measure, auto):  # a quiet machine, whatever this one is doing
+        monkeypatch.setattr(module, "load_per_core", lambda: 0.1)
+    monkeypatch.setattr(measure, "DEADLINE_S", 600.0)  # every candidate measured, however loaded the machine is
 
 
 # ---------------------------------------------------------------- the choices
 
 
 def test_choices_check_their_values_and_round_trip_through_json():
-    c = KernelChoices(bf16_small_rows="plain", int8_max_rows=32, int4_max_rows=0, prefill_threads=2, decode_threads=1)
+    c = KernelChoices(bf16_small_rows="plain", int8_max_rows=32, int4_max_rows=0, prefill_threads=2, decode_threads=1,
+                      idle_threads=2)
     assert KernelChoices.from_json(json.loads(json.dumps(c.to_json()))) == c
     assert DEFAULT == KernelChoices() and DEFAULT.bf16_small_rows == "onednn" and DEFAULT.int4_max_rows == 16
     for bad in ({"bf16_small_rows": "fast"}, {"int8_max_rows": -1}, {"int4_max_rows": 1.5},
-                {"prefill_threads": 0, "decode_threads": 1}, {"prefill_threads": 2}):  # one thread count alone
+                {"prefill_threads": 0, "decode_threads": 1, "idle_threads": 1},
+                {"prefill_threads": 2, "decode_threads": 1}):  # not all three thread counts
         with pytest.raises(ValueError):
             KernelChoices(**bad)
     for bad in (None, [], {**c.to_json(), "extra": 1}, {k: v for k, v in c.to_json().items() if k != "int8_max_rows"}):
@@ -116,11 +120,11 @@ def test_threads_follow_the_phases_and_come_back_after_the_answer(tiny_model_dir
         list(gen.stream(ids, SamplingParams(temperature=0, max_tokens=4), eos_ids=()))
         assert {n for _, n in seen} == {2}  # no choice: the count as set, untouched
         seen.clear()
-        use_kernel_choices(model, DEFAULT.with_(prefill_threads=2, decode_threads=1))
+        use_kernel_choices(model, DEFAULT.with_(prefill_threads=2, decode_threads=1, idle_threads=3))
         gen.reset()
         list(gen.stream(ids, SamplingParams(temperature=0, max_tokens=4), eos_ids=()))
         assert seen[0] == (len(ids), 2) and all(n == 1 for _, n in seen[1:]) and len(seen) == 4
-        assert torch.get_num_threads() == 2  # the answer ended: back to the prefill count for probes and scoring
+        assert torch.get_num_threads() == 3  # the answer ended: the count as set when measured
     finally:
         hook.remove()
 
@@ -171,6 +175,15 @@ def test_a_calibration_measures_what_exists_for_the_model_and_applies_it(tiny_mo
     assert cal.seconds < 30
     text = render(cal, "cached in X")
     assert "chosen: " + cal.choices.describe() in text and "decode" in text and text.endswith("cached in X")
+
+
+def test_past_the_deadline_only_the_baselines_are_measured_and_kept(tiny_model_dir, calibrating, monkeypatch):
+    engine = load_engine(str(tiny_model_dir), quantize="int8", warm_up=False, calibrate=False)
+    torch.set_num_threads(2)
+    monkeypatch.setattr(measure, "DEADLINE_S", 0.0)
+    cal = measure.calibrate(engine)
+    assert [(m.what, m.candidate, m.chosen) for m in cal.measurements] == [("decode", "2 threads", True)]
+    assert cal.choices == DEFAULT  # nothing else measured: nothing else chosen
 
 
 def test_one_thread_and_float32_leave_nothing_to_measure(tiny_model_dir, calibrating):
@@ -247,17 +260,23 @@ def test_a_corrupt_cache_file_is_measured_again_and_replaced(tiny_model_dir, cal
     assert cache.read_cached(again.calibration.key) == again.calibration
 
 
-def test_a_busy_calibration_is_measured_again_on_a_quiet_load(tiny_model_dir, calibrating, monkeypatch, capsys):
-    monkeypatch.setattr(measure, "load_per_core", lambda: 3.0)
-    busy = load_engine(str(tiny_model_dir), warm_up=False).calibration
-    assert busy.busy and "on a busy machine" in capsys.readouterr().err
-    monkeypatch.setattr(auto, "load_per_core", lambda: 3.0)
-    assert load_engine(str(tiny_model_dir), warm_up=False).calibration == busy  # still busy: the cache serves
+def test_a_busy_machine_is_not_calibrated_on_load_and_a_busy_calibration_is_redone_when_quiet(
+        tiny_model_dir, calibrating, monkeypatch, capsys):  # fmt: skip
+    monkeypatch.setattr(auto, "load_per_core", lambda: 3.0)  # other work on every core
+    engine = load_engine(str(tiny_model_dir), warm_up=False)
+    assert engine.calibration is None and engine.model.kernel_choices == DEFAULT and capsys.readouterr().err == ""
+    key = calibration_key(engine.model)
+    assert cache.read_cached(key) is None  # nothing measured, nothing cached: a quiet load will measure
+    busy = Calibration(key, DEFAULT.with_(prefill_threads=1, decode_threads=1, idle_threads=2), (), 0.5, "2026-12-06T11:00:00+00:00",
+                       3.0)  # what `bench --calibrate` wrote on a busy machine  # fmt: skip
+    assert busy.busy and "the machine was busy" in render(busy, "")
+    cache.write_cached(busy)
+    assert load_engine(str(tiny_model_dir), warm_up=False).calibration == busy  # still busy: it serves
     assert capsys.readouterr().err == ""
     monkeypatch.setattr(auto, "load_per_core", lambda: 0.2)
-    monkeypatch.setattr(measure, "load_per_core", lambda: 0.2)
     quiet = load_engine(str(tiny_model_dir), warm_up=False).calibration
-    assert not quiet.busy and capsys.readouterr().err.count("\n") == 1
+    assert quiet != busy and not quiet.busy and capsys.readouterr().err.count("\n") == 1
+    assert cache.read_cached(key) == quiet
 
 
 def test_an_unwritable_cache_or_a_failing_measurement_never_fails_the_load(tiny_model_dir, calibrating, monkeypatch,
@@ -324,7 +343,38 @@ def test_key_names_the_cpu_torch_threads_dtype_quantization_and_shape(tiny_model
 
 
 def test_the_bench_note_says_where_the_choices_came_from():
-    cal = _cal({"cpu": "x"}, prefill_threads=2, decode_threads=1)
+    cal = _cal({"cpu": "x"}, prefill_threads=2, decode_threads=1, idle_threads=2)
     assert "calibrated on this CPU 2026-12-06" in kernel_note(cal.choices, cal, True)
-    assert "threads prefill 2 / decode 1" in kernel_note(cal.choices, cal, True)
+    assert "threads prefill 2 / decode 1 of 2" in kernel_note(cal.choices, cal, True)
     assert "automatic calibration off" in kernel_note(DEFAULT, None, False)
+
+
+def test_bench_calibrate_measures_again_and_prints_the_table(tiny_model_dir, calibrating, capsys):
+    from chatcli.paths import cache_dir
+    from tests.cli.test_generate import run
+
+    code, out, err = run(capsys, "bench", "--calibrate", "--model", str(tiny_model_dir), "--threads", "2")
+    assert code in (0, None), err
+    assert out.startswith("chatcli calibration: ") and "decode" in out and "prefill" in out and "chosen: " in out
+    files = list((cache_dir() / "calibration").glob("*.json"))
+    assert len(files) == 1 and str(files[0]) in out
+    first = json.loads(files[0].read_text())
+    code, out, err = run(capsys, "bench", "--calibrate", "--model", str(tiny_model_dir), "--threads", "2", "--json")
+    again = json.loads(out)
+    assert again["schema"] == SCHEMA and again["key"] == first["key"] and again["created"] >= first["created"]
+    assert list((cache_dir() / "calibration").glob("*.json")) == files  # the same key: replaced, not added
+    for extra in (["--only", "decode"], ["--baseline", "transformers"], ["--quick"]):
+        code, out, err = run(capsys, "bench", "--calibrate", "--model", str(tiny_model_dir), *extra)
+        assert code == 2 and err.count("\n") == 1 and f"drop {extra[0]}" in err
+
+
+def test_a_bench_worker_reports_the_paths_it_ran(tiny_model_dir, calibrating):
+    from chatcli.bench.chatcli_worker import run as worker_run
+    from chatcli.bench.spec import QUICK, BenchSpec
+
+    spec = BenchSpec(model=str(tiny_model_dir), path=str(tiny_model_dir), quick=True, sizes=QUICK, repeats=1)
+    result = worker_run(spec, "decode")
+    key = calibration_key(load_engine(str(tiny_model_dir), device="cpu", warm_up=False, calibrate=False).model)
+    cal = cache.read_cached(key)  # the worker's load calibrated (CHATCLI_CALIBRATE=1 here) and cached it
+    assert cal is not None and result["info"]["kernels"] == cal.choices.to_json()
+    assert result["notes"] == [kernel_note(cal.choices, cal, True)] and "calibrated on this CPU" in result["notes"][0]

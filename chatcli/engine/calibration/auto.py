@@ -7,8 +7,11 @@ calibration is applied silently; a missing, corrupt or foreign one is measured a
 
     calibrated this CPU's kernels in 3.1 s (cached; redo with chatcli bench --calibrate)
 
-A calibration measured while other work kept every core busy (thread counts measured then favour
-fewer threads) is used, and measured again on the first load that finds the machine quiet.
+On a busy machine (a load average of :data:`~.record.BUSY_LOAD` or more per CPU: other work keeps
+every core busy, so timings say little and thread counts measured then favour fewer threads) nothing
+is measured and nothing said: the model runs the cached choices or the defaults, and the first load
+that finds the machine quiet measures. A calibration measured busy anyway (``chatcli bench
+--calibrate`` always measures) is used until then.
 
 A calibration that fails (which it should not) leaves the default paths and says so in that one
 line instead: loading a model never fails because of it. Only CPU models are calibrated.
@@ -53,9 +56,12 @@ def calibrate_on_load(engine, say: Callable[[str], None]) -> Calibration | None:
     if model.device.type != "cpu":
         return None
     cached = read_cached(calibration_key(model))
-    if cached is not None and not (cached.busy and (load_per_core() or 0.0) < BUSY_LOAD):
+    busy = (load_per_core() or 0.0) >= BUSY_LOAD
+    if cached is not None and (busy or not cached.busy):
         use_kernel_choices(model, cached.choices)
         return cached
+    if busy:
+        return None  # measured on a quiet load (see the module docstring)
     try:
         cal = calibrate(engine)
     except Exception as e:  # noqa: BLE001 - a load must not fail for an optimisation; the line says why
@@ -68,6 +74,5 @@ def calibrate_on_load(engine, say: Callable[[str], None]) -> Calibration | None:
         where = "cached"
     except OSError as e:
         where = f"not cached: {e.strerror or e}"
-    busy = " on a busy machine" if cal.busy else ""
-    say(f"calibrated this CPU's kernels in {cal.seconds:.1f} s{busy} ({where}; redo with chatcli bench --calibrate)")
+    say(f"calibrated this CPU's kernels in {cal.seconds:.1f} s ({where}; redo with chatcli bench --calibrate)")
     return cal

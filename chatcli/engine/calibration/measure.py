@@ -17,8 +17,9 @@ faster by more than :data:`MARGIN` (the noise of a short measurement):
 
 Every timing is the best of :data:`ROUNDS` interleaved rounds (machine load hits all candidates
 alike), after one warm-up. A decode run that is already twice as slow as the best one stops
-early, and after :data:`DEADLINE_S` no new round starts (candidates never measured are not
-chosen), so a busy machine delays a load by seconds, not minutes. Nothing changes the dtype or
+early, and after :data:`DEADLINE_S` no new round or decision starts (candidates never measured
+are not chosen), so a slow machine delays a load by seconds, not minutes (a busy one is not
+calibrated on load at all: :mod:`.auto`). Nothing changes the dtype or
 the quantisation. About 2-4 s for the default 135M model on 2 quiet cores; a tiny test model
 takes well under a second.
 """
@@ -66,7 +67,7 @@ def calibrate(engine) -> Calibration:
     load = load_per_core()
     run = _Run(engine, _prompt_ids(engine.tokenizer, min(PREFILL_TOKENS, model.config.context_length // 4)))
     threads = thread_candidates(budget)
-    choices = DEFAULT.with_(prefill_threads=budget, decode_threads=budget)
+    choices = DEFAULT.with_(prefill_threads=budget, decode_threads=budget, idle_threads=budget)
     try:
         use_kernel_choices(model, choices)
         run.decode_ms(3, math.inf)  # warm-up: pages the weights in, sets the kernels up
@@ -79,7 +80,7 @@ def calibrate(engine) -> Calibration:
         engine.generator.reset()
         torch.set_num_threads(budget)
     if choices.prefill_threads == budget and choices.decode_threads == budget:
-        choices = choices.with_(prefill_threads=None, decode_threads=None)  # the budget: leave it as set
+        choices = choices.with_(prefill_threads=None, decode_threads=None, idle_threads=None)  # the budget: as set
     use_kernel_choices(model, choices)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     cal = Calibration(key, choices, tuple(run.rows), time.perf_counter() - run.start, created, load)
@@ -199,7 +200,7 @@ class _Run:
             layers = [m for m in layers if m.use_kernel]  # the others never take the kernel
         elif packing() is None:
             layers = []  # no int4 kernel in this torch build: every product dequantises
-        if not layers:
+        if not layers or self.late():
             return choices
         field = f"{method}_max_rows"
         default = getattr(DEFAULT, field)
@@ -221,11 +222,9 @@ class _Run:
     # ------------------------------------------------------------ prefill threads
 
     def choose_prefill(self, choices: KernelChoices, threads: Sequence[int]) -> KernelChoices:
-        if len(threads) == 1:
-            return choices
-        use_kernel_choices(self.model, choices)
-        self.prefill_ms()  # warm-up at this many rows
-        times: dict[int, float] = {}
+        if len(threads) == 1 or self.late():
+            return choices  # (out of time: a baseline measured alone decides nothing)
+        times: dict[int, float] = {}  # (no warm-up: the decode warm-up prefilled this prompt)
         for i in range(ROUNDS):
             if i and self.late():
                 break

@@ -12,8 +12,8 @@ The JSON object (schema ``chatcli-calibration/1``) is what the cache file holds 
 (``prefill``) or per decoder layer's products (``int8 rows`` / ``int4 rows``). ``baseline`` marks
 the candidate that is kept unless another is measurably faster; ``chosen`` what was kept.
 ``load_per_core`` is the machine's 1-minute load average per CPU when measuring began (null
-where unknown): at 1 or more other work shared the cores, and the choices may be the busy
-machine's (:attr:`Calibration.busy`; the automatic calibration measures again on a quiet load).
+where unknown): from :data:`BUSY_LOAD` on, other work shared the cores and the choices may be the
+busy machine's (:attr:`Calibration.busy`; the automatic calibration measures again on a quiet load).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from chatcli.model.kernel_choice import KernelChoices
 
 SCHEMA = "chatcli-calibration/1"
-BUSY_LOAD = 1.0  # load average per CPU from which a machine counts as busy
+# Load average per CPU from which a machine counts as busy: other work on every core (chatcli's own
+# previous run on all cores leaves at most 1 per CPU in the 1-minute average).
+BUSY_LOAD = 1.5
 
 
 @dataclass(frozen=True)
