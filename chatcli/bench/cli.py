@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from chatcli.bench.spec import BASELINES, GROUPS, QUICK, BenchSpec, Sizes
+from chatcli.bench.spec import BASELINES, DEFAULT_GROUPS, GROUPS, OPT_IN, QUICK, BenchSpec, Sizes
 from chatcli.cli.common import DEFAULT_MODEL
 from chatcli.model.quant_choice import check_quantize
 from chatcli.errors import ChatcliError, UsageError
@@ -33,7 +33,9 @@ def bench(
         "llama.cpp (repeatable); ratios per figure."
     ),
     repeats: int | None = typer.Option(None, "--repeats", help="Measured runs per figure, after a warm-up. [default: 3]"),
-    only: str | None = typer.Option(None, "--only", help=f"Comma-separated figure groups: {','.join(GROUPS)}."),
+    only: str | None = typer.Option(
+        None, "--only", help=f"Comma-separated figure groups: {','.join(GROUPS)} ({','.join(OPT_IN)}: only when named)."
+    ),
     gguf: str | None = typer.Option(None, "--gguf", help="The GGUF file for --baseline llama.cpp (default: the model's own)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny sizes and 2 runs: checks that everything runs (tests)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
@@ -97,7 +99,7 @@ def build_spec(
     bad = [b for b in baselines if b not in BASELINES]
     if bad:
         raise UsageError(f"unknown --baseline {bad[0]!r}: use {', '.join(BASELINES[:-1])} or {BASELINES[-1]}")
-    groups = GROUPS
+    groups = DEFAULT_GROUPS
     if only is not None:
         asked = [g.strip() for g in only.split(",") if g.strip()]
         unknown = [g for g in asked if g not in GROUPS]

@@ -42,4 +42,16 @@ def figures(s: Sizes) -> list[Figure]:
         Figure("adapter_unmerged_tps", "decode, adapter unmerged (tok/s)", "tok/s", True, "adapters"),
         Figure("adapter_merged_tps", "decode, adapter merged (tok/s)", "tok/s", True, "adapters"),
         Figure("peak_rss_mb", "peak RSS, whole start-to-first-token process (MB)", "MB", False, "start"),
+        *_train(s),
+    ]
+
+
+def _train(s: Sizes) -> list[Figure]:
+    """LoRA training (chatcli.bench.train): tokens/s of a step = the batch's tokens / the step's seconds."""
+    b, n = s.train_batch, s.train_tokens
+    return [
+        Figure("train_sft_tps", f"SFT training tok/s ({b} x {n} tokens a step)", "tok/s", True, "train"),
+        Figure("train_dpo_tps", f"DPO training tok/s ({b} pairs x 2 x {n} tokens a step)", "tok/s", True, "train"),
+        Figure("train_sft_rss_mb", "SFT training peak RSS (MB)", "MB", False, "train"),
+        Figure("train_dpo_rss_mb", "DPO training peak RSS (MB)", "MB", False, "train"),
     ]

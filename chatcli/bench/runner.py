@@ -36,8 +36,8 @@ from chatcli.bench.worker import MARKER
 SCHEMA = "chatcli-bench/1"
 WORKER_TIMEOUT_S = 900.0
 SUPPORTS = {
-    "chatcli": ("prefill", "decode", "turns", "candidates", "adapters"),
-    "transformers": ("prefill", "decode", "turns", "candidates", "adapters"),
+    "chatcli": ("prefill", "decode", "turns", "candidates", "adapters", "train"),
+    "transformers": ("prefill", "decode", "turns", "candidates", "adapters", "train"),  # train: transformers + PEFT
     "transformers-loop": ("prefill", "decode", "turns"),
     "llama.cpp": ("prefill", "decode", "turns"),
 }

@@ -15,7 +15,9 @@ SYSTEMS = ("chatcli", "transformers", "transformers-loop", "llama.cpp")
 BASELINES = SYSTEMS[1:]
 # Figure groups, in the order they run; each group is one worker process per system. The
 # whole-process start runs after the workers, whose runs have warmed the page cache for it.
-GROUPS = ("prefill", "decode", "turns", "candidates", "adapters", "start", "bandwidth")
+GROUPS = ("prefill", "decode", "turns", "candidates", "adapters", "train", "start", "bandwidth")
+OPT_IN = ("train",)  # long runs: measured only when --only names them (the LoRA training of chatcli.bench.train)
+DEFAULT_GROUPS = tuple(g for g in GROUPS if g not in OPT_IN)
 
 
 @dataclass(frozen=True)
@@ -33,15 +35,21 @@ class Sizes:
     adapter_loads: int = 5  # timed adapter loads (after one warm-up load)
     bandwidth_mb: int = 512  # the tensor summed for the read bandwidth (well past the caches)
     short_turns: bool = False  # quick mode: short user turns, so ten fit a tiny model's context
+    # Training (--only train): examples (DPO: pairs) per optimizer step and tokens of every row. Half the
+    # fine-tuning default batch of 4: the default model's DPO step at 4 x 2 x 256 peaks near 9 GB and the
+    # group should end in a couple of minutes on 2 cores.
+    train_batch: int = 2
+    train_tokens: int = 256
 
     def needed_context(self, turn_tokens: int = 0) -> int:
         """The longest sequence a figure runs (turn_tokens: the conversation's estimate)."""
-        return max(self.prompt_tokens + 1, self.decode_tokens + 64, turn_tokens)
+        return max(self.prompt_tokens + 1, self.decode_tokens + 64, turn_tokens, self.train_tokens)
 
 
 QUICK = Sizes(
     prompt_tokens=48, decode_tokens=12, turns=10, turn_answer_tokens=2, candidates=8, candidate_tokens=4,
-    adapter_rank=16, adapter_tokens=6, adapter_loads=2, bandwidth_mb=16, short_turns=True,
+    adapter_rank=16, adapter_tokens=6, adapter_loads=2, bandwidth_mb=16, short_turns=True, train_batch=2,
+    train_tokens=32,
 )  # fmt: skip
 
 
@@ -55,7 +63,7 @@ class BenchSpec:
     repeats: int = 3  # measured runs per figure, after a warm-up
     quick: bool = False
     sizes: Sizes = field(default_factory=Sizes)
-    groups: tuple[str, ...] = GROUPS
+    groups: tuple[str, ...] = DEFAULT_GROUPS
     systems: tuple[str, ...] = ("chatcli",)
     gguf: str | None = None  # for llama.cpp
     adapter_dir: str | None = None  # the rank-R adapter the adapter figures load

@@ -87,3 +87,9 @@ def _targets(report: dict) -> Iterator[dict]:
     if rss and llama_rss and quantize == "int4":
         yield _t("int4_rss", "peak_rss_mb", f"<= {INT4_RSS}x llama.cpp", f"{rss / llama_rss:.2f}x",
                  rss <= INT4_RSS * llama_rss)  # fmt: skip
+
+    for kind in ("sft", "dpo"):  # LoRA training (--only train), chatcli's trainer against transformers + PEFT
+        tr, tf_tr = m(f"train_{kind}_tps"), m(f"train_{kind}_tps", "transformers")
+        if tr and tf_tr:
+            yield _t(f"train_{kind}", f"train_{kind}_tps", ">= 1.5x transformers + PEFT", f"{tr / tf_tr:.2f}x",
+                     tr >= 1.5 * tf_tr)  # fmt: skip
