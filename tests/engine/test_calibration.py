@@ -146,13 +146,13 @@ def test_a_candidate_replaces_the_baseline_only_when_measurably_faster():
     assert measure.pick({"plain": 10.0, "onednn": 9.0}, "plain") == "onednn"
     assert measure.pick({"plain": 10.0, "onednn": 12.0}, "plain") == "plain"
     default = 16
-    # the kernel keeps winning up to 32 rows, loses at 64: 32
-    assert measure.row_limit({1: (1, 9), 8: (2, 9), 16: (4, 9), 32: (8, 9.5), 64: (16, 10)}, default) == 32
-    # past the default a tie is not enough: 16 stays
-    assert measure.row_limit({1: (1, 9), 16: (4, 9), 32: (9.4, 9.5)}, default) == 16
-    # up to the default a tie keeps the kernel; a measurably faster dequantised product at 16 rows: 8
-    assert measure.row_limit({1: (1, 9), 8: (9.2, 9.0), 16: (12, 9)}, default) == 8
-    assert measure.row_limit({1: (20, 9)}, default) == 0
+    # the kernel keeps winning up to 64 rows, loses at 128: 64
+    assert measure.row_limit({32: (8, 12), 64: (16, 20), 128: (30, 24)}, default) == 64
+    # a tie is not enough: the default stays
+    assert measure.row_limit({32: (9.4, 9.5), 64: (1, 20)}, default) == 16
+    # whatever is measured at or below the default (none is, by the calibration) never lowers it
+    assert measure.row_limit({1: (50, 1), 8: (50, 1), 32: (1, 9)}, default) == 32
+    assert measure.row_limit({}, default) == 16
 
 
 @pytest.mark.parametrize("dtype,quantize,rows", [("float32", "none", None), ("float32", "int8", "int8 rows"),

@@ -9,9 +9,12 @@ faster by more than :data:`MARGIN` (the noise of a short measurement):
    whole per token. Baseline: the plain path on the full thread budget (so a
    default that loses to the plain path is never kept).
 2. **int8 / int4 row limit** (quantised models): the first decoder layer's quantised products
-   at each of :data:`ROWS` rows, through the kernel and through the dequantised matmul. The
-   limit is the largest row count up to which the kernel keeps winning. Baseline: the default
-   limit (:data:`chatcli.model.kernel_choice.DEFAULT`).
+   at each of :data:`ROWS` rows past the default limit (:data:`chatcli.model.kernel_choice.DEFAULT`,
+   16: what decode steps and batched candidates run, and what the decode measurement above
+   already timed through the kernel), through the kernel and through the dequantised matmul.
+   The limit is the largest row count up to which the kernel keeps winning measurably; it only
+   ever rises (a noisy moment that slowed the kernel at one row must not send every decode step
+   through a dequantised weight).
 3. **prefill threads**: a prefill of a prompt of :data:`PREFILL_TOKENS` tokens (time to the
    first token) per thread count. Baseline: the full budget.
 
@@ -50,7 +53,7 @@ MARGIN = 0.05  # a candidate must beat its baseline by more than this share to r
 ROUNDS = 2
 DECODE_TOKENS = 6
 PREFILL_TOKENS = 64
-ROWS = (1, 8, 16, 32, 64, 128, 256)
+ROWS = (32, 64, 128, 256)  # past the default limit of 16; a prefill chunk is up to 512
 DEADLINE_S = 8.0  # no new round of measurements starts after this
 _REPS = 3  # timings of the layer products per row count (after a warm-up)
 _TEXT = ("The river rose slowly through the night, and by morning the old bridge stood in brown water "
@@ -102,15 +105,13 @@ def pick(times: dict, baseline) -> object:
 
 
 def row_limit(times: dict[int, tuple[float, float]], default: int) -> int:
-    """The kernel's row limit from {rows: (kernel ms, dequantised ms)}: the largest measured row count
-    up to which the kernel keeps winning from the fewest rows up. Up to ``default`` rows the kernel
-    stays unless the dequantised product is measurably faster; past it, the kernel must be
-    measurably faster. 0 when it loses at the fewest rows measured."""
-    chosen = 0
-    for r in sorted(times):
+    """The kernel's row limit from {rows: (kernel ms, dequantised ms)} measured past ``default``: the
+    largest row count up to which the kernel keeps being measurably faster, from the fewest rows up;
+    ``default`` when it is not at the first."""
+    chosen = default
+    for r in sorted(r for r in times if r > default):
         kernel, dense = times[r]
-        wins = kernel < dense * (1 - MARGIN) if r > default else not dense < kernel * (1 - MARGIN)
-        if not wins:
+        if not kernel < dense * (1 - MARGIN):
             break
         chosen = r
     return chosen
@@ -206,17 +207,16 @@ class _Run:
         default = getattr(DEFAULT, field)
         torch.set_num_threads(choices.prefill_threads)  # many rows: a prefill's count
         times: dict[int, tuple[float, float]] = {}
-        for r in ROWS:
-            if r > default and self.late():
+        for r in (r for r in ROWS if r > default):
+            if self.late():
                 break  # out of time: the kernel is not trusted past what was measured
             xs = [torch.randn(r, m.in_features, dtype=m.dtype) for m in layers]
             times[r] = (_products_ms(layers, xs, limit=r), _products_ms(layers, xs, limit=0))
         chosen = row_limit(times, default)
         what = f"{method} rows"
         for r, (kernel, dense) in times.items():
-            self.rows.append(Measurement(what, f"kernel, {r} rows", kernel, baseline=r <= default, chosen=r <= chosen))
-            self.rows.append(Measurement(what, f"dequantised, {r} rows", dense, baseline=r > default,
-                                         chosen=r > chosen))  # fmt: skip
+            self.rows.append(Measurement(what, f"kernel, {r} rows", kernel, chosen=r <= chosen))
+            self.rows.append(Measurement(what, f"dequantised, {r} rows", dense, baseline=True, chosen=r > chosen))
         return choices.with_(**{field: chosen})  # (measuring changed the layers' limits: the caller sets them all)
 
     # ------------------------------------------------------------ prefill threads
