@@ -7,7 +7,9 @@
 Variants: ``int8``; ``int4`` (groups of 32: on the default model its shipped Q4_1 blocks, loaded
 as they are, with an int8 LM head); ``int4-g64``, ``int4-g128`` (the float weights quantised
 again in larger groups); ``int4-head4`` and ``int4-headf`` (groups of 32 with an int4 or a
-float LM head: how the head's precision was chosen). Each is loaded, measured and dropped in
+float LM head: how the head's precision was chosen); ``int8-embf``, ``int4-embf`` (the tied
+embedding kept as a float table instead of looked up from the int8 head's rows: what that
+lookup costs in quality). Each is loaded, measured and dropped in
 turn, so memory holds two models at a time.
 
 Quality, float32 model against the same model with quantised weights:
@@ -93,7 +95,19 @@ def variant_loader(path: str, name: str):
                            blocks=q4_blocks(Path(path)))
             return engine
         return load
-    raise SystemExit(f"unknown variant {name!r}: use int8, int4, int4-g64, int4-g128, int4-head4, int4-headf")
+    if name in ("int8-embf", "int4-embf"):
+        def load_float_lookup():
+            from chatcli.hub.gguf.q4_blocks import q4_blocks
+            from chatcli.model.quantize import quantize_model
+
+            method = name.removesuffix("-embf")
+            engine = chatcli.load_model(path, device="cpu")  # float, then quantised keeping the float table
+            quantize_model(engine.model, method, embedding="float",
+                           blocks=q4_blocks(Path(path)) if method == "int4" else None)
+            return engine
+        return load_float_lookup
+    raise SystemExit(f"unknown variant {name!r}: use int8, int4, int4-g64, int4-g128, int4-head4, int4-headf, "
+                     "int8-embf, int4-embf")
 
 
 def text_ids(engine, text: str) -> list[int]:

@@ -103,13 +103,15 @@ def _bytes_read_per_token(lm) -> dict:
         storage = t.untyped_storage()
         seen[storage.data_ptr()] = storage.nbytes()
     weights = sum(seen.values())
-    emb = model.get_submodule("model.embed_tokens").weight
+    # From the state dict, not .weight: a lookup from the int8 head's rows (Int8Embedding) has no
+    # table of its own, and reading its .weight would dequantise one (+113 MB at this worker's peak).
+    emb = model.state_dict().get("model.embed_tokens.weight")
     head = getattr(model, "lm_head", None)
     head_storages = {t.untyped_storage().data_ptr() for t in head.state_dict().values()} if head is not None else set()
-    emb_storage = emb.untyped_storage().data_ptr()
+    emb_storage = emb.untyped_storage().data_ptr() if emb is not None else None
     # Untied, or the head has its own (int8) copy: only the looked-up row is read. (An embedding
     # kept outside the state dict was not counted above: nothing to take off.)
-    if emb_storage in seen and emb_storage not in head_storages:
+    if emb is not None and emb_storage in seen and emb_storage not in head_storages:
         weights -= emb.nbytes - emb[0].nbytes
     cfg = model.config
     elem = torch.empty((), dtype=model.dtype).element_size()  # the KV cache is kept in the model dtype

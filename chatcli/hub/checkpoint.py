@@ -29,6 +29,7 @@ from chatcli.hub.safetensors_header import HeaderError, parse_header
 from chatcli.hub.safetensors_io import map_each, open_mapped
 from chatcli.model.config import ModelConfig, normalize_ids
 from chatcli.model.model import DecoderLM
+from chatcli.model.page_release import drop_file_pages, trim_heap
 from chatcli.regular_file import NotRegularFile, read_bytes
 
 Progress = Callable[[str, int, "int | None"], None]
@@ -152,7 +153,12 @@ def load_checkpoint(
     the unpacked model gives the same logits (tests compare the two). ``transform`` runs on
     the model once its weights are assigned, before packing, while each float weight is still
     a view of the file that nothing has read: quantising there (``--quantize``) reads one
-    weight at a time and never holds the float model in memory."""
+    weight at a time and never holds the float model in memory. For that, a cast that widens
+    (a bfloat16/float16 checkpoint loaded as float32) waits until after ``transform``: exact
+    either way, it would otherwise make a float32 copy of every weight before the first one is
+    quantised; ``transform`` then sees the file's dtype, and what it leaves float (norms, an
+    embedding) and the quantised layers' compute dtype are brought to ``dtype`` after it.
+    The C heap's free pages are given back at the end (:func:`~chatcli.model.page_release.trim_heap`)."""
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     config = read_model_config(path)
@@ -174,14 +180,27 @@ def load_checkpoint(
         # Packing copies every weight into its own layout and drops the original. Each tensor
         # then gets a mapping of its own, unmapped as soon as packing replaced it: one shared
         # mapping stays resident until its last view dies, and the peak would hold the model
-        # twice (1.26 GB instead of ~0.86 GB for the default model in float32).
-        tensors = _separately_mapped(file, keys) if pack else _mapped_tensors(file, keys)
+        # twice (1.26 GB instead of ~0.86 GB for the default model in float32). A transform
+        # (quantisation) gives back the pages of each weight it reads (chatcli.model.page_release),
+        # so there the tensors share one mapping: one per tensor made each map the file's header
+        # (+12 MB at the default model's int4 peak, 272 mappings).
+        separate = pack and transform is None
+        tensors = _separately_mapped(file, keys) if separate else _mapped_tensors(file, keys)
+        read: list[torch.Tensor] = []
         for key, tensor in tensors:
             # to() is a no-op when dtype and device already match: the tensor read is the one kept.
-            state[key] = tensor.to(dtype=dtype).to(device)
+            widen = transform is not None and _widens(tensor.dtype, dtype)
+            state[key] = tensor.to(device) if widen else tensor.to(dtype=dtype).to(device)
+            read.append(tensor)
             done += 1
             if progress:
                 progress("loading weights", done, total)
+        if not separate:
+            # Reading a tensor maps ~64 kB of the file around its start (16 MB for the default
+            # model's 272): give them back once all are read (a neighbour's read maps them again).
+            for tensor in read:
+                drop_file_pages(tensor)
+        del read
 
     model.load_state_dict(state, strict=False, assign=True)
     del state  # the model holds the tensors now; packing then frees each one it replaces
@@ -190,11 +209,33 @@ def load_checkpoint(
     _check_materialized(model)
     if transform is not None:
         transform(model)
+        _cast_floats(model, dtype)
     if pack:
         from chatcli.model.packed import pack_model
 
         pack_model(model)
+    trim_heap()
     return model.eval()
+
+
+def _widens(have: torch.dtype, want: torch.dtype) -> bool:
+    """Whether casting ``have`` to ``want`` is exact and makes it larger (bfloat16/float16 -> float32)."""
+    return want == torch.float32 and have in (torch.bfloat16, torch.float16)
+
+
+def _cast_floats(model: DecoderLM, dtype: torch.dtype) -> None:
+    """Bring what a transform left in the checkpoint's dtype to ``dtype``: float parameters (each
+    tensor once, so tied weights stay tied) and the compute dtype of quantised layers, whose
+    integer buffers ``.to(dtype)`` leaves as they are."""
+    from chatcli.model.qlinear import QuantizedLinear
+
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point() and p.dtype != dtype:
+                p.data = p.data.to(dtype)
+    for m in model.modules():
+        if isinstance(m, QuantizedLinear) and m.dtype != dtype:
+            m.to(dtype)
 
 
 def _mapped_tensors(file: Path, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:

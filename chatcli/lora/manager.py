@@ -45,7 +45,7 @@ from chatcli.lora.info import (  # noqa: F401  (re-exported)
 from chatcli.lora.override import TemporarySwitches
 from chatcli.model.lora_linear import LoRALinear, LoRAPair, Replacement, ReplacedModule
 from chatcli.lora.validate import AdapterError, ModuleShapes, check_against_model, max_rank_limit
-from chatcli.model.qlinear import QuantizedLinear, float_dtype_device, weight_shape
+from chatcli.model.qlinear import QUANTIZED_MODULES, QuantizedLinear, float_dtype_device, weight_shape
 from chatcli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ class AdapterManager(TemporarySwitches):
     def _check_base_copies(self, adapter: LoRAAdapter) -> None:
         for module, saved in adapter.expected_base.items():
             layer = self._slots[module][2]
-            if isinstance(layer, QuantizedLinear):  # same base weights quantise to the same weights
+            if isinstance(layer, QUANTIZED_MODULES):  # same base weights quantise to the same weights
                 same = layer.matches(saved)
             else:
                 own = layer.weight
@@ -397,11 +397,11 @@ class AdapterManager(TemporarySwitches):
 
     def _shared_weight(self, module: str) -> bool:
         layer = self._slots[module][2]
-        if isinstance(layer, QuantizedLinear):
+        if isinstance(layer, QUANTIZED_MODULES):
             return False  # a quantised layer holds its own copy (a tied head's included)
         w = layer.weight
         return any(
-            other != module and not isinstance(m, QuantizedLinear) and getattr(m, "weight", None) is w
+            other != module and not isinstance(m, QUANTIZED_MODULES) and getattr(m, "weight", None) is w
             for other, (_, _, m) in self._slots.items()
         )
 

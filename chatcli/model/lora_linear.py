@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chatcli.model.qlinear import QuantizedLinear, float_dtype_device, weight_shape
+from chatcli.model.qlinear import QuantizedEmbedding, QuantizedLinear, float_dtype_device, weight_shape
 
 
 def lora_scaling(r: int, alpha: float, rslora: bool = False) -> float:
@@ -266,12 +266,13 @@ class Replacement:
 
 
 class ReplacedModule(nn.Module):
-    """``lm_head`` (Linear) or ``embed_tokens`` (Embedding) with per-adapter replacement weights."""
+    """``lm_head`` (Linear) or ``embed_tokens`` (Embedding) with per-adapter replacement weights
+    (either may be quantised: a replacement stays float)."""
 
     def __init__(self, base: nn.Module):
         super().__init__()
-        if not isinstance(base, (nn.Linear, nn.Embedding, QuantizedLinear)):
-            raise TypeError(f"ReplacedModule wraps nn.Linear, a quantised linear or nn.Embedding, got {type(base).__name__}")
+        if not isinstance(base, (nn.Linear, nn.Embedding, QuantizedLinear, QuantizedEmbedding)):
+            raise TypeError(f"ReplacedModule wraps nn.Linear, nn.Embedding or a quantised one, got {type(base).__name__}")
         self.base = base
         self.replacements: dict[str, Replacement] = {}  # load order; the last active one wins
 
@@ -300,6 +301,8 @@ class ReplacedModule(nn.Module):
         if isinstance(self.base, nn.Embedding):
             b = self.base
             return F.embedding(x, weight, b.padding_idx, b.max_norm, b.norm_type, b.scale_grad_by_freq, b.sparse)
+        if isinstance(self.base, QuantizedEmbedding):
+            return F.embedding(x, weight)
         return F.linear(x, weight, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from chatcli.model.config import ModelConfig
 from chatcli.model.kernel_choice import DEFAULT as DEFAULT_CHOICES, KernelChoices
 from chatcli.model.kv_cache import KVCache
 from chatcli.model.packed import FusedGroup, fused_linear, linear, pack_model
+from chatcli.model.qlinear import float_dtype_device
 from chatcli.model.rope import RotaryEmbedding, rotate
 
 
@@ -185,11 +186,12 @@ class DecoderLM(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.embed_tokens.weight.dtype
+        # Not embed_tokens.weight: a lookup from the int8 head's rows would dequantise its table to answer.
+        return float_dtype_device(self.model.embed_tokens)[0]
 
     @property
     def device(self) -> torch.device:
-        return self.model.embed_tokens.weight.device
+        return float_dtype_device(self.model.embed_tokens)[1]
 
     # --- forward -------------------------------------------------------------
 

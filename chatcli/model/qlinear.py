@@ -5,8 +5,11 @@
 replaced (``in_features``, ``out_features``, ``bias``, ``forward``), computes in a float
 ``dtype`` and gives its weight back as floats on request (:meth:`dequantize`, and ``weight``
 for reading: writing to that copy changes nothing, which is why merging a LoRA adapter into
-a quantised layer and training its weights are refused). The helpers below read a layer's
-float dtype, device and shape without dequantising it.
+a quantised layer and training its weights are refused). :class:`QuantizedEmbedding` makes the
+same promise for a token lookup whose table is quantised (a tied model's embedding read from
+its int8 head, :mod:`chatcli.model.int8_embedding`). The helpers below read a layer's float
+dtype, device and shape without dequantising it (reading ``weight`` would: for the default
+model's 49k-token table that is a 113 MB temporary).
 """
 
 from __future__ import annotations
@@ -45,10 +48,47 @@ class QuantizedLinear(nn.Module):
         return self.dequantize()
 
 
+class QuantizedEmbedding(nn.Module):
+    """Base of token lookups whose table is held quantised: ``forward(ids [...]) -> [..., D]``
+    in the float ``dtype``; ``weight`` [V, D] is a dequantised copy, for reading."""
+
+    method = "quantized"
+    num_embeddings: int
+    embedding_dim: int
+
+    @property
+    def dtype(self) -> torch.dtype:  # pragma: no cover - every subclass answers
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:  # pragma: no cover
+        raise NotImplementedError
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:  # pragma: no cover
+        """The table the lookup reads, [V, D] in ``dtype`` (default: the compute dtype)."""
+        raise NotImplementedError
+
+    def matches(self, weight: torch.Tensor) -> bool:  # pragma: no cover
+        """Whether quantising the float table ``weight`` [V, D] gives this lookup's table."""
+        raise NotImplementedError
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.dequantize()
+
+
+# What holds quantised weights: isinstance checks that must not read ``weight`` use this.
+QUANTIZED_MODULES = (QuantizedLinear, QuantizedEmbedding)
+
+
 def float_dtype_device(layer: nn.Module) -> tuple[torch.dtype, torch.device]:
     """The float dtype a layer computes in, and its device: a quantised layer's compute dtype
-    (reading its ``weight`` would dequantise it), else its weight's."""
-    if isinstance(layer, QuantizedLinear):
+    (reading its ``weight`` would dequantise it), else its weight's. A wrapper (LoRA's) answers
+    for the module it wraps (its ``base``)."""
+    base = getattr(layer, "base", None)
+    if isinstance(base, nn.Module):
+        return float_dtype_device(base)
+    if isinstance(layer, QUANTIZED_MODULES):
         return layer.dtype, layer.device
     return layer.weight.dtype, layer.weight.device
 
@@ -57,6 +97,8 @@ def weight_shape(layer: nn.Module) -> tuple[int, ...]:
     """The shape of a layer's (float or quantised) weight, without dequantising it."""
     if isinstance(layer, QuantizedLinear):
         return (layer.out_features, layer.in_features)
+    if isinstance(layer, QuantizedEmbedding):
+        return (layer.num_embeddings, layer.embedding_dim)
     return tuple(layer.weight.shape)
 
 

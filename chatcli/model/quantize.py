@@ -12,8 +12,17 @@ layer whose error shows most in the probabilities, and GGUF Q4 files keep it at 
 with groups of 32 those load as they are, their 4-bit values untouched, instead of being
 quantised again from the float weights.
 
-A tied LM head gets its own quantised copy; the embedding stays float for the lookup.
-Norms, RoPE, attention and the KV cache keep the model dtype.
+A tied LM head gets its own quantised copy. With an int8 head the tied embedding is then
+looked up from that copy's rows (:class:`~chatcli.model.int8_embedding.Int8Embedding`,
+``embedding="head"``, the default): the float table is dropped, -113 MB for the default
+model, and the lookup reads the very values the head multiplies by; ``embedding="float"``
+keeps the float table (what quantisation did before; the quality of both is in
+benchmarks/PERFLOG.md). Norms, RoPE, attention and the KV cache keep the model dtype.
+
+Memory: each float weight is quantised a block of rows at a time (a few MB of float
+temporaries even for a 49k-row head), and the pages of the rows just read are given back
+when they are the checkpoint file's own (:func:`~chatcli.model.page_release.drop_file_pages`):
+reading the tied head's table then never holds it whole in memory.
 
 On a packed model (:mod:`chatcli.model.packed`) q/k/v and gate/up are also fused into
 one quantised matmul each (:func:`~chatcli.model.packed.quant_group`); moving the model
@@ -26,12 +35,15 @@ Merging a LoRA adapter into quantised weights and training on them are refused e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
+import torch
 from torch import nn
 
-from chatcli.model.int4 import DEFAULT_GROUP_SIZE, GROUP_SIZES, Int4Linear, Q4Blocks
-from chatcli.model.int8 import Int8Linear
+from chatcli.model.page_release import drop_file_pages
+from chatcli.model.int4 import DEFAULT_GROUP_SIZE, GROUP_SIZES, Int4Linear, Q4Blocks, quantize_int4
+from chatcli.model.int8 import Int8Linear, quantize_int8
+from chatcli.model.int8_embedding import Int8Embedding
 from chatcli.model.packed import pack_model
 from chatcli.model.quant_choice import check_quantize
 
@@ -41,18 +53,23 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 HEAD = {"int8": "int8", "int4": "int8"}
 # An int8 head recomputes this many largest logits per row exactly (chatcli.model.int8).
 HEAD_EXACT_TOP = 64
+# Where a tied embedding's lookup reads from once the head is int8: its rows ("head") or a float table.
+EMBEDDINGS = ("head", "float")
+# Rows of a float weight quantised at a time (float temporaries of a few MB; quantisation is per row).
+ROWS_AT_ONCE = 4096
 
 
 def quantize_model(
     model: nn.Module, method: str = "int8", *, group_size: int | None = None, head: str | None = None,
-    blocks: Mapping[str, Q4Blocks] | None = None,
+    blocks: Mapping[str, Q4Blocks] | None = None, embedding: str = "head",
 ) -> int:
     """Replace the decoder's projections and LM head by quantised layers in place; returns how many.
 
     ``none`` changes nothing. The model must not carry LoRA wrappers yet (quantise first,
     then load adapters, which wrap the quantised layers). ``group_size`` (int4 only: 32, 64
     or 128, default 32) and ``head`` ("int8", "int4" or "none", default :data:`HEAD`) choose
-    the int4 layout; ``blocks`` are GGUF Q4 weights to take as they are (see the module docstring).
+    the int4 layout; ``blocks`` are GGUF Q4 weights to take as they are; ``embedding`` where a
+    tied embedding is looked up once the head is int8 (see the module docstring).
     """
     method = check_quantize(method)
     if method == "none":
@@ -63,6 +80,9 @@ def quantize_model(
     head = HEAD[method] if head is None else head
     if head not in ("int8", "int4", "none"):
         raise ValueError(f"the LM head can be int8, int4 or none, got {head!r}")
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"the embedding can be looked up from the head's rows or stay float, got {embedding!r}")
+    tied = _tied_embedding(model)
     targets = quantizable(model)[::-1]
     done = 0
     while targets:
@@ -72,20 +92,23 @@ def quantize_model(
         parent, attr, linear, name = targets.pop()
         kind = (head if name == "lm_head" else method)
         if kind == "int8":
-            new: nn.Module = Int8Linear.from_linear(linear)
+            new: nn.Module = _int8(linear)
             new.exact_top = HEAD_EXACT_TOP if name == "lm_head" else 0
         elif kind == "int4":
             q4 = blocks.get(f"{name}.weight") if blocks is not None and group == 32 else None
             if q4 is not None and tuple(q4.q.shape) == (linear.out_features, linear.in_features):
                 new = Int4Linear.from_q4_blocks(q4.q, q4.d, q4.m, linear.bias, linear.weight.dtype)
             else:
-                new = Int4Linear.from_linear(linear, group)
+                new = _int4(linear, group)
         else:
             continue
         new.to(linear.weight.device)
         parent.register_module(attr, new)  # replaces the child of that name (and drops the float weight)
         del linear
         done += 1
+    if tied is not None and embedding == "head" and type(model.lm_head) is Int8Linear:
+        parent, attr = tied
+        parent.register_module(attr, Int8Embedding(model.lm_head))  # the float table goes with the old module
     if getattr(model, "packed", False):
         # Re-pack from the current modules: float groups whose members are now quantised are
         # dropped, with the packed float storage they kept alive, and quantised groups fused.
@@ -102,3 +125,45 @@ def quantizable(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear, str]]
             if type(child) is nn.Linear and (attr in PROJECTIONS or full == "lm_head"):
                 out.append((module, attr, child, full))
     return out
+
+
+def _tied_embedding(model: nn.Module) -> tuple[nn.Module, str] | None:
+    """(parent, attribute) of the float embedding the float LM head shares its weight with, or None."""
+    body, head = getattr(model, "model", None), getattr(model, "lm_head", None)
+    emb = getattr(body, "embed_tokens", None)
+    if type(emb) is nn.Embedding and type(head) is nn.Linear and head.weight is emb.weight:
+        return body, "embed_tokens"
+    return None
+
+
+def _row_blocks(weight: torch.Tensor) -> Iterator[tuple[slice, torch.Tensor]]:
+    """(rows, weight[rows]) in blocks of ROWS_AT_ONCE; each block's file pages are dropped once
+    the caller has read it (lossless: see chatcli.model.page_release)."""
+    for start in range(0, weight.shape[0], ROWS_AT_ONCE):
+        rows = slice(start, start + ROWS_AT_ONCE)
+        block = weight[rows]
+        yield rows, block
+        drop_file_pages(block)
+
+
+def _int8(linear: nn.Linear) -> Int8Linear:
+    """Int8Linear.from_linear, a block of rows at a time (the same numbers: the scales are per row)."""
+    w = linear.weight.detach()
+    q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+    s = torch.empty(w.shape[0], dtype=torch.bfloat16, device=w.device)
+    for rows, block in _row_blocks(w):
+        q[rows], s[rows] = quantize_int8(block)
+    return Int8Linear(q, s, linear.bias, w.dtype)
+
+
+def _int4(linear: nn.Linear, group: int) -> Int4Linear:
+    """Int4Linear.from_linear, a block of rows at a time (the same numbers: groups lie within a row)."""
+    w = linear.weight.detach()
+    n, k = w.shape
+    kp = -(-k // group) * group
+    q = torch.empty(n, kp, dtype=torch.uint8, device=w.device)
+    s = torch.empty(n, kp // group, dtype=torch.bfloat16, device=w.device)
+    z = torch.empty_like(s)
+    for rows, block in _row_blocks(w):
+        q[rows], s[rows], z[rows] = quantize_int4(block, group)
+    return Int4Linear.from_parts(q, s, z, linear.bias, w.dtype, linear.in_features, group)

@@ -28,6 +28,7 @@ from chatcli.model.int4 import (
     ERROR_STEPS, KERNEL_MAX_ROWS, Int4Linear, pack, packing, quantize_int4, unpack,
 )
 from chatcli.model.int8 import Int8Linear
+from chatcli.model.int8_embedding import Int8Embedding
 from chatcli.model.qlinear import QuantizedLinear
 from chatcli.model.quantize import PROJECTIONS, quantize_model
 from tests.cli.test_generate import jsonl, run
@@ -127,15 +128,20 @@ def test_int4_model_replaces_projections_and_keeps_an_int8_head(tiny_model_dir):
     int4 = [n for n, m in model.named_modules() if isinstance(m, Int4Linear)]
     assert len(int4) == len(PROJECTIONS) * cfg.num_hidden_layers
     assert isinstance(model.lm_head, Int8Linear)  # the head stays 8-bit (benchmarks/PERFLOG.md)
-    assert model.model.embed_tokens.weight.dtype == torch.float32
+    assert isinstance(model.model.embed_tokens, Int8Embedding)  # tied: looked up from the head's rows
+    assert model.dtype == torch.float32 and model.model.embed_tokens(IDS).dtype == torch.float32
     assert engine.identity.quantize == "int4"
     assert engine.identity.parameters == load_engine(str(tiny_model_dir), device="cpu").identity.parameters
     assert quantize_model(model, "int4") == 0
 
 
 def _dequantised_float(model: nn.Module, like: nn.Module) -> None:
-    """Give ``model``'s quantised layers' places float copies of ``like``'s dequantised weights."""
+    """Give ``model``'s quantised layers' places float copies of ``like``'s dequantised weights
+    (a lookup from the head's int8 rows becomes a float table of those rows)."""
     for name, layer in like.named_modules():
+        if isinstance(layer, Int8Embedding):
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner), attr, nn.Embedding.from_pretrained(layer.dequantize(torch.float32)))
         if isinstance(layer, QuantizedLinear):
             owner, _, attr = name.rpartition(".")
             parent = model.get_submodule(owner)
@@ -200,10 +206,11 @@ def test_lora_unmerged_on_int4_matches_peft_on_the_dequantised_base(tiny_model_d
     pm = peft_model(tiny_model_dir, r=4, lora_alpha=8, target_modules=targets)
     path = save_peft(pm, tmp_path / "ad")
     q = load_engine(str(tiny_model_dir), device="cpu", quantize="int4")
-    # PEFT's model on exactly the weights chatcli computes with (the head untied: its own copy).
+    # PEFT's model on exactly the weights chatcli computes with (the head untied: its own copy; the
+    # embedding looked up from the head's int8 rows).
     with torch.no_grad():
         for name, layer in q.model.named_modules():
-            if isinstance(layer, QuantizedLinear):
+            if isinstance(layer, (QuantizedLinear, Int8Embedding)):
                 hf = pm.base_model.model.get_submodule(name)
                 hf = getattr(hf, "base_layer", hf)
                 hf.weight = nn.Parameter(layer.dequantize(torch.float32), requires_grad=False)

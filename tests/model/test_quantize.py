@@ -25,6 +25,7 @@ from chatcli.model.kv_cache import KVCache
 from chatcli.engine.loader import load_engine
 from chatcli.lora.validate import AdapterError
 from chatcli.model.int8 import KERNEL_MAX_ROWS, Int8Linear, quantize_int8
+from chatcli.model.int8_embedding import Int8Embedding
 from chatcli.model.quantize import PROJECTIONS, quantizable, quantize_model
 from chatcli.errors import UsageError
 from tests.lora_helpers import IDS, logits, peft_model, save_peft
@@ -35,13 +36,16 @@ PREFILL_TOL = 1e-5
 
 
 def _dequantised_float(model: nn.Module) -> None:
-    """Replace each layer int8 would take by an nn.Linear holding exactly Q*s (float32)."""
+    """Replace each layer int8 would take by an nn.Linear holding exactly Q*s (float32); a tied
+    embedding looks up the same Q*s rows, as an int8 model's does (Int8Embedding)."""
     for parent, attr, lin, _ in quantizable(model):
         q = Int8Linear.from_linear(lin)
         new = nn.Linear(lin.in_features, lin.out_features, bias=lin.bias is not None)
         new.weight = nn.Parameter(q.dequantize(torch.float32), requires_grad=False)
         new.bias = lin.bias
         setattr(parent, attr, new)
+    if model.config.tie_word_embeddings:
+        model.model.embed_tokens.weight = model.lm_head.weight
 
 
 @torch.no_grad()
@@ -121,8 +125,10 @@ def test_quantize_model_replaces_projections_and_head_only(tiny_model_dir):
     int8 = [n for n, m in model.named_modules() if isinstance(m, Int8Linear)]
     assert len(int8) == len(PROJECTIONS) * cfg.num_hidden_layers + 1 and "lm_head" in int8
     assert not any(isinstance(m, nn.Linear) for m in model.modules())
-    assert isinstance(model.model.embed_tokens, nn.Embedding)  # the lookup stays float (tied head: own int8 copy)
-    assert model.model.embed_tokens.weight.dtype == torch.float32
+    # The tied embedding is looked up from the int8 head's rows: no float table of its own.
+    emb = model.model.embed_tokens
+    assert isinstance(emb, Int8Embedding) and emb.head is model.lm_head and not list(emb.parameters())
+    assert "model.embed_tokens.weight" not in model.state_dict() and model.dtype == torch.float32
     assert engine.identity.quantize == "int8" and model.lm_head.exact_top == 64
     assert model.model.layers[0].mlp.up_proj.exact_top == 0
     assert engine.identity.parameters == load_engine(str(tiny_model_dir), device="cpu").identity.parameters
