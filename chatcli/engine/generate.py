@@ -11,7 +11,11 @@ ids whose keys and values it holds (``cached_ids``). Layers, as in mlx-lm:
 * :meth:`Generator.generate` — the answer as a string.
 
 Per step the raw distribution (softmax at T=1) and the sampling distribution are
-both reported, with the top tokens of the raw one (:mod:`chatcli.engine.step_stats`). Text, stop strings and end-of-sequence ids are handled by
+both reported, with the top tokens of the raw one (:mod:`chatcli.engine.step_stats`).
+Prefill runs the model's forward; each decode step runs the lean
+:class:`~chatcli.model.decode_step.DecodeStep` over the cache reserved for prompt + answer
+(the same numbers with fewer operations per token). Text, stop strings and end-of-sequence
+ids are handled by
 :class:`~chatcli.engine.answer_builder.AnswerBuilder`.
 
 Both streams watch for loops (:mod:`chatcli.engine.loop_watch`): when an answer starts
@@ -45,6 +49,7 @@ from chatcli.engine.answer_builder import AnswerBuilder
 from chatcli.engine.calibration.threads import phase_threads
 from chatcli.engine.events import Done, Notice, Step
 from chatcli.engine.loop_watch import watch_loops
+from chatcli.model.decode_step import DecodeStep
 from chatcli.model.kv_cache import KVCache
 from chatcli.engine.params import SamplingParams
 from chatcli.engine.sampling import make_generator
@@ -142,6 +147,15 @@ class Generator:
             self.model.hidden_states(x, cache)
             return None
         return self.model(x, cache, last_only=True)[:, -1].float()  # [B, V]
+
+    def _decode(self, ids: Sequence[int] | torch.Tensor, cache: KVCache, step: DecodeStep | None) -> torch.Tensor:
+        """One new token per row (ids [B] or [B, 1]) -> logits [B, V] (float32), through the lean
+        decode step when there is one (the same numbers as :meth:`_forward`, fewer operations)."""
+        x = torch.as_tensor(ids, dtype=torch.long, device=self.device).view(-1, 1)  # [B, 1]
+        if step is None:
+            return self._forward(x, cache)
+        self.forwarded_tokens += x.shape[0]
+        return step(x, cache).float()
 
     def _prefill(self, prompt: list[int], cancel: threading.Event | None) -> tuple[torch.Tensor | None, int]:
         """Bring the prefix cache to ``prompt``; return (last logits [1, V] or None if cancelled, tokens forwarded)."""
@@ -261,6 +275,7 @@ class Generator:
             )
 
         logits, prefilled = self._prefill(prompt, cancel)
+        step = DecodeStep.build(self.model)  # per answer: nothing changes the weights while it runs
         seen = list(prompt)  # for the repetition penalty (transformers counts the prompt too)
         sampled_count = 0
         while True:
@@ -288,7 +303,7 @@ class Generator:
             seen.append(got.id)
             # Fed before the cancel check above, so a cancelled answer leaves the cache
             # holding exactly prompt + every emitted token.
-            logits = self._forward([got.id], self.cache)
+            logits = self._decode([got.id], self.cache, step)
             self.cached_ids.append(got.id)
 
     @staticmethod
@@ -367,6 +382,7 @@ class Generator:
         batch.ensure(min(len(prompt) + params.max_tokens, ctx))
         logits = first.expand(n, -1)  # [n, V]
         history = torch.tensor([prompt] * n, dtype=torch.long) if params.repetition_penalty != 1.0 else None
+        step = DecodeStep.build(self.model)
         sampled = 0
         while active:
             if cancel is not None and cancel.is_set():
@@ -398,4 +414,4 @@ class Generator:
                 return
             if history is not None:
                 history = torch.cat([history, torch.tensor(next_ids).view(n, 1)], dim=1)
-            logits = self._forward(torch.tensor(next_ids).view(n, 1), batch)  # [n, V]
+            logits = self._decode(next_ids, batch, step)  # [n, V]

@@ -134,13 +134,16 @@ def processed_logits(
 
 
 def sampling_distribution(
-    logits: torch.Tensor, params: SamplingParams, prev_ids: torch.Tensor | Sequence | None = None
+    logits: torch.Tensor, params: SamplingParams, prev_ids: torch.Tensor | Sequence | None = None,
+    *, checked: bool = False,
 ) -> torch.Tensor:
     """The distribution the next token is drawn from. [..., V] -> [..., V] probabilities.
 
-    Greedy (temperature 0): one-hot on the argmax of the penalised logits.
+    Greedy (temperature 0): one-hot on the argmax of the penalised logits. ``checked``: the
+    caller already knows the logits are finite (the check reads the whole row twice).
     """
-    check_finite(logits)
+    if not checked:
+        check_finite(logits)
     x = processed_logits(logits, params, prev_ids)
     if params.greedy:
         return torch.nn.functional.one_hot(x.argmax(dim=-1), x.shape[-1]).to(torch.float32)
@@ -182,7 +185,38 @@ def top_tokens(raw: torch.Tensor, used: torch.Tensor, n: int) -> list[tuple[int,
     """The ``n`` most probable ids of the raw distribution: (id, prob in ``used``, raw prob). raw, used: [V]"""
     if n <= 0:
         return []
-    vals, idx = torch.topk(raw, min(n, raw.shape[-1]))
+    vals, idx = largest(raw, n)
     used_vals = used[idx]
     return [(int(i), float(u), float(v)) for i, u, v in zip(idx.tolist(), used_vals.tolist(), vals.tolist())]
+
+
+CHUNK = 128  # largest() reads a vocabulary in chunks of this many entries
+
+
+def largest(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(x, k)`` of a row x [V] (values descending, their indices), the same result,
+    about ten times faster over a large vocabulary.
+
+    torch's CPU topk walks the row element by element (~0.3 ms over 49k entries, as much as
+    a few layers of a small model). Here only the chunks whose maxima are among the k + 1
+    largest chunk maxima are searched: when the (k + 1)-th chunk maximum is below the k-th,
+    every entry outside the k chosen chunks is below at least k entries inside them. The
+    answer is returned only when it is unique (the k + 1 largest values found are all
+    different and the chunks do not tie), so it is exactly torch's; otherwise, and for a
+    short row, it is torch's topk itself.
+    """
+    V = x.shape[-1]
+    k = min(k, V)
+    if x.dim() != 1 or not x.is_contiguous() or V % CHUNK or V // CHUNK <= 2 * (k + 1):
+        return torch.topk(x, k)
+    chunks = x.view(-1, CHUNK)  # [C, CHUNK]
+    cmax, cidx = torch.topk(chunks.amax(dim=-1), k + 1)  # the k + 1 largest chunk maxima
+    if not bool(cmax[k] < cmax[k - 1]):
+        return torch.topk(x, k)
+    picked = chunks[cidx[:k]]  # [k, CHUNK]
+    vals, pos = torch.topk(picked.view(-1), k + 1)  # k * CHUNK > k entries: there is a (k + 1)-th
+    if not bool((vals[1:] < vals[:-1]).all()):
+        return torch.topk(x, k)
+    idx = cidx[:k][pos // CHUNK] * CHUNK + pos % CHUNK
+    return vals[:k], idx[:k]
 

@@ -10,6 +10,7 @@ so one broken row of a batch does not stop the others.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ import torch
 
 from chatcli.engine.events import TopToken
 from chatcli.engine.params import SamplingParams
-from chatcli.engine.sampling import check_finite, raw_with_entropy, sample, sampling_distribution, top_tokens
+from chatcli.engine.sampling import check_finite, largest, raw_with_entropy, sample, sampling_distribution
 from chatcli.errors import GenerationError
 
 
@@ -42,21 +43,57 @@ def sample_rows(
     token_text: Callable[[int], str],
 ) -> dict[int, Sampled | str]:
     """Sample rows ``rows`` of logits [B, V] (``history`` [B, S]: ids seen, for the repetition
-    penalty; ``generators[r]`` draws for row r). Returns row -> Sampled, or -> error message."""
+    penalty; ``generators[r]`` draws for row r). Returns row -> Sampled, or -> error message.
+
+    Few passes over the vocabulary (each costs about as much as a small layer): one
+    log-softmax gives the raw distribution and its entropy, and the entropy also serves as
+    the finiteness check (it is NaN or infinite exactly when a logit is: a -inf logit gives
+    0 * -inf); the shown top tokens come from :func:`~chatcli.engine.sampling.largest`, and a
+    greedy step without a repetition penalty takes its argmax from them when the first two
+    differ (the raw probabilities order the logits, so the most probable is the argmax). The
+    numbers are those of the plain computation, bit for bit."""
     out: dict[int, Sampled | str] = {}
-    for r in rows:
-        try:
-            check_finite(logits[r])
-        except GenerationError as e:
-            out[r] = e.message
-    good = [r for r in rows if r not in out]
+    rows = list(rows)
+    x = logits if rows == list(range(logits.shape[0])) else logits[rows]  # [G, V]
+    raw, ent = raw_with_entropy(x)  # [G, V], [G]
+    entropies = ent.tolist()
+    good = []
+    for j, r in enumerate(rows):
+        if not math.isfinite(entropies[j]):
+            try:
+                check_finite(x[j])
+            except GenerationError as e:
+                out[r] = e.message
+                continue
+        good.append(j)
     if not good:
         return out
-    x = logits[good]  # [G, V]
-    raw, ent = raw_with_entropy(x)  # [G, V], [G]
-    used = sampling_distribution(x, params, history[good] if history is not None else None)  # [G, V]
-    for j, r in enumerate(good):
-        tid = int(used[j].argmax()) if params.greedy else int(sample(used[j], generators[r]))
-        top = tuple(TopToken(i, token_text(i), u, m) for i, u, m in top_tokens(raw[j], used[j], params.top_n))
-        out[r] = Sampled(tid, float(used[j, tid]), float(raw[j, tid]), float(ent[j]), top)
+    if len(good) < len(rows):
+        x, raw, entropies = x[good], raw[good], [entropies[j] for j in good]
+    hist = history[[rows[j] for j in good]] if history is not None else None
+    plain_greedy = params.greedy and (hist is None or params.repetition_penalty == 1.0)
+    used = None if plain_greedy else sampling_distribution(x, params, hist, checked=True)  # [G, V]
+    n = params.top_n
+    for j, gj in enumerate(good):
+        r = rows[gj]
+        k = max(n, 2) if plain_greedy else n
+        vals, idx = largest(raw[j], k) if k > 0 else (None, None)
+        ids = idx.tolist() if idx is not None else []
+        raw_top = vals.tolist() if vals is not None else []
+        if plain_greedy:
+            if len(ids) > 1 and raw_top[0] > raw_top[1]:
+                tid = ids[0]
+            else:  # a tie at the top: the argmax, and the top as topk(n) orders ties (it depends on k)
+                tid = int(x[j].argmax())
+                vals, idx = largest(raw[j], n) if n > 0 else (None, None)
+                ids = idx.tolist() if idx is not None else []
+                raw_top = vals.tolist() if vals is not None else []
+            used_top = [1.0 if i == tid else 0.0 for i in ids]  # the one-hot the greedy step draws from
+            prob = 1.0
+        else:
+            tid = int(used[j].argmax()) if params.greedy else int(sample(used[j], generators[r]))
+            used_top = used[j][idx].tolist() if idx is not None else []
+            prob = float(used[j, tid])
+        top = tuple(TopToken(i, token_text(i), u, m) for i, u, m in list(zip(ids, used_top, raw_top))[:n])
+        out[r] = Sampled(tid, prob, float(raw[j, tid]), entropies[j], top)
     return out

@@ -54,10 +54,32 @@ class RotaryEmbedding(nn.Module):
         # tensors imports torch._dynamo (seconds), and reset_buffers() replaces it anyway.
         device = "cpu" if torch.get_default_device().type == "meta" else None
         self.register_buffer("inv_freq", inv_freq(config, device=device), persistent=False)
+        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # see table()
 
     def reset_buffers(self, device: torch.device | str) -> None:
         """Recompute ``inv_freq`` on ``device`` (after building the model on the meta device)."""
         self.inv_freq = inv_freq(self.config, device=device)
+        self._tables.clear()
+
+    @torch.no_grad()
+    def table(self, n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin_signed) [>= n, 1, Dh] for positions 0, 1, ...: row p is what :meth:`forward`
+        gives for position p, bit for bit (the same operations, on a column of positions).
+        Kept per dtype (on ``inv_freq``'s device), grown in steps of 256 positions, so a decode
+        step reads its row instead of computing it (chatcli.model.decode_step)."""
+        f = self.inv_freq  # the key follows it: moved, cast or recomputed, the table is rebuilt
+        key = (dtype, f.device, f.dtype, f.data_ptr())
+        have = self._tables.get(key)
+        if have is not None and have[0].shape[0] >= n:
+            return have
+        if have is None:
+            self._tables.clear()
+        size = min(-(-n // 256) * 256, max(n, self.config.context_length))
+        positions = torch.arange(size, device=f.device).view(size, 1)  # [N, 1]: N rows of one position
+        cos, sin = self.forward(positions, dtype)  # [N, 1, 1, Dh]
+        out = (cos.view(size, 1, -1), sin.view(size, 1, -1))
+        self._tables[key] = out
+        return out
 
     @torch.no_grad()
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
