@@ -141,7 +141,44 @@ def _decode(lm, spec: BenchSpec):
     rates = [_decode_rate(gen, ids, n) for _ in range(spec.repeats)]
     info = {"prompt_tokens": len(ids), **_bytes_read_per_token(lm),
             "mean_context": len(ids) + n / 2}  # fmt: skip
-    return {"decode_tps": rates}, info
+    products = _product_ms_per_token(gen, ids, n)
+    outside = [1e3 / r - products for r in rates]
+    return {"decode_tps": rates, "decode_outside_ms": outside}, {**info, "products_ms_per_token": products}
+
+
+# The kernels of a decode step's matrix products (float, oneDNN bf16, int8, int4, the int8 head's
+# exact recompute): everything else a step does counts as "outside the matrix products".
+PRODUCT_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int4pack_mm_for_cpu", "aten::_weight_int8pack_mm",
+               "mkldnn::_linear_pointwise", "aten::_weight_int4pack_mm")  # fmt: skip
+
+
+def _product_ms_per_token(gen, ids: list[int], n: int) -> float:
+    """Milliseconds per decoded token spent inside the matrix-product kernels: one greedy decode
+    of ``n`` tokens under torch's profiler, the kernels' own CPU time summed over the steps after
+    the first token, divided by those steps. The profiler slows the many small operations
+    around the kernels (each gets a record) but barely the kernels themselves, so the figure
+    "per-token time outside the matrix products" is the unprofiled per-token time (1 / decode
+    tok/s) minus this: Python, casts, norms, RoPE, cache writes, attention, sampling and the
+    probabilities/entropy/top tokens every step reports."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from chatcli.engine.events import Step
+
+    gen.reset()
+    steps = 0
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        events = gen.stream(ids, _greedy(n), eos_ids=())
+        next(ev for ev in events if isinstance(ev, Step))  # prefill and the first token: not decode
+        with record_function("chatcli-decode"):
+            for ev in events:
+                steps += isinstance(ev, Step)
+    decode = [e for e in prof.events() if e.name == "chatcli-decode"]
+    if not decode or not steps:
+        raise RuntimeError("the profiled decode produced no steps to time")
+    lo, hi = decode[0].time_range.start, decode[0].time_range.end
+    inside = sum(e.self_cpu_time_total for e in prof.events()
+                 if e.name in PRODUCT_OPS and lo <= e.time_range.start <= hi)  # fmt: skip
+    return inside / 1e3 / steps  # us -> ms
 
 
 def _conversation_ttfts(lm, turns: tuple[str, ...], answer_tokens: int) -> tuple[list[float], int]:

@@ -33,6 +33,8 @@ def figures(s: Sizes) -> list[Figure]:
         Figure("start_s", "process start to first token (s)", "s", False, "start"),
         Figure("prefill_tps", f"prefill tok/s ({s.prompt_tokens}-token prompt)", "tok/s", True, "prefill"),
         Figure("decode_tps", f"decode tok/s ({s.decode_tokens} tokens, greedy)", "tok/s", True, "decode"),
+        # chatcli only: 1 / decode tok/s minus the matrix-product kernels' time (chatcli_worker._product_ms_per_token)
+        Figure("decode_outside_ms", "decode: per-token time outside the matrix products (ms)", "ms", False, "decode"),
         Figure("ttft_first_s", "time to first token, turn 1 (s)", "s", False, "turns"),
         Figure("ttft_last_s", f"time to first token, turn {t} (s)", "s", False, "turns"),
         Figure("batch_tps", f"{n} candidates in one batch (tok/s)", "tok/s", True, "candidates"),
