@@ -74,14 +74,11 @@ class KernelChoices:
         return cls(**data)
 
     def describe(self) -> str:
-        """One line for people: ``bf16 small rows onednn, int8 kernel <= 16 rows, ...``."""
+        """One line for people: ``bf16 small rows onednn, int8 kernel <= 16 rows, int4 kernel <= 16 rows, ...``."""
+        threads = "threads as set" if self.prefill_threads is None else (
+            f"threads {self.prefill_threads} for prompts / {self.decode_threads} for decoding (else {self.idle_threads})")
         return (f"bf16 small rows {self.bf16_small_rows}, int8 kernel <= {self.int8_max_rows} rows, "
-                f"int4 kernel <= {self.int4_max_rows} rows, threads prefill {_threads(self.prefill_threads)} / "
-                f"decode {_threads(self.decode_threads)}" + (f" of {self.idle_threads}" if self.idle_threads else ""))
-
-
-def _threads(n: int | None) -> str:
-    return "as set" if n is None else str(n)
+                f"int4 kernel <= {self.int4_max_rows} rows, {threads}")
 
 
 DEFAULT = KernelChoices()

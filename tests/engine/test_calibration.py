@@ -345,7 +345,8 @@ def test_key_names_the_cpu_torch_threads_dtype_quantization_and_shape(tiny_model
 def test_the_bench_note_says_where_the_choices_came_from():
     cal = _cal({"cpu": "x"}, prefill_threads=2, decode_threads=1, idle_threads=2)
     assert "calibrated on this CPU 2026-12-06" in kernel_note(cal.choices, cal, True)
-    assert "threads prefill 2 / decode 1 of 2" in kernel_note(cal.choices, cal, True)
+    assert "threads 2 for prompts / 1 for decoding (else 2)" in kernel_note(cal.choices, cal, True)
+    assert "threads as set" in DEFAULT.describe()
     assert "automatic calibration off" in kernel_note(DEFAULT, None, False)
 
 

@@ -51,7 +51,8 @@ def auto_enabled(environ: Mapping[str, str] | None = None) -> bool:
 
 def calibrate_on_load(engine, say: Callable[[str], None]) -> Calibration | None:
     """Give ``engine.model`` its calibrated choices (cached, or measured now and cached); None when
-    not calibrated (not on the CPU, or the measurement failed: the defaults stay)."""
+    not calibrated (not on the CPU, a busy machine with nothing cached, or the measurement failed:
+    the defaults stay)."""
     model = engine.model
     if model.device.type != "cpu":
         return None

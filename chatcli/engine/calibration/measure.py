@@ -91,7 +91,7 @@ def calibrate(engine) -> Calibration:
 
 
 def load_per_core() -> float | None:
-    """The 1-minute load average per CPU (None where the OS does not say): >= 1 means busy."""
+    """The 1-minute load average per CPU (None where the OS does not say; see record.BUSY_LOAD)."""
     try:
         return os.getloadavg()[0] / (os.cpu_count() or 1)
     except (AttributeError, OSError):
