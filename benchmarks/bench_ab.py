@@ -1,7 +1,7 @@
 """A/B decode and prefill speed of two chatcli source trees, interleaved on one machine.
 
     .venv/bin/python benchmarks/bench_ab.py --tree A=/path/to/old/checkout --tree B=. \
-        [--dtypes float32,bfloat16] [--threads 1,2] [--rounds 3] [--tokens 64] [--prompt 512]
+        [--dtypes float32,bfloat16,int4] [--threads 1,2] [--rounds 3] [--tokens 64] [--prompt 512]
 
 Each measurement runs in its own subprocess with ``PYTHONPATH`` pointing at one tree
 (so two versions of the engine never share a process), and the configurations are
@@ -32,7 +32,8 @@ import chatcli
 from chatcli.engine.events import Done
 from chatcli.engine.params import SamplingParams
 print(chatcli.__file__, flush=True)
-engine = chatcli.load_model(model, dtype=dtype, device="cpu")
+quant = dtype if dtype in ("int8", "int4") else None  # int8/int4: float32 activations, quantised weights
+engine = chatcli.load_model(model, dtype="float32" if quant else dtype, device="cpu", **({"quantize": quant} if quant else {}))
 gen = engine.generator
 g = torch.Generator().manual_seed(0)
 prompt = torch.randint(100, 40000, (prompt_len,), generator=g).tolist()
@@ -61,7 +62,8 @@ KEYS = ("decode", "decode_cpu", "prefill", "prefill_cpu")
 
 
 def measure(tree: str, dtype: str, threads: int, model: str, tokens: int, prompt: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), OMP_NUM_THREADS=str(threads))
+    # Calibration off: the trees' code paths are compared at the same kernel choices.
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), OMP_NUM_THREADS=str(threads), CHATCLI_CALIBRATE="0")
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(threads), dtype, model, str(tokens), str(prompt)],
         env=env, cwd=os.path.abspath(tree), capture_output=True, text=True, check=False,  # '' on sys.path = the tree
@@ -78,7 +80,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", action="append", required=True, help="NAME=PATH of a chatcli checkout")
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="also int8, int4: float32 with quantised weights")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=64)
