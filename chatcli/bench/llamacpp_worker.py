@@ -14,6 +14,7 @@ import time
 
 from chatcli.bench.chatcli_worker import conversation, decode_ids, prefill_ids
 from chatcli.bench.spec import BenchSpec
+from chatcli.bench.stats import decode_rates, prefill_rates
 
 GROUPS = ("prefill", "decode", "turns")
 
@@ -50,24 +51,14 @@ def _times(llm, ids: list[int], n: int, reset: bool = True) -> tuple[float, list
 
 
 def _prefill(llm, tokenizer, spec: BenchSpec):
-    n = spec.sizes.prompt_tokens
-    ids = prefill_ids(tokenizer, n)
-    rates = []
-    for i in range(1 + spec.repeats):
-        t0, stamps = _times(llm, ids, 1)
-        if i:
-            rates.append(n / (stamps[0] - t0))
-    return {"prefill_tps": rates}, {"prompt_tokens": n}
+    ids = prefill_ids(tokenizer, spec.sizes.prompt_tokens)
+    times = lambda ids, n: _times(llm, ids, n)  # noqa: E731
+    return {"prefill_tps": prefill_rates(times, ids, spec.repeats)}, {"prompt_tokens": len(ids)}
 
 
 def _decode(llm, tokenizer, spec: BenchSpec):
-    ids, n = decode_ids(tokenizer), spec.sizes.decode_tokens
-    rates = []
-    for i in range(1 + spec.repeats):
-        _, t = _times(llm, ids, n if i else min(n, 8))
-        if i:
-            rates.append((len(t) - 1) / (t[-1] - t[0]))
-    return {"decode_tps": rates}, {}
+    times = lambda ids, n: _times(llm, ids, n)  # noqa: E731
+    return {"decode_tps": decode_rates(times, decode_ids(tokenizer), spec.sizes.decode_tokens, spec.repeats)}, {}
 
 
 def _turns(llm, tokenizer, spec: BenchSpec):

@@ -24,6 +24,7 @@ import time
 
 from chatcli.bench.chatcli_worker import conversation, decode_ids, prefill_ids
 from chatcli.bench.spec import BenchSpec
+from chatcli.bench.stats import decode_rates, prefill_rates
 
 
 def run(spec: BenchSpec, group: str) -> dict:
@@ -121,24 +122,14 @@ def _loop_times(model, ids: list[int], n: int) -> tuple[float, list[float]]:
 
 
 def _loop_prefill(model, tokenizer, spec: BenchSpec):
-    n = spec.sizes.prompt_tokens
-    ids = prefill_ids(tokenizer, n)
-    rates = []
-    for i in range(1 + spec.repeats):  # the first is the warm-up
-        t0, stamps = _loop_times(model, ids, 1)
-        if i:
-            rates.append(n / (stamps[0] - t0))
-    return {"prefill_tps": rates}, {"prompt_tokens": n}
+    ids = prefill_ids(tokenizer, spec.sizes.prompt_tokens)
+    times = lambda ids, n: _loop_times(model, ids, n)  # noqa: E731
+    return {"prefill_tps": prefill_rates(times, ids, spec.repeats)}, {"prompt_tokens": len(ids)}
 
 
 def _loop_decode(model, tokenizer, spec: BenchSpec):
-    ids, n = decode_ids(tokenizer), spec.sizes.decode_tokens
-    rates = []
-    for i in range(1 + spec.repeats):  # the first (8 tokens) is the warm-up
-        _, t = _loop_times(model, ids, n if i else min(n, 8))
-        if i:
-            rates.append((len(t) - 1) / (t[-1] - t[0]))  # after the first token, as the other systems
-    return {"decode_tps": rates}, {}
+    times = lambda ids, n: _loop_times(model, ids, n)  # noqa: E731
+    return {"decode_tps": decode_rates(times, decode_ids(tokenizer), spec.sizes.decode_tokens, spec.repeats)}, {}
 
 
 def _loop_turns(model, tokenizer, spec: BenchSpec):
