@@ -4,8 +4,9 @@ Contract:
 - :meth:`Store.open` raises :class:`StoreUnavailable` (one line: where, why, what to
   do) when the data dir is missing and cannot be made, read-only, locked, or holds a
   database from a newer chatcli. Front ends report it and chat in memory.
-- The schema carries ``PRAGMA user_version``; :data:`MIGRATIONS` upgrade older
-  files forward in one transaction each, never backward.
+- The schema carries ``PRAGMA user_version``; :data:`MIGRATIONS`
+  (:mod:`chatcli.chat.history.schema`) upgrade older files forward in one
+  transaction each, never backward.
 - Writes are small transactions (WAL, ``synchronous=NORMAL``): an answer's steps
   are appended in batches while it streams, so ``kill -9`` loses at most the batch
   not yet written. One connection is shared by the UI thread and the generation
@@ -13,11 +14,11 @@ Contract:
 - Reading never lets a traceback through: a file whose columns or pages are damaged
   raises :class:`StoreUnavailable` (one line), and :meth:`Store.load_checked` reads
   each JSON cell on its own (message ``meta``, ``steps.data``, the conversation's
-  ``params`` and ``active``): what can be read is shown, what cannot is left out and
-  reported as an :class:`Unreadable`. :meth:`Store.open_for_reading` opens a store
+  ``params`` and ``active``; :mod:`chatcli.chat.history.saved_rows`): what can be read
+  is shown, what cannot is left out and reported as an :class:`Unreadable`. :meth:`Store.open_for_reading` opens a store
   that cannot be written read-only, so the history can still be listed and shown.
 
-Tables: ``conversations`` (title, model, system, params, active-branch map),
+Tables (:mod:`chatcli.chat.history.schema`): ``conversations`` (title, model, system, params, active-branch map),
 ``messages`` (the tree: parent, role, content, status, meta), ``steps`` (one row
 per generated token, the distribution as compact JSON), and since schema 2
 ``messages_fts``, the full-text index :meth:`Store.search` reads, kept in sync by
@@ -28,7 +29,6 @@ triggers (:mod:`chatcli.chat.history.fulltext`; absent where SQLite has no FTS5)
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -38,52 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatcli.engine.events import Step
-from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError, UsageError
 from chatcli.chat.history.fulltext import TABLE as SEARCH_TABLE
-from chatcli.chat.history.fulltext import SearchResults, add_search_index, search
-from chatcli.chat.session import Conversation, Node, dumps, step_from_row, step_to_row
-from chatcli.chat.sqlite_util import Migration, Transaction, data_file, db_error, has_fts5, open_db, writable
+from chatcli.chat.history.fulltext import SearchResults, search
+from chatcli.chat.history.saved_rows import Unreadable, conversation_from_rows
+from chatcli.chat.history.schema import DB_NAME, MIGRATIONS, SCHEMA_VERSION  # noqa: F401  (SCHEMA_VERSION re-exported)
+from chatcli.chat.session import Conversation, Node, dumps, step_to_row
+from chatcli.chat.sqlite_util import Transaction, data_file, db_error, has_fts5, open_db, writable
 
-DB_NAME = "history.sqlite3"
-
-# Each entry upgrades the schema from version i to i+1 (index i). Append, never edit.
-MIGRATIONS: list[Migration] = [
-    """
-    CREATE TABLE conversations (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        title TEXT NOT NULL DEFAULT '',
-        created REAL NOT NULL,
-        updated REAL NOT NULL,
-        model TEXT,
-        system TEXT,
-        params TEXT NOT NULL DEFAULT '{}',
-        active TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE TABLE messages (
-        conv_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-        id INTEGER NOT NULL,
-        parent INTEGER,
-        role TEXT NOT NULL,
-        content TEXT NOT NULL DEFAULT '',
-        status TEXT NOT NULL DEFAULT 'stop',
-        created REAL NOT NULL,
-        meta TEXT NOT NULL DEFAULT '{}',
-        PRIMARY KEY (conv_id, id)
-    );
-    CREATE TABLE steps (
-        conv_id INTEGER NOT NULL,
-        msg_id INTEGER NOT NULL,
-        idx INTEGER NOT NULL,
-        data TEXT NOT NULL,
-        PRIMARY KEY (conv_id, msg_id, idx),
-        FOREIGN KEY (conv_id, msg_id) REFERENCES messages(conv_id, id) ON DELETE CASCADE
-    );
-    CREATE INDEX conversations_updated ON conversations(updated);
-    """,
-    add_search_index,  # 2: the full-text index of messages (where SQLite has FTS5)
-]
-SCHEMA_VERSION = len(MIGRATIONS)
 _TAIL = " — chatting without saving"  # what every open error adds: the chat goes on in memory
 
 
@@ -99,22 +61,6 @@ class ConversationSummary:
     created: float
     updated: float
     messages: int
-
-
-@dataclass(frozen=True)
-class Unreadable:
-    """One cell of a saved conversation that could not be read; the rest of it loads."""
-
-    what: str  # "params", "active", "meta" or "steps"
-    message: int | None = None  # the message it belongs to (meta, steps)
-
-    def __str__(self) -> str:
-        return {
-            "params": "the sampling settings could not be read (the defaults are shown)",
-            "active": "which branches were active could not be read (the newest are shown)",
-            "meta": f"the details of message {self.message} (speed, token counts) could not be read",
-            "steps": f"the steps of answer {self.message} could not be read (its text is shown without them)",
-        }[self.what]
 
 
 def default_db_path(tail: str = _TAIL) -> Path:
@@ -317,91 +263,11 @@ class Store:
             step_rows = self._conn.execute(
                 "SELECT msg_id, idx, data FROM steps WHERE conv_id=? ORDER BY msg_id, idx", (int(conv_id),)
             ).fetchall()
-        problems: list[Unreadable] = []
-        params = _params_from_json(head[6])
-        if params is None:
-            problems.append(Unreadable("params"))
-        conv = Conversation(
-            id=int(head[0]), title=head[1], created=head[2], model=head[4], system=head[5],
-            params=params or SamplingParams(),
-        )
-        conv.updated = head[3]
-        for mid, parent, role, content, status, created, meta in msgs:
-            # An answer still "streaming" in the file was cut off by a crash or kill.
-            status = "cancelled" if status == "streaming" else status
-            meta_d = _json_cell(meta or "{}", dict)
-            if meta_d is None:
-                problems.append(Unreadable("meta", int(mid)))
-            conv.insert(Node(int(mid), parent, role, content, [], status, created, meta_d or {}))
-        broken: set[int] = set()
-        for mid, idx, data in step_rows:
-            node = conv.nodes.get(int(mid))
-            if node is None or node.id in broken or idx != len(node.steps):
-                continue  # a gap would break the token<->text mapping
-            step = _step_cell(idx, data)
-            if step is None:  # the steps after it would leave a gap: the answer keeps its text, not its steps
-                broken.add(node.id)
-                problems.append(Unreadable("steps", node.id))
-                continue
-            node.steps.append(step)
-        for node in conv.nodes.values():
-            if node.role == "assistant" and not node.content.startswith(node.step_text):
-                node.content = node.step_text  # a crash between a step batch and its content update
-        active = _json_cell(head[7] or "{}", dict)
-        try:
-            conv.active = {(None if k == "None" else int(k)): int(v) for k, v in (active or {}).items()}
-        except (TypeError, ValueError):
-            active = None
-        if active is None:
-            conv.active = {}  # the path then follows the newest child at each branch
-            problems.append(Unreadable("active"))
-        return conv, problems
+        return conversation_from_rows(head, msgs, step_rows)
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
-
-
-def _json_cell(text, kind: type):
-    """The JSON value of one cell if it parses and is a ``kind``, else None."""
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
-        return None
-    return value if isinstance(value, kind) else None
-
-
-def _step_cell(index: int, text) -> Step | None:
-    row = _json_cell(text, list)
-    try:
-        return step_from_row(index, row) if row is not None else None
-    except (TypeError, ValueError, IndexError, KeyError):
-        return None
-
-
-def _params_from_json(text: str | None) -> SamplingParams | None:
-    """The saved parameters; None if the cell is unreadable.
-
-    Unknown keys are ignored and a value this version refuses (written by a future
-    version, or a seed >= 2**64 saved before seeds were checked) keeps its default,
-    so one bad value does not reset the others.
-    """
-    d = _json_cell(text or "{}", dict)
-    if d is None:
-        return None
-    known = {k: v for k, v in d.items() if k in SamplingParams.__dataclass_fields__}
-    if "stop" in known:  # a JSON list; anything else is not a stop list
-        stop = known.pop("stop")
-        if isinstance(stop, list) and all(isinstance(x, str) for x in stop):
-            known["stop"] = tuple(stop)
-    good = {}
-    for key, value in known.items():
-        try:
-            SamplingParams(**{key: value})
-        except (ValueError, TypeError, ChatcliError):
-            continue
-        good[key] = value
-    return SamplingParams(**good)
 
 
 def open_store(path: Path | str | None = None) -> tuple[Store | None, str | None]:

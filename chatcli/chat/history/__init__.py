@@ -1,5 +1,8 @@
-"""What the history does beyond storing conversations (:mod:`chatcli.chat.store`).
+"""The history's parts beside the store itself (:mod:`chatcli.chat.store`).
 
+* :mod:`~chatcli.chat.history.schema` — the database's tables and their migrations;
+* :mod:`~chatcli.chat.history.saved_rows` — a saved conversation rebuilt from its rows,
+  each unreadable cell left out and named;
 * :mod:`~chatcli.chat.history.fulltext` — ``history search``: an FTS5 index over every
   saved message, kept in sync by triggers, or ``LIKE`` where SQLite has no FTS5;
 * :mod:`~chatcli.chat.history.search_view` — its hits as Rich text;
