@@ -13,27 +13,27 @@ the front end passes in: each is called as ``listener(event, **fields)`` with th
 plugin hooks' names and fields (:mod:`chatcli.plugins.hookspecs`), so a front end
 hands in its plugin manager's ``notify``. Failures of the store never stop a chat:
 they are reported once through ``on_notice`` and the chat continues in memory.
+
+This module holds the state, the jobs and the conversation's saving; running an answer,
+the settings and the prompt views are mixins in :mod:`chatcli.chat.core_parts`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
 
-from chatcli.chat.answer_record import drawn_seed, prompt_messages, record_adapters
-from chatcli.chat.params import changed_params, format_param, param_rows, parse_param_value, resolve_param
+from chatcli.chat.core_parts.answer_run import AnswerRun, Job
+from chatcli.chat.core_parts.chat_settings import ChatSettings
+from chatcli.chat.core_parts.prompt_views import PromptViews
 from chatcli.settings.sampling_state import SamplingState
 from chatcli.engine.protocol import ChatEngine, ModelIdentity, capabilities, model_sampling
-from chatcli.engine.events import Done, Event, Notice, Step
+from chatcli.engine.events import Done
 from chatcli.engine.params import SamplingParams
 from chatcli.errors import ChatcliError, GenerationError, UsageError
-from chatcli.chat.session import Conversation, Node, export_files, forced_step
+from chatcli.chat.session import Conversation, Node, forced_step
 from chatcli.chat.store import Store
-from chatcli.settings.param_sources import Resolved
 from chatcli.settings.thinking_switch import ThinkingSwitch
 from chatcli.progress import ProgressFn
 
@@ -43,18 +43,12 @@ NoticeFn = Callable[[str, str], None]  # (message, kind: "info" | "warning" | "e
 # with the fields of the plugin hook of that name. It must be quick (step_generated comes per token).
 Listener = Callable[..., None]
 
-@dataclass
-class Job:
-    """One generation: which answer it writes, what the model sees, which tokens are already decided."""
 
-    kind: str  # "send" | "retry" | "continue" | "branch"
-    node: Node  # the assistant message being written
-    messages: list[dict]
-    prefix_ids: list[int]
-    params: SamplingParams
+class ChatCore(AnswerRun, ChatSettings, PromptViews):
+    """The chat's state and what a front end asks of it: jobs (here), :meth:`run`
+    (core_parts/answer_run.py), settings (core_parts/chat_settings.py), prompt views
+    (core_parts/prompt_views.py)."""
 
-
-class ChatCore:
     save_every_steps = 16  # a kill -9 loses at most this many steps (or the last save_every_s)
     save_every_s = 0.25
 
@@ -195,123 +189,7 @@ class ChatCore:
             node.meta["model"] = self.engine.identity.name
         return Job(kind, node, self.conv.messages(before=node), list(prefix_ids), params)
 
-    # --- running ---------------------------------------------------------------------------
-
-    def run(self, job: Job, cancel: threading.Event | None = None) -> Iterator[Event]:
-        """Stream the job's answer: apply each event to the conversation, save in batches, yield it.
-
-        Always ends with one :class:`Done` (also when the engine raises); closing the
-        generator early marks the answer as stopped and saves what arrived.
-        """
-        engine = self._engine()
-        node = job.node
-        node.status = "streaming"
-        start_steps = len(node.steps)
-        saved = start_steps
-        last_save = time.monotonic()
-        done: Done | None = None
-        record_adapters(node.meta, engine)  # here, in the worker: a server's adapter control may ask the server
-        try:
-            stream = engine.chat(job.messages, job.params, cancel=cancel, answer_prefix_ids=job.prefix_ids)
-            for event in stream:
-                if isinstance(event, Step):
-                    if event.seq != 0:
-                        continue
-                    step = event if event.index == len(node.steps) else replace(event, index=len(node.steps))
-                    node.steps.append(step)
-                    node.content += step.text
-                    now = time.monotonic()
-                    if len(node.steps) - saved >= self.save_every_steps or now - last_save >= self.save_every_s:
-                        self._persist(lambda s, a=saved, b=len(node.steps): s.append_steps(self.conv, node, a, node.steps[a:b]))
-                        saved, last_save = len(node.steps), now
-                    self.announce("step_generated", step=step, message=node, conversation=self.conv)
-                    yield step
-                elif isinstance(event, Done):
-                    done = event
-                    if job.params.seed is None and drawn_seed(engine) is not None:
-                        node.meta["seed_used"] = drawn_seed(engine)
-                    self._finish(node, event, start_steps)
-                    self.announce("answer_finished", message=node, done=event, conversation=self.conv)
-                    yield event
-                elif isinstance(event, Notice):
-                    if isinstance(event.data.get("dropped_messages"), int):  # /raw shows the prompt without them
-                        node.meta["dropped_messages"] = event.data["dropped_messages"]
-                    yield event
-        except ChatcliError as e:
-            done = Done("error", 0, len(node.steps) - start_steps, None, None, text="", error=e.message)
-            self._finish(node, done, start_steps)
-            yield done
-        finally:
-            if node.status == "streaming":  # closed early, or the engine ended without Done
-                node.status = "cancelled"
-            if done is None:
-                done = Done("cancelled", 0, len(node.steps) - start_steps, None, None)
-            self.last_done = done
-            self._persist(lambda s: (s.append_steps(self.conv, node, saved, node.steps[saved:]), s.save_conversation(self.conv)))
-
-    def _finish(self, node: Node, done: Done, start_steps: int) -> None:
-        # Done.text is the engine's whole answer text; keep it when it extends what the
-        # steps showed (a flushed tail), otherwise trust the steps.
-        steps_text = node.step_text
-        prefix_text = "".join(s.text for s in node.steps[:start_steps])
-        if done.text and done.text.startswith(steps_text):
-            node.content = done.text  # the whole answer, with a tail no step carried
-        elif done.text and start_steps and (prefix_text + done.text).startswith(steps_text):
-            node.content = prefix_text + done.text  # only the new part
-        else:
-            node.content = steps_text
-        node.status = done.finish_reason
-        node.meta.update(
-            prompt_tokens=done.prompt_tokens,
-            completion_tokens=len(node.steps),
-            ttft_s=done.ttft_s,
-            tokens_per_s=done.tokens_per_s,
-        )
-        if done.error:
-            node.meta["error"] = done.error
-
-    # --- settings --------------------------------------------------------------------------
-
-    def set_param(self, name: str, value: str) -> str:
-        """Validate and apply one sampling parameter; returns 'name = value'. Nothing changes on error."""
-        key = resolve_param(name)
-        field = "top_n" if key == "top_shown" else key
-        parsed = parse_param_value(key, value)
-        self._use(self.sampling.set(field, parsed))  # SamplingParams validates
-        self._persist(lambda s: s.save_conversation(self.conv) if self.conv.id is not None else None)
-        return f"{key} = {format_param(key, parsed)}"
-
-    def param_rows(self) -> list[tuple[str, str, str]]:
-        return param_rows(self.conv.params)
-
-    def param_source(self, key: str) -> str:
-        """Where the value of ``/set``'s parameter ``key`` came from ("/set", "model", "built-in", ...)."""
-        return self.param_sources.get("top_n" if key == "top_shown" else key, "built-in")
-
-    def _use(self, resolved: Resolved) -> None:
-        self.conv.params, self.param_sources = resolved.params, resolved.sources
-
-    def set_system(self, text: str | None) -> None:
-        self.conv.system = text or None
-        self._persist(lambda s: s.save_conversation(self.conv) if self.conv.id is not None else None)
-
-    def new_conversation(self, *, keep_system: bool) -> None:
-        """Start over with the same sampling parameters (``/set`` values carry over), the system
-        prompt kept or back to the session's default; the previous conversation stays in the history."""
-        system = self.conv.system if keep_system else self.default_system
-        self.sampling.start_new()
-        self.conv = Conversation(system=system, params=self.conv.params)
-        if self.engine is not None:
-            self.conv.model = self.engine.identity.name
-
-    @property
-    def default_params(self) -> SamplingParams:
-        """What the session starts from: every layer but ``/set``."""
-        return self.sampling.base().params
-
-    def changed_params(self) -> list[str]:
-        """``name=value`` of each sampling parameter that differs from the session's start."""
-        return changed_params(self.conv.params, self.default_params)
+    # --- the conversation: resumed, a version switched, a message a command added ------------
 
     def resume(self, conv_id: int | str | None = None) -> Conversation:
         """Load a saved conversation and make it current.
@@ -348,55 +226,6 @@ class ChatCore:
     def save_added(self, node: Node) -> None:
         """Save a message a command added itself (``/rank``'s chosen answer), its steps included."""
         self._persist(lambda s: (s.save_node(self.conv, node, with_steps=True), s.save_conversation(self.conv)))
-
-    # --- views -----------------------------------------------------------------------------
-
-    def raw_prompt(self) -> str:
-        """The exact string the model sees for the next answer (special tokens included)."""
-        return self._engine().render_prompt(self.conv.messages(), add_generation_prompt=True)
-
-    def answer_prompt(self, node: Node) -> str:
-        """The prompt that produced answer ``node``, as it was rendered then (see
-        :func:`chatcli.chat.answer_record.prompt_messages`)."""
-        messages = prompt_messages(self.conv.messages(before=node), node.meta)
-        return self._engine().render_prompt(messages, add_generation_prompt=True)
-
-    def next_prompt_start(self) -> str:
-        """What the next answer's prompt starts with: the conversation so far, its last turn
-        closed (the next message and a new assistant header follow it)."""
-        return self._engine().render_prompt(self.conv.messages(), add_generation_prompt=False)
-
-    def context_usage(self) -> tuple[int, int] | None:
-        """(tokens the conversation fills, context length), or None before the model loads.
-
-        Counted from the rendered prompt (the template's special tokens included) plus
-        the last answer's tokens; called at the start and end of answers, not per token.
-        """
-        if self.engine is None:
-            return None
-        engine = self.engine
-        leaf = self.conv.leaf
-        if not capabilities(engine).exact_prompt:
-            return self._reported_usage()
-        if leaf is None:
-            used = 0
-        elif leaf.role == "assistant":
-            used = engine.count_tokens(engine.render_prompt(self.conv.messages(before=leaf))) + len(leaf.steps)
-        else:
-            used = engine.count_tokens(engine.render_prompt(self.conv.messages()))
-        return used, engine.identity.context_length
-
-    def _reported_usage(self) -> tuple[int, int] | None:
-        """Without the exact prompt (a remote server): the server's own count for the last answer."""
-        length = self.engine.identity.context_length if self.engine is not None else 0
-        leaf = self.conv.leaf
-        if not length or leaf is None or leaf.role != "assistant" or not leaf.meta.get("prompt_tokens"):
-            return None
-        return int(leaf.meta["prompt_tokens"]) + len(leaf.steps), length
-
-    def export(self, path: str | None = None) -> tuple[Path, Path]:
-        """Write the conversation as Markdown and JSON; returns both paths."""
-        return export_files(self.conv, path)
 
     # --- persistence -----------------------------------------------------------------------
 
