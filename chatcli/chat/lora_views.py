@@ -1,4 +1,5 @@
-"""How adapters are drawn: ``/lora``'s rows, the ‖ΔW‖/‖W0‖ heat table, the per-layer ablation bars.
+"""How adapters are drawn: ``/lora``'s rows, the ‖ΔW‖/‖W0‖ heat table, the per-layer ablation bars,
+``/compare``'s tinted answer and the steps that moved most.
 
 Rich renderables shared by ``/lora`` and ``/lora-layers`` (TUI and REPL) and by
 ``chatcli lora info --model`` / ``chatcli lora layers``. Both fit 80 columns: the heat
@@ -130,3 +131,55 @@ def ablation_view(result: Ablation) -> RenderableType:
         f" (no adapter): {result.total_kl_bits:.4f} bits, top-1 changed at {result.total_changed}/{result.tokens} steps",
     )
     return Group(head, table, total)
+
+
+# --- /compare ------------------------------------------------------------------------------------
+
+
+def kl_style(kl_bits: float) -> str:
+    """Background tint for a token by KL: none below 0.01 bits, deeper up to ~2 bits."""
+    if kl_bits < 0.01:
+        return ""
+    levels = ("#3a2f1a", "#5a3f1a", "#7a4a1a", "#9a4f1a", "#b8501a")
+    i = min(len(levels) - 1, int(max(0.0, kl_bits) / 0.4))
+    return f"on {levels[i]}"
+
+
+def comparison_view(result, rows: int = 8) -> RenderableType:
+    """The answer tinted by KL, then the steps that moved most with both distributions.
+
+    A probability a server did not return is shown as ``<`` the smallest it did return."""
+    summary = result.to_json()
+    note = f"\n{result.note}" if result.note else ""
+    head = Text(
+        f"{', '.join(result.adapters)} vs without: mean KL {summary['mean_kl_bits']:.3f} bits over "
+        f"{summary['tokens']} tokens; top choice changed at {summary['choices_changed']} step(s){note}\n",
+        style="bold",
+    )
+    if result.no_effect:  # nothing measurable: say so, and why, under the summary
+        head.append(result.no_effect + "\n", style="not bold yellow")
+    body = Text()
+    for s in result.steps:
+        body.append(s.token, style=kl_style(s.kl_bits))
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold", title="steps that moved most", title_justify="left")
+    for col in ("#", "token", "KL bits", "p base", "p adapter", "base top (adapter)", "adapter top (base)"):
+        table.add_column(col, justify="right" if col in ("#", "KL bits", "p base", "p adapter") else "left")
+    for s in sorted(result.steps, key=lambda s: -s.kl_bits)[:rows]:
+        by_base = sorted((t for t in s.top if t.p_base is not None), key=lambda t: -t.p_base)[:3]
+        by_adapter = sorted((t for t in s.top if t.p_adapter is not None), key=lambda t: -t.p_adapter)[:3]
+        table.add_row(
+            str(s.index), repr(s.token), ("≥" if result.partial else "") + f"{s.kl_bits:.3f}",
+            probability(s.p_base, s.base_floor), probability(s.p_adapter, s.adapter_floor),
+            "  ".join(f"{t.token!r} {t.p_base:.3f} ({probability(t.p_adapter, s.adapter_floor)})" for t in by_base),
+            "  ".join(f"{t.token!r} {t.p_adapter:.3f} ({probability(t.p_base, s.base_floor)})" for t in by_adapter),
+        )  # fmt: skip
+    return Group(head, body, Text(""), table)
+
+
+def probability(p: float | None, floor: float | None, digits: int = 3) -> str:
+    """``0.123``; a probability the server did not return: ``<0.055`` (below the smallest it did)."""
+    if p is not None:
+        return f"{p:.{digits}f}"
+    if floor is None:
+        return "?"
+    return f"<{math.ceil(floor * 10**digits) / 10**digits:.{digits}f}"  # rounded up: still a bound

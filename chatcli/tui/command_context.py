@@ -158,7 +158,7 @@ class TuiCommandContext:
         app.end_comparison()
         if view is None or view.node is not node or len(comparison.steps) != len(node.steps):
             # not on screen (another branch is shown): the transcript gets the printed copy
-            from chatcli.chat.lora_commands import comparison_view
+            from chatcli.chat.lora_views import comparison_view
 
             self.say(comparison_view(comparison), "result")
             return
