@@ -71,43 +71,59 @@ def _root(
     _debug = debug or _debug
 
 
-_registered = False
+_registered: set[str] = set()  # the modules whose commands are on ``app`` (main() may run many times)
+
+# The core command each first word names, by the module that registers it: ``chatcli generate ...``
+# imports and builds that command alone. Importing every command module and building every command's
+# options took ~0.1 s of each start (issue 18); --help, Tab and any other word register them all.
+_MODULE_OF = {
+    "generate": "generate", "serve": "serve", "tokenize": "inspect", "score": "inspect", "lens": "probes",
+    "attention": "probes", "models": "models", "lora": "lora", "plugins": "plugins", "presets": "presets",
+    "bench": "bench", "chat": "chat", "history": "chat", "tour": "tour",
+}  # fmt: skip
+_ORDER = ("generate", "serve", "inspect", "probes", "models", "lora", "plugins", "presets", "bench", "chat", "tour")
 
 
-def _register_commands() -> None:
-    global _registered
-    if _registered:  # main() may run many times in one process (tests, embedding)
-        return
-    _registered = True
-    from chatcli.cli import generate as cli_generate
-    from chatcli.cli import inspect as cli_inspect
-    from chatcli.cli import lora as cli_lora
-    from chatcli.cli import models as cli_models
-    from chatcli.cli import plugins as cli_plugins
-    from chatcli.cli import probes as cli_probes
-    from chatcli.cli import serve as cli_serve
+def _register_module(name: str) -> None:
+    """Put the commands of one command module on ``app`` (chat and tour: only where the chat front end imports)."""
+    import importlib
 
-    cli_generate.register(app)
-    cli_serve.register(app)
-    cli_inspect.register(app)
-    cli_probes.register(app)
-    cli_models.register(app)
-    cli_lora.register(app)
-    cli_plugins.register(app)
-    from chatcli.cli import presets as cli_presets
-
-    cli_presets.register(app)
-    from chatcli.bench import cli as cli_bench
-
-    cli_bench.register(app)
-    try:  # the chat front end lands in its own module
-        from chatcli.cli import chat as cli_chat
+    try:
+        module = importlib.import_module("chatcli.bench.cli" if name == "bench" else f"chatcli.cli.{name}")
     except ImportError:
-        return
-    cli_chat.register(app)
-    from chatcli.cli import tour as cli_tour
+        if name in ("chat", "tour"):  # the chat front end, and the tour that runs in it, land in their own modules
+            return
+        raise
+    module.register(app)
+    _registered.add(name)
 
-    cli_tour.register(app)
+
+def _register_commands(only: str | None = None) -> None:
+    """Put the core commands on ``app``: all of them, in help order, or only those of the module
+    that registers the command word ``only`` (see ``_MODULE_OF``)."""
+    if only is not None:
+        if _MODULE_OF[only] not in _registered:
+            _register_module(_MODULE_OF[only])
+        return
+    if _registered == set(_ORDER):
+        return
+    # None or only some so far (a command registered alone): again from the start, so help lists them in order.
+    app.registered_commands.clear()
+    app.registered_groups.clear()
+    _registered.clear()
+    for name in _ORDER:
+        _register_module(name)
+
+
+def _command_word(args: list[str]) -> str | None:
+    """The core command ``args`` run (their first word that is no option), or None: a help, a Tab,
+    a plugin's command or a typo, for which every core command is registered."""
+    from chatcli.cli import completion
+
+    if completion.completing():
+        return None
+    first = next((a for a in args if not a.startswith("-")), None)
+    return first if first in _MODULE_OF else None
 
 
 def fail(message: str, code: int) -> None:
@@ -167,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     global _debug
     args = list(sys.argv[1:] if argv is None else argv)
     _debug = "--debug" in args or os.environ.get("CHATCLI_DEBUG") == "1"
-    _register_commands()
+    _register_commands(_command_word(args))
     command = typer.main.get_command(app)
     try:
         rc = _run(command, args)

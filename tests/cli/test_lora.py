@@ -22,8 +22,8 @@ def run(capsys, monkeypatch):
 
     original = cli._register_commands
 
-    def register() -> None:
-        original()
+    def register(only: str | None = None) -> None:
+        original(only)
         if not any(g.name == "lora" for g in cli.app.registered_groups):
             cli_lora.register(cli.app)
 

@@ -33,6 +33,9 @@ NOT_FOR_GENERATE = (
     "chatcli.tui", "chatcli.plugins", "chatcli_user_plugins",
     "torch._dynamo",  # ~1.4 s: what running initializers on meta tensors used to import
     "chatcli.lora.peft_io", "regex",  # ~45 ms: PEFT I/O and its regex budget load with the first adapter
+    # The other commands' modules (issue 18: importing them and building their options cost ~0.1 s).
+    "chatcli.cli.chat", "chatcli.cli.serve", "chatcli.cli.inspect", "chatcli.cli.probes", "chatcli.cli.models",
+    "chatcli.cli.lora", "chatcli.cli.presets", "chatcli.cli.tour", "chatcli.bench",
 )
 
 
@@ -61,3 +64,27 @@ def test_generate_help_loads_no_torch():
 @pytest.mark.parametrize("command", ["models", "lora", "plugins"])
 def test_core_command_help_loads_no_plugins(command):
     assert _matching(_loaded(command, "--help"), ("pluggy", "chatcli_rank", "chatcli_finetune", "chatcli.plugins", "textual")) == []
+
+
+def test_a_command_registered_alone_leaves_the_full_help_in_its_order(monkeypatch):
+    import typer
+
+    from chatcli.cli import main as cli
+
+    def names() -> list[str]:
+        return list(typer.main.get_command(cli.app).commands)
+
+    monkeypatch.setattr(cli.app, "registered_commands", [])
+    monkeypatch.setattr(cli.app, "registered_groups", [])
+    monkeypatch.setattr(cli, "_registered", set())
+    cli._register_commands()
+    full = names()
+    assert {"generate", "score", "history", "bench", "models"} <= set(full)
+    for word in ("history", "score"):  # each word registers its module alone, then everything again in order
+        cli.app.registered_commands.clear()
+        cli.app.registered_groups.clear()
+        cli._registered.clear()
+        cli._register_commands(word)
+        assert word in names() and "generate" not in names()
+        cli._register_commands()
+        assert names() == full
