@@ -21,6 +21,11 @@ keys and values of other weights, so it is dropped) and are announced to
 
 :meth:`AdapterManager.override` / :meth:`disabled` switch adapters temporarily and
 restore everything bit-exactly (see :mod:`chatcli.lora.override`).
+
+This module holds the manager's state, its queries, loading, unloading and saving; the
+switches (scale, on/off, merge) are :mod:`chatcli.lora.switches` and the layers' wrappers
+(which module is in place, W0 under merged adapters) :mod:`chatcli.lora.layer_slots`, both
+mixins of :class:`AdapterManager`.
 """
 
 from __future__ import annotations
@@ -42,10 +47,12 @@ from chatcli.lora.info import (  # noqa: F401  (re-exported)
     describe,
     sort_targets,
 )
+from chatcli.lora.layer_slots import LayerSlots
 from chatcli.lora.override import TemporarySwitches
+from chatcli.lora.switches import AdapterSwitches
 from chatcli.model.lora_linear import LoRALinear, LoRAPair, Replacement, ReplacedModule
 from chatcli.lora.validate import AdapterError, ModuleShapes, check_against_model, max_rank_limit
-from chatcli.model.qlinear import QUANTIZED_MODULES, QuantizedLinear, float_dtype_device, weight_shape
+from chatcli.model.qlinear import QUANTIZED_MODULES, QuantizedLinear, weight_shape
 from chatcli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -63,8 +70,10 @@ class _Loaded:
     merged: bool = False
 
 
-class AdapterManager(TemporarySwitches):
-    """Named LoRA adapters on one :class:`~chatcli.model.model.DecoderLM`."""
+class AdapterManager(TemporarySwitches, AdapterSwitches, LayerSlots):
+    """Named LoRA adapters on one :class:`~chatcli.model.model.DecoderLM`: state, queries, loading
+    and saving here; switches in lora/switches.py, the layers' wrappers in lora/layer_slots.py,
+    temporary switches in lora/override.py."""
 
     def __init__(
         self,
@@ -142,30 +151,6 @@ class AdapterManager(TemporarySwitches):
 
     def list(self) -> list[AdapterInfo]:
         return [self.info(n) for n in self._adapters]
-
-    def base_weight(self, module: str) -> torch.Tensor:
-        """W0 of linear ``module``: [out, in] float32, the weight without any adapter. A quantised
-        (int8, int4) layer is dequantised; a weight holding merged adapters gives back merged − s·c·B·A
-        (a new tensor, one module at a time; the model's weight is not touched)."""
-        layer = self._slots[module][2]
-        if isinstance(layer, QuantizedLinear):
-            return layer.dequantize(torch.float32)
-        w = layer.weight.detach().float()  # the weight itself when it is float32: never written below
-        wrapper = self._wrappers.get(module)
-        for pair in wrapper.lora.values() if isinstance(wrapper, LoRALinear) else ():
-            if pair.merged:
-                w = w - pair.delta(pair.merged_scale).to(w.device)
-        return w
-
-    def base_norm(self, module: str) -> float:
-        """‖W0‖_F of linear ``module`` (:meth:`base_weight`), remembered per module and dtype: the
-        base weights stay as they are while the model is loaded (merging changes them only
-        by what unmerging takes back), and reading them all takes a second on a small CPU."""
-        layer = self._slots[module][2]
-        key = (module, layer.method if isinstance(layer, QuantizedLinear) else layer.weight.dtype)
-        if key not in self._norms:
-            self._norms[key] = float(torch.linalg.vector_norm(self.base_weight(module)))
-        return self._norms[key]
 
     # --- loading -------------------------------------------------------------------------------
 
@@ -258,70 +243,6 @@ class AdapterManager(TemporarySwitches):
         for name in list(self._adapters):
             self.unload(name)
 
-    # --- switches ------------------------------------------------------------------------------
-
-    def set_scale(self, name: str, scale: float) -> None:
-        self._get(name)
-        self._switch(name, scale=check_scale(scale))
-
-    def enable(self, name: str) -> None:
-        self._get(name)
-        self._switch(name, enabled=True)
-
-    def disable(self, name: str) -> None:
-        """Switch ``name`` off (a merged adapter is unmerged first)."""
-        self._get(name)
-        self._switch(name, enabled=False)
-
-    def merge(self, name: str) -> None:
-        """Fold ``name`` into the base weights (it stays listed; unmerge to separate it again)."""
-        st = self._get(name)
-        quantized = [m for m in st.adapter.modules if isinstance(self._slots[m][2], QuantizedLinear)]
-        if quantized:
-            method = self._slots[quantized[0]][2].method
-            raise AdapterError(
-                f"cannot merge {name}: {quantized[0]} has {method} weights (--quantize {method}); it stays unmerged "
-                "(load the model without --quantize to merge)"
-            )
-        tied = [m for m in st.adapter.modules if self._shared_weight(m)]
-        if tied:
-            raise AdapterError(
-                f"cannot merge {name}: {tied[0]} shares its weight with another module (tied embeddings); "
-                "it stays unmerged (or export a merged copy with 'chatcli lora merge')"
-            )
-        self._switch(name, enabled=True, merged=True)
-
-    def unmerge(self, name: str) -> None:
-        self._get(name)
-        self._switch(name, merged=False)
-
-    def _switch(self, name: str, **state) -> None:
-        """:meth:`_apply` while no answer runs (the guard), then tell the listeners."""
-        with self.guard():
-            self._apply(name, **state)
-        self._changed()
-
-    def _apply(self, name: str, *, scale: float | None = None, enabled: bool | None = None, merged: bool | None = None) -> None:
-        """Bring adapter ``name`` to the requested state in every layer it touches."""
-        st = self._adapters[name]
-        new_scale = st.scale if scale is None else scale
-        new_enabled = st.enabled if enabled is None else enabled
-        new_merged = (st.merged if merged is None else merged) and new_enabled
-        for module in st.adapter.modules:
-            wrapper = self._current(module)
-            pair = wrapper.lora[name]
-            if pair.merged and (not new_merged or new_scale != pair.merged_scale):
-                wrapper.unmerge(name)
-            pair.scale, pair.enabled = new_scale, new_enabled
-            if new_merged and not pair.merged:
-                wrapper.merge(name)
-            wrapper.invalidate()
-        for module in st.adapter.saved:
-            rep = self._current(module).replacements[name]
-            rep.scale, rep.enabled = new_scale, new_enabled
-        st.scale, st.enabled, st.merged = new_scale, new_enabled, new_merged
-        self._place([*st.adapter.modules, *st.adapter.saved])
-
     # --- saving and export ---------------------------------------------------------------------
 
     def save(self, name: str, out_dir: str | Path) -> Path:
@@ -341,7 +262,7 @@ class AdapterManager(TemporarySwitches):
 
         return merged_state_dict(self)
 
-    # --- internals -----------------------------------------------------------------------------
+    # --- internals (the layers' own: layer_slots.py) --------------------------------------------
 
     def _get(self, name: str) -> _Loaded:
         st = self._adapters.get(name)
@@ -349,61 +270,6 @@ class AdapterManager(TemporarySwitches):
             loaded = ", ".join(self._adapters) or "none"
             raise UsageError(f"no adapter named {name!r} is loaded (loaded: {loaded})")
         return st
-
-    def _dtype_device(self) -> tuple[torch.dtype, torch.device]:
-        return float_dtype_device(self._slots[next(iter(self.shapes.linears))][2])
-
-    def _current(self, module: str) -> Any:
-        """The wrapper of ``module`` (in the model or parked beside it)."""
-        return self._wrappers[module]
-
-    def _wrapper(self, module: str, kind: type) -> Any:
-        wrapper = self._wrappers.get(module)
-        if not isinstance(wrapper, kind):
-            # Created once per module and kept: a reload costs no module creation.
-            wrapper = kind(self._slots[module][2])
-            self._wrappers[module] = wrapper
-        return wrapper
-
-    def _place(self, modules) -> None:
-        """Put each wrapper in the model only while it has work (an active side path or
-        replacement); otherwise the original module object. So an adapter that is off or
-        merged costs nothing per token, and the model is structurally the base model."""
-        for module in modules:
-            parent, attr, original = self._slots[module]
-            current = getattr(parent, attr)
-            wrapper = self._wrappers.get(module)
-            if current is not original and current is not wrapper:
-                raise AssertionError(f"{module} was replaced outside the adapter manager")
-            busy = wrapper is not None and (
-                any(p.active for p in wrapper.lora.values())
-                if isinstance(wrapper, LoRALinear)
-                else wrapper.current() is not None
-            )
-            want = wrapper if busy else original
-            if current is not want:
-                if busy:
-                    wrapper.training = original.training
-                parent.register_module(attr, want)  # replaces the child of that name
-
-    def _detach(self, module: str, name: str) -> None:
-        wrapper = self._wrappers.get(module)
-        if isinstance(wrapper, LoRALinear):
-            if name in wrapper.lora:
-                wrapper.remove(name)
-        elif isinstance(wrapper, ReplacedModule):
-            wrapper.replacements.pop(name, None)
-        self._place([module])
-
-    def _shared_weight(self, module: str) -> bool:
-        layer = self._slots[module][2]
-        if isinstance(layer, QUANTIZED_MODULES):
-            return False  # a quantised layer holds its own copy (a tied head's included)
-        w = layer.weight
-        return any(
-            other != module and not isinstance(m, QUANTIZED_MODULES) and getattr(m, "weight", None) is w
-            for other, (_, _, m) in self._slots.items()
-        )
 
     def _bump(self) -> None:
         """The effective weights changed: KV caches made before are stale (see Generator)."""
