@@ -86,10 +86,12 @@ class FusedGroup:
         """Whether the oneDNN path can serve this group (bf16 on CPU with oneDNN), whatever the choice."""
         return self.weight_t.dtype == torch.bfloat16 and self.weight_t.device.type == "cpu" and _HAS_ONEDNN
 
-    def choose_onednn(self, use: bool) -> None:
-        """Take the oneDNN path for small bf16 products or not; not drops the prepacked copy (its memory)."""
+    def choose_onednn(self, use: bool, keep: bool = False) -> None:
+        """Take the oneDNN path for small bf16 products or not; not drops the prepacked copy (its memory)
+        unless ``keep`` (a calibration switching back and forth: building the copy again would be
+        timed as part of the next oneDNN candidate's first token)."""
         self.use_onednn = use
-        if not use:
+        if not use and not keep:
             self._onednn, self._onednn_version = None, -1
 
 
@@ -112,12 +114,28 @@ class QuantGroup:
 
     member_type: type = nn.Module
 
-    def __init__(self, fused: nn.Module, names: Sequence[str], sizes: Sequence[int], starts: Sequence[int]):
+    def __init__(self, fused: nn.Module, names: Sequence[str], sizes: Sequence[int], starts: Sequence[int],
+                 members: Sequence[nn.Module]):
         self.fused = fused
         self.names = tuple(names)
         self.sizes = tuple(sizes)
         self.starts = tuple(starts)
         self.ptrs = tuple(fused.qweight[s].data_ptr() for s in self.starts)
+        # The plain case, checked by identity (a few attribute reads, no tensor calls): each name still
+        # holds the member packed here and that member still holds the weight view packed here.
+        self.packed = tuple((name, m, m.qweight) for name, m in zip(self.names, members))
+        # The fused output cut into the members' columns by one split: pieces of ``sizes`` and of the
+        # padding rows between and after them (int4 pads each member to 64 rows), the members at ``keep``.
+        pieces, keep, col = [], [], 0
+        for s, n in zip(self.starts, self.sizes):
+            if s > col:
+                pieces.append(s - col)
+            keep.append(len(pieces))
+            pieces.append(n)
+            col = s + n
+        if fused.out_features > col:
+            pieces.append(fused.out_features - col)
+        self.pieces, self.keep = tuple(pieces), tuple(keep)
 
     @classmethod
     def members(cls, parent: nn.Module, names: Sequence[str]) -> list[nn.Module] | None:
@@ -132,6 +150,18 @@ class QuantGroup:
 
     def run(self, parent: nn.Module, x: torch.Tensor) -> list[torch.Tensor] | None:
         """Each member's output [..., o_i] for x [..., K] from one quantised matmul, or None."""
+        modules = parent._modules
+        for name, m, q in self.packed:
+            if modules[name] is not m or m._buffers["qweight"] is not q:
+                return self._run_checked(parent, x)
+        # Every member is the plain layer packed here: no LoRA side path writes into the outputs, so
+        # one split gives them (views, like narrow's) and the fused layer is called without the module
+        # call's hook machinery (it is no registered module: nothing can hook it).
+        parts = self.fused.forward(x).split_with_sizes(self.pieces, -1)
+        return [parts[i] for i in self.keep]
+
+    def _run_checked(self, parent: nn.Module, x: torch.Tensor) -> list[torch.Tensor] | None:
+        """:meth:`run` when a member was wrapped (LoRA) or replaced: by pointer, as the modules now are."""
         loras = []
         for name, ptr in zip(self.names, self.ptrs):
             m = parent._modules[name]
@@ -155,8 +185,8 @@ class Int8Group(QuantGroup):
         mods = cls.members(parent, names)
         if mods is None:
             return None
-        q = torch.cat([m.qweight for m in mods])  # [O_total, K]
-        s = torch.cat([m.scales for m in mods])  # [O_total]
+        q = _joined([m.qweight for m in mods], 0)  # [O_total, K]
+        s = _joined([m.scales for m in mods], 0)  # [O_total]
         b = torch.cat([m.bias.detach() for m in mods]) if mods[0].bias is not None else None
         fused = Int8Linear(q, s, b, mods[0].dtype)
         start = 0
@@ -168,7 +198,7 @@ class Int8Group(QuantGroup):
                 m.bias = nn.Parameter(fused.bias.detach()[start : start + o], requires_grad=False)
             start += o
         sizes = [m.out_features for m in mods]
-        return cls(fused, names, sizes, [sum(sizes[:i]) for i in range(len(sizes))])
+        return cls(fused, names, sizes, [sum(sizes[:i]) for i in range(len(sizes))], mods)
 
 
 class Int4Group(QuantGroup):
@@ -186,8 +216,8 @@ class Int4Group(QuantGroup):
         mods = cls.members(parent, names)
         if mods is None or len({m.group_size for m in mods}) != 1:
             return None
-        q = torch.cat([m.qweight for m in mods])  # [Np_total, Kp / 2]
-        sz = torch.cat([m.scales_zeros for m in mods], dim=1)  # [G, Np_total, 2]
+        q = _joined([m.qweight for m in mods], 0)  # [Np_total, Kp / 2]
+        sz = _joined([m.scales_zeros for m in mods], 1)  # [G, Np_total, 2]
         b = None
         if mods[0].bias is not None:  # each member's bias padded to its padded rows
             b = torch.cat([F.pad(m.bias.detach(), (0, m.padded_out - m.out_features)) for m in mods])
@@ -201,7 +231,32 @@ class Int4Group(QuantGroup):
                 m.bias = nn.Parameter(fused.bias.detach()[start : start + m.out_features], requires_grad=False)
             starts.append(start)
             start += o
-        return cls(fused, names, [m.out_features for m in mods], starts)
+        return cls(fused, names, [m.out_features for m in mods], starts, mods)
+
+
+def _joined(parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+    """``torch.cat(parts, dim)``; without a copy when the parts already lie one after another along
+    ``dim`` in one contiguous tensor (quantising lays a group's members out so: chatcli.model.quantize),
+    which is then returned as a view of their memory."""
+    first = parts[0]
+    shape = list(first.shape)
+    shape[dim] = sum(p.shape[dim] for p in parts)
+    storage = first.untyped_storage()
+    span = first.storage_offset() + sum((n - 1) * st for n, st in zip(shape, first.stride())) + 1
+    alike = all(p.untyped_storage().data_ptr() == storage.data_ptr() and p.dtype == first.dtype
+                and p.stride() == first.stride() and p.shape[:dim] + p.shape[dim + 1 :] ==
+                first.shape[:dim] + first.shape[dim + 1 :] for p in parts)
+    if alike and span * first.element_size() <= storage.nbytes():
+        whole = first.as_strided(shape, first.stride(), first.storage_offset())
+        start = 0
+        for p in parts:
+            if whole.narrow(dim, start, p.shape[dim]).data_ptr() != p.data_ptr():
+                break
+            start += p.shape[dim]
+        else:
+            if whole.is_contiguous():
+                return whole
+    return torch.cat(parts, dim)
 
 
 def quant_group(parent: nn.Module, names: Sequence[str]) -> QuantGroup | None:
@@ -290,8 +345,10 @@ def fused_linear(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: to
         y = torch.ops.mkldnn._linear_pointwise(x, group.onednn_weight(version), group.bias, "none", [], "")
     else:
         y = F.linear(x, group.weight, group.bias)  # [..., O_total]
-    # narrow, not split: autograd refuses in-place writes (the LoRA side path) to split's views.
-    outs = [y.narrow(-1, s, n) for s, n in zip(group.starts, group.sizes)]
+    if y.requires_grad:  # training: split's backward is one cat (narrow's: a zero-filled [.., O_total] per member)
+        outs = list(y.split(group.sizes, -1))  # the LoRA side paths add out of place here
+    else:  # narrow, not split: autograd refuses in-place writes (the LoRA side path) to split's views
+        outs = [y.narrow(-1, s, n) for s, n in zip(group.starts, group.sizes)]
     for i, lora in enumerate(loras):
         if lora is not None:
             outs[i] = lora.add_side(x, outs[i])
@@ -345,17 +402,40 @@ def _layer_groups(model: nn.Module) -> list[FusedGroup | QuantGroup]:
                                                         layer.mlp.gate_up_group, layer.mlp.down_group) if g is not None]
 
 
-def use_kernel_choices(model: nn.Module, choices: KernelChoices) -> None:
+def use_kernel_choices(model: nn.Module, choices: KernelChoices, keep_prepacked: bool = False) -> None:
     """Make ``choices`` the :class:`~chatcli.model.model.DecoderLM`'s ``kernel_choices`` and push them
     into what reads them: each fused float group (the bf16 small-rows path; choosing ``plain`` frees
-    the oneDNN copies) and each int8/int4 layer, the fused ones included (the kernels' row limits)."""
+    the oneDNN copies unless ``keep_prepacked``) and each int8/int4 layer, the fused ones included
+    (the kernels' row limits)."""
     model.kernel_choices = choices
     groups = _layer_groups(model) + ([model.head_group] if model.head_group is not None else [])
     quantised = [m for m in model.modules() if isinstance(m, (Int8Linear, Int4Linear))]
     for g in groups:
         if isinstance(g, FusedGroup):
-            g.choose_onednn(choices.bf16_small_rows == "onednn")
+            g.choose_onednn(choices.bf16_small_rows == "onednn", keep=keep_prepacked)
         else:
             quantised.append(g.fused)  # the fused layer is no registered module: reach it through its group
     for layer in quantised:
         layer.kernel_max_rows = choices.int8_max_rows if isinstance(layer, Int8Linear) else choices.int4_max_rows
+
+
+def prepack(model: nn.Module) -> int:
+    """Build now the oneDNN copies that the groups taking the bf16 oneDNN path would build on their first
+    small product (so a timed decode does not pay a reorder of every weight in its first token: a
+    calibration measured oneDNN ~10x slower than it is that way). Returns how many groups have a copy.
+    A group whose members are no longer its plain views is skipped (:func:`fused_linear` would not use it)."""
+    pairs = [(layer.self_attn, g) for layer in model.model.layers for g in (layer.self_attn.qkv_group,
+                                                                           layer.self_attn.o_group)]
+    pairs += [(layer.mlp, g) for layer in model.model.layers for g in (layer.mlp.gate_up_group, layer.mlp.down_group)]
+    pairs.append((model, model.head_group))
+    built = 0
+    for parent, g in pairs:
+        if not isinstance(g, FusedGroup) or not g.use_onednn or not g.onednn_ok():
+            continue
+        mods = [parent._modules[name] for name in g.names]
+        bases = [m.base if type(m) is LoRALinear else m for m in mods]  # as fused_linear unwraps them
+        if not all(type(m) is nn.Linear and m.weight.data_ptr() == p for m, p in zip(bases, g.weight_ptrs)):
+            continue
+        g.onednn_weight(sum(m.weight._version for m in bases))  # the version fused_linear computes
+        built += 1
+    return built

@@ -109,6 +109,63 @@ def test_the_bf16_small_rows_path_is_the_models_choice(tiny_model_dir):
         assert not model.model.layers[0].mlp.gate_up_group.use_onednn
 
 
+def test_prepack_builds_the_onednn_copies_and_a_kept_copy_survives_a_switch_to_plain(tiny_model_dir):
+    from chatcli.model.packed import _HAS_ONEDNN, fused_linear, prepack
+
+    if not _HAS_ONEDNN:
+        pytest.skip("torch built without oneDNN")
+    model = load_engine(str(tiny_model_dir), dtype="bfloat16", warm_up=False).model
+    mlp = model.model.layers[0].mlp
+    group = mlp.gate_up_group
+    assert group._onednn is None and prepack(model) == 4 * len(model.model.layers) + 1  # 4 groups a layer + head
+    built = group._onednn
+    x = torch.randn(1, group.weight.shape[1], dtype=torch.bfloat16)
+    with torch.inference_mode():
+        first = torch.cat(fused_linear(mlp, group, x), -1)
+        assert group._onednn is built  # the product used the copy prepack built: no second reorder
+        use_kernel_choices(model, DEFAULT.with_(bf16_small_rows="plain"), keep_prepacked=True)
+        assert group._onednn is built and not group.use_onednn and prepack(model) == 0
+        assert torch.equal(torch.cat(fused_linear(mlp, group, x), -1), F.linear(x, group.weight))  # plain while kept
+        use_kernel_choices(model, DEFAULT, keep_prepacked=True)
+        assert prepack(model) > 0 and group._onednn is built  # back to oneDNN: the same copy, not rebuilt
+        assert torch.equal(torch.cat(fused_linear(mlp, group, x), -1), first)
+        use_kernel_choices(model, DEFAULT.with_(bf16_small_rows="plain"))
+        assert group._onednn is None  # not kept: dropped
+
+
+def test_a_calibration_never_times_the_building_of_the_onednn_copies(tiny_model_dir, calibrating, monkeypatch):
+    """Built inside a timed decode, the reorder of every weight landed in the oneDNN candidate's first
+    token (a quiet Xeon read oneDNN at 2 threads as 288 ms/token against 35 for plain)."""
+    from chatcli.model.packed import _HAS_ONEDNN
+
+    if not _HAS_ONEDNN:
+        pytest.skip("torch built without oneDNN")
+    engine = load_engine(str(tiny_model_dir), dtype="bfloat16", warm_up=False, calibrate=False)
+    torch.set_num_threads(2)
+    reorders, timed = [], []
+    real_reorder, real_decode = FusedGroup.onednn_weight, measure._Run.decode_ms
+
+    def counting_reorder(self, version):
+        before = self._onednn
+        out = real_reorder(self, version)
+        reorders.append(out is not before)
+        return out
+
+    def decode_ms(self, n, cutoff_ms):
+        start = len(reorders)
+        ms = real_decode(self, n, cutoff_ms)
+        timed.append(sum(reorders[start:]))
+        return ms
+
+    monkeypatch.setattr(FusedGroup, "onednn_weight", counting_reorder)
+    monkeypatch.setattr(measure._Run, "decode_ms", decode_ms)
+    cal = measure.calibrate(engine)
+    assert len([m for m in cal.measurements if m.what == "decode"]) == 4
+    assert timed[0] > 0 and timed[1:] and not any(timed[1:])  # the warm-up built them; no timed run did
+    onednn = [g for g in (engine.model.model.layers[0].mlp.gate_up_group,) if g._onednn is not None]
+    assert bool(onednn) == (cal.choices.bf16_small_rows == "onednn")  # the final choice keeps or frees them
+
+
 def test_threads_follow_the_phases_and_come_back_after_the_answer(tiny_model_dir, threads_back):
     engine = load_engine(str(tiny_model_dir), warm_up=False)
     model, gen = engine.model, engine.generator
