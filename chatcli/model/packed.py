@@ -114,28 +114,12 @@ class QuantGroup:
 
     member_type: type = nn.Module
 
-    def __init__(self, fused: nn.Module, names: Sequence[str], sizes: Sequence[int], starts: Sequence[int],
-                 members: Sequence[nn.Module]):
+    def __init__(self, fused: nn.Module, names: Sequence[str], sizes: Sequence[int], starts: Sequence[int]):
         self.fused = fused
         self.names = tuple(names)
         self.sizes = tuple(sizes)
         self.starts = tuple(starts)
         self.ptrs = tuple(fused.qweight[s].data_ptr() for s in self.starts)
-        # The plain case, checked by identity (a few attribute reads, no tensor calls): each name still
-        # holds the member packed here and that member still holds the weight view packed here.
-        self.packed = tuple((name, m, m.qweight) for name, m in zip(self.names, members))
-        # The fused output cut into the members' columns by one split: pieces of ``sizes`` and of the
-        # padding rows between and after them (int4 pads each member to 64 rows), the members at ``keep``.
-        pieces, keep, col = [], [], 0
-        for s, n in zip(self.starts, self.sizes):
-            if s > col:
-                pieces.append(s - col)
-            keep.append(len(pieces))
-            pieces.append(n)
-            col = s + n
-        if fused.out_features > col:
-            pieces.append(fused.out_features - col)
-        self.pieces, self.keep = tuple(pieces), tuple(keep)
 
     @classmethod
     def members(cls, parent: nn.Module, names: Sequence[str]) -> list[nn.Module] | None:
@@ -150,18 +134,6 @@ class QuantGroup:
 
     def run(self, parent: nn.Module, x: torch.Tensor) -> list[torch.Tensor] | None:
         """Each member's output [..., o_i] for x [..., K] from one quantised matmul, or None."""
-        modules = parent._modules
-        for name, m, q in self.packed:
-            if modules[name] is not m or m._buffers["qweight"] is not q:
-                return self._run_checked(parent, x)
-        # Every member is the plain layer packed here: no LoRA side path writes into the outputs, so
-        # one split gives them (views, like narrow's) and the fused layer is called without the module
-        # call's hook machinery (it is no registered module: nothing can hook it).
-        parts = self.fused.forward(x).split_with_sizes(self.pieces, -1)
-        return [parts[i] for i in self.keep]
-
-    def _run_checked(self, parent: nn.Module, x: torch.Tensor) -> list[torch.Tensor] | None:
-        """:meth:`run` when a member was wrapped (LoRA) or replaced: by pointer, as the modules now are."""
         loras = []
         for name, ptr in zip(self.names, self.ptrs):
             m = parent._modules[name]
@@ -185,8 +157,8 @@ class Int8Group(QuantGroup):
         mods = cls.members(parent, names)
         if mods is None:
             return None
-        q = _joined([m.qweight for m in mods], 0)  # [O_total, K]
-        s = _joined([m.scales for m in mods], 0)  # [O_total]
+        q = torch.cat([m.qweight for m in mods])  # [O_total, K]
+        s = torch.cat([m.scales for m in mods])  # [O_total]
         b = torch.cat([m.bias.detach() for m in mods]) if mods[0].bias is not None else None
         fused = Int8Linear(q, s, b, mods[0].dtype)
         start = 0
@@ -198,7 +170,7 @@ class Int8Group(QuantGroup):
                 m.bias = nn.Parameter(fused.bias.detach()[start : start + o], requires_grad=False)
             start += o
         sizes = [m.out_features for m in mods]
-        return cls(fused, names, sizes, [sum(sizes[:i]) for i in range(len(sizes))], mods)
+        return cls(fused, names, sizes, [sum(sizes[:i]) for i in range(len(sizes))])
 
 
 class Int4Group(QuantGroup):
@@ -216,8 +188,8 @@ class Int4Group(QuantGroup):
         mods = cls.members(parent, names)
         if mods is None or len({m.group_size for m in mods}) != 1:
             return None
-        q = _joined([m.qweight for m in mods], 0)  # [Np_total, Kp / 2]
-        sz = _joined([m.scales_zeros for m in mods], 1)  # [G, Np_total, 2]
+        q = torch.cat([m.qweight for m in mods])  # [Np_total, Kp / 2]
+        sz = torch.cat([m.scales_zeros for m in mods], dim=1)  # [G, Np_total, 2]
         b = None
         if mods[0].bias is not None:  # each member's bias padded to its padded rows
             b = torch.cat([F.pad(m.bias.detach(), (0, m.padded_out - m.out_features)) for m in mods])
@@ -231,32 +203,7 @@ class Int4Group(QuantGroup):
                 m.bias = nn.Parameter(fused.bias.detach()[start : start + m.out_features], requires_grad=False)
             starts.append(start)
             start += o
-        return cls(fused, names, [m.out_features for m in mods], starts, mods)
-
-
-def _joined(parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
-    """``torch.cat(parts, dim)``; without a copy when the parts already lie one after another along
-    ``dim`` in one contiguous tensor (quantising lays a group's members out so: chatcli.model.quantize),
-    which is then returned as a view of their memory."""
-    first = parts[0]
-    shape = list(first.shape)
-    shape[dim] = sum(p.shape[dim] for p in parts)
-    storage = first.untyped_storage()
-    span = first.storage_offset() + sum((n - 1) * st for n, st in zip(shape, first.stride())) + 1
-    alike = all(p.untyped_storage().data_ptr() == storage.data_ptr() and p.dtype == first.dtype
-                and p.stride() == first.stride() and p.shape[:dim] + p.shape[dim + 1 :] ==
-                first.shape[:dim] + first.shape[dim + 1 :] for p in parts)
-    if alike and span * first.element_size() <= storage.nbytes():
-        whole = first.as_strided(shape, first.stride(), first.storage_offset())
-        start = 0
-        for p in parts:
-            if whole.narrow(dim, start, p.shape[dim]).data_ptr() != p.data_ptr():
-                break
-            start += p.shape[dim]
-        else:
-            if whole.is_contiguous():
-                return whole
-    return torch.cat(parts, dim)
+        return cls(fused, names, [m.out_features for m in mods], starts)
 
 
 def quant_group(parent: nn.Module, names: Sequence[str]) -> QuantGroup | None:
@@ -345,10 +292,8 @@ def fused_linear(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: to
         y = torch.ops.mkldnn._linear_pointwise(x, group.onednn_weight(version), group.bias, "none", [], "")
     else:
         y = F.linear(x, group.weight, group.bias)  # [..., O_total]
-    if y.requires_grad:  # training: split's backward is one cat (narrow's: a zero-filled [.., O_total] per member)
-        outs = list(y.split(group.sizes, -1))  # the LoRA side paths add out of place here
-    else:  # narrow, not split: autograd refuses in-place writes (the LoRA side path) to split's views
-        outs = [y.narrow(-1, s, n) for s, n in zip(group.starts, group.sizes)]
+    # narrow, not split: autograd refuses in-place writes (the LoRA side path) to split's views.
+    outs = [y.narrow(-1, s, n) for s, n in zip(group.starts, group.sizes)]
     for i, lora in enumerate(loras):
         if lora is not None:
             outs[i] = lora.add_side(x, outs[i])
