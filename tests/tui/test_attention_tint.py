@@ -9,7 +9,7 @@ import re
 from chatcli.engine.params import SamplingParams
 from chatcli.tui.attention_tint import AttentionMap, locate, token_spans
 from chatcli.tui.token_text import attention_color, attention_fraction, token_content
-from chatcli.tui.widgets.answer import TokenChunk
+from chatcli.tui.widgets.token_chunk import TokenChunk
 from chatcli.tui.widgets.transcript import Note, UserMessage
 from tests.fake_engine import FakeEngine
 from tests.tui_support import build_app, ready, run, send, until_idle

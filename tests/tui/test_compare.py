@@ -8,7 +8,8 @@ import torch
 from chatcli.engine.events import Step
 from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA, write_adapter
 from chatcli.engine.params import SamplingParams
-from chatcli.tui.widgets.answer import AnswerView, TokenChunk
+from chatcli.tui.widgets.answer import AnswerView
+from chatcli.tui.widgets.token_chunk import TokenChunk
 from chatcli.tui.app import make_app
 from chatcli.tui.widgets.probs import AltList
 from chatcli.tui.token_text import KL_FULL_BITS, kl_color, kl_fraction, token_content

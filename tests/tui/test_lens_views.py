@@ -13,7 +13,8 @@ from chatcli.engine.probes.attention import attention_weights
 from chatcli.engine.probes.lens import logit_lens
 from chatcli.tui.app import make_app
 from chatcli.tui.token_text import attention_color
-from chatcli.tui.widgets.answer import AnswerView, TokenChunk
+from chatcli.tui.widgets.answer import AnswerView
+from chatcli.tui.widgets.token_chunk import TokenChunk
 from chatcli.tui.widgets.attention_view import AttentionView, attention_rows
 from chatcli.tui.widgets.lens_view import LensView, lens_rows
 from chatcli.tui.widgets.transcript import Note, UserMessage

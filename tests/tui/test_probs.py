@@ -5,7 +5,8 @@ from __future__ import annotations
 from chatcli.chat.core import ChatCore
 from chatcli.engine.params import SamplingParams
 from chatcli.chat.store import Store
-from chatcli.tui.widgets.answer import AnswerView, TokenChunk
+from chatcli.tui.widgets.answer import AnswerView
+from chatcli.tui.widgets.token_chunk import TokenChunk
 from chatcli.tui.widgets.probs import AltList
 from chatcli.tui.token_text import UNCERTAIN, tint_style
 from tests.fake_engine import FakeEngine

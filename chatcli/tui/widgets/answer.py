@@ -21,64 +21,30 @@ that got the focus any other way (a click beside the tokens, Tab, a switch of ve
 from its header) passes typed text to the prompt, and so does the inspector itself from
 the first key it does not bind: the keys typed right after it follow, so typed text
 never lands half in the prompt and half in the inspector.
+
+The tokens are drawn by :class:`~chatcli.tui.widgets.token_chunk.TokenChunk` (one per
+chunk), the header line and the footer note by :mod:`chatcli.tui.widgets.answer_header`;
+the inspector's keys and cursor are :mod:`chatcli.tui.widgets.answer_keys`.
 """
 
 from __future__ import annotations
 
-import bisect
 from typing import TYPE_CHECKING
 
-from textual import events
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
-from textual.style import Style
 from textual.widgets import Static
 
 from chatcli.engine.events import Done
-from chatcli.chat.session import Node, status_label
+from chatcli.chat.session import Node
+from chatcli.tui.widgets.answer_header import footer_text, header_content
+from chatcli.tui.widgets.answer_keys import INSPECTOR_BINDINGS, InspectorKeys
 from chatcli.tui.widgets.markdown_body import MarkdownBody
-from chatcli.tui.messages import BranchRequested, PickAlternative, SiblingRequested, StatusHint, TokenSelected
-from chatcli.tokenizer.thinking import thinking_steps
-from chatcli.tui.token_text import UNCERTAIN, chunk_bounds, token_content
+from chatcli.tui.widgets.token_chunk import TokenChunk
+from chatcli.tui.token_text import chunk_bounds
 
 if TYPE_CHECKING:  # the comparison module pulls in torch; the view only reads its dataclasses
     from chatcli.lora.compare import Comparison
-
-
-class TokenChunk(Static):
-    """Steps ``start..end`` of an answer as tinted, clickable tokens."""
-
-    def __init__(self, answer: "AnswerView", start: int) -> None:
-        super().__init__(classes="chunk")
-        self.answer = answer
-        self.start = start
-        self.end = start
-        self.last = True
-
-    def render(self) -> Content:
-        a = self.answer
-        steps = a.node.steps[self.start : self.end]
-        content = token_content(
-            steps, self.start, tint=a.token_tint, cursor=a.cursor, forced_at=a.node.meta.get("forced_at"),
-            strip_final_newline=not self.last, values=a.shade_values,
-            faint_before=thinking_steps(s.text for s in a.node.steps),
-        )
-        if self.last and not a.streaming:  # text the engine flushed without a step (held-back bytes)
-            step_text = a.node.step_text
-            tail = a.node.content[len(step_text):] if a.node.content.startswith(step_text) else ""
-            if tail:
-                content = content + Content(tail)
-        return content
-
-    def on_mouse_down(self, event: events.MouseDown) -> None:
-        # On mouse down, not click: focusing the answer can re-layout the transcript
-        # before the button comes up, and the click would land elsewhere.
-        index = event.style.meta.get("token")
-        if index is not None:
-            event.stop()
-            self.answer.enter_inspector()
-            self.answer.move_to(int(index))
 
 
 class AnswerHeader(Static):
@@ -89,27 +55,8 @@ class AnswerHeader(Static):
             self.parent.action_sibling(delta)
 
 
-class AnswerView(Vertical, can_focus=True):
-    BINDINGS = [
-        Binding("left,h", "move(-1)", "Prev token", show=False),
-        Binding("right", "move(1)", "Next token", show=False),
-        Binding("pageup", "move(-16)", show=False),
-        Binding("pagedown", "move(16)", show=False),
-        Binding("home,g", "move_to_edge(0)", show=False),
-        Binding("end,G", "move_to_edge(1)", show=False),
-        Binding("left_square_bracket", "uncertain(-1)", "Prev uncertain", show=False),
-        Binding("right_square_bracket", "uncertain(1)", "Next uncertain", show=False),
-        Binding("comma,less_than_sign", "sibling(-1)", "Prev version", show=False),
-        Binding("full_stop,greater_than_sign", "sibling(1)", "Next version", show=False),
-        Binding("enter", "pick", "Pick alternative", show=False),
-        Binding("up,k", "app.focus_answer(-1)", show=False),
-        Binding("down,j", "app.focus_answer(1)", show=False),
-        Binding("escape", "app.focus_input", "Back to prompt", show=False),
-        *[Binding(str(k), f"branch({k})", show=False) for k in range(1, 10)],
-        # the panel's views of the selected token (l: lens, so → alone moves right)
-        *[Binding(k, f"app.panel_view('{v}')", show=False)
-          for k, v in (("d", "distribution"), ("w", "what-if"), ("l", "lens"), ("a", "attention"))],
-    ]
+class AnswerView(InspectorKeys, Vertical, can_focus=True):
+    BINDINGS = INSPECTOR_BINDINGS  # and their actions: widgets/answer_keys.py
 
     def __init__(self, node: Node, *, sibling_pos: tuple[int, int] = (0, 1), model: str = "", tint: str = "off") -> None:
         super().__init__(classes="answer")
@@ -268,142 +215,15 @@ class AnswerView(Vertical, can_focus=True):
     # --- header / footer -------------------------------------------------------------------
 
     def _header(self) -> Content:
-        n = self.node
-        parts: list[Content | str] = [Content.styled("◆ ", "$accent"), Content.styled(self.model or "assistant", "bold")]
-        pos, count = self.sibling_pos
-        if count > 1:
-            parts += [
-                "  ",
-                ("‹", Style.from_meta({"@mouse.down": "sibling(-1)"})),
-                Content.styled(f" {pos + 1}/{count} ", "bold $secondary"),
-                ("›", Style.from_meta({"@mouse.down": "sibling(1)"})),
-            ]
-        stats = []
-        if n.steps:
-            stats.append(f"{len(n.steps)} tokens")
-        tps = n.meta.get("tokens_per_s")
-        if tps and not self.streaming:
-            stats.append(f"{tps:.1f} tok/s")
-        if n.meta.get("forced_at") is not None:
-            stats.append(f"branched at token {n.meta['forced_at'] + 1}")
-        if stats:
-            parts.append(Content.styled("  ·  " + "  ·  ".join(stats), "$text-muted"))
-        if self.comparison is not None:
-            parts.append(Content.styled(f"  ·  KL tint: with vs without {', '.join(self.comparison.adapters)}", "bold $secondary"))
-        if self.attention is not None:
-            parts.append(Content.styled("  ·  tint: attention of the selected token", "bold $secondary"))
-        if self.streaming:
-            parts.append(Content.styled("  ● writing…", "$success"))
-        return Content.assemble(*parts)
+        return header_content(self.node, model=self.model, sibling_pos=self.sibling_pos, streaming=self.streaming,
+                              comparison=self.comparison, attention=self.attention)  # fmt: skip
 
     def update_header(self) -> None:
         self.query_one(".answer-header", AnswerHeader).update(self._header())
 
     def _update_footer(self) -> None:
         footer = self.query_one(".answer-footer", Static)
-        status = self.node.status
-        text = ""
-        if status == "cancelled":
-            text = "⏹ stopped — /continue resumes it, /retry starts over"
-        elif status == "length":
-            text = "✂ cut at max_tokens — /continue goes on"
-        elif status == "error":
-            text = f"✖ {self.node.meta.get('error', 'generation failed')}"
+        text = footer_text(self.node)
         footer.update(text)
-        footer.set_class(status == "error", "-error")
+        footer.set_class(self.node.status == "error", "-error")
         footer.display = bool(text)
-
-    # --- navigation ------------------------------------------------------------------------
-
-    def enter_inspector(self) -> None:
-        """The person chose to inspect this answer (Ctrl+↑, a click on a token...): focus it, keys act."""
-        self.inspector_keys = True
-        self.focus()
-
-    def on_key(self, event: events.Key) -> None:
-        # Typed text goes to the prompt, unless it is a key of the inspector entered on purpose.
-        if not (event.is_printable and event.character):
-            return
-        if self.inspector_keys and event.key in self._bindings.key_to_bindings:
-            return
-        event.stop()
-        event.prevent_default()
-        # The focus moves after this key; keys already queued behind it reach this answer
-        # first and must follow it into the prompt, not move the cursor or branch.
-        self.inspector_keys = False
-        prompt = self.app.prompt  # type: ignore[attr-defined]
-        if not self._passing_on:  # one focus request for a burst of keys
-            self._passing_on = True
-            prompt.focus()
-        prompt.insert(event.character)
-
-    def on_blur(self) -> None:
-        self.inspector_keys = self._passing_on = False
-
-    def on_focus(self) -> None:
-        self._passing_on = False
-        # The transcript marks this answer inspected (it sees the focus as DescendantFocus).
-        if self.cursor is None and self.node.steps:
-            self.move_to(len(self.node.steps) - 1, scroll=False)
-
-    def move_to(self, index: int, *, scroll: bool = True) -> None:
-        if not self.node.steps:
-            return
-        index = max(0, min(len(self.node.steps) - 1, index))
-        old = self.cursor
-        self.cursor = index
-        if not self.showing_tokens:
-            self.set_inspecting(True)
-        for i in {old, index}:
-            chunk = self._chunk_for(i)
-            if chunk is not None:
-                chunk.refresh()
-        chunk = self._chunk_for(index)
-        if chunk is not None and scroll:
-            self.call_after_refresh(chunk.scroll_visible, animate=False)
-        self.post_message(TokenSelected(self.node.id, index))
-
-    def _chunk_for(self, index: int | None) -> TokenChunk | None:
-        if index is None or not self._chunks:
-            return None
-        starts = [c.start for c in self._chunks]
-        return self._chunks[max(0, bisect.bisect_right(starts, index) - 1)]
-
-    def action_move(self, delta: int) -> None:
-        self.move_to((self.cursor if self.cursor is not None else len(self.node.steps)) + delta)
-
-    def action_move_to_edge(self, end: int) -> None:
-        self.move_to(len(self.node.steps) - 1 if end else 0)
-
-    def action_uncertain(self, direction: int) -> None:
-        steps = self.node.steps
-        i = self.cursor if self.cursor is not None else (-1 if direction > 0 else len(steps))
-        i += direction
-        while 0 <= i < len(steps):
-            if steps[i].model_prob < UNCERTAIN:
-                self.move_to(i)
-                return
-            i += direction
-        self.app.bell()
-        where = "after" if direction > 0 else "before"
-        self.post_message(StatusHint(f"no more uncertain tokens {where} this one" if self.cursor is not None
-                                     else "no uncertain tokens in this answer"))  # fmt: skip
-
-    def action_sibling(self, delta: int) -> None:
-        self.post_message(SiblingRequested(self.node.id, delta))
-
-    def action_branch(self, rank: int) -> None:
-        if self.cursor is None:
-            return
-        step = self.node.steps[self.cursor]
-        if rank > len(step.top):
-            self.app.bell()
-            return
-        alt = step.top[rank - 1]
-        if alt.id == step.id:
-            self.notify(f"#{rank} is the token already chosen here", severity="warning", timeout=2)
-            return
-        self.post_message(BranchRequested(self.node.id, self.cursor, alt.id))
-
-    def action_pick(self) -> None:
-        self.post_message(PickAlternative())
