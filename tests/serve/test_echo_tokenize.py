@@ -16,22 +16,6 @@ from tests.serve_support import HELLO, MODEL_ID, client, greedy, post, reference
 TEXT = "Paris is the capital of France"
 
 
-@pytest.fixture(scope="module")
-def engines(tiny_model_dir):
-    return tiny_engine(tiny_model_dir), tiny_engine(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
-def server(engines):
-    with served(engines[0]) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def ref(engines):
-    return engines[1]
-
-
 def completion(server, **body) -> dict:
     status, reply = post(server, "/completions", {"model": MODEL_ID, "temperature": 0, **body})
     assert status == 200, reply

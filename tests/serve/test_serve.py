@@ -8,24 +8,7 @@ import openai
 import pytest
 
 from chatcli.engine.params import SamplingParams
-from tests.serve_support import HELLO, MODEL_ID, client, greedy, post, reference, served, tiny_engine
-
-
-@pytest.fixture(scope="module")
-def engines(tiny_model_dir):
-    """(served engine, reference engine): the same weights, so the same answers."""
-    return tiny_engine(tiny_model_dir), tiny_engine(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
-def server(engines):
-    with served(engines[0]) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def ref(engines):
-    return engines[1]
+from tests.serve_support import HELLO, MODEL_ID, client, greedy, post, reference
 
 
 def test_models_lists_the_base_model_by_its_name(server):
