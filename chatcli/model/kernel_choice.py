@@ -27,9 +27,11 @@ BF16_PATHS = ("onednn", "plain")  # bf16 products of a few rows: oneDNN's prepac
 class KernelChoices:
     """One model's compute paths (see the module docstring).
 
-    * ``bf16_small_rows``: bf16 products of at most ``chatcli.model.packed.ONEDNN_MAX_ROWS`` rows
-      (decode steps, batched candidates) through oneDNN's prepacked weight (``"onednn"``, a second
+    * ``bf16_small_rows``: bf16 products of at most ``bf16_onednn_max_rows`` rows (decode steps,
+      batched candidates, short prompts) through oneDNN's prepacked weight (``"onednn"``, a second
       copy of each bf16 weight) or aten's plain bf16 mm (``"plain"``, no copy);
+    * ``bf16_onednn_max_rows``: with ``"onednn"``, products of more rows take aten's mm (a long
+      prompt: on a Xeon with AMX oneDNN's blocked weight wins ~25 % at 64 rows and loses at 512);
     * ``int8_max_rows`` / ``int4_max_rows``: products of at most this many rows go through the
       int8 / int4 kernel, more rows dequantise the weight for a dense matmul;
     * ``prefill_threads`` / ``decode_threads``: torch's thread count while a prompt is prefilled /
@@ -39,6 +41,7 @@ class KernelChoices:
     """
 
     bf16_small_rows: str = "onednn"
+    bf16_onednn_max_rows: int = 16
     int8_max_rows: int = 16
     int4_max_rows: int = 16
     prefill_threads: int | None = None
@@ -48,7 +51,7 @@ class KernelChoices:
     def __post_init__(self) -> None:
         if self.bf16_small_rows not in BF16_PATHS:
             raise ValueError(f"bf16_small_rows must be one of {', '.join(BF16_PATHS)}, got {self.bf16_small_rows!r}")
-        for name in ("int8_max_rows", "int4_max_rows"):
+        for name in ("bf16_onednn_max_rows", "int8_max_rows", "int4_max_rows"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
@@ -74,10 +77,11 @@ class KernelChoices:
         return cls(**data)
 
     def describe(self) -> str:
-        """One line for people: ``bf16 small rows onednn, int8 kernel <= 16 rows, int4 kernel <= 16 rows, ...``."""
+        """One line for people: ``bf16 small rows onednn (<= 16 rows), int8 kernel <= 16 rows, ...``."""
         threads = "threads as set" if self.prefill_threads is None else (
             f"threads {self.prefill_threads} for prompts / {self.decode_threads} for decoding (else {self.idle_threads})")
-        return (f"bf16 small rows {self.bf16_small_rows}, int8 kernel <= {self.int8_max_rows} rows, "
+        bf16 = self.bf16_small_rows + (f" (<= {self.bf16_onednn_max_rows} rows)" if self.bf16_small_rows == "onednn" else "")
+        return (f"bf16 small rows {bf16}, int8 kernel <= {self.int8_max_rows} rows, "
                 f"int4 kernel <= {self.int4_max_rows} rows, {threads}")
 
 

@@ -28,12 +28,13 @@ Int8 and int4 models (:mod:`chatcli.model.quantize`) fuse q/k/v and gate/up too,
 blocks of one quantised layer (:class:`Int8Group`, :class:`Int4Group`: one kernel call per group).
 
 bfloat16 decode: a group may also keep the weight prepacked for oneDNN
-(:meth:`FusedGroup.onednn_weight`), used for products of at most ``ONEDNN_MAX_ROWS``
-rows when the model's :class:`~chatcli.model.kernel_choice.KernelChoices` say
+(:meth:`FusedGroup.onednn_weight`), used for products of at most ``bf16_onednn_max_rows``
+rows (16 by default) when the model's :class:`~chatcli.model.kernel_choice.KernelChoices` say
 ``bf16_small_rows="onednn"``; this doubles the bf16 weights' memory (to float32's size)
-for ~1.9x faster bf16 matrix-vector products on an AMD machine, and is slower than aten's
-plain bf16 mm on an Intel Xeon with AMX (benchmarks/PERFLOG.md): which one a model uses is
-measured per CPU (:mod:`chatcli.engine.calibration`).
+for ~1.9x faster bf16 matrix-vector products on an AMD machine and ~1.6x on one core of an
+Intel Xeon with AMX (it once read as slower there: a calibration timed the building of the copy;
+benchmarks/PERFLOG.md): which path, and up to how many rows, is measured per CPU
+(:mod:`chatcli.engine.calibration`).
 
 :func:`use_kernel_choices` gives a model its choices and pushes them into its groups and
 quantised layers (the row limits of the int8/int4 kernels); :func:`pack_model` pushes the
@@ -70,6 +71,7 @@ class FusedGroup:
         self._onednn: torch.Tensor | None = None  # bf16 decode copy, see onednn_weight
         self._onednn_version = -1
         self.use_onednn = DEFAULT_CHOICES.bf16_small_rows == "onednn"  # the model's KernelChoices decide
+        self.onednn_max_rows = DEFAULT_CHOICES.bf16_onednn_max_rows  # (both set by use_kernel_choices)
 
     def onednn_weight(self, version: int) -> torch.Tensor:
         """The weight prepacked in oneDNN's blocked layout (bf16 on CPU: its matrix-vector
@@ -95,9 +97,10 @@ class FusedGroup:
             self._onednn, self._onednn_version = None, -1
 
 
-# Rows (batch x new tokens) up to which the bf16 oneDNN path runs: decode steps and
-# batched candidates; a long prefill is compute-bound and aten's bf16 mm serves it.
-ONEDNN_MAX_ROWS = 16
+# Rows (batch x new tokens) up to which the bf16 oneDNN path runs by default: decode steps and
+# batched candidates; a long prefill is compute-bound and aten's bf16 mm serves it. A model's
+# KernelChoices.bf16_onednn_max_rows (calibrated per CPU) sets each group's own limit.
+ONEDNN_MAX_ROWS = DEFAULT_CHOICES.bf16_onednn_max_rows
 _HAS_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
@@ -287,7 +290,7 @@ def fused_linear(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: to
             return None
         loras.append(lora)
         version += w._version
-    small = x.shape[:-1].numel() <= ONEDNN_MAX_ROWS and not (grad and x.requires_grad)  # no autograd there
+    small = x.shape[:-1].numel() <= group.onednn_max_rows and not (grad and x.requires_grad)  # no autograd there
     if small and group.use_onednn and x.dtype == torch.bfloat16 and group.onednn_ok():
         y = torch.ops.mkldnn._linear_pointwise(x, group.onednn_weight(version), group.bias, "none", [], "")
     else:
@@ -349,8 +352,8 @@ def _layer_groups(model: nn.Module) -> list[FusedGroup | QuantGroup]:
 
 def use_kernel_choices(model: nn.Module, choices: KernelChoices, keep_prepacked: bool = False) -> None:
     """Make ``choices`` the :class:`~chatcli.model.model.DecoderLM`'s ``kernel_choices`` and push them
-    into what reads them: each fused float group (the bf16 small-rows path; choosing ``plain`` frees
-    the oneDNN copies unless ``keep_prepacked``) and each int8/int4 layer, the fused ones included
+    into what reads them: each fused float group (the bf16 small-rows path and its row limit; choosing
+    ``plain`` frees the oneDNN copies unless ``keep_prepacked``) and each int8/int4 layer, the fused ones included
     (the kernels' row limits)."""
     model.kernel_choices = choices
     groups = _layer_groups(model) + ([model.head_group] if model.head_group is not None else [])
@@ -358,6 +361,7 @@ def use_kernel_choices(model: nn.Module, choices: KernelChoices, keep_prepacked:
     for g in groups:
         if isinstance(g, FusedGroup):
             g.choose_onednn(choices.bf16_small_rows == "onednn", keep=keep_prepacked)
+            g.onednn_max_rows = choices.bf16_onednn_max_rows
         else:
             quantised.append(g.fused)  # the fused layer is no registered module: reach it through its group
     for layer in quantised:

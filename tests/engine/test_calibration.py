@@ -57,7 +57,7 @@ def test_choices_check_their_values_and_round_trip_through_json():
                       idle_threads=2)
     assert KernelChoices.from_json(json.loads(json.dumps(c.to_json()))) == c
     assert DEFAULT == KernelChoices() and DEFAULT.bf16_small_rows == "onednn" and DEFAULT.int4_max_rows == 16
-    for bad in ({"bf16_small_rows": "fast"}, {"int8_max_rows": -1}, {"int4_max_rows": 1.5},
+    for bad in ({"bf16_small_rows": "fast"}, {"int8_max_rows": -1}, {"int4_max_rows": 1.5}, {"bf16_onednn_max_rows": -2},
                 {"prefill_threads": 0, "decode_threads": 1, "idle_threads": 1},
                 {"prefill_threads": 2, "decode_threads": 1}):  # not all three thread counts
         with pytest.raises(ValueError):
@@ -166,6 +166,28 @@ def test_a_calibration_never_times_the_building_of_the_onednn_copies(tiny_model_
     assert bool(onednn) == (cal.choices.bf16_small_rows == "onednn")  # the final choice keeps or frees them
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_the_bf16_onednn_row_limit_is_the_models_choice(tiny_model_dir):
+    from chatcli.model.packed import fused_linear
+
+    model = load_engine(str(tiny_model_dir), dtype="bfloat16", warm_up=False).model
+    mlp = model.model.layers[0].mlp
+    group = mlp.gate_up_group
+    assert group.onednn_max_rows == DEFAULT.bf16_onednn_max_rows == 16
+    x = torch.randn(24, group.weight.shape[1], dtype=torch.bfloat16)
+    with torch.inference_mode():
+        fused_linear(mlp, group, x)
+        assert group._onednn is None  # 24 rows > 16: aten's mm
+        use_kernel_choices(model, DEFAULT.with_(bf16_onednn_max_rows=32))
+        assert group.onednn_max_rows == 32 and "(<= 32 rows)" in model.kernel_choices.describe()
+        gate, up = fused_linear(mlp, group, x)
+        assert group._onednn is not None  # 24 rows <= 32: oneDNN's prepacked copy
+        plain = F.linear(x, group.weight).float()
+        assert (torch.cat([gate, up], -1).float() - plain).abs().max() <= 0.02 * plain.abs().max()
+        model.to(torch.bfloat16)  # re-packed groups keep the limit
+        assert model.model.layers[0].mlp.gate_up_group.onednn_max_rows == 32
+
+
 def test_threads_follow_the_phases_and_come_back_after_the_answer(tiny_model_dir, threads_back):
     engine = load_engine(str(tiny_model_dir), warm_up=False)
     model, gen = engine.model, engine.generator
@@ -221,6 +243,8 @@ def test_a_calibration_measures_what_exists_for_the_model_and_applies_it(tiny_mo
     cal = measure.calibrate(engine)
     whats = {m.what for m in cal.measurements}
     assert {"decode", "prefill"} <= whats  # two thread counts to choose from
+    if dtype == "bfloat16":  # the oneDNN row limit is measured when decode chose oneDNN
+        rows = "bf16 rows" if cal.choices.bf16_small_rows == "onednn" else None
     assert (rows in whats) if rows else not any(w.endswith("rows") for w in whats)
     decode = [m for m in cal.measurements if m.what == "decode"]
     has_onednn = dtype == "bfloat16" and torch.backends.mkldnn.is_available()

@@ -10,11 +10,12 @@ faster by more than :data:`MARGIN` (the noise of a short measurement):
    default that loses to the plain path is never kept). The oneDNN path's prepacked weights are
    built before its timed runs and kept while the candidates alternate (the final choice frees
    them when it is the plain path).
-2. **int8 / int4 row limit** (quantised models): the first decoder layer's quantised products
-   at each of :data:`ROWS` rows past the default limit (:data:`chatcli.model.kernel_choice.DEFAULT`,
-   16: what decode steps and batched candidates run, and what the decode measurement above
-   already timed through the kernel), through the kernel and through the dequantised matmul.
-   The limit is the largest row count up to which the kernel keeps winning measurably; it only
+2. **bf16 oneDNN / int8 / int4 row limit** (bf16 models that chose oneDNN, quantised models): the
+   first decoder layer's bf16 groups, and its quantised products, at each of :data:`ROWS` rows
+   past the default limit (:data:`chatcli.model.kernel_choice.DEFAULT`, 16: what decode steps and
+   batched candidates run, and what the decode measurement above already timed through the
+   kernel), through oneDNN's prepacked weight and through aten's mm, and through the quantised
+   kernel and through the dequantised matmul. The limit is the largest row count up to which the kernel keeps winning measurably; it only
    ever rises (a noisy moment that slowed the kernel at one row must not send every decode step
    through a dequantised weight).
 3. **prefill threads**: a prefill of a prompt of :data:`PREFILL_TOKENS` tokens (time to the
@@ -49,7 +50,7 @@ from chatcli.engine.params import SamplingParams
 from chatcli.model.int4 import Int4Linear, packing
 from chatcli.model.int8 import Int8Linear
 from chatcli.model.kernel_choice import DEFAULT, KernelChoices
-from chatcli.model.packed import FusedGroup, prepack, use_kernel_choices
+from chatcli.model.packed import FusedGroup, fused_linear, prepack, use_kernel_choices
 
 MARGIN = 0.05  # a candidate must beat its baseline by more than this share to replace it
 ROUNDS = 2
@@ -78,6 +79,7 @@ def calibrate(engine) -> Calibration:
         run.decode_ms(3, math.inf)  # warm-up: pages the weights in, sets the kernels up
         run.deadline = time.perf_counter() + DEADLINE_S  # (a big model's page-in is not measuring time)
         choices = run.choose_decode(choices, threads)
+        choices = run.choose_bf16_rows(choices)
         for method, cls in (("int8", Int8Linear), ("int4", Int4Linear)):
             choices = run.choose_rows(method, cls, choices)
         choices = run.choose_prefill(choices, threads)
@@ -226,6 +228,35 @@ class _Run:
             self.rows.append(Measurement(what, f"dequantised, {r} rows", dense, baseline=True, chosen=r > chosen))
         return choices.with_(**{field: chosen})  # (measuring changed the layers' limits: the caller sets them all)
 
+    def choose_bf16_rows(self, choices: KernelChoices) -> KernelChoices:
+        """The row limit of the bf16 oneDNN path (when decode chose it), from the first decoder layer's
+        bf16 groups: oneDNN's blocked weight skips the per-call packing aten's AMX mm does, which pays
+        for tens of rows (a chat prompt) and not for a long prompt's hundreds."""
+        layer = self.model.model.layers[0]
+        pairs = [(parent, g) for parent, g in ((layer.self_attn, layer.self_attn.qkv_group),
+                                               (layer.self_attn, layer.self_attn.o_group),
+                                               (layer.mlp, layer.mlp.gate_up_group), (layer.mlp, layer.mlp.down_group))
+                 if isinstance(g, FusedGroup) and g.onednn_ok()]  # fmt: skip
+        if choices.bf16_small_rows != "onednn" or not pairs or self.late():
+            return choices
+        use_kernel_choices(self.model, choices, keep_prepacked=True)
+        prepack(self.model)
+        torch.set_num_threads(choices.prefill_threads)  # many rows: a prefill's count
+        default = DEFAULT.bf16_onednn_max_rows
+        times: dict[int, tuple[float, float]] = {}
+        for r in (r for r in ROWS if r > default):
+            if self.late():
+                break
+            xs = [torch.randn(r, g.weight.shape[1], dtype=torch.bfloat16) for _, g in pairs]
+            times[r] = (_group_products_ms(pairs, xs, limit=r), _group_products_ms(pairs, xs, limit=0))
+        chosen = row_limit(times, default)
+        for r, (onednn, plain) in times.items():
+            self.rows.append(Measurement("bf16 rows", f"oneDNN, {r} rows", onednn, chosen=r <= chosen))
+            self.rows.append(Measurement("bf16 rows", f"plain mm, {r} rows", plain, baseline=True, chosen=r > chosen))
+        choices = choices.with_(bf16_onednn_max_rows=chosen)
+        use_kernel_choices(self.model, choices, keep_prepacked=True)  # (measuring changed the groups' limits)
+        return choices
+
     # ------------------------------------------------------------ prefill threads
 
     def choose_prefill(self, choices: KernelChoices, threads: Sequence[int]) -> KernelChoices:
@@ -254,6 +285,21 @@ class _Run:
             if isinstance(ev, Done) and ev.finish_reason == "error":
                 raise RuntimeError(ev.error or "generation failed")
         return (time.perf_counter() - t0) * 1e3
+
+
+@torch.inference_mode()
+def _group_products_ms(pairs: list, xs: list[torch.Tensor], limit: int) -> float:
+    """Best milliseconds of running every (parent, bf16 group) on its input, through oneDNN up to ``limit`` rows."""
+    for _, g in pairs:
+        g.onednn_max_rows = limit
+    best = math.inf
+    for i in range(1 + _REPS):
+        t0 = time.perf_counter()
+        for (parent, g), x in zip(pairs, xs):
+            fused_linear(parent, g, x)
+        if i:  # the first is the warm-up
+            best = min(best, time.perf_counter() - t0)
+    return best * 1e3
 
 
 @torch.inference_mode()
