@@ -295,8 +295,10 @@ def fused_linear(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: to
         y = torch.ops.mkldnn._linear_pointwise(x, group.onednn_weight(version), group.bias, "none", [], "")
     else:
         y = F.linear(x, group.weight, group.bias)  # [..., O_total]
-    # narrow, not split: autograd refuses in-place writes (the LoRA side path) to split's views.
-    outs = [y.narrow(-1, s, n) for s, n in zip(group.starts, group.sizes)]
+    if y.requires_grad:  # training: split's backward is one cat (narrow's: a zero-filled [.., O_total] per member)
+        outs = list(y.split(group.sizes, -1))  # the LoRA side paths add out of place here
+    else:  # narrow, not split: autograd refuses in-place writes (the LoRA side path) to split's views
+        outs = [y.narrow(-1, s, n) for s, n in zip(group.starts, group.sizes)]
     for i, lora in enumerate(loras):
         if lora is not None:
             outs[i] = lora.add_side(x, outs[i])

@@ -12,6 +12,15 @@ equals the gradient of the global mean, however the batch is split.
 * Reward (Bradley–Terry): Σ −log σ(r(c) − r(r)), r = the score head on the last real
   token's final hidden state.
 
+Speed (the losses are unchanged): the LM head and its log-softmax run only on the
+positions whose next token is trained (:func:`target_logprobs`; SFT's prompt and every
+DPO prompt need no logits, and at a 49k vocabulary the head is a fifth of the forward
+FLOPs and most of the activation memory), and right-padded rows (what
+:func:`~chatcli_finetune.data.collate` builds) run with causal attention and no mask
+(:func:`model_mask`): a real token only sees real tokens before it either way. The DPO
+reference's sequence log-probs may be given (``dpo_sums(..., ref=)``: the trainer keeps
+them per pair, the reference being frozen).
+
 The per-pair formulas are :func:`dpo_losses` and :func:`bradley_terry_losses`, on
 plain tensors, so ``tests/finetune/test_losses_vs_trl.py`` checks them against TRL's
 own loss code; the GRPO objective of ``finetune rl`` is :mod:`chatcli_finetune.rl.grpo`.
@@ -37,26 +46,59 @@ class Sums:
     stats: dict[str, float]
 
 
-def token_logprobs(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """log p(ids[:, t] | ids[:, :t]) for t >= 1: [B, S-1] in float32."""
-    logits = model(ids, attention_mask=attn)  # [B, S, V]
+def model_mask(attn: torch.Tensor) -> torch.Tensor | None:
+    """The attention mask to give the model for ``attn`` [B, S]: None when every row is right-padded
+    (its real tokens first), else ``attn``. With right padding a real token attends only to real
+    tokens before it, and its positions count from 0 either way, so the causal kernel (no mask
+    tensor, half the attention work) gives real tokens the values the mask would; padding
+    positions get other values, which no loss reads."""
+    if attn.shape[1] < 2 or bool((attn[:, 1:] <= attn[:, :-1]).all()):
+        return None
+    return attn
+
+
+def target_logprobs(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor, trained: torch.Tensor) -> torch.Tensor:
+    """log p(ids[:, t] | ids[:, :t]) of each trained token, [N] in float32, in row-major order of
+    ``trained`` [B, S-1] (entry t-1 says whether ids[:, t] is trained). The head and the
+    log-softmax run on those N positions only; the values are those of :func:`token_logprobs`."""
+    pos = torch.cat([trained, trained.new_zeros(trained.shape[0], 1)], dim=1)  # [B, S]: position t predicts t + 1
+    logits = model(ids, attention_mask=model_mask(attn), positions=pos)  # [N, V]
+    # cross_entropy is log_softmax + the target's entry (nll_loss): the same values, one fewer [N, V] pass
+    return -F.cross_entropy(logits.float(), ids[:, 1:][trained], reduction="none")  # [N]
+
+
+def token_logprobs(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor,
+                   trained: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """log p(ids[:, t] | ids[:, :t]) for t >= 1: [B, S-1] in float32. With ``trained`` [B, S-1],
+    only those entries are computed (:func:`target_logprobs`); the others are 0."""
+    if trained is not None:
+        lp = target_logprobs(model, ids, attn, trained)
+        rows, cols = trained.nonzero(as_tuple=True)
+        return lp.new_zeros(trained.shape).index_put((rows, cols), lp)
+    logits = model(ids, attention_mask=model_mask(attn))  # [B, S, V]
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [B, S-1, V]
     return logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # [B, S-1]
 
 
+def trained_mask(attn: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[B, S-1]: whether the prediction at position t (of ids[:, t + 1]) is trained."""
+    return target[:, 1:] & attn[:, 1:].bool()
+
+
 def sft_sums(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor, target: torch.Tensor) -> Sums:
     # target [B, S]: whether ids[:, t] is trained; position t is predicted from t-1.
-    lp = token_logprobs(model, ids, attn)  # [B, S-1]
-    t = target[:, 1:] & attn[:, 1:].bool()
-    loss = -(lp * t).sum()
+    t = trained_mask(attn, target)
+    loss = -target_logprobs(model, ids, attn, t).sum()
     n = int(t.sum())
     return Sums(loss, n, {"loss": float(loss.detach()), "tokens": float(attn.sum())})
 
 
 def sequence_logps(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Σ log p over each row's target tokens: [B]."""
-    lp = token_logprobs(model, ids, attn)
-    return (lp * (target[:, 1:] & attn[:, 1:].bool())).sum(-1)
+    t = trained_mask(attn, target)
+    lp = target_logprobs(model, ids, attn, t)  # [N]
+    rows = t.nonzero(as_tuple=True)[0]  # [N]: the row of each value
+    return lp.new_zeros(ids.shape[0]).index_add(0, rows, lp)
 
 
 def dpo_losses(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float) -> torch.Tensor:
@@ -76,11 +118,14 @@ def dpo_sums(
     target: torch.Tensor,
     beta: float,
     reference: Callable[[], AbstractContextManager],
+    ref: torch.Tensor | None = None,
 ) -> Sums:
-    """Rows [0, P) are chosen, [P, 2P) the matching rejected answers."""
+    """Rows [0, P) are chosen, [P, 2P) the matching rejected answers. ``ref`` [2P]: the reference's
+    sequence log-probs of those rows when known (else computed here under ``reference()``)."""
     P = ids.shape[0] // 2
-    with torch.no_grad(), reference():
-        ref = sequence_logps(model, ids, attn, target)  # [2P]
+    if ref is None:
+        with torch.no_grad(), reference():
+            ref = sequence_logps(model, ids, attn, target)  # [2P]
     pol = sequence_logps(model, ids, attn, target)  # [2P]
     chosen = pol[:P] - ref[:P]  # implicit rewards / beta
     rejected = pol[P:] - ref[P:]
@@ -99,7 +144,7 @@ def dpo_sums(
 
 def last_token_hidden(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
     """The final hidden state of each row's last real token: [B, D] (right padding)."""
-    h = model.hidden_states(ids, attention_mask=attn)  # [B, S, D]
+    h = model.hidden_states(ids, attention_mask=model_mask(attn))  # [B, S, D]
     last = attn.sum(-1) - 1  # [B]
     return h[torch.arange(ids.shape[0], device=ids.device), last]
 

@@ -12,7 +12,11 @@ micro-batch), and the data order from (seed, epoch), so a resumed run repeats an
 uninterrupted one step for step.
 
 AdamW updates the LoRA A/B tensors (and the reward head) only; the base model is
-frozen. ``stop()`` (Ctrl+C, SIGTERM, ``/finetune stop``) ends the run after the
+frozen. So the DPO reference (the base: the adapter switched off) gives each pair the
+same sequence log-probs all run long: the trainer computes them once per pair, on first
+use, and keeps them (TRL's ``precompute_ref_log_probs``, done lazily). Each pair is
+computed on its own, so its values do not depend on which micro-batch met it first
+(a resumed run still repeats an uninterrupted one). ``stop()`` (Ctrl+C, SIGTERM, ``/finetune stop``) ends the run after the
 current step with a checkpoint, so ``--resume`` continues it.
 """
 
@@ -28,8 +32,8 @@ import torch.distributed as dist
 from torch import nn
 
 from chatcli_finetune.args import TrainArgs, lr_at
-from chatcli_finetune.data import Example, collate
-from chatcli_finetune.losses import Sums, dpo_sums, reward_sums, sft_sums
+from chatcli_finetune.data import Example, Pair, collate
+from chatcli_finetune.losses import Sums, dpo_sums, reward_sums, sequence_logps, sft_sums
 
 
 @dataclass
@@ -95,6 +99,7 @@ class Trainer:
             [p for _, p in params], lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999), eps=1e-8
         )
         self._stop = False
+        self._reference_logps: dict[Pair, tuple[float, float]] = {}  # DPO: pair -> (chosen, rejected) of the base
 
     def stop(self) -> None:
         self._stop = True
@@ -115,8 +120,23 @@ class Trainer:
         if kind == "sft":
             return sft_sums(self.model, ids, attn, target)
         if kind == "dpo":
-            return dpo_sums(self.model, ids, attn, target, self.args.beta, self.reference)
+            ref = self.reference_logps(items)
+            return dpo_sums(self.model, ids, attn, target, self.args.beta, self.reference, ref=ref)
         return reward_sums(self.model, self.head, ids, attn)
+
+    def reference_logps(self, pairs: list[Pair]) -> torch.Tensor:
+        """The reference's sequence log-probs of ``pairs``: [2P], chosen rows then rejected rows
+        (what :func:`~chatcli_finetune.losses.dpo_sums` computes under ``reference()``), each pair
+        computed once, on its own, and kept."""
+        kept = self._reference_logps
+        for pair in pairs:
+            if pair not in kept:
+                ids, attn, target = (t.to(self.device) for t in collate([pair.chosen, pair.rejected], self.pad_id))
+                with torch.no_grad(), self.reference():
+                    chosen, rejected = sequence_logps(self.model, ids, attn, target).tolist()
+                kept[pair] = (chosen, rejected)  # float32 values: exact as Python floats
+        values = [kept[p][0] for p in pairs] + [kept[p][1] for p in pairs]
+        return torch.tensor(values, dtype=torch.float32, device=self.device)
 
     # --- one optimizer step -----------------------------------------------------------------
 

@@ -23,8 +23,13 @@ How tokens/s is counted: the tokens of one step's batch that pass through the mo
 with gradients, divided by the step's seconds. SFT: ``batch × sequence`` tokens (the
 prompt half included: it is computed, only its loss is masked). DPO: ``2 × batch ×
 sequence`` (chosen and rejected rows); the frozen reference model's forward over the
-same rows is part of the step's time but not counted again as tokens. No row is
-padded, so every counted token is a real one, identical for both systems.
+same rows is not counted again as tokens. The PEFT loop runs it in every step; chatcli's
+trainer computes it once per pair and keeps it (the base is frozen), so its timed steps
+are a run's steps after a pair's first use, and the bench times that first computation
+on its own and notes the rate a first epoch gets. chatcli computes the LM head only on
+the positions that carry loss (the PEFT model computes it everywhere); the losses are
+the same. No row is padded, so every counted token is a real one, identical for both
+systems.
 
 This package measures the first-party fine-tuning plugin, so it sits in the house
 plan's top layer beside the plugins (``tests/test_house_plan.py``); the bench's
