@@ -50,15 +50,17 @@ __all__ = [
 
 def load_model(
     name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str = "auto",
-    chat_template: str | None = None, quantize: str = "none",
+    chat_template: str | None = None, quantize: str = "none", compile: bool = False,
 ) -> LoadedModel:
     """Load a model by name (pulled on first use), local directory, ``.gguf`` file or ``hf:ORG/NAME``.
 
     ``quantize="int8"``: weight-only int8 projections and LM head; ``"int4"``: group-wise 4-bit
     projections (a Q4_0/Q4_1 GGUF's own blocks where the model came from one) and an int8 head
-    (see :mod:`chatcli.model.quantize`).
+    (see :mod:`chatcli.model.quantize`). ``compile=True``: decode through a torch.compile'd step
+    (CPU; compiled on the first answer, cached on disk; :mod:`chatcli.model.compiled_step`).
     """
-    return load_engine(name, dtype=dtype, device=device, chat_template=chat_template, quantize=quantize)
+    return load_engine(name, dtype=dtype, device=device, chat_template=chat_template, quantize=quantize,
+                       compile=compile)
 
 
 def _messages(prompt: str | Sequence[dict], system: str | None) -> list[dict]:

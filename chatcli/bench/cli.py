@@ -38,6 +38,10 @@ def bench(
     ),
     gguf: str | None = typer.Option(None, "--gguf", help="The GGUF file for --baseline llama.cpp (default: the model's own)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny sizes and 2 runs: checks that everything runs (tests)."),
+    compile_: bool = typer.Option(
+        False, "--compile", help="Also measure the torch.compile'd decode step (chatcli generate --compile) beside the "
+        "eager one: decode tok/s and compile time with an empty and with a warm on-disk cache (--only compile: that alone)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
     shape: str | None = typer.Option(
         None, "--shape", help="Cost vs model size: random-weight checkpoints of qwen2.5-0.5b,llama-3.2-1b,qwen2.5-1.5b "
@@ -55,7 +59,7 @@ def bench(
     """Measure load, start-up, prefill, decode, turn-10 latency, batched candidates, adapters and memory."""
     if calibrate:  # chatcli.engine.calibration: measured again, not a bench report
         given = {"--baseline": baseline, "--only": only, "--repeats": repeats, "--gguf": gguf, "--quick": quick,
-                 "--shape": shape}  # fmt: skip
+                 "--shape": shape, "--compile": compile_}  # fmt: skip
         return _calibrate(model, dtype, threads, quantize, as_json, [k for k, v in given.items() if v])
     from chatcli.bench.shapes.shape_command import ShapeOptions
 
@@ -63,10 +67,13 @@ def bench(
                                  repeats, threads, quick, as_json, model != DEFAULT_MODEL, dtype != "float32",
                                  quantize, gguf)  # fmt: skip
     if shape_options.asked():  # --shape: its own sweep (chatcli.bench.shapes), not one model's report
+        if compile_:
+            raise UsageError("--compile measures one model's decode step, not the --shape sweep: drop one")
         from chatcli.bench.shapes import shape_command
 
         return shape_command.run(shape_options, lambda msg: (sys.stderr.write(f"bench: {msg}\n"), sys.stderr.flush()))
-    spec, unavailable, notes = build_spec(model, dtype, threads, quantize, baseline or [], repeats, only, gguf, quick)
+    spec, unavailable, notes = build_spec(model, dtype, threads, quantize, baseline or [], repeats, only, gguf, quick,
+                                          compile_=compile_)
     from chatcli.bench.report import render
     from chatcli.bench.runner import run_bench
 
@@ -84,7 +91,7 @@ def bench(
 
 def build_spec(
     model: str, dtype: str, threads: int | None, quantize: str | None, baselines: list[str], repeats: int | None,
-    only: str | None, gguf: str | None, quick: bool,
+    only: str | None, gguf: str | None, quick: bool, compile_: bool = False,
 ) -> tuple[BenchSpec, dict[str, str], list[str]]:
     """Validate the options (UsageError, one line, before any work); the spec, unavailable baselines, notes."""
     if dtype not in ("float32", "bfloat16", "float16"):
@@ -106,6 +113,8 @@ def build_spec(
         if unknown or not asked:
             raise UsageError(f"unknown --only group {(unknown or [only])[0]!r}: use some of {','.join(GROUPS)}")
         groups = tuple(g for g in GROUPS if g in asked)
+    if compile_:  # beside whatever else runs (the groups keep GROUPS' order)
+        groups = tuple(g for g in GROUPS if g in groups or g == "compile")
     if gguf is not None and "llama.cpp" not in baselines:
         raise UsageError("--gguf is for the llama.cpp baseline: add --baseline llama.cpp")
     notes: list[str] = []

@@ -35,6 +35,11 @@ def figures(s: Sizes) -> list[Figure]:
         Figure("decode_tps", f"decode tok/s ({s.decode_tokens} tokens, greedy)", "tok/s", True, "decode"),
         # chatcli only: 1 / decode tok/s minus the matrix-product kernels' time (chatcli_worker._product_ms_per_token)
         Figure("decode_outside_ms", "decode: per-token time outside the matrix products (ms)", "ms", False, "decode"),
+        # chatcli only, with --compile (chatcli.bench.compile_group): eager and compiled in one worker, interleaved
+        Figure("decode_eager_tps", f"decode tok/s, eager step ({s.decode_tokens} tokens)", "tok/s", True, "compile"),
+        Figure("decode_compiled_tps", "decode tok/s, --compile step", "tok/s", True, "compile"),
+        Figure("compile_cold_s", "--compile: compile time, empty cache (s)", "s", False, "compile"),
+        Figure("compile_warm_s", "--compile: compile time, on-disk cache (s)", "s", False, "compile"),
         Figure("ttft_first_s", "time to first token, turn 1 (s)", "s", False, "turns"),
         Figure("ttft_last_s", f"time to first token, turn {t} (s)", "s", False, "turns"),
         Figure("batch_tps", f"{n} candidates in one batch (tok/s)", "tok/s", True, "candidates"),

@@ -43,12 +43,14 @@ SUPPORTS = {
 }
 
 
-def run_worker(system: str, group: str, spec: BenchSpec, timeout: float = WORKER_TIMEOUT_S) -> dict:
-    """One worker process; its result object, or ``{"error": "one line"}``."""
+def run_worker(system: str, group: str, spec: BenchSpec, timeout: float = WORKER_TIMEOUT_S,
+               env: dict[str, str] | None = None) -> dict:
+    """One worker process (``env``: its environment, default this one's); its result object, or
+    ``{"error": "one line"}``."""
     cmd = [sys.executable, "-m", "chatcli.bench.worker", system, group, spec.to_json()]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"took more than {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
@@ -114,6 +116,11 @@ def run_bench(
                 c.notes.append(f"read bandwidth not measured: {result['error']}")
             else:
                 c.reference["read_gb_s"] = result["figures"]["read_gb_s"]
+        elif group == "compile":  # chatcli only: a cold and a warm worker (chatcli.bench.compile_group)
+            from chatcli.bench.compile_group import merge, run_group
+
+            say("compile: chatcli, cold then warm inductor cache")
+            c.add("chatcli", group, merge(*run_group(spec, run_worker)), by_group.get(group, []))
         else:
             for system in spec.systems:
                 if group in SUPPORTS[system] and system not in unavailable:

@@ -15,8 +15,10 @@ SYSTEMS = ("chatcli", "transformers", "transformers-loop", "llama.cpp")
 BASELINES = SYSTEMS[1:]
 # Figure groups, in the order they run; each group is one worker process per system. The
 # whole-process start runs after the workers, whose runs have warmed the page cache for it.
-GROUPS = ("prefill", "decode", "turns", "candidates", "adapters", "train", "start", "bandwidth")
-OPT_IN = ("train",)  # long runs: measured only when --only names them (the LoRA training of chatcli.bench.train)
+GROUPS = ("prefill", "decode", "compile", "turns", "candidates", "adapters", "train", "start", "bandwidth")
+# Measured only when asked: train (long runs, the LoRA training of chatcli.bench.train) by --only;
+# compile (two torch.compile runs, chatcli.bench.compile_group) by --compile or --only.
+OPT_IN = ("train", "compile")
 DEFAULT_GROUPS = tuple(g for g in GROUPS if g not in OPT_IN)
 
 

@@ -39,6 +39,8 @@ def run(system: str, group: str, spec: BenchSpec) -> dict:
 
         torch.set_num_threads(spec.threads)
     module = _TRAIN_MODULES[system] if group == "train" else _MODULES[system]
+    if group == "compile":  # chatcli only: the compiled decode step (chatcli.bench.compile_group)
+        module = "chatcli.bench.compile_group"
     result = getattr(importlib.import_module(module), _ENTRY.get(system, "run"))(spec, group)
     result["peak_rss_mb"] = own_peak_rss_mb()
     if system != "llama.cpp":

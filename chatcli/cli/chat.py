@@ -24,7 +24,8 @@ import typer
 
 from chatcli.cli.common import (
     ApiKeyEnvOpt, ChatTemplateOpt, DeviceOpt, DtypeOpt, EndpointOpt, LogprobsModeOpt, LoraOpt, MinPOpt, ModelOpt,
-    PresetOpt, QuantizeOpt, RepetitionPenaltyOpt, TemperatureOpt, ThinkOpt, ThreadsOpt, TimeoutOpt, TopKOpt, TopPOpt,
+    CompileOpt, PresetOpt, QuantizeOpt, RepetitionPenaltyOpt, TemperatureOpt, ThinkOpt, ThreadsOpt, TimeoutOpt, TopKOpt,
+    TopPOpt,
     check_dtype, check_quantize, remote_factory, sampling_layers, set_threads,
 )
 from chatcli.cli.completion import choices_metavar, complete_choices, complete_history_ids
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
 TINTS = ("off", "model_prob", "entropy")
 
 
-def engine_factory(model: str, dtype: str, device: str, chat_template: str | None, lora=(), quantize: str = "none"):
+def engine_factory(model: str, dtype: str, device: str, chat_template: str | None, lora=(), quantize: str = "none",
+                   compile_: bool = False):
     """A factory ``progress -> engine`` for the front ends (loads torch only when called)."""
 
     def factory(progress):
@@ -49,7 +51,7 @@ def engine_factory(model: str, dtype: str, device: str, chat_template: str | Non
 
         engine = load_engine(
             model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora,
-            quantize=quantize,
+            quantize=quantize, compile=compile_,
         )
         require = getattr(engine, "require_chat_template", None)
         if require is not None:
@@ -90,6 +92,7 @@ def chat(
                                     metavar=choices_metavar(TINTS), autocompletion=complete_choices(TINTS)),
     dtype: str = DtypeOpt,
     quantize: str = QuantizeOpt,
+    compile_: bool = CompileOpt,
     device: str = DeviceOpt,
     threads: int | None = ThreadsOpt,
     chat_template: str | None = ChatTemplateOpt,
@@ -103,6 +106,7 @@ def chat(
     preset_values = load_preset_values(preset)  # an unknown preset: one line, nothing opened
     chosen = Layers.from_context(ctx, preset_values)  # flag > preset > env > config > built-in
     model, dtype, quantize, system, lora = (chosen.value(k) for k in ("model", "dtype", "quantize", "system", "adapters"))
+    compile_ = bool(chosen.value("compile"))
     layers = sampling_layers(ctx, dict(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
         max_tokens=max_tokens, seed=seed, top=top,
@@ -133,7 +137,8 @@ def chat(
                                              "--think/--no-think": think is not None,
                                              "--dtype": chosen.given("dtype") and dtype != "float32",
                                              "--device": device != "auto",
-                                             "--quantize": chosen.given("quantize") and quantize != "none"})
+                                             "--quantize": chosen.given("quantize") and quantize != "none",
+                                             "--compile": chosen.given("compile") and compile_})
     else:
         if api_key_env is not None:
             raise UsageError("--api-key-env goes with --endpoint (a key for a remote server)")
@@ -141,7 +146,7 @@ def chat(
             from chatcli.lora.spec import preflight
 
             preflight(list(lora))  # a wrong adapter path fails now, not inside the app
-        factory = engine_factory(model, dtype, device, chat_template, tuple(lora or ()), quantize)
+        factory = engine_factory(model, dtype, device, chat_template, tuple(lora or ()), quantize, compile_)
     use_plain = plain or not sys.stdin.isatty() or not sys.stdout.isatty()
     problems: list[str] = []
     plugins, registry = chat_plugins(report=None if use_plain else problems.append)

@@ -34,6 +34,11 @@ QuantizeOpt = typer.Option(
     "int8 head (faster CPU decode, less memory, a small quality cost).",
     envvar=ENV_VARS["quantize"], autocompletion=complete_choices(QUANTIZE_CHOICES),
 )
+CompileOpt = typer.Option(
+    False, "--compile/--no-compile", envvar=ENV_VARS["compile"],
+    help="Decode through a torch.compile'd step (CPU only; compiled on first use, cached on disk; close to the "
+    "eager numbers, not bit-identical).",
+)
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice).")
 LoraOpt = typer.Option(

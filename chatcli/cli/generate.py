@@ -22,6 +22,7 @@ from chatcli.cli.common import (
     ApiKeyEnvOpt,
     ChatTemplateOpt,
     DeviceOpt,
+    CompileOpt,
     DtypeOpt,
     EndpointOpt,
     LogprobsModeOpt,
@@ -81,6 +82,7 @@ def generate(
     model: str = ModelOpt,
     dtype: str = DtypeOpt,
     quantize: str = QuantizeOpt,
+    compile_: bool = CompileOpt,
     device: str = DeviceOpt,
     threads: int | None = ThreadsOpt,
     chat_template: str | None = ChatTemplateOpt,
@@ -108,6 +110,7 @@ def generate(
     preset_values = load_preset_values(preset)  # an unknown preset: one line, nothing loaded
     chosen = Layers.from_context(ctx, preset_values)  # flag > preset > env > config > built-in
     model, dtype, quantize, system, lora = (chosen.value(k) for k in ("model", "dtype", "quantize", "system", "adapters"))
+    compile_ = bool(chosen.value("compile"))
     if system is not None:
         system = clean_arg(system, "--system")
     stop = [clean_arg(s, "--stop") for s in stop] if stop else stop
@@ -142,7 +145,8 @@ def generate(
                                              "--think/--no-think": think is not None,
                                              "--dtype": chosen.given("dtype") and dtype != "float32",
                                              "--device": device != "auto",
-                                             "--quantize": chosen.given("quantize") and quantize != "none"})
+                                             "--quantize": chosen.given("quantize") and quantize != "none",
+                                             "--compile": chosen.given("compile") and compile_})
         _answer(factory(), text, messages, resolved, raw=raw, as_json=as_json, show_probs=show_probs, lora=False,
                 log=log)
         return
@@ -162,7 +166,7 @@ def generate(
     with stderr_progress() as progress:
         engine = load_engine(
             model, dtype=dtype, device=device, chat_template=chat_template, progress=progress, lora=lora or (),
-            quantize=quantize, warm_up=False,  # one answer: a warm-up forward would only add its own time (see load_engine)
+            quantize=quantize, compile=compile_, warm_up=False,  # one answer: a warm-up forward would only add its own time (see load_engine)
         )
     if not raw:
         engine.require_chat_template()

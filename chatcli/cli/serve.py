@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from chatcli.cli.common import (
-    DeviceOpt, DtypeOpt, ModelOpt, QuantizeOpt, ThreadsOpt, check_dtype, check_quantize, set_threads,
+    CompileOpt, DeviceOpt, DtypeOpt, ModelOpt, QuantizeOpt, ThreadsOpt, check_dtype, check_quantize, set_threads,
 )
 from chatcli.errors import UsageError
 
@@ -28,6 +28,7 @@ def serve(
     ),
     dtype: str = DtypeOpt,
     quantize: str = QuantizeOpt,
+    compile_: bool = CompileOpt,
     device: str = DeviceOpt,
     threads: int | None = ThreadsOpt,
     lora: list[str] | None = typer.Option(
@@ -62,7 +63,8 @@ def serve(
     from chatcli.serve.server import build, serve_forever
 
     with stderr_progress() as progress:
-        engine = load_engine(model, dtype=dtype, device=device, progress=progress, lora=lora or (), quantize=quantize)
+        engine = load_engine(model, dtype=dtype, device=device, progress=progress, lora=lora or (), quantize=quantize,
+                             compile=compile_)
     app = build(engine, model_id=names, adapter_dirs=dirs, api_key=api_key)
     adapters = app.state.chatcli.adapters
     sys.stderr.write(

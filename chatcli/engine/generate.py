@@ -14,7 +14,9 @@ Per step the raw distribution (softmax at T=1) and the sampling distribution are
 both reported, with the top tokens of the raw one (:mod:`chatcli.engine.step_stats`).
 Prefill runs the model's forward; each decode step runs the lean
 :class:`~chatcli.model.decode_step.DecodeStep` over the cache reserved for prompt + answer
-(the same numbers with fewer operations per token). Text, stop strings and end-of-sequence
+(the same numbers with fewer operations per token), or, when the generator holds a
+:class:`~chatcli.model.compiled_step.CompiledDecoder` (``--compile``), its compiled step (close
+to those numbers, not bit-identical). Text, stop strings and end-of-sequence
 ids are handled by
 :class:`~chatcli.engine.answer_builder.AnswerBuilder`.
 
@@ -42,6 +44,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -55,6 +58,9 @@ from chatcli.engine.params import SamplingParams
 from chatcli.engine.sampling import make_generator
 from chatcli.engine.step_stats import sample_rows
 from chatcli.errors import GenerationError
+
+if TYPE_CHECKING:
+    from chatcli.model.compiled_step import CompiledDecoder
 
 PREFILL_CHUNK = 512  # prompt tokens per forward: bounds activation memory, lets cancel act mid-prompt
 
@@ -118,6 +124,7 @@ class Generator:
         self.last_seeds: list[int] = []
         self._lock = threading.Lock()
         self._streaming = False  # the lock is held by an answer (not by a short read of the model)
+        self.compiled: CompiledDecoder | None = None  # --compile: the decode steps come from it
 
     # ---- cache ---------------------------------------------------------------------------
 
@@ -147,6 +154,13 @@ class Generator:
             self.model.hidden_states(x, cache)
             return None
         return self.model(x, cache, last_only=True)[:, -1].float()  # [B, V]
+
+    def _step(self, cache: KVCache, total: int):
+        """The decode step for one answer needing ``total`` positions of ``cache``: compiled with
+        ``--compile`` when the model is covered, else the eager lean step (None: the forward)."""
+        if self.compiled is not None:
+            return self.compiled.step(self.model, cache, total)
+        return DecodeStep.build(self.model)
 
     def _decode(self, ids: Sequence[int] | torch.Tensor, cache: KVCache, step: DecodeStep | None) -> torch.Tensor:
         """One new token per row (ids [B] or [B, 1]) -> logits [B, V] (float32), through the lean
@@ -275,7 +289,7 @@ class Generator:
             )
 
         logits, prefilled = self._prefill(prompt, cancel)
-        step = DecodeStep.build(self.model)  # per answer: nothing changes the weights while it runs
+        step = self._step(self.cache, min(len(prompt) + params.max_tokens, ctx))  # per answer: nothing changes the weights while it runs
         seen = list(prompt)  # for the repetition penalty (transformers counts the prompt too)
         sampled_count = 0
         while True:
@@ -382,7 +396,7 @@ class Generator:
         batch.ensure(min(len(prompt) + params.max_tokens, ctx))
         logits = first.expand(n, -1)  # [n, V]
         history = torch.tensor([prompt] * n, dtype=torch.long) if params.repetition_penalty != 1.0 else None
-        step = DecodeStep.build(self.model)
+        step = self._step(batch, min(len(prompt) + params.max_tokens, ctx))
         sampled = 0
         while active:
             if cancel is not None and cancel.is_set():

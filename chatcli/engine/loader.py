@@ -176,6 +176,7 @@ def load_engine(
     quantize: str = "none",
     group_size: int | None = None,
     calibrate: bool | None = None,
+    compile: bool = False,
 ) -> LoadedModel:
     """Load a model, and the ``--lora PATH[:SCALE]`` adapters given (all or nothing).
 
@@ -192,6 +193,9 @@ def load_engine(
     ``calibrate`` (None: the ``CHATCLI_CALIBRATE`` switch, on by default) gives a CPU model the compute
     paths measured fastest on this CPU, measuring them on the first load of their key (one line on
     stderr; :mod:`chatcli.engine.calibration`), after everything else loaded and was checked.
+    ``compile=True`` (``--compile``, CPU only) decodes through a torch.compile'd static step
+    (:mod:`chatcli.model.compiled_step`), compiled on the first answer (cached on disk after); what it
+    does not cover decodes eagerly, with one line on stderr.
     """
     from chatcli.hub.checkpoint import load_checkpoint, resolve_device, resolve_dtype
     from chatcli.hub.catalog import recommended_sampling, resolve_model
@@ -212,6 +216,8 @@ def load_engine(
     path = resolve_model(spec, progress=progress)
     tokenizer = _tokenizer(path, chat_template)
     dev = resolve_device(device)
+    if compile and dev.type != "cpu":
+        raise UsageError(f"--compile compiles the CPU decode step, not {dev.type}: drop --compile or use --device cpu")
     dt = resolve_dtype(dtype, dev)
     check_load_fits(path, str(dt).removeprefix("torch."), str(dev))
     counted: list[int] = []
@@ -247,6 +253,10 @@ def load_engine(
         load_adapter_specs(engine.adapters, adapter_specs)
     if calibrate:
         engine.calibration = calibrate_on_load(engine, say=_stderr_line)
+    if compile:
+        from chatcli.model.compiled_step import CompiledDecoder
+
+        engine.generator.compiled = CompiledDecoder(say=_stderr_line)
     return engine
 
 

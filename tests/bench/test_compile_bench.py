@@ -1,0 +1,60 @@
+"""`chatcli bench --compile`: the compiled decode step beside the eager one, cold and warm compile times.
+
+Not timed: the figures must exist and agree. No inductor build here (two would cost minutes on the
+CI's two cores): the worker's measurement runs in-process on dynamo's counting backend, the runner's
+cold-then-warm pair with a fake worker.
+"""
+
+from __future__ import annotations
+
+from tests.bench.test_bench import run
+
+
+def test_compile_group_reports_both_steps_and_both_compiles(tiny_model_dir, monkeypatch):
+    """The worker's side in-process (dynamo's counting backend instead of an inductor build: the
+    compiler itself is tests/model/test_compiled_step.py's), then the runner's cold/warm merge."""
+    from torch._dynamo.testing import CompileCounter
+
+    import chatcli.model.compiled_step as compiled_step
+    from chatcli.api import load_model
+    from chatcli.bench.compile_group import measure, merge, run_group
+    from chatcli.bench.spec import QUICK, BenchSpec
+
+    class Counting(compiled_step.CompiledDecoder):
+        def __init__(self, say=None, backend=None):
+            super().__init__(say, backend=CompileCounter())
+
+    monkeypatch.setattr(compiled_step, "CompiledDecoder", Counting)
+    spec = BenchSpec(model="tiny", path=str(tiny_model_dir), repeats=2, quick=True, sizes=QUICK)
+    figures, info = measure(load_model(str(tiny_model_dir)), spec)
+    assert set(figures) == {"compile_s", "decode_eager_tps", "decode_compiled_tps"}
+    assert len(figures["decode_eager_tps"]) == len(figures["decode_compiled_tps"]) == 2
+    assert all(v > 0 for runs in figures.values() for v in runs)
+    assert info["compiled_graphs"] == 1  # one graph for the whole answer and every repeat
+    assert info["greedy_identical"] is True and 0 <= info["max_logit_diff"] < 1e-3
+
+    calls = []
+
+    def fake_worker(system, group, spec, env):
+        calls.append((spec.repeats, env["TORCHINDUCTOR_CACHE_DIR"]))
+        compile_s = [9.0] if not spec.repeats else [1.5]
+        return {"figures": {"compile_s": compile_s, **({"decode_compiled_tps": [30.0]} if spec.repeats else {})}}
+
+    merged = merge(*run_group(spec, fake_worker))
+    assert calls[0][0] == 0 and calls[1][0] == 2 and calls[0][1] == calls[1][1]  # cold, then warm, one cache
+    assert merged["figures"] == {"decode_compiled_tps": [30.0], "compile_cold_s": [9.0], "compile_warm_s": [1.5]}
+    assert merge({"error": "boom"}, {})["error"] == "boom"
+
+
+def test_compile_is_opt_in_and_adds_to_the_groups(tiny_model_dir):
+    from chatcli.bench.cli import build_spec
+
+    spec, _, _ = build_spec(str(tiny_model_dir), "float32", None, None, [], None, None, None, True)
+    assert "compile" not in spec.groups
+    spec, _, _ = build_spec(str(tiny_model_dir), "float32", None, None, [], None, "decode", None, True, compile_=True)
+    assert spec.groups == ("decode", "compile")
+
+
+def test_compile_with_shape_is_one_line(capsys, tiny_model_dir):
+    code, out, err = run(capsys, "bench", "--model", str(tiny_model_dir), "--compile", "--shape", "qwen2.5-0.5b")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--compile" in err

@@ -1,0 +1,80 @@
+"""``--compile`` on the commands: one-line refusals, and the config default reaching the engine.
+
+The compiles here use dynamo's counting backend (no inductor build): what is checked is the flag's
+path to :class:`~chatcli.model.compiled_step.CompiledDecoder`, not the compiler
+(tests/model/test_compiled_step.py runs inductor).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounter
+
+import chatcli.model.compiled_step as compiled_step
+from chatcli.cli.main import main
+
+
+def run(capsys, *argv):
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+@pytest.fixture
+def decoders(monkeypatch):
+    """Every CompiledDecoder the engine makes, on the counting backend."""
+    made = []
+
+    class Counting(compiled_step.CompiledDecoder):
+        def __init__(self, say=None, backend=None):
+            super().__init__(say, backend=CompileCounter())
+            made.append(self)
+
+    monkeypatch.setattr(compiled_step, "CompiledDecoder", Counting)
+    return made
+
+
+def _answer(capsys, *argv) -> tuple[list[int], str]:
+    code, out, err = run(capsys, "generate", "hi", "--json", "-n", "6", "--temperature", "0", "--no-save", *argv)
+    assert code == 0, err
+    steps = [json.loads(line) for line in out.splitlines() if json.loads(line).get("type") == "step"]
+    return [s["id"] for s in steps], err
+
+
+def test_compile_flag_and_config_default_decode_the_same_greedy_answer(capsys, decoders, tiny_model_dir, _chatcli_home):
+    eager, _ = _answer(capsys, "--model", str(tiny_model_dir))
+    assert not decoders
+    compiled, err = _answer(capsys, "--model", str(tiny_model_dir), "--compile")
+    assert len(decoders) == 1 and decoders[0].compiles == 1 and compiled == eager
+    assert "--compile: compiling the decode step" in err
+    folder = _chatcli_home / "config"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.toml").write_text("[defaults]\ncompile = true\n", encoding="utf-8")
+    assert _answer(capsys, "--model", str(tiny_model_dir))[0] == eager and len(decoders) == 2
+    _answer(capsys, "--model", str(tiny_model_dir), "--no-compile")  # the flag wins over the config
+    assert len(decoders) == 2
+
+
+@pytest.mark.parametrize("argv, env, needle", [
+    (["--compile", "--endpoint", "http://127.0.0.1:9/v1"], {}, "--compile cannot be used with --endpoint"),
+    ([], {"CHATCLI_COMPILE": "maybe"}, "CHATCLI_COMPILE"),
+])  # fmt: skip
+def test_bad_combinations_are_one_line(capsys, monkeypatch, tiny_model_dir, argv, env, needle):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    code, out, err = run(capsys, "generate", "hi", "--model", str(tiny_model_dir), *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and needle in err
+
+
+def test_compile_is_for_the_cpu(monkeypatch, tiny_model_dir):
+    import chatcli.hub.checkpoint as checkpoint
+    from chatcli.engine.loader import load_engine
+    from chatcli.errors import UsageError
+
+    monkeypatch.setattr(checkpoint, "resolve_device", lambda spec: torch.device("cuda"))
+    with pytest.raises(UsageError, match="--compile compiles the CPU decode step"):
+        load_engine(str(tiny_model_dir), compile=True)

@@ -1,0 +1,165 @@
+"""``--compile``'s decode step: one whole graph, compiled once per cache size (not per token), close to
+the eager step's numbers, and the eager step wherever it does not apply or compiling fails.
+
+Only one test runs inductor (the tiny llama, float32; a few seconds of C++ build per fresh cache);
+the others trace with dynamo's counting backend (``CompileCounter``: the graph is captured whole or
+``fullgraph=True`` raises, and each capture counts), which checks the same graph without a build.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounter
+
+from chatcli.engine.generate import Generator
+from chatcli.engine.params import SamplingParams
+from chatcli.hub.checkpoint import load_checkpoint
+from chatcli.model.compiled_step import CompiledDecoder, CompiledStep, bucket, plan, NotCovered
+from chatcli.model.decode_step import DecodeStep
+from chatcli.model.kv_cache import KVCache
+from chatcli.model.packed import use_kernel_choices
+from chatcli.model.quantize import quantize_model
+from tests.tiny import FAMILIES
+
+
+@pytest.fixture(autouse=True)
+def _inductor_cache(tmp_path_factory, monkeypatch):
+    # One inductor cache for the session (not the per-test CHATCLI_HOME): the tiny graph is built once.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "inductor"))
+
+
+def _run_both(model, decoder: CompiledDecoder, steps: int, prompt_len: int = 7):
+    """Prefill one cache, decode ``steps`` greedy tokens with the eager step and the compiled one
+    (each from its own copy of the cache, each fed its own argmax); returns (eager, compiled) logits."""
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len), generator=gen)
+    eager_step = DecodeStep.build(model)
+    want, got = [], []
+    with torch.inference_mode():
+        a = KVCache(model.config, 1, model.dtype, "cpu")
+        a.ensure(prompt_len + steps)
+        last = model(prompt, a, last_only=True)[:, -1]
+        b = a.clone()
+        step = decoder.step(model, b, prompt_len + steps)
+        ids_a = ids_b = last.float().argmax(-1, keepdim=True)
+        for _ in range(steps):
+            want.append(eager_step(ids_a, a).float())
+            got.append(step(ids_b, b).float())
+            assert a.length == b.length
+            ids_a, ids_b = want[-1].argmax(-1, keepdim=True), got[-1].argmax(-1, keepdim=True)
+    return torch.cat(want), torch.cat(got), step
+
+
+def test_bucket_sizes():
+    assert [bucket(n, 8192) for n in (1, 256, 257, 600, 1025, 8000)] == [256, 256, 512, 1024, 2048, 8192]
+    assert bucket(300, 400) == 400  # capped at the context
+    assert bucket(100, 64) == 100  # never below what is needed (the cache refuses past the context itself)
+
+
+def test_inductor_step_is_close_to_eager_and_compiles_once(tiny_model_dir):
+    model = load_checkpoint(tiny_model_dir)
+    decoder = CompiledDecoder()
+    want, got, step = _run_both(model, decoder, steps=12)
+    assert isinstance(step, CompiledStep)
+    # Inductor fuses the norms, rotations and adds in its own order: close, not bit-identical.
+    # The tiny model's logits are large (|logit| up to ~40), hence the absolute tolerance.
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=5e-4)
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+    assert decoder.compiles == 1  # 12 tokens, one graph
+    want2, got2, _ = _run_both(model, decoder, steps=4, prompt_len=5)  # a second answer, same bucket
+    assert decoder.compiles == 1
+    torch.testing.assert_close(got2, want2, rtol=1e-5, atol=5e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)  # tied head, llama3 rope, untied; q/k/v bias; per-head q/k norms
+def test_whole_graph_once_for_every_token(family, tiny_family_dirs):
+    model = load_checkpoint(tiny_family_dirs(family))
+    counter = CompileCounter()
+    want, got, step = _run_both(model, CompiledDecoder(backend=counter), steps=10)
+    assert isinstance(step, CompiledStep)
+    assert counter.frame_count == 1  # fullgraph=True: a break would have raised, not split
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_quantized_models_compile_through_their_layers(method, tiny_model_dir):
+    model = load_checkpoint(tiny_model_dir)
+    quantize_model(model, method)
+    counter = CompileCounter()
+    decoder = CompiledDecoder(backend=counter)
+    want, got, step = _run_both(model, decoder, steps=6)
+    assert isinstance(step, CompiledStep) and counter.frame_count == 1
+    # The same kernels on the same inputs; the int8 head runs after the graph, as it does eagerly.
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-2)
+    _run_both(model, decoder, steps=3, prompt_len=4)  # a second answer: a new plan, the same graph
+    assert counter.frame_count == 1
+
+
+def test_not_covered_gives_the_eager_step_and_says_why_once(tiny_model_dir):
+    model = load_checkpoint(tiny_model_dir)
+    said: list[str] = []
+    decoder = CompiledDecoder(say=said.append, backend=CompileCounter())
+    cache = KVCache(model.config, 3, model.dtype, "cpu")
+    assert isinstance(decoder.step(model, cache, 10), DecodeStep)  # batched candidates
+    assert isinstance(decoder.step(model, cache, 10), DecodeStep)
+    assert said == ["--compile: decoding eagerly (batched candidates decode eagerly)"]
+    model.train()
+    with pytest.raises(NotCovered, match="training"):
+        plan(model, 1)
+    model.eval()
+    model.model.layers[0].mlp.down_proj = torch.nn.Linear(128, 64)  # swapped after packing
+    with pytest.raises(NotCovered, match="down_proj"):
+        plan(model, 1)
+
+
+def test_an_active_adapter_decodes_eagerly(tiny_model_dir):
+    from chatcli.lora.manager import AdapterManager
+    from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA
+
+    model = load_checkpoint(tiny_model_dir)
+    q = model.model.layers[1].self_attn.q_proj
+    lora = ModuleLoRA(torch.randn(2, q.in_features), torch.randn(q.out_features, 2), 4.0)
+    AdapterManager(model).add(LoRAAdapter(modules={"model.layers.1.self_attn.q_proj": lora}), "a")
+    with pytest.raises(NotCovered, match="LoRA"):
+        plan(model, 1)
+
+
+def test_bf16_onednn_choice_decodes_eagerly(tiny_model_dir):
+    model = load_checkpoint(tiny_model_dir).to(torch.bfloat16)
+    use_kernel_choices(model, model.kernel_choices.with_(bf16_small_rows="onednn"))
+    group = model.model.layers[0].self_attn.qkv_group
+    if not group.onednn_ok():
+        pytest.fail("this torch build has no oneDNN: the choice cannot be tested here")
+    with pytest.raises(NotCovered, match="oneDNN"):
+        plan(model, 1)
+    use_kernel_choices(model, model.kernel_choices.with_(bf16_small_rows="plain"))
+    plan(model, 1)  # the plain bf16 path is covered
+
+
+def test_a_failing_compiler_falls_back_with_one_line(tiny_model_dir):
+    def broken(gm, example_inputs):
+        raise RuntimeError("Invalid C++ compiler: g++ not found")
+
+    model = load_checkpoint(tiny_model_dir)
+    said: list[str] = []
+    want, got, _ = _run_both(model, decoder := CompiledDecoder(say=said.append, backend=broken), steps=3)
+    assert torch.equal(got, want)  # the eager step, bit for bit
+    assert decoder.failed is not None and len(said) == 2  # "compiling ..." then the failure, once
+    assert "no working C++ compiler" in said[1] and "\n" not in said[1]
+    assert isinstance(decoder.step(model, KVCache(model.config, 1, model.dtype, "cpu"), 4), DecodeStep)
+
+
+def test_generator_answers_the_same_greedy_text(tiny_model_dir):
+    from chatcli.tokenizer.tokenizer import ChatTokenizer
+
+    model = load_checkpoint(tiny_model_dir)
+    tok = ChatTokenizer.from_dir(tiny_model_dir)
+    params = SamplingParams(temperature=0, max_tokens=12)
+    eager = Generator(model, tok).generate([1, 5, 6, 7], params)
+    gen = Generator(model, tok)
+    gen.compiled = counted = CompiledDecoder(backend=CompileCounter())
+    assert gen.generate([1, 5, 6, 7], params) == eager
+    assert gen.generate([1, 5, 6, 7, 9], params)  # a second answer: no new graph
+    assert counted.compiles == 1 and counted.reason is None
+
