@@ -25,6 +25,7 @@ from torch.overrides import TorchFunctionMode
 
 from chatcli.bounded_json import JSONError, loads
 from chatcli.errors import ModelError, UsageError
+from chatcli.hub import packed_cache
 from chatcli.hub.safetensors_header import HeaderError, parse_header
 from chatcli.hub.safetensors_io import map_each, open_mapped
 from chatcli.model.config import ModelConfig, normalize_ids
@@ -168,6 +169,46 @@ def load_checkpoint(
     expected = model.checkpoint_keys()
     located = _check_keys(files, expected, config)  # key -> file, all problems reported at once
 
+    # A float model packed on the CPU: its packed layout may be on disk already (chatcli.hub.packed_cache).
+    key = _pack_key(files, path, dtype) if pack and transform is None and device.type == "cpu" else None
+    state = packed_cache.load(key, expected, dtype) if key is not None else None
+    cached = state is not None
+    if cached and progress:
+        progress("loading weights", len(located), len(located))
+    if not cached:
+        state = _read_state(located, dtype, device, progress, separate=pack and transform is None,
+                            widen_later=transform is not None)
+    model.load_state_dict(state, strict=False, assign=True)
+    del state  # the model holds the tensors now; packing then frees each one it replaces
+    model.tie_weights()
+    model.reset_buffers(device)
+    _check_materialized(model)
+    if transform is not None:
+        transform(model)
+        _cast_floats(model, dtype)
+    if pack:
+        from chatcli.model.packed import pack_model
+
+        pack_model(model)  # from the cache: every group is laid out already, nothing is copied
+        if key is not None and not cached:
+            packed_cache.store(model, key, expected, dtype)
+    trim_heap()
+    return model.eval()
+
+
+def _pack_key(files: list[Path], path: str | Path, dtype: torch.dtype) -> str | None:
+    """The packed-layout cache's key of this checkpoint in ``dtype`` (None: its files cannot be stat'ed)."""
+    try:
+        return packed_cache.cache_key(files, _model_dir(path) / "config.json", dtype)
+    except OSError:
+        return None
+
+
+def _read_state(
+    located: dict[str, Path], dtype: torch.dtype, device: torch.device, progress: Progress | None,
+    separate: bool, widen_later: bool,
+) -> dict[str, torch.Tensor]:
+    """Each checkpoint tensor ``located`` read (mapped) from its file, cast to ``dtype`` and on ``device``."""
     state: dict[str, torch.Tensor] = {}
     total = len(located)
     done = 0
@@ -184,12 +225,11 @@ def load_checkpoint(
         # (quantisation) gives back the pages of each weight it reads (chatcli.model.page_release),
         # so there the tensors share one mapping: one per tensor made each map the file's header
         # (+12 MB at the default model's int4 peak, 272 mappings).
-        separate = pack and transform is None
         tensors = _separately_mapped(file, keys) if separate else _mapped_tensors(file, keys)
         read: list[torch.Tensor] = []
         for key, tensor in tensors:
             # to() is a no-op when dtype and device already match: the tensor read is the one kept.
-            widen = transform is not None and _widens(tensor.dtype, dtype)
+            widen = widen_later and _widens(tensor.dtype, dtype)
             state[key] = tensor.to(device) if widen else tensor.to(dtype=dtype).to(device)
             read.append(tensor)
             done += 1
@@ -201,21 +241,7 @@ def load_checkpoint(
             for tensor in read:
                 drop_file_pages(tensor)
         del read
-
-    model.load_state_dict(state, strict=False, assign=True)
-    del state  # the model holds the tensors now; packing then frees each one it replaces
-    model.tie_weights()
-    model.reset_buffers(device)
-    _check_materialized(model)
-    if transform is not None:
-        transform(model)
-        _cast_floats(model, dtype)
-    if pack:
-        from chatcli.model.packed import pack_model
-
-        pack_model(model)
-    trim_heap()
-    return model.eval()
+    return state
 
 
 def _widens(have: torch.dtype, want: torch.dtype) -> bool:

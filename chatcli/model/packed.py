@@ -234,6 +234,22 @@ def relayout(module: nn.Module) -> None:
         w.data = w.data.t().contiguous().t()  # [out, in] view of an [in, out] tensor
 
 
+def _laid_out(mods: Sequence[nn.Linear]) -> torch.Tensor | None:
+    """The [in, O_total] tensor whose column blocks the weights of ``mods`` already are, in order
+    (a model loaded in the packed layout, or packed again unchanged), or None."""
+    w0 = mods[0].weight
+    total = sum(m.out_features for m in mods)
+    start, ptr, col = w0.storage_offset(), w0.untyped_storage().data_ptr(), 0
+    for m in mods:
+        w = m.weight
+        if w.stride() != (1, total) or w.untyped_storage().data_ptr() != ptr or w.storage_offset() != start + col:
+            return None
+        col += m.out_features
+    if (start + w0.shape[1] * total) * w0.element_size() > w0.untyped_storage().nbytes():
+        return None
+    return w0.detach().as_strided((w0.shape[1], total), (total, 1), start)
+
+
 def pack_group(parent: nn.Module, names: Sequence[str]) -> FusedGroup | None:
     """Fuse the Linears ``names`` of ``parent`` into one input-major tensor (None if they cannot be)."""
     mods = [_base(getattr(parent, n)) for n in names]
@@ -247,13 +263,15 @@ def pack_group(parent: nn.Module, names: Sequence[str]) -> FusedGroup | None:
     if any(has_bias) and not all(has_bias):
         return None
     with torch.no_grad():
-        # One preallocated tensor filled by transposing copies: about twice as fast as
-        # torch.cat of transposed views, and packing is on every load's path.
-        weight_t = torch.empty(w0.shape[1], sum(m.out_features for m in mods), dtype=w0.dtype, device=w0.device)
-        col = 0
-        for m in mods:
-            weight_t[:, col : col + m.out_features].copy_(m.weight.detach().t())  # [in, O_total]
-            col += m.out_features
+        weight_t = _laid_out(mods)  # loaded in this layout (chatcli.hub.packed_cache): nothing to copy
+        if weight_t is None:
+            # One preallocated tensor filled by transposing copies: about twice as fast as
+            # torch.cat of transposed views, and packing is on every load's path.
+            weight_t = torch.empty(w0.shape[1], sum(m.out_features for m in mods), dtype=w0.dtype, device=w0.device)
+            col = 0
+            for m in mods:
+                weight_t[:, col : col + m.out_features].copy_(m.weight.detach().t())  # [in, O_total]
+                col += m.out_features
         bias = torch.cat([m.bias.detach() for m in mods]) if all(has_bias) else None  # [O_total]
         start = 0
         for m in mods:
