@@ -11,13 +11,14 @@ faster by more than :data:`MARGIN` (the noise of a short measurement):
    built before its timed runs and kept while the candidates alternate (the final choice frees
    them when it is the plain path).
 2. **bf16 oneDNN / int8 / int4 row limit** (bf16 models that chose oneDNN, quantised models): the
-   first decoder layer's bf16 groups, and its quantised products, at each of :data:`ROWS` rows
-   past the default limit (:data:`chatcli.model.kernel_choice.DEFAULT`, 16: what decode steps and
-   batched candidates run, and what the decode measurement above already timed through the
-   kernel), through oneDNN's prepacked weight and through aten's mm, and through the quantised
-   kernel and through the dequantised matmul. The limit is the largest row count up to which the kernel keeps winning measurably; it only
-   ever rises (a noisy moment that slowed the kernel at one row must not send every decode step
-   through a dequantised weight).
+   first decoder layer's bf16 groups through oneDNN's prepacked weight and through aten's mm (at
+   each of :data:`BF16_ROWS` rows), and its quantised products through the kernel and through the
+   dequantised matmul (at each of :data:`ROWS` rows), past the default limit
+   (:data:`chatcli.model.kernel_choice.DEFAULT`, 16: what decode steps and batched candidates run,
+   and what the decode measurement above already timed through the kernel). The limit is the
+   largest row count up to which the kernel keeps winning measurably; it only ever rises (a noisy
+   moment that slowed the kernel at one row must not send every decode step through a
+   dequantised weight).
 3. **prefill threads**: a prefill of a prompt of :data:`PREFILL_TOKENS` tokens (time to the
    first token) per thread count. Baseline: the full budget.
 
@@ -57,6 +58,7 @@ ROUNDS = 2
 DECODE_TOKENS = 6
 PREFILL_TOKENS = 64
 ROWS = (32, 64, 128, 256)  # past the default limit of 16; a prefill chunk is up to 512
+BF16_ROWS = ROWS + (512,)  # a whole prefill chunk too: 4 bf16 products of 512 rows take milliseconds
 DEADLINE_S = 8.0  # no new round of measurements starts after this
 _REPS = 3  # timings of the layer products per row count (after a warm-up)
 _TEXT = ("The river rose slowly through the night, and by morning the old bridge stood in brown water "
@@ -244,7 +246,7 @@ class _Run:
         torch.set_num_threads(choices.prefill_threads)  # many rows: a prefill's count
         default = DEFAULT.bf16_onednn_max_rows
         times: dict[int, tuple[float, float]] = {}
-        for r in (r for r in ROWS if r > default):
+        for r in (r for r in BF16_ROWS if r > default):
             if self.late():
                 break
             xs = [torch.randn(r, g.weight.shape[1], dtype=torch.bfloat16) for _, g in pairs]
