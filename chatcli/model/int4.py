@@ -56,6 +56,7 @@ ROW_BLOCK = 64  # output rows are padded to this; the packing's largest block of
 # reads its own ``kernel_max_rows``, set from the model's KernelChoices (measured per CPU by the calibration).
 KERNEL_MAX_ROWS = DEFAULT_CHOICES.int4_max_rows
 _MID = 8  # q - 8: the kernel's signed view of a 4-bit value
+_INT4_MM = getattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu", None)  # None: packing() is None too
 # Quantising float weights errs by at most this many steps s, plus 2^-8 |z| (d / 2 and 8 |s - d|
 # with |s - d| <= 2^-8 d: bfloat16 keeps 8 significant bits).
 ERROR_STEPS = 0.5 + 2**-5 + 2**-8
@@ -197,6 +198,17 @@ class Int4Linear(QuantizedLinear):
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().to(dtype), requires_grad=False)
         self.compute_dtype = dtype
         self.kernel_max_rows = KERNEL_MAX_ROWS  # set from the model's KernelChoices (packed.use_kernel_choices)
+        self._kernel_facts()
+
+    def _kernel_facts(self) -> None:
+        # What forward would otherwise ask on every call (a decode step makes 120 int4 calls per token,
+        # each Python check and no-op tensor call costing about a microsecond): computed at build and
+        # again after a move (_apply). Whether the CPU kernel can serve this layer at all, the zero
+        # columns its input needs (in_features up to a whole group) and whether the output has padding
+        # rows to cut off.
+        self.kernel_ok = self.qweight.device.type == "cpu" and packing() is not None
+        self.pad_in = self.qweight.shape[1] * 2 - self.in_features
+        self.cut_out = self.qweight.shape[0] != self.out_features
 
     # --- building ------------------------------------------------------------
 
@@ -267,23 +279,36 @@ class Int4Linear(QuantizedLinear):
     # --- computing -----------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [..., K] -> y: [..., N] in x's dtype.
+        # x: [..., K] -> y: [..., N] in x's dtype. The kernel path is the few ops it needs, each in its
+        # cheapest spelling (a decode step makes 120 of these calls per token, and on a small model the
+        # Python around them costs about as much as the kernels): a reshape, the cast to bfloat16, the
+        # kernel, the cast back (.float(), not .to(): a microsecond less per call) and a view; the cut of
+        # padding rows, the input padding and the bias only where the layer has them.
         rows = x.numel() // self.in_features
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        if 0 < rows <= self.kernel_max_rows and x.device.type == "cpu" and packing() is not None:
-            y = self.kernel(x.reshape(rows, self.in_features))[:, : self.out_features]
-            y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
-            return y if bias is None else y + bias
-        return F.linear(x, self.dequantize(x.dtype), bias)
+        if self.kernel_ok and 0 < rows <= self.kernel_max_rows:
+            y = self.kernel(x.reshape(rows, self.in_features))  # [M, Np] bfloat16
+            if self.cut_out:
+                y = y[:, : self.out_features]
+            dtype = x.dtype
+            if dtype is torch.float32:
+                y = y.float()
+            elif dtype is not torch.bfloat16:
+                y = y.to(dtype=dtype)
+            y = y.view(*x.shape[:-1], self.out_features)
+            return y if self.bias is None else y + self.bias.to(dtype)
+        return F.linear(x, self.dequantize(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
     def kernel(self, x2: torch.Tensor) -> torch.Tensor:
         """x2 [M, in] -> [M, Np] bfloat16 through torch's int4 kernel (padding columns included)."""
-        kp = self.qweight.shape[1] * 2
-        x2 = x2.to(torch.bfloat16)
-        if kp != self.in_features:
-            x2 = F.pad(x2, (0, kp - self.in_features))
-        sz = self.scales_zeros if self.scales_zeros.is_contiguous() else self.scales_zeros.contiguous()
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(x2.contiguous(), self.qweight, self.group_size, sz)
+        if x2.dtype is not torch.bfloat16:
+            x2 = x2.bfloat16()
+        if self.pad_in:
+            x2 = F.pad(x2, (0, self.pad_in))
+        buffers = self._buffers  # read directly: a buffer read through Module.__getattr__ costs ~0.8 us
+        sz = buffers["scales_zeros"]
+        if not sz.is_contiguous():  # a fused group's member holds a strided view: made contiguous per call
+            sz = sz.contiguous()
+        return _INT4_MM(x2.contiguous(), buffers["qweight"], self.group_size, sz)
 
     def _apply(self, fn, recurse: bool = True):
         # .to(dtype) must not turn the packed bytes or bfloat16 scales into floats: only the device follows.
@@ -294,6 +319,7 @@ class Int4Linear(QuantizedLinear):
         self.scales_zeros = sz.to(probe.device)
         if probe.dtype.is_floating_point:
             self.compute_dtype = probe.dtype
+        self._kernel_facts()
         return out
 
     def extra_repr(self) -> str:

@@ -52,6 +52,7 @@ _KERNEL_DEVICES = ("cpu",)
 # The kernel's vectorised loop reads K in blocks of 16 and returns wrong numbers (or crashes)
 # for other input widths (measured with torch 2.13); such layers use the dequantised matmul.
 KERNEL_K_MULTIPLE = 16
+_INT8_MM = torch.ops.aten._weight_int8pack_mm
 
 
 # Rows quantised at a time: the float temporaries stay a few MB even for a 49k-row LM head
@@ -102,6 +103,12 @@ class Int8Linear(QuantizedLinear):
         self.use_kernel = self.in_features % KERNEL_K_MULTIPLE == 0
         self.kernel_max_rows = KERNEL_MAX_ROWS  # set from the model's KernelChoices (packed.use_kernel_choices)
         self.exact_top = 0  # > 0 on an LM head: see the module docstring
+        self._kernel_facts()
+
+    def _kernel_facts(self) -> None:
+        # Whether the kernel can serve this layer at all (its input width, its device): asked once at
+        # build and after a move (_apply), not on every call of a decode step.
+        self.kernel_ok = self.use_kernel and self.qweight.device.type in _KERNEL_DEVICES
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
@@ -124,16 +131,22 @@ class Int8Linear(QuantizedLinear):
         return torch.equal(q, self.qweight) and torch.equal(s, self.scales)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [..., K] -> y: [..., N] in x's dtype.
+        # x: [..., K] -> y: [..., N] in x's dtype. The kernel path is the few ops it needs, each in its
+        # cheapest spelling (as Int4Linear.forward): a reshape, the cast to bfloat16, the kernel, the cast
+        # back and a view; the head's exact top and the bias where there are some.
         rows = x.numel() // self.in_features
-        if self.use_kernel and 0 < rows <= self.kernel_max_rows and x.device.type in _KERNEL_DEVICES:
+        if self.kernel_ok and 0 < rows <= self.kernel_max_rows:
             x2 = x.reshape(rows, self.in_features)  # [M, K]
-            y = torch.ops.aten._weight_int8pack_mm(x2.to(torch.bfloat16), self.qweight, self.scales)  # [M, N] bf16
-            y = y.to(x.dtype)
-            if self.exact_top and x.dtype != torch.bfloat16:
-                y = self._exact_top(x2, y)
+            xb = x2 if x2.dtype is torch.bfloat16 else x2.bfloat16()
+            buffers = self._buffers  # read directly: a buffer read through Module.__getattr__ costs ~0.8 us
+            y = _INT8_MM(xb.contiguous(), buffers["qweight"], buffers["scales"])  # [M, N] bfloat16
+            dtype = x.dtype
+            if dtype is not torch.bfloat16:
+                y = y.float() if dtype is torch.float32 else y.to(dtype=dtype)
+                if self.exact_top:
+                    y = self._exact_top(x2, y)
             y = y.view(*x.shape[:-1], self.out_features)
-            return y if self.bias is None else y + self.bias.to(x.dtype)
+            return y if self.bias is None else y + self.bias.to(dtype)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.dequantize(x.dtype), bias)
 
@@ -141,7 +154,10 @@ class Int8Linear(QuantizedLinear):
         """y [M, N] with each row's ``exact_top`` largest entries recomputed from x2 [M, K] and the
         int8 weights in x2's dtype (a gather of those rows: ~37 kB for 64 of the default model's)."""
         idx = y.topk(min(self.exact_top, self.out_features), dim=-1).indices  # [M, T]
-        w = self.qweight[idx].to(x2.dtype) * self.scales[idx].to(x2.dtype)[..., None]  # [M, T, K]
+        flat = idx.view(-1)  # index_select: the same rows as advanced indexing, a few microseconds less
+        buffers = self._buffers
+        w = buffers["qweight"].index_select(0, flat).to(x2.dtype).view(*idx.shape, -1)  # [M, T, K]
+        w.mul_(buffers["scales"].index_select(0, flat).to(x2.dtype).view(*idx.shape, 1))
         exact = torch.bmm(w, x2[:, :, None]).squeeze(-1)  # [M, T]
         return y.scatter_(-1, idx, exact)
 
@@ -154,6 +170,7 @@ class Int8Linear(QuantizedLinear):
         self.scales = s.to(probe.device)
         if probe.dtype.is_floating_point:
             self.compute_dtype = probe.dtype
+        self._kernel_facts()
         return out
 
     def extra_repr(self) -> str:

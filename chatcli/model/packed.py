@@ -117,12 +117,28 @@ class QuantGroup:
 
     member_type: type = nn.Module
 
-    def __init__(self, fused: nn.Module, names: Sequence[str], sizes: Sequence[int], starts: Sequence[int]):
+    def __init__(self, fused: nn.Module, names: Sequence[str], sizes: Sequence[int], starts: Sequence[int],
+                 members: Sequence[nn.Module]):
         self.fused = fused
         self.names = tuple(names)
         self.sizes = tuple(sizes)
         self.starts = tuple(starts)
         self.ptrs = tuple(fused.qweight[s].data_ptr() for s in self.starts)
+        # The plain case, checked by identity (a few attribute reads, no tensor calls): each name still
+        # holds the member packed here and that member still holds the weight view packed here.
+        self.packed = tuple((name, m, m.qweight) for name, m in zip(self.names, members))
+        # The fused output cut into the members' columns by one split: pieces of ``sizes`` and of the
+        # padding rows between and after them (int4 pads each member to 64 rows), the members at ``keep``.
+        pieces, keep, col = [], [], 0
+        for s, n in zip(self.starts, self.sizes):
+            if s > col:
+                pieces.append(s - col)
+            keep.append(len(pieces))
+            pieces.append(n)
+            col = s + n
+        if fused.out_features > col:
+            pieces.append(fused.out_features - col)
+        self.pieces, self.keep = tuple(pieces), tuple(keep)
 
     @classmethod
     def members(cls, parent: nn.Module, names: Sequence[str]) -> list[nn.Module] | None:
@@ -137,6 +153,18 @@ class QuantGroup:
 
     def run(self, parent: nn.Module, x: torch.Tensor) -> list[torch.Tensor] | None:
         """Each member's output [..., o_i] for x [..., K] from one quantised matmul, or None."""
+        modules = parent._modules
+        for name, m, q in self.packed:
+            if modules[name] is not m or m._buffers["qweight"] is not q:
+                return self._run_checked(parent, x)
+        # Every member is the plain layer packed here: no LoRA side path writes into the outputs, so
+        # one split gives them (views, like narrow's) and the fused layer is called without the module
+        # call's hook machinery (it is no registered module: nothing can hook it).
+        parts = self.fused.forward(x).split_with_sizes(self.pieces, -1)
+        return [parts[i] for i in self.keep]
+
+    def _run_checked(self, parent: nn.Module, x: torch.Tensor) -> list[torch.Tensor] | None:
+        """:meth:`run` when a member was wrapped (LoRA) or replaced: by pointer, as the modules now are."""
         loras = []
         for name, ptr in zip(self.names, self.ptrs):
             m = parent._modules[name]
@@ -173,7 +201,7 @@ class Int8Group(QuantGroup):
                 m.bias = nn.Parameter(fused.bias.detach()[start : start + o], requires_grad=False)
             start += o
         sizes = [m.out_features for m in mods]
-        return cls(fused, names, sizes, [sum(sizes[:i]) for i in range(len(sizes))])
+        return cls(fused, names, sizes, [sum(sizes[:i]) for i in range(len(sizes))], mods)
 
 
 class Int4Group(QuantGroup):
@@ -206,7 +234,7 @@ class Int4Group(QuantGroup):
                 m.bias = nn.Parameter(fused.bias.detach()[start : start + m.out_features], requires_grad=False)
             starts.append(start)
             start += o
-        return cls(fused, names, [m.out_features for m in mods], starts)
+        return cls(fused, names, [m.out_features for m in mods], starts, mods)
 
 
 def quant_group(parent: nn.Module, names: Sequence[str]) -> QuantGroup | None:

@@ -189,6 +189,10 @@ def test_fused_int4_groups_match_the_modules_one_by_one(tiny_family_dirs):
             alone = [attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)]
         for a, b in zip(fused, alone):
             assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-6, atol=1e-6)
+    q, k, v = fused
+    assert k.data_ptr() == q.data_ptr() + group.starts[1] * q.element_size()  # views of one output, gaps skipped
+    attn.k_proj.qweight = attn.k_proj.qweight.clone()  # the same values in memory of its own: no longer the view
+    assert group.run(attn, x) is None
     attn.k_proj = Int4Linear.from_linear(nn.Linear(model.config.hidden_size, alone[1].shape[-1]))
     assert group.run(attn, x) is None  # a replaced member: the caller calls the modules
 
