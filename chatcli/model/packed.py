@@ -336,8 +336,12 @@ def fused_linear(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: to
             return None
         loras.append(lora)
         version += w._version
-    small = x.shape[:-1].numel() <= group.onednn_max_rows and not (grad and x.requires_grad)  # no autograd there
-    if small and group.use_onednn and x.dtype == torch.bfloat16 and group.onednn_ok():
+    rows = x.shape[:-1].numel()
+    small = rows <= group.onednn_max_rows and not (grad and x.requires_grad)  # no autograd there
+    # Past the default 16 rows (a prompt), only a copy that is already built serves: the first prompt's
+    # time to its first token never pays the reorder of every weight (the first decode step builds it).
+    ready = rows <= ONEDNN_MAX_ROWS or group._onednn_version == version
+    if small and ready and group.use_onednn and x.dtype == torch.bfloat16 and group.onednn_ok():
         y = torch.ops.mkldnn._linear_pointwise(x, group.onednn_weight(version), group.bias, "none", [], "")
     else:
         y = F.linear(x, group.weight, group.bias)  # [..., O_total]

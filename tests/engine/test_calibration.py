@@ -175,13 +175,20 @@ def test_the_bf16_onednn_row_limit_is_the_models_choice(tiny_model_dir):
     group = mlp.gate_up_group
     assert group.onednn_max_rows == DEFAULT.bf16_onednn_max_rows == 16
     x = torch.randn(24, group.weight.shape[1], dtype=torch.bfloat16)
+    calls = []
+    real = group.onednn_weight
+    group.onednn_weight = lambda version: calls.append(version) or real(version)  # counts the oneDNN path
     with torch.inference_mode():
         fused_linear(mlp, group, x)
-        assert group._onednn is None  # 24 rows > 16: aten's mm
+        assert group._onednn is None and not calls  # 24 rows > 16: aten's mm
         use_kernel_choices(model, DEFAULT.with_(bf16_onednn_max_rows=32))
         assert group.onednn_max_rows == 32 and "(<= 32 rows)" in model.kernel_choices.describe()
+        fused_linear(mlp, group, x)
+        assert group._onednn is None and not calls  # no copy yet: a prompt never pays for building it
+        fused_linear(mlp, group, x[:1])  # a decode step builds it
+        assert group._onednn is not None and len(calls) == 1
         gate, up = fused_linear(mlp, group, x)
-        assert group._onednn is not None  # 24 rows <= 32: oneDNN's prepacked copy
+        assert len(calls) == 2  # 24 rows <= 32 with the copy built: oneDNN
         plain = F.linear(x, group.weight).float()
         assert (torch.cat([gate, up], -1).float() - plain).abs().max() <= 0.02 * plain.abs().max()
         model.to(torch.bfloat16)  # re-packed groups keep the limit
