@@ -312,7 +312,12 @@ class CompiledDecoder:
             use_cache_dir()
             self._fn = torch.compile(_own_copy(_decode), fullgraph=True, dynamic=False, backend=self.backend)
         _fit(cache, total, model)  # before the answer's first token: no reallocation in the token loop
+        self._announce((cache.batch_size, cache.capacity, model.dtype))  # before the answer's first token shows
         return CompiledStep(self, p, model, eager)
+
+    def _announce(self, shape: tuple) -> None:
+        if shape not in self._shapes:
+            self._tell(f"--compile: compiling the decode step for {shape[1]} positions (once per size; cached on disk)")
 
 
 def _own_copy(fn: Callable) -> Callable:
@@ -360,7 +365,7 @@ class CompiledStep:
         shape = (ids.shape[0], cap, self.model.dtype)
         first = shape not in owner._shapes
         if first:
-            owner._tell(f"--compile: compiling the decode step for {cap} positions (once per size; cached on disk)")
+            owner._announce(shape)  # said already unless the answer outgrew its bucket
         start = time.perf_counter()
         try:
             # ids cloned here, inside inference mode: a tensor made outside it differs in dispatch
@@ -384,6 +389,7 @@ class CompiledStep:
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     name = type(e).__name__
-    if "compiler" in text.lower() and ("not found" in text.lower() or "invalid" in text.lower()):
+    said = f"{name} {text}".lower()  # inductor's InvalidCxxCompiler: "No working C++ compiler found ..."
+    if "compiler" in said and ("found" in said or "invalid" in said):
         return "no working C++ compiler: install gcc or g++, or run without --compile"
     return f"{name}: {text[:160]}" if text else name
