@@ -1,13 +1,18 @@
 """Whole-process start to first token, and each process's peak RSS.
 
-Each command runs as a child process, timed from spawn to exit, its peak RSS read
-from ``wait4``'s resource usage (that child alone). Commands run in interleaved
+Each command runs as a child process, timed from spawn to the first byte it writes to
+stdout (the token it prints, flushed as it streams; a child that prints nothing: its exit),
+its peak RSS read from ``wait4``'s resource usage once it exited (that child alone). What
+follows the first token (saving the run to the history, the interpreter's teardown, which
+after ``import torch`` alone takes ~0.3 s of CPU) is not part of the figure, for the
+reference as for every system. Commands run in interleaved
 rounds after one untimed warm-up round, which also leaves each program's compiled
 bytecode (``.pyc``) behind, as an installed package has it: the children run with
 ``PYTHONDONTWRITEBYTECODE`` unset, so an environment that sets it does not make every
 timed start compile chatcli's modules from source again:
 
-* ``python -c "import torch"`` — the reference (issue 18: chatcli may add 1.0 s to it);
+* ``python -c "import torch; print()"`` — the reference (issue 18: chatcli may add 1.0 s to it):
+  its first output is the end of the import;
 * ``chatcli generate "hi" --max-tokens 1`` — what a person types;
 * the transformers baseline: a Python process that imports transformers, loads the
   checkpoint and generates one token for the same message (``transformers-loop``: the
@@ -18,6 +23,7 @@ timed start compile chatcli's modules from source again:
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -81,7 +87,7 @@ def chatcli_command(spec: BenchSpec) -> list[str]:
 def commands(spec: BenchSpec, skip: tuple[str, ...] = ()) -> dict[str, list[str]]:
     """The command of each system but ``skip`` (and of the ``import torch`` reference, key ``python``)."""
     threads = str(spec.threads or 0)
-    cmds = {"python": [sys.executable, "-c", "import torch"], "chatcli": chatcli_command(spec)}
+    cmds = {"python": [sys.executable, "-c", "import torch; print(flush=True)"], "chatcli": chatcli_command(spec)}
     if "transformers" in spec.systems and "transformers" not in skip:
         cmds["transformers"] = [sys.executable, "-c", TRANSFORMERS_SCRIPT, spec.path, spec.dtype, threads, prompts.HI]
     if "transformers-loop" in spec.systems and "transformers-loop" not in skip:
@@ -98,12 +104,18 @@ def _env() -> dict[str, str]:
 
 
 def run_child(cmd: list[str], timeout: float = 600.0) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one child process; RuntimeError with its last stderr line if it fails."""
+    """(seconds to the first byte on stdout, else to exit; peak RSS in MB) of one child process;
+    RuntimeError with its last stderr line if it fails."""
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=_env())
-        deadline = t0 + timeout
-        while True:  # wait4 with a deadline: poll, since wait4 itself cannot time out
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=_env())
+        out, first, deadline = proc.stdout.fileno(), None, t0 + timeout
+        while True:  # wait4 with a deadline, reading stdout meanwhile (a full pipe would stall the child)
+            if out is not None and select.select([out], [], [], 0.002)[0]:
+                if os.read(out, 1 << 16):
+                    first = time.perf_counter() if first is None else first
+                else:
+                    out = None  # end of output
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -111,14 +123,16 @@ def run_child(cmd: list[str], timeout: float = 600.0) -> tuple[float, float]:
                 proc.kill()
                 os.wait4(proc.pid, 0)
                 raise RuntimeError(f"{Path(cmd[0]).name} took more than {timeout:.0f} s")
-            time.sleep(0.002)
-        wall = time.perf_counter() - t0
+            if out is None:
+                time.sleep(0.002)
+        seconds = (time.perf_counter() if first is None else first) - t0
+        proc.stdout.close()
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             err.seek(0)
             lines = err.read().decode("utf-8", "replace").strip().splitlines()
             raise RuntimeError(f"exit {proc.returncode}: {lines[-1] if lines else 'no message'}")
-    return wall, maxrss_mb(usage.ru_maxrss)
+    return seconds, maxrss_mb(usage.ru_maxrss)
 
 
 def measure(spec: BenchSpec, progress=None, skip: tuple[str, ...] = ()) -> dict[str, dict]:
