@@ -33,7 +33,8 @@ def figures(s: Sizes) -> list[Figure]:
         Figure("start_s", "process start to first token (s)", "s", False, "start"),
         Figure("prefill_tps", f"prefill tok/s ({s.prompt_tokens}-token prompt)", "tok/s", True, "prefill"),
         Figure("decode_tps", f"decode tok/s ({s.decode_tokens} tokens, greedy)", "tok/s", True, "decode"),
-        # chatcli only: 1 / decode tok/s minus the matrix-product kernels' time (chatcli_worker._product_ms_per_token)
+        # chatcli only: 1 / decode tok/s times the share of a profiled step outside the product kernels
+        # (chatcli_worker._outside_share: both halves of the share from the same profiled steps)
         Figure("decode_outside_ms", "decode: per-token time outside the matrix products (ms)", "ms", False, "decode"),
         # chatcli only, with --compile (chatcli.bench.compile_group): eager and compiled in one worker, interleaved
         Figure("decode_eager_tps", f"decode tok/s, eager step ({s.decode_tokens} tokens)", "tok/s", True, "compile"),
