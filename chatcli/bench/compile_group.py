@@ -39,7 +39,13 @@ def merge(cold: dict, warm: dict) -> dict:
     figures = {**warm["figures"], "compile_cold_s": cold["figures"]["compile_s"],
                "compile_warm_s": warm["figures"]["compile_s"]}  # fmt: skip
     figures.pop("compile_s", None)
-    return {**warm, "figures": figures}
+    info = warm.get("info", {})
+    notes = list(warm.get("notes", []))
+    if "greedy_identical" in info:
+        notes.append(f"--compile: greedy answer {'identical to' if info['greedy_identical'] else 'different from'} "
+                     f"the eager step's over {info['greedy_tokens']} tokens; largest |logit| difference "
+                     f"{info['max_logit_diff']:.2g} (both steps fed the eager answer)")
+    return {**warm, "figures": figures, "notes": notes}
 
 
 def run(spec: BenchSpec, group: str) -> dict:

@@ -37,12 +37,16 @@ def test_compile_group_reports_both_steps_and_both_compiles(tiny_model_dir, monk
 
     def fake_worker(system, group, spec, env):
         calls.append((spec.repeats, env["TORCHINDUCTOR_CACHE_DIR"]))
-        compile_s = [9.0] if not spec.repeats else [1.5]
-        return {"figures": {"compile_s": compile_s, **({"decode_compiled_tps": [30.0]} if spec.repeats else {})}}
+        if not spec.repeats:
+            return {"figures": {"compile_s": [9.0]}}
+        return {"figures": {"compile_s": [1.5], "decode_compiled_tps": [30.0]},
+                "info": {"greedy_identical": True, "greedy_tokens": 12, "max_logit_diff": 2e-5}}
 
     merged = merge(*run_group(spec, fake_worker))
     assert calls[0][0] == 0 and calls[1][0] == 2 and calls[0][1] == calls[1][1]  # cold, then warm, one cache
     assert merged["figures"] == {"decode_compiled_tps": [30.0], "compile_cold_s": [9.0], "compile_warm_s": [1.5]}
+    assert merged["notes"] == ["--compile: greedy answer identical to the eager step's over 12 tokens; largest "
+                               "|logit| difference 2e-05 (both steps fed the eager answer)"]
     assert merge({"error": "boom"}, {})["error"] == "boom"
 
 
