@@ -119,14 +119,17 @@ def dpo_sums(
     beta: float,
     reference: Callable[[], AbstractContextManager],
     ref: torch.Tensor | None = None,
+    pol: torch.Tensor | None = None,
 ) -> Sums:
     """Rows [0, P) are chosen, [P, 2P) the matching rejected answers. ``ref`` [2P]: the reference's
-    sequence log-probs of those rows when known (else computed here under ``reference()``)."""
+    sequence log-probs of those rows when known (else computed here under ``reference()``); ``pol``
+    [2P], with gradients: the policy's, when computed elsewhere (a shared prompt run once)."""
     P = ids.shape[0] // 2
     if ref is None:
         with torch.no_grad(), reference():
             ref = sequence_logps(model, ids, attn, target)  # [2P]
-    pol = sequence_logps(model, ids, attn, target)  # [2P]
+    if pol is None:
+        pol = sequence_logps(model, ids, attn, target)  # [2P]
     chosen = pol[:P] - ref[:P]  # implicit rewards / beta
     rejected = pol[P:] - ref[P:]
     loss = dpo_losses(chosen, rejected, beta).sum()  # [P] -> sum

@@ -16,7 +16,8 @@ frozen. So the DPO reference (the base: the adapter switched off) gives each pai
 same sequence log-probs all run long: the trainer computes them once per pair, on first
 use, and keeps them (TRL's ``precompute_ref_log_probs``, done lazily). Each pair is
 computed on its own, so its values do not depend on which micro-batch met it first
-(a resumed run still repeats an uninterrupted one). ``stop()`` (Ctrl+C, SIGTERM, ``/finetune stop``) ends the run after the
+(a resumed run still repeats an uninterrupted one). A pair's shared prompt runs through
+the model once for both of its rows (:mod:`chatcli_finetune.pairs.shared_prompt`). ``stop()`` (Ctrl+C, SIGTERM, ``/finetune stop``) ends the run after the
 current step with a checkpoint, so ``--resume`` continues it.
 """
 
@@ -33,7 +34,8 @@ from torch import nn
 
 from chatcli_finetune.args import TrainArgs, lr_at
 from chatcli_finetune.data import Example, Pair, collate
-from chatcli_finetune.losses import Sums, dpo_sums, reward_sums, sequence_logps, sft_sums
+from chatcli_finetune.losses import Sums, dpo_sums, reward_sums, sft_sums
+from chatcli_finetune.pairs.shared_prompt import pair_sequence_logps
 
 
 @dataclass
@@ -121,7 +123,8 @@ class Trainer:
             return sft_sums(self.model, ids, attn, target)
         if kind == "dpo":
             ref = self.reference_logps(items)
-            return dpo_sums(self.model, ids, attn, target, self.args.beta, self.reference, ref=ref)
+            pol = pair_sequence_logps(self.model, items, self.pad_id, self.device)  # each prompt run once
+            return dpo_sums(self.model, ids, attn, target, self.args.beta, self.reference, ref=ref, pol=pol)
         return reward_sums(self.model, self.head, ids, attn)
 
     def reference_logps(self, pairs: list[Pair]) -> torch.Tensor:
@@ -131,9 +134,8 @@ class Trainer:
         kept = self._reference_logps
         for pair in pairs:
             if pair not in kept:
-                ids, attn, target = (t.to(self.device) for t in collate([pair.chosen, pair.rejected], self.pad_id))
                 with torch.no_grad(), self.reference():
-                    chosen, rejected = sequence_logps(self.model, ids, attn, target).tolist()
+                    chosen, rejected = pair_sequence_logps(self.model, [pair], self.pad_id, self.device).tolist()
                 kept[pair] = (chosen, rejected)  # float32 values: exact as Python floats
         values = [kept[p][0] for p in pairs] + [kept[p][1] for p in pairs]
         return torch.tensor(values, dtype=torch.float32, device=self.device)

@@ -50,6 +50,12 @@ def _full_head_sums(model, ids, attn, target):
     return (lp * t).sum(-1)  # [B]
 
 
+def _same_grads(params, got, want) -> None:
+    """Equal within float32 rounding of sums in another order: relative to each tensor's largest entry."""
+    for (name, _), a, b in zip(params, got, want):
+        assert float((a - b).abs().max()) <= 1e-5 * float(b.abs().max()) + 1e-7, name
+
+
 def _grads(params, loss) -> list[torch.Tensor]:
     for _, p in params:
         p.grad = None
@@ -67,16 +73,14 @@ def test_trained_positions_head_equals_the_full_head(tiny_model_dir):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert got[2] == 0.0  # a row with nothing trained
     got_grads = _grads(params, -got.sum())
-    for (name, _), a, b in zip(params, got_grads, want_grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+    _same_grads(params, got_grads, want_grads)
     assert max(float(g.abs().max()) for g in want_grads) > 1e-3  # the gradients are not trivially 0
 
     sums = sft_sums(model, ids, attn, target)  # SFT's sum is the same tokens' sum
     torch.testing.assert_close(sums.loss, -want.sum(), rtol=1e-5, atol=1e-5)
     assert sums.count == int((target[:, 1:] & attn[:, 1:].bool()).sum())
     sft_grads = _grads(params, sums.loss)
-    for (name, _), a, b in zip(params, sft_grads, want_grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+    _same_grads(params, sft_grads, want_grads)
 
     per_token = token_logprobs(model, ids, attn, target[:, 1:] & attn[:, 1:].bool())  # zeros off the trained ones
     torch.testing.assert_close(per_token.sum(-1), want, rtol=1e-5, atol=1e-5)
@@ -177,3 +181,58 @@ def test_trained_dropout_drops_a_p_share_and_rescales(p):
     with torch.no_grad():
         pair.A.fill_(1.0)
     assert torch.equal(layer(x)[:, 0], torch.full((rows,), 20000.0 * pair.scaling))  # no dropout in eval mode
+
+
+def _pairs_sharing_prompts(seed: int = 5) -> list[Pair]:
+    """Pairs with prompts of different lengths and answers of different lengths (one pair shares nothing)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def toks(n: int) -> tuple[int, ...]:
+        return tuple(int(i) for i in torch.randint(3, 250, (n,), generator=g))
+
+    out = []
+    for prompt, a, b in [(6, 4, 7), (3, 5, 2), (9, 3, 3)]:
+        p = toks(prompt)
+        c, r = p + toks(a), p + toks(b)
+        out.append(Pair(Example(c, tuple(i >= prompt for i in range(len(c)))),
+                        Example(r, tuple(i >= prompt for i in range(len(r))))))  # fmt: skip
+    return out
+
+
+def test_a_shared_prompt_run_once_gives_the_whole_rows_logps_and_gradients(tiny_model_dir):
+    from chatcli_finetune.pairs.shared_prompt import pair_sequence_logps, shared_length
+
+    model, _, params = _trainable(tiny_model_dir)
+    pairs = _pairs_sharing_prompts()
+    assert [shared_length(p) for p in pairs] == [5, 2, 8]  # up to the token before the first prediction
+    ids, attn, target = collate([p.chosen for p in pairs] + [p.rejected for p in pairs], EOS_ID)
+    want = _full_head_sums(model, ids, attn, target)
+    want_grads = _grads(params, -(want * torch.arange(1.0, 7.0)).sum())  # every row weighted differently
+    calls = []
+    hook = model.register_forward_hook(lambda m, args, out: calls.append(tuple(args[0].shape)))
+    try:
+        got = pair_sequence_logps(model, pairs, EOS_ID, torch.device("cpu"))
+    finally:
+        hook.remove()
+    assert calls == [(6, 8)]  # the rows' remainders only: the longest answer + its first prompt tokens
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    got_grads = _grads(params, -(got * torch.arange(1.0, 7.0)).sum())
+    _same_grads(params, got_grads, want_grads)
+    same = _pairs_sharing_prompts(seed=6)[:1] * 2  # equal prompt lengths: the causal kernel, no mask
+    ids, attn, target = collate([p.chosen for p in same] + [p.rejected for p in same], EOS_ID)
+    with torch.no_grad():
+        torch.testing.assert_close(pair_sequence_logps(model, same, EOS_ID, torch.device("cpu")),
+                                   _full_head_sums(model, ids, attn, target), rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_pairs_that_share_nothing_run_whole(tiny_model_dir):
+    from chatcli_finetune.pairs.shared_prompt import pair_sequence_logps, shared_length
+
+    model, _, _ = _trainable(tiny_model_dir)
+    ex = _examples([(6, 1), (6, 1)], seed=9)  # trained from the second token: nothing can be shared
+    pair = Pair(ex[0], ex[1])
+    assert shared_length(pair) == 0
+    ids, attn, target = collate([ex[0], ex[1]], EOS_ID)
+    with torch.no_grad():
+        torch.testing.assert_close(pair_sequence_logps(model, [pair], EOS_ID, torch.device("cpu")),
+                                   _full_head_sums(model, ids, attn, target), rtol=1e-5, atol=1e-5)  # fmt: skip

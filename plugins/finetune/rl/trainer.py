@@ -146,9 +146,10 @@ class RLTrainer(Trainer):
         self._groups += records
         ids, attn, target = (t.to(self.device) for t in collate(rows, self.pad_id))  # [B, S], B = prompts x G
         mask = target[:, 1:] & attn[:, 1:].bool()  # [B, S-1]: the answer tokens (position t predicts t + 1)
+        # the head only on the answer tokens (the prompts carry no loss); the other entries are 0
         with torch.no_grad(), self.reference():
-            ref = token_logprobs(model, ids, attn)  # [B, S-1]
-        logps = token_logprobs(model, ids, attn)  # [B, S-1], with gradients
+            ref = token_logprobs(model, ids, attn, mask)  # [B, S-1]
+        logps = token_logprobs(model, ids, attn, mask)  # [B, S-1], with gradients
         adv_t = torch.tensor(advs, dtype=logps.dtype, device=logps.device)  # [B]
         per_seq = sequence_losses(logps, logps.detach(), ref, adv_t, mask, a.beta)  # [B]; on-policy: ρ = 1
         loss = per_seq.sum() / a.group_size  # each prompt's mean over its answers, summed over prompts

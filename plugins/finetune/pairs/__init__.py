@@ -1,0 +1,1 @@
+"""Preference pairs (DPO): what can be computed once for a pair's two rows (:mod:`.shared_prompt`)."""
