@@ -182,7 +182,7 @@ def plan(model: nn.Module, rows: int) -> _Plan:
     if model.device.type != "cpu":
         raise NotCovered(f"compiling covers the CPU, not {model.device.type}")
     if rows != 1:
-        raise NotCovered("batched candidates decode eagerly")
+        raise NotCovered("batched candidates")
     if not getattr(model, "packed", False):
         raise NotCovered("the model is not packed")
     body, cfg = model.model, model.config

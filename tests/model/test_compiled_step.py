@@ -103,7 +103,7 @@ def test_not_covered_gives_the_eager_step_and_says_why_once(tiny_model_dir):
     cache = KVCache(model.config, 3, model.dtype, "cpu")
     assert isinstance(decoder.step(model, cache, 10), DecodeStep)  # batched candidates
     assert isinstance(decoder.step(model, cache, 10), DecodeStep)
-    assert said == ["--compile: decoding eagerly (batched candidates decode eagerly)"]
+    assert said == ["--compile: decoding eagerly (batched candidates)"]
     model.train()
     with pytest.raises(NotCovered, match="training"):
         plan(model, 1)
