@@ -82,7 +82,7 @@ def _read(path: Path, key: str, expected: dict[str, tuple[int, ...]], dtype: tor
     entries = meta["entries"]
     if set(entries) != set(expected) or any(e.dtype != _TAGS[dtype] for e in header.tensors.values()):
         return None
-    tensors = dict(map_each(path, list(header.tensors)))
+    tensors = dict(map_each(path, list(header.tensors), header))
     state = {}
     for name, shape in expected.items():
         stored, col, width, transposed = entries[name]

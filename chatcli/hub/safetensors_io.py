@@ -157,20 +157,21 @@ _TORCH_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "
                  "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}  # fmt: skip
 
 
-def map_each(path: Path, keys: list[str]) -> Iterator[tuple[str, "torch.Tensor"]]:
+def map_each(path: Path, keys: list[str], header=None) -> Iterator[tuple[str, "torch.Tensor"]]:
     """Each tensor ``keys`` of ``path``, a view of a private memory mapping of its own pages.
 
     What the library gives when the file is opened once per tensor (a tensor that frees its
     mapping when it dies), for one header parse instead of one per tensor: opening the default
     model's file 272 times parsed its header 272 times (~0.1 s of every load). Mappings are
     copy-on-write (``MAP_PRIVATE``), as the library's: a write never reaches the file. A dtype
-    this does not map, or a big-endian machine, goes through :func:`open_mapped`."""
+    this does not map, or a big-endian machine, goes through :func:`open_mapped`. ``header``: the
+    file's :func:`parse_header`, when the caller parsed it already (the size is checked again)."""
     import mmap
     import sys
 
     import torch
 
-    header = parse_header(path)
+    header = parse_header(path) if header is None else header
     if sys.byteorder != "little" or any(header.tensors[k].dtype not in _TORCH_DTYPES for k in keys):
         with open_mapped(path, checked=True) as f:
             for key in keys:
