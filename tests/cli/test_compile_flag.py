@@ -78,3 +78,11 @@ def test_compile_is_for_the_cpu(monkeypatch, tiny_model_dir):
     monkeypatch.setattr(checkpoint, "resolve_device", lambda spec: torch.device("cuda"))
     with pytest.raises(UsageError, match="--compile compiles the CPU decode step"):
         load_engine(str(tiny_model_dir), compile=True)
+
+
+def test_python_api_takes_compile(decoders, tiny_model_dir):
+    import chatcli
+
+    model = chatcli.load_model(str(tiny_model_dir), compile=True)
+    assert model.generator.compiled is decoders[0]
+    assert chatcli.load_model(str(tiny_model_dir)).generator.compiled is None
