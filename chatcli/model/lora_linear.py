@@ -263,7 +263,7 @@ def _add_trained_side(y: torch.Tensor, x: torch.Tensor, p: LoRAPair, training: b
     scale = p.scale * p.scaling
     if p.dropout and training:
         keep = torch.empty(x.shape, dtype=torch.int32, device=x.device).random_() >= round(p.dropout * 2**31)
-        xa = xa * keep
+        xa = xa * keep.to(xa.dtype)  # a float mask: a bool one is converted again in forward and backward
         scale /= 1.0 - p.dropout
     h = F.linear(xa, p.A) * scale  # [.., r]
     if h.dtype == y.dtype:

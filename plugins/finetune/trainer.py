@@ -97,8 +97,11 @@ class Trainer:
         self.head = head
         self.dist = dist_ or Dist()
         self.device = model.device
+        # On the CPU the fused AdamW (one kernel over all tensors; the same update) saves ~8 small ops per
+        # LoRA tensor per step: there are hundreds. Elsewhere torch's default (foreach on CUDA).
         self.optimizer = torch.optim.AdamW(
-            [p for _, p in params], lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999), eps=1e-8
+            [p for _, p in params], lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999), eps=1e-8,
+            fused=True if self.device.type == "cpu" else None,
         )
         self._stop = False
         self._reference_logps: dict[Pair, tuple[float, float]] = {}  # DPO: pair -> (chosen, rejected) of the base
