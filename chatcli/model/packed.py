@@ -188,8 +188,8 @@ class Int8Group(QuantGroup):
         mods = cls.members(parent, names)
         if mods is None:
             return None
-        q = torch.cat([m.qweight for m in mods])  # [O_total, K]
-        s = torch.cat([m.scales for m in mods])  # [O_total]
+        q = _joined([m.qweight for m in mods], 0)  # [O_total, K]
+        s = _joined([m.scales for m in mods], 0)  # [O_total]
         b = torch.cat([m.bias.detach() for m in mods]) if mods[0].bias is not None else None
         fused = Int8Linear(q, s, b, mods[0].dtype)
         start = 0
@@ -219,8 +219,8 @@ class Int4Group(QuantGroup):
         mods = cls.members(parent, names)
         if mods is None or len({m.group_size for m in mods}) != 1:
             return None
-        q = torch.cat([m.qweight for m in mods])  # [Np_total, Kp / 2]
-        sz = torch.cat([m.scales_zeros for m in mods], dim=1)  # [G, Np_total, 2]
+        q = _joined([m.qweight for m in mods], 0)  # [Np_total, Kp / 2]
+        sz = _joined([m.scales_zeros for m in mods], 1)  # [G, Np_total, 2]
         b = None
         if mods[0].bias is not None:  # each member's bias padded to its padded rows
             b = torch.cat([F.pad(m.bias.detach(), (0, m.padded_out - m.out_features)) for m in mods])
@@ -235,6 +235,31 @@ class Int4Group(QuantGroup):
             starts.append(start)
             start += o
         return cls(fused, names, [m.out_features for m in mods], starts, mods)
+
+
+def _joined(parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+    """``torch.cat(parts, dim)``; without a copy when the parts already lie one after another along
+    ``dim`` in one contiguous tensor (quantising lays a group's members out so: chatcli.model.quantize),
+    which is then returned as a view of their memory."""
+    first = parts[0]
+    shape = list(first.shape)
+    shape[dim] = sum(p.shape[dim] for p in parts)
+    storage = first.untyped_storage()
+    span = first.storage_offset() + sum((n - 1) * st for n, st in zip(shape, first.stride())) + 1
+    alike = all(p.untyped_storage().data_ptr() == storage.data_ptr() and p.dtype == first.dtype
+                and p.stride() == first.stride() and p.shape[:dim] + p.shape[dim + 1 :] ==
+                first.shape[:dim] + first.shape[dim + 1 :] for p in parts)
+    if alike and span * first.element_size() <= storage.nbytes():
+        whole = first.as_strided(shape, first.stride(), first.storage_offset())
+        start = 0
+        for p in parts:
+            if whole.narrow(dim, start, p.shape[dim]).data_ptr() != p.data_ptr():
+                break
+            start += p.shape[dim]
+        else:
+            if whole.is_contiguous():
+                return whole
+    return torch.cat(parts, dim)
 
 
 def quant_group(parent: nn.Module, names: Sequence[str]) -> QuantGroup | None:

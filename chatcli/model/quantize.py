@@ -22,7 +22,13 @@ benchmarks/PERFLOG.md). Norms, RoPE, attention and the KV cache keep the model d
 Memory: each float weight is quantised a block of rows at a time (a few MB of float
 temporaries even for a 49k-row head), and the pages of the rows just read are given back
 when they are the checkpoint file's own (:func:`~chatcli.model.page_release.drop_file_pages`):
-reading the tied head's table then never holds it whole in memory.
+reading the tied head's table then never holds it whole in memory. The quantised weights of
+all layers live in two allocations made up front (bytes and bfloat16 scales, :func:`_storage`),
+each layer's buffers views into them: the C heap then only ever holds one layer's temporaries,
+reused layer after layer, instead of the weights interleaved with freed temporaries it could
+not give back (-13 MB at the default model's int4 peak). The members of a group packing fuses
+(q/k/v, gate/up: :data:`FUSED`) lie there as the fused layer's row blocks already, so packing
+takes them as they are instead of copying them (+20 MB at the peak when it copied).
 
 On a packed model (:mod:`chatcli.model.packed`) q/k/v and gate/up are also fused into
 one quantised matmul each (:func:`~chatcli.model.packed.quant_group`); moving the model
@@ -35,13 +41,13 @@ Merging a LoRA adapter into quantised weights and training on them are refused e
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from chatcli.model.page_release import drop_file_pages
-from chatcli.model.int4 import DEFAULT_GROUP_SIZE, GROUP_SIZES, Int4Linear, Q4Blocks, quantize_int4
+from chatcli.model.page_release import drop_file_pages, trim_heap
+from chatcli.model.int4 import DEFAULT_GROUP_SIZE, GROUP_SIZES, ROW_BLOCK, Int4Linear, Q4Blocks, quantize_int4
 from chatcli.model.int8 import Int8Linear, quantize_int8
 from chatcli.model.int8_embedding import Int8Embedding
 from chatcli.model.packed import pack_model
@@ -55,8 +61,14 @@ HEAD = {"int8": "int8", "int4": "int8"}
 HEAD_EXACT_TOP = 64
 # Where a tied embedding's lookup reads from once the head is int8: its rows ("head") or a float table.
 EMBEDDINGS = ("head", "float")
-# Rows of a float weight quantised at a time (float temporaries of a few MB; quantisation is per row).
-ROWS_AT_ONCE = 4096
+# Rows of a float weight quantised at a time (quantisation is per row): 1024 rows of the default
+# model's head are 2.4 MB of float32 and its few temporaries (4096 rows: +10 MB at the load's peak).
+ROWS_AT_ONCE = 1024
+# The sibling layers packing fuses into one quantised layer (chatcli.model.packed.pack_model): their
+# buffers are laid out as that layer's from the start (see the module docstring).
+FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+# Each layer's buffers start on a 64-byte boundary in the shared allocations, as torch's own allocations do.
+_ALIGN = 64
 
 
 def quantize_model(
@@ -83,16 +95,23 @@ def quantize_model(
     if embedding not in EMBEDDINGS:
         raise ValueError(f"the embedding can be looked up from the head's rows or stay float, got {embedding!r}")
     tied = _tied_embedding(model)
-    targets = quantizable(model)[::-1]
+    # The quantised weights are allocated outside the C heap (_storage), so free heap pages left by
+    # what ran before (the tokenizer's parse: 35 MB for the default model) would stay resident
+    # beside them, unused: given back first (a few ms).
+    trim_heap()
+    targets = quantizable(model)
+    kinds = [head if name == "lm_head" else method for *_, name in targets]
+    slots = _storage(targets, kinds, group)[::-1]
+    targets.reverse()
+    kinds.reverse()
     done = 0
     while targets:
         # Popped, so each float layer is freed as soon as it is replaced: a weight still mapped
         # from the checkpoint then unmaps with it, and the float model is never resident whole
         # (holding the list kept every read weight: +420 MB at the peak for the default model's int8).
-        parent, attr, linear, name = targets.pop()
-        kind = (head if name == "lm_head" else method)
+        (parent, attr, linear, name), kind, slot = targets.pop(), kinds.pop(), slots.pop()
         if kind == "int8":
-            new: nn.Module = _int8(linear)
+            new: nn.Module = _int8(linear, slot)
             new.exact_top = HEAD_EXACT_TOP if name == "lm_head" else 0
         elif kind == "int4":
             q4 = blocks.get(f"{name}.weight") if blocks is not None and group == 32 else None
@@ -100,6 +119,7 @@ def quantize_model(
                 new = Int4Linear.from_q4_blocks(q4.q, q4.d, q4.m, linear.bias, linear.weight.dtype)
             else:
                 new = _int4(linear, group)
+            _settle(new, slot)
         else:
             continue
         new.to(linear.weight.device)
@@ -146,13 +166,20 @@ def _row_blocks(weight: torch.Tensor) -> Iterator[tuple[slice, torch.Tensor]]:
         drop_file_pages(block)
 
 
-def _int8(linear: nn.Linear) -> Int8Linear:
-    """Int8Linear.from_linear, a block of rows at a time (the same numbers: the scales are per row)."""
+def _int8(linear: nn.Linear, slot: tuple[torch.Tensor, torch.Tensor] | None = None) -> Int8Linear:
+    """Int8Linear.from_linear, a block of rows at a time (the same numbers: the scales are per row),
+    written into ``slot`` (its weights' and scales' place in :func:`_storage`) when given."""
     w = linear.weight.detach()
-    q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
-    s = torch.empty(w.shape[0], dtype=torch.bfloat16, device=w.device)
+    if slot is None:
+        slot = (torch.empty(w.shape, dtype=torch.int8, device=w.device),
+                torch.empty(w.shape[0], dtype=torch.bfloat16, device=w.device))
+    q, s = slot
+    blocks = 0
     for rows, block in _row_blocks(w):
         q[rows], s[rows] = quantize_int8(block)
+        blocks += 1
+    if blocks > 1:  # a large weight (the head): its blocks' float temporaries would stay resident (-7 MB)
+        trim_heap()
     return Int8Linear(q, s, linear.bias, w.dtype)
 
 
@@ -167,3 +194,93 @@ def _int4(linear: nn.Linear, group: int) -> Int4Linear:
     for rows, block in _row_blocks(w):
         q[rows], s[rows], z[rows] = quantize_int4(block, group)
     return Int4Linear.from_parts(q, s, z, linear.bias, w.dtype, linear.in_features, group)
+
+
+def _storage(targets: Sequence[tuple[nn.Module, str, nn.Linear, str]], kinds: Sequence[str],
+             group: int) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+    """Per target, the (weights, scales) views its quantised buffers will be, in two allocations for
+    all of them: one of bytes (int8 weights, packed int4 bytes) and one of bfloat16 (int8 scales,
+    int4 scales and zeros); None for a target that stays float. Allocated empty, so a page becomes
+    resident when the layer written there fills it. Sibling layers of one :data:`FUSED` group that
+    are quantised alike lie as the fused layer's row blocks (int4 scales: its [G, Np, 2] columns).
+    All None when the targets are not on one device (each layer then allocates its own)."""
+    devices = {linear.weight.device for _, _, linear, _ in targets}
+    if len(devices) != 1:
+        return [None] * len(targets)
+    layout: list[tuple[int, int, tuple[int, ...], int, tuple[int, ...], int, int] | None] = []
+    sizes = [0, 0]  # elements of the byte and of the bfloat16 allocation
+    i = 0
+    while i < len(targets):
+        run = _run(targets, kinds, i)
+        kind, linear = kinds[i], targets[i][2]
+        if kind not in ("int8", "int4"):
+            layout.append(None)
+            i += 1
+            continue
+        k = linear.in_features
+        rows = [targets[j][2].out_features for j in range(i, i + run)]
+        if kind == "int4":
+            rows = [-(-n // ROW_BLOCK) * ROW_BLOCK for n in rows]  # Int4Linear pads rows to whole blocks
+            kp = -(-k // group) * group
+            q_shape, s_shape = (sum(rows), kp // 2), (kp // group, sum(rows), 2)
+        else:
+            q_shape, s_shape = (sum(rows), k), (sum(rows),)
+        q_at, s_at = _take(sizes, 0, _numel(q_shape)), _take(sizes, 1, _numel(s_shape))
+        start = 0
+        for n in rows:
+            layout.append((q_at, s_at, q_shape, start, s_shape, n, kind == "int4"))
+            start += n
+        i += run
+    device = devices.pop()
+    data = torch.empty(sizes[0], dtype=torch.uint8, device=device)
+    scales = torch.empty(sizes[1], dtype=torch.bfloat16, device=device)
+    slots: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+    for entry, kind in zip(layout, kinds):
+        if entry is None:
+            slots.append(None)
+            continue
+        q_at, s_at, q_shape, start, s_shape, n, int4 = entry
+        q = data[q_at : q_at + _numel(q_shape)].view(q_shape)[start : start + n]
+        s = scales[s_at : s_at + _numel(s_shape)].view(s_shape)
+        slots.append((q, s[:, start : start + n]) if int4 else (q.view(torch.int8), s[start : start + n]))
+    return slots
+
+
+def _run(targets: Sequence[tuple[nn.Module, str, nn.Linear, str]], kinds: Sequence[str], i: int) -> int:
+    """How many targets from i on are one :data:`FUSED` group quantised alike (1 if none)."""
+    parent, attr, linear, _ = targets[i]
+    for names in FUSED:
+        n = len(names)
+        if attr != names[0] or i + n > len(targets):
+            continue
+        run = targets[i : i + n]
+        if ([a for _, a, _, _ in run] == list(names) and all(p is parent for p, *_ in run)
+                and len(set(kinds[i : i + n])) == 1 and len({l.in_features for _, _, l, _ in run}) == 1):
+            return n
+    return 1
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    out = 1
+    for n in shape:
+        out *= n
+    return out
+
+
+def _take(sizes: list[int], which: int, n: int) -> int:
+    """Reserve n elements of allocation ``which`` (0: bytes, 1: bfloat16) on a 64-byte boundary; their offset."""
+    per = _ALIGN // (1 if which == 0 else 2)
+    at = -(-sizes[which] // per) * per
+    sizes[which] = at + n
+    return at
+
+
+def _settle(layer: Int4Linear, slot: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+    """Move a new int4 layer's packed bytes and scales into its ``slot`` of :func:`_storage` (one
+    layer's own copy is the temporary; the values are the same)."""
+    if slot is None:
+        return
+    q, sz = slot
+    q.copy_(layer.qweight)
+    sz.copy_(layer.scales_zeros)
+    layer.qweight, layer.scales_zeros = q, sz

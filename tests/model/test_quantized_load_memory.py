@@ -6,6 +6,7 @@ measured on the real model (benchmarks/PERFLOG.md); these tests hold the numbers
 from __future__ import annotations
 
 import shutil
+import sys
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from chatcli.model.int4 import Int4Linear
 from chatcli.model.int8 import Int8Linear
 from chatcli.model.int8_embedding import Int8Embedding
 from chatcli.model.lora_linear import Replacement, ReplacedModule
+from chatcli.model.packed import QuantGroup, _joined
 from chatcli.model.page_release import drop_file_pages, trim_heap
 from chatcli.model.qlinear import float_dtype_device, weight_shape
 from chatcli.model.quantize import quantize_model
@@ -113,3 +115,108 @@ def test_a_bfloat16_checkpoint_is_quantised_before_it_is_widened(tiny_model_dir,
         assert all(m.dtype == torch.float32 for m in got.modules() if isinstance(m, (Int8Linear, Int4Linear)))
         with torch.no_grad():
             assert torch.equal(got(IDS), ref(IDS))
+
+
+def _buffers(model) -> dict[str, torch.Tensor]:
+    """Every buffer of a quantised model by name, the fused groups' own included."""
+    out = dict(model.named_buffers())
+    for i, layer in enumerate(model.model.layers):
+        for part, attr in ((layer.self_attn, "qkv_group"), (layer.mlp, "gate_up_group")):
+            group = getattr(part, attr)
+            if isinstance(group, QuantGroup):
+                out.update({f"{i}.{attr}.{n}": t for n, t in group.fused.named_buffers()})
+    return out
+
+
+def _per_layer_allocations(monkeypatch) -> None:
+    """Quantise as before the shared allocations: each layer its own buffers, packing copies the groups."""
+    monkeypatch.setattr(quantize_mod, "_storage", lambda targets, kinds, group: [None] * len(targets))
+
+
+@pytest.mark.parametrize("method, group", [("int4", 32), ("int4", 64), ("int8", None)])
+def test_quantised_weights_share_two_allocations_and_pack_without_a_copy(tiny_model_dir, method, group, monkeypatch):
+    model = load_engine(str(tiny_model_dir), device="cpu", quantize=method, group_size=group, warm_up=False,
+                        calibrate=False).model
+    layers = [m for m in model.modules() if isinstance(m, (Int8Linear, Int4Linear))]
+    assert len(layers) == 2 * 7 + 1  # the projections of both layers and the head
+    scales = [m.scales_zeros if isinstance(m, Int4Linear) else m.scales for m in layers]
+    assert len({m.qweight.untyped_storage().data_ptr() for m in layers}) == 1
+    assert len({s.untyped_storage().data_ptr() for s in scales}) == 1
+    for layer in model.model.layers:
+        for part, group_of in ((layer.self_attn, layer.self_attn.qkv_group), (layer.mlp, layer.mlp.gate_up_group)):
+            first = getattr(part, group_of.names[0])
+            # The fused layer is its members' memory, not a copy of it.
+            assert group_of.fused.qweight.data_ptr() == first.qweight.data_ptr()
+            assert group_of.fused.qweight.untyped_storage().data_ptr() == first.qweight.untyped_storage().data_ptr()
+    _per_layer_allocations(monkeypatch)
+    ref = load_engine(str(tiny_model_dir), device="cpu", quantize=method, group_size=group, warm_up=False,
+                      calibrate=False).model
+    got, want = _buffers(model), _buffers(ref)
+    assert got.keys() == want.keys()
+    for name, t in got.items():
+        assert t.dtype == want[name].dtype and torch.equal(t, want[name]), name
+    assert len({m.qweight.untyped_storage().data_ptr() for m in ref.modules() if isinstance(m, type(layers[0]))}) > 1
+    with torch.no_grad():
+        assert torch.equal(model(IDS), ref(IDS))
+
+
+def test_the_direct_q4_load_gives_the_same_weights_in_the_shared_allocations(tmp_path, tiny_model_dir, monkeypatch):
+    pytest.importorskip("gguf")
+    from chatcli.hub.gguf.importer import import_gguf
+    from tests.tiny_gguf import write_tiny_gguf
+
+    out = import_gguf(write_tiny_gguf(tmp_path / "q.gguf", tiny_model_dir, qtype="Q4_1", embed_qtype="Q8_0"),
+                      tmp_path / "model")
+    model = load_engine(str(out), device="cpu", quantize="int4", warm_up=False, calibrate=False).model
+    _per_layer_allocations(monkeypatch)
+    ref = load_engine(str(out), device="cpu", quantize="int4", warm_up=False, calibrate=False).model
+    got, want = _buffers(model), _buffers(ref)
+    assert got.keys() == want.keys() and all(torch.equal(t, want[n]) for n, t in got.items())
+
+
+def test_joined_parts_are_taken_as_they_are_only_when_they_tile_one_tensor():
+    rows = torch.arange(24.0).view(6, 4)
+    whole = _joined([rows[0:2], rows[2:5], rows[5:6]], 0)
+    assert whole.data_ptr() == rows.data_ptr() and torch.equal(whole, rows)
+    cols = torch.arange(24.0).view(2, 6, 2)  # the int4 scales' [G, N, 2] layout: members are column blocks
+    joined = _joined([cols[:, :4], cols[:, 4:]], 1)
+    assert joined.data_ptr() == cols.data_ptr() and torch.equal(joined, cols)
+    for parts in ([rows[2:5], rows[0:2]], [rows[0:2], rows[3:5]], [rows[0:2].clone(), rows[2:6]],
+                  [rows[0:2, :2], rows[2:4, :2]]):
+        copy = _joined(parts, 0)  # out of order, a gap, two tensors, or a strided whole: a copy
+        assert torch.equal(copy, torch.cat(parts)) and copy.untyped_storage().data_ptr() != rows.data_ptr()
+
+
+def _resident_kb(address: int) -> int:
+    """Resident kB of this process's mapping that holds ``address`` (from /proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and ":" not in head:
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "Rss:":
+                return int(line.split()[1])
+    raise AssertionError("no mapping holds that address")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="madvise and /proc/self/smaps are Linux's")
+def test_reading_the_q4_blocks_leaves_none_of_the_gguf_mapped(tmp_path, tiny_model_dir):
+    """The pages a read maps around each tensor (the kernel's fault-around: up to 64 kB, the
+    neighbours' included) are given back too, so after a load none of the file stays resident."""
+    pytest.importorskip("gguf")
+    from chatcli.hub.gguf.importer import import_gguf
+    from chatcli.hub.gguf.q4_blocks import q4_blocks
+    from tests.tiny_gguf import write_tiny_gguf
+
+    out = import_gguf(write_tiny_gguf(tmp_path / "q.gguf", tiny_model_dir, qtype="Q4_1"), tmp_path / "model")
+    probe = q4_blocks(out)
+    int(probe.data.sum())
+    assert _resident_kb(probe.data.ctypes.data) > 0  # reading a mapping makes its pages resident (measurable)
+    weights = q4_blocks(out)
+    first = weights[next(iter(weights))].q.clone()
+    for name in weights:
+        weights[name]
+    assert _resident_kb(weights.data.ctypes.data) == 0
+    assert torch.equal(weights[next(iter(weights))].q, first)  # read again from the file: the same values
