@@ -21,6 +21,7 @@ load packs as before, writing a new one; nothing here raises into the load. Only
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -60,17 +61,21 @@ def _folder() -> Path:
 def load(key: str, expected: dict[str, tuple[int, ...]], dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
     """The checkpoint's tensors ``expected`` (key -> shape) as views of the cached pack, or None
     (no pack, or a damaged one, which is removed)."""
-    path = _folder() / f"{key}.safetensors"
-    if not path.is_file():
+    try:
+        path = _folder() / f"{key}.safetensors"
+        if not path.is_file():
+            return None
+    except OSError:  # no cache folder can be made
         return None
     try:
         state = _read(path, key, expected, dtype)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         state = None
-    if state is None:
-        path.unlink(missing_ok=True)
-        return None
-    os.utime(path)  # used now: the last to be evicted
+    with contextlib.suppress(OSError):  # a read-only cache folder: read, never cleaned or touched
+        if state is None:
+            path.unlink(missing_ok=True)
+        else:
+            os.utime(path)  # used now: the last to be evicted
     return state
 
 
@@ -102,7 +107,7 @@ def store(model: torch.nn.Module, key: str, expected: dict[str, tuple[int, ...]]
     skipped when too large, the disk is short or anything fails (the load goes on either way)."""
     try:
         _write(model, key, expected, dtype)
-    except (OSError, ValueError, KeyError, RuntimeError):
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         pass
 
 

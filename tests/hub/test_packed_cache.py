@@ -119,3 +119,11 @@ def test_quantised_and_unpacked_loads_leave_no_pack(tiny_model_dir):
     load_checkpoint(tiny_model_dir, pack=False)
     load_checkpoint(tiny_model_dir, transform=lambda m: quantize_model(m, "int8"))
     assert _files() == []
+
+
+def test_a_cache_folder_that_cannot_be_made_only_costs_the_packing(tiny_model_dir):
+    from chatcli.paths import cache_dir
+
+    (cache_dir() / "packed").write_text("a file where the folder would be")
+    want = _logits(load_checkpoint(tiny_model_dir))
+    assert torch.equal(_logits(load_checkpoint(tiny_model_dir)), want)
