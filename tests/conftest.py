@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,11 @@ if str(_ROOT) not in sys.path:
 
 from tests.tiny import make_tiny_checkpoint  # noqa: E402
 from tests.tiny_tokenizer import write_tokenizer_files  # noqa: E402
+
+# Module- and session-scoped fixtures run outside a test's own CHATCLI_HOME (below): they get this one,
+# never the developer's cache (a model loaded there would leave its packed layout in ~/.cache/chatcli/packed).
+os.environ["CHATCLI_HOME"] = _SESSION_HOME = tempfile.mkdtemp(prefix="chatcli-tests-home-")
+atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
