@@ -62,3 +62,27 @@ def test_compile_is_opt_in_and_adds_to_the_groups(tiny_model_dir):
 def test_compile_with_shape_is_one_line(capsys, tiny_model_dir):
     code, out, err = run(capsys, "bench", "--model", str(tiny_model_dir), "--compile", "--shape", "qwen2.5-0.5b")
     assert code == 2 and out == "" and err.count("\n") == 1 and "--compile" in err
+
+
+def test_a_model_compile_does_not_cover_is_measured_eagerly_and_said(tiny_model_dir, monkeypatch):
+    """A model --compile does not cover (here: an active adapter stands in for the calibrated bf16
+    oneDNN path) is what the product decodes eagerly: the bench says so, skips the compiled cells with
+    the reason and still times the eager step, instead of failing the whole run."""
+    import chatcli.model.compiled_step as compiled_step
+    from chatcli.api import load_model
+    from chatcli.bench.compile_group import measure, merge
+    from chatcli.bench.spec import QUICK, BenchSpec
+
+    def not_covered(model, batch):
+        raise compiled_step.NotCovered("the bf16 oneDNN path")
+
+    monkeypatch.setattr(compiled_step, "plan", not_covered)
+    spec = BenchSpec(model="tiny", path=str(tiny_model_dir), repeats=2, quick=True, sizes=QUICK)
+    figures, info = measure(load_model(str(tiny_model_dir)), spec)
+    assert set(figures) == {"decode_eager_tps"} and len(figures["decode_eager_tps"]) == 2
+    assert info["not_compiled"] == "the bf16 oneDNN path"
+    assert set(info["skipped"]) == {"decode_compiled_tps", "compile_cold_s", "compile_warm_s"}
+    cold = {"figures": {}, "info": {"not_compiled": "the bf16 oneDNN path"}}
+    merged = merge(cold, {"figures": figures, "info": info})
+    assert "compile_cold_s" not in merged["figures"] and merged["figures"]["decode_eager_tps"]
+    assert any("decodes this model eagerly" in n for n in merged["notes"])
