@@ -27,8 +27,8 @@ same rows is not counted again as tokens. The PEFT loop runs it in every step; c
 trainer computes it once per pair and keeps it (the base is frozen), so its timed steps
 are a run's steps after a pair's first use, and the bench times that first computation
 on its own and notes the rate a first epoch gets. chatcli computes the LM head only on
-the positions that carry loss (the PEFT model computes it everywhere); the losses are
-the same. No row is padded, so every counted token is a real one, identical for both
+the positions that carry loss (the PEFT model computes it everywhere) and runs a DPO
+pair's shared prompt once for both rows; the losses are the same. No row is padded, so every counted token is a real one, identical for both
 systems.
 
 This package measures the first-party fine-tuning plugin, so it sits in the house
