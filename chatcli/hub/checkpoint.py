@@ -147,6 +147,7 @@ def load_checkpoint(
     progress: Progress | None = None,
     pack: bool = True,
     transform: Callable[[DecoderLM], object] | None = None,
+    built: str | None = None,
 ) -> DecoderLM:
     """Load a Hugging Face model directory as a :class:`DecoderLM` in eval mode.
 
@@ -159,6 +160,9 @@ def load_checkpoint(
     either way, it would otherwise make a float32 copy of every weight before the first one is
     quantised; ``transform`` then sees the file's dtype, and what it leaves float (norms, an
     embedding) and the quantised layers' compute dtype are brought to ``dtype`` after it.
+    ``built`` names what ``transform`` makes of the checkpoint (e.g. ``"int4/g32/..."``): given, a packed
+    CPU model is kept in :mod:`chatcli.hub.packed_cache` once built and later loads map it instead of
+    running ``transform`` (:mod:`chatcli.model.quant_snapshot`; the same model, bit for bit).
     The C heap's free pages are given back at the end (:func:`~chatcli.model.page_release.trim_heap`)."""
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
@@ -173,6 +177,21 @@ def load_checkpoint(
     key = _pack_key(files, path, dtype) if pack and transform is None and device.type == "cpu" else None
     state = packed_cache.load(key, expected, dtype) if key is not None else None
     cached = state is not None
+    built_key = None
+    if pack and transform is not None and built is not None and device.type == "cpu":
+        from chatcli.model.quant_snapshot import snapshot_tag
+
+        built_key = _pack_key(files, path, dtype, f"{built}/{snapshot_tag()}")
+    if built_key is not None:
+        if packed_cache.load_built(built_key, lambda layout, blobs: _from_built(model, layout, blobs, device)):
+            from chatcli.model.packed import pack_model
+
+            if progress:
+                progress("loading weights", len(located), len(located))
+            pack_model(model)  # the fused groups' members lie as before: nothing is copied
+            trim_heap()
+            return model.eval()
+        model = meta_model(config)  # a rebuild that failed half way may have changed it
     if cached and progress:
         progress("loading weights", len(located), len(located))
     if not cached:
@@ -192,16 +211,30 @@ def load_checkpoint(
         pack_model(model)  # from the cache: every group is laid out already, nothing is copied
         if key is not None and not cached:
             packed_cache.store(model, key, expected, dtype)
+        if built_key is not None:
+            packed_cache.store_built(model, built_key)
     trim_heap()
     return model.eval()
 
 
-def _pack_key(files: list[Path], path: str | Path, dtype: torch.dtype) -> str | None:
+def _pack_key(files: list[Path], path: str | Path, dtype: torch.dtype, built: str | None = None) -> str | None:
     """The packed-layout cache's key of this checkpoint in ``dtype`` (None: its files cannot be stat'ed)."""
     try:
-        return packed_cache.cache_key(files, _model_dir(path) / "config.json", dtype)
+        return packed_cache.cache_key(files, _model_dir(path) / "config.json", dtype, built)
     except OSError:
         return None
+
+
+def _from_built(model: DecoderLM, layout: dict, blobs: dict[str, torch.Tensor], device: torch.device) -> None:
+    """The meta ``model`` made the cached built model (``ValueError`` when the cache does not fit it)."""
+    from chatcli.model.quant_snapshot import rebuild
+
+    rebuild(model, layout, blobs)
+    model.reset_buffers(device)
+    try:
+        _check_materialized(model)
+    except AssertionError as e:
+        raise ValueError(str(e)) from None
 
 
 def _read_state(

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import torch
 
 # safetensors dtype name -> bytes per element
-DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2}
+DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2, "U8": 1}  # U8: the packed cache's byte blobs
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from chatcli.engine.loader import load_engine
+from chatcli.hub import packed_cache
 from chatcli.hub.checkpoint import load_checkpoint
 from chatcli.model import quantize as quantize_mod
 from chatcli.model.int4 import Int4Linear
@@ -129,8 +130,11 @@ def _buffers(model) -> dict[str, torch.Tensor]:
 
 
 def _per_layer_allocations(monkeypatch) -> None:
-    """Quantise as before the shared allocations: each layer its own buffers, packing copies the groups."""
+    """Quantise as before the shared allocations: each layer its own buffers, packing copies the groups
+    (quantised from the checkpoint: the cache of built models neither serves nor keeps this build)."""
     monkeypatch.setattr(quantize_mod, "_storage", lambda targets, kinds, group: [None] * len(targets))
+    monkeypatch.setattr(packed_cache, "load_built", lambda key, apply: False)
+    monkeypatch.setattr(packed_cache, "store_built", lambda model, key: None)
 
 
 @pytest.mark.parametrize("method, group", [("int4", 32), ("int4", 64), ("int8", None)])
