@@ -65,6 +65,8 @@ def serve(
     with stderr_progress() as progress:
         engine = load_engine(model, dtype=dtype, device=device, progress=progress, lora=lora or (), quantize=quantize,
                              compile=compile_)
+    if engine.generator.compiled is not None:  # no one reads a request's Notices here: its lines go to the log
+        engine.generator.compiled.say = lambda line: sys.stderr.write(f"chatcli: {line}\n")
     app = build(engine, model_id=names, adapter_dirs=dirs, api_key=api_key)
     adapters = app.state.chatcli.adapters
     sys.stderr.write(

@@ -290,6 +290,7 @@ class Generator:
 
         logits, prefilled = self._prefill(prompt, cancel)
         step = self._step(self.cache, min(len(prompt) + params.max_tokens, ctx))  # per answer: nothing changes the weights while it runs
+        yield from self._compile_notices()  # "compiling ..." before the first token, not after it
         seen = list(prompt)  # for the repetition penalty (transformers counts the prompt too)
         sampled_count = 0
         while True:
@@ -319,6 +320,14 @@ class Generator:
             # holding exactly prompt + every emitted token.
             logits = self._decode([got.id], self.cache, step)
             self.cached_ids.append(got.id)
+            if self.compiled is not None and self.compiled.pending:  # a compile that failed on this step
+                yield from self._compile_notices()
+
+    def _compile_notices(self) -> Iterator[Notice]:
+        """What ``--compile`` told since the last call (compiling, not covered, failed), as Notices."""
+        if self.compiled is not None:
+            for line, kind in self.compiled.drain():
+                yield Notice(line, kind=kind)
 
     @staticmethod
     def _emit(steps: list[Step], clock: _Clock) -> Iterator[Step]:
@@ -397,6 +406,7 @@ class Generator:
         logits = first.expand(n, -1)  # [n, V]
         history = torch.tensor([prompt] * n, dtype=torch.long) if params.repetition_penalty != 1.0 else None
         step = self._step(batch, min(len(prompt) + params.max_tokens, ctx))
+        yield from self._compile_notices()
         sampled = 0
         while active:
             if cancel is not None and cancel.is_set():

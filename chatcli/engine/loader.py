@@ -259,7 +259,7 @@ def load_engine(
     if compile:
         from chatcli.model.compiled_step import CompiledDecoder
 
-        engine.generator.compiled = CompiledDecoder(say=_stderr_line)
+        engine.generator.compiled = CompiledDecoder()  # its lines reach the person as the answer's Notices
     return engine
 
 

@@ -289,11 +289,20 @@ class CompiledDecoder:
         self._fn: Callable | None = None
         self._shapes: set[tuple] = set()
         self._said: set[str] = set()
+        self.pending: list[tuple[str, str]] = []  # told, not yet drained (see drain)
 
-    def _tell(self, line: str) -> None:
+    def _tell(self, line: str, kind: str = "warning") -> None:
         if line not in self._said:
             self._said.add(line)
+            self.pending.append((line, kind))
             self.say(line)
+
+    def drain(self) -> list[tuple[str, str]]:
+        """The lines told since the last call, as (line, notice kind): the generator yields them as
+        :class:`~chatcli.engine.events.Notice` events, so every front end shows them its own way (the
+        chat a note, ``generate`` a line on stderr) at the moment they happen."""
+        lines, self.pending = self.pending, []
+        return lines
 
     def step(self, model: nn.Module, cache: KVCache, total: int) -> "CompiledStep | DecodeStep | None":
         """The step for one answer that needs ``total`` positions in ``cache``."""
@@ -317,7 +326,8 @@ class CompiledDecoder:
 
     def _announce(self, shape: tuple) -> None:
         if shape not in self._shapes:
-            self._tell(f"--compile: compiling the decode step for {shape[1]} positions (once per size; cached on disk)")
+            self._tell(f"--compile: compiling the decode step for {shape[1]} positions (once per size; cached on disk)",
+                       "info")
 
 
 def _own_copy(fn: Callable) -> Callable:

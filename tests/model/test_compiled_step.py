@@ -163,3 +163,29 @@ def test_generator_answers_the_same_greedy_text(tiny_model_dir):
     assert gen.generate([1, 5, 6, 7, 9], params)  # a second answer: no new graph
     assert counted.compiles == 1 and counted.reason is None
 
+
+
+def test_compile_lines_reach_the_stream_as_notices(tiny_model_dir):
+    """What --compile tells (compiling, a failure mid-answer) comes out of the generator as Notices, at
+    the moment it happens: "compiling" before the first token, the failure right after the step that
+    failed; so the chat shows a note and generate a stderr line, and each line comes once."""
+    from chatcli.engine.events import Notice, Step
+    from chatcli.tokenizer.tokenizer import ChatTokenizer
+
+    def broken(gm, example_inputs):
+        raise RuntimeError("Invalid C++ compiler: g++ not found")
+
+    model = load_checkpoint(tiny_model_dir)
+    tok = ChatTokenizer.from_dir(tiny_model_dir)
+    params = SamplingParams(temperature=0, max_tokens=4)
+    gen = Generator(model, tok)
+    gen.compiled = CompiledDecoder(backend=broken)
+    events = list(gen.stream([1, 5, 6, 7], params, eos_ids=()))
+    kinds = [(type(e).__name__, getattr(e, "kind", None)) for e in events]
+    notices = [e for e in events if isinstance(e, Notice)]
+    assert [n.kind for n in notices] == ["info", "warning"]
+    assert notices[0].message.startswith("--compile: compiling") and "no working C++ compiler" in notices[1].message
+    first_step = next(i for i, e in enumerate(events) if isinstance(e, Step))
+    assert events.index(notices[0]) < first_step < events.index(notices[1])  # compiling before the first token
+    again = list(gen.stream([1, 5, 6, 7], params, eos_ids=()))
+    assert not [e for e in again if isinstance(e, Notice)], kinds  # each line once per decoder
