@@ -79,8 +79,8 @@ _registered: set[str] = set()  # the modules whose commands are on ``app`` (main
 _MODULE_OF = {
     "generate": "generate", "serve": "serve", "tokenize": "inspect", "score": "inspect", "lens": "probes",
     "attention": "probes", "models": "models", "lora": "lora", "plugins": "plugins", "presets": "presets",
-    "bench": "bench", "chat": "chat", "history": "chat", "tour": "tour",
-}  # fmt: skip
+    "bench": "bench", "chat": "chat", "history": "chat",
+}  # fmt: skip  (tour runs the chat command through click: it registers everything)
 _ORDER = ("generate", "serve", "inspect", "probes", "models", "lora", "plugins", "presets", "bench", "chat", "tour")
 
 

@@ -57,19 +57,44 @@ def test_bucket_sizes():
     assert bucket(100, 64) == 100  # never below what is needed (the cache refuses past the context itself)
 
 
-def test_inductor_step_is_close_to_eager_and_compiles_once(tiny_model_dir):
-    model = load_checkpoint(tiny_model_dir)
-    decoder = CompiledDecoder()
-    want, got, step = _run_both(model, decoder, steps=12)
-    assert isinstance(step, CompiledStep)
+_INDUCTOR_CHILD = r"""
+import json, sys
+import torch
+from chatcli.hub.checkpoint import load_checkpoint
+from chatcli.model.compiled_step import CompiledDecoder, CompiledStep
+from tests.model.test_compiled_step import _run_both
+
+model = load_checkpoint(sys.argv[1])
+decoder = CompiledDecoder()
+want, got, step = _run_both(model, decoder, steps=12)
+first = {"compiled_step": isinstance(step, CompiledStep), "failed": decoder.failed, "compiles": decoder.compiles,
+         "diff": (got - want).abs().max().item(), "same_argmax": torch.equal(got.argmax(-1), want.argmax(-1))}
+want2, got2, _ = _run_both(model, decoder, steps=4, prompt_len=5)  # a second answer, same bucket
+print(json.dumps({**first, "compiles_after_second": decoder.compiles, "diff2": (got2 - want2).abs().max().item()}))
+"""
+
+
+def test_inductor_step_is_close_to_eager_and_compiles_once(tiny_model_dir, tmp_path):
+    """The real inductor build, in a fresh interpreter: dynamo and inductor keep process-wide state
+    (compiled code per code object, the compiler probe, worker pools) that ~2,000 earlier tests in the
+    same process may have touched; a person's process starts clean, and so does this test's."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", _INDUCTOR_CHILD, str(tiny_model_dir)], capture_output=True,
+                          text=True, env=env, cwd=root, timeout=540)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["compiled_step"] and got["failed"] is None, got
     # Inductor fuses the norms, rotations and adds in its own order: close, not bit-identical.
     # The tiny model's logits are large (|logit| up to ~40), hence the absolute tolerance.
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=5e-4)
-    assert torch.equal(got.argmax(-1), want.argmax(-1))
-    assert decoder.compiles == 1  # 12 tokens, one graph
-    want2, got2, _ = _run_both(model, decoder, steps=4, prompt_len=5)  # a second answer, same bucket
-    assert decoder.compiles == 1
-    torch.testing.assert_close(got2, want2, rtol=1e-5, atol=5e-4)
+    assert got["diff"] < 5e-4 and got["diff2"] < 5e-4 and got["same_argmax"], got
+    assert got["compiles"] == 1 and got["compiles_after_second"] == 1, got  # 12 + 4 tokens, one graph
 
 
 @pytest.mark.parametrize("family", FAMILIES)  # tied head, llama3 rope, untied; q/k/v bias; per-head q/k norms
