@@ -14,14 +14,9 @@ import torch
 from torch._dynamo.testing import CompileCounter
 
 import chatcli.model.compiled_step as compiled_step
-from chatcli.cli.main import main
+from tests.cli_support import run
 
 
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture

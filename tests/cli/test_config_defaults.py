@@ -7,15 +7,10 @@ import json
 import pytest
 import torch
 
-from chatcli.cli.main import main
+from tests.cli_support import run
 from chatcli.settings.presets import save_preset
 
 
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture
