@@ -11,8 +11,8 @@ unpickling can run arbitrary code. Every file is opened as a regular file only (
 FIFO is refused, not waited on), JSON nesting is bounded, and each safetensors
 header passes :mod:`chatcli.hub.safetensors_header` before the library maps it.
 
-``resolve_device("auto")`` picks cuda, then mps, then cpu; ``resolve_dtype`` maps
-names (``float32``, ``bf16``, ``auto``, ...) to torch dtypes.
+The device and dtype a load asks for are resolved by :mod:`chatcli.hub.device_choice`
+(``resolve_device``/``resolve_dtype``, importable from here too).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from chatcli.bounded_json import JSONError, loads
-from chatcli.errors import ModelError, UsageError
+from chatcli.errors import ModelError
 from chatcli.hub import packed_cache
+from chatcli.hub.device_choice import resolve_device, resolve_dtype  # re-exported: callers import them from here
 from chatcli.hub.safetensors_header import HeaderError, parse_header
 from chatcli.hub.safetensors_io import map_each, open_mapped
 from chatcli.model.config import ModelConfig, normalize_ids
@@ -39,60 +40,8 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-}  # fmt: skip
 # safetensors dtype tags that hold real-valued weights we can cast.
 _FLOAT_TAGS = {"F64", "F32", "F16", "BF16"}
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> cuda, mps, cpu (first available); otherwise check the named device exists."""
-    if isinstance(name, torch.device):
-        return name
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError("device cuda requested but no CUDA GPU is available: use --device cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"device {name} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
-    elif device.type == "mps" and not _mps_available():
-        raise UsageError("device mps requested but Metal is not available: use --device cpu or auto")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"unsupported device {name!r}: use auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
-def resolve_dtype(name: str | torch.dtype = "auto", device: torch.device | str | None = None) -> torch.dtype:
-    """A dtype name -> torch dtype. ``auto``: bfloat16 on a GPU that supports it, float16 on
-    other GPUs, float32 on CPU (CPU half-precision matmuls are slow and less exact)."""
-    if isinstance(name, torch.dtype):
-        if name not in (torch.float32, torch.bfloat16, torch.float16):
-            raise UsageError(f"unsupported dtype {name}: use float32, bfloat16 or float16")
-        return name
-    key = (name or "auto").strip().lower().removeprefix("torch.")
-    if key == "auto":
-        dev = torch.device(device) if device is not None else resolve_device("auto")
-        if dev.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if dev.type == "mps":
-            return torch.float16
-        return torch.float32
-    if key not in _DTYPES:
-        raise UsageError(f"unknown dtype {name!r}: use auto, float32, bfloat16 or float16")
-    return _DTYPES[key]
 
 
 def read_model_config(path: str | Path) -> ModelConfig:
@@ -442,8 +391,3 @@ def _read_json(path: Path) -> dict:
 def _int_or_none(v) -> int | None:
     ids = normalize_ids(v) if v is not None else ()
     return ids[0] if ids else None
-
-
-def _mps_available() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps and mps.is_available())
