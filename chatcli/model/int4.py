@@ -2,7 +2,7 @@
 
 A leaf of the model package like :mod:`chatcli.model.int8`: it knows int4 weights and
 nothing of packing groups, LoRA, GGUF files or which layers get quantised
-(:mod:`chatcli.model.quantize` picks those; the fused groups are in :mod:`chatcli.model.packed`).
+(:mod:`chatcli.model.quantize` picks those; the fused groups are in :mod:`chatcli.model.quant_group`).
 
 The maths, per output row n and group j of ``g`` consecutive inputs (g = 32, 64 or 128)::
 

@@ -3,7 +3,7 @@
 A leaf of the model package (its base class, :class:`~chatcli.model.qlinear.QuantizedLinear`,
 is shared with int4): it knows int8 weights and nothing of packing, LoRA or
 which layers get quantised (:mod:`chatcli.model.quantize` picks those; the fused int8
-groups are in :mod:`chatcli.model.packed`).
+groups are in :mod:`chatcli.model.quant_group`).
 
 The maths, per output channel n (symmetric, no zero point)::
 

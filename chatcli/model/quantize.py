@@ -31,7 +31,7 @@ not give back (-13 MB at the default model's int4 peak). The members of a group 
 takes them as they are instead of copying them (+20 MB at the peak when it copied).
 
 On a packed model (:mod:`chatcli.model.packed`) q/k/v and gate/up are also fused into
-one quantised matmul each (:func:`~chatcli.model.packed.quant_group`); moving the model
+one quantised matmul each (:func:`~chatcli.model.quant_group.quant_group`); moving the model
 (``.to()``) re-packs it and drops that fusion (the layers are then called one by one:
 same numbers, a bit slower). Quantising an unpacked model (before the loader packs it,
 which is how int4 loads without a float32 peak) leaves the fusing to :func:`pack_model`.

@@ -23,7 +23,7 @@ from chatcli.model.int4 import Int4Linear
 from chatcli.model.int8 import Int8Linear
 from chatcli.model.int8_embedding import Int8Embedding
 from chatcli.model.lora_linear import Replacement, ReplacedModule
-from chatcli.model.packed import QuantGroup, _joined
+from chatcli.model.quant_group import QuantGroup, _joined
 from chatcli.model.page_release import drop_file_pages, trim_heap
 from chatcli.model.qlinear import float_dtype_device, weight_shape
 from chatcli.model.quantize import quantize_model
