@@ -16,8 +16,8 @@ import sys
 import pytest
 
 from chatcli.bench.adapter import linear_shapes
-from chatcli.cli.main import main
 from chatcli.hub.safetensors_io import read_header
+from tests.cli_support import run
 
 ALL_FIGURES = {
     "load_s", "start_s", "prefill_tps", "decode_tps", "ttft_first_s", "ttft_last_s", "batch_tps",
@@ -34,13 +34,6 @@ def bench_cli(*argv: str, home) -> subprocess.CompletedProcess:
     env = {**os.environ, "CHATCLI_HOME": str(home)}
     return subprocess.run([sys.executable, "-m", "chatcli", "bench", *argv], capture_output=True, text=True,
                           env=env, timeout=1400)  # fmt: skip
-
-
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def check_stat(stat: dict, what: str) -> None:

@@ -18,8 +18,8 @@ import torch
 
 from chatcli.bench.shapes import random_weights
 from chatcli.bench.shapes.architectures import SHAPES, parse_shapes
-from chatcli.cli.main import main
 from chatcli.errors import UsageError
+from tests.cli_support import run as cli_run
 
 
 def test_public_shapes_have_the_published_parameter_counts():
@@ -128,10 +128,8 @@ def test_shape_bench_writes_the_table_and_the_plot(tmp_path):
 
 
 def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(["bench", *argv])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+    """``chatcli bench *argv`` in process: (exit code, stdout, stderr)."""
+    return cli_run(capsys, "bench", *argv)
 
 
 @pytest.mark.parametrize(

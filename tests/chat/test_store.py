@@ -242,12 +242,10 @@ def test_kill_9_during_an_answer_loses_at_most_the_unsaved_tail(tmp_path):
 
 
 def _history_cli(capsys, *argv):
-    from chatcli.cli.main import main
+    """``chatcli history *argv`` in process: (exit code, stdout, stderr); argv may hold numbers (ids)."""
+    from tests.cli_support import run  # the CLI loaded only by the tests that use it, as before
 
-    with pytest.raises(SystemExit) as exc:
-        main(["history", *map(str, argv)])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+    return run(capsys, "history", *map(str, argv))
 
 
 def test_one_malformed_json_cell_leaves_the_rest_of_the_conversation_readable(capsys):

@@ -9,16 +9,9 @@ import shutil
 import pytest
 import torch
 
-from chatcli.cli.main import main
 from chatcli.hub.gguf.importer import open_gguf, read_metadata
+from tests.cli_support import run
 from tests.lora_helpers import peft_model, save_peft
-
-
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture(scope="module")

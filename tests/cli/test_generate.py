@@ -9,16 +9,13 @@ import sys
 
 import pytest
 
-from chatcli.cli.main import main
+from tests.cli_support import run as cli_run
 
 
 def run(capsys, *argv, stdin: str | None = None, monkeypatch=None):
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+    return cli_run(capsys, *argv)
 
 
 def jsonl(out: str) -> list[dict]:

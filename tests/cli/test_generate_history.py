@@ -9,17 +9,10 @@ import pytest
 
 from chatcli.chat.history.logged_run import RunLog, worth_saving
 from chatcli.chat.store import Store, default_db_path
-from chatcli.cli.main import main
 from chatcli.engine.events import Done
 from chatcli.engine.params import SamplingParams
+from tests.cli_support import run
 from tests.fake_engine import FakeEngine
-
-
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def gen(capsys, model_dir, *argv):

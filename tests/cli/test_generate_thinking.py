@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from chatcli.cli.main import main
+from tests.cli_support import run
 
 QWEN3 = Path(__file__).parent.parent / "tokenizer" / "qwen3_template.jinja"
-
-
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def test_no_think_closes_an_empty_block_in_the_prompt(capsys, tiny_model_dir):

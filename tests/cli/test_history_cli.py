@@ -11,16 +11,14 @@ from chatcli.chat.core import ChatCore
 from chatcli.chat.history import fulltext
 from chatcli.chat.history.search_view import HIGHLIGHT, search_view
 from chatcli.chat.store import Store, default_db_path
-from chatcli.cli.main import main
 from chatcli.engine.params import SamplingParams
+from tests.cli_support import run as cli_run
 from tests.fake_engine import FakeEngine
 
 
 def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(["history", *argv])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+    """``chatcli history *argv`` in process: (exit code, stdout, stderr)."""
+    return cli_run(capsys, "history", *argv)
 
 
 @pytest.fixture

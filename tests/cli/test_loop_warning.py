@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chatcli.cli.main import main
+from tests.cli_support import run
 from tests.looping import make_looping_checkpoint
 
 UNIT = "Romeadddaygreick"  # the looping model's cycle, as text
@@ -15,13 +15,6 @@ UNIT = "Romeadddaygreick"  # the looping model's cycle, as text
 @pytest.fixture(scope="module")
 def looping_dir(tmp_path_factory):
     return make_looping_checkpoint(tmp_path_factory.mktemp("looping"))
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def warnings(err: str) -> list[str]:

@@ -10,6 +10,7 @@ import torch
 from chatcli.lora.manager import AdapterManager
 from chatcli.hub.checkpoint import load_checkpoint
 from chatcli.lora.peft_io import LoRAAdapter, ModuleLoRA, write_adapter
+from tests.cli_support import run as cli_run
 from tests.lora_helpers import logits
 
 
@@ -30,10 +31,7 @@ def run(capsys, monkeypatch):
     monkeypatch.setattr(cli, "_register_commands", register)
 
     def go(*argv):
-        with pytest.raises(SystemExit) as exc:
-            cli.main(list(argv))
-        out, err = capsys.readouterr()
-        return exc.value.code, out, err
+        return cli_run(capsys, *argv)
 
     assert typer  # imported for the registry
     return go

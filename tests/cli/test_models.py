@@ -6,15 +6,8 @@ import json
 
 import pytest
 
-from chatcli.cli.main import main
+from tests.cli_support import run
 from tests.tiny_gguf import write_tiny_gguf
-
-
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -12,22 +12,13 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from chatcli import paths
-from chatcli.cli.main import main
 from chatcli.hub.hf import hub_cache
+from tests.cli_support import run
 from tests.hub.fake_hf_hub import FakeRepo, serving
 from tests.hub.test_hf_cache import cache_snapshot
 
 REPO = "someorg/tiny"
-
-
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 _PROBE = r"""

@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from chatcli.cli.common import sampling_layers
-from chatcli.cli.main import main
+from tests.cli_support import run
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +24,8 @@ def model_with_defaults(tiny_model_dir, tmp_path_factory):
 
 
 def _meta(capsys, *argv) -> dict:
-    with pytest.raises(SystemExit) as exc:
-        main(["generate", "hi", "--json", "-n", "3", *argv])
-    out, err = capsys.readouterr()
-    assert exc.value.code == 0, err
+    code, out, err = run(capsys, "generate", "hi", "--json", "-n", "3", *argv)
+    assert code == 0, err
     return json.loads(out.splitlines()[0])
 
 
@@ -57,10 +55,8 @@ def test_a_bad_value_in_the_models_file_is_one_warning(capsys, model_with_defaul
     d = tmp_path / "m"
     shutil.copytree(model_with_defaults, d)
     (d / "generation_config.json").write_text(json.dumps({"eos_token_id": 2, "temperature": -3, "top_k": 3}))
-    with pytest.raises(SystemExit) as exc:
-        main(["generate", "hi", "--json", "-n", "2", "--model", str(d)])
-    out, err = capsys.readouterr()
-    assert exc.value.code == 0
+    code, out, err = run(capsys, "generate", "hi", "--json", "-n", "2", "--model", str(d))
+    assert code == 0
     assert err.splitlines()[-1] + "\n" == ("chatcli: warning: the model's generation_config.json has temperature -3 (use a number >= 0): "
                    "left out, the next layer's value is used\n")
     assert err.count("warning") == 1

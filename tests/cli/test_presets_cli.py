@@ -6,15 +6,8 @@ import json
 
 import pytest
 
-from chatcli.cli.main import main
 from chatcli.settings.presets import load_preset, presets_dir
-
-
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+from tests.cli_support import run
 
 
 def test_save_show_list(capsys):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chatcli.cli.main import main
+from tests.cli_support import run as cli_run
 
 TOO_BIG = str(2**64)
 NO_MODEL = "/nonexistent/model-dir"  # loading it would fail with exit 1: a 2 proves the seed was checked first
@@ -17,10 +17,7 @@ def run(capsys, monkeypatch, *argv, stdin: str = ""):
     import sys
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+    return cli_run(capsys, *(str(a) for a in argv))  # the argv lists hold Paths too
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from chatcli.cli.main import main
 from chatcli.errors import ChatcliError, UsageError
 from chatcli_finetune.rl.args import RLArgs
 from chatcli_finetune.rl.graders import max_words
 from chatcli_finetune.rl.groups import GROUPS_NAME, groups_table, last_step
 from chatcli_finetune.rl.run import run_rl
+from tests.cli_support import run as cli_run
 
 QUESTIONS = ["Where is the fox?", "Say a number.", "What is Paris?", "Weather?", "Who are you?"]
 GRADER = "rule:max-words=1"  # the tiny model's answers are 1 to 4 "words": groups differ
@@ -141,9 +141,9 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_model_dir):
 
 
 def _cli(capsys, *argv) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(["finetune", "rl", *map(str, argv)])
-    return exc.value.code, capsys.readouterr().err
+    """(exit code, stderr) of ``chatcli finetune rl *argv`` in process (paths given as Path objects too)."""
+    code, _, err = cli_run(capsys, "finetune", "rl", *map(str, argv))
+    return code, err
 
 
 def _plain_adapter(tmp: Path, tiny_model_dir: Path) -> Path:
@@ -268,12 +268,9 @@ def test_finetune_rl_in_the_background_reports_its_settings_and_loads(tmp_path, 
 def test_the_rl_command_lets_openmp_threads_sleep_unless_told(tmp_path, tiny_model_dir, capsys, monkeypatch):
     import os
 
-    from chatcli.cli.main import main
-
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    with pytest.raises(SystemExit) as exc:
-        main(["finetune", "rl", str(_prompts(tmp_path)), "--reward", GRADER, "--out", str(tmp_path / "run"),
-              "--model", str(tiny_model_dir), "--max-steps", "1", "--group-size", "2", "--max-new-tokens", "3",
-              "--val-split", "0", "--json"])  # fmt: skip
-    assert exc.value.code in (0, None)
+    code, _, _ = cli_run(capsys, "finetune", "rl", str(_prompts(tmp_path)), "--reward", GRADER, "--out", str(tmp_path / "run"),
+                         "--model", str(tiny_model_dir), "--max-steps", "1", "--group-size", "2", "--max-new-tokens", "3",
+                         "--val-split", "0", "--json")  # fmt: skip
+    assert code in (0, None)
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"

@@ -72,13 +72,10 @@ def model(tiny_model_dir):
 @pytest.fixture
 def run_cli(capsys):
     """``chatcli ARGV...`` in process: (exit code, stdout, stderr)."""
-    import chatcli.cli.main as cli
+    from tests.cli_support import run  # imported here, as before: only the tests that use the CLI load it
 
     def go(*argv):
-        with pytest.raises(SystemExit) as exc:
-            cli.main(list(argv))
-        out, err = capsys.readouterr()
-        return exc.value.code, out, err
+        return run(capsys, *argv)
 
     return go
 

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 
-import pytest
-
-from chatcli.cli.main import main
 from chatcli_rank.store import SCHEMA_VERSION, RankStore, default_path
+from tests.cli_support import run as cli_run
 from tests.rank_support import store_ranking
 
 
 def run_cli(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+    """``chatcli *argv`` in process: (exit code, stdout, stderr); argv may hold Paths and numbers."""
+    return cli_run(capsys, *(str(a) for a in argv))
 
 
 def _stats_and_export(capsys, tmp_path):

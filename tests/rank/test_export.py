@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from chatcli.cli.main import main
 from chatcli.errors import UsageError
 from chatcli_rank.export import pairs, records
 from chatcli_rank.ranking import Ranking
 from chatcli_rank.store import RankStore, default_path
+from tests.cli_support import run as run_cli
 from tests.rank_support import conversation, store_ranking
 
 TEXTS = ["A", "B", "C", "D"]
@@ -103,13 +103,6 @@ def test_the_latest_ranking_of_a_set_is_the_one_exported():
     rows = list(records(s.items(), "dpo"))
     assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [("b", "a")]
     assert s.counts()["submissions"] == 2
-
-
-def run_cli(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def test_export_and_stats_commands(store, tmp_path, capsys):

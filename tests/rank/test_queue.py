@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from chatcli.cli.main import main
 from chatcli_rank.annotate import AnnotateApp, pending_items
 from chatcli_rank.export import records
 from chatcli_rank.jsonl import read_candidates, read_prompts
 from chatcli_rank.screen import RankScreen
 from chatcli_rank.store import RankStore, default_path
+from tests.cli_support import run as cli_run
 from tests.tui_support import run, wait_for
 
 
 def run_cli(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+    """``chatcli *argv`` in process: (exit code, stdout, stderr); argv may hold Paths and numbers."""
+    return cli_run(capsys, *(str(a) for a in argv))
 
 
 PROMPTS = "\n".join([

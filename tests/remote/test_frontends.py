@@ -8,20 +8,17 @@ import json
 
 import pytest
 from rich.console import Console
-from chatcli.cli.main import main
 from chatcli.cli.common import remote_factory
 from chatcli.engine.params import SamplingParams
 from chatcli.chat.repl import run_repl
 from chatcli.chat.store import Store
+from tests.cli_support import run
 from tests.remote_fakes import ANSWER, FakeServer
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+    capsys.readouterr()  # drop what the test printed before: the tuple holds this command's output only
+    return run(capsys, *argv)
 
 
 def repl(url: str, lines: str, *, store=None, api_key_env=None) -> tuple[int, str, str]:

@@ -14,16 +14,16 @@ import urllib.request
 import openai
 import pytest
 
-from chatcli.cli.main import main
 from chatcli.serve.server import is_loopback
+from tests.cli_support import run as cli_run
 
 KEY = "sk-test-0123456789abcdef"
 
 
 def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    return exc.value.code, capsys.readouterr().err
+    """(exit code, stderr) of ``chatcli *argv`` in process: these checks read only stderr."""
+    code, _, err = cli_run(capsys, *argv)
+    return code, err
 
 
 def test_a_public_host_needs_an_api_key(capsys):
