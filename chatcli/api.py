@@ -50,14 +50,15 @@ __all__ = [
 
 def load_model(
     name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str = "auto",
-    chat_template: str | None = None, quantize: str = "none", compile: bool = False,
+    chat_template: str | None = None, quantize: str = "none", compile: bool | str = False,
 ) -> LoadedModel:
     """Load a model by name (pulled on first use), local directory, ``.gguf`` file or ``hf:ORG/NAME``.
 
     ``quantize="int8"``: weight-only int8 projections and LM head; ``"int4"``: group-wise 4-bit
     projections (a Q4_0/Q4_1 GGUF's own blocks where the model came from one) and an int8 head
-    (see :mod:`chatcli.model.quantize`). ``compile=True``: decode through a torch.compile'd step
-    (CPU; compiled on the first answer, cached on disk; :mod:`chatcli.model.compiled_step`).
+    (see :mod:`chatcli.model.quantize`). ``compile=True``: decode through a step compiled ahead of time
+    (CPU; built on the first answer when missing, kept on disk; :mod:`chatcli.model.compiled.step`);
+    ``compile="auto"``: as the commands do when nothing sets it (float32 only, built in the background).
     """
     return load_engine(name, dtype=dtype, device=device, chat_template=chat_template, quantize=quantize,
                        compile=compile)

@@ -37,6 +37,9 @@ def _chatcli_home(tmp_path_factory, monkeypatch):
     # No per-CPU kernel calibration on load (chatcli.engine.calibration): the suite runs the default
     # paths, fast and the same on every machine; tests/engine/test_calibration.py turns it on.
     monkeypatch.setenv("CHATCLI_CALIBRATE", "0")
+    # No compiled decode step unless a test asks (an unset `compile` is "auto": a float32 model would
+    # start a background build, minutes of C++ for a test; tests/engine/test_compile_build.py covers it).
+    monkeypatch.setenv("CHATCLI_COMPILE", "0")
     # chatcli reads the Hugging Face cache's location at each call: an empty one per test (never the
     # developer's, which `models rm` could delete from), and no endpoint or offline switch from the shell.
     monkeypatch.setenv("HF_HOME", str(home / "huggingface"))

@@ -42,6 +42,10 @@ def bench(
         False, "--compile", help="Also measure the torch.compile'd decode step (chatcli generate --compile) beside the "
         "eager one: decode tok/s and compile time with an empty and with a warm on-disk cache (--only compile: that alone)."
     ),
+    eager: bool = typer.Option(
+        False, "--eager", help="Decode with chatcli's eager step where its default uses the compiled one (float32, "
+        "once built; the bench builds it first, untimed). Also when CHATCLI_COMPILE or the config's compile is false."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
     shape: str | None = typer.Option(
         None, "--shape", help="Cost vs model size: random-weight checkpoints of qwen2.5-0.5b,llama-3.2-1b,qwen2.5-1.5b "
@@ -73,7 +77,7 @@ def bench(
 
         return shape_command.run(shape_options, lambda msg: (sys.stderr.write(f"bench: {msg}\n"), sys.stderr.flush()))
     spec, unavailable, notes = build_spec(model, dtype, threads, quantize, baseline or [], repeats, only, gguf, quick,
-                                          compile_=compile_)
+                                          compile_=compile_, eager=eager)
     from chatcli.bench.report import render
     from chatcli.bench.runner import run_bench
 
@@ -91,7 +95,7 @@ def bench(
 
 def build_spec(
     model: str, dtype: str, threads: int | None, quantize: str | None, baselines: list[str], repeats: int | None,
-    only: str | None, gguf: str | None, quick: bool, compile_: bool = False,
+    only: str | None, gguf: str | None, quick: bool, compile_: bool = False, eager: bool = False,
 ) -> tuple[BenchSpec, dict[str, str], list[str]]:
     """Validate the options (UsageError, one line, before any work); the spec, unavailable baselines, notes."""
     if dtype not in ("float32", "bfloat16", "float16"):
@@ -134,7 +138,7 @@ def build_spec(
     spec = BenchSpec(
         model=model, path=str(path), dtype=dtype, threads=threads, quantize=quantize,
         repeats=repeats or (2 if quick else 3), quick=quick, sizes=sizes, groups=groups,
-        systems=tuple(systems), gguf=gguf,
+        systems=tuple(systems), gguf=gguf, eager=eager or _compile_setting() is False,
     )  # fmt: skip
     # Unavailable baselines keep their column, which says why; the runner starts no worker for them.
     return spec, unavailable, notes
@@ -192,3 +196,15 @@ def _gguf(path, given: str | None) -> str:
 
 def register(app: typer.Typer) -> None:
     app.command("bench")(bench)
+
+
+def _compile_setting() -> bool | None:
+    """The person's `compile` setting (CHATCLI_COMPILE, then the config file), as `chatcli generate` reads
+    it; None when neither sets it. The bench decodes as their commands would."""
+    from chatcli.settings.config_file import read_defaults
+    from chatcli.settings.env import read_env
+
+    for layer in (read_env(), read_defaults()):
+        if "compile" in layer:
+            return bool(layer["compile"])
+    return None

@@ -1,10 +1,11 @@
-"""``chatcli bench --compile``: the torch.compile'd decode step beside the eager one, in one run.
+"""``chatcli bench --compile``: the ahead-of-time compiled decode step beside the eager one, in one run.
 
-The runner starts two chatcli workers on one fresh, empty inductor cache (``TORCHINDUCTOR_CACHE_DIR``
-in their environment, a temporary folder): the first compiles from nothing (the **cold** compile: a
-new machine, a new torch, a cleared cache), the second finds its graph on disk (the **warm** compile:
-every later process; dynamo still traces the step). Each worker reports the seconds its first
-compiled answer spent compiling (:attr:`~chatcli.model.compiled_step.CompiledDecoder.compile_s`);
+The runner starts two chatcli workers on one fresh, empty cache (``TORCHINDUCTOR_CACHE_DIR`` in their
+environment, a temporary folder; the step's packages live under it): the first builds the package from
+nothing (the **cold** start: a new machine, a new torch, a cleared cache), the second finds it on disk
+and loads it (the **warm** start: every later process). Each worker reports the seconds its first
+compiled answer spent building (:attr:`~chatcli.model.compiled.step.CompiledDecoder.compile_s`) or
+loading (``load_s``);
 the warm worker then decodes the same greedy answer eagerly and compiled, interleaved (machine load
 hits both alike), and compares them: whether the greedy ids are identical and the largest
 ``|logit|`` difference over the answer (:func:`measure`).
@@ -73,7 +74,7 @@ def measure(lm, spec: BenchSpec) -> tuple[dict, dict]:
     """In a worker: the compile time of a first answer, then ``spec.repeats`` interleaved rounds of
     eager and compiled greedy decoding (tok/s), and how far the compiled logits are from the eager ones."""
     from chatcli.bench.chatcli_worker import _decode_rate, _greedy, decode_ids
-    from chatcli.model.compiled_step import CompiledDecoder
+    from chatcli.model.compiled.step import CompiledDecoder
 
     gen, n = lm.generator, spec.sizes.decode_tokens
     ids = decode_ids(lm.tokenizer)
@@ -88,8 +89,8 @@ def measure(lm, spec: BenchSpec) -> tuple[dict, dict]:
         gen.compiled = None
         eager = [_decode_rate(gen, ids, n) for _ in range(spec.repeats)]
         return ({"decode_eager_tps": eager} if eager else {}), {"not_compiled": decoder.reason, "skipped": skipped}
-    figures: dict[str, list[float]] = {"compile_s": [decoder.compile_s]}
-    info: dict = {"compiled_graphs": decoder.compiles}
+    figures: dict[str, list[float]] = {"compile_s": [decoder.compile_s if decoder.compiles else decoder.load_s]}
+    info: dict = {"compiled_graphs": decoder.compiles, "packages_loaded": decoder.loads}
     if spec.repeats < 1:
         return figures, info
     eager, compiled = [], []

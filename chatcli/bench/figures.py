@@ -39,8 +39,8 @@ def figures(s: Sizes) -> list[Figure]:
         # chatcli only, with --compile (chatcli.bench.compile_group): eager and compiled in one worker, interleaved
         Figure("decode_eager_tps", f"decode tok/s, eager step ({s.decode_tokens} tokens)", "tok/s", True, "compile"),
         Figure("decode_compiled_tps", "decode tok/s, --compile step", "tok/s", True, "compile"),
-        Figure("compile_cold_s", "--compile: compile time, empty cache (s)", "s", False, "compile"),
-        Figure("compile_warm_s", "--compile: compile time, on-disk cache (s)", "s", False, "compile"),
+        Figure("compile_cold_s", "--compile: build time, empty cache (s)", "s", False, "compile"),
+        Figure("compile_warm_s", "--compile: load time, package on disk (s)", "s", False, "compile"),
         Figure("ttft_first_s", "time to first token, turn 1 (s)", "s", False, "turns"),
         Figure("ttft_last_s", f"time to first token, turn {t} (s)", "s", False, "turns"),
         Figure("batch_tps", f"{n} candidates in one batch (tok/s)", "tok/s", True, "candidates"),

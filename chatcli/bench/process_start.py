@@ -81,7 +81,9 @@ def chatcli_command(spec: BenchSpec) -> list[str]:
         cmd += ["--threads", str(spec.threads)]
     if spec.quantize:
         cmd += ["--quantize", spec.quantize]
-    return cmd
+    # As set up by a person's earlier chats: a built package loads (milliseconds); --no-compile keeps a
+    # run of the eager bench from starting a background build.
+    return cmd + (["--compile"] if spec.compiles_by_default() else ["--no-compile"])
 
 
 def commands(spec: BenchSpec, skip: tuple[str, ...] = ()) -> dict[str, list[str]]:

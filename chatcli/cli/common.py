@@ -36,8 +36,9 @@ QuantizeOpt = typer.Option(
 )
 CompileOpt = typer.Option(
     False, "--compile/--no-compile", envvar=ENV_VARS["compile"],
-    help="Decode through a torch.compile'd step (CPU only; compiled on first use, cached on disk; close to the "
-    "eager numbers, not bit-identical).",
+    help="Decode through a step compiled ahead of time (CPU; built once per model shape, about a minute, kept on "
+    "disk; close to the eager numbers, not bit-identical). Unset: float32 uses it once a background build made it; "
+    "--no-compile: never.",
 )
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice).")

@@ -15,7 +15,7 @@ both reported, with the top tokens of the raw one (:mod:`chatcli.engine.step_sta
 Prefill runs the model's forward; each decode step runs the lean
 :class:`~chatcli.model.decode_step.DecodeStep` over the cache reserved for prompt + answer
 (the same numbers with fewer operations per token), or, when the generator holds a
-:class:`~chatcli.model.compiled_step.CompiledDecoder` (``--compile``), its compiled step (close
+:class:`~chatcli.model.compiled.step.CompiledDecoder` (``--compile``), its compiled step (close
 to those numbers, not bit-identical). Text, stop strings and end-of-sequence
 ids are handled by
 :class:`~chatcli.engine.answer_builder.AnswerBuilder`.
@@ -60,7 +60,7 @@ from chatcli.engine.step_stats import sample_rows
 from chatcli.errors import GenerationError
 
 if TYPE_CHECKING:
-    from chatcli.model.compiled_step import CompiledDecoder
+    from chatcli.model.compiled.step import CompiledDecoder
 
 PREFILL_CHUNK = 512  # prompt tokens per forward: bounds activation memory, lets cancel act mid-prompt
 

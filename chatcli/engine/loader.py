@@ -176,7 +176,7 @@ def load_engine(
     quantize: str = "none",
     group_size: int | None = None,
     calibrate: bool | None = None,
-    compile: bool = False,
+    compile: bool | str = False,
 ) -> LoadedModel:
     """Load a model, and the ``--lora PATH[:SCALE]`` adapters given (all or nothing).
 
@@ -193,9 +193,12 @@ def load_engine(
     ``calibrate`` (None: the ``CHATCLI_CALIBRATE`` switch, on by default) gives a CPU model the compute
     paths measured fastest on this CPU, measuring them on the first load of their key (one line on
     stderr; :mod:`chatcli.engine.calibration`), after everything else loaded and was checked.
-    ``compile=True`` (``--compile``, CPU only) decodes through a torch.compile'd static step
-    (:mod:`chatcli.model.compiled_step`), compiled on the first answer (cached on disk after); what it
-    does not cover decodes eagerly, with one line on stderr.
+    ``compile=True`` (``--compile``, CPU only) decodes through a step compiled ahead of time
+    (:mod:`chatcli.model.compiled.step`), built on the first answer when its package is missing (kept
+    on disk after); what it does not cover decodes eagerly, with one line. ``compile="auto"`` (the
+    commands' default when nothing sets it) does that for a float32 CPU model only, whose compiled
+    answers match the eager ones, and builds a missing package in the background
+    (:mod:`chatcli.engine.compile_build`) instead of making the person wait.
     """
     from chatcli.hub.checkpoint import load_checkpoint, resolve_device, resolve_dtype
     from chatcli.hub.catalog import recommended_sampling, resolve_model
@@ -216,7 +219,7 @@ def load_engine(
     path = resolve_model(spec, progress=progress)
     tokenizer = _tokenizer(path, chat_template)
     dev = resolve_device(device)
-    if compile and dev.type != "cpu":
+    if compile is True and dev.type != "cpu":
         raise UsageError(f"--compile compiles the CPU decode step, not {dev.type}: drop --compile or use --device cpu")
     dt = resolve_dtype(dtype, dev)
     check_load_fits(path, str(dt).removeprefix("torch."), str(dev))
@@ -256,10 +259,16 @@ def load_engine(
         load_adapter_specs(engine.adapters, adapter_specs)
     if calibrate:
         engine.calibration = calibrate_on_load(engine, say=_stderr_line)
-    if compile:
-        from chatcli.model.compiled_step import CompiledDecoder
+    if compile is True:
+        from chatcli.model.compiled.step import CompiledDecoder
 
         engine.generator.compiled = CompiledDecoder()  # its lines reach the person as the answer's Notices
+    elif compile == "auto" and dev.type == "cpu" and str(dt) == "torch.float32" and quantize == "none":
+        from chatcli.engine import compile_build
+        from chatcli.model.compiled.step import CompiledDecoder
+
+        engine.generator.compiled = CompiledDecoder(
+            mode="auto", background=lambda package: compile_build.start(package, str(path), "float32"))
     return engine
 
 

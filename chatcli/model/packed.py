@@ -55,7 +55,7 @@ from chatcli.model.int4 import Int4Linear
 from chatcli.model.int8 import Int8Linear
 from chatcli.model.kernel_choice import DEFAULT as DEFAULT_CHOICES, KernelChoices
 from chatcli.model.lora_linear import LoRALinear, ReplacedModule
-from chatcli.model.quant_group import QuantGroup, quant_group  # QuantGroup is also imported from here (compiled_plan)
+from chatcli.model.quant_group import QuantGroup, quant_group  # QuantGroup is also imported from here (model.compiled.step_plan)
 
 
 class FusedGroup:

@@ -1,8 +1,8 @@
 """`chatcli bench --compile`: the compiled decode step beside the eager one, cold and warm compile times.
 
-Not timed: the figures must exist and agree. No inductor build here (two would cost minutes on the
-CI's two cores): the worker's measurement runs in-process on dynamo's counting backend, the runner's
-cold-then-warm pair with a fake worker.
+Not timed: the figures must exist and agree. No AOTInductor build here (two would cost minutes on the
+CI's two cores): the worker's measurement runs in-process on the exported program run in Python, the
+runner's cold-then-warm pair with a fake worker.
 """
 
 from __future__ import annotations
@@ -11,18 +11,17 @@ from tests.bench.test_bench import run
 
 
 def test_compile_group_reports_both_steps_and_both_compiles(tiny_model_dir, monkeypatch):
-    """The worker's side in-process (dynamo's counting backend instead of an inductor build: the
-    compiler itself is tests/model/test_compiled_step.py's), then the runner's cold/warm merge."""
-    from torch._dynamo.testing import CompileCounter
-
-    import chatcli.model.compiled_step as compiled_step
+    """The worker's side in-process (the exported program run in Python instead of an AOTInductor build:
+    the compiler itself is tests/model/test_compiled_step.py's), then the runner's cold/warm merge."""
+    import chatcli.model.compiled.step as compiled_step
+    from tests.model.test_compiled_step import Exported
     from chatcli.api import load_model
     from chatcli.bench.compile_group import measure, merge, run_group
     from chatcli.bench.spec import QUICK, BenchSpec
 
     class Counting(compiled_step.CompiledDecoder):
-        def __init__(self, say=None, backend=None):
-            super().__init__(say, backend=CompileCounter())
+        def __init__(self, say=None, backend=None, **kwargs):
+            super().__init__(say, backend=Exported(), **kwargs)
 
     monkeypatch.setattr(compiled_step, "CompiledDecoder", Counting)
     spec = BenchSpec(model="tiny", path=str(tiny_model_dir), repeats=2, quick=True, sizes=QUICK)
@@ -68,7 +67,7 @@ def test_a_model_compile_does_not_cover_is_measured_eagerly_and_said(tiny_model_
     """A model --compile does not cover (here: an active adapter stands in for the calibrated bf16
     oneDNN path) is what the product decodes eagerly: the bench says so, skips the compiled cells with
     the reason and still times the eager step, instead of failing the whole run."""
-    import chatcli.model.compiled_step as compiled_step
+    import chatcli.model.compiled.step as compiled_step
     from chatcli.api import load_model
     from chatcli.bench.compile_group import measure, merge
     from chatcli.bench.spec import QUICK, BenchSpec

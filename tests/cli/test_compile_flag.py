@@ -1,8 +1,8 @@
 """``--compile`` on the commands: one-line refusals, and the config default reaching the engine.
 
-The compiles here use dynamo's counting backend (no inductor build): what is checked is the flag's
-path to :class:`~chatcli.model.compiled_step.CompiledDecoder`, not the compiler
-(tests/model/test_compiled_step.py runs inductor).
+The compiled steps here are exported programs run in Python (no AOTInductor build): what is checked is
+the flag's path to :class:`~chatcli.model.compiled.step.CompiledDecoder`, not the compiler
+(tests/model/test_compiled_step.py builds and loads a real package).
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import json
 
 import pytest
 import torch
-from torch._dynamo.testing import CompileCounter
-
-import chatcli.model.compiled_step as compiled_step
+import chatcli.model.compiled.step as compiled_step
+from tests.model.test_compiled_step import Exported
 from tests.cli_support import run
 
 
@@ -25,8 +24,8 @@ def decoders(monkeypatch):
     made = []
 
     class Counting(compiled_step.CompiledDecoder):
-        def __init__(self, say=None, backend=None):
-            super().__init__(say, backend=CompileCounter())
+        def __init__(self, say=None, backend=None, **kwargs):
+            super().__init__(say, backend=Exported(), **kwargs)
             made.append(self)
 
     monkeypatch.setattr(compiled_step, "CompiledDecoder", Counting)
@@ -40,12 +39,14 @@ def _answer(capsys, *argv) -> tuple[list[int], str]:
     return [s["id"] for s in steps], err
 
 
-def test_compile_flag_and_config_default_decode_the_same_greedy_answer(capsys, decoders, tiny_model_dir, _chatcli_home):
-    eager, _ = _answer(capsys, "--model", str(tiny_model_dir))
+def test_compile_flag_and_config_default_decode_the_same_greedy_answer(capsys, decoders, tiny_model_dir, _chatcli_home,
+                                                                       monkeypatch):  # fmt: skip
+    eager, _ = _answer(capsys, "--model", str(tiny_model_dir))  # CHATCLI_COMPILE=0 (tests/conftest.py)
     assert not decoders
     compiled, err = _answer(capsys, "--model", str(tiny_model_dir), "--compile")
     assert len(decoders) == 1 and decoders[0].compiles == 1 and compiled == eager
     assert "--compile: compiling the decode step" in err
+    monkeypatch.delenv("CHATCLI_COMPILE")
     folder = _chatcli_home / "config"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.toml").write_text("[defaults]\ncompile = true\n", encoding="utf-8")
@@ -81,3 +82,20 @@ def test_python_api_takes_compile(decoders, tiny_model_dir):
     model = chatcli.load_model(str(tiny_model_dir), compile=True)
     assert model.generator.compiled is decoders[0]
     assert chatcli.load_model(str(tiny_model_dir)).generator.compiled is None
+
+
+def test_unset_compile_is_auto_for_float32_only(capsys, decoders, tiny_model_dir, monkeypatch):
+    """Nothing sets `compile`: a float32 model gets an "auto" decoder, which decodes eagerly and asks for
+    one background build (stubbed here: no process starts); int8 and --no-compile get none."""
+    from chatcli.engine import compile_build
+
+    started = []
+    monkeypatch.setattr(compile_build, "start", lambda path, source, dtype: started.append((path, source, dtype)) or "bg")
+    monkeypatch.delenv("CHATCLI_COMPILE")
+    eager_ids, err = _answer(capsys, "--model", str(tiny_model_dir))
+    assert [d.mode for d in decoders] == ["auto"] and decoders[0].compiles == 0
+    assert len(started) == 1 and started[0][1:] == (str(tiny_model_dir), "float32") and started[0][0].suffix == ".pt2"
+    assert "bg" in err  # the line the build's start returned, shown once
+    _answer(capsys, "--model", str(tiny_model_dir), "--quantize", "int8")
+    _answer(capsys, "--model", str(tiny_model_dir), "--no-compile")
+    assert len(decoders) == 1 and len(started) == 1

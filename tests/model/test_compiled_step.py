@@ -1,21 +1,20 @@
-"""``--compile``'s decode step: one whole graph, compiled once per cache size (not per token), close to
-the eager step's numbers, and the eager step wherever it does not apply or compiling fails.
+"""``--compile``'s decode step: one exported program for every token and cache size, close to the eager
+step's numbers, and the eager step wherever it does not apply or building fails.
 
-Only one test runs inductor (the tiny llama, float32; a few seconds of C++ build per fresh cache);
-the others trace with dynamo's counting backend (``CompileCounter``: the graph is captured whole or
-``fullgraph=True`` raises, and each capture counts), which checks the same graph without a build.
+Only one test runs AOTInductor (the tiny llama, float32, in fresh interpreters: a build, then a load);
+the others export the same program and run it in Python (:class:`Exported`, the ``backend`` seam of
+:class:`CompiledDecoder`): ``torch.export`` takes the whole step or raises, and each export counts.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch._dynamo.testing import CompileCounter
 
 from chatcli.engine.generate import Generator
 from chatcli.engine.params import SamplingParams
 from chatcli.hub.checkpoint import load_checkpoint
-from chatcli.model.compiled_step import CompiledDecoder, CompiledStep, bucket, plan, NotCovered
+from chatcli.model.compiled.step import CompiledDecoder, CompiledStep, plan, NotCovered
 from chatcli.model.decode_step import DecodeStep
 from chatcli.model.kv_cache import KVCache
 from chatcli.model.packed import use_kernel_choices
@@ -23,13 +22,18 @@ from chatcli.model.quantize import quantize_model
 from tests.tiny import FAMILIES
 
 
-@pytest.fixture(autouse=True)
-def _inductor_cache(tmp_path_factory, monkeypatch):
-    # One inductor cache for the session (not the per-test CHATCLI_HOME): the tiny graph is built once.
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "inductor"))
+class Exported:
+    """A backend for :class:`CompiledDecoder` that counts exports and runs the exported program in Python."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, program):
+        self.count += 1
+        return program.module()
 
 
-def _run_both(model, decoder: CompiledDecoder, steps: int, prompt_len: int = 7):
+def _run_both(model, decoder: CompiledDecoder, steps: int, prompt_len: int = 7, chunk: int = 256):
     """Prefill one cache, decode ``steps`` greedy tokens with the eager step and the compiled one
     (each from its own copy of the cache, each fed its own argmax); returns (eager, compiled) logits."""
     gen = torch.Generator().manual_seed(0)
@@ -37,7 +41,7 @@ def _run_both(model, decoder: CompiledDecoder, steps: int, prompt_len: int = 7):
     eager_step = DecodeStep.build(model)
     want, got = [], []
     with torch.inference_mode():
-        a = KVCache(model.config, 1, model.dtype, "cpu")
+        a = KVCache(model.config, 1, model.dtype, "cpu", chunk=chunk)
         a.ensure(prompt_len + steps)
         last = model(prompt, a, last_only=True)[:, -1]
         b = a.clone()
@@ -51,33 +55,28 @@ def _run_both(model, decoder: CompiledDecoder, steps: int, prompt_len: int = 7):
     return torch.cat(want), torch.cat(got), step
 
 
-def test_bucket_sizes():
-    assert [bucket(n, 8192) for n in (1, 256, 257, 600, 1025, 8000)] == [256, 256, 512, 1024, 2048, 8192]
-    assert bucket(300, 400) == 400  # capped at the context
-    assert bucket(100, 64) == 100  # never below what is needed (the cache refuses past the context itself)
-
-
-_INDUCTOR_CHILD = r"""
+_AOT_CHILD = r"""
 import json, sys
 import torch
 from chatcli.hub.checkpoint import load_checkpoint
-from chatcli.model.compiled_step import CompiledDecoder, CompiledStep
+from chatcli.model.compiled.step import CompiledDecoder, CompiledStep, package_path
 from tests.model.test_compiled_step import _run_both
 
 model = load_checkpoint(sys.argv[1])
-decoder = CompiledDecoder()
+decoder = CompiledDecoder(mode=sys.argv[2], background=lambda path: None)
 want, got, step = _run_both(model, decoder, steps=12)
 first = {"compiled_step": isinstance(step, CompiledStep), "failed": decoder.failed, "compiles": decoder.compiles,
-         "diff": (got - want).abs().max().item(), "same_argmax": torch.equal(got.argmax(-1), want.argmax(-1))}
-want2, got2, _ = _run_both(model, decoder, steps=4, prompt_len=5)  # a second answer, same bucket
+         "loads": decoder.loads, "diff": (got - want).abs().max().item(),
+         "same_argmax": torch.equal(got.argmax(-1), want.argmax(-1)), "package": str(package_path(model))}
+want2, got2, _ = _run_both(model, decoder, steps=4, prompt_len=5, chunk=64)  # a second answer, a smaller cache
 print(json.dumps({**first, "compiles_after_second": decoder.compiles, "diff2": (got2 - want2).abs().max().item()}))
 """
 
 
-def test_inductor_step_is_close_to_eager_and_compiles_once(tiny_model_dir, tmp_path):
-    """The real inductor build, in a fresh interpreter: dynamo and inductor keep process-wide state
-    (compiled code per code object, the compiler probe, worker pools) that ~2,000 earlier tests in the
-    same process may have touched; a person's process starts clean, and so does this test's."""
+def test_aot_package_is_built_once_then_loaded_and_is_close_to_eager(tiny_model_dir, tmp_path):
+    """The real AOTInductor build and load, each in a fresh interpreter (a person's processes start
+    clean; inductor keeps process-wide state that ~2,000 earlier tests may have touched): the first
+    builds the package, the second (the default "auto" mode) finds it and loads it without building."""
     import json
     import os
     import subprocess
@@ -86,24 +85,30 @@ def test_inductor_step_is_close_to_eager_and_compiles_once(tiny_model_dir, tmp_p
 
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "PYTHONPATH": str(root)}
-    proc = subprocess.run([sys.executable, "-c", _INDUCTOR_CHILD, str(tiny_model_dir)], capture_output=True,
-                          text=True, env=env, cwd=root, timeout=540)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert got["compiled_step"] and got["failed"] is None, got
-    # Inductor fuses the norms, rotations and adds in its own order: close, not bit-identical.
-    # The tiny model's logits are large (|logit| up to ~40), hence the absolute tolerance.
-    assert got["diff"] < 5e-4 and got["diff2"] < 5e-4 and got["same_argmax"], got
-    assert got["compiles"] == 1 and got["compiles_after_second"] == 1, got  # 12 + 4 tokens, one graph
+    runs = []
+    for mode in ("on", "auto"):
+        proc = subprocess.run([sys.executable, "-c", _AOT_CHILD, str(tiny_model_dir), mode], capture_output=True,
+                              text=True, env=env, cwd=root, timeout=540)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    built, loaded = runs
+    for got in runs:
+        assert got["compiled_step"] and got["failed"] is None, got
+        # Inductor fuses the norms, rotations and adds in its own order: close, not bit-identical.
+        # The tiny model's logits are large (|logit| up to ~40), hence the absolute tolerance.
+        assert got["diff"] < 5e-4 and got["diff2"] < 5e-4 and got["same_argmax"], got
+    assert built["compiles"] == built["compiles_after_second"] == 1 and built["loads"] == 0, built  # one program
+    assert loaded["compiles"] == loaded["compiles_after_second"] == 0 and loaded["loads"] == 1, loaded
+    assert Path(built["package"]).is_file() and built["package"] == loaded["package"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)  # tied head, llama3 rope, untied; q/k/v bias; per-head q/k norms
 def test_whole_graph_once_for_every_token(family, tiny_family_dirs):
     model = load_checkpoint(tiny_family_dirs(family))
-    counter = CompileCounter()
+    counter = Exported()
     want, got, step = _run_both(model, CompiledDecoder(backend=counter), steps=10)
     assert isinstance(step, CompiledStep)
-    assert counter.frame_count == 1  # fullgraph=True: a break would have raised, not split
+    assert counter.count == 1  # export takes the whole step or raises
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
 
 
@@ -111,20 +116,22 @@ def test_whole_graph_once_for_every_token(family, tiny_family_dirs):
 def test_quantized_models_compile_through_their_layers(method, tiny_model_dir):
     model = load_checkpoint(tiny_model_dir)
     quantize_model(model, method)
-    counter = CompileCounter()
+    counter = Exported()
     decoder = CompiledDecoder(backend=counter)
     want, got, step = _run_both(model, decoder, steps=6)
-    assert isinstance(step, CompiledStep) and counter.frame_count == 1
+    assert isinstance(step, CompiledStep) and counter.count == 1
+    _run_both(model, decoder, steps=3, chunk=32)  # another cache size: the same program (its length is symbolic)
+    assert counter.count == 1
     # The same kernels on the same inputs; the int8 head runs after the graph, as it does eagerly.
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-2)
-    _run_both(model, decoder, steps=3, prompt_len=4)  # a second answer: a new plan, the same graph
-    assert counter.frame_count == 1
+    _run_both(model, decoder, steps=3, prompt_len=4)  # a second answer: a new plan, the same program
+    assert counter.count == 1
 
 
 def test_not_covered_gives_the_eager_step_and_says_why_once(tiny_model_dir):
     model = load_checkpoint(tiny_model_dir)
     said: list[str] = []
-    decoder = CompiledDecoder(say=said.append, backend=CompileCounter())
+    decoder = CompiledDecoder(say=said.append, backend=Exported())
     cache = KVCache(model.config, 3, model.dtype, "cpu")
     assert isinstance(decoder.step(model, cache, 10), DecodeStep)  # batched candidates
     assert isinstance(decoder.step(model, cache, 10), DecodeStep)
@@ -163,7 +170,7 @@ def test_bf16_onednn_choice_decodes_eagerly(tiny_model_dir):
 
 
 def test_a_failing_compiler_falls_back_with_one_line(tiny_model_dir):
-    def broken(gm, example_inputs):
+    def broken(program):
         raise RuntimeError("Invalid C++ compiler: g++ not found")
 
     model = load_checkpoint(tiny_model_dir)
@@ -183,7 +190,7 @@ def test_generator_answers_the_same_greedy_text(tiny_model_dir):
     params = SamplingParams(temperature=0, max_tokens=12)
     eager = Generator(model, tok).generate([1, 5, 6, 7], params)
     gen = Generator(model, tok)
-    gen.compiled = counted = CompiledDecoder(backend=CompileCounter())
+    gen.compiled = counted = CompiledDecoder(backend=Exported())
     assert gen.generate([1, 5, 6, 7], params) == eager
     assert gen.generate([1, 5, 6, 7, 9], params)  # a second answer: no new graph
     assert counted.compiles == 1 and counted.reason is None
@@ -197,7 +204,7 @@ def test_compile_lines_reach_the_stream_as_notices(tiny_model_dir):
     from chatcli.engine.events import Notice, Step
     from chatcli.tokenizer.tokenizer import ChatTokenizer
 
-    def broken(gm, example_inputs):
+    def broken(program):
         raise RuntimeError("Invalid C++ compiler: g++ not found")
 
     model = load_checkpoint(tiny_model_dir)
@@ -214,3 +221,26 @@ def test_compile_lines_reach_the_stream_as_notices(tiny_model_dir):
     assert events.index(notices[0]) < first_step < events.index(notices[1])  # compiling before the first token
     again = list(gen.stream([1, 5, 6, 7], params, eos_ids=()))
     assert not [e for e in again if isinstance(e, Notice)], kinds  # each line once per decoder
+
+
+def test_auto_mode_decodes_eagerly_and_starts_one_background_build(tiny_model_dir, tmp_path, monkeypatch):
+    """The default for float32 ("auto"): no package yet, so the eager step, bit for bit, and one call
+    to start a build elsewhere (with the package's path), told once; nothing is built here."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    from chatcli.model.compiled.step import package_path
+
+    model = load_checkpoint(tiny_model_dir)
+    asked: list = []
+    said: list[str] = []
+
+    def background(path):
+        asked.append(path)
+        return "building in the background"
+
+    decoder = CompiledDecoder(say=said.append, mode="auto", background=background)
+    want, got, step = _run_both(model, decoder, steps=3)
+    assert isinstance(step, DecodeStep) and torch.equal(got, want)
+    _run_both(model, decoder, steps=2)
+    assert asked == [package_path(model)] and said == ["building in the background"]
+    assert decoder.compiles == 0 and decoder.reason == "the compiled step is not built yet"
+    assert not asked[0].exists()

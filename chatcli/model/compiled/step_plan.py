@@ -4,7 +4,7 @@
 each product still the packed weight or the fused quantised layer it was? is an adapter active? is the
 bf16 oneDNN path chosen?) once per answer, and gathers the tensors the step reads into a
 :class:`_Plan`, or raises :class:`NotCovered` saying why. :func:`_decode` is the step as a function of
-tensors only, the function :mod:`chatcli.model.compiled_step` hands to ``torch.compile``.
+tensors only, which :mod:`chatcli.model.compiled.package` exports and compiles ahead of time.
 """
 
 from __future__ import annotations

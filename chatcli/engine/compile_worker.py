@@ -1,0 +1,47 @@
+"""The builder process behind :func:`chatcli.engine.compile_build.start`: ``python -m
+chatcli.engine.compile_worker PACKAGE SOURCE DTYPE`` loads the model at SOURCE as the chat did, builds the
+package of its decode step at low priority on one thread, and writes ``PACKAGE.failed`` (one line) instead
+when anything goes wrong; ``PACKAGE.building`` is removed either way."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from chatcli.engine.compile_build import marker
+
+
+def main(argv: list[str]) -> int:
+    """The builder process: ``PACKAGE SOURCE DTYPE``."""
+    path, source, dtype = Path(argv[0]), argv[1], argv[2]
+    building = marker(path, ".building")
+    try:
+        os.nice(10)  # below the chat that started it
+    except OSError:
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        from chatcli.engine.loader import load_engine
+        from chatcli.model.compiled import package
+        from chatcli.model.compiled.step import use_cache_dir
+        from chatcli.model.compiled.step_plan import plan
+
+        use_cache_dir()
+        model = load_engine(source, dtype=dtype, device="cpu", warm_up=False, calibrate=False).model
+        module = package.StepModule(plan(model, 1))
+        if package.package_key(module) != path.stem:
+            raise RuntimeError("the model loaded here is not the one the package is for")
+        package.build(module, model.config, model.dtype, path)
+        return 0
+    except Exception as e:  # noqa: BLE001 - any failure: recorded in one line, the chat stays eager
+        marker(path, ".failed").write_text(f"{type(e).__name__}: {' '.join(str(e).split())[:300]}\n", encoding="utf-8")
+        return 1
+    finally:
+        building.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
