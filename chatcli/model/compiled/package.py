@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -106,6 +107,17 @@ class StepModule(nn.Module):
         return out
 
 
+def uncovered(plan_: _Plan) -> str | None:
+    """Why a package cannot run this plan, or None. Quantised layers: inductor folds their weights
+    (the int4 kernel's packed layout, the int8 scales' casts) into new constants at build time, and a
+    package of code only has no values for those, so only float weights are bound."""
+    modules = [plan_.embed_module, plan_.head.module] + [p.module for layer in plan_.layers
+                                                         for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]  # fmt: skip
+    if any(m is not None for m in modules):
+        return "quantised layers are not covered: inductor folds their weights into constants a package cannot bind"
+    return None
+
+
 def package_key(module: StepModule, rows: int = 1) -> str:
     """The name of the package that runs ``module`` (see the module docstring for what it covers)."""
     from chatcli.model.compiled import step_plan as plan_source
@@ -137,14 +149,16 @@ def export(module: StepModule, config, dtype: torch.dtype):
 
 def build(module: StepModule, config, dtype: torch.dtype, path: Path) -> Path:
     """Export and compile ``module`` into the package ``path`` (atomically); returns ``path``."""
-    program = export(module, config, dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.pt2")  # inductor wants the .pt2 suffix
     try:
-        torch._inductor.aoti_compile_and_package(
-            program, package_path=str(tmp),
-            inductor_configs={"aot_inductor.package_constants_in_so": False},  # code only: weights are bound at load
-        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's own deprecation warnings are not the person's to read
+            program = export(module, config, dtype)
+            torch._inductor.aoti_compile_and_package(
+                program, package_path=str(tmp),
+                inductor_configs={"aot_inductor.package_constants_in_so": False},  # code only: weights bound at load
+            )  # fmt: skip
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

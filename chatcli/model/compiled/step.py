@@ -18,7 +18,7 @@ N is symbolic in the exported program, so one package serves every cache size (t
 prompt + answer before the first token, so the cache does not grow inside an answer). ``torch.export``
 takes the whole step or fails: there are no graph breaks to fall into.
 
-Anything else (training mode, hooks, an active LoRA adapter or replaced weight, a module
+Anything else (quantised layers, training mode, hooks, an active LoRA adapter or replaced weight, a module
 swapped for an unknown one, the bf16 oneDNN prepacked path chosen by the model's
 :class:`~chatcli.model.kernel_choice.KernelChoices`, a device other than the CPU, several rows
 in one step) is not covered: :meth:`CompiledDecoder.step` returns the eager
@@ -85,9 +85,12 @@ def package_path(model: nn.Module, rows: int = 1) -> Path | None:
     """The package file ``model``'s decode step would use (whether or not it exists), or None when
     the model is not covered."""
     try:
-        return packages_dir() / f"{package.package_key(package.StepModule(plan(model, rows)), rows)}.pt2"
+        p = plan(model, rows)
     except NotCovered:
         return None
+    if package.uncovered(p) is not None:
+        return None
+    return packages_dir() / f"{package.package_key(package.StepModule(p), rows)}.pt2"
 
 
 # --------------------------------------------------------------------------- the decoder a generator holds
@@ -146,6 +149,9 @@ class CompiledDecoder:
             return eager
         try:
             p = plan(model, cache.batch_size)
+            why = package.uncovered(p)
+            if why is not None:
+                raise NotCovered(why)
         except NotCovered as e:
             self.reason = str(e)
             if self.mode == "on":  # auto says nothing: the person asked for nothing
