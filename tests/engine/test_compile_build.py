@@ -51,7 +51,9 @@ def test_background_build_then_the_next_answer_loads_it(tiny_model_dir, tmp_path
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     model = load_checkpoint(tiny_model_dir)
-    decoder = CompiledDecoder(mode="auto", background=lambda p: compile_build.start(p, str(tiny_model_dir), "float32"))
+    said: list[str] = []
+    decoder = CompiledDecoder(say=said.append, mode="auto",
+                              background=lambda p: compile_build.start(p, str(tiny_model_dir), "float32"))
     want, got, step = _run_both(model, decoder, steps=2)
     assert not isinstance(step, CompiledStep) and torch.equal(got, want)
     pkg = package_path(model)
@@ -64,3 +66,4 @@ def test_background_build_then_the_next_answer_loads_it(tiny_model_dir, tmp_path
     assert isinstance(step, CompiledStep) and decoder.loads == 1 and decoder.compiles == 0
     assert (got - want).abs().max().item() < 5e-4 and torch.equal(got.argmax(-1), want.argmax(-1))
     assert not pkg.with_suffix(".building").exists()
+    assert len(said) == 2 and "background" in said[0] and "ready" in said[1]  # the start, then the change

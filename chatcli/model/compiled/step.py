@@ -172,6 +172,8 @@ class CompiledDecoder:
             return eager
         if runner is not None:
             self._runners[key] = runner
+            if self._started_background:  # the build this decoder asked for is done: say the change
+                self._tell("the compiled decode step is ready: answers decode through it from now on", "info")
         self.reason = None
         cache.ensure(max(min(total, model.config.context_length), package.MIN_LENGTH))  # no growth mid-answer
         if runner is None:
