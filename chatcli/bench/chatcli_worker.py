@@ -24,14 +24,14 @@ def run(spec: BenchSpec, group: str) -> dict:
     t0 = time.perf_counter()
     # As a person's commands decode: float32 through the compiled step (its package built by the group's
     # untimed warm-up when missing, where a person's first chat builds it in the background).
-    lm = load_model(spec.path, dtype=spec.dtype, device="cpu", compile=spec.compiles_by_default(), **kwargs)
+    lm = load_model(spec.path, dtype=spec.dtype, device="cpu", compile=spec.compiled, **kwargs)
     load_s = time.perf_counter() - t0
     fn = {"prefill": _prefill, "decode": _decode, "turns": _turns, "candidates": _candidates,
           "adapters": _adapters}[group]  # fmt: skip
     figures, info = fn(lm, spec)
     kernels, note = _kernels(lm)
     notes = [note]
-    if group in ("decode", "turns"):
+    if spec.compiled and group in ("decode", "turns"):
         notes.append(_step_note(lm))
     return {"figures": figures, "load_s": load_s, "info": {**info, **kernels}, "notes": notes}
 
@@ -39,8 +39,6 @@ def run(spec: BenchSpec, group: str) -> dict:
 def _step_note(lm) -> str:
     """Which decode step the figures ran: compiled (and why not, where it was asked) or eager."""
     decoder = lm.generator.compiled
-    if decoder is None:
-        return "chatcli decode: the eager step (--eager, compile off, or not float32)"
     if decoder.reason is None and decoder.failed is None:
         return "chatcli decode: the compiled step (chatcli's float32 default once built; --eager for the eager one)"
     return f"chatcli decode: the eager step ({decoder.failed or decoder.reason})"

@@ -138,7 +138,8 @@ def build_spec(
     spec = BenchSpec(
         model=model, path=str(path), dtype=dtype, threads=threads, quantize=quantize,
         repeats=repeats or (2 if quick else 3), quick=quick, sizes=sizes, groups=groups,
-        systems=tuple(systems), gguf=gguf, eager=eager or _compile_setting() is False,
+        systems=tuple(systems), gguf=gguf,
+        compiled=not eager and dtype == "float32" and quantize is None and _compile_setting() is not False,
     )  # fmt: skip
     # Unavailable baselines keep their column, which says why; the runner starts no worker for them.
     return spec, unavailable, notes

@@ -83,7 +83,7 @@ def chatcli_command(spec: BenchSpec) -> list[str]:
         cmd += ["--quantize", spec.quantize]
     # As set up by a person's earlier chats: a built package loads (milliseconds); --no-compile keeps a
     # run of the eager bench from starting a background build.
-    return cmd + (["--compile"] if spec.compiles_by_default() else ["--no-compile"])
+    return cmd + (["--compile"] if spec.compiled else ["--no-compile"])
 
 
 def commands(spec: BenchSpec, skip: tuple[str, ...] = ()) -> dict[str, list[str]]:

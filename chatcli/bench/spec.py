@@ -69,12 +69,9 @@ class BenchSpec:
     systems: tuple[str, ...] = ("chatcli",)
     gguf: str | None = None  # for llama.cpp
     adapter_dir: str | None = None  # the rank-R adapter the adapter figures load
-    eager: bool = False  # --eager, or `compile` set false: never the compiled step
-
-    def compiles_by_default(self) -> bool:
-        """Whether chatcli, run as a person runs it, decodes this model through the compiled step: float32
-        unquantised, once its package is built (chatcli.engine.compile_build), unless told otherwise."""
-        return not self.eager and self.dtype == "float32" and not self.quantize
+    # chatcli decodes through the compiled step, as a person's commands do for float32 once its package
+    # is built (chatcli.engine.compile_build); build_spec decides (--eager, the `compile` setting).
+    compiled: bool = False
 
     def with_(self, **changes) -> "BenchSpec":
         return replace(self, **changes)

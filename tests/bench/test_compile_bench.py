@@ -85,3 +85,17 @@ def test_a_model_compile_does_not_cover_is_measured_eagerly_and_said(tiny_model_
     merged = merge(cold, {"figures": figures, "info": info})
     assert "compile_cold_s" not in merged["figures"] and merged["figures"]["decode_eager_tps"]
     assert any("decodes this model eagerly" in n for n in merged["notes"])
+
+
+def test_the_bench_decodes_as_the_commands_do(tiny_model_dir, monkeypatch):
+    """float32 through the compiled step unless --eager or the `compile` setting says no; other dtypes
+    and quantised models eagerly, as `chatcli generate` decodes them."""
+    from chatcli.bench.cli import build_spec
+
+    def spec(dtype="float32", quantize=None, eager=False):
+        return build_spec(str(tiny_model_dir), dtype, None, quantize, [], None, "decode", None, True, eager=eager)[0]
+
+    assert spec().compiled is False  # CHATCLI_COMPILE=0 (tests/conftest.py), as a person's setting
+    monkeypatch.delenv("CHATCLI_COMPILE")
+    assert spec().compiled is True
+    assert not spec(eager=True).compiled and not spec("bfloat16").compiled and not spec(quantize="int8").compiled
