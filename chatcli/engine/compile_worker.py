@@ -35,6 +35,7 @@ def main(argv: list[str]) -> int:
         if package.package_key(module) != path.stem:
             raise RuntimeError("the model loaded here is not the one the package is for")
         package.build(module, model.config, model.dtype, path)
+        marker(path, ".log").unlink(missing_ok=True)  # nothing to keep from a build that worked
         return 0
     except Exception as e:  # noqa: BLE001 - any failure: recorded in one line, the chat stays eager
         marker(path, ".failed").write_text(f"{type(e).__name__}: {' '.join(str(e).split())[:300]}\n", encoding="utf-8")

@@ -65,5 +65,20 @@ def test_background_build_then_the_next_answer_loads_it(tiny_model_dir, tmp_path
     want, got, step = _run_both(model, decoder, steps=6)
     assert isinstance(step, CompiledStep) and decoder.loads == 1 and decoder.compiles == 0
     assert (got - want).abs().max().item() < 5e-4 and torch.equal(got.argmax(-1), want.argmax(-1))
-    assert not pkg.with_suffix(".building").exists()
+    assert not pkg.with_suffix(".building").exists() and not pkg.with_suffix(".log").exists()
     assert len(said) == 2 and "background" in said[0] and "ready" in said[1]  # the start, then the change
+
+
+def test_packages_unused_for_a_month_are_pruned_after_a_build(tmp_path):
+    import os
+
+    from chatcli.model.compiled.package import UNUSED_DAYS, prune
+
+    old, fresh, new = (tmp_path / f"{n}.pt2" for n in ("old", "fresh", "new"))
+    for f in (old, fresh, new, tmp_path / "old.failed", tmp_path / "fresh.log"):
+        f.write_text("x")
+    then = time.time() - (UNUSED_DAYS + 1) * 86400
+    for f in (old, tmp_path / "old.failed", new):
+        os.utime(f, (then, then))
+    prune(tmp_path, keep=new)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.log", "fresh.pt2", "new.pt2"]

@@ -18,7 +18,7 @@ N is symbolic in the exported program, so one package serves every cache size (t
 prompt + answer before the first token, so the cache does not grow inside an answer). ``torch.export``
 takes the whole step or fails: there are no graph breaks to fall into.
 
-Anything else (quantised layers, training mode, hooks, an active LoRA adapter or replaced weight, a module
+Anything else (training mode, hooks, an active LoRA adapter or replaced weight, a module
 swapped for an unknown one, the bf16 oneDNN prepacked path chosen by the model's
 :class:`~chatcli.model.kernel_choice.KernelChoices`, a device other than the CPU, several rows
 in one step) is not covered: :meth:`CompiledDecoder.step` returns the eager
@@ -88,8 +88,6 @@ def package_path(model: nn.Module, rows: int = 1) -> Path | None:
         p = plan(model, rows)
     except NotCovered:
         return None
-    if package.uncovered(p) is not None:
-        return None
     return packages_dir() / f"{package.package_key(package.StepModule(p), rows)}.pt2"
 
 
@@ -149,9 +147,6 @@ class CompiledDecoder:
             return eager
         try:
             p = plan(model, cache.batch_size)
-            why = package.uncovered(p)
-            if why is not None:
-                raise NotCovered(why)
         except NotCovered as e:
             self.reason = str(e)
             if self.mode == "on":  # auto says nothing: the person asked for nothing
@@ -215,7 +210,7 @@ class CompiledStep:
                  model: nn.Module, eager: DecodeStep | None):  # fmt: skip
         self.owner = owner
         self.plan = plan_
-        self.module = module  # holds the plan's tensors alive while the compiled code points at them
+        self.module = module  # the plan's tensors, the compiled step's last input
         self.key = key
         self.model = model
         self.eager = eager
@@ -224,11 +219,7 @@ class CompiledStep:
 
     def _ready(self) -> Callable:
         runner = self.owner._runners.get(self.key)
-        if runner is None:
-            runner = self.owner._build(self.module, self.model, self.key)
-        if isinstance(runner, package.LoadedPackage):
-            runner.bind(self.module.constants())  # this answer's tensors (rebinds only if they moved)
-        return runner
+        return runner if runner is not None else self.owner._build(self.module, self.model, self.key)
 
     @torch.inference_mode()
     def __call__(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -251,7 +242,7 @@ class CompiledStep:
             if self._runner is None:
                 self._runner = self._ready()
             logits = self._runner(ids.contiguous(), torch.tensor(pos), cache.keys, cache.values,
-                                  cos[:cap], sin[:cap])  # fmt: skip
+                                  cos[:cap], sin[:cap], self.module.tensors)  # fmt: skip
         except Exception as e:  # noqa: BLE001 - a compiler failure of any kind: decode eagerly, never wrong
             owner.failed = _one_line(e)
             owner._tell(f"--compile: compiling failed, decoding eagerly ({owner.failed})")
