@@ -92,7 +92,7 @@ def chat(
                                     metavar=choices_metavar(TINTS), autocompletion=complete_choices(TINTS)),
     dtype: str = DtypeOpt,
     quantize: str = QuantizeOpt,
-    compile_: bool = CompileOpt,
+    compile_: bool | None = CompileOpt,
     device: str = DeviceOpt,
     threads: int | None = ThreadsOpt,
     chat_template: str | None = ChatTemplateOpt,

@@ -35,7 +35,7 @@ QuantizeOpt = typer.Option(
     envvar=ENV_VARS["quantize"], autocompletion=complete_choices(QUANTIZE_CHOICES),
 )
 CompileOpt = typer.Option(
-    False, "--compile/--no-compile", envvar=ENV_VARS["compile"],
+    None, "--compile/--no-compile", envvar=ENV_VARS["compile"], show_default=False,  # unset: "auto" (see help)
     help="Decode through a step compiled ahead of time (CPU; built once per model shape, about a minute, kept on "
     "disk; close to the eager numbers, not bit-identical). Unset: float32 uses it once a background build made it; "
     "--no-compile: never.",

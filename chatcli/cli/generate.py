@@ -82,7 +82,7 @@ def generate(
     model: str = ModelOpt,
     dtype: str = DtypeOpt,
     quantize: str = QuantizeOpt,
-    compile_: bool = CompileOpt,
+    compile_: bool | None = CompileOpt,
     device: str = DeviceOpt,
     threads: int | None = ThreadsOpt,
     chat_template: str | None = ChatTemplateOpt,

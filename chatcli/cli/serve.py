@@ -28,7 +28,7 @@ def serve(
     ),
     dtype: str = DtypeOpt,
     quantize: str = QuantizeOpt,
-    compile_: bool = CompileOpt,
+    compile_: bool | None = CompileOpt,
     device: str = DeviceOpt,
     threads: int | None = ThreadsOpt,
     lora: list[str] | None = typer.Option(
@@ -64,7 +64,7 @@ def serve(
 
     with stderr_progress() as progress:
         engine = load_engine(model, dtype=dtype, device=device, progress=progress, lora=lora or (), quantize=quantize,
-                             compile=compile_)
+                             compile="auto" if compile_ is None else compile_)  # unset: as generate and chat
     if engine.generator.compiled is not None:  # no one reads a request's Notices here: its lines go to the log
         engine.generator.compiled.say = lambda line: sys.stderr.write(f"chatcli: {line}\n")
     app = build(engine, model_id=names, adapter_dirs=dirs, api_key=api_key)
