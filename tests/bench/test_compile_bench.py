@@ -99,3 +99,22 @@ def test_the_bench_decodes_as_the_commands_do(tiny_model_dir, monkeypatch):
     monkeypatch.delenv("CHATCLI_COMPILE")
     assert spec().compiled is True
     assert not spec(eager=True).compiled and not spec("bfloat16").compiled and not spec(quantize="int8").compiled
+
+
+def test_decode_through_the_compiled_step_skips_the_outside_split(tiny_model_dir):
+    """The compiled step is one program: the profiler cannot split its products from the rest, so the
+    figure is skipped with the reason (it read as the whole step before)."""
+    from chatcli.api import load_model
+    from chatcli.bench.chatcli_worker import _decode
+    from chatcli.bench.spec import QUICK, BenchSpec
+    from chatcli.model.compiled.step import CompiledDecoder
+    from tests.model.test_compiled_step import Exported
+
+    lm = load_model(str(tiny_model_dir))
+    lm.generator.compiled = CompiledDecoder(backend=Exported())
+    spec = BenchSpec(model="tiny", path=str(tiny_model_dir), repeats=2, quick=True, sizes=QUICK)
+    figures, info = _decode(lm, spec)
+    assert set(figures) == {"decode_tps"} and "one program" in info["skipped"]["decode_outside_ms"]
+    lm.generator.compiled = None
+    figures, info = _decode(lm, spec)
+    assert set(figures) == {"decode_tps", "decode_outside_ms"} and "skipped" not in info

@@ -182,8 +182,10 @@ class CompiledDecoder:
         start = time.perf_counter()
         try:
             runner = package.load(path)
-        except Exception:  # noqa: BLE001 - a damaged or foreign file: built again, never trusted
+        except Exception as e:  # noqa: BLE001 - a damaged file, or a torch that cannot load it: never trusted
             path.unlink(missing_ok=True)
+            # Written down, so "auto" does not rebuild it in the background at every start (--compile retries).
+            path.with_suffix(".failed").write_text(f"loading it failed: {_one_line(e)}\n", encoding="utf-8")
             return None
         self.loads += 1
         self.load_s += time.perf_counter() - start
@@ -195,6 +197,7 @@ class CompiledDecoder:
             use_cache_dir()
             path = package.build(module, model.config, model.dtype, packages_dir() / f"{key}.pt2")
             runner = package.load(path)
+            path.with_suffix(".failed").unlink(missing_ok=True)  # an earlier failure no longer holds "auto" back
         else:
             runner = self.backend(package.export(module, model.config, model.dtype))
         self.compiles += 1
