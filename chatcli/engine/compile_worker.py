@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
     building = marker(path, ".building")
     try:
         os.nice(10)  # below the chat that started it
-    except OSError:
+    except (OSError, AttributeError):  # no os.nice on Windows
         pass
     try:
         import torch
