@@ -23,6 +23,9 @@ from tests.tiny_tokenizer import write_tokenizer_files  # noqa: E402
 # never the developer's cache (a model loaded there would leave its packed layout in ~/.cache/chatcli/packed).
 os.environ["CHATCLI_HOME"] = _SESSION_HOME = tempfile.mkdtemp(prefix="chatcli-tests-home-")
 atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
+# And no compiled decode step there either: an unset `compile` is "auto", which for a float32 model starts
+# a background AOTInductor build (a minute of C++ per CHATCLI_HOME) and changes what the bench reports.
+os.environ["CHATCLI_COMPILE"] = "0"
 
 
 @pytest.fixture(autouse=True)
