@@ -7,7 +7,8 @@ ids whose keys and values it holds (``cached_ids``). Layers, as in mlx-lm:
   prompt, prefill the rest (in chunks, cancellable), then decode one token at a
   time, yielding :class:`Step` events and a final :class:`Done`;
 * :meth:`Generator.stream_batch` — N answers to one prompt: one prefill, the cache
-  copied to N rows, all rows decoded together with their own seeds;
+  copied to N rows, all rows decoded together with their own seeds
+  (:mod:`chatcli.engine.batch_stream`);
 * :meth:`Generator.generate` — the answer as a string.
 
 Per step the raw distribution (softmax at T=1) and the sampling distribution are
@@ -40,15 +41,15 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
 from chatcli.engine.answer_builder import AnswerBuilder
+from chatcli.engine.answer_clock import AnswerClock
+from chatcli.engine.batch_stream import BatchStreams
 from chatcli.engine.calibration.threads import phase_threads
 from chatcli.engine.events import Done, Notice, Step
 from chatcli.engine.loop_watch import watch_loops
@@ -65,28 +66,6 @@ if TYPE_CHECKING:
 PREFILL_CHUNK = 512  # prompt tokens per forward: bounds activation memory, lets cancel act mid-prompt
 
 
-@dataclass
-class _Clock:
-    start: float = field(default_factory=time.perf_counter)
-    first: float | None = None
-    last: float | None = None
-
-    def tick(self) -> None:
-        now = time.perf_counter()
-        if self.first is None:
-            self.first = now
-        self.last = now
-
-    def ttft(self) -> float | None:
-        return None if self.first is None else self.first - self.start
-
-    def rate(self, n: int) -> float | None:
-        # Decode speed after the first token: n - 1 tokens over the time since it.
-        if n < 2 or self.first is None or self.last is None or self.last <= self.first:
-            return None
-        return (n - 1) / (self.last - self.first)
-
-
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -98,7 +77,7 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
 PROBE_WAIT_S = 30.0  # how long an answer waits for a probe that holds the model
 
 
-class Generator:
+class Generator(BatchStreams):
     """Generates answers from one model, keeping its KV cache across turns."""
 
     def __init__(
@@ -268,7 +247,7 @@ class Generator:
     def _stream(self, prompt, params_in, cancel, eos_ids, ctx, prefix) -> Iterator[Step | Done]:
         current = params_in if callable(params_in) else (lambda: params_in)
         params = current()
-        clock = _Clock()
+        clock = AnswerClock()
         seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**31)
         self.last_seed = seed
         gen = make_generator(seed, self.device)
@@ -330,7 +309,7 @@ class Generator:
                 yield Notice(line, kind=kind)
 
     @staticmethod
-    def _emit(steps: list[Step], clock: _Clock) -> Iterator[Step]:
+    def _emit(steps: list[Step], clock: AnswerClock) -> Iterator[Step]:
         for s in steps:
             clock.tick()
             yield s
@@ -345,97 +324,3 @@ class Generator:
         if done.finish_reason == "error":
             raise GenerationError(done.error or "generation failed")
         return done.text
-
-    # ---- N answers in one batch --------------------------------------------------------------
-
-    def stream_batch(
-        self,
-        prompt_ids: Sequence[int],
-        params: SamplingParams,
-        n: int,
-        seeds: Sequence[int] | None = None,
-        cancel: threading.Event | None = None,
-        eos_ids: Sequence[int] | None = None,
-        context_length: int | None = None,
-    ) -> Iterator[Step | Done | Notice]:
-        """N answers to one prompt, decoded together. Events carry ``seq`` (0..n-1); each
-        row ends with its own Done. Row i samples with ``seeds[i]`` (default: seed + i).
-
-        The prompt is prefilled once in the prefix cache (reusing what it holds, and leaving
-        it holding the prompt, which the next turn starts with), then copied to N rows.
-        """
-        if not isinstance(n, int) or n < 1:
-            raise GenerationError(f"cannot generate {n!r} answers: ask for at least 1")
-        if seeds is not None and len(seeds) != n:
-            raise GenerationError(f"got {len(seeds)} seeds for {n} answers: give one seed per answer")
-        prompt = [int(i) for i in prompt_ids]
-        ctx = self._context(context_length)
-        self._check_prompt(prompt, ctx)
-        self._acquire()
-        try:
-            yield from watch_loops(self._stream_batch(prompt, params, n, seeds, cancel, eos_ids, ctx), params)
-        finally:
-            self._release()
-
-    def _stream_batch(self, prompt, params, n, seeds, cancel, eos_ids, ctx) -> Iterator[Step | Done]:
-        start = time.perf_counter()
-        if seeds is None:
-            base = params.seed if params.seed is not None else random.SystemRandom().randrange(2**31)
-            seeds = [base + i for i in range(n)]
-        self.last_seeds = list(seeds)
-        gens = [make_generator(s, self.device) for s in seeds]
-        eos = self.tokenizer.eos_ids if eos_ids is None else eos_ids
-        pad = next(iter(eos), 0)  # fed to finished rows; their outputs are ignored
-        answers = [AnswerBuilder(self.tokenizer, params.stop, eos, seq=i) for i in range(n)]
-        clocks = [_Clock(start) for _ in range(n)]
-        active = list(range(n))
-
-        def done(i: int, reason: str, error: str | None = None) -> Done:
-            a = answers[i]
-            return Done(reason, len(prompt), a.count, clocks[i].ttft(), clocks[i].rate(a.count), a.text, error,
-                        prefilled, seq=i)  # fmt: skip
-
-        self._prefix_cache().ensure(min(len(prompt) + 1, ctx))
-        first, prefilled = self._prefill(prompt, cancel)
-        if first is None:
-            for i in active:
-                yield done(i, "cancelled")
-            return
-        batch = self.cache.expand(n)  # a copy: the prefix cache keeps holding the prompt
-        batch.ensure(min(len(prompt) + params.max_tokens, ctx))
-        logits = first.expand(n, -1)  # [n, V]
-        history = torch.tensor([prompt] * n, dtype=torch.long) if params.repetition_penalty != 1.0 else None
-        step = self._step(batch, min(len(prompt) + params.max_tokens, ctx))
-        yield from self._compile_notices()
-        sampled = 0
-        while active:
-            if cancel is not None and cancel.is_set():
-                for i in active:
-                    yield from self._emit(answers[i].finish(), clocks[i])
-                    yield done(i, "cancelled")
-                return
-            got = sample_rows(logits, params, history, gens, active, self.tokenizer.token_text)
-            sampled += 1
-            next_ids = [pad] * n
-            for i in list(active):
-                g = got[i]
-                if isinstance(g, str):
-                    yield from self._emit(answers[i].finish(), clocks[i])
-                    yield done(i, "error", g)
-                    active.remove(i)
-                    continue
-                next_ids[i] = g.id
-                steps, ended = answers[i].add(g.id, g.prob, g.model_prob, g.entropy, g.top)
-                yield from self._emit(steps, clocks[i])
-                if ended:
-                    yield done(i, "stop")
-                    active.remove(i)
-                elif sampled >= params.max_tokens or len(prompt) + sampled >= ctx:
-                    yield from self._emit(answers[i].finish(), clocks[i])
-                    yield done(i, "length")
-                    active.remove(i)
-            if not active:
-                return
-            if history is not None:
-                history = torch.cat([history, torch.tensor(next_ids).view(n, 1)], dim=1)
-            logits = self._decode(next_ids, batch, step)  # [n, V]
