@@ -39,8 +39,9 @@ def bench(
     gguf: str | None = typer.Option(None, "--gguf", help="The GGUF file for --baseline llama.cpp (default: the model's own)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny sizes and 2 runs: checks that everything runs (tests)."),
     compile_: bool = typer.Option(
-        False, "--compile", help="Also measure the torch.compile'd decode step (chatcli generate --compile) beside the "
-        "eager one: decode tok/s and compile time with an empty and with a warm on-disk cache (--only compile: that alone)."
+        False, "--compile", help="Also measure the compiled decode step (chatcli generate --compile) beside the "
+        "eager one, interleaved: decode tok/s, the build time on an empty cache and the load time of the built "
+        "package (--only compile: that alone)."
     ),
     eager: bool = typer.Option(
         False, "--eager", help="Decode with chatcli's eager step where its default uses the compiled one (float32, "

@@ -71,7 +71,7 @@ def run(spec: BenchSpec, group: str) -> dict:
 
 
 def measure(lm, spec: BenchSpec) -> tuple[dict, dict]:
-    """In a worker: the compile time of a first answer, then ``spec.repeats`` interleaved rounds of
+    """In a worker: the build (or load) time of a first answer, then ``spec.repeats`` interleaved rounds of
     eager and compiled greedy decoding (tok/s), and how far the compiled logits are from the eager ones."""
     from chatcli.bench.chatcli_worker import _decode_rate, _greedy, decode_ids
     from chatcli.model.compiled.step import CompiledDecoder
@@ -80,7 +80,7 @@ def measure(lm, spec: BenchSpec) -> tuple[dict, dict]:
     ids = decode_ids(lm.tokenizer)
     decoder = CompiledDecoder()
     gen.compiled = decoder
-    _decode_rate(gen, ids, min(n, 8))  # the first compiled answer: the compile
+    _decode_rate(gen, ids, min(n, 8))  # the first compiled answer: the build, or the load of a built package
     if decoder.failed is not None:
         raise RuntimeError(f"the step was not compiled: {decoder.failed}")
     if decoder.reason is not None:  # not covered (e.g. the calibrated bf16 oneDNN path): said, not an error
@@ -90,7 +90,7 @@ def measure(lm, spec: BenchSpec) -> tuple[dict, dict]:
         eager = [_decode_rate(gen, ids, n) for _ in range(spec.repeats)]
         return ({"decode_eager_tps": eager} if eager else {}), {"not_compiled": decoder.reason, "skipped": skipped}
     figures: dict[str, list[float]] = {"compile_s": [decoder.compile_s if decoder.compiles else decoder.load_s]}
-    info: dict = {"compiled_graphs": decoder.compiles, "packages_loaded": decoder.loads}
+    info: dict = {"packages_built": decoder.compiles, "packages_loaded": decoder.loads}
     if spec.repeats < 1:
         return figures, info
     eager, compiled = [], []
@@ -101,7 +101,6 @@ def measure(lm, spec: BenchSpec) -> tuple[dict, dict]:
         compiled.append(_decode_rate(gen, ids, n))
     figures.update(decode_eager_tps=eager, decode_compiled_tps=compiled)
     info.update(_agreement(gen, decoder, ids, n, _greedy(n)))
-    info["compiled_graphs"] = decoder.compiles
     return figures, info
 
 

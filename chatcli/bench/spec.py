@@ -17,7 +17,7 @@ BASELINES = SYSTEMS[1:]
 # whole-process start runs after the workers, whose runs have warmed the page cache for it.
 GROUPS = ("prefill", "decode", "compile", "turns", "candidates", "adapters", "train", "start", "bandwidth")
 # Measured only when asked: train (long runs, the LoRA training of chatcli.bench.train) by --only;
-# compile (two torch.compile runs, chatcli.bench.compile_group) by --compile or --only.
+# compile (a build on an empty cache, then a load, chatcli.bench.compile_group) by --compile or --only.
 OPT_IN = ("train", "compile")
 DEFAULT_GROUPS = tuple(g for g in GROUPS if g not in OPT_IN)
 

@@ -106,8 +106,7 @@ def chat(
     preset_values = load_preset_values(preset)  # an unknown preset: one line, nothing opened
     chosen = Layers.from_context(ctx, preset_values)  # flag > preset > env > config > built-in
     model, dtype, quantize, system, lora = (chosen.value(k) for k in ("model", "dtype", "quantize", "system", "adapters"))
-    # Unset anywhere: "auto" (float32 uses a compiled step once one is built; see engine.compile_build).
-    compile_ = bool(chosen.value("compile")) if chosen.source("compile") != "built-in" else "auto"
+    compile_ = chosen.compile_choice()
     layers = sampling_layers(ctx, dict(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
         max_tokens=max_tokens, seed=seed, top=top,

@@ -110,8 +110,7 @@ def generate(
     preset_values = load_preset_values(preset)  # an unknown preset: one line, nothing loaded
     chosen = Layers.from_context(ctx, preset_values)  # flag > preset > env > config > built-in
     model, dtype, quantize, system, lora = (chosen.value(k) for k in ("model", "dtype", "quantize", "system", "adapters"))
-    # Unset anywhere: "auto" (float32 uses a compiled step once one is built; see engine.compile_build).
-    compile_ = bool(chosen.value("compile")) if chosen.source("compile") != "built-in" else "auto"
+    compile_ = chosen.compile_choice()
     if system is not None:
         system = clean_arg(system, "--system")
     stop = [clean_arg(s, "--stop") for s in stop] if stop else stop

@@ -110,6 +110,11 @@ class Layers:
                 return self.layers[source][key]
         return self.builtin.get(key)
 
+    def compile_choice(self) -> bool | str:
+        """``compile`` as the engine takes it: what a flag, preset, env or config set, else "auto" (float32
+        uses a compiled step once one is built; see chatcli.engine.compile_build)."""
+        return bool(self.value("compile")) if self.source("compile") != "built-in" else "auto"
+
     def source(self, key: str) -> str:
         """Where :meth:`value` found ``key``: "flag", "preset", "env", "config" or "built-in"."""
         return next((s for s in ORDER if key in self.layers[s]), "built-in")

@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
         use_cache_dir()
         model = load_engine(source, dtype=dtype, device="cpu", warm_up=False, calibrate=False).model
         module = package.StepModule(plan(model, 1))
-        if package.package_key(module) != path.stem:
+        if package.package_key(module, package.source_hash()) != path.stem:
             raise RuntimeError("the model loaded here is not the one the package is for")
         package.build(module, model.config, model.dtype, path)
         marker(path, ".log").unlink(missing_ok=True)  # nothing to keep from a build that worked

@@ -29,7 +29,7 @@ def test_compile_group_reports_both_steps_and_both_compiles(tiny_model_dir, monk
     assert set(figures) == {"compile_s", "decode_eager_tps", "decode_compiled_tps"}
     assert len(figures["decode_eager_tps"]) == len(figures["decode_compiled_tps"]) == 2
     assert all(v > 0 for runs in figures.values() for v in runs)
-    assert info["compiled_graphs"] == 1  # one graph for the whole answer and every repeat
+    assert info["packages_built"] == 1  # one program for the whole answer and every repeat
     assert info["greedy_identical"] is True and 0 <= info["max_logit_diff"] < 1e-3
 
     calls = []

@@ -126,12 +126,17 @@ class StepModule(nn.Module):
         return out
 
 
-def package_key(module: StepModule, rows: int = 1) -> str:
-    """The name of the package that runs ``module`` (see the module docstring for what it covers)."""
+def source_hash() -> str:
+    """The hash of the step's own source (this file and the plan's): read once per decoder, not per answer."""
     from chatcli.model.compiled import step_plan as plan_source
 
+    return hashlib.sha256(Path(plan_source.__file__).read_bytes() + Path(__file__).read_bytes()).hexdigest()
+
+
+def package_key(module: StepModule, source: str, rows: int = 1) -> str:
+    """The name of the package that runs ``module`` (see the module docstring for what it covers);
+    ``source``: :func:`source_hash`."""
     tensors = [[list(t.shape), list(t.stride()), str(t.dtype)] for t in module.tensors]
-    source = hashlib.sha256(Path(plan_source.__file__).read_bytes() + Path(__file__).read_bytes()).hexdigest()
     what = {"format": FORMAT, "rows": rows, "tensors": tensors, "scalars": repr(module.scalars()),
             "torch": torch.__version__, "isa": torch.backends.cpu.get_cpu_capability(), "source": source}  # fmt: skip
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]

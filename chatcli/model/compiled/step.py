@@ -76,9 +76,9 @@ def use_cache_dir() -> str:
     return os.environ[CACHE_ENV]
 
 
-def packages_dir() -> Path:
-    """Where the compiled steps' packages live: beside inductor's caches (so one variable moves both)."""
-    return Path(use_cache_dir()) / "chatcli-steps"
+def package_file(key: str) -> Path:
+    """The package named ``key``: beside inductor's caches (so one variable moves both)."""
+    return Path(use_cache_dir()) / "chatcli-steps" / f"{key}.pt2"
 
 
 def package_path(model: nn.Module, rows: int = 1) -> Path | None:
@@ -88,7 +88,7 @@ def package_path(model: nn.Module, rows: int = 1) -> Path | None:
         p = plan(model, rows)
     except NotCovered:
         return None
-    return packages_dir() / f"{package.package_key(package.StepModule(p), rows)}.pt2"
+    return package_file(package.package_key(package.StepModule(p), package.source_hash(), rows))
 
 
 # --------------------------------------------------------------------------- the decoder a generator holds
@@ -122,6 +122,7 @@ class CompiledDecoder:
         self.loads = 0
         self.load_s = 0.0
         self._runners: dict[str, Callable] = {}
+        self._source = package.source_hash() if backend == "aoti" else ""
         self._started_background = False
         self._said: set[str] = set()
         self.pending: list[tuple[str, str]] = []  # told, not yet drained (see drain)
@@ -153,15 +154,15 @@ class CompiledDecoder:
                 self._tell(f"--compile: decoding eagerly ({e})")
             return eager
         module = package.StepModule(p)
-        key = package.package_key(module, cache.batch_size) if self.backend == "aoti" else "memory"
+        key = package.package_key(module, self._source, cache.batch_size) if self.backend == "aoti" else "memory"
         runner = self._runners.get(key)
         if runner is None and self.backend == "aoti":
-            runner = self._load(packages_dir() / f"{key}.pt2")
+            runner = self._load(package_file(key))
         if runner is None and self.mode == "auto":
             self.reason = "the compiled step is not built yet"
             if self.background is not None and not self._started_background:
                 self._started_background = True
-                line = self.background(packages_dir() / f"{key}.pt2")
+                line = self.background(package_file(key))
                 if line:
                     self._tell(line, "info")
             return eager
@@ -195,7 +196,7 @@ class CompiledDecoder:
         start = time.perf_counter()
         if self.backend == "aoti":
             use_cache_dir()
-            path = package.build(module, model.config, model.dtype, packages_dir() / f"{key}.pt2")
+            path = package.build(module, model.config, model.dtype, package_file(key))
             runner = package.load(path)
             path.with_suffix(".failed").unlink(missing_ok=True)  # an earlier failure no longer holds "auto" back
         else:

@@ -164,7 +164,8 @@ def _rms(w: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 def _decode(plan: _Plan, ids: torch.Tensor, pos: torch.Tensor, keys: list[torch.Tensor],
             values: list[torch.Tensor], cos_table: torch.Tensor, sin_table: torch.Tensor) -> torch.Tensor:  # fmt: skip
     """Logits [B, V] for ids [B, 1] at position ``pos`` (0-d int64); writes keys/values[i][:, :, pos].
-    Shapes are static: N = keys[i].shape[2] is the bucket, attention masks the positions after pos.
+    N = keys[i].shape[2] is the cache's capacity (symbolic in the exported program); attention masks
+    the positions after pos.
     With a quantised head, the normed hidden state [B, 1, D] instead: the int8 head recomputes its
     largest logits exactly with data-dependent shapes (``nonzero``), which a graph cannot hold."""
     B = ids.shape[0]
