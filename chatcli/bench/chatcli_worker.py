@@ -40,7 +40,7 @@ def _step_note(lm) -> str:
     """Which decode step the figures ran: compiled (and why not, where it was asked) or eager."""
     decoder = lm.generator.compiled
     if decoder.reason is None and decoder.failed is None:
-        return "chatcli decode: the compiled step (chatcli's float32 default once built; --eager for the eager one)"
+        return "chatcli decode: the compiled step (chatcli's float32 default, int8 and int4 too, once built; --eager for the eager one)"
     return f"chatcli decode: the eager step ({decoder.failed or decoder.reason})"
 
 

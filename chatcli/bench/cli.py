@@ -45,7 +45,7 @@ def bench(
     ),
     eager: bool = typer.Option(
         False, "--eager", help="Decode with chatcli's eager step where its default uses the compiled one (float32, "
-        "once built; the bench builds it first, untimed). Also when CHATCLI_COMPILE or the config's compile is false."
+        "int8 and int4, once built; the bench builds it first, untimed). Also when CHATCLI_COMPILE or the config's compile is false."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
     shape: str | None = typer.Option(
@@ -140,7 +140,7 @@ def build_spec(
         model=model, path=str(path), dtype=dtype, threads=threads, quantize=quantize,
         repeats=repeats or (2 if quick else 3), quick=quick, sizes=sizes, groups=groups,
         systems=tuple(systems), gguf=gguf,
-        compiled=not eager and dtype == "float32" and quantize is None and _compile_setting() is not False,
+        compiled=not eager and dtype == "float32" and _compile_setting() is not False,  # as "auto" (engine/loader)
     )  # fmt: skip
     # Unavailable baselines keep their column, which says why; the runner starts no worker for them.
     return spec, unavailable, notes

@@ -1,4 +1,4 @@
-"""The compiled decode step built in the background, for float32's default (``compile`` unset: "auto").
+"""The compiled decode step built in the background, for the default (``compile`` unset: "auto").
 
 A person who never asked for ``--compile`` should not wait a minute for a build, nor decode slower
 forever. So on the first answer of a model whose package is missing, :func:`start` launches
@@ -30,9 +30,10 @@ def marker(path: Path, suffix: str) -> Path:
     return path.with_suffix(suffix)
 
 
-def start(path: Path, source: str, dtype: str) -> str | None:
-    """Launch a builder for the package ``path`` of the model at ``source`` (a local directory),
-    unless one runs or failed before; returns the line to tell the person, or None."""
+def start(path: Path, source: str, dtype: str, quantize: str = "none", group_size: int | None = None) -> str | None:
+    """Launch a builder for the package ``path`` of the model at ``source`` (a local directory) loaded
+    as ``dtype``/``quantize``/``group_size``, unless one runs or failed before; returns the line to tell
+    the person, or None."""
     failed, building = marker(path, ".failed"), marker(path, ".building")
     if failed.exists() or path.exists():
         return None
@@ -50,7 +51,8 @@ def start(path: Path, source: str, dtype: str) -> str | None:
     try:
         with open(marker(path, ".log"), "ab") as log:
             subprocess.Popen(
-                [sys.executable, "-m", "chatcli.engine.compile_worker", str(path), source, dtype],
+                [sys.executable, "-m", "chatcli.engine.compile_worker", str(path), source, dtype, quantize,
+                 str(group_size or "")],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,  # outlives a one-shot command
                 env={**os.environ, "OMP_NUM_THREADS": "1"},  # one core: the chat keeps the other
             )  # fmt: skip

@@ -1,5 +1,5 @@
 """The builder process behind :func:`chatcli.engine.compile_build.start`: ``python -m
-chatcli.engine.compile_worker PACKAGE SOURCE DTYPE`` loads the model at SOURCE as the chat did, builds the
+chatcli.engine.compile_worker PACKAGE SOURCE DTYPE [QUANTIZE [GROUP]]`` loads the model at SOURCE as the chat did, builds the
 package of its decode step at low priority on one thread, and writes ``PACKAGE.failed`` (one line) instead
 when anything goes wrong; ``PACKAGE.building`` is removed either way."""
 
@@ -13,8 +13,10 @@ from chatcli.engine.compile_build import marker
 
 
 def main(argv: list[str]) -> int:
-    """The builder process: ``PACKAGE SOURCE DTYPE``."""
+    """The builder process: ``PACKAGE SOURCE DTYPE [QUANTIZE [GROUP]]``."""
     path, source, dtype = Path(argv[0]), argv[1], argv[2]
+    quantize = argv[3] if len(argv) > 3 else "none"
+    group_size = int(argv[4]) if len(argv) > 4 and argv[4] else None
     building = marker(path, ".building")
     try:
         os.nice(10)  # below the chat that started it
@@ -30,7 +32,8 @@ def main(argv: list[str]) -> int:
         from chatcli.model.compiled.step_plan import plan
 
         use_cache_dir()
-        model = load_engine(source, dtype=dtype, device="cpu", warm_up=False, calibrate=False).model
+        model = load_engine(source, dtype=dtype, device="cpu", quantize=quantize, group_size=group_size,
+                            warm_up=False, calibrate=False).model
         module = package.StepModule(plan(model, 1))
         if package.package_key(module, package.source_hash()) != path.stem:
             raise RuntimeError("the model loaded here is not the one the package is for")

@@ -196,8 +196,8 @@ def load_engine(
     ``compile=True`` (``--compile``, CPU only) decodes through a step compiled ahead of time
     (:mod:`chatcli.model.compiled.step`), built on the first answer when its package is missing (kept
     on disk after); what it does not cover decodes eagerly, with one line. ``compile="auto"`` (the
-    commands' default when nothing sets it) does that for a float32 CPU model only, whose compiled
-    answers match the eager ones, and builds a missing package in the background
+    commands' default when nothing sets it) does that for a float32 CPU model (unquantised, int8 or
+    int4), whose compiled answers are the eager ones bit for bit, and builds a missing package in the background
     (:mod:`chatcli.engine.compile_build`) instead of making the person wait.
     """
     from chatcli.hub.checkpoint import load_checkpoint, resolve_device, resolve_dtype
@@ -263,12 +263,12 @@ def load_engine(
         from chatcli.model.compiled.step import CompiledDecoder
 
         engine.generator.compiled = CompiledDecoder()  # its lines reach the person as the answer's Notices
-    elif compile == "auto" and dev.type == "cpu" and str(dt) == "torch.float32" and quantize == "none":
+    elif compile == "auto" and dev.type == "cpu" and str(dt) == "torch.float32":  # float32, int8, int4: identical answers
         from chatcli.engine import compile_build
         from chatcli.model.compiled.step import CompiledDecoder
 
-        engine.generator.compiled = CompiledDecoder(
-            mode="auto", background=lambda package: compile_build.start(package, str(path), "float32"))
+        engine.generator.compiled = CompiledDecoder(mode="auto", background=lambda package: compile_build.start(
+            package, str(path), "float32", quantize, group_size))  # fmt: skip
     return engine
 
 

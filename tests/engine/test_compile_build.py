@@ -1,4 +1,4 @@
-"""The background build behind float32's default ("auto"): one builder per package, markers beside it,
+"""The background build behind the default ("auto"; float32, int8 and int4): one builder per package, markers beside it,
 a failure written down once, and a real build whose package the next answer loads."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def test_one_builder_per_package_and_none_after_a_failure(tmp_path, monkeypatch)
     line = compile_build.start(pkg, "/models/m", "float32")
     assert line and "background" in line and "\n" not in line
     argv, kw = launched[0]
-    assert argv[1:] == ["-m", "chatcli.engine.compile_worker", str(pkg), "/models/m", "float32"]
+    assert argv[1:] == ["-m", "chatcli.engine.compile_worker", str(pkg), "/models/m", "float32", "none", ""]
     assert kw["start_new_session"] and kw["env"]["OMP_NUM_THREADS"] == "1"
     assert pkg.with_suffix(".building").is_file()
     assert compile_build.start(pkg, "/models/m", "float32") is None and len(launched) == 1  # one runs already
@@ -32,6 +32,9 @@ def test_one_builder_per_package_and_none_after_a_failure(tmp_path, monkeypatch)
     pkg.with_suffix(".building").unlink()
     pkg.with_suffix(".failed").write_text("boom\n")
     assert compile_build.start(pkg, "/models/m", "float32") is None and len(launched) == 2
+    other = tmp_path / "steps" / "int4.pt2"  # a quantised model's builder loads it quantised, as the chat did
+    assert compile_build.start(other, "/models/m", "float32", "int4", 64)
+    assert launched[-1][0][-3:] == ["float32", "int4", "64"]
 
 
 def test_a_failed_build_is_written_down_in_one_line(tmp_path, monkeypatch):
@@ -45,15 +48,18 @@ def test_a_failed_build_is_written_down_in_one_line(tmp_path, monkeypatch):
 
 
 def test_background_build_then_the_next_answer_loads_it(tiny_model_dir, tmp_path, monkeypatch):
-    """The real thing on the tiny model: an auto decoder starts the builder process (AOTInductor, a few
-    seconds of C++ here), keeps decoding eagerly, and its first answer after the package appears loads it."""
+    """The real thing on the tiny model as the commands load it (int4, ``compile`` unset = "auto"): the
+    decoder starts the builder process (which loads the model int4 as well; AOTInductor, a few seconds
+    of C++ here), keeps decoding eagerly, and its first answer after the package appears loads it and
+    gives the eager step's logits bit for bit."""
+    from chatcli.engine.loader import load_engine
     from tests.model.test_compiled_step import _run_both
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    model = load_checkpoint(tiny_model_dir)
+    engine = load_engine(str(tiny_model_dir), quantize="int4", compile="auto", warm_up=False, calibrate=False)
+    model, decoder = engine.model, engine.generator.compiled
     said: list[str] = []
-    decoder = CompiledDecoder(say=said.append, mode="auto",
-                              background=lambda p: compile_build.start(p, str(tiny_model_dir), "float32"))
+    decoder.say = said.append
     want, got, step = _run_both(model, decoder, steps=2)
     assert not isinstance(step, CompiledStep) and torch.equal(got, want)
     pkg = package_path(model)
@@ -64,9 +70,30 @@ def test_background_build_then_the_next_answer_loads_it(tiny_model_dir, tmp_path
     assert pkg.is_file(), (pkg.with_suffix(".failed").read_text() if pkg.with_suffix(".failed").exists() else "", log[-2000:])
     want, got, step = _run_both(model, decoder, steps=6)
     assert isinstance(step, CompiledStep) and decoder.loads == 1 and decoder.compiles == 0
-    assert (got - want).abs().max().item() < 5e-4 and torch.equal(got.argmax(-1), want.argmax(-1))
+    assert torch.equal(got, want)
     assert not pkg.with_suffix(".building").exists() and not pkg.with_suffix(".log").exists()
     assert len(said) == 2 and "background" in said[0] and "ready" in said[1]  # the start, then the change
+
+
+def test_a_calibrated_row_limit_names_the_same_package(tiny_model_dir):
+    """The builder loads without calibrating; the chat may have calibrated the int4 kernel's row limit.
+    A one-row step is on the kernel's side of any limit, so both name one package."""
+    from chatcli.model.compiled import package
+    from chatcli.model.compiled.step_plan import plan
+    from chatcli.model.packed import use_kernel_choices
+    from chatcli.model.quantize import quantize_model
+
+    model = load_checkpoint(tiny_model_dir)
+    quantize_model(model, "int4")
+
+    def key():
+        return package.package_key(package.StepModule(plan(model, 1)), "source")
+
+    before = key()
+    use_kernel_choices(model, model.kernel_choices.with_(int4_max_rows=64, int8_max_rows=32))
+    assert key() == before
+    use_kernel_choices(model, model.kernel_choices.with_(int4_max_rows=0))  # no kernel: another program
+    assert key() != before
 
 
 def test_packages_unused_for_a_month_are_pruned_after_a_build(tmp_path):

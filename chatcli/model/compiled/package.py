@@ -19,11 +19,22 @@ nothing can be folded, so int4 and int8 models compile like float ones.
   loads an old file).
 * :func:`build` exports and compiles into a temporary file and renames it into place (a reader never
   sees half a package; two builders racing both write whole files).
+
+**The same numbers as the eager step, bit for bit.** Inductor's own kernels for a reduction or a
+transcendental (the norms' mean, SiLU's exp) round differently from ATen's, and where the activations
+pass through bfloat16 (the int4 kernel's input) such last-bit differences flip roundings and grow:
+an int4 answer came out different. So :func:`build` has inductor call ATen's own kernels for exactly
+those (:func:`_aten_kernels`: ``aten.mean.dim``, ``aten.silu``), attention runs ATen's kernel on the
+filled positions as the eager step does, and inductor generates only loops of correctly rounded
+single operations (multiplies, adds, casts, copies; no FMA contraction: inductor's default
+``-ffp-contract=off``), whose results do not depend on how they are fused. The compiled step's
+logits equal the eager step's exactly (float32, int8 and int4; tests/model/test_compiled_step.py).
 * :func:`load` returns a :class:`LoadedPackage`, called like :meth:`StepModule.forward`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -36,7 +47,7 @@ from torch import nn
 
 from chatcli.model.compiled.step_plan import _decode, _Plan
 
-FORMAT = 2  # bump when the package's calling convention changes (2: weights as inputs)
+FORMAT = 3  # bump when the package's calling convention or numbers change (2: weights as inputs; 3: ATen's kernels)
 MIN_LENGTH = 16  # the smallest cache length the exported program accepts
 
 
@@ -101,17 +112,22 @@ class StepModule(nn.Module):
     def forward(self, ids, pos, keys, values, cos, sin, weights):
         return _decode(self._rebuild(self._spec, weights), ids, pos, keys, values, cos, sin)
 
-    def scalars(self) -> list:
+    def scalars(self, rows: int = 1) -> list:
         """The plan's non-tensor values (heads, eps, splits, the quantised layers' settings), in a
-        stable order, for the key."""
+        stable order, for the key. A layer's row limit (``kernel_max_rows``: the kernel up to that many
+        rows, a dequantised product above) counts only as the side of it a ``rows``-row step falls on:
+        a calibrated limit and the default one build the same program."""
         out: list = []
+
+        def setting(name: str, value):
+            return rows <= value if name.endswith("max_rows") else value
 
         def walk(spec):
             if spec[0] == "value":
                 out.append(spec[1])
             elif spec[0] == "module":
                 m = spec[1]
-                out.append([type(m).__qualname__, sorted((k, v) for k, v in vars(m).items()
+                out.append([type(m).__qualname__, sorted((k, setting(k, v)) for k, v in vars(m).items()
                                                           if isinstance(v, (int, float, bool, str)))])  # fmt: skip
                 for s in spec[3].values():
                     walk(s)
@@ -137,7 +153,7 @@ def package_key(module: StepModule, source: str, rows: int = 1) -> str:
     """The name of the package that runs ``module`` (see the module docstring for what it covers);
     ``source``: :func:`source_hash`."""
     tensors = [[list(t.shape), list(t.stride()), str(t.dtype)] for t in module.tensors]
-    what = {"format": FORMAT, "rows": rows, "tensors": tensors, "scalars": repr(module.scalars()),
+    what = {"format": FORMAT, "rows": rows, "tensors": tensors, "scalars": repr(module.scalars(rows)),
             "torch": torch.__version__, "isa": torch.backends.cpu.get_cpu_capability(), "source": source}  # fmt: skip
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -161,6 +177,31 @@ def export(module: StepModule, config, dtype: torch.dtype):
     return torch.export.export(module, args, dynamic_shapes=shapes, strict=False)
 
 
+@contextlib.contextmanager
+def _aten_kernels():
+    """Inductor calls ATen's kernels for the mean (the norms) and SiLU while this is open, instead of
+    generating its own (see the module docstring); its tables are as before afterwards."""
+    from torch._inductor import decomposition, lowering
+
+    aten = torch.ops.aten
+    ops = (aten.silu.default, aten.mean.dim)
+    decomps = {op: decomposition.decompositions.pop(op) for op in ops if op in decomposition.decompositions}
+    lowerings = {op: lowering.lowerings.get(op) for op in ops}
+    realized = set(lowering.needs_realized_inputs)  # make_fallback adds to it
+    try:
+        for op in ops:
+            lowering.make_fallback(op, override_decomp=True, warn=False)
+        yield
+    finally:
+        decomposition.decompositions.update(decomps)
+        lowering.needs_realized_inputs.intersection_update(realized)
+        for op, low in lowerings.items():
+            if low is None:
+                lowering.lowerings.pop(op, None)
+            else:
+                lowering.lowerings[op] = low
+
+
 def build(module: StepModule, config, dtype: torch.dtype, path: Path) -> Path:
     """Export and compile ``module`` into the package ``path`` (atomically); returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +210,8 @@ def build(module: StepModule, config, dtype: torch.dtype, path: Path) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's own deprecation warnings are not the person's to read
             program = export(module, config, dtype)
-            torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
+            with _aten_kernels():
+                torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

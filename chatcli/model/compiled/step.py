@@ -11,8 +11,7 @@ model is a plain packed weight or a quantised layer, the step is a pure function
 
 * token ids ``[B, 1]`` and the position as a 0-d tensor (one program for every token);
 * the cache's keys/values ``[B, KV, N, Dh]`` per layer, written at the position with ``index_copy_``;
-* attention over the cache's whole capacity N with a mask ``arange(N) <= pos`` (the unwritten tail is
-  zeroed once per answer, so masked rows read zeros, never NaN from ``torch.empty``).
+* attention over the filled positions ``[0, pos]`` (a length read from ``pos`` inside the program).
 
 N is symbolic in the exported program, so one package serves every cache size (the generator reserves
 prompt + answer before the first token, so the cache does not grow inside an answer). ``torch.export``
@@ -31,9 +30,9 @@ Two modes: ``"on"`` (``--compile``) builds a missing package in the foreground o
 package that exists and otherwise decodes eagerly and calls ``background`` once, which starts a build
 in another process; the first answer after the package appears uses it.
 
-Numbers: inductor fuses the norms, the rotation and the residual adds in its own order, so a
-compiled step is close to the eager one, not bit-identical (float32: logits within ~1e-4 on the
-default model, the same greedy answer; benchmarks/PERFLOG.md).
+Numbers: the compiled step's logits are the eager step's, bit for bit (float32, int8, int4): the package
+calls ATen's kernels wherever inductor's own would round differently (see
+:mod:`chatcli.model.compiled.package`), so switching it on or off never changes an answer.
 
 Files: packages and inductor's own caches go under chatcli's cache dir (:func:`inductor_cache_dir`;
 ``TORCHINDUCTOR_CACHE_DIR`` wins when set, and the packages follow it), so the bench can measure a
@@ -219,7 +218,6 @@ class CompiledStep:
         self.model = model
         self.eager = eager
         self._runner: Callable | None = None
-        self._zeroed: list[torch.Tensor] | None = None  # the cache storage whose unwritten tail is zeroed
 
     def _ready(self) -> Callable:
         runner = self.owner._runners.get(self.key)
@@ -235,12 +233,6 @@ class CompiledStep:
             raise ValueError(f"cache has {cache.batch_size} rows but ids has {ids.shape[0]}")
         cache.ensure(max(pos + 1, package.MIN_LENGTH))  # no-op unless the answer outgrew what was reserved
         cap = cache.capacity
-        if self._zeroed is not cache.keys:
-            # Masked positions still enter the value product with weight 0: 0 * NaN from
-            # torch.empty's memory would be NaN, so the unwritten tail is zeroed once per storage.
-            for t in cache.keys + cache.values:
-                t[:, :, pos:].zero_()
-            self._zeroed = cache.keys  # held, so a new list cannot take its id
         cos, sin = self.model.model.rotary_emb.table(cap, self.model.dtype)
         try:
             if self._runner is None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chatcli.model.decode_step import DecodeStep, _rotate
+from chatcli.model.decode_step import DecodeStep, _attention, _rotate
 from chatcli.model.lora_linear import LoRALinear
 from chatcli.model.model import RMSNorm
 from chatcli.model.packed import FusedGroup, QuantGroup
@@ -164,16 +164,19 @@ def _rms(w: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 def _decode(plan: _Plan, ids: torch.Tensor, pos: torch.Tensor, keys: list[torch.Tensor],
             values: list[torch.Tensor], cos_table: torch.Tensor, sin_table: torch.Tensor) -> torch.Tensor:  # fmt: skip
     """Logits [B, V] for ids [B, 1] at position ``pos`` (0-d int64); writes keys/values[i][:, :, pos].
-    N = keys[i].shape[2] is the cache's capacity (symbolic in the exported program); attention masks
-    the positions after pos.
+    N = keys[i].shape[2] is the cache's capacity (symbolic in the exported program); attention reads
+    the filled positions ``[0, pos]`` only, as the eager step does (the same kernel on the same
+    shapes: the same numbers, see the package module's docstring).
     With a quantised head, the normed hidden state [B, 1, D] instead: the int8 head recomputes its
     largest logits exactly with data-dependent shapes (``nonzero``), which a graph cannot hold."""
     B = ids.shape[0]
     H, KV, Dh, eps = plan.heads, plan.kv_heads, plan.head_dim, plan.eps
     N = keys[0].shape[2]
     where = pos.view(1)
+    filled = pos.item() + 1  # data-dependent in the exported program: one program for every position
+    torch._check(filled >= 1)
+    torch._check(filled <= N)
     cos, sin = cos_table.index_select(0, where), sin_table.index_select(0, where)  # [1, 1, Dh]
-    mask = (torch.arange(N, device=ids.device) <= pos).view(1, 1, 1, N)  # [1, 1, 1, N]: filled positions
     x = F.embedding(ids, plan.embed) if plan.embed_module is None else plan.embed_module(ids)  # [B, 1, D]
     for i, layer in enumerate(plan.layers):
         q, k, v = _run(layer.qkv, _rms(layer.norm1, x, eps))
@@ -183,9 +186,8 @@ def _decode(plan: _Plan, ids: torch.Tensor, pos: torch.Tensor, keys: list[torch.
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         keys[i].index_copy_(2, where, k.transpose(1, 2))  # [B, KV, 1, Dh] into slot pos
         values[i].index_copy_(2, where, v.reshape(B, 1, KV, Dh).transpose(1, 2))
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys[i], values[i], attn_mask=mask,
-                                             enable_gqa=H != KV)  # [B, H, 1, Dh]  # fmt: skip
-        (o,) = _run(layer.o, out.transpose(1, 2).reshape(B, 1, H * Dh))
+        out = _attention(q.transpose(1, 2), keys[i][:, :, :filled], values[i][:, :, :filled])  # the eager call
+        (o,) = _run(layer.o, out.transpose(1, 2).reshape(B, 1, H * Dh))  # out: [B, H, 1, Dh]
         x = x + o
         gate, up = _run(layer.gate_up, _rms(layer.norm2, x, eps))
         (down,) = _run(layer.down, F.silu(gate) * up)
