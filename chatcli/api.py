@@ -58,7 +58,8 @@ def load_model(
     projections (a Q4_0/Q4_1 GGUF's own blocks where the model came from one) and an int8 head
     (see :mod:`chatcli.model.quantize`). ``compile=True``: decode through a step compiled ahead of time
     (CPU; built on the first answer when missing, kept on disk; :mod:`chatcli.model.compiled.step`);
-    ``compile="auto"``: as the commands do when nothing sets it (float32 only, built in the background).
+    ``compile="auto"``: as the commands do when nothing sets it (float32 CPU models, unquantised, int8 or
+    int4; built in the background; the same numbers as the eager step).
     """
     return load_engine(name, dtype=dtype, device=device, chat_template=chat_template, quantize=quantize,
                        compile=compile)

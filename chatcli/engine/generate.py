@@ -16,8 +16,8 @@ both reported, with the top tokens of the raw one (:mod:`chatcli.engine.step_sta
 Prefill runs the model's forward; each decode step runs the lean
 :class:`~chatcli.model.decode_step.DecodeStep` over the cache reserved for prompt + answer
 (the same numbers with fewer operations per token), or, when the generator holds a
-:class:`~chatcli.model.compiled.step.CompiledDecoder` (``--compile``), its compiled step (close
-to those numbers, not bit-identical). Text, stop strings and end-of-sequence
+:class:`~chatcli.model.compiled.step.CompiledDecoder` (``--compile``, or the default once built), its
+compiled step (the same numbers again, bit for bit). Text, stop strings and end-of-sequence
 ids are handled by
 :class:`~chatcli.engine.answer_builder.AnswerBuilder`.
 
