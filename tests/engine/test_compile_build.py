@@ -102,10 +102,13 @@ def test_packages_unused_for_a_month_are_pruned_after_a_build(tmp_path):
     from chatcli.model.compiled.package import UNUSED_DAYS, prune
 
     old, fresh, new = (tmp_path / f"{n}.pt2" for n in ("old", "fresh", "new"))
-    for f in (old, fresh, new, tmp_path / "old.failed", tmp_path / "fresh.log"):
+    logs = ("running.building", "running.log", "broke.failed", "broke.log", "gone.log")
+    for f in (old, fresh, new, tmp_path / "old.failed", *(tmp_path / n for n in logs)):
         f.write_text("x")
     then = time.time() - (UNUSED_DAYS + 1) * 86400
     for f in (old, tmp_path / "old.failed", new):
         os.utime(f, (then, then))
     prune(tmp_path, keep=new)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.log", "fresh.pt2", "new.pt2"]
+    # A running build's log and a failed build's log stay; a log no builder or failure explains goes.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broke.failed", "broke.log", "fresh.pt2", "new.pt2",
+                                                          "running.building", "running.log"]  # fmt: skip

@@ -223,15 +223,19 @@ UNUSED_DAYS = 30  # a package not loaded for this long (an old torch, an old cha
 
 
 def prune(folder: Path, keep: Path) -> None:
-    """Delete packages (and their marker files) not used for :data:`UNUSED_DAYS`; :func:`load` marks use."""
+    """Delete what is not used for :data:`UNUSED_DAYS` (packages, which :func:`load` marks as used, and
+    their marker files), and a builder's log that no build or failure explains any more (its builder
+    is gone: a build that worked removes its log, one that failed leaves a ``.failed`` beside it)."""
     import time
 
     cutoff = time.time() - UNUSED_DAYS * 86400
-    for old in folder.glob("*.pt2"):
+    for old in folder.iterdir():
+        if old == keep or old.suffix not in (".pt2", ".failed", ".log", ".building"):
+            continue
         try:
-            if old != keep and old.stat().st_mtime < cutoff:
-                for f in folder.glob(f"{old.stem}.*"):
-                    f.unlink(missing_ok=True)
+            orphan = old.suffix == ".log" and not any(old.with_suffix(s).exists() for s in (".building", ".failed"))
+            if orphan or old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
         except OSError:
             pass  # another process pruned it first
 
