@@ -40,7 +40,7 @@ class _HelpNames:
     help_option_names = ["-h", "--help"]
 
 
-_HELP_NAMES = _HelpNames()
+HELP_NAMES = _HelpNames()  # also read by chatcli.cli.option_layers.read_plain_values
 
 
 def polish(root: Any) -> None:
@@ -65,7 +65,7 @@ def _polish_command(command: Any, path: str) -> None:
             param.metavar = "TEXT"  # a repeatable text option, not <list[str]>: "(repeatable)" is in its help
         if grouped and getattr(param, "rich_help_panel", None) is None and param.name in PANELS:
             param.rich_help_panel = PANELS[param.name]
-    helper = command.get_help_option(_HELP_NAMES) if hasattr(command, "get_help_option") else None
+    helper = command.get_help_option(HELP_NAMES) if hasattr(command, "get_help_option") else None
     if helper is not None and helper.metavar is None:
         helper.metavar = ""  # built once and cached by the command: --help is a switch too
     examples = EXAMPLES.get(path)

@@ -145,6 +145,7 @@ def _run(command, args: list[str]):
     from chatcli.cli import completion
     from chatcli.cli import plugins as cli_plugins
     from chatcli.cli.help_format import polish
+    from chatcli.cli.option_layers import read_plain_values
 
     if args[:1] and args[0] in completion.FLAGS and len(args) <= 2:
         completion.run_flag(args[0], args[1] if len(args) == 2 else None)
@@ -152,6 +153,7 @@ def _run(command, args: list[str]):
     tab = completion.completing()
     cli_plugins.attach(command, completion.typed_words() if tab else args)  # plugin sub-commands; none for core ones
     polish(command)
+    read_plain_values(command)  # the usual option values typed without pydantic (6-8 MB, issue 18)
     if tab:
         completion.prepare()
     return command.main(args=args, prog_name="chatcli", standalone_mode=False,

@@ -15,10 +15,21 @@ flag > preset > env > config > built-in. That is how the values that are not sam
 values (model, dtype, quantize, system, adapters) are chosen; the sampling values take the
 same sources through :func:`chatcli.cli.common.sampling_layers` to
 :func:`chatcli.settings.param_sources.resolve_sampling`, which adds the model's own layer.
+
+Before any of that, click hands each option's value to typer to be typed, and typer does it with a
+pydantic ``TypeAdapter`` per option (importing pydantic and building ~30 validators on every
+``chatcli generate``: 6-8 MB of resident memory, issue 18). :func:`read_plain_values` has the plain
+options (text, a whole number, a number, a switch, repeatable text; no parser, bounds or file)
+read their usual values directly: nothing (``None``), a value that already has the option's type, a
+word of ASCII digits for a whole number, digits with an optional fraction for a number, a switch's
+words (``1``/``0``, ``yes``/``no``, ``on``/``off``, ``true``/``false`` ...); each gives
+exactly what typer's coercion gives (tests/cli/test_plain_values.py compares them). Every other
+value, an error included, still goes to typer's own coercion, built the first time one comes.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,3 +142,70 @@ def load_preset_values(name: str | None) -> dict[str, object]:
     from chatcli.settings.presets import load_preset
 
     return dict(load_preset(name).values)
+
+
+_WHOLE = re.compile(r"-?[0-9]{1,18}")  # [0-9], not \d: typer refuses other scripts' digits
+_NUMBER = re.compile(r"-?[0-9]{1,18}(?:\.[0-9]{1,18})?")
+_SWITCH = {"": False, **dict.fromkeys(("1", "on", "t", "true", "y", "yes"), True),
+           **dict.fromkeys(("0", "off", "f", "false", "n", "no"), False)}  # a switch's words (CHATCLI_SAVE_HISTORY=0)
+_NOT_PLAIN = object()
+
+
+def read_plain_values(root: Any) -> None:
+    """Have the plain options of every command under ``root`` (their ``--help`` option included) read
+    their usual values without pydantic (see the module docstring). Nothing changes with a typer
+    whose parameters are not built as this one's are."""
+    try:
+        from typer._coercion import build_runtime_param
+        from typer.core import _TyperParameter
+    except ImportError:
+        return
+    from chatcli.cli.help_format import HELP_NAMES
+
+    helper = root.get_help_option(HELP_NAMES) if hasattr(root, "get_help_option") else None
+    for param in (*getattr(root, "params", ()), helper):
+        if isinstance(param, _TyperParameter) and param._runtime_param is None and _plain(param.type_descriptor):
+            param._runtime_param = _PlainValue(param.type_descriptor, build_runtime_param)
+    for sub in getattr(root, "commands", {}).values():
+        read_plain_values(sub)
+
+
+def _plain(descriptor: Any) -> bool:
+    info, kind = descriptor.parameter_info, descriptor.annotation
+    if info.parser is not None or descriptor.file_annotation is not None:
+        return False
+    bounded = info.min is not None or info.max is not None or info.clamp
+    return kind in (str, bool) or (kind in (int, float) and not bounded) or kind == list[str]
+
+
+class _PlainValue:
+    """typer's coercion of one plain parameter (its ``RuntimeParam``): ``coerce`` reads the usual values
+    itself and hands every other one to typer's, built on first need."""
+
+    def __init__(self, descriptor: Any, build: Any):
+        self.kind, self._descriptor, self._build, self._typer = descriptor.annotation, descriptor, build, None
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None:  # as typer: nothing given is () for a repeatable parameter, None otherwise
+            return () if param.multiple or param.nargs == -1 else None
+        read = _read(self.kind, value)
+        if read is not _NOT_PLAIN:
+            return read
+        if self._typer is None:
+            self._typer = self._build(self._descriptor)
+        return self._typer.coerce(value, param=param, ctx=ctx)
+
+
+def _read(kind: Any, value: Any) -> Any:
+    """``value`` as a ``kind``, where that is sure to be what typer reads; else ``_NOT_PLAIN``."""
+    if kind == list[str]:
+        return list(value) if type(value) in (list, tuple) and all(type(v) is str for v in value) else _NOT_PLAIN
+    if type(value) is kind:
+        return value
+    if type(value) is str and kind is int and _WHOLE.fullmatch(value):
+        return int(value)
+    if type(value) is str and kind is float and _NUMBER.fullmatch(value):
+        return float(value)  # correctly rounded, as pydantic's reading of the same digits
+    if type(value) is str and kind is bool and (word := value.strip().lower()) in _SWITCH:
+        return _SWITCH[word]
+    return _NOT_PLAIN

@@ -33,6 +33,7 @@ NOT_FOR_GENERATE = (
     "chatcli.tui", "chatcli.plugins", "chatcli_user_plugins",
     "torch._dynamo",  # ~1.4 s: what running initializers on meta tensors used to import
     "chatcli.lora.peft_io", "regex",  # ~45 ms: PEFT I/O and its regex budget load with the first adapter
+    "pydantic", "pydantic_core",  # ~6 MB resident: typer's coercion, bypassed for plain values (issue 18)
     # The other commands' modules (issue 18: importing them and building their options cost ~0.1 s).
     "chatcli.cli.chat", "chatcli.cli.serve", "chatcli.cli.inspect", "chatcli.cli.probes", "chatcli.cli.models",
     "chatcli.cli.lora", "chatcli.cli.presets", "chatcli.cli.tour", "chatcli.bench",
