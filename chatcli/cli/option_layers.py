@@ -164,14 +164,17 @@ def read_plain_values(root: Any) -> None:
 
     helper = root.get_help_option(HELP_NAMES) if hasattr(root, "get_help_option") else None
     for param in (*getattr(root, "params", ()), helper):
-        if isinstance(param, _TyperParameter) and param._runtime_param is None and _plain(param.type_descriptor):
+        if isinstance(param, _TyperParameter) and getattr(param, "_runtime_param", _NOT_PLAIN) is None \
+                and _plain(getattr(param, "type_descriptor", None)):
             param._runtime_param = _PlainValue(param.type_descriptor, build_runtime_param)
     for sub in getattr(root, "commands", {}).values():
         read_plain_values(sub)
 
 
 def _plain(descriptor: Any) -> bool:
-    info, kind = descriptor.parameter_info, descriptor.annotation
+    info, kind = getattr(descriptor, "parameter_info", None), getattr(descriptor, "annotation", None)
+    if info is None or not hasattr(descriptor, "file_annotation"):  # another typer: leave it to typer
+        return False
     if info.parser is not None or descriptor.file_annotation is not None:
         return False
     bounded = info.min is not None or info.max is not None or info.clamp

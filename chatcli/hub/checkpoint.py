@@ -31,7 +31,7 @@ from chatcli.hub.safetensors_header import HeaderError, parse_header
 from chatcli.hub.safetensors_io import map_each, open_mapped
 from chatcli.model.config import ModelConfig, normalize_ids
 from chatcli.model.model import DecoderLM
-from chatcli.model.page_release import drop_code_pages, drop_file_pages, trim_heap
+from chatcli.model.page_release import drop_file_pages, trim_heap
 from chatcli.regular_file import NotRegularFile, read_bytes
 
 Progress = Callable[[str, int, "int | None"], None]
@@ -112,8 +112,7 @@ def load_checkpoint(
     ``built`` names what ``transform`` makes of the checkpoint (e.g. ``"int4/g32/..."``): given, a packed
     CPU model is kept in :mod:`chatcli.hub.packed_cache` once built and later loads map it instead of
     running ``transform`` (:mod:`chatcli.model.quant_snapshot`; the same model, bit for bit).
-    The C heap's free pages and the libraries' code pages the load ran are given back at the end
-    (:mod:`chatcli.model.page_release`: ``trim_heap``, ``drop_code_pages``)."""
+    The C heap's free pages are given back at the end (:func:`~chatcli.model.page_release.trim_heap`)."""
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     config = read_model_config(path)
@@ -139,7 +138,7 @@ def load_checkpoint(
             if progress:
                 progress("loading weights", len(located), len(located))
             pack_model(model)  # the fused groups' members lie as before: nothing is copied
-            _give_back()
+            trim_heap()
             return model.eval()
         model = meta_model(config)  # a rebuild that failed half way may have changed it
     if cached and progress:
@@ -163,16 +162,8 @@ def load_checkpoint(
             packed_cache.store(model, key, expected, dtype)
         if built_key is not None:
             packed_cache.store_built(model, built_key)
-    _give_back()
-    return model.eval()
-
-
-def _give_back() -> None:
-    """What the load used once goes back to the system: the C heap's free pages, and the code pages of
-    the libraries it ran (``import torch``'s operator registration, the tokenizer's parse, reading and
-    packing): ~53 MB of the 385 MB peak of the default model's ``generate --quantize int4`` (issue 18)."""
     trim_heap()
-    drop_code_pages()
+    return model.eval()
 
 
 def _pack_key(files: list[Path], path: str | Path, dtype: torch.dtype, built: str | None = None) -> str | None:

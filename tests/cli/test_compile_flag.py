@@ -84,18 +84,25 @@ def test_python_api_takes_compile(decoders, tiny_model_dir):
     assert chatcli.load_model(str(tiny_model_dir)).generator.compiled is None
 
 
-def test_unset_compile_is_auto_for_float32_only(capsys, decoders, tiny_model_dir, monkeypatch):
-    """Nothing sets `compile`: a float32 model gets an "auto" decoder, which decodes eagerly and asks for
-    one background build (stubbed here: no process starts); int8 and --no-compile get none."""
+def test_unset_compile_is_auto_for_float32_models(capsys, decoders, tiny_model_dir, monkeypatch):
+    """Nothing sets `compile`: a float32 model (unquantised, int8 or int4) gets an "auto" decoder, which
+    decodes eagerly and asks for one background build of the model as loaded (stubbed here: no process
+    starts); bfloat16 and --no-compile get none."""
     from chatcli.engine import compile_build
 
     started = []
-    monkeypatch.setattr(compile_build, "start", lambda path, source, dtype: started.append((path, source, dtype)) or "bg")
+    monkeypatch.setattr(compile_build, "start", lambda path, *how: started.append((path, *how)) or "bg")
     monkeypatch.delenv("CHATCLI_COMPILE")
     eager_ids, err = _answer(capsys, "--model", str(tiny_model_dir))
     assert [d.mode for d in decoders] == ["auto"] and decoders[0].compiles == 0
-    assert len(started) == 1 and started[0][1:] == (str(tiny_model_dir), "float32") and started[0][0].suffix == ".pt2"
+    assert len(started) == 1 and started[0][1:] == (str(tiny_model_dir), "float32", "none", None)
+    assert started[0][0].suffix == ".pt2"
     assert "bg" in err  # the line the build's start returned, shown once
     _answer(capsys, "--model", str(tiny_model_dir), "--quantize", "int8")
+    _answer(capsys, "--model", str(tiny_model_dir), "--quantize", "int4")
+    assert [d.mode for d in decoders] == ["auto"] * 3
+    assert [s[1:] for s in started[1:]] == [(str(tiny_model_dir), "float32", "int8", None),
+                                             (str(tiny_model_dir), "float32", "int4", None)]  # fmt: skip
+    _answer(capsys, "--model", str(tiny_model_dir), "--dtype", "bfloat16")
     _answer(capsys, "--model", str(tiny_model_dir), "--no-compile")
-    assert len(decoders) == 1 and len(started) == 1
+    assert len(decoders) == 3 and len(started) == 3
