@@ -47,9 +47,10 @@ def merge(cold: dict, warm: dict) -> dict:
     if "not_compiled" in info:  # the product's own answer on this model: eager, with the reason
         notes.append(f"--compile: {info['not_compiled']}; chatcli decodes this model eagerly with --compile")
     if "greedy_identical" in info:
+        diff = info["max_logit_diff"]
+        logits = "logits bit for bit the same" if diff == 0 else f"largest |logit| difference {diff:.2g}"
         notes.append(f"--compile: greedy answer {'identical to' if info['greedy_identical'] else 'different from'} "
-                     f"the eager step's over {info['greedy_tokens']} tokens; largest |logit| difference "
-                     f"{info['max_logit_diff']:.2g} (both steps fed the eager answer)")
+                     f"the eager step's over {info['greedy_tokens']} tokens; {logits} (both steps fed the eager answer)")
     return {**warm, "figures": figures, "notes": notes}
 
 
