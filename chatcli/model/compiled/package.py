@@ -19,6 +19,7 @@ nothing can be folded, so int4 and int8 models compile like float ones.
   loads an old file).
 * :func:`build` exports and compiles into a temporary file and renames it into place (a reader never
   sees half a package; two builders racing both write whole files).
+* :func:`load` returns a :class:`LoadedPackage`, called like :meth:`StepModule.forward`.
 
 **The same numbers as the eager step, bit for bit.** Inductor's own kernels for a reduction or a
 transcendental (the norms' mean, SiLU's exp) round differently from ATen's, and where the activations
@@ -29,7 +30,6 @@ filled positions as the eager step does, and inductor generates only loops of co
 single operations (multiplies, adds, casts, copies; no FMA contraction: inductor's default
 ``-ffp-contract=off``), whose results do not depend on how they are fused. The compiled step's
 logits equal the eager step's exactly (float32, int8 and int4; tests/model/test_compiled_step.py).
-* :func:`load` returns a :class:`LoadedPackage`, called like :meth:`StepModule.forward`.
 """
 
 from __future__ import annotations
