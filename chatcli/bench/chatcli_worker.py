@@ -22,7 +22,7 @@ def run(spec: BenchSpec, group: str) -> dict:
 
     kwargs = {"quantize": spec.quantize} if spec.quantize else {}
     t0 = time.perf_counter()
-    # As a person's commands decode: float32 through the compiled step (its package built by the group's
+    # As a person's commands decode: float32, int8 and int4 through the compiled step (its package built by the group's
     # untimed warm-up when missing, where a person's first chat builds it in the background).
     lm = load_model(spec.path, dtype=spec.dtype, device="cpu", compile=spec.compiled, **kwargs)
     load_s = time.perf_counter() - t0
@@ -40,7 +40,7 @@ def _step_note(lm) -> str:
     """Which decode step the figures ran: compiled (and why not, where it was asked) or eager."""
     decoder = lm.generator.compiled
     if decoder.reason is None and decoder.failed is None:
-        return "chatcli decode: the compiled step (chatcli's float32 default, int8 and int4 too, once built; --eager for the eager one)"
+        return "chatcli decode: the compiled step (chatcli's default once built; --eager for the eager one)"
     return f"chatcli decode: the eager step ({decoder.failed or decoder.reason})"
 
 

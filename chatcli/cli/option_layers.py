@@ -122,8 +122,8 @@ class Layers:
         return self.builtin.get(key)
 
     def compile_choice(self) -> bool | str:
-        """``compile`` as the engine takes it: what a flag, preset, env or config set, else "auto" (float32
-        uses a compiled step once one is built; see chatcli.engine.compile_build)."""
+        """``compile`` as the engine takes it: what a flag, preset, env or config set, else "auto" (float32,
+        int8 and int4 models use a compiled step once one is built; see chatcli.engine.compile_build)."""
         return bool(self.value("compile")) if self.source("compile") != "built-in" else "auto"
 
     def source(self, key: str) -> str:

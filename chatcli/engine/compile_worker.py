@@ -1,7 +1,7 @@
 """The builder process behind :func:`chatcli.engine.compile_build.start`: ``python -m
-chatcli.engine.compile_worker PACKAGE SOURCE DTYPE [QUANTIZE [GROUP]]`` loads the model at SOURCE as the chat did, builds the
-package of its decode step at low priority on one thread, and writes ``PACKAGE.failed`` (one line) instead
-when anything goes wrong; ``PACKAGE.building`` is removed either way."""
+chatcli.engine.compile_worker PACKAGE SOURCE DTYPE [QUANTIZE [GROUP]]`` loads the model at SOURCE as the
+chat did, builds the package of its decode step at low priority on one thread, and writes
+``PACKAGE.failed`` (one line) instead when anything goes wrong; ``PACKAGE.building`` is removed either way."""
 
 from __future__ import annotations
 
@@ -28,16 +28,14 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(1)
         from chatcli.engine.loader import load_engine
         from chatcli.model.compiled import package
-        from chatcli.model.compiled.step import use_cache_dir
+        from chatcli.model.compiled.step import package_path
         from chatcli.model.compiled.step_plan import plan
 
-        use_cache_dir()
         model = load_engine(source, dtype=dtype, device="cpu", quantize=quantize, group_size=group_size,
                             warm_up=False, calibrate=False).model
-        module = package.StepModule(plan(model, 1))
-        if package.package_key(module, package.source_hash()) != path.stem:
+        if package_path(model) != path:  # the file this model's decoder looks for (and inductor's cache dir set)
             raise RuntimeError("the model loaded here is not the one the package is for")
-        package.build(module, model.config, model.dtype, path)
+        package.build(package.StepModule(plan(model, 1)), model.config, model.dtype, path)
         marker(path, ".log").unlink(missing_ok=True)  # nothing to keep from a build that worked
         return 0
     except Exception as e:  # noqa: BLE001 - any failure: recorded in one line, the chat stays eager

@@ -227,7 +227,7 @@ def test_compile_lines_reach_the_stream_as_notices(tiny_model_dir):
 
 
 def test_auto_mode_decodes_eagerly_and_starts_one_background_build(tiny_model_dir, tmp_path, monkeypatch):
-    """The default for float32 ("auto"): no package yet, so the eager step, bit for bit, and one call
+    """The default ("auto"): no package yet, so the eager step, bit for bit, and one call
     to start a build elsewhere (with the package's path), told once; nothing is built here."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     from chatcli.model.compiled.step import package_path

@@ -26,7 +26,7 @@ A build that fails (no C++ compiler, an inductor error) does the same, with one 
 ``say``; the answer goes on eagerly, never wrong.
 
 Two modes: ``"on"`` (``--compile``) builds a missing package in the foreground on the first answer
-(about a minute on two cores; said before the first token); ``"auto"`` (float32's default) uses a
+(about a minute on two cores; said before the first token); ``"auto"`` (the default for float32 models: unquantised, int8, int4) uses a
 package that exists and otherwise decodes eagerly and calls ``background`` once, which starts a build
 in another process; the first answer after the package appears uses it.
 
