@@ -1,0 +1,70 @@
+"""The sparse dropout mask has F.dropout's distribution: independent entries, each dropped with
+probability p, whichever of the drops or the keeps it draws and however many refills it needs."""
+
+import math
+
+import pytest
+import torch
+
+from chatcli.model.dropout_mask import keep_mask, rare_positions
+
+
+def _within(observed: float, expected: float, trials: int, sds: float = 5.0) -> bool:
+    return abs(observed - expected) <= sds * math.sqrt(expected * (1 - expected) / trials) + 1e-12
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.5, 0.7, 0.95])
+def test_each_entry_is_dropped_with_probability_p(p):
+    torch.manual_seed(1)
+    m = keep_mask((4, 64, 96), p, torch.float32, torch.device("cpu"))
+    assert m.shape == (4, 64, 96) and m.dtype == torch.float32
+    assert set(m.unique().tolist()) <= {0.0, 1.0}
+    assert _within(float((m == 0).float().mean()), p, m.numel())
+
+
+@pytest.mark.parametrize("p", [0.05, 0.7])
+def test_entries_are_independent_and_positions_alike(p):
+    """Neighbours are both dropped at rate p² (no clustering from the gaps), and no position is
+    favoured: over many masks each one's drop count stays within 5 sd of its binomial mean."""
+    torch.manual_seed(2)
+    masks = torch.stack([keep_mask((97,), p, torch.float32, torch.device("cpu")) for _ in range(4000)])
+    dropped = masks == 0
+    both = (dropped[:, 1:] & dropped[:, :-1]).float().mean()
+    assert _within(float(both), p * p, dropped[:, 1:].numel())
+    per_position = dropped.float().mean(0)
+    sd = math.sqrt(p * (1 - p) / masks.shape[0])
+    assert float((per_position - p).abs().max()) < 5 * sd
+
+
+def test_gaps_between_drops_are_geometric():
+    torch.manual_seed(3)
+    q = 0.2
+    pos = rare_positions(400_000, q)
+    gaps = torch.diff(pos)
+    for k in range(1, 6):
+        assert _within(float((gaps == k).float().mean()), (1 - q) ** (k - 1) * q, gaps.numel())
+
+
+def test_a_short_first_batch_refills_with_the_same_distribution():
+    torch.manual_seed(4)
+    n, q = 50_000, 0.05
+    pos = rare_positions(n, q, spare_sd=-6.0)  # the first batch cannot reach the end
+    assert pos.dtype == torch.int64 and pos.numel() > 0
+    assert bool((pos[1:] > pos[:-1]).all()) and int(pos[0]) >= 0 and int(pos[-1]) < n
+    assert _within(pos.numel() / n, q, n)
+    assert int(pos[-1]) > n * 0.99  # the refills carry the drops on to the end
+
+
+def test_reproducible_under_the_global_seed_and_empty_shapes():
+    torch.manual_seed(5)
+    a = keep_mask((3, 7), 0.3, torch.bfloat16, torch.device("cpu"))
+    torch.manual_seed(5)
+    b = keep_mask((3, 7), 0.3, torch.bfloat16, torch.device("cpu"))
+    assert torch.equal(a, b) and a.dtype == torch.bfloat16
+    assert keep_mask((0, 5), 0.1, torch.float32, torch.device("cpu")).shape == (0, 5)
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0, -0.1, float("nan")])
+def test_rejects_a_probability_outside_zero_to_one(p):
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        keep_mask((2,), p, torch.float32, torch.device("cpu"))
