@@ -274,6 +274,27 @@ def test_past_the_deadline_only_the_baselines_are_measured_and_kept(tiny_model_d
     assert cal.choices == DEFAULT  # nothing else measured: nothing else chosen
 
 
+def test_past_the_deadline_both_bf16_paths_still_get_every_round(tiny_model_dir, calibrating, monkeypatch):
+    """A big model fits one round in the deadline; the path decision (which halves or doubles its decode)
+    is never left to one round, while the thread counts are what the deadline cuts."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("needs oneDNN")
+    engine = load_engine(str(tiny_model_dir), dtype="bfloat16", warm_up=False, calibrate=False)
+    torch.set_num_threads(2)
+    monkeypatch.setattr(measure, "DEADLINE_S", 0.0)
+    timed, real = [], measure._Run.decode_ms
+
+    def decode_ms(self, n, cutoff_ms):
+        timed.append(self.model.kernel_choices.bf16_small_rows)
+        return real(self, n, cutoff_ms)
+
+    monkeypatch.setattr(measure._Run, "decode_ms", decode_ms)
+    cal = measure.calibrate(engine)
+    decode = [m.candidate for m in cal.measurements if m.what == "decode"]
+    assert decode == ["plain, 2 threads", "onednn, 2 threads"]
+    assert timed[1:] == ["plain", "onednn"] * measure.ROUNDS  # after the warm-up: each path in every round
+
+
 def test_one_thread_and_float32_leave_nothing_to_measure(tiny_model_dir, calibrating):
     engine = load_engine(str(tiny_model_dir), warm_up=False, calibrate=False)
     torch.set_num_threads(1)

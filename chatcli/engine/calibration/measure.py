@@ -7,7 +7,9 @@ faster by more than :data:`MARGIN` (the noise of a short measurement):
    for a model with bf16 float groups) and the decode thread count, together: a greedy
    decode of :data:`DECODE_TOKENS` tokens through the model's own generator per candidate, timed
    whole per token. Baseline: the plain path on the full thread budget (so a
-   default that loses to the plain path is never kept). The oneDNN path's prepacked weights are
+   default that loses to the plain path is never kept); the two paths on that budget are measured
+   in every round, past the deadline too (one noisy round must not pick a path that halves a big
+   model's decode: the thread counts are what the deadline cuts). The oneDNN path's prepacked weights are
    built before its timed runs and kept while the candidates alternate (the final choice frees
    them when it is the plain path).
 2. **bf16 oneDNN / int8 / int4 row limit** (bf16 models that chose oneDNN, quantised models): the
@@ -159,17 +161,20 @@ class _Run:
 
     def choose_decode(self, choices: KernelChoices, threads: Sequence[int]) -> KernelChoices:
         paths = ("plain", "onednn") if _bf16_groups(self.model) else (choices.bf16_small_rows,)
-        combos = [(p, t) for p in paths for t in threads]
+        combos = [(p, t) for t in threads for p in paths]  # the paths on the whole budget first
         if len(combos) == 1:
             return choices
         baseline = combos[0]  # the plain path on the whole budget (threads[0])
+        # The paths on the whole budget get every round even past the deadline: a 1.5B model fits one round in
+        # it, and one round taken while its first load still churned memory chose the plain path at half speed.
+        paths_full = {(p, threads[0]) for p in paths} if len(paths) > 1 else set()
         times: dict[tuple[str, int], float] = {}
         for i in range(ROUNDS):
-            if i and self.late():
+            if i and self.late() and not paths_full:
                 break
             for combo in combos:
-                if combo != baseline and self.late() and combo not in times:
-                    continue  # never measured, and out of time: not a candidate
+                if self.late() and combo != baseline and combo not in paths_full and (i or combo not in times):
+                    continue  # out of time: a thread count not yet measured is no candidate, a later round skips it
                 best = min(times.values(), default=math.inf)
                 # The oneDNN copies are kept across candidates and built before the clock starts: built
                 # inside a timed run, they cost the first token a reorder of every weight (0.25 s for the
