@@ -2,7 +2,8 @@
 
 Systems run side by side, group by group (chatcli's prefill, then transformers'
 prefill, ...), so both see the same machine load within a few seconds of each
-other. Each worker is a fresh ``python -m chatcli.bench.worker`` process: imports,
+other; the long training group runs each system twice in a balanced order
+(chatcli, transformers, transformers, chatcli: :data:`BALANCED`), its runs pooled. Each worker is a fresh ``python -m chatcli.bench.worker`` process: imports,
 memory-mapped weights and peak RSS never leak from one figure to another. A
 baseline that fails is reported (its column says why) and the run goes on; a chatcli
 worker that fails is reported too, and the command then exits with an error.
@@ -41,6 +42,10 @@ SUPPORTS = {
     "transformers-loop": ("prefill", "decode", "turns"),
     "llama.cpp": ("prefill", "decode", "turns"),
 }
+# Groups whose systems run twice in a balanced order (A, B, B, A): training steps take seconds each and the
+# group minutes, long enough for a shared VM's speed to drift between the systems' workers (runs of the same
+# code read 1.23x and 1.43x against PEFT twenty minutes apart on this project's machine).
+BALANCED = ("train",)
 
 
 def run_worker(system: str, group: str, spec: BenchSpec, timeout: float = WORKER_TIMEOUT_S,
@@ -72,13 +77,16 @@ class _Collector:
         self.reference: dict[str, list[float]] = {}
         self.notes: list[str] = []
 
-    def add(self, system: str, group: str, result: dict, figure_ids: list[str]) -> None:
+    def add(self, system: str, group: str, result: dict, figure_ids: list[str], again: bool = False) -> None:
+        """One worker's result; ``again``: a second worker of the same system and group, whose runs join
+        the first one's (its notes, which repeat the first's, are left out)."""
         if "error" in result:
             for fid in figure_ids:
                 self.errors.setdefault(fid, {})[system] = result["error"]
             return
         for fid, runs in result.get("figures", {}).items():
-            self.values.setdefault(fid, {})[system] = runs
+            kept = self.values.setdefault(fid, {})
+            kept[system] = (kept.get(system, []) if again else []) + list(runs)
         for fid, why in result.get("info", {}).get("skipped", {}).items():  # a figure this system cannot give
             self.skipped.setdefault(fid, {})[system] = why
         if "load_s" in result:
@@ -86,7 +94,8 @@ class _Collector:
         if "info" in result:  # workers only (the start group's children report through their figures)
             self.info.setdefault(system, {})[group] = {**result["info"], "peak_rss_mb": result.get("peak_rss_mb"),
                                                        "threads": result.get("threads")}  # fmt: skip
-        self.notes.extend(result.get("notes", []))
+        if not again:
+            self.notes.extend(result.get("notes", []))
 
 
 def run_bench(
@@ -122,10 +131,15 @@ def run_bench(
             say("compile: chatcli, cold then warm inductor cache")
             c.add("chatcli", group, merge(*run_group(spec, run_worker)), by_group.get(group, []))
         else:
-            for system in spec.systems:
-                if group in SUPPORTS[system] and system not in unavailable:
-                    say(f"{group}: {system}")
-                    c.add(system, group, run_worker(system, group, spec), by_group.get(group, []))
+            systems = [s for s in spec.systems if group in SUPPORTS[s] and s not in unavailable]
+            order = systems + systems[::-1] if group in BALANCED and len(systems) > 1 else systems
+            for i, system in enumerate(order):
+                again = system in order[:i]
+                say(f"{group}: {system}" + (" again (balanced order)" if again else ""))
+                c.add(system, group, run_worker(system, group, spec), by_group.get(group, []), again=again)
+            if order != systems:
+                c.notes.append(f"{group}: each system ran twice, in the order {', '.join(order)}: a machine that "
+                               "speeds up or slows down during the run weighs on both alike")  # fmt: skip
             if group == "prefill" and spec.dtype != "float32":
                 say("prefill: chatcli at float32 (the bfloat16 target compares with it)")
                 result = run_worker("chatcli", group, spec.with_(dtype="float32", quantize=None))

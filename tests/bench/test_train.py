@@ -38,7 +38,8 @@ def test_train_figures_for_both_systems(tiny_model_dir, tmp_path):
         for system in ("chatcli", "transformers"):
             stat = rows[fid]["results"][system]
             check_stat(stat, f"{fid} {system}")
-            assert len(stat["runs"]) == (repeats if fid.endswith("_tps") else 1), fid  # warm-up step left out
+            # two workers a system (balanced order), each with its timed steps (warm-up left out) and its peak
+            assert len(stat["runs"]) == 2 * (repeats if fid.endswith("_tps") else 1), fid
         assert rows[fid]["ratio"]["transformers"] > 0
     chatcli, tf = r["info"]["chatcli"]["train"], r["info"]["transformers"]["train"]
     n, seq = QUICK.train_batch, QUICK.train_tokens
@@ -47,7 +48,9 @@ def test_train_figures_for_both_systems(tiny_model_dir, tmp_path):
     assert chatcli["trainable"] == tf["trainable"] and chatcli["trainable"]["sft"] > 0
     memory = chatcli["memory"]
     assert memory["rule_of_thumb_mb"] > 0 and all(v > 0 for v in memory["activations_mb"].values())
-    assert any(note.startswith("train memory, the LoRA article's rule of thumb") for note in r["notes"])
+    notes = r["notes"]
+    assert len([n for n in notes if n.startswith("train memory, the LoRA article's rule of thumb")]) == 1
+    assert "train: each system ran twice, in the order chatcli, transformers, transformers, chatcli" in " ".join(notes)
     assert {t["id"] for t in r["targets"]} == {"train_sft", "train_dpo"}
     for t in r["targets"]:
         kind = t["id"].split("_")[1]
