@@ -1,4 +1,4 @@
-"""Dropout's keep mask, drawn from the few positions that change instead of one draw per entry.
+"""Dropout drawn from the few positions that change instead of one draw per entry: :func:`dropped`.
 
 LoRA dropout zeroes each input entry of every adapted layer independently with probability p
 (PEFT's ``nn.Dropout``). At the usual p = 0.05 that means one random number per entry, 95% of
@@ -7,9 +7,10 @@ the default model (210 masks a step; 4.8 ms for one [2, 256, 1536] down-projecti
 
 The same distribution can be drawn from the rare outcome alone. In a row of independent
 Bernoulli(q) trials the gaps between successes are independent Geometric(q) variables
-(P(gap = k) = (1 - q)^(k-1)·q, k ≥ 1), and conversely: so :func:`keep_mask` draws about n·q
-gaps, their running sum gives the positions of the rare entries, and those are written into a
-tensor filled with the common value. q is the rarer of p and 1 - p, so a high p is as cheap.
+(P(gap = k) = (1 - q)^(k-1)·q, k ≥ 1), and conversely: so :func:`rare_positions` draws about
+n·q gaps, and their running sum gives the positions of the rare entries. :func:`dropped` zeroes those
+positions in a copy of its input; :func:`keep_mask` (a high p, other devices) writes them into a
+tensor filled with the common value, q being the rarer of p and 1 - p.
 
 Each gap comes from one uniform 31-bit integer by the inverse CDF, ``floor(log(u) / log(1 - q))
 + 1`` with u = (r + ½)/2^31 in (0, 1): the CDF is exact to within 2^-31 at every k, the same
@@ -32,6 +33,21 @@ import torch
 # Gaps drawn up front, in standard deviations of the number needed beyond its mean: the first
 # batch almost always suffices (8 sd: about 1e-15), and a short one simply draws another.
 _SPARE_SD = 8.0
+
+
+def dropped(x: torch.Tensor, p: float) -> torch.Tensor:
+    """x with each entry independently set to 0 with probability p (not rescaled: the caller folds
+    1 / (1 - p) into a cheaper product); differentiable, 0 < p < 1 (the caller skips p = 0).
+
+    On CPU at p <= 1/2 the dropped positions are written into a copy of x (``index_fill``: no mask
+    tensor, no multiply; its backward zeroes the same positions of the gradient): in an SFT step of
+    the default model that read 278 tok/s against 254 with a float mask multiplied in."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"dropout probability must lie strictly between 0 and 1, got {p}")
+    if x.device.type == "cpu" and p <= 0.5:
+        flat = x.reshape(-1)
+        return flat.index_fill(0, rare_positions(flat.numel(), p), 0.0).view(x.shape)
+    return x * keep_mask(x.shape, p, x.dtype, x.device)
 
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

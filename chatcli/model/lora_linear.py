@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chatcli.model.dropout_mask import keep_mask
+from chatcli.model.dropout_mask import dropped
 from chatcli.model.qlinear import QuantizedEmbedding, QuantizedLinear, float_dtype_device, weight_shape
 
 
@@ -256,13 +256,14 @@ def _add_trained_side(y: torch.Tensor, x: torch.Tensor, p: LoRAPair, training: b
     The low-rank product runs in A/B's dtype (float32 masters on a bf16 base, cast back to y's
     dtype). The scales (s·c, and dropout's 1 / (1 - p)) multiply the rank-r product, not the
     [.., out] one, and where the dtypes agree B's product and the sum are one ``addmm`` (no
-    [.., out] temporary). Dropout's mask is F.dropout's distribution drawn from the dropped
-    positions only (:mod:`.dropout_mask`, from the same global generator): LoRA dropout runs on
-    every input of every adapted layer, and on CPU a draw per entry was 14% of an SFT step."""
+    [.., out] temporary). Dropout zeroes entries with F.dropout's distribution, drawn from the
+    dropped positions only and written into a copy of x (:mod:`.dropout_mask`, from the same
+    global generator): LoRA dropout runs on every input of every adapted layer, and on CPU a
+    draw per entry was 14% of an SFT step."""
     xa = x.to(p.A.dtype)
     scale = p.scale * p.scaling
     if p.dropout and training:
-        xa = xa * keep_mask(x.shape, p.dropout, xa.dtype, x.device)  # float: a bool one is converted twice
+        xa = dropped(xa, p.dropout)
         scale /= 1.0 - p.dropout
     h = F.linear(xa, p.A) * scale  # [.., r]
     if h.dtype == y.dtype:

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from chatcli.model.dropout_mask import keep_mask, rare_positions
+from chatcli.model.dropout_mask import dropped, keep_mask, rare_positions
 
 
 def _within(observed: float, expected: float, trials: int, sds: float = 5.0) -> bool:
@@ -68,3 +68,27 @@ def test_reproducible_under_the_global_seed_and_empty_shapes():
 def test_rejects_a_probability_outside_zero_to_one(p):
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         keep_mask((2,), p, torch.float32, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.8])
+def test_dropped_zeroes_a_p_share_and_its_gradient_follows(p):
+    """dropped(x, p) is x with a p share of entries zeroed (the rest untouched), and the gradient
+    reaching x is zero exactly where the entry was dropped (as x * mask's)."""
+    torch.manual_seed(6)
+    x = (torch.rand(3, 50, 80) + 1.0).requires_grad_(True)  # no entry is 0 by itself
+    y = dropped(x, p)
+    zero = y == 0
+    assert _within(float(zero.float().mean()), p, zero.numel())
+    assert torch.equal(y[~zero], x.detach()[~zero])
+    g = torch.randn_like(y)
+    (grad,) = torch.autograd.grad(y, x, g)
+    assert torch.equal(grad, torch.where(zero, torch.zeros_like(g), g))
+
+
+def test_dropped_copies_a_non_contiguous_input_and_leaves_it_alone():
+    torch.manual_seed(7)
+    base = torch.rand(40, 60) + 1.0
+    x = base.t()  # a transposed view
+    y = dropped(x, 0.2)
+    assert y.shape == x.shape and bool((base > 0).all()) and bool((y == 0).any())
+    assert torch.equal(y[y != 0], x[y != 0])
