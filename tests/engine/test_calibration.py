@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from chatcli.engine.calibration import auto, cache, measure
-from chatcli.engine.calibration.key import calibration_key, cpu_identity
+from chatcli.engine.calibration.key import METHOD, calibration_key, cpu_identity
 from chatcli.engine.calibration.record import SCHEMA, Calibration, Measurement
 from chatcli.engine.calibration.table import kernel_note, render
 from chatcli.engine.calibration.threads import phase_threads, thread_candidates
@@ -441,6 +441,7 @@ def test_key_names_the_cpu_torch_threads_dtype_quantization_and_shape(tiny_model
     key = calibration_key(model, 3)
     assert key["threads"] == 3 and key["torch"] == torch.__version__ and key["dtype"] == "float32"
     assert key["quantize"] == "int4-g32+int8" and key["shape"]["layers"] == model.config.num_hidden_layers
+    assert key["method"] == METHOD  # a calibration measured the old way is measured again
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: sse avx512f amx_tile\n\n"
                     "processor\t: 1\nmodel name\t: Test CPU 9000\nflags\t\t: sse avx512f amx_tile\n")

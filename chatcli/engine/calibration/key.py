@@ -52,11 +52,18 @@ def quantization_label(model: nn.Module) -> str:
     return "+".join(sorted(kinds)) if kinds else "none"
 
 
+# The measuring procedure's version, part of every key: raised when a change to the measuring would choose
+# differently, so calibrations made the old way are measured again once. 2: the bf16 paths get every round
+# (one round had chosen aten's plain mm for a 1.5B model at half oneDNN's speed).
+METHOD = 2
+
+
 def calibration_key(model: nn.Module, threads: int | None = None) -> dict:
     """The key of ``model`` (a DecoderLM on the CPU) under ``threads`` (default: torch's count now)."""
     cfg = model.config
     cpu, flags = cpu_identity()
     return {
+        "method": METHOD,
         "cpu": cpu,
         "cpu_flags": flags,
         "torch": torch.__version__,
