@@ -28,13 +28,15 @@ def test_activation_estimate_terms():
     assert activation_memory("dpo", 4, 128, dtype="float32", **SMOL) == 2 * sft
     reward = activation_memory("reward", 2, 128, dtype="float32", **SMOL)
     assert reward == tokens * 576 * 30 * round(ACT_FACTOR["float32"] * REWARD_FACTOR_SCALE)
-    assert abs(reward / tokens / MB - 3.06) < 0.15  # the reward calibration runs' per-token slope
+    # the reward calibration runs' per-token slope (3.06 MB) less the dropout masks no longer kept (36 bytes
+    # per token·hidden·layer: 0.59 MB)
+    assert abs(reward / tokens / MB - (3.06 - 36 * 576 * 30 / MB)) < 0.15
     # Linear in batch and length; bf16 and checkpointing need less.
     assert activation_memory("sft", 8, 128, dtype="float32", **SMOL) == 2 * sft
     assert activation_memory("sft", 4, 256, dtype="float32", **SMOL) == 2 * sft
     assert activation_memory("sft", 4, 128, dtype="bfloat16", **SMOL) < sft
     ckpt = activation_memory("sft", 4, 128, dtype="float32", grad_checkpointing=True, **SMOL)
-    assert ckpt < 0.5 * sft
+    assert ckpt < 0.55 * sft  # (the float32 log-probs over the vocabulary are not checkpointed)
     # The calibration runs measured (peak RSS per token, float32): 3.66 MB; checkpointed: 1.58 MB.
     assert abs(sft / tokens / MB - 3.66) < 0.15 and abs(ckpt / tokens / MB - 1.58) < 0.15
 
