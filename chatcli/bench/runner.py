@@ -2,8 +2,9 @@
 
 Systems run side by side, group by group (chatcli's prefill, then transformers'
 prefill, ...), so both see the same machine load within a few seconds of each
-other; the long training group runs each system twice in a balanced order
-(chatcli, transformers, transformers, chatcli: :data:`BALANCED`), its runs pooled. Each worker is a fresh ``python -m chatcli.bench.worker`` process: imports,
+other; the groups the targets read (prefill, decode, train: :data:`BALANCED`) run each
+system twice in a balanced order (chatcli, transformers, transformers, chatcli), their
+runs pooled, so a machine that drifts during the group weighs on every system alike. Each worker is a fresh ``python -m chatcli.bench.worker`` process: imports,
 memory-mapped weights and peak RSS never leak from one figure to another. A
 baseline that fails is reported (its column says why) and the run goes on; a chatcli
 worker that fails is reported too, and the command then exits with an error.
@@ -42,10 +43,11 @@ SUPPORTS = {
     "transformers-loop": ("prefill", "decode", "turns"),
     "llama.cpp": ("prefill", "decode", "turns"),
 }
-# Groups whose systems run twice in a balanced order (A, B, B, A): training steps take seconds each and the
-# group minutes, long enough for a shared VM's speed to drift between the systems' workers (runs of the same
-# code read 1.23x and 1.43x against PEFT twenty minutes apart on this project's machine).
-BALANCED = ("train",)
+# Groups whose systems run twice in a balanced order (A, B, C, C, B, A): the groups the targets read. A shared
+# VM's speed drifts between the systems' workers: training runs of the same code read 1.23x and 1.43x against
+# PEFT twenty minutes apart, and bf16 decode 1.28x-1.37x against the transformers loop in bench runs while the
+# same process decoded at 33-39 tok/s between them, on this project's machine.
+BALANCED = ("prefill", "decode", "train")
 
 
 def run_worker(system: str, group: str, spec: BenchSpec, timeout: float = WORKER_TIMEOUT_S,
