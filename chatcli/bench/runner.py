@@ -4,7 +4,8 @@ Systems run side by side, group by group (chatcli's prefill, then transformers'
 prefill, ...), so both see the same machine load within a few seconds of each
 other; the groups the targets read (prefill, decode, train: :data:`BALANCED`) run each
 system twice in a balanced order (chatcli, transformers, transformers, chatcli), their
-runs pooled, so a machine that drifts during the group weighs on every system alike. Each worker is a fresh ``python -m chatcli.bench.worker`` process: imports,
+runs pooled, so a machine that drifts during the group weighs on every system alike.
+Each worker is a fresh ``python -m chatcli.bench.worker`` process: imports,
 memory-mapped weights and peak RSS never leak from one figure to another. A
 baseline that fails is reported (its column says why) and the run goes on; a chatcli
 worker that fails is reported too, and the command then exits with an error.
@@ -141,7 +142,7 @@ def run_bench(
                 c.add(system, group, run_worker(system, group, spec), by_group.get(group, []), again=again)
             if order != systems:
                 c.notes.append(f"{group}: each system ran twice, in the order {', '.join(order)}: a machine that "
-                               "speeds up or slows down during the run weighs on both alike")  # fmt: skip
+                               "speeds up or slows down during the run weighs on every system alike")  # fmt: skip
             if group == "prefill" and spec.dtype != "float32":
                 say("prefill: chatcli at float32 (the bfloat16 target compares with it)")
                 result = run_worker("chatcli", group, spec.with_(dtype="float32", quantize=None))

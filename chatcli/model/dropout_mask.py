@@ -8,9 +8,9 @@ the default model (210 masks a step; 4.8 ms for one [2, 256, 1536] down-projecti
 The same distribution can be drawn from the rare outcome alone. In a row of independent
 Bernoulli(q) trials the gaps between successes are independent Geometric(q) variables
 (P(gap = k) = (1 - q)^(k-1)·q, k ≥ 1), and conversely: so :func:`rare_positions` draws about
-n·q gaps, and their running sum gives the positions of the rare entries. :func:`dropped` zeroes those
-positions in a copy of its input; :func:`keep_mask` (a high p, other devices) writes them into a
-tensor filled with the common value, q being the rarer of p and 1 - p.
+n·q gaps, and their running sum gives the positions of the rare entries (q being the rarer of p and
+1 - p); :func:`dropped` zeroes those positions in a copy of its input (or, at a high p, copies the
+kept ones into zeros).
 
 Each gap comes from one uniform 31-bit integer by the inverse CDF, ``floor(log(u) / log(1 - q))
 + 1`` with u = (r + ½)/2^31 in (0, 1): the CDF is exact to within 2^-31 at every k, the same
@@ -39,31 +39,20 @@ def dropped(x: torch.Tensor, p: float) -> torch.Tensor:
     """x with each entry independently set to 0 with probability p (not rescaled: the caller folds
     1 / (1 - p) into a cheaper product); differentiable, 0 < p < 1 (the caller skips p = 0).
 
-    On CPU at p <= 1/2 the dropped positions are written into a copy of x (``index_fill``: no mask
-    tensor, no multiply; its backward zeroes the same positions of the gradient): in an SFT step of
-    the default model that read 278 tok/s against 254 with a float mask multiplied in."""
+    On CPU the rarer outcome's positions are drawn (:func:`rare_positions`): at p <= 1/2 the dropped
+    ones are zeroed in a copy of x (``index_fill``: no mask tensor, no multiply; its backward zeroes
+    the same positions of the gradient; in an SFT step of the default model that read 278 tok/s
+    against 254 with a float mask multiplied in), above it the kept ones are copied into zeros.
+    Other devices draw one 31-bit integer per entry (their generators are parallel)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"dropout probability must lie strictly between 0 and 1, got {p}")
-    if x.device.type == "cpu" and p <= 0.5:
-        flat = x.reshape(-1)
+    if x.device.type != "cpu":
+        return x * (torch.empty_like(x, dtype=torch.int32).random_() >= round(p * 2**31)).to(x.dtype)
+    flat = x.reshape(-1)
+    if p <= 0.5:
         return flat.index_fill(0, rare_positions(flat.numel(), p), 0.0).view(x.shape)
-    return x * keep_mask(x.shape, p, x.dtype, x.device)
-
-
-def keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A tensor of `shape` with each entry independently 0 (probability p) or 1 (probability 1 - p).
-
-    0 < p < 1 (the caller skips dropout at p = 0)."""
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"dropout probability must lie strictly between 0 and 1, got {p}")
-    if torch.device(device).type != "cpu":
-        return (torch.empty(shape, dtype=torch.int32, device=device).random_() >= round(p * 2**31)).to(dtype)
-    n = math.prod(shape)
-    rare_is_drop = p <= 0.5
-    positions = rare_positions(n, p if rare_is_drop else 1.0 - p)
-    mask = torch.full((n,), 1.0 if rare_is_drop else 0.0, dtype=dtype, device=device)
-    mask.index_fill_(0, positions, 0.0 if rare_is_drop else 1.0)
-    return mask.view(shape)
+    kept = rare_positions(flat.numel(), 1.0 - p)
+    return torch.zeros_like(flat).index_copy(0, kept, flat[kept]).view(x.shape)
 
 
 def rare_positions(n: int, q: float, spare_sd: float = _SPARE_SD) -> torch.Tensor:

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from chatcli.model.dropout_mask import dropped, keep_mask, rare_positions
+from chatcli.model.dropout_mask import dropped, rare_positions
 
 
 def _within(observed: float, expected: float, trials: int, sds: float = 5.0) -> bool:
@@ -16,7 +16,7 @@ def _within(observed: float, expected: float, trials: int, sds: float = 5.0) -> 
 @pytest.mark.parametrize("p", [0.05, 0.3, 0.5, 0.7, 0.95])
 def test_each_entry_is_dropped_with_probability_p(p):
     torch.manual_seed(1)
-    m = keep_mask((4, 64, 96), p, torch.float32, torch.device("cpu"))
+    m = dropped(torch.ones(4, 64, 96), p)  # each entry 0 (dropped) or 1: both sides of p = 1/2
     assert m.shape == (4, 64, 96) and m.dtype == torch.float32
     assert set(m.unique().tolist()) <= {0.0, 1.0}
     assert _within(float((m == 0).float().mean()), p, m.numel())
@@ -27,11 +27,11 @@ def test_entries_are_independent_and_positions_alike(p):
     """Neighbours are both dropped at rate p² (no clustering from the gaps), and no position is
     favoured: over many masks each one's drop count stays within 5 sd of its binomial mean."""
     torch.manual_seed(2)
-    masks = torch.stack([keep_mask((97,), p, torch.float32, torch.device("cpu")) for _ in range(4000)])
-    dropped = masks == 0
-    both = (dropped[:, 1:] & dropped[:, :-1]).float().mean()
-    assert _within(float(both), p * p, dropped[:, 1:].numel())
-    per_position = dropped.float().mean(0)
+    masks = torch.stack([dropped(torch.ones(97), p) for _ in range(4000)])
+    zero = masks == 0
+    both = (zero[:, 1:] & zero[:, :-1]).float().mean()
+    assert _within(float(both), p * p, zero[:, 1:].numel())
+    per_position = zero.float().mean(0)
     sd = math.sqrt(p * (1 - p) / masks.shape[0])
     assert float((per_position - p).abs().max()) < 5 * sd
 
@@ -57,17 +57,17 @@ def test_a_short_first_batch_refills_with_the_same_distribution():
 
 def test_reproducible_under_the_global_seed_and_empty_shapes():
     torch.manual_seed(5)
-    a = keep_mask((3, 7), 0.3, torch.bfloat16, torch.device("cpu"))
+    a = dropped(torch.ones(3, 7, dtype=torch.bfloat16), 0.3)
     torch.manual_seed(5)
-    b = keep_mask((3, 7), 0.3, torch.bfloat16, torch.device("cpu"))
+    b = dropped(torch.ones(3, 7, dtype=torch.bfloat16), 0.3)
     assert torch.equal(a, b) and a.dtype == torch.bfloat16
-    assert keep_mask((0, 5), 0.1, torch.float32, torch.device("cpu")).shape == (0, 5)
+    assert dropped(torch.ones(0, 5), 0.1).shape == (0, 5) and dropped(torch.ones(0, 5), 0.9).shape == (0, 5)
 
 
 @pytest.mark.parametrize("p", [0.0, 1.0, -0.1, float("nan")])
 def test_rejects_a_probability_outside_zero_to_one(p):
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        keep_mask((2,), p, torch.float32, torch.device("cpu"))
+        dropped(torch.ones(2), p)
 
 
 @pytest.mark.parametrize("p", [0.05, 0.3, 0.8])
