@@ -224,13 +224,17 @@ class LoRALinear(nn.Module):
         y = F.linear(x, base.weight, base.bias) if type(base) is nn.Linear else base(x)  # quantised: its own kernel
         return self.add_side(x, y)
 
+    def trains(self) -> bool:
+        """Whether gradients flow to any adapter's A or B now (grad mode on, a trainable pair)."""
+        return torch.is_grad_enabled() and any(p.A.requires_grad or p.B.requires_grad for p in self.lora.values())
+
     def add_side(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """y (the base layer's output for x, e.g. a slice of a fused q/k/v matmul) plus the
         active adapters' low-rank terms. x: [..., in], y: [..., out] -> [..., out]; in inference
         y is updated in place and returned."""
         if self._fused_valid and self._fused is None:
             return y  # nothing active: exactly the base layer
-        if torch.is_grad_enabled() and any(p.A.requires_grad or p.B.requires_grad for p in self.lora.values()):
+        if self.trains():
             # Training: keep each adapter separate so gradients reach its A and B.
             for p in self.lora.values():
                 if p.active:

@@ -29,9 +29,10 @@ from torch.utils.checkpoint import checkpoint
 from chatcli.model.config import ModelConfig
 from chatcli.model.kernel_choice import DEFAULT as DEFAULT_CHOICES, KernelChoices
 from chatcli.model.kv_cache import KVCache
-from chatcli.model.packed import FusedGroup, fused_linear, linear, pack_model
+from chatcli.model.packed import FusedGroup, fused_linear, linear, pack_model, trained_group_output
 from chatcli.model.qlinear import float_dtype_device
 from chatcli.model.rope import RotaryEmbedding, rotate
+from chatcli.model.train_fusions import qkv_rope, rms_norm, swiglu
 
 
 class RMSNorm(nn.Module):
@@ -43,6 +44,8 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [..., D]; normalise in float32, scale in the input dtype (HF's order of casts).
         # F.rms_norm computes x * rsqrt(mean(x^2) + eps) bit-identically to HF's three ops, in one.
+        if x.requires_grad and torch.is_grad_enabled():  # training: the same values, a leaner backward
+            return rms_norm(x, self.weight, self.eps)
         h = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
         return self.weight * h.to(x.dtype)
 
@@ -73,6 +76,11 @@ class Attention(nn.Module):
         """q [B, H, S, Dh], k and v [B, KV, S, Dh] for x [B, S, D]: the projections after the
         q/k norms and RoPE, exactly what attention reads (the attention probe reads them too)."""
         B, S, _ = x.shape
+        if self.q_norm is None:  # training LoRA: q/k/v and RoPE leave their gradient in one tensor
+            y = trained_group_output(self, self.qkv_group, x)
+            if y is not None:
+                q, k, v = qkv_rope(y, cos, sin, self.n_heads, self.n_kv)
+                return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         qkv = fused_linear(self, self.qkv_group, x)  # one matmul when packed, else None
         q, k, v = qkv if qkv is not None else (self.q_proj(x), self.k_proj(x), self.v_proj(x))
         q = q.view(B, S, self.n_heads, self.head_dim)
@@ -112,6 +120,9 @@ class MLP(nn.Module):
         self.down_group: FusedGroup | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = trained_group_output(self, self.gate_up_group, x)  # training LoRA: one gradient tensor
+        if y is not None:
+            return linear(self, "down_proj", self.down_group, swiglu(y))
         gate_up = fused_linear(self, self.gate_up_group, x)  # one matmul when packed, else None
         gate, up = gate_up if gate_up is not None else (self.gate_proj(x), self.up_proj(x))
         return linear(self, "down_proj", self.down_group, F.silu(gate) * up)

@@ -54,6 +54,7 @@ from torch import nn
 from chatcli.model.int4 import Int4Linear
 from chatcli.model.int8 import Int8Linear
 from chatcli.model.kernel_choice import DEFAULT as DEFAULT_CHOICES, KernelChoices
+from chatcli.model.lora_group_train import group_with_lora
 from chatcli.model.lora_linear import LoRALinear, ReplacedModule
 from chatcli.model.quant_group import QuantGroup, quant_group  # QuantGroup is also imported from here (model.compiled.step_plan)
 
@@ -184,6 +185,49 @@ def fused_linear(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: to
     if not isinstance(group, FusedGroup):
         return group.run(parent, x)  # a QuantGroup
     grad = torch.is_grad_enabled()
+    found = _members(parent, group, grad)
+    if found is None:
+        return None
+    loras, version = found
+    if grad and any(lora is not None and lora.trains() for lora in loras):
+        y = _trained(group, loras, x)
+        return [y] if len(group.sizes) == 1 else list(y.split(group.sizes, -1))  # (a split of one: a copy in backward)
+    rows = x.shape[:-1].numel()
+    small = rows <= group.onednn_max_rows and not (grad and x.requires_grad)  # no autograd there
+    # Past the default 16 rows (a prompt), only a copy that is already built serves: the first prompt's
+    # time to its first token never pays the reorder of every weight (the first decode step builds it).
+    ready = rows <= ONEDNN_MAX_ROWS or group._onednn_version == version
+    if small and ready and group.use_onednn and x.dtype == torch.bfloat16 and group.onednn_ok():
+        y = torch.ops.mkldnn._linear_pointwise(x, group.onednn_weight(version), group.bias, "none", [], "")
+    else:
+        y = F.linear(x, group.weight, group.bias)  # [..., O_total]
+    if y.requires_grad:  # split's backward is one cat (narrow's: a zero-filled [.., O_total] per member)
+        outs = list(y.split(group.sizes, -1))  # the LoRA side paths add out of place here
+    else:  # narrow, not split: autograd refuses in-place writes (the LoRA side path) to split's views
+        outs = [y.narrow(-1, s, n) for s, n in zip(group.starts, group.sizes)]
+    for i, lora in enumerate(loras):
+        if lora is not None:
+            outs[i] = lora.add_side(x, outs[i])
+    return outs
+
+
+def trained_group_output(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: torch.Tensor) -> torch.Tensor | None:
+    """The whole output [..., O_total] of a float group whose LoRA terms train now (gradients on,
+    base frozen), through :class:`~chatcli.model.lora_group_train.LoRAGroupFn`; else None. For a
+    caller that consumes the members together (:mod:`chatcli.model.train_fusions`) and so leaves
+    their gradient in one tensor."""
+    if not isinstance(group, FusedGroup) or not torch.is_grad_enabled():
+        return None
+    found = _members(parent, group, True)
+    if found is None or not any(lora is not None and lora.trains() for lora in found[0]):
+        return None
+    return _trained(group, found[0], x)
+
+
+def _members(parent: nn.Module, group: FusedGroup, grad: bool) -> tuple[list[LoRALinear | None], int] | None:
+    """(each member's LoRA wrapper or None, the sum of the base weights' version counters) when every
+    member still is a plain Linear (or a LoRALinear around one) whose weight is its view into the
+    group, frozen while gradients are on; else None."""
     loras: list[LoRALinear | None] = []
     version = 0
     modules = parent._modules
@@ -201,23 +245,13 @@ def fused_linear(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: to
             return None
         loras.append(lora)
         version += w._version
-    rows = x.shape[:-1].numel()
-    small = rows <= group.onednn_max_rows and not (grad and x.requires_grad)  # no autograd there
-    # Past the default 16 rows (a prompt), only a copy that is already built serves: the first prompt's
-    # time to its first token never pays the reorder of every weight (the first decode step builds it).
-    ready = rows <= ONEDNN_MAX_ROWS or group._onednn_version == version
-    if small and ready and group.use_onednn and x.dtype == torch.bfloat16 and group.onednn_ok():
-        y = torch.ops.mkldnn._linear_pointwise(x, group.onednn_weight(version), group.bias, "none", [], "")
-    else:
-        y = F.linear(x, group.weight, group.bias)  # [..., O_total]
-    if y.requires_grad:  # training: split's backward is one cat (narrow's: a zero-filled [.., O_total] per member)
-        outs = list(y.split(group.sizes, -1))  # the LoRA side paths add out of place here
-    else:  # narrow, not split: autograd refuses in-place writes (the LoRA side path) to split's views
-        outs = [y.narrow(-1, s, n) for s, n in zip(group.starts, group.sizes)]
-    for i, lora in enumerate(loras):
-        if lora is not None:
-            outs[i] = lora.add_side(x, outs[i])
-    return outs
+    return loras, version
+
+
+def _trained(group: FusedGroup, loras: list[LoRALinear | None], x: torch.Tensor) -> torch.Tensor:
+    members = list(zip(group.starts, group.sizes, loras))
+    training = any(lora is not None and lora.training for lora in loras)
+    return group_with_lora(x, group.weight_t, group.bias, members, training)
 
 
 def linear(parent: nn.Module, name: str, group: FusedGroup | None, x: torch.Tensor) -> torch.Tensor:
