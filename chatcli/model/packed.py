@@ -201,7 +201,9 @@ def fused_linear(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: to
         y = torch.ops.mkldnn._linear_pointwise(x, group.onednn_weight(version), group.bias, "none", [], "")
     else:
         y = F.linear(x, group.weight, group.bias)  # [..., O_total]
-    if y.requires_grad:  # split's backward is one cat (narrow's: a zero-filled [.., O_total] per member)
+    if len(group.sizes) == 1:  # (split's backward would copy the gradient: a cat of one)
+        outs = [y]
+    elif y.requires_grad:  # split's backward is one cat (narrow's: a zero-filled [.., O_total] per member)
         outs = list(y.split(group.sizes, -1))  # the LoRA side paths add out of place here
     else:  # narrow, not split: autograd refuses in-place writes (the LoRA side path) to split's views
         outs = [y.narrow(-1, s, n) for s, n in zip(group.starts, group.sizes)]
