@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chatcli_finetune.picked_logprob import picked_logprob
+
 
 @dataclass
 class Sums:
@@ -63,8 +65,8 @@ def target_logprobs(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor, tra
     log-softmax run on those N positions only; the values are those of :func:`token_logprobs`."""
     pos = torch.cat([trained, trained.new_zeros(trained.shape[0], 1)], dim=1)  # [B, S]: position t predicts t + 1
     logits = model(ids, attention_mask=model_mask(attn), positions=pos)  # [N, V]
-    # cross_entropy is log_softmax + the target's entry (nll_loss): the same values, one fewer [N, V] pass
-    return -F.cross_entropy(logits.float(), ids[:, 1:][trained], reduction="none")  # [N]
+    # -cross_entropy's values (log_softmax, the target's entry), with a backward that allocates no [N, V]
+    return picked_logprob(logits.float(), ids[:, 1:][trained])  # [N]
 
 
 def token_logprobs(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor,

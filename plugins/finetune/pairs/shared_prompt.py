@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from chatcli_finetune.data import Example, Pair, collate
 from chatcli_finetune.losses import model_mask, sequence_logps, trained_mask
+from chatcli_finetune.picked_logprob import picked_logprob
 
 
 def shared_length(pair: Pair) -> int:
@@ -107,5 +107,5 @@ def pair_sequence_logps(model: nn.Module, pairs: Sequence[Pair], pad_id: int, de
     t = trained_mask(attn, target)  # [2P, S'-1]; the first token of a remainder is never trained
     pos = torch.cat([t, t.new_zeros(2 * P, 1)], dim=1)
     logits = model(ids, cache=after, attention_mask=mask, positions=pos)  # [N, V]
-    lp = -F.cross_entropy(logits.float(), ids[:, 1:][t], reduction="none")  # [N]
+    lp = picked_logprob(logits.float(), ids[:, 1:][t])  # [N]
     return lp.new_zeros(2 * P).index_add(0, t.nonzero(as_tuple=True)[0], lp)
