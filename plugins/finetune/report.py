@@ -20,10 +20,11 @@ dropout 0.05, random weights at SmolLM2-135M's shape: hidden 576, MLP 1536, 30 l
 vocab 49152; 3-step runs, batch 2/4/8 × max_len 128 and 2 × 256, with and without
 checkpointing). The slope of peak RSS per token was 3.66 MB (float32), 2.47 MB
 (bfloat16), 1.58 / 1.08 MB with checkpointing; solving the two cases per dtype for
-the two unknowns gave ACT_FACTOR ≈ 135 / 90 bytes (99 / 54 since the dropout masks are no longer
-kept, see ACT_FACTOR) and LOGIT_COPIES ≈ 7.5 / 5.5
+the two unknowns gave ACT_FACTOR ≈ 135 / 90 bytes and LOGIT_COPIES ≈ 7.5 / 5.5
 (logits, log-softmax output, and in backward its scatter, exp and result, the
-slice's gradient). The bytes autograd *saves* in the forward alone (saved-tensor
+slice's gradient). Measured again after issue 18's round 7 (batch 2 and 8 × 128 on the default
+model): 2.17 / 1.56 MiB per token, 0.710 / 0.725 checkpointed, so 96 / 54 bytes and 3.15 / 3.5
+copies (no dropout masks kept, and the log-prob's backward writes over the softmax it kept). The bytes autograd *saves* in the forward alone (saved-tensor
 hooks, parameters excluded) were 121 / 82 per token·hidden·layer here and 111-115 in
 float32 on the tiny test models (2 and 4 layers); the rest is backward's transients.
 The reward model (no logits) measured more per token than that fit predicts: 3.06 MB
@@ -94,12 +95,16 @@ def predicted_memory(frozen_params: int, frozen_bytes_per: int, trainable: int, 
 # Peak bytes per token × hidden unit × layer, and float32 [tokens, vocab] copies at the
 # peak (measured; see the module docstring).
 # Issue 18 round 6: LoRA dropout no longer keeps a float32 mask per adapted layer for the backward pass
-# (chatcli.model.dropout_mask), 36 bytes per token·hidden·layer less: the SFT peak at 2 x 256 tokens fell
-# 2580 -> 2261 MB, which is the seven [tokens, in] float32 masks. Both factors are lowered by those bytes (a
-# bf16 base's masks were float32 too); the bfloat16 one was not measured again.
-ACT_FACTOR = {"float32": 99, "bfloat16": 54, "float16": 54}
-LOGIT_COPIES = {"float32": 7.5, "bfloat16": 5.5, "float16": 5.5}
-REWARD_FACTOR_SCALE = 1.5  # the reward runs' per-layer bytes (185 measured, 149 without the masks) over the SFT fit
+# (chatcli.model.dropout_mask), 36 bytes per token·hidden·layer less (ACT_FACTOR 135 -> 99).
+# Issue 18 round 7, measured again (the default model, SFT, 3 steps, batch 2 and 8 x 128 tokens, each run
+# in its own process, with and without checkpointing): float32 2.17 / 0.710 MiB per token, bfloat16
+# 1.56 / 0.725, which the two-unknown fit turns into the factors 96 / 54 and 3.15 / 3.5 log-prob copies
+# (7.5 / 5.5 before: the log-prob's backward now reuses its softmax in place, chatcli_finetune.picked_logprob,
+# and the head's gradient is no longer copied by a split of one). float16 is taken to be bfloat16.
+ACT_FACTOR = {"float32": 96, "bfloat16": 54, "float16": 54}
+LOGIT_COPIES = {"float32": 3.15, "bfloat16": 3.5, "float16": 3.5}
+REWARD_FACTOR_SCALE = 1.5  # the reward runs' per-layer bytes (185 measured, 149 without the masks) over the SFT fit;
+# not measured again in round 7
 
 
 def activation_memory(kind: str, batch: int, max_len: int, hidden: int, layers: int, vocab: int, dtype: str,
