@@ -16,7 +16,10 @@ Logits come back in the model dtype; norms and RoPE angles run in float32 as HF 
 
 Speed: after :func:`~chatcli.model.packed.pack_model` (done by the checkpoint loader)
 q/k/v and gate/up each run as one input-major matmul; a model that is not packed, or
-whose modules were replaced, calls the modules one by one with the same results.
+whose modules were replaced, calls the modules one by one with the same results. While LoRA
+adapters train, a packed group runs as one autograd node with its adapters
+(:mod:`~chatcli.model.lora_group_train`), and q/k/v+RoPE, SwiGLU and the norms take hand-written
+backward passes (:mod:`~chatcli.model.train_fusions`): the same values, fewer copies.
 """
 
 from __future__ import annotations
@@ -76,8 +79,8 @@ class Attention(nn.Module):
         """q [B, H, S, Dh], k and v [B, KV, S, Dh] for x [B, S, D]: the projections after the
         q/k norms and RoPE, exactly what attention reads (the attention probe reads them too)."""
         B, S, _ = x.shape
-        if self.q_norm is None:  # training LoRA: q/k/v and RoPE leave their gradient in one tensor
-            y = trained_group_output(self, self.qkv_group, x)
+        if torch.is_grad_enabled() and self.q_norm is None:  # training LoRA: q/k/v and RoPE leave their
+            y = trained_group_output(self, self.qkv_group, x)  # gradient in one tensor (train_fusions)
             if y is not None:
                 q, k, v = qkv_rope(y, cos, sin, self.n_heads, self.n_kv)
                 return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -120,9 +123,10 @@ class MLP(nn.Module):
         self.down_group: FusedGroup | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = trained_group_output(self, self.gate_up_group, x)  # training LoRA: one gradient tensor
-        if y is not None:
-            return linear(self, "down_proj", self.down_group, swiglu(y))
+        if torch.is_grad_enabled():  # training LoRA: the gate/up gradient in one tensor (train_fusions)
+            y = trained_group_output(self, self.gate_up_group, x)
+            if y is not None:
+                return linear(self, "down_proj", self.down_group, swiglu(y))
         gate_up = fused_linear(self, self.gate_up_group, x)  # one matmul when packed, else None
         gate, up = gate_up if gate_up is not None else (self.gate_proj(x), self.up_proj(x))
         return linear(self, "down_proj", self.down_group, F.silu(gate) * up)
