@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chatcli.model.dropout_mask import dropped
+from chatcli.model.training.dropout_mask import dropped
 from chatcli.model.qlinear import QuantizedEmbedding, QuantizedLinear, float_dtype_device, weight_shape
 
 
@@ -261,7 +261,7 @@ def _add_trained_side(y: torch.Tensor, x: torch.Tensor, p: LoRAPair, training: b
     dtype). The scales (s·c, and dropout's 1 / (1 - p)) multiply the rank-r product, not the
     [.., out] one, and where the dtypes agree B's product and the sum are one ``addmm`` (no
     [.., out] temporary). Dropout zeroes entries with F.dropout's distribution, drawn from the
-    dropped positions only and written into a copy of x (:mod:`.dropout_mask`, from the same
+    dropped positions only and written into a copy of x (:mod:`.training.dropout_mask`, from the same
     global generator): LoRA dropout runs on every input of every adapted layer, and on CPU a
     draw per entry was 14% of an SFT step."""
     xa = x.to(p.A.dtype)

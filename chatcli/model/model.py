@@ -18,8 +18,8 @@ Speed: after :func:`~chatcli.model.packed.pack_model` (done by the checkpoint lo
 q/k/v and gate/up each run as one input-major matmul; a model that is not packed, or
 whose modules were replaced, calls the modules one by one with the same results. While LoRA
 adapters train, a packed group runs as one autograd node with its adapters
-(:mod:`~chatcli.model.lora_group_train`), and q/k/v+RoPE, SwiGLU and the norms take hand-written
-backward passes (:mod:`~chatcli.model.train_fusions`): the same values, fewer copies.
+(:mod:`~chatcli.model.training.lora_group`), and q/k/v+RoPE, SwiGLU and the norms take hand-written
+backward passes (:mod:`~chatcli.model.training.fusions`): the same values, fewer copies.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from chatcli.model.kv_cache import KVCache
 from chatcli.model.packed import FusedGroup, fused_linear, linear, pack_model, trained_group_output
 from chatcli.model.qlinear import float_dtype_device
 from chatcli.model.rope import RotaryEmbedding, rotate
-from chatcli.model.train_fusions import qkv_rope, rms_norm, swiglu
+from chatcli.model.training.fusions import qkv_rope, rms_norm, swiglu
 
 
 class RMSNorm(nn.Module):
@@ -80,7 +80,7 @@ class Attention(nn.Module):
         q/k norms and RoPE, exactly what attention reads (the attention probe reads them too)."""
         B, S, _ = x.shape
         if torch.is_grad_enabled() and self.q_norm is None:  # training LoRA: q/k/v and RoPE leave their
-            y = trained_group_output(self, self.qkv_group, x)  # gradient in one tensor (train_fusions)
+            y = trained_group_output(self, self.qkv_group, x)  # gradient in one tensor (model.training.fusions)
             if y is not None:
                 q, k, v = qkv_rope(y, cos, sin, self.n_heads, self.n_kv)
                 return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -123,7 +123,7 @@ class MLP(nn.Module):
         self.down_group: FusedGroup | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():  # training LoRA: the gate/up gradient in one tensor (train_fusions)
+        if torch.is_grad_enabled():  # training LoRA: the gate/up gradient in one tensor (model.training.fusions)
             y = trained_group_output(self, self.gate_up_group, x)
             if y is not None:
                 return linear(self, "down_proj", self.down_group, swiglu(y))

@@ -54,7 +54,7 @@ from torch import nn
 from chatcli.model.int4 import Int4Linear
 from chatcli.model.int8 import Int8Linear
 from chatcli.model.kernel_choice import DEFAULT as DEFAULT_CHOICES, KernelChoices
-from chatcli.model.lora_group_train import group_with_lora
+from chatcli.model.training.lora_group import group_with_lora
 from chatcli.model.lora_linear import LoRALinear, ReplacedModule
 from chatcli.model.quant_group import QuantGroup, quant_group  # QuantGroup is also imported from here (model.compiled.step_plan)
 
@@ -215,8 +215,8 @@ def fused_linear(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: to
 
 def trained_group_output(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: torch.Tensor) -> torch.Tensor | None:
     """The whole output [..., O_total] of a float group whose LoRA terms train now (gradients on,
-    base frozen), through :class:`~chatcli.model.lora_group_train.LoRAGroupFn`; else None. For a
-    caller that consumes the members together (:mod:`chatcli.model.train_fusions`) and so leaves
+    base frozen), through :class:`~chatcli.model.training.lora_group.LoRAGroupFn`; else None. For a
+    caller that consumes the members together (:mod:`chatcli.model.training.fusions`) and so leaves
     their gradient in one tensor."""
     if not isinstance(group, FusedGroup) or not torch.is_grad_enabled():
         return None

@@ -95,11 +95,11 @@ def predicted_memory(frozen_params: int, frozen_bytes_per: int, trainable: int, 
 # Peak bytes per token × hidden unit × layer, and float32 [tokens, vocab] copies at the
 # peak (measured; see the module docstring).
 # Issue 18 round 6: LoRA dropout no longer keeps a float32 mask per adapted layer for the backward pass
-# (chatcli.model.dropout_mask), 36 bytes per token·hidden·layer less (ACT_FACTOR 135 -> 99).
+# (chatcli.model.training.dropout_mask), 36 bytes per token·hidden·layer less (ACT_FACTOR 135 -> 99).
 # Issue 18 round 7, measured again (the default model, SFT, 3 steps, batch 2 and 8 x 128 tokens, each run
 # in its own process, with and without checkpointing): float32 2.17 / 0.710 MiB per token, bfloat16
 # 1.56 / 0.725, which the two-unknown fit turns into the factors 96 / 54 and 3.15 / 3.5 log-prob copies
-# (7.5 / 5.5 before: the log-prob's backward now reuses its softmax in place, chatcli_finetune.picked_logprob,
+# (7.5 / 5.5 before: the log-prob's backward now reuses its softmax in place, chatcli_finetune.losses.picked_logprob,
 # and the head's gradient is no longer copied by a split of one). float16 is taken to be bfloat16.
 ACT_FACTOR = {"float32": 96, "bfloat16": 54, "float16": 54}
 LOGIT_COPIES = {"float32": 3.15, "bfloat16": 3.5, "float16": 3.5}

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from chatcli_finetune.picked_logprob import picked_logprob
+from chatcli_finetune.losses import picked_logprob
 
 
 def test_values_and_gradient_match_cross_entropy():

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from chatcli.model.dropout_mask import dropped, rare_positions
+from chatcli.model.training.dropout_mask import dropped, rare_positions
 
 
 def _within(observed: float, expected: float, trials: int, sds: float = 5.0) -> bool:

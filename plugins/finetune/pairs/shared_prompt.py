@@ -24,8 +24,7 @@ import torch
 from torch import nn
 
 from chatcli_finetune.data import Example, Pair, collate
-from chatcli_finetune.losses import model_mask, sequence_logps, trained_mask
-from chatcli_finetune.picked_logprob import picked_logprob
+from chatcli_finetune.losses import model_mask, picked_logprob, sequence_logps, trained_mask
 
 
 def shared_length(pair: Pair) -> int:

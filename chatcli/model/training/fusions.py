@@ -5,11 +5,11 @@ members by autograd's ``split``, its gradient is rebuilt in backward by a ``cat`
 gradients: a copy of every activation gradient of the group. RoPE built from autograd's ``cat``,
 multiplies and add costs another cat in forward and, in backward, slice gradients that start from
 zero-filled tensors and are summed. The two functions here take the whole group output and write
-their gradient straight into one tensor of its shape, which :class:`~.lora_group_train.LoRAGroupFn`
+their gradient straight into one tensor of its shape, which :class:`~.lora_group.LoRAGroupFn`
 reads as it is:
 
 * :func:`qkv_rope`: q/k/v from the q/k/v group's output, q and k rotated (the same operations,
-  in the same order, as :func:`~.rope.rotate`, so the same values), v a view. Backward:
+  in the same order, as :func:`~chatcli.model.rope.rotate`, so the same values), v a view. Backward:
   ``g·cos`` plus each half's partner times its sine, one multiply and two multiply-adds a head.
 * :func:`swiglu`: ``silu(gate)·up`` from the gate/up group's output. Backward: the up half
   ``g·silu(gate)`` and the gate half through ATen's ``silu_backward``, each written into its half.
@@ -17,7 +17,7 @@ reads as it is:
   decomposition of ``F.rms_norm`` takes about ten (on CPU ATen has no fused backward).
 
 The model takes these only while gradients flow (training) through a group whose LoRA terms
-train; inference keeps its own path. ``tests/model/test_train_fusions.py`` checks values and
+train; inference keeps its own path. ``tests/model/test_training_fusions.py`` checks values and
 gradients against the autograd formulas.
 """
 

@@ -1,4 +1,4 @@
-"""Training through a packed group (chatcli.model.lora_group_train) gives the autograd formula's
+"""Training through a packed group (chatcli.model.training.lora_group) gives the autograd formula's
 loss and gradients: the unpacked model, whose LoRA layers add ``s·B·A·dropout(x)`` with autograd's
 own operations (lora_linear._add_trained_side), is the reference.
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from chatcli.hub.checkpoint import load_checkpoint
 from chatcli.lora.manager import AdapterManager
-from chatcli.model.lora_group_train import LoRAGroupFn, Term
+from chatcli.model.training.lora_group import LoRAGroupFn, Term
 from tests.lora_helpers import IDS, peft_model, save_peft
 
 ALL_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -1,4 +1,4 @@
-"""The training fusions (chatcli.model.train_fusions) against the autograd formulas they replace."""
+"""The training fusions (chatcli.model.training.fusions) against the autograd formulas they replace."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from chatcli.model.rope import rotate
-from chatcli.model.train_fusions import qkv_rope, swiglu
+from chatcli.model.training.fusions import qkv_rope, swiglu
 
 
 def _tables(B, S, dh, dtype):
@@ -61,7 +61,7 @@ def test_swiglu_matches_the_formula_and_its_gradient():
 
 def test_rms_norm_matches_the_model_formula_and_its_gradients():
     # (No gradcheck: the norm computes in float32 whatever the input dtype, as the model's does.)
-    from chatcli.model.train_fusions import rms_norm
+    from chatcli.model.training.fusions import rms_norm
 
     torch.manual_seed(3)
     for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):

@@ -49,7 +49,7 @@ def dropped(x: torch.Tensor, p: float) -> torch.Tensor:
 
 class DropPattern:
     """Which of n entries dropout zeroes, drawn once, so that the same entries can be zeroed in an
-    input and later in its gradient (:mod:`chatcli.model.lora_group_train` does both by hand).
+    input and later in its gradient (:mod:`chatcli.model.training.lora_group` does both by hand).
 
     On CPU it holds the rarer outcome's sorted positions: the dropped ones at p <= 1/2, else the
     kept ones; elsewhere a dense 0/1 mask."""

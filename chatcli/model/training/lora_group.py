@@ -20,11 +20,11 @@ drawn from torch's global generator, so ``torch.manual_seed`` and gradient check
 see the same masks). Each member keeps its own mask, as PEFT's per-layer ``nn.Dropout`` does. A
 frozen adapter stacked under the trained one (its A and B need no gradient) is added the same way
 and gets none. Float32 A/B on a bf16 base: the low-rank product runs in float32 and is rounded
-once into y, as :func:`~.lora_linear._add_trained_side` does.
+once into y, as :func:`~chatcli.model.lora_linear._add_trained_side` does.
 
-:func:`~.packed.fused_linear` takes this path while LoRA parameters need gradients and the base
+:func:`~chatcli.model.packed.fused_linear` takes this path while LoRA parameters need gradients and the base
 weights do not; anything else runs as before. The values equal the autograd formula's up to float
-rounding (``tests/model/test_lora_group_train.py`` checks them, and their gradients, against it).
+rounding (``tests/model/test_training_lora_group.py`` checks them, and their gradients, against it).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from chatcli.model.dropout_mask import DropPattern
+from chatcli.model.training.dropout_mask import DropPattern
 
 
 @dataclass(frozen=True)
