@@ -213,7 +213,8 @@ def fused_linear(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: to
     return outs
 
 
-def trained_group_output(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: torch.Tensor) -> torch.Tensor | None:
+def trained_group_output(parent: nn.Module, group: FusedGroup | QuantGroup | None,
+                         x: torch.Tensor) -> torch.Tensor | None:  # fmt: skip
     """The whole output [..., O_total] of a float group whose LoRA terms train now (gradients on,
     base frozen), through :class:`~chatcli.model.training.lora_group.LoRAGroupFn`; else None. For a
     caller that consumes the members together (:mod:`chatcli.model.training.fusions`) and so leaves

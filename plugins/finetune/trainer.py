@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from chatcli.model.training.kept_heap import kept_heap
 from chatcli_finetune.args import TrainArgs, lr_at
 from chatcli_finetune.data import Example, Pair, collate
 from chatcli_finetune.losses import Sums, dpo_sums, reward_sums, sft_sums
@@ -220,24 +221,26 @@ class Trainer:
         total = total_steps(len(train), a)
         spe = steps_per_epoch(len(train), a)
         start = time.perf_counter() - state.elapsed
-        while state.step < total and not self._stop:
-            m = self.train_step(state.step, train, total)
-            state.step += 1
-            state.tokens += m["tokens"]
-            now = time.perf_counter() - start
-            state.elapsed = now
-            done_here = max(1e-9, now)
-            m.update(
-                step=state.step, total_steps=total, epoch=round(state.step / spe, 4), tokens_total=state.tokens,
-                tokens_per_s=state.tokens / done_here, elapsed_s=round(now, 3),
-                eta_s=round(now / state.step * (total - state.step), 1),
-            )  # fmt: skip
-            last = state.step == total
-            epoch_end = state.step % spe == 0
-            if val and (last or (a.eval_every and state.step % a.eval_every == 0) or (not a.eval_every and epoch_end)):
-                m.update(self.evaluate(val))
-            state.history.append(m)
-            on_step(m)
-            if not last and (state.step % a.save_every == 0 or self._stop):
-                on_checkpoint(state.step)
+        with kept_heap():  # every step reuses the last one's pages (chatcli.model.training.kept_heap)
+            while state.step < total and not self._stop:
+                m = self.train_step(state.step, train, total)
+                state.step += 1
+                state.tokens += m["tokens"]
+                now = time.perf_counter() - start
+                state.elapsed = now
+                done_here = max(1e-9, now)
+                m.update(
+                    step=state.step, total_steps=total, epoch=round(state.step / spe, 4), tokens_total=state.tokens,
+                    tokens_per_s=state.tokens / done_here, elapsed_s=round(now, 3),
+                    eta_s=round(now / state.step * (total - state.step), 1),
+                )  # fmt: skip
+                last = state.step == total
+                epoch_end = state.step % spe == 0
+                evaluate = last or (a.eval_every and state.step % a.eval_every == 0) or (not a.eval_every and epoch_end)
+                if val and evaluate:
+                    m.update(self.evaluate(val))
+                state.history.append(m)
+                on_step(m)
+                if not last and (state.step % a.save_every == 0 or self._stop):
+                    on_checkpoint(state.step)
         return state

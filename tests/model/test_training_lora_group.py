@@ -24,7 +24,8 @@ ALL_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 def adapters(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("group_train")
     trained = save_peft(peft_model(tiny_model_dir, seed=1, target_modules=ALL_LINEARS, r=4, lora_alpha=8), out / "t")
-    frozen = save_peft(peft_model(tiny_model_dir, seed=2, target_modules=["k_proj", "up_proj"], r=2, lora_alpha=4), out / "f")
+    frozen_pm = peft_model(tiny_model_dir, seed=2, target_modules=["k_proj", "up_proj"], r=2, lora_alpha=4)
+    frozen = save_peft(frozen_pm, out / "f")
     return trained, frozen
 
 
@@ -110,8 +111,10 @@ def test_the_function_against_the_formula_with_gradcheck():
     x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     w = torch.randn(5, 7, dtype=torch.float64)
     b = torch.randn(7, dtype=torch.float64)
-    a1, b1 = torch.randn(2, 5, dtype=torch.float64, requires_grad=True), torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
-    a2, b2 = torch.randn(3, 5, dtype=torch.float64, requires_grad=True), torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    def leaf(*shape):
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+    a1, b1, a2, b2 = leaf(2, 5), leaf(4, 2), leaf(3, 5), leaf(3, 3)
     terms = (Term(0, 4, 0.5, 0.0), Term(4, 3, 2.0, 0.0))
     assert torch.autograd.gradcheck(lambda *t: LoRAGroupFn.apply(t[0], w, b, terms, *t[1:]), (x, a1, b1, a2, b2))
     y = LoRAGroupFn.apply(x, w, b, terms, a1, b1, a2, b2)

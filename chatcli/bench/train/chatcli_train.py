@@ -25,6 +25,7 @@ import time
 from chatcli.bench.spec import BenchSpec
 from chatcli.bench.train.phase_rss import PhaseRss
 from chatcli.bench.train.train_rows import KINDS, Batch, batch, settings
+from chatcli.model.training.kept_heap import kept_heap
 from chatcli_finetune.args import TrainArgs
 from chatcli_finetune.data import Example, Pair
 from chatcli_finetune.report import activation_memory, predicted_memory
@@ -109,14 +110,15 @@ def _train(model, manager, tok, rows: Batch, spec: BenchSpec) -> tuple[list[floa
             reference_s = time.perf_counter() - t0
         total = 1 + spec.repeats
         rates = []
-        for step in range(total):  # step 0 is the warm-up (allocator, kernels, AdamW's state)
-            t0 = time.perf_counter()
-            m = trainer.train_step(step, items, total)
-            seconds = time.perf_counter() - t0
-            if m["tokens"] != rows.tokens:  # the trainer's own count must be the one the baseline is given
-                raise RuntimeError(f"the trainer counted {m['tokens']} tokens, the batch holds {rows.tokens}")
-            if step:
-                rates.append(rows.tokens / seconds)
+        with kept_heap():  # as Trainer.run keeps it around its steps
+            for step in range(total):  # step 0 is the warm-up (allocator, kernels, AdamW's state)
+                t0 = time.perf_counter()
+                m = trainer.train_step(step, items, total)
+                seconds = time.perf_counter() - t0
+                if m["tokens"] != rows.tokens:  # the trainer's own count must be the one the baseline is given
+                    raise RuntimeError(f"the trainer counted {m['tokens']} tokens, the batch holds {rows.tokens}")
+                if step:
+                    rates.append(rows.tokens / seconds)
         return rates, sum(p.numel() for _, p in params), reference_s
     finally:
         manager.unload(TRAIN_NAME)
