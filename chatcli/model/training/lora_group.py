@@ -59,13 +59,17 @@ class LoRAGroupFn(torch.autograd.Function):
         x2 = x.reshape(-1, d_in)
         y = torch.addmm(bias, x2, weight_t) if bias is not None else x2 @ weight_t  # [N, O]
         inputs, hs, patterns = [], [], []
+        casts = {x2.dtype: x2}  # x in A's dtype (float32 masters on a bf16 base), shared by the terms without dropout
         for i, t in enumerate(terms):
             A, B = pairs[2 * i], pairs[2 * i + 1]
-            xa = x2 if A.dtype == x2.dtype else x2.to(A.dtype)
             pattern = None
-            if t.dropout:
-                pattern = DropPattern(xa.numel(), t.dropout, xa.device)
-                xa = pattern.zero_(xa.clone() if xa is x2 else xa)  # (a cast is a copy already)
+            if t.dropout:  # its own copy, in A's dtype, with its own entries zeroed
+                pattern = DropPattern(x2.numel(), t.dropout, x2.device)
+                xa = pattern.zero_(x2.to(A.dtype, copy=True))
+            else:
+                xa = casts.get(A.dtype)
+                if xa is None:
+                    xa = casts[A.dtype] = x2.to(A.dtype)
             h = (xa @ A.t()).mul_(t.scale)  # [N, r]
             block = y[:, t.start : t.start + t.size]
             if B.dtype == y.dtype:
