@@ -5,8 +5,8 @@ A training step allocates the same large buffers every time (activations kept fo
 with fresh ``mmap`` calls and returns them with ``munmap`` on free, and trims the heap's top past its
 trim threshold: so every step faults its buffers in again, page by page, from zeroed memory (an SFT
 step of the default model at 2 x 256 tokens: ~38,000 page faults). Inside :func:`kept_heap` all
-blocks come from the heap and nothing is trimmed, so a step reuses the pages the last one freed
-(~250 faults a step; 1.06x the steps' speed, paired median of interleaved steps, CPU time 4.27 ->
+blocks come from the heap and nothing is trimmed, so once the heap has grown to a step's high-water
+mark (the first step or two) a step reuses the pages the last one freed (~250 faults a step; 1.06x the steps' speed, paired median of interleaved steps, CPU time 4.27 ->
 3.99 s a step; the process's peak RSS within 1%). This is what PyTorch's CPU training guides get by
 preloading jemalloc or tcmalloc, without a second allocator.
 
