@@ -189,15 +189,14 @@ def fused_linear(parent: nn.Module, group: FusedGroup | QuantGroup | None, x: to
     if found is None:
         return None
     loras, version = found
-    if grad and any(lora is not None and lora.trains() for lora in loras):
-        y = _trained(group, loras, x)
-        return [y] if len(group.sizes) == 1 else list(y.split(group.sizes, -1))  # (a split of one: a copy in backward)
     rows = x.shape[:-1].numel()
     small = rows <= group.onednn_max_rows and not (grad and x.requires_grad)  # no autograd there
     # Past the default 16 rows (a prompt), only a copy that is already built serves: the first prompt's
     # time to its first token never pays the reorder of every weight (the first decode step builds it).
     ready = rows <= ONEDNN_MAX_ROWS or group._onednn_version == version
-    if small and ready and group.use_onednn and x.dtype == torch.bfloat16 and group.onednn_ok():
+    if grad and _trains(loras):  # the adapters' terms are in y already: no side path left to add
+        y, loras = _trained(group, loras, x), [None] * len(loras)
+    elif small and ready and group.use_onednn and x.dtype == torch.bfloat16 and group.onednn_ok():
         y = torch.ops.mkldnn._linear_pointwise(x, group.onednn_weight(version), group.bias, "none", [], "")
     else:
         y = F.linear(x, group.weight, group.bias)  # [..., O_total]
@@ -222,9 +221,7 @@ def trained_group_output(parent: nn.Module, group: FusedGroup | QuantGroup | Non
     if not isinstance(group, FusedGroup) or not torch.is_grad_enabled():
         return None
     found = _members(parent, group, True)
-    if found is None or not any(lora is not None and lora.trains() for lora in found[0]):
-        return None
-    return _trained(group, found[0], x)
+    return _trained(group, found[0], x) if found is not None and _trains(found[0]) else None
 
 
 def _members(parent: nn.Module, group: FusedGroup, grad: bool) -> tuple[list[LoRALinear | None], int] | None:
@@ -249,6 +246,10 @@ def _members(parent: nn.Module, group: FusedGroup, grad: bool) -> tuple[list[LoR
         loras.append(lora)
         version += w._version
     return loras, version
+
+
+def _trains(loras: list[LoRALinear | None]) -> bool:
+    return any(lora is not None and lora.trains() for lora in loras)
 
 
 def _trained(group: FusedGroup, loras: list[LoRALinear | None], x: torch.Tensor) -> torch.Tensor:

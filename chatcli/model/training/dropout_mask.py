@@ -57,7 +57,6 @@ class DropPattern:
     def __init__(self, n: int, p: float, device: torch.device):
         if not 0.0 < p < 1.0:
             raise ValueError(f"dropout probability must lie strictly between 0 and 1, got {p}")
-        self.n = n
         self.mask: torch.Tensor | None = None  # [n] int32 0/1, off CPU
         self.positions: torch.Tensor | None = None  # sorted int64, on CPU
         self.of_dropped = p <= 0.5  # positions are the dropped entries (else the kept ones)

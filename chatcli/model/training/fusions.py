@@ -129,13 +129,15 @@ class RMSNormFn(torch.autograd.Function):
         return gx, gw, None
 
 
+# ATen's fused kernel (what F.rms_norm runs on CPU) returns its rstd too; an older torch has none.
+_FUSED_RMS_NORM = getattr(torch.ops.aten, "_fused_rms_norm", None)
+
+
 def _norm_and_rstd(xf: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    # ATen's fused kernel (what F.rms_norm runs on CPU) returns its rstd too; older torch: recompute it.
-    fused = getattr(torch.ops.aten, "_fused_rms_norm", None)
-    if fused is not None:
+    if _FUSED_RMS_NORM is not None:
         try:
-            return fused(xf, [xf.shape[-1]], None, eps)
-        except (NotImplementedError, RuntimeError):
+            return _FUSED_RMS_NORM(xf, [xf.shape[-1]], None, eps)
+        except (NotImplementedError, RuntimeError):  # a device without the kernel: recompute rstd
             pass
     return F.rms_norm(xf, (xf.shape[-1],), eps=eps), torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
 
