@@ -27,12 +27,13 @@ model): 2.17 / 1.56 MiB per token, 0.710 / 0.725 checkpointed, so 96 / 54 bytes 
 copies (no dropout masks kept, and the log-prob's backward writes over the softmax it kept). The bytes autograd *saves* in the forward alone (saved-tensor
 hooks, parameters excluded) were 121 / 82 per token·hidden·layer here and 111-115 in
 float32 on the tiny test models (2 and 4 layers); the rest is backward's transients.
-The reward model (no logits) measured more per token than that fit predicts: 3.06 MB
-(float32, batch 2/4/8 pairs × 128) against 2.22 MB, i.e. a per-layer factor of about
-185 (149 once the dropout masks were no longer kept), so REWARD_FACTOR_SCALE = 1.5 is
-applied for it (bfloat16 reward runs were not
-measured; the same scale is assumed). Why the SFT fit is low there is not
-understood; allocator reuse around the large logits tensors is a guess.
+The reward model (no logits) keeps more per token and layer than the causal LM: its own
+factor, measured the same way (reward runs on the default model, 3 steps, batch 2, 4 and 8 pairs × 127
+tokens in float32, 2 and 8 in bfloat16, each in its own process, after issue 18's round 7): 2.08 MB per token in float32 (120 bytes per token·hidden·layer; the
+batch 4 -> 8 slope agrees within 1 MB a pair) and 1.45 MB in bfloat16 (84). The first fit (1.5 × the SFT factor,
+from 185 bytes measured before the dropout masks went) over-predicted float32 by ~25% once the
+causal LM's glue was rewritten; why the reward path keeps more than the LM's layers is not
+understood (its hidden states are read at each row's last token; allocator reuse is a guess).
 Memory was linear in sequence length up to 256 (SDPA keeps no S×S matrix). Fewer
 targets or no dropout need less (73 saved bytes in float32 without dropout), and
 the estimate uses the longest example for every row: batches of shorter examples
@@ -103,8 +104,8 @@ def predicted_memory(frozen_params: int, frozen_bytes_per: int, trainable: int, 
 # and the head's gradient is no longer copied by a split of one). float16 is taken to be bfloat16.
 ACT_FACTOR = {"float32": 96, "bfloat16": 54, "float16": 54}
 LOGIT_COPIES = {"float32": 3.15, "bfloat16": 3.5, "float16": 3.5}
-REWARD_FACTOR_SCALE = 1.5  # the reward runs' per-layer bytes (185 measured, 149 without the masks) over the SFT fit;
-# not measured again in round 7
+# The reward model's own factor (no logits; measured, see the module docstring).
+REWARD_ACT_FACTOR = {"float32": 120, "bfloat16": 84, "float16": 84}
 
 
 def activation_memory(kind: str, batch: int, max_len: int, hidden: int, layers: int, vocab: int, dtype: str,
@@ -112,9 +113,8 @@ def activation_memory(kind: str, batch: int, max_len: int, hidden: int, layers: 
     """Estimated activation bytes of one micro-batch (forward kept for backward, plus log-probs)."""
     rows = batch * (1 if kind == "sft" else 2)  # DPO / reward: chosen + rejected rows
     tokens = rows * max_len
-    factor = ACT_FACTOR.get(dtype, ACT_FACTOR["float32"])
-    if kind == "reward":
-        factor = round(factor * REWARD_FACTOR_SCALE)
+    factors = REWARD_ACT_FACTOR if kind == "reward" else ACT_FACTOR
+    factor = factors.get(dtype, factors["float32"])
     if grad_checkpointing:
         itemsize = 4 if dtype == "float32" else 2
         per_token = hidden * (layers * itemsize + factor)  # layer inputs + one layer recomputed
