@@ -22,7 +22,7 @@ def run(spec: BenchSpec, group: str) -> dict:
 
     kwargs = {"quantize": spec.quantize} if spec.quantize else {}
     t0 = time.perf_counter()
-    # As a person's commands decode: float32, int8 and int4 through the compiled step (its package built by the group's
+    # As a person's commands decode: float32, int8, int4 and bfloat16 through the compiled step (its package built by the group's
     # untimed warm-up when missing, where a person's first chat builds it in the background).
     lm = load_model(spec.path, dtype=spec.dtype, device="cpu", compile=spec.compiled, **kwargs)
     load_s = time.perf_counter() - t0

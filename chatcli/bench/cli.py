@@ -140,7 +140,7 @@ def build_spec(
         model=model, path=str(path), dtype=dtype, threads=threads, quantize=quantize,
         repeats=repeats or (2 if quick else 3), quick=quick, sizes=sizes, groups=groups,
         systems=tuple(systems), gguf=gguf,
-        compiled=not eager and dtype == "float32" and _compile_setting() is not False,  # as "auto" (engine/loader)
+        compiled=not eager and dtype in ("float32", "bfloat16") and _compile_setting() is not False,  # as "auto" (engine/loader)
     )  # fmt: skip
     # Unavailable baselines keep their column, which says why; the runner starts no worker for them.
     return spec, unavailable, notes

@@ -84,7 +84,7 @@ def measure(lm, spec: BenchSpec) -> tuple[dict, dict]:
     _decode_rate(gen, ids, min(n, 8))  # the first compiled answer: the build, or the load of a built package
     if decoder.failed is not None:
         raise RuntimeError(f"the step was not compiled: {decoder.failed}")
-    if decoder.reason is not None:  # not covered (e.g. the calibrated bf16 oneDNN path): said, not an error
+    if decoder.reason is not None:  # not covered (e.g. an active adapter): said, not an error
         why = f"not compiled: {decoder.reason}"
         skipped = {f: why for f in ("decode_compiled_tps", "compile_cold_s", "compile_warm_s")}
         gen.compiled = None

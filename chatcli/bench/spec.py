@@ -69,7 +69,7 @@ class BenchSpec:
     systems: tuple[str, ...] = ("chatcli",)
     gguf: str | None = None  # for llama.cpp
     adapter_dir: str | None = None  # the rank-R adapter the adapter figures load
-    # chatcli decodes through the compiled step, as a person's commands do for float32, int8 and int4 once its package
+    # chatcli decodes through the compiled step, as a person's commands do for float32, int8, int4 and bfloat16 once its package
     # is built (chatcli.engine.compile_build); build_spec decides (--eager, the `compile` setting).
     compiled: bool = False
 

@@ -37,7 +37,7 @@ QuantizeOpt = typer.Option(
 CompileOpt = typer.Option(
     None, "--compile/--no-compile", envvar=ENV_VARS["compile"], show_default=False,  # unset: "auto" (see help)
     help="Decode through a step compiled ahead of time (CPU; built once per model shape, about a minute, kept on "
-    "disk; the eager step's numbers bit for bit). Unset: float32, int8 and int4 use it once a background build "
+    "disk; the eager step's numbers bit for bit). Unset: float32, int8, int4 and bfloat16 use it once a background build "
     "made it; --no-compile: never.",
 )
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")

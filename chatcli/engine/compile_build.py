@@ -30,10 +30,12 @@ def marker(path: Path, suffix: str) -> Path:
     return path.with_suffix(suffix)
 
 
-def start(path: Path, source: str, dtype: str, quantize: str = "none", group_size: int | None = None) -> str | None:
+def start(path: Path, source: str, dtype: str, quantize: str = "none", group_size: int | None = None,
+          bf16_path: str = "") -> str | None:
     """Launch a builder for the package ``path`` of the model at ``source`` (a local directory) loaded
-    as ``dtype``/``quantize``/``group_size``, unless one runs or failed before; returns the line to tell
-    the person, or None."""
+    as ``dtype``/``quantize``/``group_size`` (a bf16 model with ``bf16_path``, its one-row products'
+    kernel: the builder loads without calibrating), unless one runs or failed before; returns the line
+    to tell the person, or None."""
     failed, building = marker(path, ".failed"), marker(path, ".building")
     if failed.exists() or path.exists():
         return None
@@ -52,7 +54,7 @@ def start(path: Path, source: str, dtype: str, quantize: str = "none", group_siz
         with open(marker(path, ".log"), "ab") as log:
             subprocess.Popen(
                 [sys.executable, "-m", "chatcli.engine.compile_worker", str(path), source, dtype, quantize,
-                 str(group_size or "")],
+                 str(group_size or ""), bf16_path],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,  # outlives a one-shot command
                 env={**os.environ, "OMP_NUM_THREADS": "1"},  # one core: the chat keeps the other
             )  # fmt: skip

@@ -1,6 +1,6 @@
 """The builder process behind :func:`chatcli.engine.compile_build.start`: ``python -m
-chatcli.engine.compile_worker PACKAGE SOURCE DTYPE [QUANTIZE [GROUP]]`` loads the model at SOURCE as the
-chat did, builds the package of its decode step at low priority on one thread, and writes
+chatcli.engine.compile_worker PACKAGE SOURCE DTYPE [QUANTIZE [GROUP [BF16_PATH]]]`` loads the model at SOURCE
+as the chat did (a bf16 model's one-row products on the chat's calibrated path, ``onednn`` or ``plain``), builds the package of its decode step at low priority on one thread, and writes
 ``PACKAGE.failed`` (one line) instead when anything goes wrong; ``PACKAGE.building`` is removed either way."""
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from chatcli.engine.compile_build import marker
 
 
 def main(argv: list[str]) -> int:
-    """The builder process: ``PACKAGE SOURCE DTYPE [QUANTIZE [GROUP]]``."""
+    """The builder process: ``PACKAGE SOURCE DTYPE [QUANTIZE [GROUP [BF16_PATH]]]``."""
     path, source, dtype = Path(argv[0]), argv[1], argv[2]
     quantize = argv[3] if len(argv) > 3 else "none"
     group_size = int(argv[4]) if len(argv) > 4 and argv[4] else None
+    bf16_path = argv[5] if len(argv) > 5 else ""
     building = marker(path, ".building")
     try:
         os.nice(10)  # below the chat that started it
@@ -33,6 +34,10 @@ def main(argv: list[str]) -> int:
 
         model = load_engine(source, dtype=dtype, device="cpu", quantize=quantize, group_size=group_size,
                             warm_up=False, calibrate=False).model
+        if bf16_path:  # the path the chat calibrated: its plan, so its package key
+            from chatcli.model.packed import use_kernel_choices
+
+            use_kernel_choices(model, model.kernel_choices.with_(bf16_small_rows=bf16_path))
         if package_path(model) != path:  # the file this model's decoder looks for (and inductor's cache dir set)
             raise RuntimeError("the model loaded here is not the one the package is for")
         package.build(package.StepModule(plan(model, 1)), model.config, model.dtype, path)

@@ -46,7 +46,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("max_tokens", "int", "most new tokens per answer"),
     Key("adapters", "adapters", "LoRA adapters, PATH[:SCALE] or NAME[:SCALE]"),
     Key("save_history", "bool", "keep chats and generate runs in the history (false: --no-save)"),
-    Key("compile", "bool", "compile the CPU decode step ahead of time (--compile; unset: float32, int8 and int4 once built)"),
+    Key("compile", "bool", "compile the CPU decode step ahead of time (--compile; unset: float32, int8, int4 and bfloat16 once built)"),
 )}  # fmt: skip
 
 # The keys the sampler reads (chatcli.settings.param_sources resolves them, with the model's own).

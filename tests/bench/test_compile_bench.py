@@ -88,8 +88,8 @@ def test_a_model_compile_does_not_cover_is_measured_eagerly_and_said(tiny_model_
 
 
 def test_the_bench_decodes_as_the_commands_do(tiny_model_dir, monkeypatch):
-    """float32 models (unquantised, int8, int4) through the compiled step unless --eager or the `compile`
-    setting says no; bfloat16 eagerly, as `chatcli generate` decodes them."""
+    """float32 models (unquantised, int8, int4) and bfloat16 ones through the compiled step unless --eager
+    or the `compile` setting says no, as `chatcli generate` decodes them; float16 eagerly."""
     from chatcli.bench.cli import build_spec
 
     def spec(dtype="float32", quantize=None, eager=False):
@@ -99,7 +99,7 @@ def test_the_bench_decodes_as_the_commands_do(tiny_model_dir, monkeypatch):
     monkeypatch.delenv("CHATCLI_COMPILE")
     assert spec().compiled is True
     assert spec(quantize="int8").compiled and spec(quantize="int4").compiled
-    assert not spec(eager=True).compiled and not spec("bfloat16").compiled
+    assert spec("bfloat16").compiled and not spec(eager=True).compiled and not spec("float16").compiled
 
 
 def test_decode_through_the_compiled_step_skips_the_outside_split(tiny_model_dir):

@@ -84,10 +84,10 @@ def test_python_api_takes_compile(decoders, tiny_model_dir):
     assert chatcli.load_model(str(tiny_model_dir)).generator.compiled is None
 
 
-def test_unset_compile_is_auto_for_float32_models(capsys, decoders, tiny_model_dir, monkeypatch):
-    """Nothing sets `compile`: a float32 model (unquantised, int8 or int4) gets an "auto" decoder, which
-    decodes eagerly and asks for one background build of the model as loaded (stubbed here: no process
-    starts); bfloat16 and --no-compile get none."""
+def test_unset_compile_is_auto_for_float32_and_bfloat16_models(capsys, decoders, tiny_model_dir, monkeypatch):
+    """Nothing sets `compile`: a float32 model (unquantised, int8 or int4) or a bfloat16 one gets an "auto"
+    decoder, which decodes eagerly and asks for one background build of the model as loaded (stubbed here:
+    no process starts; bfloat16 with its one-row path); --no-compile gets none."""
     from chatcli.engine import compile_build
 
     started = []
@@ -95,14 +95,16 @@ def test_unset_compile_is_auto_for_float32_models(capsys, decoders, tiny_model_d
     monkeypatch.delenv("CHATCLI_COMPILE")
     eager_ids, err = _answer(capsys, "--model", str(tiny_model_dir))
     assert [d.mode for d in decoders] == ["auto"] and decoders[0].compiles == 0
-    assert len(started) == 1 and started[0][1:] == (str(tiny_model_dir), "float32", "none", None)
-    assert started[0][0].suffix == ".pt2"
+    assert len(started) == 1 and started[0][1:5] == (str(tiny_model_dir), "float32", "none", None)
+    assert started[0][0].suffix == ".pt2" and started[0][5:] == ("",)
     assert "bg" in err  # the line the build's start returned, shown once
     _answer(capsys, "--model", str(tiny_model_dir), "--quantize", "int8")
     _answer(capsys, "--model", str(tiny_model_dir), "--quantize", "int4")
     assert [d.mode for d in decoders] == ["auto"] * 3
-    assert [s[1:] for s in started[1:]] == [(str(tiny_model_dir), "float32", "int8", None),
-                                             (str(tiny_model_dir), "float32", "int4", None)]  # fmt: skip
+    assert [s[1:] for s in started[1:]] == [(str(tiny_model_dir), "float32", "int8", None, ""),
+                                             (str(tiny_model_dir), "float32", "int4", None, "")]  # fmt: skip
     _answer(capsys, "--model", str(tiny_model_dir), "--dtype", "bfloat16")
+    assert [d.mode for d in decoders] == ["auto"] * 4
+    assert started[3][1:4] == (str(tiny_model_dir), "bfloat16", "none") and started[3][5] in ("onednn", "plain")
     _answer(capsys, "--model", str(tiny_model_dir), "--no-compile")
-    assert len(decoders) == 3 and len(started) == 3
+    assert len(decoders) == 4 and len(started) == 4

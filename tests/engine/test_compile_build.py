@@ -1,4 +1,4 @@
-"""The background build behind the default ("auto"; float32, int8 and int4): one builder per package, markers beside it,
+"""The background build behind the default ("auto"; float32, int8, int4 and bfloat16): one builder per package, markers beside it,
 a failure written down once, and a real build whose package the next answer loads."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 
+import pytest
 import torch
 
 from chatcli.engine import compile_build, compile_worker
@@ -20,7 +21,7 @@ def test_one_builder_per_package_and_none_after_a_failure(tmp_path, monkeypatch)
     line = compile_build.start(pkg, "/models/m", "float32")
     assert line and "background" in line and "\n" not in line
     argv, kw = launched[0]
-    assert argv[1:] == ["-m", "chatcli.engine.compile_worker", str(pkg), "/models/m", "float32", "none", ""]
+    assert argv[1:] == ["-m", "chatcli.engine.compile_worker", str(pkg), "/models/m", "float32", "none", "", ""]
     assert kw["start_new_session"] and kw["env"]["OMP_NUM_THREADS"] == "1"
     assert pkg.with_suffix(".building").is_file()
     assert compile_build.start(pkg, "/models/m", "float32") is None and len(launched) == 1  # one runs already
@@ -34,7 +35,10 @@ def test_one_builder_per_package_and_none_after_a_failure(tmp_path, monkeypatch)
     assert compile_build.start(pkg, "/models/m", "float32") is None and len(launched) == 2
     other = tmp_path / "steps" / "int4.pt2"  # a quantised model's builder loads it quantised, as the chat did
     assert compile_build.start(other, "/models/m", "float32", "int4", 64)
-    assert launched[-1][0][-3:] == ["float32", "int4", "64"]
+    assert launched[-1][0][-4:] == ["float32", "int4", "64", ""]
+    bf16 = tmp_path / "steps" / "bf16.pt2"  # a bf16 builder plans the chat's calibrated one-row path
+    assert compile_build.start(bf16, "/models/m", "bfloat16", "none", None, "plain")
+    assert launched[-1][0][-4:] == ["bfloat16", "none", "", "plain"]
 
 
 def test_a_failed_build_is_written_down_in_one_line(tmp_path, monkeypatch):
@@ -47,17 +51,23 @@ def test_a_failed_build_is_written_down_in_one_line(tmp_path, monkeypatch):
     assert said.count("\n") == 1 and not pkg.with_suffix(".building").exists() and not pkg.exists()
 
 
-def test_background_build_then_the_next_answer_loads_it(tiny_model_dir, tmp_path, monkeypatch):
-    """The real thing on the tiny model as the commands load it (int4, ``compile`` unset = "auto"): the
-    decoder starts the builder process (which loads the model int4 as well; AOTInductor, a few seconds
-    of C++ here), keeps decoding eagerly, and its first answer after the package appears loads it and
-    gives the eager step's logits bit for bit."""
+@pytest.mark.parametrize("dtype,quantize", [("float32", "int4"), ("bfloat16", "none")])
+def test_background_build_then_the_next_answer_loads_it(dtype, quantize, tiny_model_dir, tmp_path, monkeypatch):
+    """The real thing on the tiny model as the commands load it (int4, and bf16 on the plain one-row
+    path a calibration may choose; ``compile`` unset = "auto"): the decoder starts the builder process
+    (which loads the model as the chat did: int4, or bf16 on the chat's path, which the builder's own
+    uncalibrated load would not take; AOTInductor, a few seconds of C++ here), keeps decoding eagerly,
+    and its first answer after the package appears loads it and gives the eager step's logits bit for bit."""
     from chatcli.engine.loader import load_engine
+    from chatcli.model.packed import use_kernel_choices
     from tests.model.test_compiled_step import _run_both
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    engine = load_engine(str(tiny_model_dir), quantize="int4", compile="auto", warm_up=False, calibrate=False)
+    engine = load_engine(str(tiny_model_dir), dtype=dtype, quantize=quantize, compile="auto", warm_up=False,
+                         calibrate=False)  # fmt: skip
     model, decoder = engine.model, engine.generator.compiled
+    if dtype == "bfloat16":
+        use_kernel_choices(model, model.kernel_choices.with_(bf16_small_rows="plain"))
     said: list[str] = []
     decoder.say = said.append
     want, got, step = _run_both(model, decoder, steps=2)
@@ -94,6 +104,20 @@ def test_a_calibrated_row_limit_names_the_same_package(tiny_model_dir):
     assert key() == before
     use_kernel_choices(model, model.kernel_choices.with_(int4_max_rows=0))  # no kernel: another program
     assert key() != before
+
+
+def test_the_bf16_one_row_path_names_its_own_package(tiny_model_dir):
+    """oneDNN's prepacked products and aten's mm are two programs (the same numbers, other kernels)."""
+    from chatcli.model.compiled import package
+    from chatcli.model.compiled.step_plan import plan
+    from chatcli.model.packed import use_kernel_choices
+
+    model = load_checkpoint(tiny_model_dir).to(torch.bfloat16)
+    keys = {}
+    for path in ("onednn", "plain"):
+        use_kernel_choices(model, model.kernel_choices.with_(bf16_small_rows=path))
+        keys[path] = package.package_key(package.StepModule(plan(model, 1)), "source")
+    assert keys["onednn"] != keys["plain"]
 
 
 def test_packages_unused_for_a_month_are_pruned_after_a_build(tmp_path):

@@ -64,7 +64,12 @@ from chatcli.model.quantize import quantize_model
 from tests.model.test_compiled_step import _run_both
 
 model = load_checkpoint(sys.argv[1])
-if sys.argv[3] != "none":
+if sys.argv[3] == "bf16-onednn":  # bf16 through oneDNN's prepacked weights (the compiled step's chatcli::onednn_linear)
+    from chatcli.model.packed import use_kernel_choices
+
+    model = model.to(torch.bfloat16)
+    use_kernel_choices(model, model.kernel_choices.with_(bf16_small_rows="onednn"))
+elif sys.argv[3] != "none":
     quantize_model(model, sys.argv[3])
 decoder = CompiledDecoder(mode=sys.argv[2], background=lambda path: None)
 want, got, step = _run_both(model, decoder, steps=12)
@@ -79,8 +84,10 @@ def test_aot_package_is_built_once_then_loaded_and_equals_eager(tiny_model_dir, 
     """The real AOTInductor build and load, each in a fresh interpreter (a person's processes start
     clean; inductor keeps process-wide state that ~2,000 earlier tests may have touched): the first
     builds the package, the second (the default "auto" mode) finds it and loads it without building.
-    The compiled logits are the eager step's bit for bit (float32, and int4, whose bfloat16 activations
-    turn any last-bit difference into a different answer), so "auto" may switch between them freely."""
+    The compiled logits are the eager step's bit for bit (float32; int4, whose bfloat16 activations
+    turn any last-bit difference into a different answer; and bfloat16 through oneDNN's prepacked
+    weights, where inductor must round after every operation as eager does), so "auto" may switch
+    between them freely."""
     import json
     import os
     import subprocess
@@ -90,12 +97,12 @@ def test_aot_package_is_built_once_then_loaded_and_equals_eager(tiny_model_dir, 
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "PYTHONPATH": str(root)}
     runs = []
-    for mode, method in (("on", "none"), ("auto", "none"), ("on", "int4")):
+    for mode, method in (("on", "none"), ("auto", "none"), ("on", "int4"), ("on", "bf16-onednn")):
         proc = subprocess.run([sys.executable, "-c", _AOT_CHILD, str(tiny_model_dir), mode, method],
                               capture_output=True, text=True, env=env, cwd=root, timeout=540)  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    built, loaded, int4 = runs
+    built, loaded, int4, bf16 = runs
     for got in runs:
         assert got["compiled_step"] and got["failed"] is None, got
         assert got["same"] and got["same2"], got
@@ -103,6 +110,7 @@ def test_aot_package_is_built_once_then_loaded_and_equals_eager(tiny_model_dir, 
     assert loaded["compiles"] == loaded["compiles_after_second"] == 0 and loaded["loads"] == 1, loaded
     assert Path(built["package"]).is_file() and built["package"] == loaded["package"]
     assert int4["compiles"] == 1 and int4["package"] != built["package"], int4
+    assert bf16["compiles"] == 1 and bf16["package"] not in (built["package"], int4["package"]), bf16
 
 
 @pytest.mark.parametrize("family", FAMILIES)  # tied head, llama3 rope, untied; q/k/v bias; per-head q/k norms
@@ -160,16 +168,22 @@ def test_an_active_adapter_decodes_eagerly(tiny_model_dir):
         plan(model, 1)
 
 
-def test_bf16_onednn_choice_decodes_eagerly(tiny_model_dir):
+@pytest.mark.parametrize("path", ["onednn", "plain"])
+def test_bf16_compiles_through_the_chosen_kernel(path, tiny_model_dir):
+    """bf16 products of one row take the model's chosen path in the compiled step too: oneDNN's prepacked
+    weight through ``chatcli::onednn_linear`` (the same kernel, the same arguments), or aten's mm."""
     model = load_checkpoint(tiny_model_dir).to(torch.bfloat16)
-    use_kernel_choices(model, model.kernel_choices.with_(bf16_small_rows="onednn"))
+    use_kernel_choices(model, model.kernel_choices.with_(bf16_small_rows=path))
     group = model.model.layers[0].self_attn.qkv_group
     if not group.onednn_ok():
         pytest.fail("this torch build has no oneDNN: the choice cannot be tested here")
-    with pytest.raises(NotCovered, match="oneDNN"):
-        plan(model, 1)
-    use_kernel_choices(model, model.kernel_choices.with_(bf16_small_rows="plain"))
-    plan(model, 1)  # the plain bf16 path is covered
+    p = plan(model, 1)
+    assert (p.layers[0].qkv.onednn is not None) == (path == "onednn")
+    assert (p.head.onednn is not None) == (path == "onednn")
+    counter = Exported()
+    want, got, step = _run_both(model, CompiledDecoder(backend=counter), steps=6)
+    assert isinstance(step, CompiledStep) and counter.count == 1
+    assert torch.equal(got, want)
 
 
 def test_a_failing_compiler_falls_back_with_one_line(tiny_model_dir):

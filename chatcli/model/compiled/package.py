@@ -30,6 +30,10 @@ filled positions as the eager step does, and inductor generates only loops of co
 single operations (multiplies, adds, casts, copies; no FMA contraction: inductor's default
 ``-ffp-contract=off``), whose results do not depend on how they are fused. The compiled step's
 logits equal the eager step's exactly (float32, int8 and int4; tests/model/test_compiled_step.py).
+A bfloat16 step is built with inductor's ``emulate_precision_casts``: eager rounds every operation's
+result to bfloat16, and inductor would otherwise keep a fused loop's intermediates (RoPE's products,
+the residual sums) in float32: the greedy answers of the default model differed after a few tokens
+without it, and are the same token for token with it (and so are the logits, bit for bit, in the tests).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from chatcli.model.compiled.step_plan import _decode, _Plan
+from chatcli.model.compiled.step_plan import PendingPack, _decode, _Plan
 
 FORMAT = 3  # bump when the package's calling convention or numbers change (2: weights as inputs; 3: ATen's kernels)
 MIN_LENGTH = 16  # the smallest cache length the exported program accepts
@@ -81,8 +85,13 @@ class StepModule(nn.Module):
         self._index: dict[int, int] = {}
         self._spec = self._register(plan_)
 
+    def materialize(self) -> None:
+        """Build the oneDNN copies the plan left pending (:class:`PendingPack`): before the step first runs
+        or is exported."""
+        self.tensors = [t.tensor() if isinstance(t, PendingPack) else t for t in self.tensors]
+
     def _register(self, obj):
-        if isinstance(obj, torch.Tensor):
+        if isinstance(obj, (torch.Tensor, PendingPack)):
             if id(obj) not in self._index:
                 self._index[id(obj)] = len(self.tensors)
                 self.tensors.append(obj)
@@ -152,7 +161,7 @@ def source_hash() -> str:
 def package_key(module: StepModule, source: str, rows: int = 1) -> str:
     """The name of the package that runs ``module`` (see the module docstring for what it covers);
     ``source``: :func:`source_hash`."""
-    tensors = [[list(t.shape), list(t.stride()), str(t.dtype)] for t in module.tensors]
+    tensors = [[list(t.shape), "mkldnn" if t.is_mkldnn else list(t.stride()), str(t.dtype)] for t in module.tensors]
     what = {"format": FORMAT, "rows": rows, "tensors": tensors, "scalars": repr(module.scalars(rows)),
             "torch": torch.__version__, "isa": torch.backends.cpu.get_cpu_capability(), "source": source}  # fmt: skip
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
@@ -160,6 +169,7 @@ def package_key(module: StepModule, source: str, rows: int = 1) -> str:
 
 def example_args(module: StepModule, config, dtype: torch.dtype, length: int = 256) -> tuple:
     """Inputs of the step's shapes for export (a cache of ``length`` positions, zeroed; the weights themselves)."""
+    module.materialize()
     kv, dh = config.num_key_value_heads, config.head_dim
     keys = [torch.zeros(1, kv, length, dh, dtype=dtype) for _ in range(config.num_hidden_layers)]
     values = [torch.zeros(1, kv, length, dh, dtype=dtype) for _ in range(config.num_hidden_layers)]
@@ -210,7 +220,9 @@ def build(module: StepModule, config, dtype: torch.dtype, path: Path) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's own deprecation warnings are not the person's to read
             program = export(module, config, dtype)
-            with _aten_kernels():
+            # bf16: round after every operation as eager does (inductor otherwise keeps a fused loop's
+            # intermediates in float32, and an answer would differ)
+            with _aten_kernels(), torch._inductor.config.patch(emulate_precision_casts=dtype == torch.bfloat16):
                 torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
         os.replace(tmp, path)
     finally:

@@ -17,20 +17,23 @@ N is symbolic in the exported program, so one package serves every cache size (t
 prompt + answer before the first token, so the cache does not grow inside an answer). ``torch.export``
 takes the whole step or fails: there are no graph breaks to fall into.
 
+A bf16 model's one-row products take the path its
+:class:`~chatcli.model.kernel_choice.KernelChoices` chose, here too: aten's mm, or oneDNN's prepacked
+weight through :mod:`chatcli.model.compiled.onednn_op` (the same kernel, so the same bits).
+
 Anything else (training mode, hooks, an active LoRA adapter or replaced weight, a module
-swapped for an unknown one, the bf16 oneDNN prepacked path chosen by the model's
-:class:`~chatcli.model.kernel_choice.KernelChoices`, a device other than the CPU, several rows
+swapped for an unknown one, a device other than the CPU, several rows
 in one step) is not covered: :meth:`CompiledDecoder.step` returns the eager
 :class:`~chatcli.model.decode_step.DecodeStep` and says why once (:attr:`CompiledDecoder.reason`).
 A build that fails (no C++ compiler, an inductor error) does the same, with one line through
 ``say``; the answer goes on eagerly, never wrong.
 
 Two modes: ``"on"`` (``--compile``) builds a missing package in the foreground on the first answer
-(about a minute on two cores; said before the first token); ``"auto"`` (the default for float32 models: unquantised, int8, int4) uses a
+(about a minute on two cores; said before the first token); ``"auto"`` (the default for CPU models: float32, int8, int4, bfloat16) uses a
 package that exists and otherwise decodes eagerly and calls ``background`` once, which starts a build
 in another process; the first answer after the package appears uses it.
 
-Numbers: the compiled step's logits are the eager step's, bit for bit (float32, int8, int4): the package
+Numbers: the compiled step's logits are the eager step's, bit for bit (float32, int8, int4, bfloat16): the package
 calls ATen's kernels wherever inductor's own would round differently (see
 :mod:`chatcli.model.compiled.package`), so switching it on or off never changes an answer.
 
@@ -236,6 +239,7 @@ class CompiledStep:
         cos, sin = self.model.model.rotary_emb.table(cap, self.model.dtype)
         try:
             if self._runner is None:
+                self.module.materialize()  # the oneDNN copies a bf16 plan left pending: built now, as eager does
                 self._runner = self._ready()
             logits = self._runner(ids.contiguous(), torch.tensor(pos), cache.keys, cache.values,
                                   cos[:cap], sin[:cap], self.module.tensors)  # fmt: skip

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chatcli.model.compiled.onednn_op import onednn_linear
 from chatcli.model.decode_step import DecodeStep, _attention, _rotate
 from chatcli.model.lora_linear import LoRALinear
 from chatcli.model.model import RMSNorm
@@ -28,13 +29,15 @@ from chatcli.model.qlinear import QuantizedEmbedding, QuantizedLinear
 @dataclass(frozen=True)
 class _Product:
     """One product's inputs for the graph: a dense input-major weight (``weight`` [out, in] view,
-    ``bias``), or a quantised layer called through its public forward (``module``); ``splits``:
+    ``bias``), oneDNN's prepacked copy of it (``onednn``, with ``bias``: the bf16 path the model chose
+    for a few rows), or a quantised layer called through its public forward (``module``); ``splits``:
     (start, size) of each member's columns in the output."""
 
     weight: torch.Tensor | None
     bias: torch.Tensor | None
     module: nn.Module | None
     splits: tuple[tuple[int, int], ...]
+    onednn: "torch.Tensor | PendingPack | None" = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,22 @@ class _Plan:
     head_dim: int
 
 
+class PendingPack:
+    """oneDNN's prepacked copy of a group's weight, built on first use (:meth:`tensor`), not when the
+    step is planned: the plan is made before an answer's first token, and the eager step too builds the
+    copies in its first decode step, so a one-token answer never pays for them. Stands in the plan for
+    the tensor it will be, as ``[shape, "mkldnn", dtype]`` in the package key."""
+
+    is_mkldnn = True
+
+    def __init__(self, group: FusedGroup, version: int):
+        self.group, self.version = group, version
+        self.shape, self.dtype = group.weight.shape, group.weight.dtype
+
+    def tensor(self) -> torch.Tensor:
+        return self.group.onednn_weight(self.version)
+
+
 class NotCovered(Exception):
     """Why a model's decode step cannot be compiled as it is now (one phrase)."""
 
@@ -86,9 +105,10 @@ def _product(parent: nn.Module, names: tuple[str, ...], group: FusedGroup | Quan
                 raise NotCovered(f"{names[i]} is no longer its packed weight")
             if group.bias_ptrs is not None and (m.bias is None or m.bias.data_ptr() != group.bias_ptrs[i]):
                 raise NotCovered(f"{names[i]}'s bias is no longer packed")
-        if small_rows and group.use_onednn and group.onednn_ok():
-            raise NotCovered("the bf16 oneDNN path is this CPU's choice (see `chatcli bench --calibrate`)")
         splits = tuple(zip(group.starts, group.sizes))
+        if small_rows and group.use_onednn and group.onednn_ok():  # fused_linear's oneDNN branch, same kernel
+            version = sum(m.weight._version for m in mods)  # as fused_linear computes it (a merge rebuilds the copy)
+            return _Product(None, group.bias, None, splits, PendingPack(group, version))
         return _Product(group.weight, group.bias, None, splits)
     if isinstance(group, QuantGroup):
         for m, ptr, name in zip(mods, group.ptrs, names):
@@ -153,7 +173,10 @@ def plan(model: nn.Module, rows: int) -> _Plan:
 
 
 def _run(p: _Product, x: torch.Tensor) -> list[torch.Tensor]:
-    y = F.linear(x, p.weight, p.bias) if p.module is None else p.module(x)
+    if p.onednn is not None:
+        y = onednn_linear(x, p.onednn, p.bias)
+    else:
+        y = F.linear(x, p.weight, p.bias) if p.module is None else p.module(x)
     return [y.narrow(-1, s, n) for s, n in p.splits]
 
 
