@@ -32,8 +32,11 @@ gguf = pytest.importorskip("gguf")
 platformdirs = pytest.importorskip("platformdirs")
 
 REAL_CACHE = Path(platformdirs.user_cache_dir("chatcli"))  # the real one: conftest points CHATCLI_HOME elsewhere
-SHIPPED = Path(os.environ.get("CHATCLI_TEST_SHIPPED_GGUF") or REAL_CACHE / "downloads" / "SmolLM2-135M-Instruct.Q4_1.gguf")
 DEFAULT_DIR = Path(os.environ.get("CHATCLI_TEST_MODEL_DIR") or REAL_CACHE / "models" / "smollm2-135m-instruct")
+_DOWNLOADED = REAL_CACHE / "downloads" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The shipped GGUF: where an older pull left it, else the copy the model cache keeps beside the checkpoint.
+SHIPPED = Path(os.environ.get("CHATCLI_TEST_SHIPPED_GGUF")
+               or (_DOWNLOADED if _DOWNLOADED.is_file() else DEFAULT_DIR / "source.gguf"))
 N_HEAD, N_KV, HEAD_DIM, THETA = 9, 3, 64, 100000.0
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
