@@ -1,6 +1,7 @@
 """The builder process behind :func:`chatcli.engine.compile_build.start`: ``python -m
 chatcli.engine.compile_worker PACKAGE SOURCE DTYPE [QUANTIZE [GROUP [BF16_PATH]]]`` loads the model at SOURCE
-as the chat did (a bf16 model's one-row products on the chat's calibrated path, ``onednn`` or ``plain``), builds the package of its decode step at low priority on one thread, and writes
+as the chat did (a bf16 model's one-row products on the chat's calibrated path, ``onednn`` or ``plain``),
+builds the package of its decode step at low priority on one thread, and writes
 ``PACKAGE.failed`` (one line) instead when anything goes wrong; ``PACKAGE.building`` is removed either way."""
 
 from __future__ import annotations

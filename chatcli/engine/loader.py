@@ -263,14 +263,13 @@ def load_engine(
         from chatcli.model.compiled.step import CompiledDecoder
 
         engine.generator.compiled = CompiledDecoder()  # its lines reach the person as the answer's Notices
-    elif compile == "auto" and dev.type == "cpu" and str(dt) in ("torch.float32", "torch.bfloat16"):  # identical answers
+    elif compile == "auto" and dev.type == "cpu" and identity.dtype in ("float32", "bfloat16"):  # identical answers
         from chatcli.engine import compile_build
         from chatcli.model.compiled.step import CompiledDecoder
 
-        name = str(dt).removeprefix("torch.")  # float32 also for int8 and int4
         engine.generator.compiled = CompiledDecoder(mode="auto", background=lambda package: compile_build.start(
-            package, str(path), name, quantize, group_size,
-            model.kernel_choices.bf16_small_rows if name == "bfloat16" else ""))  # fmt: skip
+            package, str(path), identity.dtype, quantize, group_size,  # float32 also for int8 and int4
+            model.kernel_choices.bf16_small_rows if identity.dtype == "bfloat16" else ""))  # fmt: skip
     return engine
 
 

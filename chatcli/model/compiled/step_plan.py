@@ -19,7 +19,7 @@ from chatcli.model.compiled.onednn_op import onednn_linear
 from chatcli.model.decode_step import DecodeStep, _attention, _rotate
 from chatcli.model.lora_linear import LoRALinear
 from chatcli.model.model import RMSNorm
-from chatcli.model.packed import FusedGroup, QuantGroup
+from chatcli.model.packed import FusedGroup, QuantGroup, _members
 from chatcli.model.qlinear import QuantizedEmbedding, QuantizedLinear
 
 
@@ -107,7 +107,7 @@ def _product(parent: nn.Module, names: tuple[str, ...], group: FusedGroup | Quan
                 raise NotCovered(f"{names[i]}'s bias is no longer packed")
         splits = tuple(zip(group.starts, group.sizes))
         if small_rows and group.use_onednn and group.onednn_ok():  # fused_linear's oneDNN branch, same kernel
-            version = sum(m.weight._version for m in mods)  # as fused_linear computes it (a merge rebuilds the copy)
+            _, version = _members(parent, group, False)  # fused_linear's own count (a merge rebuilds the copy)
             return _Product(None, group.bias, None, splits, PendingPack(group, version))
         return _Product(group.weight, group.bias, None, splits)
     if isinstance(group, QuantGroup):
